@@ -1,0 +1,174 @@
+"""
+Dataset mapper for semantic segmentation: reads and checks an image and its label map, applies
+Detectron2 augmentations to both, and returns the tensors the meta-architecture expects.
+
+Every bad input raises :class:`BadInputError` naming the file (see the README's table).
+"""
+import copy
+import logging
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+
+__all__ = ["BadInputError", "SemSegDatasetMapper", "build_sem_seg_augmentations", "read_image_file",
+           "read_label_file"]
+
+logger = logging.getLogger(__name__)
+
+
+class BadInputError(ValueError):
+    """An image or label file that cannot be used as it is; the message names the file."""
+
+
+def _open(path, what):
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.load()
+        return image
+    except FileNotFoundError:
+        raise BadInputError(f"{what} file not found: {path}") from None
+    except OSError as e:
+        raise BadInputError(f"cannot read {what} file {path}: {e}") from None
+
+
+def read_image_file(path, format="BGR"):
+    """
+    Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
+
+    Grayscale images are replicated to 3 channels, the alpha channel of RGBA/LA images is dropped,
+    and 16-bit images are scaled to 8 bits (value >> 8).
+    """
+    image = ImageOps.exif_transpose(_open(path, "image"))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image).astype(np.int64)
+        bits = 16 if image.mode.startswith("I;16") or array.max() > 255 else 8
+        image = Image.fromarray((array >> (bits - 8)).clip(0, 255).astype(np.uint8))
+    return np.ascontiguousarray(convert_PIL_to_numpy(image, format))
+
+
+def read_label_file(path):
+    """
+    Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
+    8- and 16-bit single-channel images their values. Colour (RGB) label images are rejected.
+    """
+    label = _open(path, "label")
+    if label.mode not in ("P", "L", "I;16", "I;16B", "I;16L", "I"):
+        raise BadInputError(
+            f"label file {path} has mode {label.mode!r}: expected one channel of class ids "
+            "(8/16-bit grayscale or palette PNG), not colours"
+        )
+    return np.asarray(label).astype(np.int64)
+
+
+def check_label_values(label, num_classes, ignore_label, path):
+    """Raise :class:`BadInputError` if ``label`` has values outside [0, K) other than ignore."""
+    bad = ((label < 0) | (label >= num_classes)) & (label != ignore_label)
+    if bad.any():
+        values = np.unique(label[bad])
+        raise BadInputError(
+            f"label file {path} has values {values[:10].tolist()} outside [0, {num_classes}) that "
+            f"are not the ignore label {ignore_label} (MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes})"
+        )
+
+
+def build_sem_seg_augmentations(cfg, is_train):
+    """
+    Training: ResizeShortestEdge (INPUT.MIN_SIZE_TRAIN, "choice" or "range"), optional random
+    crop that retries while one category covers more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+    horizontal flip, optional SSD colour augmentation. Test: ResizeShortestEdge(MIN_SIZE_TEST).
+    """
+    if not is_train:
+        if cfg.INPUT.MIN_SIZE_TEST <= 0:
+            return []
+        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+    augs = [
+        T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(
+            T.RandomCrop_CategoryAreaConstraint(
+                cfg.INPUT.CROP.TYPE,
+                cfg.INPUT.CROP.SIZE,
+                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            )
+        )
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(
+            T.RandomFlip(
+                horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
+                vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
+            )
+        )
+    if cfg.INPUT.COLOR_AUG_SSD:
+        from detectron2.projects.point_rend import ColorAugSSDTransform
+
+        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
+    return augs
+
+
+class SemSegDatasetMapper:
+    """
+    Maps a dataset dict with ``file_name`` and (optionally) ``sem_seg_file_name`` to a dict with
+    ``image`` (3, H, W) uint8 tensor in ``image_format`` and ``sem_seg`` (H, W) int64 tensor; the
+    original ``height``/``width`` are kept so predictions are resized back to them.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, *, augmentations, image_format: str, num_classes: int,
+                 ignore_label: int):
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        logger.info(f"SemSegDatasetMapper ({'train' if is_train else 'test'}): {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "augmentations": build_sem_seg_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        }
+
+    def __call__(self, dataset_dict):
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image_path = dataset_dict["file_name"]
+        image = read_image_file(image_path, self.image_format)
+        dataset_dict.setdefault("height", image.shape[0])
+        dataset_dict.setdefault("width", image.shape[1])
+        label = None
+        label_path = dataset_dict.pop("sem_seg_file_name", None)
+        if label_path is not None:
+            label = read_label_file(label_path)
+            if label.shape != image.shape[:2]:
+                raise BadInputError(
+                    f"label file {label_path} is {label.shape[1]}x{label.shape[0]} (WxH) but image "
+                    f"{image_path} is {image.shape[1]}x{image.shape[0]}"
+                )
+            check_label_values(label, self.num_classes, self.ignore_label, label_path)
+        elif self.is_train:
+            raise BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'")
+
+        if label is not None:
+            # Resizing uses PIL (nearest) for uint8 maps; wider ids go through float64.
+            label = label.astype(np.uint8 if label.max() < 256 else np.float64)
+        aug_input = T.AugInput(image, sem_seg=label)
+        self.augmentations(aug_input)
+        dataset_dict["image"] = torch.as_tensor(
+            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
+        )
+        if label is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        return dataset_dict

@@ -1,0 +1,16 @@
+"""Model components; importing this module registers them in Detectron2's registries."""
+from .backbone import ThreeConvStem, build_dilated_resnet_backbone
+from .coarse_heads import COARSE_HEAD_REGISTRY, DeepLabV3, DeepLabV3Plus, build_coarse_head
+from .losses import cross_entropy_with_ignore
+from .meta_arch import PointRendSemanticSegmentor
+from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
+from .point_sampling import (
+    POINT_SAMPLER_REGISTRY,
+    UncertaintyPointSampler,
+    build_point_sampler,
+    calculate_uncertainty,
+    grid_cell_centers,
+    point_sample,
+    sample_point_labels,
+)
+from .pointrend_head import CoarseSegHead, PointRendSegHead

@@ -1,0 +1,1 @@
+from .resnet_deeplab import ThreeConvStem, build_dilated_resnet_backbone

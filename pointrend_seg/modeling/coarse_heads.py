@@ -1,0 +1,164 @@
+"""
+Coarse heads: map backbone features to class logits at the coarse stride (8 or 16 for DeepLabV3,
+4 for DeepLabV3+). They only predict; losses and upsampling belong to the semantic heads in
+``pointrend_head.py``, which is why they live in their own registry rather than in Detectron2's
+``SEM_SEG_HEADS_REGISTRY`` (whose members return full-resolution predictions and losses).
+"""
+from typing import Dict, List
+
+import torch
+from fvcore.nn import weight_init
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
+from detectron2.utils.registry import Registry
+
+__all__ = ["COARSE_HEAD_REGISTRY", "DeepLabV3", "DeepLabV3Plus", "build_coarse_head"]
+
+COARSE_HEAD_REGISTRY = Registry("POINTREND_SEG_COARSE_HEAD")
+COARSE_HEAD_REGISTRY.__doc__ = """
+Coarse heads: ``forward(features: dict[str, Tensor]) -> logits (N, K, H / s, W / s)`` with the
+stride ``s`` in the attribute ``output_stride``. Built with ``obj(cfg, input_shape)``.
+"""
+
+
+def _predictor(in_channels, num_classes):
+    conv = Conv2d(in_channels, num_classes, kernel_size=1)
+    nn.init.normal_(conv.weight, std=0.001)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _aspp_args(cfg):
+    h = cfg.MODEL.SEM_SEG_HEAD
+    return {
+        "aspp_channels": h.ASPP_CHANNELS,
+        "aspp_dilations": list(h.ASPP_DILATIONS),
+        "aspp_dropout": h.ASPP_DROPOUT,
+        "norm": h.NORM,
+        "num_classes": h.NUM_CLASSES,
+        "use_depthwise_separable_conv": h.USE_DEPTHWISE_SEPARABLE_CONV,
+    }
+
+
+@COARSE_HEAD_REGISTRY.register()
+class DeepLabV3(nn.Module):
+    """
+    DeepLabV3 (Chen et al. 2017): ASPP (1x1 conv, three atrous 3x3 convs, image pooling; then a
+    1x1 projection and dropout) on one feature map, then a 1x1 classifier.
+    The image pooling is global, so any input size works.
+    """
+
+    @configurable
+    def __init__(
+        self, *, input_shape: ShapeSpec, in_feature: str, aspp_channels: int,
+        aspp_dilations: List[int], aspp_dropout: float, norm: str, num_classes: int,
+        use_depthwise_separable_conv: bool = False,
+    ):
+        super().__init__()
+        self.in_feature = in_feature
+        self.output_stride = input_shape.stride
+        self.aspp = ASPP(
+            input_shape.channels, aspp_channels, aspp_dilations, norm=norm, activation=F.relu,
+            dropout=aspp_dropout, use_depthwise_separable_conv=use_depthwise_separable_conv,
+        )
+        self.predictor = _predictor(aspp_channels, num_classes)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
+        if len(in_features) != 1:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the DeepLabV3 coarse head "
+                "takes exactly one feature map (e.g. ['res5'])"
+            )
+        return {"input_shape": input_shape[in_features[0]], "in_feature": in_features[0],
+                **_aspp_args(cfg)}
+
+    def forward(self, features):
+        return self.predictor(self.aspp(features[self.in_feature]))
+
+
+@COARSE_HEAD_REGISTRY.register()
+class DeepLabV3Plus(nn.Module):
+    """
+    DeepLabV3+ (Chen et al. 2018): ASPP on the coarsest feature map, then for each low-level map
+    (coarse to fine) upsample, concatenate its 1x1 projection, and fuse with two 3x3 convs;
+    a 1x1 classifier at the stride of the finest projected map (4 with ``res2``).
+    """
+
+    @configurable
+    def __init__(
+        self, *, input_shape: Dict[str, ShapeSpec], in_feature: str, project_features: List[str],
+        project_channels: List[int], decoder_channels: int, aspp_channels: int,
+        aspp_dilations: List[int], aspp_dropout: float, norm: str, num_classes: int,
+        use_depthwise_separable_conv: bool = False,
+    ):
+        super().__init__()
+        if len(project_features) != len(project_channels):
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.PROJECT_FEATURES={list(project_features)} and "
+                f"PROJECT_CHANNELS={list(project_channels)} must have the same length"
+            )
+        self.in_feature = in_feature
+        # coarse to fine
+        self.project_features = sorted(project_features, key=lambda f: -input_shape[f].stride)
+        self.output_stride = input_shape[self.project_features[-1]].stride
+        self.aspp = ASPP(
+            input_shape[in_feature].channels, aspp_channels, aspp_dilations, norm=norm,
+            activation=F.relu, dropout=aspp_dropout,
+            use_depthwise_separable_conv=use_depthwise_separable_conv,
+        )
+        widths = dict(zip(project_features, project_channels))
+        use_bias = norm == ""
+        self.project = nn.ModuleDict()
+        self.fuse = nn.ModuleDict()
+        channels = aspp_channels
+        for f in self.project_features:
+            proj = Conv2d(input_shape[f].channels, widths[f], kernel_size=1, bias=use_bias,
+                          norm=get_norm(norm, widths[f]), activation=F.relu)
+            weight_init.c2_xavier_fill(proj)
+            fuse = []
+            for i in range(2):
+                conv = Conv2d(
+                    (channels + widths[f]) if i == 0 else decoder_channels, decoder_channels,
+                    kernel_size=3, padding=1, bias=use_bias,
+                    norm=get_norm(norm, decoder_channels), activation=F.relu,
+                )
+                weight_init.c2_xavier_fill(conv)
+                fuse.append(conv)
+            self.project[f] = proj
+            self.fuse[f] = nn.Sequential(*fuse)
+            channels = decoder_channels
+        self.predictor = _predictor(channels, num_classes)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        h = cfg.MODEL.SEM_SEG_HEAD
+        in_features = h.IN_FEATURES
+        if len(in_features) != 1:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the ASPP input of "
+                "DeepLabV3+ is one feature map (low-level ones go in PROJECT_FEATURES)"
+            )
+        return {
+            "input_shape": input_shape, "in_feature": in_features[0],
+            "project_features": list(h.PROJECT_FEATURES),
+            "project_channels": list(h.PROJECT_CHANNELS), "decoder_channels": h.CONVS_DIM,
+            **_aspp_args(cfg),
+        }
+
+    def forward(self, features):
+        y = self.aspp(features[self.in_feature])
+        for f in self.project_features:
+            x = self.project[f](features[f])
+            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            y = self.fuse[f](torch.cat([x, y], dim=1))
+        return self.predictor(y)
+
+
+def build_coarse_head(cfg, input_shape: Dict[str, ShapeSpec]):
+    """Build the head named by ``cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME``."""
+    return COARSE_HEAD_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME)(cfg, input_shape)

@@ -1,0 +1,89 @@
+"""The semantic-segmentation meta-architecture (Detectron2's ``META_ARCH_REGISTRY``)."""
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+
+__all__ = ["PointRendSemanticSegmentor"]
+
+
+@META_ARCH_REGISTRY.register()
+class PointRendSemanticSegmentor(nn.Module):
+    """
+    Backbone + semantic-segmentation head, with Detectron2's standard inputs and outputs.
+
+    Input: a list of dicts with ``image`` (C, H, W) in ``INPUT.FORMAT``, in training ``sem_seg``
+    (H, W) int64 labels, and optionally ``height``/``width`` (output size, default the input's).
+    Output (inference): one dict per image, ``{"sem_seg": (K, height, width) logits}``, so
+    Detectron2's evaluators work unchanged.
+
+    Images of a batch are padded (``ImageList``) to a multiple of the backbone's largest stride,
+    labels with the ignore value; predictions are cropped back before resizing to
+    ``height``/``width``.
+    """
+
+    @configurable
+    def __init__(
+        self, *, backbone: Backbone, sem_seg_head: nn.Module, pixel_mean: List[float],
+        pixel_std: List[float], size_divisibility: int = -1,
+    ):
+        """
+        Args:
+            backbone: a Detectron2 backbone.
+            sem_seg_head: a head with Detectron2's ``forward(features, targets)`` interface and an
+                ``ignore_value`` attribute.
+            pixel_mean, pixel_std: per-channel normalisation, in ``INPUT.FORMAT`` order.
+            size_divisibility: pad inputs to a multiple of this; -1 uses the largest stride of
+                the backbone's outputs.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        if size_divisibility < 0:
+            size_divisibility = max(s.stride for s in backbone.output_shape().values())
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        return {
+            "backbone": backbone,
+            "sem_seg_head": build_sem_seg_head(cfg, backbone.output_shape()),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise and pad the images of a batch."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_images(batched_inputs)
+        features = self.backbone(images.tensor)
+        if self.training:
+            targets = ImageList.from_tensors(
+                [x["sem_seg"].to(self.device) for x in batched_inputs],
+                self.size_divisibility,
+                self.sem_seg_head.ignore_value,
+            ).tensor
+            _, losses = self.sem_seg_head(features, targets)
+            return losses
+        results, _ = self.sem_seg_head(features)
+        processed = []
+        for result, x, image_size in zip(results, batched_inputs, images.image_sizes):
+            height = x.get("height", image_size[0])
+            width = x.get("width", image_size[1])
+            processed.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+        return processed

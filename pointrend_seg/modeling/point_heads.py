@@ -1,0 +1,98 @@
+"""
+Point heads: per-point classifiers applied to features sampled at P points. Shapes: N images,
+C fine-grained feature channels, K classes, P points.
+"""
+import torch
+from fvcore.nn import weight_init
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.utils.registry import Registry
+
+__all__ = ["POINT_HEAD_REGISTRY", "MLPPointHead", "LinearPointHead", "build_point_head"]
+
+POINT_HEAD_REGISTRY = Registry("POINTREND_SEG_POINT_HEAD")
+POINT_HEAD_REGISTRY.__doc__ = """
+Point heads: ``forward(fine_grained_features (N, C, P), coarse_logits (N, K, P)) -> (N, K, P)``.
+Built with ``obj(cfg, in_channels)`` (``@configurable``), ``in_channels`` = C.
+"""
+
+
+def _init_predictor(conv):
+    nn.init.normal_(conv.weight, std=0.001)
+    nn.init.zeros_(conv.bias)
+
+
+@POINT_HEAD_REGISTRY.register()
+class MLPPointHead(nn.Module):
+    """
+    The paper's point head: ``num_fc`` layers of ``fc_dim`` channels (1x1 Conv1d + ReLU, i.e. the
+    same MLP at every point), then a linear predictor. Input: fine-grained features concatenated
+    with the coarse logits; with ``coarse_pred_each_layer`` the coarse logits are concatenated
+    again before every later layer and the predictor.
+
+    Parameter names (``fc1``..``fcN``, ``predictor``) match Detectron2's ``StandardPointHead``.
+    """
+
+    @configurable
+    def __init__(
+        self, *, in_channels: int, num_classes: int, fc_dim: int, num_fc: int,
+        coarse_pred_each_layer: bool,
+    ):
+        super().__init__()
+        self.num_fc = num_fc
+        self.coarse_pred_each_layer = coarse_pred_each_layer
+        extra = num_classes if coarse_pred_each_layer else 0
+        channels = in_channels + num_classes
+        for k in range(num_fc):
+            fc = nn.Conv1d(channels, fc_dim, kernel_size=1, bias=True)
+            weight_init.c2_msra_fill(fc)
+            self.add_module(f"fc{k + 1}", fc)
+            channels = fc_dim + extra
+        self.predictor = nn.Conv1d(channels, num_classes, kernel_size=1)
+        _init_predictor(self.predictor)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels):
+        return {
+            "in_channels": in_channels,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "fc_dim": cfg.MODEL.POINT_HEAD.FC_DIM,
+            "num_fc": cfg.MODEL.POINT_HEAD.NUM_FC,
+            "coarse_pred_each_layer": cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER,
+        }
+
+    def forward(self, fine_grained_features, coarse_logits):
+        x = torch.cat([fine_grained_features, coarse_logits], dim=1)
+        for k in range(self.num_fc):
+            x = F.relu(getattr(self, f"fc{k + 1}")(x))
+            if self.coarse_pred_each_layer:
+                x = torch.cat([x, coarse_logits], dim=1)
+        return self.predictor(x)
+
+
+@POINT_HEAD_REGISTRY.register()
+class LinearPointHead(nn.Module):
+    """
+    A single linear layer on ``[fine_grained_features, coarse_logits]`` (the walk-through this
+    project started from); a cheap baseline for the MLP.
+    """
+
+    @configurable
+    def __init__(self, *, in_channels: int, num_classes: int):
+        super().__init__()
+        self.predictor = nn.Conv1d(in_channels + num_classes, num_classes, kernel_size=1)
+        _init_predictor(self.predictor)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels):
+        return {"in_channels": in_channels, "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}
+
+    def forward(self, fine_grained_features, coarse_logits):
+        return self.predictor(torch.cat([fine_grained_features, coarse_logits], dim=1))
+
+
+def build_point_head(cfg, in_channels: int):
+    """Build the head named by ``cfg.MODEL.POINT_HEAD.NAME`` for ``in_channels`` feature channels."""
+    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, in_channels)

@@ -1,0 +1,225 @@
+"""
+Semantic-segmentation heads (Detectron2's ``SEM_SEG_HEADS_REGISTRY``): a coarse head plus either
+plain bilinear upsampling (``CoarseSegHead``, the DeepLab baseline) or PointRend's point loss and
+adaptive subdivision (``PointRendSegHead``).
+
+Both follow Detectron2's head interface ``forward(features, targets=None)``: in training
+``(None, losses)``, in inference ``(logits, {})`` with logits (N, K, s * h, s * w) for coarse logits
+(N, K, h, w) of stride s, i.e. at the resolution of the (padded) input when its size is a
+multiple of s, which ``PointRendSemanticSegmentor`` guarantees by padding.
+"""
+import math
+from typing import Dict, List
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+from .coarse_heads import build_coarse_head
+from .losses import cross_entropy_with_ignore
+from .point_heads import build_point_head
+from .point_sampling import build_point_sampler, point_sample, sample_point_labels
+
+__all__ = ["CoarseSegHead", "PointRendSegHead"]
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class CoarseSegHead(nn.Module):
+    """
+    A coarse head whose logits are upsampled bilinearly to the input resolution, trained with
+    (optionally hard-pixel-mined) cross-entropy at the resolution of the labels.
+    """
+
+    @configurable
+    def __init__(
+        self, *, coarse_head: nn.Module, ignore_value: int, loss_weight: float = 1.0,
+        hard_pixel_top_k: float = 1.0,
+    ):
+        """
+        Args:
+            coarse_head: a module mapping features to (N, K, h, w) logits with attribute
+                ``output_stride``.
+            ignore_value: label value excluded from every loss.
+            loss_weight: weight of ``loss_sem_seg``.
+            hard_pixel_top_k: fraction of the hardest pixels the loss averages (1: plain CE).
+        """
+        super().__init__()
+        self.coarse_head = coarse_head
+        self.ignore_value = ignore_value
+        self.loss_weight = loss_weight
+        self.hard_pixel_top_k = hard_pixel_top_k
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        h = cfg.MODEL.SEM_SEG_HEAD
+        if h.LOSS_TYPE == "cross_entropy":
+            top_k = 1.0
+        elif h.LOSS_TYPE == "hard_pixel_mining":
+            top_k = h.HARD_PIXEL_TOP_K
+            if not 0.0 < top_k <= 1.0:
+                raise ValueError(f"MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K must be in (0, 1], got {top_k}")
+        else:
+            raise ValueError(
+                "MODEL.SEM_SEG_HEAD.LOSS_TYPE must be 'cross_entropy' or 'hard_pixel_mining', "
+                f"got {h.LOSS_TYPE!r}"
+            )
+        return {
+            "coarse_head": build_coarse_head(cfg, input_shape),
+            "ignore_value": h.IGNORE_VALUE,
+            "loss_weight": h.LOSS_WEIGHT,
+            "hard_pixel_top_k": top_k,
+        }
+
+    @property
+    def output_stride(self) -> int:
+        return self.coarse_head.output_stride
+
+    def forward(self, features, targets=None):
+        coarse_logits = self.coarse_head(features)
+        if self.training:
+            return None, self.losses(coarse_logits, targets, features)
+        return self.inference(coarse_logits, features), {}
+
+    def canvas_size(self, coarse_logits):
+        """(H, W) of the input canvas covered by the coarse logits: stride x their size."""
+        s = self.output_stride
+        return coarse_logits.shape[-2] * s, coarse_logits.shape[-1] * s
+
+    def losses(self, coarse_logits, targets, features):
+        """
+        Args:
+            coarse_logits (Tensor): (N, K, h, w).
+            targets (Tensor): (N, H, W) int64 labels, H <= s * h and W <= s * w.
+        """
+        logits = F.interpolate(
+            coarse_logits, size=self.canvas_size(coarse_logits), mode="bilinear",
+            align_corners=False,
+        )[..., : targets.shape[-2], : targets.shape[-1]]
+        loss = cross_entropy_with_ignore(logits, targets, self.ignore_value, self.hard_pixel_top_k)
+        return {"loss_sem_seg": loss * self.loss_weight}
+
+    def inference(self, coarse_logits, features):
+        """Bilinear upsampling of the coarse logits to the canvas: (N, K, s * h, s * w) float32."""
+        return F.interpolate(
+            coarse_logits.float(), size=self.canvas_size(coarse_logits), mode="bilinear",
+            align_corners=False,
+        )
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PointRendSegHead(CoarseSegHead):
+    """
+    PointRend (Kirillov et al., CVPR 2020) on a coarse head.
+
+    Training adds ``loss_sem_seg_point``: cross-entropy of the point head at points chosen by the
+    sampler (over-generation k, importance fraction beta), against labels sampled there with
+    nearest interpolation. Inference repeats {2x bilinear upsampling; re-predict the N most
+    uncertain cells with the point head} from the coarse stride up to the input resolution.
+    """
+
+    @configurable
+    def __init__(
+        self, *, point_head: nn.Module, point_sampler, in_features: List[str],
+        train_num_points: int, subdivision_num_points: int, subdivision_steps: int = -1,
+        point_loss_weight: float = 1.0, **kwargs,
+    ):
+        """
+        Args:
+            point_head: maps (N, C, P) fine features and (N, K, P) coarse logits to (N, K, P).
+            point_sampler: provides ``training_points`` / ``subdivision_points``.
+            in_features: feature maps sampled as fine-grained features (e.g. ["res2"]).
+            train_num_points: points per image in training.
+            subdivision_num_points: points re-predicted per subdivision step.
+            subdivision_steps: number of 2x steps; -1 derives it from the coarse stride
+                (log2 s: 4 at stride 16, 3 at stride 8).
+            point_loss_weight: weight of ``loss_sem_seg_point``.
+            kwargs: the arguments of :class:`CoarseSegHead`.
+        """
+        super().__init__(**kwargs)
+        self.point_head = point_head
+        self.point_sampler = point_sampler
+        self.in_features = list(in_features)
+        self.train_num_points = train_num_points
+        self.subdivision_num_points = subdivision_num_points
+        self.subdivision_steps = subdivision_steps
+        self.point_loss_weight = point_loss_weight
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        ret = super().from_config(cfg, input_shape)
+        p = cfg.MODEL.POINT_HEAD
+        missing = [f for f in p.IN_FEATURES if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.POINT_HEAD.IN_FEATURES={list(p.IN_FEATURES)}: {missing} not produced by "
+                f"the backbone (it outputs {sorted(input_shape)}; see MODEL.RESNETS.OUT_FEATURES)"
+            )
+        in_channels = sum(input_shape[f].channels for f in p.IN_FEATURES)
+        ret.update(
+            point_head=build_point_head(cfg, in_channels),
+            point_sampler=build_point_sampler(cfg),
+            in_features=list(p.IN_FEATURES),
+            train_num_points=p.TRAIN_NUM_POINTS,
+            subdivision_num_points=p.SUBDIVISION_NUM_POINTS,
+            subdivision_steps=p.SUBDIVISION_STEPS,
+            point_loss_weight=p.LOSS_WEIGHT,
+        )
+        return ret
+
+    def predict_points(self, features, coarse_logits, point_coords):
+        """
+        Point-head logits at ``point_coords`` (N, P, 2): (N, K, P).
+        """
+        fine = torch.cat([point_sample(features[f], point_coords) for f in self.in_features], dim=1)
+        coarse = point_sample(coarse_logits, point_coords)
+        return self.point_head(fine, coarse)
+
+    def losses(self, coarse_logits, targets, features):
+        losses = super().losses(coarse_logits, targets, features)
+        point_coords = self.point_sampler.training_points(coarse_logits, self.train_num_points)
+        point_logits = self.predict_points(features, coarse_logits, point_coords)
+        # Points are normalised over the canvas; labels beyond the targets are padding (ignored).
+        canvas_h, canvas_w = self.canvas_size(coarse_logits)
+        targets = F.pad(
+            targets, (0, canvas_w - targets.shape[-1], 0, canvas_h - targets.shape[-2]),
+            value=self.ignore_value,
+        )
+        point_labels = sample_point_labels(targets, point_coords)
+        point_loss = cross_entropy_with_ignore(point_logits, point_labels, self.ignore_value)
+        losses["loss_sem_seg_point"] = point_loss * self.point_loss_weight
+        return losses
+
+    def num_subdivision_steps(self) -> int:
+        if self.subdivision_steps >= 0:
+            return self.subdivision_steps
+        return max(0, math.ceil(math.log2(self.output_stride)))
+
+    def inference(self, coarse_logits, features):
+        """
+        Adaptive subdivision. Works in float32 whatever the autocast dtype of the point head.
+
+        Returns:
+            Tensor: (N, K, s * h, s * w) float32 logits.
+        """
+        coarse_logits = coarse_logits.float()
+        logits = coarse_logits
+        for _ in range(self.num_subdivision_steps()):
+            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            n, k, h, w = logits.shape
+            point_indices, point_coords = self.point_sampler.subdivision_points(
+                logits, self.subdivision_num_points
+            )
+            point_logits = self.predict_points(features, coarse_logits, point_coords)
+            logits = (
+                logits.reshape(n, k, h * w)
+                .scatter_(2, point_indices.unsqueeze(1).expand(-1, k, -1), point_logits.float())
+                .view(n, k, h, w)
+            )
+        canvas = self.canvas_size(coarse_logits)
+        if tuple(logits.shape[-2:]) != canvas:
+            logits = F.interpolate(logits, size=canvas, mode="bilinear", align_corners=False)
+        return logits
