@@ -60,6 +60,14 @@ def add_pointrend_seg_config(cfg):
     # -1: as many 2x steps as it takes to go from the coarse stride to the input resolution.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = -1
 
+    # ---- evaluation ------------------------------------------------------------------------
+    # Boundary F-score and Boundary IoU next to mIoU (pointrend_seg.evaluation.BoundaryEvaluator).
+    cfg.TEST.BOUNDARY_EVAL = CN()
+    cfg.TEST.BOUNDARY_EVAL.ENABLED = True
+    # BF distance tolerance and Boundary-IoU band width, as fractions of the image diagonal.
+    cfg.TEST.BOUNDARY_EVAL.BF_TOLERANCE = 0.0075
+    cfg.TEST.BOUNDARY_EVAL.BIOU_DILATION = 0.02
+
     # ---- solver ----------------------------------------------------------------------------
     # WarmupPolyLR (Detectron2's DeepLab project): lr = base * (1 - iter / max_iter) ** power.
     cfg.SOLVER.POLY_LR_POWER = 0.9

@@ -20,6 +20,7 @@ from detectron2.utils import comm
 
 from ..config import add_pointrend_seg_config
 from ..data import SemSegDatasetMapper
+from ..evaluation import BoundaryEvaluator
 
 __all__ = ["Trainer", "build_config"]
 
@@ -87,6 +88,14 @@ class Trainer(DefaultTrainer):
                 "pointrend_seg evaluates 'sem_seg' datasets"
             )
         evaluators = [SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)]
+        boundary = cfg.TEST.BOUNDARY_EVAL
+        if boundary.ENABLED:
+            evaluators.append(
+                BoundaryEvaluator(
+                    dataset_name, distributed=True, output_dir=output_folder,
+                    bf_tolerance=boundary.BF_TOLERANCE, biou_dilation=boundary.BIOU_DILATION,
+                )
+            )
         return DatasetEvaluators(evaluators)
 
     @classmethod
@@ -113,5 +122,9 @@ class Trainer(DefaultTrainer):
             # DefaultTrainer.test un-nests the results of a single dataset.
             per_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
             for name, res in per_dataset.items():
-                logger.info(f"{name}: mIoU = {res['sem_seg']['mIoU']:.2f}")
+                line = f"{name}: mIoU = {res['sem_seg']['mIoU']:.2f}"
+                if "sem_seg_boundary" in res:
+                    b = res["sem_seg_boundary"]
+                    line += f", boundary F = {b['mBF']:.2f}, boundary IoU = {b['mBIoU']:.2f}"
+                logger.info(line)
         return results

@@ -1,0 +1,5 @@
+"""Evaluators for semantic segmentation."""
+
+from .boundary import BoundaryEvaluator
+
+__all__ = ["BoundaryEvaluator"]
