@@ -1,0 +1,64 @@
+"""
+Shared fixtures. ``trained_demo_model`` trains the CPU demo model once per test session (in
+process, ~1 minute) for tests that need a model whose predictions are not near-ties everywhere.
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthetic.yaml")
+# Iterations of the session-scoped demo model (the full demo uses SOLVER.MAX_ITER of the YAML).
+FIXTURE_TRAIN_ITERS = 300
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end test (runs tools or trains a model)")
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def python_exe():
+    return sys.executable
+
+
+def demo_config(*opts):
+    """The demo config with ``KEY VALUE`` overrides (not frozen)."""
+    from pointrend_seg.engine import build_config
+
+    return build_config(DEMO_CONFIG, list(opts))
+
+
+@pytest.fixture(scope="session")
+def trained_demo_model(tmp_path_factory):
+    """(cfg, model): the demo model trained for FIXTURE_TRAIN_ITERS iterations, in eval mode."""
+    from detectron2.utils.events import EventStorage
+
+    from pointrend_seg.engine import Trainer
+
+    out = tmp_path_factory.mktemp("trained_demo")
+    cfg = demo_config(
+        "SOLVER.MAX_ITER", str(FIXTURE_TRAIN_ITERS), "OUTPUT_DIR", str(out),
+        "DATALOADER.NUM_WORKERS", "0",
+    )
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg)
+    optimizer = Trainer.build_optimizer(cfg, model)
+    scheduler = Trainer.build_lr_scheduler(cfg, optimizer)
+    loader = iter(Trainer.build_train_loader(cfg))
+    model.train()
+    with EventStorage(0):
+        for _ in range(FIXTURE_TRAIN_ITERS):
+            loss = sum(model(next(loader)).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    model.eval()
+    return cfg, model

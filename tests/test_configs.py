@@ -1,0 +1,44 @@
+"""Every YAML in configs/ builds a model that runs, and says what its file name promises."""
+import glob
+import os
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+
+import pointrend_seg  # noqa: F401
+from pointrend_seg.engine import build_config
+
+from conftest import REPO_ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True))
+
+
+def test_configs_found():
+    assert len(CONFIGS) >= 15
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO_ROOT) for p in CONFIGS])
+def test_config_builds_and_runs(path):
+    cfg = build_config(path, ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg).eval()
+    name = os.path.basename(path)
+    head = model.sem_seg_head
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    assert head.coarse_head.predictor.out_channels == num_classes
+    if "pointrend" in name:
+        assert type(head).__name__ == "PointRendSegHead"
+        assert head.point_head.predictor.out_channels == num_classes
+    elif not name.startswith("Base-"):
+        assert type(head).__name__ == "CoarseSegHead"
+    stride = model.backbone.output_shape()["res5"].stride
+    if "os8" in name:
+        assert stride == 8
+    elif "os16" in name:
+        assert stride == 16
+    if "R103" in name:
+        assert cfg.MODEL.RESNETS.DEPTH == 101 and cfg.MODEL.RESNETS.STEM_TYPE == "deeplab"
+    with torch.no_grad():
+        out = model([{"image": torch.zeros(3, 40, 56), "height": 45, "width": 60}])
+    assert out[0]["sem_seg"].shape == (num_classes, 45, 60)
