@@ -9,6 +9,12 @@ Train or evaluate a pointrend_seg model with Detectron2's launcher and DefaultTr
     tools/train_net.py --config-file CFG --num-gpus 2 MODEL.DEVICE cpu   # 2 CPU processes (gloo)
 
 Multi-machine: --num-machines M --machine-rank R --dist-url tcp://HOST:PORT on every machine.
+
+Folder datasets (images + masks paired by file stem; repeatable; CLASSES is comma-separated
+names or a text file with one name per line), registered in every process before training:
+
+    tools/train_net.py --config-file CFG --register-folder my_train img/ masks/ bg,road,car \
+        DATASETS.TRAIN '("my_train",)' DATASETS.TEST '()' MODEL.SEM_SEG_HEAD.NUM_CLASSES 3
 """
 import logging
 
@@ -16,6 +22,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 import pointrend_seg  # noqa: F401  (registers the components)
+from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.engine import Trainer, build_config
 
 
@@ -26,8 +33,22 @@ def setup(args):
     return cfg
 
 
+def argument_parser():
+    """Detectron2's default arguments plus ``--register-folder``."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--register-folder", action="append", nargs=4, default=[],
+        metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
+        help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
+        "comma-separated class names or a text file with one name per line",
+    )
+    return parser
+
+
 def main(args):
     cfg = setup(args)
+    # Here rather than before launch(): main runs in every spawned process.
+    register_folder_datasets(getattr(args, "register_folder", None))
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
@@ -40,7 +61,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     logging.getLogger("detectron2").info(f"Command line arguments: {args}")
     launch(
         main,

@@ -2,7 +2,8 @@
 Dataset mapper for semantic segmentation: reads and checks an image and its label map, applies
 Detectron2 augmentations to both, and returns the tensors the meta-architecture expects.
 
-Every bad input raises :class:`BadInputError` naming the file (see the README's table).
+Every bad input raises :class:`BadInputError` naming the file (see the table in
+docs/bad_inputs.md).
 """
 import copy
 import logging
@@ -15,8 +16,10 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 
-__all__ = ["BadInputError", "SemSegDatasetMapper", "build_sem_seg_augmentations", "read_image_file",
-           "read_label_file"]
+from .transforms import PadToMinSize
+
+__all__ = ["BadInputError", "SemSegDatasetMapper", "build_sem_seg_augmentations",
+           "check_label_values", "crop_pad_size", "read_image_file", "read_label_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +76,35 @@ def check_label_values(label, num_classes, ignore_label, path):
         values = np.unique(label[bad])
         raise BadInputError(
             f"label file {path} has values {values[:10].tolist()} outside [0, {num_classes}) that "
-            f"are not the ignore label {ignore_label} (MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes})"
+            f"are not the ignore label {ignore_label} "
+            f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}, "
+            f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_label})"
         )
+
+
+def crop_pad_size(cfg):
+    """
+    (height, width) that images are padded to before the training crop, or None: INPUT.CROP.SIZE
+    for crop type "absolute", (SIZE[0], SIZE[0]) (the smallest crop) for "absolute_range", and
+    None for the relative types, whose crops never exceed the image.
+    """
+    if not cfg.INPUT.CROP.ENABLED:
+        return None
+    crop_type, size = cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE
+    if crop_type == "absolute":
+        return int(size[0]), int(size[1])
+    if crop_type == "absolute_range":
+        return int(size[0]), int(size[0])
+    return None
 
 
 def build_sem_seg_augmentations(cfg, is_train):
     """
     Training: ResizeShortestEdge (INPUT.MIN_SIZE_TRAIN, "choice" or "range"), optional random
-    crop that retries while one category covers more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
-    horizontal flip, optional SSD colour augmentation. Test: ResizeShortestEdge(MIN_SIZE_TEST).
+    crop that retries while one category covers more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA
+    (images smaller than the crop are first padded to it, see :func:`crop_pad_size`: image with
+    0, label with MODEL.SEM_SEG_HEAD.IGNORE_VALUE), horizontal flip, optional SSD colour
+    augmentation. Test: ResizeShortestEdge(MIN_SIZE_TEST).
     """
     if not is_train:
         if cfg.INPUT.MIN_SIZE_TEST <= 0:
@@ -93,6 +116,12 @@ def build_sem_seg_augmentations(cfg, is_train):
         )
     ]
     if cfg.INPUT.CROP.ENABLED:
+        pad_size = crop_pad_size(cfg)
+        if pad_size is not None:
+            augs.append(
+                PadToMinSize(pad_size, pad_value=0,
+                             seg_pad_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+            )
         augs.append(
             T.RandomCrop_CategoryAreaConstraint(
                 cfg.INPUT.CROP.TYPE,
@@ -146,6 +175,14 @@ class SemSegDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image_path = dataset_dict["file_name"]
         image = read_image_file(image_path, self.image_format)
+        expected = (
+            dataset_dict.get("height", image.shape[0]), dataset_dict.get("width", image.shape[1])
+        )
+        if tuple(expected) != image.shape[:2]:
+            raise BadInputError(
+                f"image file {image_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its "
+                f"dataset dict says {expected[1]}x{expected[0]}"
+            )
         dataset_dict.setdefault("height", image.shape[0])
         dataset_dict.setdefault("width", image.shape[1])
         label = None
@@ -163,7 +200,9 @@ class SemSegDatasetMapper:
 
         if label is not None:
             # Resizing uses PIL (nearest) for uint8 maps; wider ids go through float64.
-            label = label.astype(np.uint8 if label.max() < 256 else np.float64)
+            # The ignore label pads crops, so it must fit the dtype too.
+            fits_uint8 = label.min() >= 0 and label.max() < 256 and 0 <= self.ignore_label < 256
+            label = label.astype(np.uint8 if fits_uint8 else np.float64)
         aug_input = T.AugInput(image, sem_seg=label)
         self.augmentations(aug_input)
         dataset_dict["image"] = torch.as_tensor(

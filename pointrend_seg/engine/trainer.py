@@ -82,10 +82,12 @@ class Trainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-        if evaluator_type != "sem_seg":
+        # Detectron2 registers Cityscapes' trainId semantic labels as "cityscapes_sem_seg"; they are
+        # ordinary label maps for SemSegEvaluator (its CityscapesSemSegEvaluator needs cityscapesscripts).
+        if evaluator_type not in ("sem_seg", "cityscapes_sem_seg"):
             raise ValueError(
                 f"dataset {dataset_name!r} has evaluator_type={evaluator_type!r} in its metadata; "
-                "pointrend_seg evaluates 'sem_seg' datasets"
+                "pointrend_seg evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets"
             )
         evaluators = [SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)]
         boundary = cfg.TEST.BOUNDARY_EVAL

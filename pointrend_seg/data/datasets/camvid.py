@@ -1,0 +1,94 @@
+"""
+CamVid in the SegNet layout (11 classes, 360x480 images).
+
+Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``)::
+
+    camvid/train/*.png    camvid/trainannot/*.png    367 images
+    camvid/val/*.png      camvid/valannot/*.png      101 images
+    camvid/test/*.png     camvid/testannot/*.png     233 images
+
+Image and annotation are paired by file stem. Annotations are one-channel PNGs with values
+0..10 = Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist
+and 11 = void. Registered names: ``camvid_sem_seg_train``, ``camvid_sem_seg_val``,
+``camvid_sem_seg_test``.
+
+Ignore label: **void (11) is ignored by setting the metadata ``ignore_label=11``**, not by
+remapping it to 255. The evaluators (Detectron2's ``SemSegEvaluator``, our
+``BoundaryEvaluator``) read the annotation PNGs from disk, not through the mapper, and take the
+ignore value from the metadata's ``ignore_label``; a remapping done only in the mapper would
+leave 11 in the ground truth they see (``BoundaryEvaluator`` rejects it as out of range). So the
+value on disk is the ignore label everywhere. Train and evaluate CamVid with::
+
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES 11  MODEL.SEM_SEG_HEAD.IGNORE_VALUE 11
+
+(with the default IGNORE_VALUE 255 the mapper rejects the first label file holding 11, naming
+the file and the value). Crop padding then also fills labels with 11.
+"""
+import logging
+import os
+
+from .folder import load_folder_pairs
+
+__all__ = ["CAMVID_CLASSES", "CAMVID_COLORS", "CAMVID_IGNORE_LABEL", "load_camvid",
+           "register_camvid"]
+
+logger = logging.getLogger(__name__)
+
+CAMVID_CLASSES = [
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+    "Pedestrian", "Bicyclist",
+]
+# The SegNet tutorial's colours of the 11 classes (RGB).
+CAMVID_COLORS = [
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
+]
+CAMVID_IGNORE_LABEL = 11  # "void"
+DEFAULT_PREFIX = "camvid_sem_seg"
+CAMVID_DIRNAME = "camvid"
+SPLIT_SIZES = {"train": 367, "val": 101, "test": 233}
+
+
+def load_camvid(camvid_dir, split, dataset_name=None):
+    """
+    Dataset dicts of a CamVid split: ``camvid_dir/<split>/X.png`` with
+    ``camvid_dir/<split>annot/X.png``, sorted by stem. Logs a warning when the number of images
+    differs from the standard split size (367/101/233).
+    """
+    name = dataset_name or f"{DEFAULT_PREFIX}_{split}"
+    dicts = load_folder_pairs(
+        os.path.join(camvid_dir, split), os.path.join(camvid_dir, split + "annot"),
+        image_ext=".png", mask_ext=".png", dataset_name=name,
+    )
+    if len(dicts) != SPLIT_SIZES[split]:
+        logger.warning(
+            "dataset %r has %d images; the SegNet CamVid %s split has %d",
+            name, len(dicts), split, SPLIT_SIZES[split],
+        )
+    return dicts
+
+
+def register_camvid(root, prefix=DEFAULT_PREFIX):
+    """
+    Register ``<prefix>_{train,val,test}`` for ``<root>/camvid`` (nothing is read now); names
+    already registered are skipped. Returns the names.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    camvid_dir = os.path.join(root, CAMVID_DIRNAME)
+    names = []
+    for split in SPLIT_SIZES:
+        name = f"{prefix}_{split}"
+        names.append(name)
+        if name in DatasetCatalog.list():
+            continue
+        DatasetCatalog.register(name, lambda s=split, n=name: load_camvid(camvid_dir, s, n))
+        MetadataCatalog.get(name).set(
+            stuff_classes=list(CAMVID_CLASSES),
+            stuff_colors=list(CAMVID_COLORS),
+            ignore_label=CAMVID_IGNORE_LABEL,
+            evaluator_type="sem_seg",
+            image_root=os.path.join(camvid_dir, split),
+            sem_seg_root=os.path.join(camvid_dir, split + "annot"),
+        )
+    return names

@@ -1,0 +1,227 @@
+"""
+Semantic segmentation datasets given as two folders: images and label masks paired by file stem.
+
+::
+
+    IMAGE_DIR/0001.jpg   MASK_DIR/0001.png   (one channel: class ids 0..K-1, or the ignore label)
+    IMAGE_DIR/0002.jpg   MASK_DIR/0002.png
+
+Python::
+
+    from pointrend_seg.data.datasets import register_folder_dataset
+    register_folder_dataset("my_train", "data/img", "data/mask", ["background", "road", "car"])
+
+Command line (repeatable; CLASSES is comma-separated names or a text file with one per line)::
+
+    tools/train_net.py --config-file CFG \\
+        --register-folder my_train data/img data/mask classes.txt \\
+        DATASETS.TRAIN '("my_train",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 3
+
+Folders are not searched recursively. Masks are single-channel (8/16-bit grayscale or palette
+PNG: palette indices are the class ids); colour-coded RGB masks are rejected by the mapper.
+Registration checks the arguments and that both folders exist; the folders are listed only when
+``DatasetCatalog.get(name)`` is called, and then every image must have a mask (extra masks
+without an image are logged and skipped).
+"""
+import logging
+import os
+from collections import defaultdict
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "load_folder_pairs",
+    "parse_class_names",
+    "register_folder_dataset",
+    "register_folder_datasets",
+]
+
+logger = logging.getLogger(__name__)
+
+# Image file extensions considered when ``image_ext`` is None (compared case-insensitively).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _normalize_ext(ext):
+    ext = ext.lower()
+    return ext if ext.startswith(".") else "." + ext
+
+
+def _list_by_stem(folder, extensions, what, dataset_name):
+    """{stem: path} of the files in ``folder`` whose extension is in ``extensions``."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"dataset {dataset_name!r}: {what} folder not found: {folder}")
+    by_stem = defaultdict(list)
+    for entry in os.listdir(folder):
+        stem, ext = os.path.splitext(entry)
+        if ext.lower() in extensions and os.path.isfile(os.path.join(folder, entry)):
+            by_stem[stem].append(entry)
+    duplicates = {stem: names for stem, names in by_stem.items() if len(names) > 1}
+    if duplicates:
+        stem, names = sorted(duplicates.items())[0]
+        raise ValueError(
+            f"dataset {dataset_name!r}: {len(duplicates)} {what} file stems are ambiguous in "
+            f"{folder}, e.g. {sorted(names)}; keep one file per stem or pass the extension"
+        )
+    return {stem: os.path.join(folder, names[0]) for stem, names in by_stem.items()}
+
+
+def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", dataset_name=None):
+    """
+    Pair ``image_dir/STEM.<image_ext>`` with ``mask_dir/STEM<mask_ext>``.
+
+    Args:
+        image_dir, mask_dir (str): the two folders (may be the same if the extensions differ).
+        image_ext (str or None): image extension, e.g. ".jpg"; None: any of ``IMAGE_EXTENSIONS``.
+        mask_ext (str): mask extension.
+        dataset_name (str): only used in error messages.
+
+    Returns:
+        list[dict]: ``file_name``, ``sem_seg_file_name``, ``image_id`` (the stem), sorted by stem.
+
+    Raises:
+        FileNotFoundError: a folder is missing, or an image has no mask (names both folders and
+            the stem).
+        ValueError: no images in ``image_dir``, or two images (masks) share a stem.
+    """
+    image_exts = IMAGE_EXTENSIONS if image_ext is None else (_normalize_ext(image_ext),)
+    mask_exts = (_normalize_ext(mask_ext),)
+    if os.path.normpath(image_dir) == os.path.normpath(mask_dir):
+        image_exts = tuple(e for e in image_exts if e not in mask_exts)
+        if not image_exts:
+            raise ValueError(
+                f"dataset {dataset_name!r}: images and masks share the folder {image_dir} and the "
+                f"extension {mask_ext!r}; they cannot be told apart"
+            )
+    images = _list_by_stem(image_dir, image_exts, "image", dataset_name)
+    masks = _list_by_stem(mask_dir, mask_exts, "mask", dataset_name)
+    if not images:
+        raise ValueError(
+            f"dataset {dataset_name!r} is empty: no images with extension "
+            f"{'/'.join(image_exts)} in {image_dir}"
+        )
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise FileNotFoundError(
+            f"dataset {dataset_name!r}: {len(missing)} of {len(images)} images in {image_dir} "
+            f"have no mask in {mask_dir}; first: image "
+            f"{os.path.basename(images[missing[0]])!r} (stem {missing[0]!r}) expects "
+            f"{missing[0] + mask_exts[0]!r}"
+        )
+    extra = set(masks) - set(images)
+    if extra:
+        logger.warning(
+            "dataset %r: %d masks in %s have no image in %s and are skipped (e.g. %s)",
+            dataset_name, len(extra), mask_dir, image_dir, sorted(extra)[0],
+        )
+    return [
+        {"file_name": images[stem], "sem_seg_file_name": masks[stem], "image_id": stem}
+        for stem in sorted(images)
+    ]
+
+
+def parse_class_names(spec):
+    """
+    Class names from a list/tuple of names, or a string: the path of an existing text file with
+    one name per line (blank lines and lines starting with '#' skipped), else comma-separated
+    names. Raises ValueError for empty, blank or duplicate names and FileNotFoundError for a
+    string that looks like a file path (ends with .txt or holds a path separator) but is missing.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        spec = os.fspath(spec)
+        if os.path.isfile(spec):
+            with open(spec, encoding="utf-8") as f:
+                names = [line.strip() for line in f]
+            names = [n for n in names if n and not n.startswith("#")]
+            source = f"class file {spec}"
+        elif spec.endswith(".txt") or os.sep in spec or (os.altsep and os.altsep in spec):
+            raise FileNotFoundError(f"class names file not found: {spec}")
+        else:
+            names = [n.strip() for n in spec.split(",")]
+            source = f"class list {spec!r}"
+    else:
+        names = [str(n).strip() for n in spec]
+        source = f"class list {list(spec)!r}"
+    if not names:
+        raise ValueError(f"{source} has no class names")
+    if any(not n for n in names):
+        raise ValueError(f"{source} has an empty class name")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{source} has duplicate class names: {duplicates}")
+    return names
+
+
+def _default_colors(num_classes):
+    from detectron2.utils.colormap import colormap
+
+    palette = colormap(rgb=True, maximum=255)
+    return [tuple(int(c) for c in palette[i % len(palette)]) for i in range(num_classes)]
+
+
+def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
+                            image_ext=None, mask_ext=".png", stuff_colors=None):
+    """
+    Register a semantic segmentation dataset of images and masks paired by file stem.
+
+    Args:
+        name (str): dataset name; must not be registered yet.
+        image_dir, mask_dir (str): folders of images and of masks (class ids, one channel).
+        class_names (list[str] or str): class names, index = class id; a string is a
+            comma-separated list or a text file with one name per line (:func:`parse_class_names`).
+        ignore_label (int): mask value ignored by loss and evaluation; must not be a class id.
+        image_ext (str or None): image extension (e.g. ".jpg"); None: any of ``IMAGE_EXTENSIONS``.
+        mask_ext (str): mask extension.
+        stuff_colors (list[tuple[int, int, int]] or None): RGB colour per class for
+            visualisation; None: Detectron2's colormap.
+
+    Returns:
+        str: ``name``.
+
+    Raises:
+        FileNotFoundError: a folder does not exist (now), or when loading, an image has no mask.
+        ValueError: bad arguments, name already registered, or when loading, no images.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    class_names = parse_class_names(class_names)
+    if name in DatasetCatalog.list():
+        raise ValueError(f"dataset {name!r} is already registered")
+    if 0 <= ignore_label < len(class_names):
+        raise ValueError(
+            f"dataset {name!r}: ignore_label={ignore_label} is the id of class "
+            f"{class_names[ignore_label]!r}; use a value outside [0, {len(class_names)})"
+        )
+    if stuff_colors is None:
+        stuff_colors = _default_colors(len(class_names))
+    stuff_colors = [tuple(int(c) for c in color) for color in stuff_colors]
+    if len(stuff_colors) != len(class_names) or any(len(c) != 3 for c in stuff_colors):
+        raise ValueError(
+            f"dataset {name!r}: stuff_colors must hold one RGB triple per class "
+            f"({len(class_names)}), got {len(stuff_colors)}"
+        )
+    image_dir, mask_dir = os.fspath(image_dir), os.fspath(mask_dir)
+    for what, folder in (("image", image_dir), ("mask", mask_dir)):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"dataset {name!r}: {what} folder not found: {folder}")
+
+    DatasetCatalog.register(
+        name, lambda: load_folder_pairs(image_dir, mask_dir, image_ext, mask_ext, dataset_name=name)
+    )
+    MetadataCatalog.get(name).set(
+        stuff_classes=list(class_names),
+        stuff_colors=stuff_colors,
+        ignore_label=int(ignore_label),
+        evaluator_type="sem_seg",
+        image_root=image_dir,
+        sem_seg_root=mask_dir,
+    )
+    return name
+
+
+def register_folder_datasets(specs):
+    """
+    Register one folder dataset per ``(name, image_dir, mask_dir, classes)`` in ``specs`` (the
+    values of ``tools/train_net.py --register-folder``); defaults for the other arguments.
+    Returns the names.
+    """
+    return [register_folder_dataset(*spec) for spec in (specs or [])]

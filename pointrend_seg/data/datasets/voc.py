@@ -1,0 +1,144 @@
+"""
+PASCAL VOC 2012 semantic segmentation (21 classes, 255 = object boundaries / ignored).
+
+Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``, as in Detectron2)::
+
+    VOC2012/JPEGImages/<id>.jpg
+    VOC2012/SegmentationClass/<id>.png             palette PNG: indices 0..20 and 255
+    VOC2012/ImageSets/Segmentation/train.txt       1,464 ids
+    VOC2012/ImageSets/Segmentation/val.txt         1,449 ids
+    # optional, for voc_2012_sem_seg_train_aug (SBD-augmented training set):
+    VOC2012/SegmentationClassAug/<id>.png          one channel: 0..20 and 255
+    VOC2012/ImageSets/Segmentation/train_aug.txt   usually 10,582 ids
+
+Registered names: ``voc_2012_sem_seg_train``, ``voc_2012_sem_seg_val`` and
+``voc_2012_sem_seg_train_aug`` (always registered; loading it raises FileNotFoundError naming the
+missing folder or file when the SBD masks are not there). A split file holds one id per line;
+lines with several fields (e.g. ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png``, as in
+some train_aug.txt copies) use the stem of the first field. Nothing is read until
+``DatasetCatalog.get``; then missing files raise FileNotFoundError naming them.
+"""
+import logging
+import os
+
+__all__ = ["VOC_CLASSES", "VOC_COLORS", "load_voc_sem_seg", "register_voc_sem_seg", "voc_colormap"]
+
+logger = logging.getLogger(__name__)
+
+VOC_CLASSES = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]
+IGNORE_LABEL = 255
+DEFAULT_PREFIX = "voc_2012_sem_seg"
+VOC_DIRNAME = "VOC2012"
+# split -> (split file stem, mask folder)
+SPLITS = {
+    "train": ("train", "SegmentationClass"),
+    "val": ("val", "SegmentationClass"),
+    "train_aug": ("train_aug", "SegmentationClassAug"),
+}
+
+
+def voc_colormap(n=256):
+    """The standard VOC palette: colour of index i from the bits of i spread over R, G, B."""
+    colors = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colors.append((r, g, b))
+    return colors
+
+
+VOC_COLORS = voc_colormap(len(VOC_CLASSES))
+
+
+def _read_ids(split_file):
+    ids = []
+    with open(split_file, encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if fields:
+                ids.append(os.path.splitext(os.path.basename(fields[0]))[0])
+    return ids
+
+
+def load_voc_sem_seg(voc_dir, split, dataset_name=None):
+    """
+    Dataset dicts of a VOC 2012 segmentation split.
+
+    Args:
+        voc_dir (str): the ``VOC2012`` folder.
+        split (str): "train", "val" or "train_aug".
+        dataset_name (str): only used in error messages.
+
+    Returns:
+        list[dict]: ``file_name``, ``sem_seg_file_name``, ``image_id`` (the VOC id), in split-file
+        order.
+    """
+    split_stem, mask_dirname = SPLITS[split]
+    name = dataset_name or f"{DEFAULT_PREFIX}_{split}"
+    image_dir = os.path.join(voc_dir, "JPEGImages")
+    mask_dir = os.path.join(voc_dir, mask_dirname)
+    split_file = os.path.join(voc_dir, "ImageSets", "Segmentation", split_stem + ".txt")
+    hint = ""
+    if split == "train_aug":
+        hint = (" (the SBD-augmented set: put the SBD masks converted to PNG class ids in "
+                f"{mask_dir} and their ids, usually 10,582, one per line in {split_file})")
+    for what, path, exists in (("image folder", image_dir, os.path.isdir),
+                               ("mask folder", mask_dir, os.path.isdir),
+                               ("split file", split_file, os.path.isfile)):
+        if not exists(path):
+            raise FileNotFoundError(f"dataset {name!r}: {what} not found: {path}{hint}")
+    ids = _read_ids(split_file)
+    if not ids:
+        raise ValueError(f"dataset {name!r} is empty: no ids in {split_file}")
+    images, masks = set(os.listdir(image_dir)), set(os.listdir(mask_dir))
+    for folder, present, ext in ((image_dir, images, ".jpg"), (mask_dir, masks, ".png")):
+        missing = [i for i in ids if i + ext not in present]
+        if missing:
+            raise FileNotFoundError(
+                f"dataset {name!r}: {len(missing)} of the {len(ids)} ids in {split_file} have no "
+                f"file in {folder}; first: {os.path.join(folder, missing[0] + ext)}{hint}"
+            )
+    return [
+        {
+            "file_name": os.path.join(image_dir, i + ".jpg"),
+            "sem_seg_file_name": os.path.join(mask_dir, i + ".png"),
+            "image_id": i,
+        }
+        for i in ids
+    ]
+
+
+def register_voc_sem_seg(root, prefix=DEFAULT_PREFIX):
+    """
+    Register ``<prefix>_train``, ``<prefix>_val`` and ``<prefix>_train_aug`` for the VOC 2012
+    tree ``<root>/VOC2012`` (nothing is read now). Names already registered are skipped.
+    Returns the names.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    voc_dir = os.path.join(root, VOC_DIRNAME)
+    names = []
+    for split, (_, mask_dirname) in SPLITS.items():
+        name = f"{prefix}_{split}"
+        names.append(name)
+        if name in DatasetCatalog.list():
+            continue
+        DatasetCatalog.register(name, lambda s=split, n=name: load_voc_sem_seg(voc_dir, s, n))
+        MetadataCatalog.get(name).set(
+            stuff_classes=list(VOC_CLASSES),
+            stuff_colors=list(VOC_COLORS),
+            ignore_label=IGNORE_LABEL,
+            evaluator_type="sem_seg",
+            image_root=os.path.join(voc_dir, "JPEGImages"),
+            sem_seg_root=os.path.join(voc_dir, mask_dirname),
+        )
+    return names
