@@ -68,7 +68,20 @@ def add_pointrend_seg_config(cfg):
     cfg.TEST.BOUNDARY_EVAL.BF_TOLERANCE = 0.0075
     cfg.TEST.BOUNDARY_EVAL.BIOU_DILATION = 0.02
 
+    # Sliding-window inference for images larger than what fits (or what the model was trained
+    # on): windows of SIZE (h, w) every STRIDE (h, w) pixels, overlaps blended by "mean" or "hann".
+    cfg.TEST.SLIDING_WINDOW = CN()
+    cfg.TEST.SLIDING_WINDOW.ENABLED = False
+    cfg.TEST.SLIDING_WINDOW.SIZE = (512, 1024)
+    cfg.TEST.SLIDING_WINDOW.STRIDE = (341, 683)
+    cfg.TEST.SLIDING_WINDOW.BLEND = "mean"
+    # Multi-scale + flip test-time augmentation uses Detectron2's TEST.AUG keys (ENABLED,
+    # MIN_SIZES: short sides in pixels, MAX_SIZE, FLIP); class probabilities are averaged.
+
     # ---- solver ----------------------------------------------------------------------------
     # WarmupPolyLR (Detectron2's DeepLab project): lr = base * (1 - iter / max_iter) ** power.
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    # Training metrics (console, OUTPUT_DIR/metrics.json, TensorBoard) are written every
+    # LOG_PERIOD iterations, as medians over the last LOG_PERIOD iterations (1: raw values).
+    cfg.SOLVER.LOG_PERIOD = 20

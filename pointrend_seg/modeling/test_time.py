@@ -1,0 +1,102 @@
+"""
+Test-time strategies for large images and augmentation, as pure functions over a
+``predict(image) -> logits`` callable so that they work with any model and are testable alone.
+
+Shapes: an image is (C, H, W) float (already normalised or not: the callable decides), logits are
+(K, H, W) at the image's resolution.
+"""
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+from torch.nn import functional as F
+
+__all__ = ["window_starts", "blend_weights", "sliding_window_inference", "multi_scale_flip_inference"]
+
+
+def window_starts(length: int, window: int, stride: int) -> List[int]:
+    """
+    Start offsets of windows of size ``window`` every ``stride`` pixels covering [0, length); the
+    last window is aligned to the end. A length not larger than the window gives [0].
+    """
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def blend_weights(height: int, width: int, blend: str, device=None):
+    """
+    Per-pixel weight (height, width) of one window when overlapping windows are averaged.
+    "mean": uniform. "hann": a separable raised cosine that favours window centres (where the
+    receptive field sees the most context), floored at 1e-3 so every pixel keeps some weight.
+    """
+    if blend == "mean":
+        return torch.ones(height, width, device=device)
+    if blend == "hann":
+        def ramp(n):
+            return torch.hann_window(n + 2, periodic=False, device=device)[1:-1]
+
+        return (ramp(height)[:, None] * ramp(width)[None, :]).clamp_(min=1e-3)
+    raise ValueError(f"TEST.SLIDING_WINDOW.BLEND must be 'mean' or 'hann', got {blend!r}")
+
+
+def sliding_window_inference(
+    predict: Callable[[torch.Tensor], torch.Tensor], image, window: Tuple[int, int],
+    stride: Tuple[int, int], blend: str = "mean",
+):
+    """
+    Predict ``image`` (C, H, W) window by window and blend overlapping logits by a weighted mean.
+
+    Args:
+        predict: maps a (C, h, w) crop to (K, h, w) logits.
+        window, stride: (height, width) in pixels.
+
+    Returns:
+        Tensor: (K, H, W) float32 logits.
+    """
+    _, height, width = image.shape
+    win_h, win_w = min(window[0], height), min(window[1], width)
+    weight = blend_weights(win_h, win_w, blend, device=image.device)
+    total = None
+    norm = torch.zeros(height, width, device=image.device)
+    for y in window_starts(height, win_h, stride[0]):
+        for x in window_starts(width, win_w, stride[1]):
+            logits = predict(image[:, y : y + win_h, x : x + win_w]).float()
+            if total is None:
+                total = torch.zeros(logits.shape[0], height, width, device=image.device)
+            total[:, y : y + win_h, x : x + win_w] += logits * weight
+            norm[y : y + win_h, x : x + win_w] += weight
+    return total / norm
+
+
+def multi_scale_flip_inference(
+    predict: Callable[[torch.Tensor], torch.Tensor], image, min_sizes: Sequence[int],
+    max_size: int, flip: bool,
+):
+    """
+    Average class probabilities over rescaled (short side = each of ``min_sizes``, long side at
+    most ``max_size``) and, with ``flip``, horizontally flipped copies of ``image`` (C, H, W).
+
+    Returns:
+        Tensor: (K, H, W) float32 mean probabilities at the input resolution.
+    """
+    _, height, width = image.shape
+    total = None
+    count = 0
+    for size in min_sizes:
+        scale = min(size / min(height, width), max_size / max(height, width))
+        new_hw = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = F.interpolate(image[None].float(), size=new_hw, mode="bilinear",
+                               align_corners=False)[0]
+        for flipped in ([False, True] if flip else [False]):
+            x = scaled.flip(-1) if flipped else scaled
+            logits = predict(x).float()
+            if flipped:
+                logits = logits.flip(-1)
+            probs = F.interpolate(logits[None], size=(height, width), mode="bilinear",
+                                  align_corners=False)[0].softmax(dim=0)
+            total = probs if total is None else total + probs
+            count += 1
+    return total / count
