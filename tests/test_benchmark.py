@@ -1,0 +1,181 @@
+"""
+The speed benchmark (pointrend_seg/benchmark.py, tools/benchmark.py) on CPU with tiny sizes:
+medians, failure capture, that the head-level comparison times the same work (ours and the
+reference produce the same logits), and the CLI's report. Timings themselves are not checked.
+"""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pointrend_seg import benchmark as bench
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared (busy) CPU, OpenMP barriers of 2+ threads stall tiny
+    ops by whole time slices (10x slower tests); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_summarize_timings_median():
+    # Medians, not means (an outlier iteration must not move them).
+    odd = bench.summarize_timings([0.010, 0.001, 0.002], batch=2)
+    assert odd["median_ms"] == pytest.approx(2.0)
+    assert odd["ms_per_img"] == pytest.approx(1.0)
+    assert odd["images_per_s"] == pytest.approx(1000.0)
+    assert odd["times_ms"] == pytest.approx([10.0, 1.0, 2.0])
+    even = bench.summarize_timings([0.004, 0.001, 0.003, 0.010], batch=1)
+    assert even["median_ms"] == pytest.approx(3.5)
+    assert even["images_per_s"] == pytest.approx(1 / 0.0035)
+    with pytest.raises(ValueError):
+        bench.summarize_timings([], batch=1)
+
+
+def test_time_fn_excludes_warmup_and_syncs():
+    ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    calls, syncs = [], []
+    times = bench.time_fn(lambda: calls.append(1), warmup=2, repeats=3,
+                          sync=lambda: syncs.append(1), clock=lambda: next(ticks))
+    assert times == [3.0, 1.0, 2.0]
+    assert len(calls) == 5  # 2 untimed + 3 timed
+    assert len(syncs) == 4  # after the warm-ups, then after every timed call
+    assert bench.summarize_timings(times, 1)["median_ms"] == pytest.approx(2000.0)
+
+
+class _Tiny(nn.Module):
+    """A Detectron2-style model; raises (like the reference head's scatter_) under autocast."""
+
+    def __init__(self, fail_under_autocast=False):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.fail_under_autocast = fail_under_autocast
+
+    def forward(self, batched_inputs):
+        if self.fail_under_autocast and torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")
+        y = self.conv(torch.stack([x["image"] for x in batched_inputs]) / 255)
+        if self.training:
+            return {"loss": F.cross_entropy(y.float(), torch.stack(
+                [x["sem_seg"] for x in batched_inputs]).clamp(max=1))}
+        return [{"sem_seg": r} for r in y]
+
+
+def test_failures_are_recorded_not_raised():
+    def broken_build(device):
+        raise ValueError("cannot build\nsecond line")
+
+    specs = [
+        bench.ModelSpec("ours_tiny", lambda d: _Tiny(True).to(d), reference="ref_tiny"),
+        bench.ModelSpec("ref_tiny", lambda d: _Tiny().to(d)),
+        bench.ModelSpec("broken", broken_build),
+    ]
+    rows = bench.run_model_benchmarks(specs, device="cpu", size=(32, 32), batch=2,
+                                      amps=("none", "bf16"), repeats=2, warmup=1, train=True)
+    bench.add_ratios(rows)
+    by = {(r["model"], r["mode"], r["amp"]): r for r in rows}
+    assert len(rows) == 3 * 2 * 2
+    for mode in ("inference", "train"):
+        ok = by[("ours_tiny", mode, "none")]
+        assert ok["status"] == "ok" and ok["ms_per_img"] > 0 and len(ok["times_ms"]) == 2
+        assert ok["ratio_vs_reference"] == pytest.approx(
+            ok["ms_per_img"] / by[("ref_tiny", mode, "none")]["ms_per_img"])
+        failed = by[("ours_tiny", mode, "bf16")]
+        assert failed["status"] == ("fails: RuntimeError: scatter(): Expected self.dtype to be "
+                                    "equal to src.dtype")
+        assert failed["ms_per_img"] is None and failed["ratio_vs_reference"] is None
+        assert by[("ref_tiny", mode, "bf16")]["status"] == "ok"
+        for amp in ("none", "bf16"):
+            assert by[("broken", mode, amp)]["status"] == "fails: ValueError: cannot build"
+    report = {"meta": _meta(), "rows": rows}
+    md = bench.format_markdown(report)
+    assert "| ours_tiny | inference | b2 32x32 bf16 | fails: RuntimeError: scatter()" in md
+
+
+def _meta():
+    return {"hardware": "cpu", "device": "cpu", "torch": torch.__version__, "cuda": None,
+            "detectron2": "0.6", "threads": 1, "date": "today", "size": [32, 32], "batch": 2,
+            "repeats": 2, "warmup": 1, "num_classes": 19, "seed": 0, "models": {}, "heads": None}
+
+
+def test_head_comparison_same_work():
+    pair = bench.build_head_pair(device="cpu", size=SIZE, batch=2,
+                                 opts=bench.NARROW_OPTS["ours_pointrend"])
+    assert pair["stride"] == 16 and pair["steps"] == 4
+    assert pair["ref"].subdivision_steps == pair["steps"]
+    assert pair["ref"].subdivision_num_points == pair["num_points"] == 8192
+    ours, ref = bench.head_outputs(pair)
+    assert ours.shape == ref.shape == (2, 19) + SIZE
+    assert (ours - ref).abs().max().item() <= 1e-5
+    # The point head did change the prediction (the comparison is not just two upsamplings).
+    bilinear = F.interpolate(pair["coarse_logits"], size=SIZE, mode="bilinear",
+                             align_corners=False)
+    assert (ours - bilinear).abs().max().item() > 1e-3
+
+    rows = bench.run_head_comparison(device="cpu", size=SIZE, batch=1, amps=("none", "bf16"),
+                                     repeats=2, warmup=0,
+                                     opts=bench.NARROW_OPTS["ours_pointrend"])
+    by = {(r["model"], r["amp"]): r for r in rows}
+    assert set(by) == {(m, a) for m in bench.HEAD_NAMES for a in ("none", "bf16")}
+    assert by[("head_ours", "none")]["status"] == by[("head_ref", "none")]["status"] == "ok"
+    assert by[("head_ours", "none")]["max_abs_diff_vs_ref"] <= 1e-5
+    # The reference head scatters bf16 point logits into float32 logits: recorded, not raised.
+    assert by[("head_ours", "bf16")]["status"] == "ok"
+    assert by[("head_ref", "bf16")]["status"].startswith("fails: RuntimeError: scatter")
+    assert by[("head_ours", "bf16")]["max_abs_diff_vs_ref"] is None
+
+
+def _load_tool(repo_root):
+    path = os.path.join(repo_root, "tools", "benchmark.py")
+    spec = importlib.util.spec_from_file_location("benchmark_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_report(repo_root, tmp_path, capsys):
+    tool = _load_tool(repo_root)
+    out = tmp_path / "bench" / "result"
+    report = tool.main([
+        "--device", "cpu", "--size", *map(str, SIZE), "--batch", "1", "--repeats", "2",
+        "--warmup", "0", "--narrow", "--train", "--threads", "1", "--quiet",
+        "--output", str(out),
+    ])
+    names = list(bench.MODEL_NAMES)
+    expected = {(m, mode) for m in names for mode in ("inference", "train")}
+    expected |= {(m, "head-inference") for m in bench.HEAD_NAMES}
+    rows = report["rows"]
+    assert {(r["model"], r["mode"]) for r in rows} == expected and len(rows) == len(expected)
+    for r in rows:
+        assert r["status"] == "ok", (r["model"], r["mode"], r["status"])
+        assert r["size"] == list(SIZE) and r["batch"] == 1 and len(r["times_ms"]) == 2
+        assert r["median_ms"] > 0 and r["images_per_s"] > 0 and r["peak_mem_mb"] is None
+        if r["model"] in bench.REFERENCE_OF:
+            assert r["reference"] == bench.REFERENCE_OF[r["model"]]
+            assert r["ratio_vs_reference"] > 0
+    meta = report["meta"]
+    assert meta["torch"] == torch.__version__ and meta["threads"] == 1 and meta["narrow"]
+    assert set(meta["models"]) == set(names)
+
+    with open(str(out) + ".json") as f:
+        saved = json.load(f)
+    assert saved["rows"] == json.loads(json.dumps(rows))
+    with open(str(out) + ".md") as f:
+        md = f.read()
+    assert md == capsys.readouterr().out.rstrip("\n") + "\n"
+    assert meta["hardware"] in md and f"torch {torch.__version__}" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(rows)  # header + one line per row
+    assert "x ref_pointrend_fpn |" in md and "x ref_deeplabv3 |" in md
+
+    with pytest.raises(SystemExit, match="multiples of 32"):
+        tool.main(["--device", "cpu", "--size", "60", "128", "--quiet"])
