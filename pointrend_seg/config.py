@@ -82,6 +82,8 @@ def add_pointrend_seg_config(cfg):
     # WarmupPolyLR (Detectron2's DeepLab project): lr = base * (1 - iter / max_iter) ** power.
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    # "SGD" (Detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "ADAMW".
+    cfg.SOLVER.OPTIMIZER = "SGD"
     # Training metrics (console, OUTPUT_DIR/metrics.json, TensorBoard) are written every
     # LOG_PERIOD iterations, as medians over the last LOG_PERIOD iterations (1: raw values).
     cfg.SOLVER.LOG_PERIOD = 20

@@ -10,6 +10,30 @@ Train or evaluate a pointrend_seg model with Detectron2's launcher and DefaultTr
 
 Multi-machine: --num-machines M --machine-rank R --dist-url tcp://HOST:PORT on every machine.
 
+Processes (Detectron2's launch, one process per GPU, or per CPU share with MODEL.DEVICE cpu):
+
+    --num-gpus N        processes on this machine (NCCL with GPUs; gloo for MODEL.DEVICE cpu)
+    --num-machines M    machines in the job;  --machine-rank R: this machine, 0 .. M-1
+    --dist-url URL      rendezvous of all processes: tcp://HOST:PORT of machine 0, the same on
+                        every machine; "auto" picks a free local port (one machine only); the
+                        default is a fixed per-user local port
+
+SOLVER.IMS_PER_BATCH is the total over all processes (a multiple of their number). CPU
+processes cannot run torch's SyncBatchNorm: "SyncBN" norms then become Detectron2's
+"naiveSyncBN" (all-reduced statistics), with a warning. Evaluation splits each test set over the
+processes and gathers the results, so it reports the same numbers as one process. Give CPU
+processes their share of the cores (e.g. OMP_NUM_THREADS=1 for 2 processes on 2 cores):
+oversubscribed OpenMP threads make training many times slower.
+
+Checkpoints (OUTPUT_DIR/model_*.pth every SOLVER.CHECKPOINT_PERIOD iterations, model_final.pth)
+are written atomically and hold model, optimizer, LR scheduler, iteration and the seed of the
+training stream: --resume after a crash continues from OUTPUT_DIR/last_checkpoint and computes
+the same losses as an uninterrupted run; with a fixed SEED two runs (same machine, same thread
+count) are identical, whatever DATALOADER.NUM_WORKERS. A NaN/inf loss stops the run, naming the
+iteration and the losses, and no checkpoint is written after it. .pth/.pt files load with
+torch.load(weights_only=True), .pkl files are unpickled: load only trusted .pkl files
+(docs/checkpoints.md). SOLVER.LOG_PERIOD: iterations between metric writes.
+
 Folder datasets (images + masks paired by file stem; repeatable; CLASSES is comma-separated
 names or a text file with one name per line), registered in every process before training:
 
@@ -18,18 +42,20 @@ names or a text file with one name per line), registered in every process before
 """
 import logging
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.data.datasets import register_folder_datasets
-from pointrend_seg.engine import Trainer, build_config
+from pointrend_seg.engine import SafeCheckpointer, Trainer, build_config
 
 
 def setup(args):
     cfg = build_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pointrend_seg")
     return cfg
 
 
@@ -51,7 +77,7 @@ def main(args):
     register_folder_datasets(getattr(args, "register_folder", None))
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

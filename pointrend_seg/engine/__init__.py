@@ -1,1 +1,3 @@
-from .trainer import Trainer, build_config
+from .checkpoint import SafeCheckpointer, UnsafeCheckpointError, atomic_write
+from .train_data import ResumableTrainLoader, ResumableTrainingSampler
+from .trainer import NonFiniteLossError, Trainer, adapt_norm_to_world_size, build_config

@@ -1,0 +1,238 @@
+"""
+A resumable, reproducible training data stream.
+
+Detectron2's ``TrainingSampler`` restarts its shuffled stream from the seed when a run resumes,
+and its augmentations draw from per-process RNGs whose state is not checkpointed, so a resumed
+run sees different data than the uninterrupted one. Here everything the data depends on is a
+function of ``(seed, position)``:
+
+* The global stream is ``perm_0 + perm_1 + ...`` with ``perm_e`` a permutation of the dataset
+  seeded by ``(seed, e)``. Iteration ``i`` consumes global positions ``[i * B, (i + 1) * B)``
+  (``B`` = ``SOLVER.IMS_PER_BATCH``); the process of rank ``r`` takes the block
+  ``[i * B + r * b, i * B + (r + 1) * b)`` with ``b = B / world_size``, i.e. its position in its
+  share of the stream is ``i * b``. Resuming at iteration ``i`` only needs ``i`` and the seed.
+* The mapper (augmentations) of the sample at position ``p`` runs with Python's ``random``,
+  NumPy's global RNG and torch's CPU RNG seeded from ``(seed, p)``, and the caller's RNG state is
+  restored afterwards. So a sample does not depend on the loader's history, on
+  ``DATALOADER.NUM_WORKERS``, on the rank that maps it or on the world size.
+
+Consequently the batches of iteration ``i`` are the same whether the run is fresh or resumed,
+single- or multi-process (same total batch), with any number of loader workers. Each batch is
+``b`` consecutive positions: there is no aspect-ratio grouping (the meta-architecture pads the
+images of a batch to a common size), since grouping would make a batch depend on what earlier
+batches left in the buckets.
+"""
+import contextlib
+import itertools
+import logging
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
+
+from detectron2.data import get_detection_dataset_dicts
+from detectron2.data.common import DatasetFromList
+from detectron2.utils import comm
+
+__all__ = [
+    "ResumableTrainLoader",
+    "ResumableTrainingSampler",
+    "build_resumable_train_loader",
+    "derive_seed",
+    "seeded_rngs",
+]
+
+logger = logging.getLogger(__name__)
+
+# Namespaces of the derived seeds, so that e.g. epoch 3 and position 3 get unrelated seeds.
+_EPOCH, _SAMPLE, _WORKER, _STEP = 1, 2, 3, 4
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that is a deterministic function of the integer ``keys``."""
+    words = np.random.SeedSequence([int(k) % (1 << 63) for k in keys]).generate_state(2)
+    return int((int(words[0]) << 31) ^ int(words[1])) & ((1 << 63) - 1)
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int):
+    """
+    Seed Python's ``random``, NumPy's global RNG and torch's CPU generator with ``seed`` for the
+    duration of the block, then restore their previous states.
+    """
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    torch_state = torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(torch_state)
+
+
+class ResumableTrainingSampler(Sampler):
+    """
+    The infinite training stream of one process, as ``(position, dataset_index)`` pairs
+    (module docstring), starting at iteration :attr:`start_iter`.
+    """
+
+    def __init__(self, size: int, *, total_batch_size: int, seed: int, shuffle: bool = True,
+                 rank: int = None, world_size: int = None, start_iter: int = 0):
+        if size <= 0:
+            raise ValueError(f"the training set is empty (size {size})")
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+        if total_batch_size <= 0 or total_batch_size % self.world_size != 0:
+            raise ValueError(
+                f"SOLVER.IMS_PER_BATCH={total_batch_size} must be a positive multiple of the "
+                f"number of processes ({self.world_size})"
+            )
+        self.size = int(size)
+        self.total_batch_size = int(total_batch_size)
+        self.batch_size = self.total_batch_size // self.world_size
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.start_iter = int(start_iter)
+        self._perm_epoch, self._perm = None, None
+
+    def positions(self, iteration: int) -> range:
+        """Global stream positions of this process's batch at ``iteration``."""
+        start = iteration * self.total_batch_size + self.rank * self.batch_size
+        return range(start, start + self.batch_size)
+
+    def index(self, position: int) -> int:
+        """Dataset index at a global stream position."""
+        epoch, offset = divmod(position, self.size)
+        if not self.shuffle:
+            return offset
+        if epoch != self._perm_epoch:
+            g = torch.Generator()
+            g.manual_seed(derive_seed(self.seed, _EPOCH, epoch))
+            self._perm, self._perm_epoch = torch.randperm(self.size, generator=g).tolist(), epoch
+        return self._perm[offset]
+
+    def __iter__(self):
+        for iteration in itertools.count(self.start_iter):
+            for p in self.positions(iteration):
+                yield p, self.index(p)
+
+    def state_dict(self):
+        return {"seed": self.seed, "size": self.size, "total_batch_size": self.total_batch_size,
+                "shuffle": self.shuffle}
+
+
+class _BatchStream(IterableDataset):
+    """Yields this process's batches (lists of mapped dicts); loader workers share iterations."""
+
+    def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler):
+        self.dataset = dataset
+        self.mapper = mapper
+        self.sampler = sampler
+
+    def map_position(self, position: int):
+        index = self.sampler.index(position)
+        with seeded_rngs(derive_seed(self.sampler.seed, _SAMPLE, position)):
+            return self.mapper(self.dataset[index])
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker_id, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        # The DataLoader polls its workers round-robin, so worker w serves iterations
+        # start + w, start + w + num_workers, ... and batches come out in iteration order.
+        for iteration in itertools.count(self.sampler.start_iter + worker_id, num_workers):
+            yield [self.map_position(p) for p in self.sampler.positions(iteration)]
+
+
+def _identity(batch):
+    return batch
+
+
+class _WorkerInit:
+    def __init__(self, seed, rank):
+        self.seed, self.rank = seed, rank
+
+    def __call__(self, worker_id):
+        s = derive_seed(self.seed, _WORKER, self.rank, worker_id)
+        random.seed(s)
+        np.random.seed(s % (1 << 32))
+        torch.manual_seed(s)
+
+
+class ResumableTrainLoader:
+    """
+    The training loader: an iterable of per-process batches (lists of dicts, as Detectron2's
+    trainers expect). Iterating is lazy: nothing is loaded (and no worker started) before the
+    first ``next``, so :meth:`set_start_iter` can still move the start after ``iter()``.
+    """
+
+    def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler, num_workers: int = 0):
+        self.sampler = sampler
+        self.num_workers = num_workers
+        self._stream = _BatchStream(dataset, mapper, sampler)
+
+    @property
+    def batch_size(self):
+        return self.sampler.batch_size
+
+    def set_start_iter(self, start_iter: int):
+        """Start the next ``iter()`` at this training iteration."""
+        self.sampler.start_iter = int(start_iter)
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            yield from self._stream
+            return
+        # A generator of its own: the DataLoader draws its workers' base seed from it instead of
+        # from torch's global RNG, whose state belongs to the model (see _ReseedEachIteration).
+        generator = torch.Generator()
+        generator.manual_seed(derive_seed(self.sampler.seed, _WORKER, self.sampler.rank))
+        loader = DataLoader(
+            self._stream, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
+            worker_init_fn=_WorkerInit(self.sampler.seed, self.sampler.rank), generator=generator,
+        )
+        yield from loader
+
+    def state_dict(self):
+        """What a resumed run needs besides the iteration: the stream's seed and shape."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state):
+        """Continue the stream of a checkpoint (its seed); warn if its shape changed."""
+        if state.get("seed") is not None and int(state["seed"]) != self.sampler.seed:
+            logger.info(
+                f"Resuming the training data stream of the checkpoint (seed {state['seed']}; "
+                f"this run was set up with {self.sampler.seed})"
+            )
+            self.sampler.seed = int(state["seed"])
+            self.sampler._perm_epoch = None
+        for key in ("size", "total_batch_size", "shuffle"):
+            if key in state and state[key] != getattr(self.sampler, key):
+                logger.warning(
+                    f"The checkpoint's training stream had {key}={state[key]}, this run has "
+                    f"{getattr(self.sampler, key)}: the data after resuming will not be the data "
+                    "the interrupted run would have seen"
+                )
+
+
+def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0):
+    """
+    The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper``:
+    ``SOLVER.IMS_PER_BATCH`` images per iteration over all processes,
+    ``DATALOADER.NUM_WORKERS`` loader processes per training process.
+    """
+    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        raise ValueError(
+            f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r}: pointrend_seg trains "
+            "with its resumable equivalent of 'TrainingSampler' only"
+        )
+    dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    sampler = ResumableTrainingSampler(
+        len(dicts), total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed, start_iter=start_iter
+    )
+    dataset = DatasetFromList(dicts, copy=False)  # mappers deep-copy their input
+    return ResumableTrainLoader(dataset, mapper, sampler, num_workers=cfg.DATALOADER.NUM_WORKERS)

@@ -1,0 +1,57 @@
+"""End-to-end: tools/train_net.py trains, evaluates from the checkpoint (--eval-only), resumes."""
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+from conftest import DEMO_CONFIG, REPO_ROOT
+
+FAST = [
+    "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "2",
+]
+
+
+def run_train_net(*args):
+    cmd = [os.path.join(os.path.dirname(os.sys.executable), "python"),
+           os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", DEMO_CONFIG, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_train_eval_only_and_resume(tmp_path):
+    out = str(tmp_path / "run")
+    log = run_train_net("SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+                        "OUTPUT_DIR", out, *FAST)
+    assert "mIoU =" in log and "boundary F =" in log
+    trained = read_json(os.path.join(out, "eval_results.json"))
+    assert set(trained) == {"sem_seg", "sem_seg_boundary"}
+    assert 0.0 <= trained["sem_seg"]["mIoU"] <= 100.0
+    final = os.path.join(out, "model_final.pth")
+    assert torch.load(final, weights_only=False)["iteration"] == 3
+
+    # --eval-only on the final checkpoint reproduces the evaluation at the end of training.
+    eval_out = str(tmp_path / "eval")
+    run_train_net("--eval-only", "MODEL.WEIGHTS", final, "OUTPUT_DIR", eval_out, *FAST)
+    evaluated = read_json(os.path.join(eval_out, "eval_results.json"))
+    assert evaluated["sem_seg"]["mIoU"] == pytest.approx(trained["sem_seg"]["mIoU"], abs=1e-6)
+    assert evaluated["sem_seg_boundary"]["mBF"] == pytest.approx(
+        trained["sem_seg_boundary"]["mBF"], abs=1e-6
+    )
+
+    # --resume continues from the last checkpoint (iteration 3) to the new MAX_ITER.
+    log = run_train_net("--resume", "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "100",
+                        "OUTPUT_DIR", out, "TEST.BOUNDARY_EVAL.ENABLED", "False", *FAST)
+    assert "Loading checkpoint from" in log and "model_final.pth" in log
+    assert torch.load(final, weights_only=False)["iteration"] == 5
+    with open(os.path.join(out, "metrics.json")) as f:
+        iterations = [json.loads(line).get("iteration") for line in f]
+    assert iterations.count(5) >= 1 and 4 not in iterations[: iterations.index(3) + 1]
