@@ -11,7 +11,7 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthetic.yaml")
 # Iterations of the session-scoped demo model (the full demo uses SOLVER.MAX_ITER of the YAML).
-FIXTURE_TRAIN_ITERS = 300
+FIXTURE_TRAIN_ITERS = 400
 
 
 def pytest_configure(config):
@@ -37,7 +37,11 @@ def demo_config(*opts):
 
 @pytest.fixture(scope="session")
 def trained_demo_model(tmp_path_factory):
-    """(cfg, model): the demo model trained for FIXTURE_TRAIN_ITERS iterations, in eval mode."""
+    """
+    (cfg, model): the demo model trained for FIXTURE_TRAIN_ITERS iterations, in eval mode; its
+    weights are also saved as ``cfg.OUTPUT_DIR/model_final.pth``.
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.utils.events import EventStorage
 
     from pointrend_seg.engine import Trainer
@@ -61,4 +65,5 @@ def trained_demo_model(tmp_path_factory):
             optimizer.step()
             scheduler.step()
     model.eval()
+    DetectionCheckpointer(model, save_dir=str(out)).save("model_final")
     return cfg, model
