@@ -4,6 +4,7 @@ process, ~1 minute) for tests that need a model whose predictions are not near-t
 """
 import os
 import sys
+import uuid
 
 import pytest
 import torch
@@ -16,6 +17,19 @@ FIXTURE_TRAIN_ITERS = 400
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end test (runs tools or trains a model)")
+
+
+@pytest.fixture
+def prefix():
+    """A unique dataset-name prefix; every dataset registered under it is removed afterwards."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    prefix = f"test_ds_{uuid.uuid4().hex[:8]}"
+    yield prefix
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        for name in list(catalog.list()):
+            if name.startswith(prefix):
+                catalog.remove(name)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ Bad inputs: one test per row of docs/bad_inputs.md. Each error must name the off
 (or dataset); accepted conversions are checked value by value.
 """
 import os
-import uuid
 
 import cv2
 import numpy as np
@@ -52,18 +51,6 @@ def _sample(tmp_path, image=None, label=None, name="s"):
 def _mapper(num_classes=5, ignore_label=255, is_train=False, augmentations=(), fmt="BGR"):
     return SemSegDatasetMapper(is_train, augmentations=list(augmentations), image_format=fmt,
                                num_classes=num_classes, ignore_label=ignore_label)
-
-
-@pytest.fixture
-def prefix():
-    prefix = f"test_bad_{uuid.uuid4().hex[:8]}"
-    yield prefix
-    for name in list(DatasetCatalog.list()):
-        if name.startswith(prefix):
-            DatasetCatalog.remove(name)
-    for name in list(MetadataCatalog.list()):
-        if name.startswith(prefix):
-            MetadataCatalog.remove(name)
 
 
 # ---- label values -------------------------------------------------------------------------------

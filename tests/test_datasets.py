@@ -6,7 +6,6 @@ import importlib.util
 import json
 import logging
 import os
-import uuid
 
 import numpy as np
 import pytest
@@ -55,19 +54,6 @@ def _label(h=12, w=16, values=(0, 1, 2), seed=0):
 def _mapper(num_classes, ignore_label=255, is_train=False):
     return SemSegDatasetMapper(is_train, augmentations=[], image_format="RGB",
                                num_classes=num_classes, ignore_label=ignore_label)
-
-
-@pytest.fixture
-def prefix():
-    """A unique dataset name prefix; every dataset registered under it is removed afterwards."""
-    prefix = f"test_ds_{uuid.uuid4().hex[:8]}"
-    yield prefix
-    for name in list(DatasetCatalog.list()):
-        if name.startswith(prefix):
-            DatasetCatalog.remove(name)
-    for name in list(MetadataCatalog.list()):
-        if name.startswith(prefix):
-            MetadataCatalog.remove(name)
 
 
 # ---- PASCAL VOC 2012 ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ the file and the value). Crop padding then also fills labels with 11.
 import logging
 import os
 
+from .common import register_sem_seg_dataset
 from .folder import load_folder_pairs
 
 __all__ = ["CAMVID_CLASSES", "CAMVID_COLORS", "CAMVID_IGNORE_LABEL", "load_camvid",
@@ -73,21 +74,17 @@ def register_camvid(root, prefix=DEFAULT_PREFIX):
     Register ``<prefix>_{train,val,test}`` for ``<root>/camvid`` (nothing is read now); names
     already registered are skipped. Returns the names.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     camvid_dir = os.path.join(root, CAMVID_DIRNAME)
     names = []
     for split in SPLIT_SIZES:
         name = f"{prefix}_{split}"
         names.append(name)
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(name, lambda s=split, n=name: load_camvid(camvid_dir, s, n))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(CAMVID_CLASSES),
-            stuff_colors=list(CAMVID_COLORS),
+        register_sem_seg_dataset(
+            name,
+            lambda s=split, n=name: load_camvid(camvid_dir, s, n),
+            stuff_classes=CAMVID_CLASSES,
+            stuff_colors=CAMVID_COLORS,
             ignore_label=CAMVID_IGNORE_LABEL,
-            evaluator_type="sem_seg",
             image_root=os.path.join(camvid_dir, split),
             sem_seg_root=os.path.join(camvid_dir, split + "annot"),
         )

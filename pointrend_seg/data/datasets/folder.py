@@ -27,6 +27,8 @@ import logging
 import os
 from collections import defaultdict
 
+from .common import register_sem_seg_dataset
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "load_folder_pairs",
@@ -181,7 +183,7 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         FileNotFoundError: a folder does not exist (now), or when loading, an image has no mask.
         ValueError: bad arguments, name already registered, or when loading, no images.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data import DatasetCatalog
 
     class_names = parse_class_names(class_names)
     if name in DatasetCatalog.list():
@@ -193,7 +195,6 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         )
     if stuff_colors is None:
         stuff_colors = _default_colors(len(class_names))
-    stuff_colors = [tuple(int(c) for c in color) for color in stuff_colors]
     if len(stuff_colors) != len(class_names) or any(len(c) != 3 for c in stuff_colors):
         raise ValueError(
             f"dataset {name!r}: stuff_colors must hold one RGB triple per class "
@@ -204,14 +205,12 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"dataset {name!r}: {what} folder not found: {folder}")
 
-    DatasetCatalog.register(
-        name, lambda: load_folder_pairs(image_dir, mask_dir, image_ext, mask_ext, dataset_name=name)
-    )
-    MetadataCatalog.get(name).set(
-        stuff_classes=list(class_names),
+    register_sem_seg_dataset(
+        name,
+        lambda: load_folder_pairs(image_dir, mask_dir, image_ext, mask_ext, dataset_name=name),
+        stuff_classes=class_names,
         stuff_colors=stuff_colors,
-        ignore_label=int(ignore_label),
-        evaluator_type="sem_seg",
+        ignore_label=ignore_label,
         image_root=image_dir,
         sem_seg_root=mask_dir,
     )

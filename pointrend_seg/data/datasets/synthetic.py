@@ -42,6 +42,8 @@ import time
 import cv2
 import numpy as np
 
+from .common import register_sem_seg_dataset
+
 __all__ = [
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_COLORS",
@@ -316,7 +318,6 @@ def register_synthetic_shapes(root=None, prefix=DEFAULT_PREFIX):
         list[str]: the two dataset names (registered now or before).
     """
     # Imported here so that generate_split can run without importing torch/Detectron2.
-    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if root is None:
         root = os.environ.get(ENV_ROOT) or DEFAULT_ROOT
@@ -326,16 +327,12 @@ def register_synthetic_shapes(root=None, prefix=DEFAULT_PREFIX):
     for split, (num_images, seed) in splits.items():
         name = f"{prefix}_{split}"
         names.append(name)
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(
-            name, lambda s=split, n=num_images, sd=seed: generate_split(root, s, n, sd)
-        )
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(SYNTHETIC_CLASSES),
-            stuff_colors=list(SYNTHETIC_COLORS),
+        register_sem_seg_dataset(
+            name,
+            lambda s=split, n=num_images, sd=seed: generate_split(root, s, n, sd),
+            stuff_classes=SYNTHETIC_CLASSES,
+            stuff_colors=SYNTHETIC_COLORS,
             ignore_label=IGNORE_LABEL,
-            evaluator_type="sem_seg",
             image_root=os.path.join(root, split, "images"),
             sem_seg_root=os.path.join(root, split, "labels"),
         )

@@ -21,6 +21,8 @@ some train_aug.txt copies) use the stem of the first field. Nothing is read unti
 import logging
 import os
 
+from .common import register_sem_seg_dataset
+
 __all__ = ["VOC_CLASSES", "VOC_COLORS", "load_voc_sem_seg", "register_voc_sem_seg", "voc_colormap"]
 
 logger = logging.getLogger(__name__)
@@ -123,21 +125,17 @@ def register_voc_sem_seg(root, prefix=DEFAULT_PREFIX):
     tree ``<root>/VOC2012`` (nothing is read now). Names already registered are skipped.
     Returns the names.
     """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
     voc_dir = os.path.join(root, VOC_DIRNAME)
     names = []
     for split, (_, mask_dirname) in SPLITS.items():
         name = f"{prefix}_{split}"
         names.append(name)
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(name, lambda s=split, n=name: load_voc_sem_seg(voc_dir, s, n))
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(VOC_CLASSES),
-            stuff_colors=list(VOC_COLORS),
+        register_sem_seg_dataset(
+            name,
+            lambda s=split, n=name: load_voc_sem_seg(voc_dir, s, n),
+            stuff_classes=VOC_CLASSES,
+            stuff_colors=VOC_COLORS,
             ignore_label=IGNORE_LABEL,
-            evaluator_type="sem_seg",
             image_root=os.path.join(voc_dir, "JPEGImages"),
             sem_seg_root=os.path.join(voc_dir, mask_dirname),
         )

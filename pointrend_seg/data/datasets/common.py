@@ -1,0 +1,33 @@
+"""What every semantic-segmentation registration of ours shares."""
+from typing import Callable, List, Sequence, Tuple
+
+__all__ = ["register_sem_seg_dataset"]
+
+
+def register_sem_seg_dataset(
+    name: str, loader: Callable[[], List[dict]], *, stuff_classes: Sequence[str],
+    stuff_colors: Sequence[Tuple[int, int, int]], ignore_label: int, image_root: str,
+    sem_seg_root: str,
+) -> bool:
+    """
+    Register ``loader`` under ``name`` in Detectron2's ``DatasetCatalog`` with the metadata that
+    ``SemSegEvaluator``, ``BoundaryEvaluator`` and ``Visualizer`` read (``evaluator_type`` is
+    "sem_seg"). A name that is already registered is left alone.
+
+    Returns:
+        bool: whether ``name`` was registered by this call.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if name in DatasetCatalog.list():
+        return False
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(
+        stuff_classes=list(stuff_classes),
+        stuff_colors=[tuple(int(c) for c in color) for color in stuff_colors],
+        ignore_label=int(ignore_label),
+        evaluator_type="sem_seg",
+        image_root=image_root,
+        sem_seg_root=sem_seg_root,
+    )
+    return True
