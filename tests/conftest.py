@@ -2,6 +2,7 @@
 Shared fixtures. ``trained_demo_model`` trains the CPU demo model once per test session (in
 process, ~1 minute) for tests that need a model whose predictions are not near-ties everywhere.
 """
+import contextlib
 import os
 import sys
 import uuid
@@ -15,8 +16,30 @@ DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_sy
 FIXTURE_TRAIN_ITERS = 400
 
 
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run torch in this process with ``n`` intra-op threads, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end test (runs tools or trains a model)")
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread():
+    """
+    One torch thread for a module's tests: on a CPU shared with other processes, the OpenMP
+    workers of 2+ threads wait on each other and small ops get 10-50x slower. Results do not
+    depend on the thread count.
+    """
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture
@@ -71,7 +94,8 @@ def trained_demo_model(tmp_path_factory):
     scheduler = Trainer.build_lr_scheduler(cfg, optimizer)
     loader = iter(Trainer.build_train_loader(cfg))
     model.train()
-    with EventStorage(0):
+    # Modules that use one_intra_op_thread may request this fixture: training uses every core.
+    with EventStorage(0), torch_threads(os.cpu_count() or 1):
         for _ in range(FIXTURE_TRAIN_ITERS):
             loss = sum(model(next(loader)).values())
             optimizer.zero_grad()

@@ -1,5 +1,4 @@
 """Helpers of the reliability tests: run tools/train_net.py in a subprocess, read metrics.json."""
-import contextlib
 import json
 import os
 import signal
@@ -87,14 +86,3 @@ def run_and_kill(args, kill_when, log_path, *, threads=1, timeout=300):
     return proc.returncode
 
 
-@contextlib.contextmanager
-def torch_threads(n):
-    """Run torch in this process with ``n`` threads (see ``_env``)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

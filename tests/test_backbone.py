@@ -17,16 +17,8 @@ from pointrend_seg.modeling.backbone import build_dilated_resnet_backbone
 INPUT = ShapeSpec(channels=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """
-    The 2 cores are shared with other jobs; with 2 intra-op threads torch's workers then wait on
-    each other and small convolutions get 10-50x slower. Results do not depend on this.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 # narrow ResNet-50 (fast on 2 CPU cores); R-103 at full width is checked once below
 NARROW = {
     "DEPTH": 50, "STEM_OUT_CHANNELS": 32, "WIDTH_PER_GROUP": 8, "RES2_OUT_CHANNELS": 32,

@@ -17,14 +17,8 @@ from pointrend_seg import benchmark as bench
 SIZE = (64, 128)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared (busy) CPU, OpenMP barriers of 2+ threads stall tiny
-    ops by whole time slices (10x slower tests); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 
 
 def test_summarize_timings_median():

@@ -19,13 +19,8 @@ K = 5
 SHAPES = {"res2": ShapeSpec(channels=24, stride=4), "res5": ShapeSpec(channels=40, stride=16)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """The 2 cores are shared with other jobs; 1 intra-op thread avoids oversubscription."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 
 
 def _head_cfg(add, **sem):

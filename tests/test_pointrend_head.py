@@ -30,16 +30,8 @@ from pointrend_seg.modeling import (
 IGNORE = 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """
-    The 2 cores are shared with other jobs; with 2 intra-op threads torch's workers then wait on
-    each other and small convolutions get 10-50x slower. Results do not depend on this.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
 
 
 class _OracleCoarseStub(nn.Module):

@@ -40,8 +40,8 @@ from detectron2.utils.events import EventStorage
 
 from pointrend_seg.engine import SafeCheckpointer, Trainer
 
-from conftest import demo_config
-from reliability_utils import FAST, losses, read_metrics, run_train_net, torch_threads
+from conftest import demo_config, torch_threads
+from reliability_utils import FAST, losses, read_metrics, run_train_net
 
 SAME_MATH = [
     "SEED", "1", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.WARMUP_ITERS", "0",

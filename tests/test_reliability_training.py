@@ -9,8 +9,7 @@ from detectron2.utils.events import get_event_storage
 from pointrend_seg.engine import ResumableTrainingSampler, Trainer
 from pointrend_seg.engine.train_data import derive_seed, seeded_rngs
 
-from conftest import demo_config
-from reliability_utils import torch_threads
+from conftest import demo_config, torch_threads
 
 NAN_ITER = 2
 
