@@ -27,6 +27,21 @@ def torch_threads(n):
         torch.set_num_threads(before)
 
 
+def randomize_norm_stats(model, generator):
+    """
+    Norm parameters and BN running statistics that are not the identity (so that a mismatch in a
+    comparison shows), drawn from ``generator``.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
+        elif isinstance(m, torch.nn.GroupNorm):
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end test (runs tools or trains a model)")
 

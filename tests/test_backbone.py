@@ -14,6 +14,8 @@ from detectron2.projects.deeplab.resnet import build_resnet_deeplab_backbone
 from pointrend_seg.config import add_pointrend_seg_config
 from pointrend_seg.modeling.backbone import build_dilated_resnet_backbone
 
+from conftest import randomize_norm_stats
+
 INPUT = ShapeSpec(channels=3)
 
 
@@ -64,17 +66,7 @@ def _oracle(**resnets):
 
 
 def _randomize_norm_stats(model, seed=0):
-    """BN running statistics that are not the identity, so that a mismatch shows."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        elif isinstance(m, torch.nn.GroupNorm):
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    randomize_norm_stats(model, torch.Generator().manual_seed(seed))
 
 
 def _check_load_and_outputs(resnets, size):

@@ -11,7 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.projects.deeplab.semantic_seg import DeepLabV3Head, DeepLabV3PlusHead
 
-from conftest import demo_config
+from conftest import demo_config, randomize_norm_stats
 from pointrend_seg.config import add_pointrend_seg_config
 from pointrend_seg.modeling import DeepLabV3, DeepLabV3Plus, build_coarse_head
 
@@ -43,12 +43,7 @@ def _head_cfg(add, **sem):
 
 def _randomize_bn(model, seed=0):
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    randomize_norm_stats(model, g)
     for name, p in model.named_parameters():
         if "predictor" in name:  # initialised with std 0.001: make it matter
             p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)
