@@ -65,11 +65,12 @@ class PointRendSemanticSegmentor(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
+        backbone_shape = backbone.output_shape()
         # Cross-key checks (classes, feature names, crop vs stride); raises ConfigError.
-        check_model_config(cfg, backbone.output_shape())
+        check_model_config(cfg, backbone_shape)
         return {
             "backbone": backbone,
-            "sem_seg_head": build_sem_seg_head(cfg, backbone.output_shape()),
+            "sem_seg_head": build_sem_seg_head(cfg, backbone_shape),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "sliding_window": dict(
@@ -87,9 +88,13 @@ class PointRendSemanticSegmentor(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
+    def normalize(self, image):
+        """(C, H, W) image in ``INPUT.FORMAT`` -> normalised float image on the model's device."""
+        return (image.to(self.device) - self.pixel_mean) / self.pixel_std
+
     def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalise and pad the images of a batch."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [self.normalize(x["image"]) for x in batched_inputs]
         return ImageList.from_tensors(images, self.size_divisibility)
 
     def predict_whole(self, image):
@@ -106,7 +111,7 @@ class PointRendSemanticSegmentor(nn.Module):
 
     def inference_with_test_time_strategies(self, x: Dict):
         """One image through sliding windows and/or multi-scale + flip TTA."""
-        image = (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+        image = self.normalize(x["image"])
         if self.test_augmentation is not None:
             scores = multi_scale_flip_inference(self.predict_windowed, image, **self.test_augmentation)
         else:
