@@ -20,7 +20,7 @@ $(VENV)/.stamp-detectron2: tools/install_detectron2.py $(VENV)/.stamp-torch
 	$(PY) tools/install_detectron2.py
 	touch $@
 
-$(VENV)/.stamp-project: setup.py $(VENV)/.stamp-detectron2
+$(VENV)/.stamp-project: pyproject.toml $(VENV)/.stamp-detectron2
 	$(PY) -m pip install --no-build-isolation -e '.[test]'
 	touch $@
 

@@ -2,15 +2,28 @@
 pointrend_seg: PointRend on DeepLabV3 for semantic segmentation, as a Detectron2 plugin.
 
 ``import pointrend_seg`` registers the meta-architecture, backbone, heads, point heads, point
-samplers and datasets in Detectron2's registries; :func:`add_pointrend_seg_config` adds the keys.
+samplers and datasets in Detectron2's registries; :func:`add_pointrend_seg_config` adds the keys;
+:mod:`pointrend_seg.model_zoo` finds the shipped configs.
+
+Layers (each imports only from the ones above it):
+``config`` -> ``modeling`` / ``data`` / ``evaluation`` -> ``engine``; the tools sit on top.
 """
-from . import data, modeling
-from .config import add_pointrend_seg_config
+try:
+    import detectron2  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "pointrend_seg needs Detectron2, which is not on PyPI: install it with "
+        "`python tools/install_detectron2.py` from a pointrend_seg checkout (Detectron2 v0.6, "
+        "Python-only) or from https://github.com/facebookresearch/detectron2"
+    ) from e
+
+from . import data, model_zoo, modeling
+from .config import add_pointrend_seg_config, build_config
 from .data import SemSegDatasetMapper
 from .modeling import (
-    CoarseSegHead,
+    BilinearSegHead,
+    GeneralizedSemanticSegmentor,
     PointRendSegHead,
-    PointRendSemanticSegmentor,
     build_dilated_resnet_backbone,
 )
 

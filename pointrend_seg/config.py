@@ -1,39 +1,74 @@
-"""Config keys of pointrend_seg, added on top of Detectron2's defaults."""
+"""
+The config layer: pointrend_seg's keys (:func:`add_pointrend_seg_config`), one way to build a
+config (:func:`build_config`) and the error type of invalid configs (:class:`ConfigError`).
+
+Each component checks its own keys in its ``from_config``; checks that need the datasets live in
+the engine. Nothing here imports the rest of the package.
+"""
+import os
+
+import torch
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+from detectron2.projects.deeplab import add_deeplab_config
+
+__all__ = [
+    "ConfigError",
+    "add_pointrend_seg_config",
+    "build_config",
+    "missing_feature_problems",
+    "raise_config_problems",
+]
+
+
+class ConfigError(ValueError):
+    """An inconsistent configuration; the message names the keys and values."""
+
+
+def raise_config_problems(problems) -> None:
+    """Raise one :class:`ConfigError` listing ``problems`` (strings), if there are any."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def missing_feature_problems(cfg, key: str, names, input_shape) -> list:
+    """
+    The problem (a one-item list, or empty) of config ``key`` naming feature maps ``names`` that
+    the backbone does not produce (``input_shape``: its ``output_shape()``).
+    """
+    missing = [f for f in names if f not in input_shape]
+    if not missing:
+        return []
+    if cfg.MODEL.BACKBONE.NAME == "build_dilated_resnet_backbone":
+        origin = f"MODEL.RESNETS.OUT_FEATURES={list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+    else:
+        origin = f"the outputs of MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME!r}"
+    return [f"{key}={list(names)}: {missing} not among the backbone outputs "
+            f"{sorted(input_shape)} ({origin})"]
 
 
 def add_pointrend_seg_config(cfg):
     """
     Add the keys used by pointrend_seg to a Detectron2 config (in place).
 
-    Keys that Detectron2's own DeepLab / PointRend projects also define keep the same names and
-    meaning, so their YAML files read the same way here.
+    Detectron2's DeepLab keys come from its own ``add_deeplab_config`` (crop retry, poly LR,
+    ASPP, DeepLabV3+ projections, ResNet stem / dilation / multi-grid), with one default changed:
+    ``MODEL.SEM_SEG_HEAD.LOSS_TYPE`` is "cross_entropy". Keys that Detectron2's PointRend project
+    also defines keep the same names and meaning, so their YAML files read the same way here.
     """
+    add_deeplab_config(cfg)
     # ---- input ------------------------------------------------------------------------------
-    # Retry a random crop until no single category covers more than this fraction of it.
-    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Photometric augmentation of the SSD paper (brightness, contrast, saturation, hue).
     cfg.INPUT.COLOR_AUG_SSD = False
-
-    # ---- backbone: DeepLab ResNet -----------------------------------------------------------
-    # "basic": one 7x7 conv; "deeplab": three 3x3 convs (ResNet-103 = ResNet-101 + deeplab stem).
-    cfg.MODEL.RESNETS.STEM_TYPE = "deeplab"
-    # Output stride 16: RES4_DILATION 1, RES5_DILATION 2. Output stride 8: 2 and 4.
-    cfg.MODEL.RESNETS.RES4_DILATION = 1
-    # Multi-grid unit rates of the three res5 blocks (multiplied by RES5_DILATION).
-    cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]
 
     # ---- coarse head (DeepLabV3 / DeepLabV3+) ------------------------------------------------
     # Name in pointrend_seg's COARSE_HEAD_REGISTRY: "DeepLabV3" or "DeepLabV3Plus".
     cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3"
-    cfg.MODEL.SEM_SEG_HEAD.ASPP_CHANNELS = 256
-    cfg.MODEL.SEM_SEG_HEAD.ASPP_DILATIONS = [6, 12, 18]
-    cfg.MODEL.SEM_SEG_HEAD.ASPP_DROPOUT = 0.1
-    cfg.MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV = False
-    # DeepLabV3+ decoder: low-level features and their projected widths.
-    cfg.MODEL.SEM_SEG_HEAD.PROJECT_FEATURES = ["res2"]
-    cfg.MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS = [48]
-    # "cross_entropy" or "hard_pixel_mining" (DeepLab's bootstrapped CE over the top-k % pixels).
+    # "cross_entropy" (here the default; Detectron2's DeepLab project defaults to the other) or
+    # "hard_pixel_mining" (bootstrapped CE over the HARD_PIXEL_TOP_K fraction of hardest pixels).
     cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "cross_entropy"
     cfg.MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K = 0.2
 
@@ -79,11 +114,39 @@ def add_pointrend_seg_config(cfg):
     # MIN_SIZES: short sides in pixels, MAX_SIZE, FLIP); class probabilities are averaged.
 
     # ---- solver ----------------------------------------------------------------------------
-    # WarmupPolyLR (Detectron2's DeepLab project): lr = base * (1 - iter / max_iter) ** power.
-    cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
+    # WarmupPolyLR (SOLVER.POLY_LR_POWER / POLY_LR_CONSTANT_ENDING from add_deeplab_config).
     # "SGD" (Detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "ADAMW".
     cfg.SOLVER.OPTIMIZER = "SGD"
     # Training metrics (console, OUTPUT_DIR/metrics.json, TensorBoard) are written every
     # LOG_PERIOD iterations, as medians over the last LOG_PERIOD iterations (1: raw values).
     cfg.SOLVER.LOG_PERIOD = 20
+
+
+def build_config(config_file: str = "", opts=()):
+    """
+    Detectron2 defaults + :func:`add_pointrend_seg_config` + a YAML file (``_BASE_`` supported)
+    + ``KEY VALUE`` overrides. Raises if the config asks for CUDA on a machine without it.
+    """
+    cfg = get_cfg()
+    add_pointrend_seg_config(cfg)
+    if config_file and not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as e:  # yacs: unknown key
+        if "POINT_HEAD.NUM_CLASSES" in str(e):
+            raise ConfigError(
+                "MODEL.POINT_HEAD.NUM_CLASSES is not a pointrend_seg key: the point head predicts "
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES classes. Remove MODEL.POINT_HEAD.NUM_CLASSES "
+                f"(from {config_file or 'the command line'}) and set "
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+            ) from None
+        raise
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA device is available; "
+            "add 'MODEL.DEVICE cpu' to the command line"
+        )
+    return cfg

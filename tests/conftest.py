@@ -11,6 +11,8 @@ import pytest
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tools' helper packages (tools/benchmarks) are importable by tests as by the tools.
+sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
 DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthetic.yaml")
 # Iterations of the session-scoped demo model (the full demo uses SOLVER.MAX_ITER of the YAML).
 FIXTURE_TRAIN_ITERS = 400
@@ -82,7 +84,7 @@ def python_exe():
 
 def demo_config(*opts):
     """The demo config with ``KEY VALUE`` overrides (not frozen)."""
-    from pointrend_seg.engine import build_config
+    from pointrend_seg.config import build_config
 
     return build_config(DEMO_CONFIG, list(opts))
 

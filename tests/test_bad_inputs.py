@@ -23,7 +23,7 @@ from pointrend_seg.data import (
 )
 from pointrend_seg.data.datasets import register_folder_dataset, register_voc_sem_seg
 from pointrend_seg.data.transforms import PadBottomRightTransform, PadToMinSize
-from pointrend_seg.engine import build_config
+from pointrend_seg.config import build_config
 
 
 # ---- helpers ------------------------------------------------------------------------------------

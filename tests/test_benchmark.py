@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pointrend_seg import benchmark as bench
+from benchmarks import core as bench  # tools/benchmarks (tests/conftest.py puts tools/ on the path)
 
 SIZE = (64, 128)
 
@@ -173,3 +173,12 @@ def test_cli_report(repo_root, tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="multiples of 32"):
         tool.main(["--device", "cpu", "--size", "60", "128", "--quiet"])
+
+
+def test_cli_exits_non_zero_when_nothing_was_measured(repo_root, capsys):
+    tool = _load_tool(repo_root)
+    with pytest.raises(SystemExit, match="nothing was measured"):
+        tool.main(["--device", "cpu", "--size", *map(str, SIZE), "--repeats", "1",
+                   "--warmup", "0", "--models", "ours_pointrend", "--quiet",
+                   "--ours-config", "no/such_config.yaml"])
+    assert "fails: FileNotFoundError" in capsys.readouterr().out

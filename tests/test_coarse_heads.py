@@ -10,6 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.projects.deeplab.semantic_seg import DeepLabV3Head, DeepLabV3PlusHead
+from detectron2.structures import ImageList
 
 from conftest import demo_config, randomize_norm_stats
 from pointrend_seg.config import add_pointrend_seg_config
@@ -150,7 +151,7 @@ def test_coarse_head_config_errors():
     ("DeepLabV3", 2, 4, 8, (48, 72)),  # OS8, padded to a multiple of 8
     ("DeepLabV3Plus", 1, 2, 4, (48, 80)),  # res2 decoder: stride 4
 ])
-@pytest.mark.parametrize("head_name", ["CoarseSegHead", "PointRendSegHead"])
+@pytest.mark.parametrize("head_name", ["BilinearSegHead", "PointRendSegHead"])
 def test_full_model_odd_input_sizes(coarse, res4, res5, stride, canvas, head_name):
     """Through the demo backbone: coarse logits at the head's stride, outputs at the input size."""
     from detectron2.modeling import build_model
@@ -164,7 +165,7 @@ def test_full_model_odd_input_sizes(coarse, res4, res5, stride, canvas, head_nam
     assert model.sem_seg_head.output_stride == stride
     img = torch.rand(3, 45, 67) * 255
     with torch.no_grad():
-        images = model.preprocess_images([{"image": img}])
+        images = ImageList.from_tensors([model.normalize(img)], model.size_divisibility)
         assert tuple(images.tensor.shape[-2:]) == canvas
         feats = model.backbone(images.tensor)
         coarse_logits = model.sem_seg_head.coarse_head(feats)

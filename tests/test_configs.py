@@ -8,19 +8,31 @@ import torch
 from detectron2.modeling import build_model
 
 import pointrend_seg  # noqa: F401
-from pointrend_seg.engine import build_config
+from pointrend_seg import model_zoo
+from pointrend_seg.config import build_config
 
 from conftest import REPO_ROOT
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True))
+CONFIGS = model_zoo.list_configs()
 
 
-def test_configs_found():
+def test_configs_found_through_the_package_and_the_checkout():
     assert len(CONFIGS) >= 15
+    # configs/ of the checkout is the package's config folder (a link), so the README's paths
+    # and the shipped configs are the same files.
+    in_checkout = sorted(
+        os.path.relpath(p, os.path.join(REPO_ROOT, "configs"))
+        for p in glob.glob(os.path.join(REPO_ROOT, "configs", "**", "*.yaml"), recursive=True)
+    )
+    assert in_checkout == CONFIGS
+    assert os.path.samefile(os.path.join(REPO_ROOT, "configs"), model_zoo.CONFIG_DIR)
+    with pytest.raises(FileNotFoundError, match="no_such.yaml.*demo/deeplabv3_synthetic.yaml"):
+        model_zoo.get_config_file("no_such.yaml")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO_ROOT) for p in CONFIGS])
-def test_config_builds_and_runs(path):
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_builds_and_runs(name):
+    path = model_zoo.get_config_file(name)
     cfg = build_config(path, ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg).eval()
     name = os.path.basename(path)
@@ -31,7 +43,7 @@ def test_config_builds_and_runs(path):
         assert type(head).__name__ == "PointRendSegHead"
         assert head.point_head.predictor.out_channels == num_classes
     elif not name.startswith("Base-"):
-        assert type(head).__name__ == "CoarseSegHead"
+        assert type(head).__name__ == "BilinearSegHead"
     stride = model.backbone.output_shape()["res5"].stride
     if "os8" in name:
         assert stride == 8

@@ -111,18 +111,18 @@ def test_loss_type_config():
     from detectron2.layers import ShapeSpec
 
     from conftest import demo_config
-    from pointrend_seg.modeling import CoarseSegHead
+    from pointrend_seg.modeling import BilinearSegHead
 
     shape = {"res2": ShapeSpec(channels=8, stride=4), "res5": ShapeSpec(channels=16, stride=16)}
     cfg = demo_config("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "hard_pixel_mining",
                       "MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "0.3")
-    assert CoarseSegHead(cfg, shape).hard_pixel_top_k == 0.3
+    assert BilinearSegHead(cfg, shape).hard_pixel_top_k == 0.3
     cfg = demo_config("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "cross_entropy")
-    assert CoarseSegHead(cfg, shape).hard_pixel_top_k == 1.0
+    assert BilinearSegHead(cfg, shape).hard_pixel_top_k == 1.0
     cfg = demo_config("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "focal")
     with pytest.raises(ValueError, match="LOSS_TYPE"):
-        CoarseSegHead(cfg, shape)
+        BilinearSegHead(cfg, shape)
     cfg = demo_config("MODEL.SEM_SEG_HEAD.LOSS_TYPE", "hard_pixel_mining",
                       "MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "0.0")
     with pytest.raises(ValueError, match="HARD_PIXEL_TOP_K"):
-        CoarseSegHead(cfg, shape)
+        BilinearSegHead(cfg, shape)

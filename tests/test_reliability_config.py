@@ -7,8 +7,8 @@ import torch
 from detectron2.modeling import build_model
 
 import pointrend_seg  # noqa: F401
-from pointrend_seg.config_check import ConfigError, check_dataset_config
-from pointrend_seg.engine import Trainer, adapt_norm_to_world_size, build_config
+from pointrend_seg.config import ConfigError, build_config
+from pointrend_seg.engine import Trainer, adapt_norm_to_world_size, check_dataset_config
 
 from conftest import DEMO_CONFIG, demo_config
 

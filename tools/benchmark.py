@@ -13,9 +13,11 @@ ratio of each of ours to its reference. Random weights, 19 classes, fixed seed.
 
 Models (--models): ours_pointrend, ours_deeplabv3, ref_deeplabv3, ref_pointrend_fpn, and heads
 (our PointRendSegHead.inference vs the reference PointRendSemSegHead subdivision on identical
-coarse logits / features with shared point-head weights). See pointrend_seg/benchmark.py.
+coarse logits / features with shared point-head weights). See tools/benchmarks/core.py.
 A model that fails in a setting (e.g. the reference PointRend head under bf16 autocast) is
-reported as "fails: <error>" and the others still run.
+reported as "fails: <error>" and the others still run; the exit code is 1 when nothing at all
+was measured. Configs (--ours-config ...) are YAML paths or names of shipped configs
+(pointrend_seg.model_zoo, e.g. cityscapes/deeplabv3_R103_os16.yaml).
 """
 import argparse
 import logging
@@ -23,7 +25,7 @@ import sys
 
 import torch
 
-from pointrend_seg import benchmark as bench
+from benchmarks import core as bench  # tools/benchmarks, beside this script
 
 
 def parse_args(argv=None):
@@ -85,6 +87,8 @@ def main(argv=None):
     if args.output:
         for path in bench.write_report(report, args.output):
             print(f"wrote {path}", file=sys.stderr)
+    if not any(r["status"] == "ok" for r in report["rows"]):
+        raise SystemExit("error: nothing was measured (every row failed, see the table above)")
     return report
 
 

@@ -19,7 +19,7 @@ from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401
 from pointrend_seg.data import read_image_file, read_label_file
-from pointrend_seg.engine import build_config
+from pointrend_seg.config import build_config
 from pointrend_seg.visualization import draw_sem_seg_overlay
 
 

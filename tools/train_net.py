@@ -48,7 +48,8 @@ from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.data.datasets import register_folder_datasets
-from pointrend_seg.engine import SafeCheckpointer, Trainer, build_config
+from pointrend_seg.config import build_config
+from pointrend_seg.engine import SafeCheckpointer, Trainer
 
 
 def setup(args):

@@ -12,8 +12,8 @@ Training and evaluation on Detectron2's ``DefaultTrainer``, with our mapper and 
 * non-finite losses stop the run on every process before the optimizer step, with the
   iteration and the loss names (:class:`NonFiniteLossError`), and no checkpoint is written
   afterwards;
-* config validation (:mod:`pointrend_seg.config_check`): datasets vs model here, the model keys
-  when the model is built.
+* config validation: the datasets against the model here (:mod:`.config_checks`); each model
+  component checks its own keys when it is built.
 """
 import contextlib
 import json
@@ -26,7 +26,6 @@ import weakref
 import numpy as np
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, HookBase, hooks
 from detectron2.engine import defaults as d2_defaults
@@ -37,46 +36,15 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..config import add_pointrend_seg_config
-from ..config_check import ConfigError, check_dataset_config
 from ..data import SemSegDatasetMapper
 from ..evaluation import BoundaryEvaluator
 from .checkpoint import SafeCheckpointer
+from .config_checks import check_dataset_config
 from .train_data import _STEP, build_resumable_train_loader, derive_seed
 
-__all__ = ["NonFiniteLossError", "Trainer", "adapt_norm_to_world_size", "build_config"]
+__all__ = ["NonFiniteLossError", "Trainer", "adapt_norm_to_world_size"]
 
 logger = logging.getLogger(__name__)
-
-
-def build_config(config_file: str = "", opts=()):
-    """
-    Detectron2 defaults + :func:`add_pointrend_seg_config` + a YAML file (``_BASE_`` supported)
-    + ``KEY VALUE`` overrides. Raises if the config asks for CUDA on a machine without it.
-    """
-    cfg = get_cfg()
-    add_pointrend_seg_config(cfg)
-    if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:  # yacs: unknown key
-        if "POINT_HEAD.NUM_CLASSES" in str(e):
-            raise ConfigError(
-                "MODEL.POINT_HEAD.NUM_CLASSES is not a pointrend_seg key: the point head predicts "
-                "MODEL.SEM_SEG_HEAD.NUM_CLASSES classes. Remove MODEL.POINT_HEAD.NUM_CLASSES "
-                f"(from {config_file or 'the command line'}) and set "
-                "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
-            ) from None
-        raise
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA device is available; "
-            "add 'MODEL.DEVICE cpu' to the command line"
-        )
-    return cfg
 
 
 _TORCH_SYNC_BN = ("SyncBN", "nnSyncBN")

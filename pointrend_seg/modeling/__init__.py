@@ -2,7 +2,7 @@
 from .backbone import ThreeConvStem, build_dilated_resnet_backbone
 from .coarse_heads import COARSE_HEAD_REGISTRY, DeepLabV3, DeepLabV3Plus, build_coarse_head
 from .losses import cross_entropy_with_ignore
-from .meta_arch import PointRendSemanticSegmentor
+from .meta_arch import GeneralizedSemanticSegmentor, PointRendSemanticSegmentor
 from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
 from .point_sampling import (
     POINT_SAMPLER_REGISTRY,
@@ -13,4 +13,4 @@ from .point_sampling import (
     point_sample,
     sample_point_labels,
 )
-from .pointrend_head import CoarseSegHead, PointRendSegHead
+from .semantic_heads import BilinearSegHead, CoarseSegHead, PointRendSegHead

@@ -1,7 +1,7 @@
 """
 Coarse heads: map backbone features to class logits at the coarse stride (8 or 16 for DeepLabV3,
 4 for DeepLabV3+). They only predict; losses and upsampling belong to the semantic heads in
-``pointrend_head.py``, which is why they live in their own registry rather than in Detectron2's
+``semantic_heads.py``, which is why they live in their own registry rather than in Detectron2's
 ``SEM_SEG_HEADS_REGISTRY`` (whose members return full-resolution predictions and losses).
 """
 from typing import Dict, List
@@ -14,6 +14,8 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
+
+from ..config import ConfigError, missing_feature_problems, raise_config_problems
 
 __all__ = ["COARSE_HEAD_REGISTRY", "DeepLabV3", "DeepLabV3Plus", "build_coarse_head"]
 
@@ -70,10 +72,12 @@ class DeepLabV3(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         in_features = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
         if len(in_features) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the DeepLabV3 coarse head "
                 "takes exactly one feature map (e.g. ['res5'])"
             )
+        raise_config_problems(missing_feature_problems(
+            cfg, "MODEL.SEM_SEG_HEAD.IN_FEATURES", in_features, input_shape))
         return {"input_shape": input_shape[in_features[0]], "in_feature": in_features[0],
                 **_aspp_args(cfg)}
 
@@ -139,10 +143,16 @@ class DeepLabV3Plus(nn.Module):
         h = cfg.MODEL.SEM_SEG_HEAD
         in_features = h.IN_FEATURES
         if len(in_features) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the ASPP input of "
                 "DeepLabV3+ is one feature map (low-level ones go in PROJECT_FEATURES)"
             )
+        raise_config_problems(
+            missing_feature_problems(cfg, "MODEL.SEM_SEG_HEAD.IN_FEATURES", in_features,
+                                     input_shape)
+            + missing_feature_problems(cfg, "MODEL.SEM_SEG_HEAD.PROJECT_FEATURES",
+                                       h.PROJECT_FEATURES, input_shape)
+        )
         return {
             "input_shape": input_shape, "in_feature": in_features[0],
             "project_features": list(h.PROJECT_FEATURES),

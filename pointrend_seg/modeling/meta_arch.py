@@ -1,5 +1,5 @@
 """The semantic-segmentation meta-architecture (Detectron2's ``META_ARCH_REGISTRY``)."""
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -9,26 +9,28 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, bu
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ..config_check import check_model_config
+from ..config import ConfigError
 
 from .test_time import multi_scale_flip_inference, sliding_window_inference
 
-__all__ = ["PointRendSemanticSegmentor"]
+__all__ = ["GeneralizedSemanticSegmentor", "PointRendSemanticSegmentor"]
 
 
 @META_ARCH_REGISTRY.register()
-class PointRendSemanticSegmentor(nn.Module):
+class GeneralizedSemanticSegmentor(nn.Module):
     """
-    Backbone + semantic-segmentation head, with Detectron2's standard inputs and outputs.
+    Backbone + any semantic-segmentation head (with or without PointRend), with Detectron2's
+    standard inputs and outputs.
 
     Input: a list of dicts with ``image`` (C, H, W) in ``INPUT.FORMAT``, in training ``sem_seg``
     (H, W) int64 labels, and optionally ``height``/``width`` (output size, default the input's).
     Output (inference): one dict per image, ``{"sem_seg": (K, height, width) logits}``, so
     Detectron2's evaluators work unchanged.
 
-    Images of a batch are padded (``ImageList``) to a multiple of the backbone's largest stride,
-    labels with the ignore value; predictions are cropped back before resizing to
-    ``height``/``width``.
+    Inference is batch-independent: every image is padded only to the next multiple of the
+    backbone's largest stride, as if it ran alone (images of equal padded size share a batch),
+    and its prediction is cropped back before resizing to ``height``/``width``. In training the
+    images of a batch share one padded canvas (see :meth:`losses`).
 
     Inference options (``TEST.*``): sliding-window inference for large images and multi-scale +
     flip test-time augmentation (then ``sem_seg`` holds mean class probabilities, not logits).
@@ -66,8 +68,7 @@ class PointRendSemanticSegmentor(nn.Module):
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
-        # Cross-key checks (classes, feature names, crop vs stride); raises ConfigError.
-        check_model_config(cfg, backbone_shape)
+        _check_crop_size(cfg, max(s.stride for s in backbone_shape.values()))
         return {
             "backbone": backbone,
             "sem_seg_head": build_sem_seg_head(cfg, backbone_shape),
@@ -92,16 +93,31 @@ class PointRendSemanticSegmentor(nn.Module):
         """(C, H, W) image in ``INPUT.FORMAT`` -> normalised float image on the model's device."""
         return (image.to(self.device) - self.pixel_mean) / self.pixel_std
 
-    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise and pad the images of a batch."""
-        images = [self.normalize(x["image"]) for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
+    def predict_logits(self, images: List[torch.Tensor]) -> List[torch.Tensor]:
+        """
+        Logits of each normalised (C, H, W) image at its own resolution: (K, H, W) float32.
+
+        Each image is padded only to the next multiple of ``size_divisibility`` (as if it ran
+        alone); images whose padded sizes are equal run as one batch. So an image's logits do not
+        depend on the other images of the batch: with a common canvas, the padding added for a
+        larger neighbour would reach every logit through ASPP's global image pooling and the
+        dilated convolutions.
+        """
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, image in enumerate(images):
+            padded = tuple(_round_up(s, self.size_divisibility) for s in image.shape[-2:])
+            groups.setdefault(padded, []).append(i)
+        outputs: List[torch.Tensor] = [None] * len(images)
+        for indices in groups.values():
+            batch = ImageList.from_tensors([images[i] for i in indices], self.size_divisibility)
+            logits, _ = self.sem_seg_head(self.backbone(batch.tensor))
+            for i, x, (h, w) in zip(indices, logits, batch.image_sizes):
+                outputs[i] = x[:, :h, :w]
+        return outputs
 
     def predict_whole(self, image):
         """(C, H, W) normalised image -> (K, H, W) logits: pad, backbone, head, crop."""
-        images = ImageList.from_tensors([image], self.size_divisibility)
-        logits, _ = self.sem_seg_head(self.backbone(images.tensor))
-        return logits[0, :, : image.shape[-2], : image.shape[-1]]
+        return self.predict_logits([image])[0]
 
     def predict_windowed(self, image):
         """Like :meth:`predict_whole`, window by window when sliding-window inference is on."""
@@ -120,24 +136,66 @@ class PointRendSemanticSegmentor(nn.Module):
         return {"sem_seg": sem_seg_postprocess(scores, scores.shape[-2:], height, width)}
 
     def forward(self, batched_inputs: List[Dict]):
-        if not self.training and (
-            self.sliding_window is not None or self.test_augmentation is not None
-        ):
-            return [self.inference_with_test_time_strategies(x) for x in batched_inputs]
-        images = self.preprocess_images(batched_inputs)
-        features = self.backbone(images.tensor)
         if self.training:
-            targets = ImageList.from_tensors(
-                [x["sem_seg"].to(self.device) for x in batched_inputs],
-                self.size_divisibility,
-                self.sem_seg_head.ignore_value,
-            ).tensor
-            _, losses = self.sem_seg_head(features, targets)
-            return losses
-        results, _ = self.sem_seg_head(features)
+            return self.losses(batched_inputs)
+        if self.sliding_window is not None or self.test_augmentation is not None:
+            return [self.inference_with_test_time_strategies(x) for x in batched_inputs]
+        logits = self.predict_logits([self.normalize(x["image"]) for x in batched_inputs])
         processed = []
-        for result, x, image_size in zip(results, batched_inputs, images.image_sizes):
-            height = x.get("height", image_size[0])
-            width = x.get("width", image_size[1])
-            processed.append({"sem_seg": sem_seg_postprocess(result, image_size, height, width)})
+        for scores, x in zip(logits, batched_inputs):
+            height, width = x.get("height", scores.shape[-2]), x.get("width", scores.shape[-1])
+            processed.append({"sem_seg": sem_seg_postprocess(scores, scores.shape[-2:], height, width)})
         return processed
+
+    def losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """
+        Training losses of a batch. The images are padded to a common canvas (a multiple of
+        ``size_divisibility``) with the pixel mean, the labels with the head's ignore value: the
+        losses ignore the padding, but the convolutions and ASPP's image pooling of a smaller
+        image see it (zeros after normalisation), as in Detectron2's ``SemanticSegmentor``.
+        """
+        images = ImageList.from_tensors(
+            [self.normalize(x["image"]) for x in batched_inputs], self.size_divisibility
+        )
+        targets = ImageList.from_tensors(
+            [x["sem_seg"].to(self.device) for x in batched_inputs],
+            self.size_divisibility,
+            self.sem_seg_head.ignore_value,
+        ).tensor
+        _, losses = self.sem_seg_head(self.backbone(images.tensor), targets)
+        return losses
+
+
+def _check_crop_size(cfg, stride: int) -> None:
+    """
+    ``INPUT.CROP.SIZE`` with ``INPUT.CROP.TYPE`` "absolute" must be a multiple of the output
+    stride (the padding multiple): another size would put ignore-valued padding into every
+    training batch. Data-dependent crop types and images smaller than the crop are padded, as at
+    test time.
+    """
+    crop = cfg.INPUT.CROP
+    if not (crop.ENABLED and crop.TYPE == "absolute"):
+        return
+    size = list(crop.SIZE)
+    if len(size) != 2 or any(not isinstance(s, int) or s <= 0 for s in size):
+        raise ConfigError(f"INPUT.CROP.SIZE={size} must be two positive integers (h, w)")
+    if any(s % stride for s in size):
+        suggestion = [max(stride, round(s / stride) * stride) for s in size]
+        r = cfg.MODEL.RESNETS
+        raise ConfigError(
+            f"INPUT.CROP.SIZE={size} (INPUT.CROP.TYPE 'absolute') is not a multiple of the "
+            f"model's output stride {stride} (the largest stride of the backbone outputs, set by "
+            f"MODEL.RESNETS.RES4_DILATION={r.RES4_DILATION} / RES5_DILATION={r.RES5_DILATION}); "
+            f"every crop would be padded to a multiple of {stride}. Use e.g. INPUT.CROP.SIZE "
+            f"{suggestion}"
+        )
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return x if multiple <= 1 else -(-x // multiple) * multiple
+
+
+@META_ARCH_REGISTRY.register()
+class PointRendSemanticSegmentor(GeneralizedSemanticSegmentor):
+    """Former name of :class:`GeneralizedSemanticSegmentor` (it runs any head, with or without
+    PointRend), registered so that configs naming it keep working."""

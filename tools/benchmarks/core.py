@@ -1,6 +1,6 @@
 """
 Speed benchmark of our models against Detectron2's reference projects, side by side in one
-process (library of ``tools/benchmark.py``).
+process (the library of ``tools/benchmark.py``; not part of the installed package).
 
 Models (random weights, ``MODEL.WEIGHTS`` empty, 19 classes, built after ``torch.manual_seed``):
 
@@ -69,11 +69,9 @@ __all__ = [
     "write_report",
 ]
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OURS_POINTREND_CONFIG = os.path.join(
-    REPO_ROOT, "configs", "cityscapes", "deeplabv3_R103_os16_pointrend.yaml"
-)
-OURS_DEEPLAB_CONFIG = os.path.join(REPO_ROOT, "configs", "cityscapes", "deeplabv3_R103_os16.yaml")
+# Shipped configs (pointrend_seg.model_zoo), or paths to YAML files.
+OURS_POINTREND_CONFIG = "cityscapes/deeplabv3_R103_os16_pointrend.yaml"
+OURS_DEEPLAB_CONFIG = "cityscapes/deeplabv3_R103_os16.yaml"
 
 MODEL_NAMES = ("ours_pointrend", "ours_deeplabv3", "ref_deeplabv3", "ref_pointrend_fpn")
 HEADS = "heads"  # the name of the head-level comparison in ``--models``
@@ -92,8 +90,8 @@ IGNORE_VALUE = 255
 SIZE_DIVISIBILITY = 32
 
 DESCRIPTIONS = {
-    "ours_pointrend": "ours: PointRendSemanticSegmentor, DeepLabV3 R-103 OS16 + PointRendSegHead",
-    "ours_deeplabv3": "ours: PointRendSemanticSegmentor, DeepLabV3 R-103 OS16 + CoarseSegHead "
+    "ours_pointrend": "ours: GeneralizedSemanticSegmentor, DeepLabV3 R-103 OS16 + PointRendSegHead",
+    "ours_deeplabv3": "ours: GeneralizedSemanticSegmentor, DeepLabV3 R-103 OS16 + BilinearSegHead "
                       "(bilinear)",
     "ref_deeplabv3": "detectron2 DeepLab project: SemanticSegmentor + DeepLabV3Head, "
                      "build_resnet_deeplab_backbone R-103 OS16",
@@ -356,13 +354,21 @@ def _build_from_cfg(cfg, seed):
     return model
 
 
+def resolve_config_file(config_file: str) -> str:
+    """A YAML path as given, or else a config shipped with the package
+    (``pointrend_seg.model_zoo``, e.g. "cityscapes/deeplabv3_R103_os16.yaml")."""
+    from pointrend_seg import model_zoo
+
+    return config_file if os.path.isfile(config_file) else model_zoo.get_config_file(config_file)
+
+
 def _ours_cfg(config_file, device, opts=(), num_classes=NUM_CLASSES):
     import pointrend_seg  # noqa: F401  (registers our components)
-    from pointrend_seg.engine.trainer import build_config
+    from pointrend_seg.config import build_config
 
     base = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", str(device),
             "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes]
-    return build_config(config_file, base + list(opts))
+    return build_config(resolve_config_file(config_file), base + list(opts))
 
 
 def build_ours(config_file: str, device: str, opts=(), seed: int = 0,
@@ -490,7 +496,7 @@ def default_model_specs(names: Sequence[str] = MODEL_NAMES, *, seed: int = 0, na
     for name in names:
         info = {"opts": [str(v) for v in opts_of(name)], "narrow": bool(narrow)}
         if name in config_files:
-            info["config_file"] = os.path.relpath(config_files[name], REPO_ROOT)
+            info["config_file"] = config_files[name]
         description = DESCRIPTIONS[name] + (" [narrow R-50 variant]" if narrow else "")
         specs.append(ModelSpec(name, builders[name], description, REFERENCE_OF.get(name), info))
     return specs
@@ -604,7 +610,7 @@ def build_head_pair(*, device="cpu", size=(256, 512), batch=1, config_file=OURS_
     from detectron2.projects.point_rend import add_pointrend_config
     from detectron2.projects.point_rend.semantic_seg import PointRendSemSegHead
 
-    from .modeling import MLPPointHead, PointRendSegHead
+    from pointrend_seg.modeling import MLPPointHead, PointRendSegHead
 
     cfg = _ours_cfg(config_file, device, opts, num_classes)
     torch.manual_seed(seed)
@@ -804,7 +810,7 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
     if HEADS in models:
         head_opts = NARROW_OPTS["ours_pointrend"] if narrow else []
         rows += run_head_comparison(config_file=ours_config, opts=head_opts, **common)
-        head_info = {"config_file": os.path.relpath(ours_config, REPO_ROOT),
+        head_info = {"config_file": ours_config,
                      "opts": [str(v) for v in head_opts]}
     add_ratios(rows)
 

@@ -1,12 +1,12 @@
 """
 Semantic-segmentation heads (Detectron2's ``SEM_SEG_HEADS_REGISTRY``): a coarse head plus either
-plain bilinear upsampling (``CoarseSegHead``, the DeepLab baseline) or PointRend's point loss and
+plain bilinear upsampling (``BilinearSegHead``, the DeepLab baseline) or PointRend's point loss and
 adaptive subdivision (``PointRendSegHead``).
 
 Both follow Detectron2's head interface ``forward(features, targets=None)``: in training
 ``(None, losses)``, in inference ``(logits, {})`` with logits (N, K, s * h, s * w) for coarse logits
 (N, K, h, w) of stride s, i.e. at the resolution of the (padded) input when its size is a
-multiple of s, which ``PointRendSemanticSegmentor`` guarantees by padding.
+multiple of s, which ``GeneralizedSemanticSegmentor`` guarantees by padding.
 """
 import math
 from typing import Dict, List
@@ -19,16 +19,18 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from ..config import missing_feature_problems, raise_config_problems
+
 from .coarse_heads import build_coarse_head
 from .losses import cross_entropy_with_ignore
 from .point_heads import build_point_head
 from .point_sampling import build_point_sampler, point_sample, sample_point_labels
 
-__all__ = ["CoarseSegHead", "PointRendSegHead"]
+__all__ = ["BilinearSegHead", "CoarseSegHead", "PointRendSegHead"]
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class CoarseSegHead(nn.Module):
+class BilinearSegHead(nn.Module):
     """
     A coarse head whose logits are upsampled bilinearly to the input resolution, trained with
     (optionally hard-pixel-mined) cross-entropy at the resolution of the labels.
@@ -54,24 +56,44 @@ class CoarseSegHead(nn.Module):
         self.hard_pixel_top_k = hard_pixel_top_k
 
     @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+    def config_problems(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
+        """
+        What is wrong with this head's keys (``MODEL.SEM_SEG_HEAD.NUM_CLASSES``, ``IGNORE_VALUE``,
+        ``LOSS_TYPE``, ``HARD_PIXEL_TOP_K``), one message per problem naming keys and values.
+        """
         h = cfg.MODEL.SEM_SEG_HEAD
-        if h.LOSS_TYPE == "cross_entropy":
-            top_k = 1.0
-        elif h.LOSS_TYPE == "hard_pixel_mining":
-            top_k = h.HARD_PIXEL_TOP_K
-            if not 0.0 < top_k <= 1.0:
-                raise ValueError(f"MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K must be in (0, 1], got {top_k}")
-        else:
-            raise ValueError(
+        problems = []
+        if not isinstance(h.NUM_CLASSES, int) or h.NUM_CLASSES < 2:
+            problems.append(
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={h.NUM_CLASSES!r} must be an integer >= 2 "
+                "(a background/foreground task has 2 classes)"
+            )
+        elif 0 <= h.IGNORE_VALUE < h.NUM_CLASSES:
+            problems.append(
+                f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={h.IGNORE_VALUE} is a class id "
+                f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={h.NUM_CLASSES}): pixels of that class would "
+                "be ignored by the losses"
+            )
+        if h.LOSS_TYPE not in ("cross_entropy", "hard_pixel_mining"):
+            problems.append(
                 "MODEL.SEM_SEG_HEAD.LOSS_TYPE must be 'cross_entropy' or 'hard_pixel_mining', "
                 f"got {h.LOSS_TYPE!r}"
             )
+        elif h.LOSS_TYPE == "hard_pixel_mining" and not 0.0 < h.HARD_PIXEL_TOP_K <= 1.0:
+            problems.append(
+                f"MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K must be in (0, 1], got {h.HARD_PIXEL_TOP_K}"
+            )
+        return problems
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        raise_config_problems(cls.config_problems(cfg, input_shape))
+        h = cfg.MODEL.SEM_SEG_HEAD
         return {
             "coarse_head": build_coarse_head(cfg, input_shape),
             "ignore_value": h.IGNORE_VALUE,
             "loss_weight": h.LOSS_WEIGHT,
-            "hard_pixel_top_k": top_k,
+            "hard_pixel_top_k": h.HARD_PIXEL_TOP_K if h.LOSS_TYPE == "hard_pixel_mining" else 1.0,
         }
 
     @property
@@ -111,7 +133,7 @@ class CoarseSegHead(nn.Module):
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class PointRendSegHead(CoarseSegHead):
+class PointRendSegHead(BilinearSegHead):
     """
     PointRend (Kirillov et al., CVPR 2020) on a coarse head.
 
@@ -137,7 +159,7 @@ class PointRendSegHead(CoarseSegHead):
             subdivision_steps: number of 2x steps; -1 derives it from the coarse stride
                 (log2 s: 4 at stride 16, 3 at stride 8).
             point_loss_weight: weight of ``loss_sem_seg_point``.
-            kwargs: the arguments of :class:`CoarseSegHead`.
+            kwargs: the arguments of :class:`BilinearSegHead`.
         """
         super().__init__(**kwargs)
         self.point_head = point_head
@@ -149,15 +171,32 @@ class PointRendSegHead(CoarseSegHead):
         self.point_loss_weight = point_loss_weight
 
     @classmethod
+    def config_problems(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
+        """
+        The problems of :class:`BilinearSegHead` plus: ``MODEL.POINT_HEAD.IN_FEATURES`` must be
+        backbone outputs, and a ``MODEL.POINT_HEAD.NUM_CLASSES`` (a key of Detectron2's PointRend
+        project, not ours) must equal ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``: the point head refines
+        the coarse logits class by class.
+        """
+        problems = super().config_problems(cfg, input_shape)
+        p = cfg.MODEL.POINT_HEAD
+        problems += missing_feature_problems(cfg, "MODEL.POINT_HEAD.IN_FEATURES", p.IN_FEATURES,
+                                             input_shape)
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        point_classes = p.get("NUM_CLASSES", None)
+        if point_classes is not None and point_classes != num_classes:
+            problems.append(
+                f"MODEL.POINT_HEAD.NUM_CLASSES={point_classes} differs from "
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}: pointrend_seg's point head "
+                "predicts MODEL.SEM_SEG_HEAD.NUM_CLASSES classes (it refines the coarse logits "
+                "class by class); remove MODEL.POINT_HEAD.NUM_CLASSES or make it equal"
+            )
+        return problems
+
+    @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
         p = cfg.MODEL.POINT_HEAD
-        missing = [f for f in p.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.POINT_HEAD.IN_FEATURES={list(p.IN_FEATURES)}: {missing} not produced by "
-                f"the backbone (it outputs {sorted(input_shape)}; see MODEL.RESNETS.OUT_FEATURES)"
-            )
         in_channels = sum(input_shape[f].channels for f in p.IN_FEATURES)
         ret.update(
             point_head=build_point_head(cfg, in_channels),
@@ -223,3 +262,9 @@ class PointRendSegHead(CoarseSegHead):
         if tuple(logits.shape[-2:]) != canvas:
             logits = F.interpolate(logits, size=canvas, mode="bilinear", align_corners=False)
         return logits
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class CoarseSegHead(BilinearSegHead):
+    """Former name of :class:`BilinearSegHead`, registered so that configs naming it keep
+    working."""

@@ -1,0 +1,55 @@
+"""
+The configs shipped with pointrend_seg, found through the installed package (as Detectron2's
+``detectron2.model_zoo`` does for its own), so they work from a wheel as well as from a checkout.
+
+    from pointrend_seg import model_zoo
+    cfg = model_zoo.get_config("cityscapes/deeplabv3_R103_os16_pointrend.yaml")
+    path = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.yaml")
+
+In a checkout, ``configs/`` at the repository root is a link to this package's ``configs/``.
+"""
+import os
+from typing import List
+
+from ..config import build_config
+
+__all__ = ["CONFIG_DIR", "get_config", "get_config_file", "list_configs"]
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def list_configs() -> List[str]:
+    """Every shipped config, relative to the config folder (e.g. ``"demo/deeplabv3_synthetic.yaml"``),
+    sorted; ``Base-*`` files (not meant to be used alone) included."""
+    found = []
+    for root, _, files in os.walk(CONFIG_DIR):
+        for name in files:
+            if name.endswith(".yaml"):
+                found.append(os.path.relpath(os.path.join(root, name), CONFIG_DIR))
+    return sorted(p.replace(os.sep, "/") for p in found)
+
+
+def get_config_file(config_path: str) -> str:
+    """
+    Absolute path of a shipped config.
+
+    Args:
+        config_path: relative to the config folder, e.g. ``"cityscapes/deeplabv3_R103_os16.yaml"``
+            (a leading ``"configs/"`` is accepted too).
+
+    Raises:
+        FileNotFoundError: naming the config and listing the shipped ones.
+    """
+    rel = config_path[len("configs/"):] if config_path.startswith("configs/") else config_path
+    path = os.path.join(CONFIG_DIR, rel)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{config_path!r} is not a config shipped with pointrend_seg (looked in {CONFIG_DIR}); "
+            f"available: {', '.join(c for c in list_configs() if '/Base-' not in c and not c.startswith('Base-'))}"
+        )
+    return path
+
+
+def get_config(config_path: str, opts=()):
+    """A shipped config built with :func:`pointrend_seg.config.build_config` (not frozen)."""
+    return build_config(get_config_file(config_path), opts)
