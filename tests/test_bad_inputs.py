@@ -22,7 +22,7 @@ from pointrend_seg.data import (
     read_label_file,
 )
 from pointrend_seg.data.datasets import register_folder_dataset, register_voc_sem_seg
-from pointrend_seg.data.transforms import PadBottomRightTransform, PadToMinSize
+from pointrend_seg.data.transforms import PadToMinSize
 from pointrend_seg.config import build_config
 
 
@@ -335,8 +335,8 @@ def test_crop_larger_than_image_pads_with_ignore(tmp_path):
     assert not any(isinstance(a, PadToMinSize) for a in build_sem_seg_augmentations(
         _crop_cfg("INPUT.CROP.TYPE", "relative_range", "INPUT.CROP.SIZE", "(0.5, 0.5)"), True))
     # The transform itself: inverse undoes it and coordinates do not move.
-    t = PadBottomRightTransform(2, 3, 4, 5, pad_value=0, seg_pad_value=255)
     x = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    t = PadToMinSize((6, 8), pad_value=0, seg_pad_value=255).get_transform(x)
     np.testing.assert_array_equal(t.inverse().apply_image(t.apply_image(x)), x)
     assert t.apply_segmentation(x)[4:].tolist() == [[255] * 8] * 2
     np.testing.assert_array_equal(t.apply_coords(np.array([[1.0, 2.0]])), [[1.0, 2.0]])
