@@ -115,8 +115,13 @@ def add_pointrend_seg_config(cfg):
 
     # ---- solver ----------------------------------------------------------------------------
     # WarmupPolyLR (SOLVER.POLY_LR_POWER / POLY_LR_CONSTANT_ENDING from add_deeplab_config).
-    # "SGD" (Detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "ADAMW".
+    # "SGD" (Detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "ADAMW"; fused on CUDA.
     cfg.SOLVER.OPTIMIZER = "SGD"
+    # Mixed-precision training when SOLVER.AMP.ENABLED (Detectron2's key): "float16" (with loss
+    # scaling, Detectron2's AMP) or "bfloat16" (no loss scaling needed; CPU and recent GPUs).
+    cfg.SOLVER.AMP.PRECISION = "float16"
+    # Train in channels_last memory format (faster convolutions on GPUs with bf16/fp16).
+    cfg.SOLVER.CHANNELS_LAST = False
     # Training metrics (console, OUTPUT_DIR/metrics.json, TensorBoard) are written every
     # LOG_PERIOD iterations, as medians over the last LOG_PERIOD iterations (1: raw values).
     cfg.SOLVER.LOG_PERIOD = 20

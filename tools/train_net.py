@@ -42,14 +42,14 @@ names or a text file with one name per line), registered in every process before
 """
 import logging
 
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.config import build_config
-from pointrend_seg.engine import SafeCheckpointer, Trainer
+from pointrend_seg.engine import SafeCheckpointer, Trainer, launch
 
 
 def setup(args):

@@ -1,4 +1,13 @@
+"""
+Training and evaluation on Detectron2's engine: the trainer (:mod:`.trainer`), one iteration
+(:mod:`.train_step`), hooks, multi-process helpers (:mod:`.distributed`), checkpoints, the
+resumable training stream, dataset-vs-model checks, and the one compatibility module
+(:mod:`.compat`).
+"""
 from .checkpoint import SafeCheckpointer, UnsafeCheckpointError, atomic_write
 from .config_checks import check_dataset_config
+from .distributed import adapt_norm_to_world_size, launch
+from .hooks import ReseedEachIteration
 from .train_data import ResumableTrainLoader, ResumableTrainingSampler
-from .trainer import NonFiniteLossError, Trainer, adapt_norm_to_world_size
+from .train_step import NonFiniteLossError, TrainStep
+from .trainer import Trainer

@@ -40,6 +40,7 @@ __all__ = [
     "ResumableTrainingSampler",
     "build_resumable_train_loader",
     "derive_seed",
+    "seed_all",
     "seeded_rngs",
 ]
 
@@ -55,6 +56,18 @@ def derive_seed(*keys: int) -> int:
     return int((int(words[0]) << 31) ^ int(words[1])) & ((1 << 63) - 1)
 
 
+def seed_all(seed: int) -> None:
+    """
+    Seed Python's ``random``, NumPy's global RNG (with ``seed mod 2**32``) and torch (CPU and
+    CUDA) with ``seed``. Not Detectron2's ``seed_all_rng``: that one passes the seed to NumPy
+    unchanged, which takes only 32 bits (our derived seeds have 63), and sets the
+    ``PYTHONHASHSEED`` environment variable as a side effect on every call.
+    """
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def seeded_rngs(seed: int):
     """
@@ -66,6 +79,7 @@ def seeded_rngs(seed: int):
     torch_state = torch.random.get_rng_state()
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
+    # the CPU generator only: the CUDA generators' state is not restored afterwards
     torch.random.default_generator.manual_seed(seed)
     try:
         yield
@@ -157,10 +171,7 @@ class _WorkerInit:
         self.seed, self.rank = seed, rank
 
     def __call__(self, worker_id):
-        s = derive_seed(self.seed, _WORKER, self.rank, worker_id)
-        random.seed(s)
-        np.random.seed(s % (1 << 32))
-        torch.manual_seed(s)
+        seed_all(derive_seed(self.seed, _WORKER, self.rank, worker_id))
 
 
 class ResumableTrainLoader:

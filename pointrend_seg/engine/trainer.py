@@ -1,34 +1,34 @@
 """
-Training and evaluation on Detectron2's ``DefaultTrainer``, with our mapper and evaluators, and:
+Training and evaluation on Detectron2's ``DefaultTrainer`` (public extension points only: the
+``build_*`` class methods, ``build_hooks`` / ``build_writers``, ``run_step``, ``state_dict``,
+``resume_or_load``, ``test``; the rest goes through :mod:`.compat`), with our mapper and
+evaluators, and:
 
-* multi-process training on CPU (gloo): DDP without ``device_ids``, and ``SyncBN`` mapped to
-  Detectron2's all-reduce based ``naiveSyncBN`` (:func:`adapt_norm_to_world_size`);
-* crash-safe, exactly resumable runs: atomic checkpoints (:class:`SafeCheckpointer`) holding
+* multi-process training on CPU (gloo): DDP without ``device_ids`` and ``SyncBN`` mapped to
+  Detectron2's all-reduce based ``naiveSyncBN`` (:mod:`.distributed`);
+* crash-safe, exactly resumable runs: atomic checkpoints (:class:`.SafeCheckpointer`) holding
   the model, optimizer, LR scheduler, iteration and the training stream's seed; a training
   stream whose batches are a function of (seed, iteration) (:mod:`.train_data`); the RNGs of the
-  model (dropout, point sampling) reseeded from (seed, iteration, rank) before every iteration.
-  A run resumed from the checkpoint of iteration ``i`` computes exactly the losses that the
-  uninterrupted run computed after ``i``;
-* non-finite losses stop the run on every process before the optimizer step, with the
-  iteration and the loss names (:class:`NonFiniteLossError`), and no checkpoint is written
-  afterwards;
+  model (dropout, point sampling) reseeded from (seed, iteration, rank) before every iteration
+  (:mod:`.hooks`). A run resumed from the checkpoint of iteration ``i`` computes exactly the
+  losses that the uninterrupted run computed after ``i``;
+* each iteration by :class:`.TrainStep`: float32, bfloat16 or float16 autocast
+  (``SOLVER.AMP``), and non-finite losses stop the run on every process before the optimizer
+  step, with the iteration and the loss names (:class:`.NonFiniteLossError`); no checkpoint is
+  written afterwards;
 * config validation: the datasets against the model here (:mod:`.config_checks`); each model
   component checks its own keys when it is built.
 """
-import contextlib
 import json
 import logging
 import os
-import random
 import warnings
 import weakref
 
-import numpy as np
 import torch
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import DefaultTrainer, HookBase, hooks
-from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.solver import get_default_optimizer_params
@@ -39,142 +39,22 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from ..data import SemSegDatasetMapper
 from ..evaluation import BoundaryEvaluator
 from .checkpoint import SafeCheckpointer
+from .compat import cpu_capable_ddp
 from .config_checks import check_dataset_config
-from .train_data import _STEP, build_resumable_train_loader, derive_seed
+from .distributed import adapt_norm_to_world_size
+from .hooks import ReseedEachIteration
+from .train_data import build_resumable_train_loader
+from .train_step import NonFiniteLossError, TrainStep, training_precision
 
-__all__ = ["NonFiniteLossError", "Trainer", "adapt_norm_to_world_size"]
+__all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
 
 
-_TORCH_SYNC_BN = ("SyncBN", "nnSyncBN")
-_NORM_KEYS = (("RESNETS", "NORM"), ("SEM_SEG_HEAD", "NORM"))
-
-
-def adapt_norm_to_world_size(cfg, world_size=None):
-    """
-    torch's ``SyncBatchNorm`` only runs on GPUs: for a CPU model (``MODEL.DEVICE`` cpu) trained
-    by more than one process, ``MODEL.RESNETS.NORM`` / ``MODEL.SEM_SEG_HEAD.NORM`` "SyncBN"
-    (or "nnSyncBN") become Detectron2's "naiveSyncBN" (all-reduce of the batch statistics,
-    which gloo supports), with a warning. Other configs are returned unchanged.
-
-    Returns:
-        the config itself, or an adapted copy (frozen if ``cfg`` was).
-    """
-    world_size = comm.get_world_size() if world_size is None else world_size
-    if world_size <= 1 or not cfg.MODEL.DEVICE.startswith("cpu"):
-        return cfg
-    keys = [k for k in _NORM_KEYS if cfg.MODEL[k[0]][k[1]] in _TORCH_SYNC_BN]
-    if not keys:
-        return cfg
-    frozen = cfg.is_frozen()
-    cfg = cfg.clone()
-    cfg.defrost()
-    changes = []
-    for group, name in keys:
-        changes.append(f"MODEL.{group}.{name}={cfg.MODEL[group][name]!r}")
-        cfg.MODEL[group][name] = "naiveSyncBN"
-    if frozen:
-        cfg.freeze()
-    logger.warning(
-        f"{', '.join(changes)}: torch's SyncBatchNorm cannot run on CPU across processes; using "
-        f"Detectron2's 'naiveSyncBN' instead (batch statistics all-reduced over the "
-        f"{world_size} processes, same parameters and checkpoint format)"
-    )
-    return cfg
-
-
-@contextlib.contextmanager
-def _cpu_capable_ddp():
-    """
-    Detectron2's ``create_ddp_model`` passes ``device_ids=[local_rank]``, which torch rejects for
-    a CPU model. While active, CPU models are wrapped with ``device_ids=None`` instead.
-    """
-    original = d2_defaults.create_ddp_model
-
-    def create_ddp_model(model, **kwargs):
-        if comm.get_world_size() > 1 and not next(model.parameters()).is_cuda:
-            kwargs.setdefault("device_ids", None)
-        return original(model, **kwargs)
-
-    d2_defaults.create_ddp_model = create_ddp_model
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = original
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; raised on every process, before the optimizer step."""
-
-    def __init__(self, iteration, bad_losses_per_rank):
-        self.iteration = iteration
-        self.bad_losses = bad_losses_per_rank  # [{name: value}] per rank
-        names = sorted({k for per_rank in bad_losses_per_rank for k in per_rank})
-        details = "; ".join(
-            f"rank {rank}: " + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-            for rank, bad in enumerate(bad_losses_per_rank) if bad
-        )
-        super().__init__(
-            f"Non-finite loss at iteration {iteration}: {', '.join(names)} ({details}). "
-            "Training stopped before the optimizer step of that iteration; no checkpoint is "
-            "written after it. Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable "
-            "SOLVER.CLIP_GRADIENTS, then resume from the last checkpoint."
-        )
-
-
-class _FiniteLossCheck:
-    """
-    Mixin for Detectron2's SimpleTrainer / AMPTrainer: before the metrics are written (after
-    backward, before ``optimizer.step``), every process learns whether any process has a
-    non-finite loss, and all raise :class:`NonFiniteLossError` together. (Detectron2 alone
-    raises on the main process only, after averaging, and leaves the other processes blocked.)
-    """
-
-    def _write_metrics(self, loss_dict, data_time, *args, **kwargs):
-        bad = {
-            k: float(v.detach().float().cpu()) for k, v in loss_dict.items()
-            if not bool(torch.isfinite(v.detach()).all())
-        }
-        everyone = comm.all_gather(bad) if comm.get_world_size() > 1 else [bad]
-        if any(everyone):
-            raise NonFiniteLossError(self.iter, everyone)
-        return super()._write_metrics(loss_dict, data_time, *args, **kwargs)
-
-
-_CHECKED_TRAINER_CLASSES = {}
-
-
-def _with_finite_loss_check(trainer):
-    base = type(trainer)
-    if base not in _CHECKED_TRAINER_CLASSES:
-        _CHECKED_TRAINER_CLASSES[base] = type(
-            f"FiniteLoss{base.__name__}", (_FiniteLossCheck, base), {}
-        )
-    trainer.__class__ = _CHECKED_TRAINER_CLASSES[base]
-    return trainer
-
-
-# Scheduler state that is progress (from the checkpoint); the rest comes from the config.
-_SCHEDULER_PROGRESS = ("last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step",
-                       "_is_initial")
-
-
-class _ReseedEachIteration(HookBase):
-    """
-    Before every iteration, seed torch (CPU and CUDA), NumPy and Python RNGs from
-    ``(run seed, iteration, rank)``: the model's randomness (dropout, PointRend's random points)
-    at iteration ``i`` is then the same in a fresh and in a resumed run, whatever happened
-    before ``i`` (data loading runs under its own seeds, see :mod:`.train_data`).
-    """
-
-    def before_step(self):
-        if self.trainer.seed is None:
-            return
-        seed = derive_seed(self.trainer.seed, _STEP, self.trainer.iter, comm.get_rank())
-        torch.manual_seed(seed)
-        np.random.seed(seed % (1 << 32))
-        random.seed(seed)
+def _is_hyper_parameter(key: str) -> bool:
+    """Keys of a torch LR scheduler's state dict that come from the config, not from progress:
+    the public attributes other than ``last_epoch`` (``_``-prefixed ones are its bookkeeping)."""
+    return key != "last_epoch" and not key.startswith("_")
 
 
 class Trainer(DefaultTrainer):
@@ -184,15 +64,16 @@ class Trainer(DefaultTrainer):
     reliability features of this module (module docstring).
 
     Checkpoints hold ``model``, ``trainer`` (``iteration``, the LR scheduler under ``hooks``,
-    ``_trainer``: the optimizer state, ``data``: the training stream's seed and shape) and
-    ``iteration``.
+    ``_trainer``: the optimizer (and float16 grad-scaler) state as Detectron2 lays it out,
+    ``data``: the training stream's seed and shape) and ``iteration``.
     """
 
     def __init__(self, cfg):
         check_dataset_config(cfg)
-        with _cpu_capable_ddp():
+        with cpu_capable_ddp():
             super().__init__(cfg)
-        _with_finite_loss_check(self._trainer)
+        self.train_step = TrainStep(self.model, self.data_loader, self.optimizer,
+                                    precision=training_precision(cfg))
 
     @property
     def seed(self):
@@ -209,7 +90,12 @@ class Trainer(DefaultTrainer):
     # ---- building -----------------------------------------------------------------------
     @classmethod
     def build_model(cls, cfg):
-        return super().build_model(adapt_norm_to_world_size(cfg))
+        """Detectron2's ``build_model``, with norms that can run on the processes at hand
+        (:func:`.adapt_norm_to_world_size`), in channels_last format if ``SOLVER.CHANNELS_LAST``."""
+        model = super().build_model(adapt_norm_to_world_size(cfg))
+        if cfg.SOLVER.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -221,35 +107,44 @@ class Trainer(DefaultTrainer):
         return build_resumable_train_loader(cfg, SemSegDatasetMapper(cfg, True), seed=seed)
 
     def build_hooks(self):
+        """
+        Detectron2's hooks with the safe checkpointer, the metric writers called every
+        ``SOLVER.LOG_PERIOD`` iterations (``DefaultTrainer`` hard-codes 20), and
+        :class:`.ReseedEachIteration` first.
+        """
         # DefaultTrainer.__init__ made a DetectionCheckpointer right before calling this method:
         # replace it, so that the PeriodicCheckpointer hook and resume_or_load use the safe one.
         self.checkpointer = SafeCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        ret = super().build_hooks()
-        period = self.cfg.SOLVER.get("LOG_PERIOD", 20)
-        for h in ret:
-            if isinstance(h, hooks.PeriodicCheckpointer):
-                assert h.checkpointer is self.checkpointer
+        ret = [ReseedEachIteration()]
+        for h in super().build_hooks():
             if isinstance(h, hooks.PeriodicWriter):
-                h._period = period  # DefaultTrainer hard-codes 20
-        return [_ReseedEachIteration()] + ret
+                h = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
+            ret.append(h)
+        return ret
 
     def build_writers(self):
-        """Detectron2's writers, with scalars smoothed over ``SOLVER.LOG_PERIOD`` iterations."""
-        window = self.cfg.SOLVER.get("LOG_PERIOD", 20)
-        os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
-        return [
-            CommonMetricPrinter(self.max_iter, window_size=window),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=window),
-            TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
-        ]
+        """
+        Detectron2's writers, with scalars smoothed over ``SOLVER.LOG_PERIOD`` iterations; built
+        once (``build_hooks`` asks twice: Detectron2's hook list, then ours).
+        """
+        if getattr(self, "_metric_writers", None) is None:
+            window = self.cfg.SOLVER.LOG_PERIOD
+            os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
+            self._metric_writers = [
+                CommonMetricPrinter(self.max_iter, window_size=window),
+                JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=window),
+                TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
+            ]
+        return self._metric_writers
 
     # ---- training state -----------------------------------------------------------------
     def state_dict(self):
         ret = super().state_dict()
-        # Detectron2 v0.6's DefaultTrainer saves neither of these.
-        ret["_trainer"] = self._trainer.state_dict()  # optimizer (and AMP grad scaler)
+        # Detectron2 v0.6's DefaultTrainer saves neither of these (main saves its _trainer's,
+        # which holds the same optimizer; ours adds the grad scaler of bfloat16/float16 runs).
+        ret["_trainer"] = self.train_step.state_dict()
         if hasattr(self.data_loader, "state_dict"):
             ret["data"] = self.data_loader.state_dict()
         return ret
@@ -258,7 +153,7 @@ class Trainer(DefaultTrainer):
         state_dict, schedule_changed = self._schedule_from_config(state_dict)
         super().load_state_dict(state_dict)
         if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
+            self.train_step.load_state_dict(state_dict["_trainer"])
         else:
             logger.warning(
                 "The checkpoint has no optimizer state (saved by Detectron2's DefaultTrainer?): "
@@ -285,12 +180,10 @@ class Trainer(DefaultTrainer):
         if not saved or not hasattr(self.scheduler, "state_dict"):
             return state_dict, False
         current = self.scheduler.state_dict()
-        merged = {k: v for k, v in current.items()}
-        for key in _SCHEDULER_PROGRESS:
-            if key in saved:
-                merged[key] = saved[key]
+        merged = dict(saved)
+        merged.update((k, v) for k, v in current.items() if _is_hyper_parameter(k))
         changed = {k: (saved[k], v) for k, v in current.items()
-                   if k not in _SCHEDULER_PROGRESS and k in saved and saved[k] != v}
+                   if _is_hyper_parameter(k) and k in saved and saved[k] != v}
         if changed:
             logger.info(
                 "LR schedule of this config, progress of the checkpoint: "
@@ -303,7 +196,7 @@ class Trainer(DefaultTrainer):
         """
         Detectron2's resume_or_load (``--resume``: the last checkpoint of ``OUTPUT_DIR`` with
         all its state; otherwise ``MODEL.WEIGHTS``, weights only), then the training stream
-        restarts at the resumed iteration.
+        restarts at the resumed iteration (:class:`.TrainStep` opens it at its first step).
         """
         if comm.is_main_process():
             self.checkpointer.remove_stale_temp_files()
@@ -312,18 +205,14 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if hasattr(self.data_loader, "set_start_iter"):
             self.data_loader.set_start_iter(self.start_iter)
-            # SimpleTrainer (v0.6) called iter() in its constructor; our loader is lazy, so
-            # nothing was loaded yet and the iterator can be replaced.
-            if isinstance(getattr(type(self._trainer), "_data_loader_iter", None), property):
-                self._trainer._data_loader_iter_obj = None  # later Detectron2: made lazily
-            else:
-                self._trainer._data_loader_iter = iter(self.data_loader)
         if self.start_iter:
             logger.info(f"Resuming training at iteration {self.start_iter} (seed {self.seed})")
 
     def run_step(self):
+        """One iteration by :class:`.TrainStep` (instead of Detectron2's SimpleTrainer /
+        AMPTrainer); no checkpoint is written after a non-finite loss."""
         try:
-            super().run_step()
+            self.train_step.run(self.iter)
         except NonFiniteLossError as e:
             self.checkpointer.disable_saving(
                 f"the loss became non-finite at iteration {e.iteration}"
@@ -360,12 +249,21 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """Detectron2's SGD, or AdamW when ``SOLVER.OPTIMIZER`` is "ADAMW" (same param groups)."""
+        """
+        SGD (``SOLVER.MOMENTUM`` / ``NESTEROV``, as Detectron2's ``build_optimizer``) or AdamW
+        (``SOLVER.OPTIMIZER`` "ADAMW"), with Detectron2's parameter groups and gradient clipping;
+        for a CUDA model torch's fused implementation (the whole update in a few kernels).
+        """
         name = cfg.SOLVER.OPTIMIZER.upper()
         if name == "SGD":
-            return super().build_optimizer(cfg, model)
-        if name != "ADAMW":
+            optimizer_class = torch.optim.SGD
+            options = {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
+        elif name == "ADAMW":
+            optimizer_class, options = torch.optim.AdamW, {}
+        else:
             raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
+        if next(model.parameters()).is_cuda:
+            options["fused"] = True
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
@@ -373,8 +271,8 @@ class Trainer(DefaultTrainer):
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
-        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        return maybe_add_gradient_clipping(cfg, optimizer_class)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **options
         )
 
     @classmethod

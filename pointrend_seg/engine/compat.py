@@ -1,0 +1,60 @@
+"""
+The one place where pointrend_seg reaches past Detectron2's public extension points, or papers
+over differences between Detectron2 v0.6 and its ``main`` branch. Everything else in the engine
+uses public API only (``DefaultTrainer`` subclassing, ``build_*`` overrides, hooks, ``run_step``).
+Each function says what it works around and why no public way exists.
+"""
+import contextlib
+import inspect
+
+from detectron2.engine import SimpleTrainer
+from detectron2.engine import defaults as d2_defaults
+from detectron2.utils import comm
+
+__all__ = ["cpu_capable_ddp", "write_metrics"]
+
+# v0.6: write_metrics(loss_dict, data_time, prefix=""); main: (loss_dict, data_time, cur_iter,
+# prefix="") and it records scalars at cur_iter.
+_WRITE_METRICS_TAKES_ITER = "cur_iter" in inspect.signature(SimpleTrainer.write_metrics).parameters
+
+
+def write_metrics(loss_dict, data_time: float, iteration: int) -> None:
+    """
+    Detectron2's ``SimpleTrainer.write_metrics`` (losses averaged over processes into the event
+    storage, ``data_time`` max over processes), with the signature of the installed version.
+
+    Args:
+        loss_dict: name -> scalar tensor.
+        data_time: seconds spent waiting for the batch.
+        iteration: the training iteration the values belong to.
+    """
+    if _WRITE_METRICS_TAKES_ITER:
+        SimpleTrainer.write_metrics(loss_dict, data_time, iteration)
+    else:
+        SimpleTrainer.write_metrics(loss_dict, data_time)
+
+
+@contextlib.contextmanager
+def cpu_capable_ddp():
+    """
+    While active, Detectron2's ``create_ddp_model`` wraps CPU models with ``device_ids=None``.
+
+    Why: ``DefaultTrainer.__init__`` (v0.6 and main) calls ``create_ddp_model(model,
+    broadcast_buffers=False)``, which defaults ``device_ids`` to ``[local_rank]``; torch rejects
+    ``device_ids`` for a CPU module, so multi-process CPU training (gloo) cannot start. The
+    function is looked up in ``detectron2.engine.defaults`` at call time and there is no argument
+    or hook to change it, so it is replaced for the duration of ``DefaultTrainer.__init__`` and
+    restored afterwards.
+    """
+    original = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if comm.get_world_size() > 1 and not next(model.parameters()).is_cuda:
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
