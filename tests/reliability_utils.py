@@ -86,3 +86,28 @@ def run_and_kill(args, kill_when, log_path, *, threads=1, timeout=300):
     return proc.returncode
 
 
+
+
+def thread_count():
+    """OS threads of this process (Linux)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def collect_then_leave(out_dir):
+    """
+    Run in each process of a 2-process launch: collectives as Detectron2 runs them, then
+    leave_process_group(); writes what a process looks like before and after leaving.
+    """
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    from pointrend_seg.engine.distributed import leave_process_group
+
+    rank = comm.get_rank()
+    comm.all_gather({"rank": rank})
+    comm.synchronize()
+    before = thread_count()
+    leave_process_group()
+    after = thread_count()
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"before": before, "after": after, "initialized": dist.is_initialized()}, f)

@@ -33,6 +33,7 @@ compared: the early dynamics amplify rounding differences step after step.
 """
 import json
 import os
+import sys
 
 import pytest
 
@@ -41,7 +42,7 @@ from detectron2.utils.events import EventStorage
 from pointrend_seg.engine import SafeCheckpointer, Trainer
 
 from conftest import demo_config, torch_threads
-from reliability_utils import FAST, losses, read_metrics, run_train_net
+from reliability_utils import FAST, collect_then_leave, losses, read_metrics, run_train_net
 
 SAME_MATH = [
     "SEED", "1", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.WARMUP_ITERS", "0",
@@ -120,3 +121,23 @@ def test_diverging_two_process_run_stops_on_every_process(tmp_path):
     assert "loss_sem_seg" in line and "rank 0" in line
     ckpts = sorted(f for f in os.listdir(out) if f.endswith(".pth"))
     assert ckpts == [f"model_{i:07d}.pth" for i in range(iteration)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_processes_leave_the_process_group_before_exiting(tmp_path):
+    """
+    The cause of a worker dying with SIGABRT ("terminate called without an active exception")
+    after its work was done: gloo's worker threads were still running at interpreter exit, kept
+    alive by Detectron2's references to the process groups, and one that released a finished
+    collective then needed the GIL. leave_process_group (run by our launch after main) destroys
+    the groups and drops those references, so the default group's threads are joined before the
+    process exits; with only torch's destroy_process_group the thread count stayed the same.
+    """
+    from pointrend_seg.engine import launch
+
+    launch(collect_then_leave, 2, dist_url="auto", args=(str(tmp_path),))
+    for rank in range(2):
+        with open(tmp_path / f"rank{rank}.json") as f:
+            state = json.load(f)
+        assert not state["initialized"], rank
+        assert state["after"] < state["before"], (rank, state)

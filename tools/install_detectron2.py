@@ -13,6 +13,17 @@ current torch / numpy / Pillow:
 4. the removed numpy aliases ``np.int`` / ``np.float`` / ``np.bool`` -> builtins;
 5. ``engine/launch.py`` learns CPU runs: gloo backend and no ``torch.cuda.set_device`` without a GPU.
 
+``--archive PATH`` builds a Detectron2 source archive instead (a ``.tar.gz`` of the repository,
+e.g. the snapshot of Detectron2 ``main`` used by ``make test-d2main``), Python-only, with only the
+fixes that ``main`` still needs:
+
+1. no compiled extension (``ext_modules=[]``; its ``setup.py`` always builds the C++ sources);
+2. lazy ``detectron2._C`` in ``evaluation/fast_eval_api.py``, the one module that still imports
+   it at module level (``layers/deform_conv.py`` already guards its import).
+
+``main`` needs none of the other v0.6 fixes (Pillow, numpy aliases, CPU ``launch`` are fixed
+upstream); each fix fails loudly if its target text is not found exactly once.
+
 Set ``DETECTRON2_SOURCE`` to anything pip accepts (a git URL such as
 ``git+https://github.com/facebookresearch/detectron2.git`` or a local checkout of Detectron2 main)
 to install that instead; then no fix is applied.
@@ -133,6 +144,56 @@ def apply_compat_fixes(src: Path):
     log(f"applied compat fixes (numpy aliases in {len(fixed)} files)")
 
 
+def apply_main_fixes(src: Path):
+    """Apply the two fixes of a Detectron2 ``main`` source tree (module docstring)."""
+    replace_exactly(src / "setup.py", "ext_modules=get_extensions(),", "ext_modules=[],")
+    replace_exactly(src / "detectron2/evaluation/fast_eval_api.py", "from detectron2 import _C\n",
+                    LAZY_C)
+    log("applied the fixes for a Detectron2 main tree (no extension, lazy _C)")
+
+
+def build_archive_wheel(archive: Path) -> Path:
+    """Extract a Detectron2 source archive, apply :func:`apply_main_fixes`, build a wheel."""
+    if not archive.is_file():
+        raise SystemExit(f"--archive {archive}: no such file")
+    build = CACHE / "build-archive"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(build, filter="data")
+    roots = [p.parent for p in build.glob("*/setup.py")]
+    if len(roots) != 1 or not (roots[0] / "detectron2").is_dir():
+        raise SystemExit(f"{archive}: expected one top-level folder with setup.py and detectron2/")
+    src = roots[0]
+    apply_main_fixes(src)
+    wheels = CACHE / "wheels-archive"
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    env = dict(os.environ, D2_VERSION_SUFFIX=f"+{LOCAL_VERSION}.{src.name.replace('-', '.')}")
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+           "-w", str(wheels), str(src)]
+    log("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, env=env)
+    (wheel,) = wheels.glob("detectron2-*.whl")
+    return wheel
+
+
+def install_archive(archive: Path, force: bool):
+    """Install the Detectron2 of a source archive (Python-only, main fixes) unless the same
+    archive (by sha256) is installed already."""
+    digest = sha256(archive)
+    stamp = stamp_path()
+    recorded = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if recorded.get("archive_sha256") == digest and not force:
+        log(f"detectron2 from {archive.name} already installed; nothing to do")
+        return
+    wheel = build_archive_wheel(archive)
+    pip("install", "--force-reinstall", "--no-deps", str(wheel))
+    pip("install", str(wheel), "opencv-python-headless")
+    stamp.write_text(json.dumps({"archive": str(archive), "archive_sha256": digest}))
+    log(f"installed {wheel.name}")
+
+
 def pip(*args):
     cmd = [sys.executable, "-m", "pip", *args]
     log("$ " + " ".join(cmd))
@@ -213,7 +274,15 @@ def main():
     parser.add_argument("--force", action="store_true", help="rebuild and reinstall")
     parser.add_argument("--wheel-only", action="store_true",
                         help="build the patched wheel into .cache/wheels without installing it")
+    parser.add_argument("--archive", type=Path,
+                        help="install this Detectron2 source archive (.tar.gz, e.g. a snapshot "
+                             "of main) instead of the v0.6 sdist")
     args = parser.parse_args()
+
+    if args.archive:
+        install_archive(args.archive.resolve(), args.force)
+        verify_import()
+        return
 
     source = os.environ.get("DETECTRON2_SOURCE", "").strip()
     if source:

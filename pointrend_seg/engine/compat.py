@@ -11,7 +11,7 @@ from detectron2.engine import SimpleTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.utils import comm
 
-__all__ = ["cpu_capable_ddp", "write_metrics"]
+__all__ = ["cpu_capable_ddp", "forget_detectron2_process_groups", "write_metrics"]
 
 # v0.6: write_metrics(loss_dict, data_time, prefix=""); main: (loss_dict, data_time, cur_iter,
 # prefix="") and it records scalars at cur_iter.
@@ -58,3 +58,21 @@ def cpu_capable_ddp():
         yield
     finally:
         d2_defaults.create_ddp_model = original
+
+
+def forget_detectron2_process_groups() -> None:
+    """
+    Drop the references that ``detectron2.utils.comm`` keeps to process groups: the per-machine
+    group that ``launch`` stores in ``comm._LOCAL_PROCESS_GROUP`` and the gloo group cached by
+    ``comm._get_global_gloo_group`` (v0.6 and main).
+
+    Why: ``torch.distributed.destroy_process_group()`` only unregisters the groups; a group's
+    worker threads stop when its last reference goes. While Detectron2's module globals hold
+    them, they live until the interpreter shuts down, and a worker thread that then releases a
+    finished collective's tensors needs the GIL and aborts the process (``terminate called
+    without an active exception``). Detectron2 has no function to release them.
+    """
+    from detectron2.utils import comm
+
+    comm._LOCAL_PROCESS_GROUP = None
+    comm._get_global_gloo_group.cache_clear()
