@@ -28,7 +28,7 @@ import weakref
 import torch
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.solver import get_default_optimizer_params
@@ -140,10 +140,11 @@ class Trainer(DefaultTrainer):
         return self._metric_writers
 
     # ---- training state -----------------------------------------------------------------
+    # TrainerBase's (iteration, hooks), not DefaultTrainer's: the latter saves and restores its
+    # inner SimpleTrainer differently in v0.6 (not at all) and main (with its own iteration and
+    # hooks); the iteration's state here is the TrainStep's.
     def state_dict(self):
-        ret = super().state_dict()
-        # Detectron2 v0.6's DefaultTrainer saves neither of these (main saves its _trainer's,
-        # which holds the same optimizer; ours adds the grad scaler of bfloat16/float16 runs).
+        ret = TrainerBase.state_dict(self)
         ret["_trainer"] = self.train_step.state_dict()
         if hasattr(self.data_loader, "state_dict"):
             ret["data"] = self.data_loader.state_dict()
@@ -151,7 +152,7 @@ class Trainer(DefaultTrainer):
 
     def load_state_dict(self, state_dict):
         state_dict, schedule_changed = self._schedule_from_config(state_dict)
-        super().load_state_dict(state_dict)
+        TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self.train_step.load_state_dict(state_dict["_trainer"])
         else:
