@@ -4,7 +4,12 @@ Training and evaluation on Detectron2's engine: the trainer (:mod:`.trainer`), o
 resumable training stream, dataset-vs-model checks, and the one compatibility module
 (:mod:`.compat`).
 """
-from .checkpoint import SafeCheckpointer, UnsafeCheckpointError, atomic_write
+from .checkpoint import (
+    BackboneMismatchError,
+    SafeCheckpointer,
+    UnsafeCheckpointError,
+    atomic_write,
+)
 from .config_checks import check_dataset_config
 from .distributed import adapt_norm_to_world_size, launch
 from .hooks import ReseedEachIteration

@@ -13,6 +13,11 @@ Crash-safe checkpoints: atomic writes and ``weights_only`` loading.
   that needs more is refused with :class:`UnsafeCheckpointError`. ``.pkl`` files (Detectron2 /
   Caffe2 model zoo) go through Detectron2's reader, which calls :func:`pickle.load`, so they can
   run code: load only ``.pkl`` files you trust (``docs/checkpoints.md``).
+
+It also refuses weights that do not fit the model's backbone: a checkpoint that fills less than
+half of the backbone's tensors raises :class:`BackboneMismatchError` (e.g. a torchvision or timm
+state dict given as ``MODEL.WEIGHTS`` without ``tools/convert_weights.py``: its names match
+nothing, and training would silently start from scratch).
 """
 import os
 import pickle
@@ -23,13 +28,23 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["SafeCheckpointer", "UnsafeCheckpointError", "atomic_write", "load_weights_only"]
+__all__ = [
+    "BackboneMismatchError",
+    "SafeCheckpointer",
+    "UnsafeCheckpointError",
+    "atomic_write",
+    "load_weights_only",
+]
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)\.[0-9a-f]{8}$")
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A ``.pth``/``.pt`` file holding pickled objects that ``weights_only`` loading refuses."""
+
+
+class BackboneMismatchError(ValueError):
+    """A checkpoint that fills less than half of the model's backbone tensors."""
 
 
 def _fsync_dir(path):
@@ -90,7 +105,8 @@ def load_weights_only(filename):
 
 class SafeCheckpointer(DetectionCheckpointer):
     """
-    ``DetectionCheckpointer`` with atomic saves and ``weights_only`` loading (module docstring).
+    ``DetectionCheckpointer`` with atomic saves, ``weights_only`` loading and the backbone
+    coverage check (module docstring).
 
     Saving can be switched off for the rest of the run with :meth:`disable_saving` (the trainer
     does this after a non-finite loss, so no checkpoint is written from a diverged run).
@@ -99,6 +115,7 @@ class SafeCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir="", *, save_to_disk=None, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self._saving_disabled_reason = None
+        self._loading_path = None
 
     # ---- saving --------------------------------------------------------------------------
     def _is_local(self):
@@ -162,6 +179,47 @@ class SafeCheckpointer(DetectionCheckpointer):
         return removed
 
     # ---- loading -------------------------------------------------------------------------
+    def load(self, path, *args, **kwargs):
+        self._loading_path = path  # for the message of _check_backbone_coverage
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading_path = None
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        self._check_backbone_coverage(incompatible)
+        return incompatible
+
+    def _check_backbone_coverage(self, incompatible):
+        """
+        Raise :class:`BackboneMismatchError` if the checkpoint just loaded filled less than half
+        of the tensors of ``model.backbone`` (parameters and norm statistics; BN's
+        ``num_batches_tracked`` counters aside). Models without a ``backbone`` are not checked.
+        """
+        backbone = getattr(self.model, "backbone", None)
+        if not isinstance(backbone, torch.nn.Module):
+            return
+        keys = [f"backbone.{k}" for k in backbone.state_dict()
+                if not k.endswith("num_batches_tracked")]
+        missing = set(incompatible.missing_keys)
+        matched = sum(k not in missing for k in keys)
+        if not keys or 2 * matched >= len(keys):
+            return
+        wrong_shape = sum(k.startswith("backbone.") for k, *_ in incompatible.incorrect_shapes)
+        path = self._loading_path
+        raise BackboneMismatchError(
+            f"{path} fills {matched} of the {len(keys)} backbone tensors of this model"
+            + (f" ({wrong_shape} more have the right name but another shape: another depth "
+               "or width?)" if wrong_shape else "")
+            + f"; {len(incompatible.unexpected_keys)} of its tensors match no name of the "
+            "model. Training from it would start the backbone from scratch. If it holds "
+            "torchvision or timm ImageNet ResNet weights, convert them first:\n"
+            f"  python tools/convert_weights.py {path} "
+            f"{os.path.splitext(os.path.basename(str(path)))[0]}_converted.pth\n"
+            "then give the converted file as MODEL.WEIGHTS with the config overrides it prints"
+        )
+
     def _load_file(self, filename):
         if filename.endswith(".pkl"):
             # Detectron2 / Caffe2 model-zoo format: pickle.load, i.e. trusted files only.

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""
+Convert torchvision / timm ImageNet ResNet weights for pointrend_seg's backbone.
+
+    tools/convert_weights.py resnet50-0676ba61.pth output/R-50-torchvision.pth
+    tools/convert_weights.py model.safetensors output/R-101s-timm.pth   # timm resnet101s
+
+INPUT: a state dict saved by torchvision or timm (.pth / .pt / .bin, read with
+torch.load(weights_only=True), or .safetensors). OUTPUT: a .pth file {"model": state dict} with the
+names of build_dilated_resnet_backbone (Detectron2's ResNet names) under --prefix. The tool checks
+that the result fills the backbone it prints, and prints the config overrides to train with it:
+
+    tools/train_net.py --config-file CFG MODEL.WEIGHTS OUTPUT <printed overrides>
+
+What converts and what does not (deep stems, avg-pool shortcuts, basic blocks):
+pointrend_seg/modeling/backbone/convert.py. Detectron2's own DeepLab R-103
+(detectron2://DeepLab/R-103.pkl, the default of the shipped configs) needs no conversion.
+"""
+import argparse
+import os
+import shlex
+
+import torch
+
+from pointrend_seg.engine import atomic_write
+from pointrend_seg.engine.checkpoint import load_weights_only
+from pointrend_seg.modeling.backbone import (
+    convert_resnet_state_dict,
+    unwrap_state_dict,
+    verify_converted_state_dict,
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("input", help="torchvision / timm ResNet state dict (.pth, .pt, .bin, .safetensors)")
+    p.add_argument("output", help="converted weights (.pth)")
+    p.add_argument("--prefix", default="backbone.",
+                   help="module path of the backbone in the model (default: backbone.)")
+    return p.parse_args(argv)
+
+
+def load_state_dict_file(path):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    if path.endswith(".pkl"):
+        raise SystemExit(f"{path}: .pkl files are Detectron2 / Caffe2 checkpoints; give them to "
+                         "MODEL.WEIGHTS directly")
+    return load_weights_only(path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(args.input):
+        raise SystemExit(f"input not found: {args.input}")
+    state_dict = unwrap_state_dict(load_state_dict_file(args.input), args.input)
+    converted, opts = convert_resnet_state_dict(state_dict, args.prefix, source_name=args.input)
+    verify_converted_state_dict(converted, opts, args.prefix)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    atomic_write(args.output, lambda f: torch.save({"model": converted}, f))
+    print(f"wrote {args.output}: {len(converted)} tensors. Use it with:\n"
+          f"  MODEL.WEIGHTS {shlex.quote(args.output)} "
+          + " ".join(shlex.quote(o) for o in opts))
+
+
+if __name__ == "__main__":
+    main()
