@@ -64,8 +64,9 @@ def add_pointrend_seg_config(cfg):
     # Photometric augmentation of the SSD paper (brightness, contrast, saturation, hue).
     cfg.INPUT.COLOR_AUG_SSD = False
 
-    # ---- coarse head (DeepLabV3 / DeepLabV3+) ------------------------------------------------
-    # Name in pointrend_seg's COARSE_HEAD_REGISTRY: "DeepLabV3" or "DeepLabV3Plus".
+    # ---- coarse head (DeepLabV3 / DeepLabV3+ / any Detectron2 head) --------------------------
+    # Name in pointrend_seg's COARSE_HEAD_REGISTRY: "DeepLabV3", "DeepLabV3Plus", or
+    # "SemSegHeadAdapter" for the head of Detectron2's SEM_SEG_HEADS_REGISTRY named below.
     cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3"
     # "cross_entropy" (here the default; Detectron2's DeepLab project defaults to the other) or
     # "hard_pixel_mining" (bootstrapped CE over the HARD_PIXEL_TOP_K fraction of hardest pixels).
@@ -77,12 +78,16 @@ def add_pointrend_seg_config(cfg):
     # Name in pointrend_seg's POINT_HEAD_REGISTRY: "MLPPointHead" (paper) or "LinearPointHead".
     # The number of classes is MODEL.SEM_SEG_HEAD.NUM_CLASSES.
     cfg.MODEL.POINT_HEAD.NAME = "MLPPointHead"
-    # Fine-grained feature maps sampled at each point.
-    cfg.MODEL.POINT_HEAD.IN_FEATURES = ["res2"]
+    # Fine-grained feature maps sampled at each point; empty: the backbone output of the smallest
+    # stride (res2 of our ResNet, p2 of an FPN), the paper's choice.
+    cfg.MODEL.POINT_HEAD.IN_FEATURES = []
     cfg.MODEL.POINT_HEAD.FC_DIM = 256
     cfg.MODEL.POINT_HEAD.NUM_FC = 3
     # Re-concatenate the coarse prediction before every MLP layer.
     cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER = True
+    # With COARSE_HEAD_NAME "SemSegHeadAdapter": the head of Detectron2's SEM_SEG_HEADS_REGISTRY
+    # whose layers(features) give the coarse logits (as in Detectron2's PointRend project).
+    cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
     # Name in pointrend_seg's POINT_SAMPLER_REGISTRY.
     cfg.MODEL.POINT_HEAD.SAMPLER = "UncertaintyPointSampler"
     # Training: N points per image, k (over-generation) and beta (importance fraction).

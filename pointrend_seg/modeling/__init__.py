@@ -1,6 +1,12 @@
 """Model components; importing this module registers them in Detectron2's registries."""
 from .backbone import ThreeConvStem, build_dilated_resnet_backbone
-from .coarse_heads import COARSE_HEAD_REGISTRY, DeepLabV3, DeepLabV3Plus, build_coarse_head
+from .coarse_heads import (
+    COARSE_HEAD_REGISTRY,
+    DeepLabV3,
+    DeepLabV3Plus,
+    SemSegHeadAdapter,
+    build_coarse_head,
+)
 from .losses import cross_entropy_with_ignore
 from .meta_arch import GeneralizedSemanticSegmentor, PointRendSemanticSegmentor
 from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
@@ -13,4 +19,9 @@ from .point_sampling import (
     point_sample,
     sample_point_labels,
 )
-from .semantic_heads import BilinearSegHead, CoarseSegHead, PointRendSegHead
+from .semantic_heads import (
+    BilinearSegHead,
+    CoarseSegHead,
+    PointRendSegHead,
+    point_feature_names,
+)

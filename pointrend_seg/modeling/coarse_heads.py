@@ -3,6 +3,8 @@ Coarse heads: map backbone features to class logits at the coarse stride (8 or 1
 4 for DeepLabV3+). They only predict; losses and upsampling belong to the semantic heads in
 ``semantic_heads.py``, which is why they live in their own registry rather than in Detectron2's
 ``SEM_SEG_HEADS_REGISTRY`` (whose members return full-resolution predictions and losses).
+:class:`SemSegHeadAdapter` makes a member of that registry (e.g. Detectron2's ``SemSegFPNHead``)
+a coarse head.
 """
 from typing import Dict, List
 
@@ -13,11 +15,18 @@ from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.utils.registry import Registry
 
 from ..config import ConfigError, missing_feature_problems, raise_config_problems
 
-__all__ = ["COARSE_HEAD_REGISTRY", "DeepLabV3", "DeepLabV3Plus", "build_coarse_head"]
+__all__ = [
+    "COARSE_HEAD_REGISTRY",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "SemSegHeadAdapter",
+    "build_coarse_head",
+]
 
 COARSE_HEAD_REGISTRY = Registry("POINTREND_SEG_COARSE_HEAD")
 COARSE_HEAD_REGISTRY.__doc__ = """
@@ -167,6 +176,61 @@ class DeepLabV3Plus(nn.Module):
             y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
             y = self.fuse[f](torch.cat([x, y], dim=1))
         return self.predictor(y)
+
+
+@COARSE_HEAD_REGISTRY.register()
+class SemSegHeadAdapter(nn.Module):
+    """
+    A head of Detectron2's ``SEM_SEG_HEADS_REGISTRY`` as a coarse head: its ``layers(features)``
+    are the coarse logits, at stride ``common_stride`` (the interface Detectron2's PointRend
+    project uses; ``SemSegFPNHead`` and the DeepLab project's ``DeepLabV3PlusHead`` have it). The
+    head's own losses and upsampling are not used. Its name is
+    ``MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME``, and it is built from the config as Detectron2
+    builds it (its ``MODEL.SEM_SEG_HEAD.*`` keys).
+    """
+
+    @configurable
+    def __init__(self, *, head: nn.Module, output_stride: int):
+        """
+        Args:
+            head: a module whose ``layers(features)`` returns (N, K, H / s, W / s) logits.
+            output_stride: s.
+        """
+        super().__init__()
+        self.head = head
+        self.output_stride = output_stride
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        from .semantic_heads import BilinearSegHead  # (it imports this module)
+
+        key = "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME"
+        name = cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME
+        if name not in SEM_SEG_HEADS_REGISTRY:
+            raise ConfigError(
+                f"{key}={name!r} is not in Detectron2's SEM_SEG_HEADS_REGISTRY (registered: "
+                f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
+            )
+        head_class = SEM_SEG_HEADS_REGISTRY.get(name)
+        if issubclass(head_class, BilinearSegHead):
+            # it would build this adapter again, and so on
+            raise ConfigError(
+                f"{key}={name!r} is one of pointrend_seg's heads, which take a coarse head "
+                "themselves: name the Detectron2 head that gives the coarse logits, e.g. "
+                "'SemSegFPNHead'"
+            )
+        head = head_class(cfg, input_shape)
+        stride = getattr(head, "common_stride", None)
+        if not callable(getattr(head, "layers", None)) or not isinstance(stride, int):
+            raise ConfigError(
+                f"{key}={name!r}: {type(head).__name__} needs a layers(features) method returning "
+                "coarse logits and an int attribute common_stride (their stride), as Detectron2's "
+                "SemSegFPNHead has"
+            )
+        return {"head": head, "output_stride": stride}
+
+    def forward(self, features):
+        return self.head.layers(features)
 
 
 def build_coarse_head(cfg, input_shape: Dict[str, ShapeSpec]):

@@ -132,6 +132,13 @@ class BilinearSegHead(nn.Module):
         )
 
 
+def point_feature_names(cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
+    """``MODEL.POINT_HEAD.IN_FEATURES``, or if it is empty the backbone output of the smallest
+    stride (e.g. res2, or p2 of an FPN)."""
+    names = list(cfg.MODEL.POINT_HEAD.IN_FEATURES)
+    return names or [min(input_shape, key=lambda f: input_shape[f].stride)]
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class PointRendSegHead(BilinearSegHead):
     """
@@ -197,11 +204,12 @@ class PointRendSegHead(BilinearSegHead):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
         p = cfg.MODEL.POINT_HEAD
-        in_channels = sum(input_shape[f].channels for f in p.IN_FEATURES)
+        in_features = point_feature_names(cfg, input_shape)
+        in_channels = sum(input_shape[f].channels for f in in_features)
         ret.update(
             point_head=build_point_head(cfg, in_channels),
             point_sampler=build_point_sampler(cfg),
-            in_features=list(p.IN_FEATURES),
+            in_features=in_features,
             train_num_points=p.TRAIN_NUM_POINTS,
             subdivision_num_points=p.SUBDIVISION_NUM_POINTS,
             subdivision_steps=p.SUBDIVISION_STEPS,
