@@ -50,7 +50,12 @@ def test_point_head_num_classes_key_from_yaml_or_command_line():
 
 def test_too_few_classes():
     msg = _build_error("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1")
+    # one class: the two-class setting, and the label map for 0/255 masks
     assert "MODEL.SEM_SEG_HEAD.NUM_CLASSES=1" in msg
+    assert "set MODEL.SEM_SEG_HEAD.NUM_CLASSES 2" in msg and "--label-map 255:1" in msg
+    assert "IGNORE_VALUE=255 their foreground would be ignored" in msg
+    msg = _build_error("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0")
+    assert "MODEL.SEM_SEG_HEAD.NUM_CLASSES=0 must be an integer >= 2" in msg
 
 
 def test_ignore_value_is_a_class():

@@ -63,10 +63,21 @@ class BilinearSegHead(nn.Module):
         """
         h = cfg.MODEL.SEM_SEG_HEAD
         problems = []
-        if not isinstance(h.NUM_CLASSES, int) or h.NUM_CLASSES < 2:
+        if h.NUM_CLASSES == 1:
+            # One class (a single sigmoid logit) is not supported: the losses, the uncertainty
+            # (top-2 margin) and the evaluators work on >= 2 softmax classes.
+            problems.append(
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES=1: a foreground/background task has 2 classes "
+                "here (one logit per class, softmax): set MODEL.SEM_SEG_HEAD.NUM_CLASSES 2 with "
+                "masks of 0 = background, 1 = foreground. Masks of 0/255 need the label map "
+                "255 -> 1 first (folder datasets: --label-map 255:1)"
+                + (": with MODEL.SEM_SEG_HEAD.IGNORE_VALUE=255 their foreground would be ignored"
+                   if h.IGNORE_VALUE == 255 else "")
+            )
+        elif not isinstance(h.NUM_CLASSES, int) or h.NUM_CLASSES < 2:
             problems.append(
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={h.NUM_CLASSES!r} must be an integer >= 2 "
-                "(a background/foreground task has 2 classes)"
+                "(a foreground/background task has 2 classes)"
             )
         elif 0 <= h.IGNORE_VALUE < h.NUM_CLASSES:
             problems.append(
