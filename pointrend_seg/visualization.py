@@ -1,25 +1,228 @@
-"""Drawing predictions with Detectron2's ``Visualizer``."""
+"""
+Pictures of semantic segmentations in the style of Detectron2's ``Visualizer``: class colours
+blended into the image, off-white region outlines, class names in dark boxes on the regions.
+
+Names stay legible at any image size: pictures smaller than ``min_side`` are drawn enlarged, the
+font grows with the picture (at least 12 px), and when the names would overlap each other or
+leave the picture they are drawn as a legend instead, under the panels (stills) or in the top-left
+corner (video frames, whose size must not change). Panels can have titles ("prediction",
+"ground truth").
+
+Sizes are in pixels of the output picture unless said otherwise.
+"""
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
 import numpy as np
+from matplotlib.patches import Rectangle
+from matplotlib.textpath import TextPath
 
-from detectron2.utils.visualizer import ColorMode, Visualizer
+from detectron2.utils.visualizer import Visualizer, VisImage
 
-__all__ = ["draw_sem_seg_overlay"]
+__all__ = ["draw_sem_seg_figure", "label_font_size"]
+
+# Detectron2 outlines "stuff" regions in off-white.
+_EDGE_COLOR = (1.0, 1.0, 240.0 / 255)
+_BACKGROUND = 255  # of title and legend strips
 
 
-def draw_sem_seg_overlay(image_rgb, labels, metadata, gt_labels=None, alpha=0.6):
+def label_font_size(width: int, height: int) -> int:
+    """Font size (pixel height of the em) for a picture of ``width`` x ``height`` pixels."""
+    return max(12, round(math.sqrt(width * height) / 60))
+
+
+def _points(font_px: float, dpi: float) -> float:
+    """Matplotlib font sizes are points (1/72 inch); figures here have ``dpi`` pixels/inch."""
+    return font_px * 72.0 / dpi
+
+
+def _draw_regions(image_rgb, labels, colors, scale, alpha) -> Tuple[Visualizer, List[int]]:
+    """Blend each class of ``labels`` (ids >= len(colors), e.g. ignore, are left out) into the
+    image, largest first; returns the Visualizer and the drawn class ids (by decreasing area)."""
+    vis = Visualizer(image_rgb, scale=scale)
+    ids, areas = np.unique(labels, return_counts=True)
+    present = [int(c) for c in ids[np.argsort(-areas, kind="stable")] if 0 <= c < len(colors)]
+    for c in present:
+        vis.draw_binary_mask((labels == c).astype(np.uint8), color=np.asarray(colors[c]) / 255.0,
+                             edge_color=_EDGE_COLOR, alpha=alpha)
+    return vis, present
+
+
+def _label_positions(labels, present) -> List[Tuple[float, float]]:
+    """(x, y) image coordinates of each class's name: the median pixel of its largest connected
+    region (as Detectron2 places them)."""
+    positions = []
+    for c in present:
+        num, components, stats, _ = cv2.connectedComponentsWithStats(
+            (labels == c).astype(np.uint8), connectivity=8
+        )
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        y, x = np.median(np.nonzero(components == largest), axis=1)
+        positions.append((float(x), float(y)))
+    return positions
+
+
+def _place_names(vis, labels, present, class_names, colors, font_px) -> Optional[list]:
     """
+    Draw the class names on their regions. If two overlap or one leaves the picture, remove them
+    all and return None; else return the text artists.
+    """
+    out = vis.output
+    texts = []
+    for c, position in zip(present, _label_positions(labels, present)):
+        # Visualizer.draw_text multiplies the size by the output scale
+        color = 0.5 + 0.5 * np.asarray(colors[c]) / 255.0  # lighter, on the dark box
+        vis.draw_text(class_names[c], position, color=color,
+                      font_size=_points(font_px, out.dpi) / out.scale)
+        texts.append(out.ax.texts[-1])
+    renderer = out.canvas.get_renderer()
+    margin = 2
+    boxes = [t.get_window_extent(renderer).padded(margin) for t in texts]
+    inside = all(
+        b.x0 >= 0 and b.y0 >= 0 and b.x1 <= out.fig.bbox.x1 and b.y1 <= out.fig.bbox.y1
+        for b in boxes
+    )
+    overlap = any(boxes[i].overlaps(boxes[j])
+                  for i in range(len(boxes)) for j in range(i + 1, len(boxes)))
+    if inside and not overlap:
+        return texts
+    for t in texts:
+        t.remove()
+    return None
+
+
+def _legend_layout(names: Sequence[str], font_px: int, max_width: int):
+    """Entry positions (x, y of the swatch's top-left corner), width and height of a legend that
+    wraps its entries (swatch + name) into rows no wider than ``max_width``."""
+    pad, swatch, line = font_px // 2, font_px, round(1.6 * font_px)
+    x, y, width, positions = pad, pad, 0, []
+    for name in names:
+        entry = swatch + pad + math.ceil(TextPath((0, 0), name, size=font_px).get_extents().width)
+        if x > pad and x + entry > max_width - pad:
+            x, y = pad, y + line
+        positions.append((x, y))
+        x += entry + font_px
+        width = max(width, x - font_px + pad)
+    return positions, width, y + swatch + pad
+
+
+def _draw_legend(ax, names, colors, positions, font_px, dpi, unit, text_color):
+    """Swatches and names at ``positions`` (output pixels; ``unit`` converts them to the axes'
+    image coordinates)."""
+    for name, color, (x, y) in zip(names, colors, positions):
+        ax.add_patch(Rectangle((x * unit, y * unit), font_px * unit, font_px * unit,
+                               facecolor=np.asarray(color) / 255.0, edgecolor=_EDGE_COLOR,
+                               linewidth=1, zorder=11))
+        ax.text((x + 1.5 * font_px) * unit, (y + font_px / 2) * unit, name,
+                size=_points(font_px, dpi), family="sans-serif", color=text_color,
+                verticalalignment="center", horizontalalignment="left", zorder=11)
+
+
+def _strip(width: int, height: int) -> VisImage:
+    return VisImage(np.full((height, width, 3), _BACKGROUND, dtype=np.uint8))
+
+
+def _legend_strip(names, colors, width, font_px) -> np.ndarray:
+    positions, _, height = _legend_layout(names, font_px, width)
+    strip = _strip(width, height)
+    _draw_legend(strip.ax, names, colors, positions, font_px, strip.dpi, 1.0, "black")
+    return strip.get_image()
+
+
+def _title_strip(title, width, font_px) -> np.ndarray:
+    strip = _strip(width, round(1.8 * font_px))
+    strip.ax.text(width / 2, 0.9 * font_px, title, size=_points(font_px, strip.dpi),
+                  family="sans-serif", color="black", verticalalignment="center",
+                  horizontalalignment="center")
+    return strip.get_image()
+
+
+def _draw_legend_inside(vis, names, colors, font_px):
+    out = vis.output
+    positions, width, height = _legend_layout(names, font_px, out.width * out.scale)
+    unit = 1.0 / out.scale
+    out.ax.add_patch(Rectangle((0, 0), width * unit, height * unit, facecolor="black",
+                               alpha=0.6, edgecolor="none", zorder=10))
+    _draw_legend(out.ax, names, colors, positions, font_px, out.dpi, unit, "white")
+
+
+def _side_by_side(images, gap):
+    """Images of equal height, left to right, ``gap`` background columns apart."""
+    spacer = np.full((images[0].shape[0], gap, 3), _BACKGROUND, dtype=np.uint8)
+    parts = [images[0]]
+    for image in images[1:]:
+        parts += [spacer, image]
+    return np.concatenate(parts, axis=1)
+
+
+def draw_sem_seg_figure(
+    image_rgb: np.ndarray,
+    label_maps: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    colors: Sequence[Tuple[int, int, int]],
+    *,
+    titles: Optional[Sequence[str]] = None,
+    alpha: float = 0.5,
+    min_side: int = 256,
+    legend_inside: bool = False,
+) -> np.ndarray:
+    """
+    One panel per label map (side by side), each the image with the classes blended in.
+
     Args:
-        image_rgb (ndarray): (H, W, 3) uint8 RGB image.
-        labels (ndarray or Tensor): (H, W) predicted class ids.
-        metadata: Detectron2 ``Metadata`` with ``stuff_classes`` / ``stuff_colors``.
-        gt_labels (ndarray, optional): (H, W) ground truth; if given it is drawn on a second
-            copy of the image, to the right of the prediction.
+        image_rgb: (H, W, 3) uint8 RGB image.
+        label_maps: (H, W) integer class-id maps (e.g. prediction, ground truth); ids outside
+            ``[0, len(class_names))`` (the ignore label) are not coloured.
+        class_names, colors: name and RGB colour (0..255) of each class id.
+        titles: one title per panel, drawn above it; None: no titles.
+        alpha: opacity of the class colours.
+        min_side: pictures whose shorter side is smaller are drawn enlarged to this size.
+        legend_inside: when the names do not fit on the regions, draw the legend in each panel's
+            top-left corner (the picture keeps the panels' size) instead of under the panels.
 
     Returns:
-        ndarray: (H, W, 3) or (H, 2W, 3) uint8 RGB.
+        (H', W', 3) uint8 RGB: panels of ``s`` x the image size, ``s = max(1, min_side / min(H, W))``,
+        a few pixels apart, plus a title strip and a legend strip when used. One panel without
+        titles and with ``legend_inside`` is exactly the size of the (enlarged) image.
     """
-    panels = []
-    for lab in [labels] if gt_labels is None else [labels, gt_labels]:
-        vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
-        panels.append(vis.draw_sem_seg(np.asarray(lab), alpha=alpha).get_image())
-    return np.concatenate(panels, axis=1)
+    if len(class_names) != len(colors):
+        raise ValueError(f"{len(class_names)} class names but {len(colors)} colours")
+    if titles is not None and len(titles) != len(label_maps):
+        raise ValueError(f"{len(titles)} titles for {len(label_maps)} panels")
+    image_rgb = np.asarray(image_rgb)
+    height, width = image_rgb.shape[:2]
+    for labels in label_maps:
+        if np.asarray(labels).shape != (height, width):
+            raise ValueError(
+                f"label map of shape {np.asarray(labels).shape} for an image of {height}x{width}"
+            )
+    scale = max(1.0, min_side / min(height, width))
+    font_px = label_font_size(round(width * scale), round(height * scale))
+    panels, drawn = [], []
+    for labels in label_maps:
+        labels = np.asarray(labels)
+        vis, present = _draw_regions(image_rgb, labels, colors, scale, alpha)
+        panels.append(vis)
+        drawn.append((present, _place_names(vis, labels, present, class_names, colors, font_px)))
+    use_legend = any(texts is None for _, texts in drawn)
+    legend_ids = sorted({c for present, _ in drawn for c in present})
+    legend_names = [class_names[c] for c in legend_ids]
+    legend_colors = [colors[c] for c in legend_ids]
+    if use_legend:
+        for _, texts in drawn:
+            for t in texts or []:
+                t.remove()  # names on every panel, or on none
+        if legend_inside:
+            for vis in panels:
+                _draw_legend_inside(vis, legend_names, legend_colors, font_px)
+    images = [vis.output.get_image() for vis in panels]
+    gap = max(2, font_px // 4)
+    rows = []
+    if titles is not None:
+        rows.append(_side_by_side(
+            [_title_strip(t, im.shape[1], font_px) for t, im in zip(titles, images)], gap))
+    rows.append(_side_by_side(images, gap))
+    if use_legend and not legend_inside and legend_names:
+        rows.append(_legend_strip(legend_names, legend_colors, rows[-1].shape[1], font_px))
+    return np.concatenate(rows, axis=0)

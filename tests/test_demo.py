@@ -1,20 +1,29 @@
-"""The demo's promise: a model trained on the synthetic data is far better than any constant
-prediction, and tools/demo.py draws its predictions."""
+"""
+The demo's promise: a model trained on the synthetic data is far better than any constant
+prediction; Detectron2's DefaultPredictor runs it; tools/demo.py draws its predictions on images,
+folders, patterns and videos, writes masks, and labels them with the model's class names (or fails
+before inference when it has none).
+"""
 import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultPredictor
 from detectron2.evaluation import SemSegEvaluator, inference_on_dataset
 
-from pointrend_seg.data import read_label_file
-from pointrend_seg.engine import Trainer
+from pointrend_seg.data import read_image_file, read_label_file
+from pointrend_seg.engine import Trainer, build_predictor
 
-from conftest import DEMO_CONFIG, REPO_ROOT
+from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
+
+import demo
 
 VAL = "synthetic_shapes_sem_seg_val"
 # mIoU points (0-100) above the best constant prediction that the trained demo model must reach.
@@ -41,23 +50,254 @@ def test_trained_demo_model_is_far_above_best_constant(trained_demo_model):
     assert results["sem_seg"]["mIoU"] >= constant + MIN_MARGIN, (results, constant)
 
 
+def _weights(cfg):
+    return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+
+
+def _val(num):
+    return DatasetCatalog.get(VAL)[:num]
+
+
+# ------------------------------------------------------------------------------------------------
+# Detectron2's DefaultPredictor
+# ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_demo_tool_writes_prediction_and_ground_truth_overlays(trained_demo_model, tmp_path):
-    cfg, _ = trained_demo_model
-    weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+def test_default_predictor_runs_our_config_unchanged(trained_demo_model):
+    cfg, model = trained_demo_model
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = _weights(cfg)
+    predictor = DefaultPredictor(cfg)
+    ours = build_predictor(cfg)  # the same, weights loaded by SafeCheckpointer
+    for d in _val(2):
+        image_bgr = read_image_file(d["file_name"], "BGR")
+        out = predictor(image_bgr)["sem_seg"]
+        with torch.no_grad():
+            # the model's own output: RGB (INPUT.FORMAT) CHW float, at the image's size
+            rgb = torch.as_tensor(image_bgr[:, :, ::-1].astype("float32").transpose(2, 0, 1))
+            ref = model([{"image": rgb}])[0]["sem_seg"]
+        assert out.shape == ref.shape == (5, *image_bgr.shape[:2])
+        # same weights, same input, same ops (MIN_SIZE_TEST 128: no resizing)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours(image_bgr)["sem_seg"], out, atol=0, rtol=0)
+    # another size: resized to MIN_SIZE_TEST / MAX_SIZE_TEST and back to the input's size
+    image = cv2.resize(read_image_file(_val(1)[0]["file_name"], "BGR"), (200, 150))
+    assert predictor(image)["sem_seg"].shape == (5, 150, 200)
+
+
+# ------------------------------------------------------------------------------------------------
+# tools/demo.py with the trained model
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_tool_dataset_mode_draws_prediction_and_ground_truth(trained_demo_model, tmp_path):
+    cfg, model = trained_demo_model
     out = tmp_path / "overlays"
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "demo.py"), "--config-file", DEMO_CONFIG,
-         "--dataset", VAL, "--num-images", "2", "--output", str(out), "MODEL.WEIGHTS", weights],
+         "--dataset", VAL, "--num-images", "2", "--output", str(out), "--save-masks",
+         "MODEL.WEIGHTS", _weights(cfg)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    files = sorted(os.listdir(out))
-    assert len(files) == 2
-    first = DatasetCatalog.get(VAL)[0]
-    overlay = np.asarray(Image.open(out / files[0]))
-    image = np.asarray(Image.open(first["file_name"]).convert("RGB"))
-    assert overlay.shape == (image.shape[0], 2 * image.shape[1], 3)  # prediction | ground truth
-    # Both panels are the image with class colours blended in: they differ from the raw image.
-    for panel in (overlay[:, : image.shape[1]], overlay[:, image.shape[1] :]):
-        assert np.abs(panel.astype(int) - image.astype(int)).mean() > 5
+    assert sorted(os.listdir(out)) == sorted(
+        [os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png" for d in _val(2)]
+        + ["masks"])
+    for d in _val(2):
+        stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
+        figure = np.asarray(Image.open(out / f"{stem}.png"))
+        # 128x128 drawn at 256x256: two panels side by side, a title strip above
+        assert figure.shape[1] > 2 * 256 and figure.shape[0] > 256
+        assert os.path.getsize(out / f"{stem}.png") > 20_000
+        mask = read_label_file(out / "masks" / f"{stem}.png")
+        with torch.no_grad():
+            rgb = torch.as_tensor(read_image_file(d["file_name"], "RGB").astype("float32")
+                                  .transpose(2, 0, 1))
+            expected = model([{"image": rgb}])[0]["sem_seg"].argmax(0).numpy()
+        # the subprocess may use other thread counts: near-ties could flip a few pixels
+        assert (mask == expected).mean() > 0.999
+
+
+def _write_video(path, frames_bgr, fps=5):
+    h, w = frames_bgr[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened()
+    for frame in frames_bgr:
+        writer.write(frame)
+    writer.release()
+
+
+def _read_video(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    return frames, fps
+
+
+@pytest.mark.slow
+def test_demo_tool_on_images_folders_patterns_and_a_video(trained_demo_model, tmp_path):
+    cfg, _ = trained_demo_model
+    inputs = tmp_path / "in"
+    (inputs / "folder").mkdir(parents=True)
+    files = [d["file_name"] for d in _val(5)]
+    for i, f in enumerate(files[:2]):
+        Image.open(f).save(inputs / "folder" / f"f{i}.png")
+    for i, f in enumerate(files[2:4]):
+        Image.open(f).save(inputs / f"g{i}.jpg")
+    # a 7-frame 160x128 video (not square) of val images
+    frames = [cv2.resize(read_image_file(f, "BGR"), (160, 128)) for f in files[:4]] * 2
+    _write_video(inputs / "clip.mp4", frames[:7])
+    out = tmp_path / "out"
+    demo.main(["--config-file", DEMO_CONFIG, "--input", str(inputs / "folder"),
+               str(inputs / "g*.jpg"), files[4], str(inputs / "clip.mp4"), "--output", str(out),
+               "--save-masks", "MODEL.WEIGHTS", _weights(cfg)])
+
+    stems = ["f0", "f1", "g0", "g1", os.path.splitext(os.path.basename(files[4]))[0]]
+    assert sorted(os.listdir(out)) == sorted([f"{s}.png" for s in stems] + ["clip.mp4", "masks"])
+    for stem in stems:
+        figure = np.asarray(Image.open(out / f"{stem}.png"))
+        assert figure.shape[1] == 256 and figure.shape[0] > 256  # one panel at 2x, a title
+        assert os.path.getsize(out / f"{stem}.png") > 10_000
+        mask = read_label_file(out / "masks" / f"{stem}.png")
+        assert mask.shape == (128, 128) and mask.max() < 5 and len(np.unique(mask)) > 1
+
+    # the processed video: every frame, same size and frame rate, class colours drawn in
+    written, fps = _read_video(out / "clip.mp4")
+    assert len(written) == 7 and written[0].shape == (128, 160, 3) and fps == pytest.approx(5)
+    assert os.path.getsize(out / "clip.mp4") > 5_000
+    originals, _ = _read_video(inputs / "clip.mp4")
+    assert all(np.abs(a.astype(int) - b.astype(int)).mean() > 5 for a, b in zip(written, originals))
+    masks = sorted(os.listdir(out / "masks" / "clip"))
+    assert masks == [f"{i:06d}.png" for i in range(7)]
+    # frames 0 and 4 are the same image: the same prediction (up to the codec's changes)
+    m0, m4 = (read_label_file(out / "masks" / "clip" / masks[i]) for i in (0, 4))
+    assert m0.shape == (128, 160) and (m0 == m4).mean() > 0.95
+
+    demo.main(["--config-file", DEMO_CONFIG, "--input", str(inputs / "clip.mp4"), "--output",
+               str(tmp_path / "out3"), "--max-frames", "3", "MODEL.WEIGHTS", _weights(cfg)])
+    assert len(_read_video(tmp_path / "out3" / "clip.mp4")[0]) == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# class names: from each source, checked before inference
+# ------------------------------------------------------------------------------------------------
+class _FakePredictor:
+    """Stands in for the model (these tests are about names and files): a fixed pattern."""
+
+    def __init__(self, num_classes):
+        self.num_classes = num_classes
+
+    def __call__(self, image_bgr):
+        h, w = image_bgr.shape[:2]
+        ids = torch.arange(w).expand(h, w) * self.num_classes // w  # vertical bands
+        return {"sem_seg": torch.nn.functional.one_hot(ids, self.num_classes).permute(2, 0, 1)
+                .float()}
+
+
+@pytest.fixture
+def recorded_names(monkeypatch):
+    """The class names tools/demo.py draws with; building a model is replaced by a fake one."""
+    names = []
+    draw = demo.draw_sem_seg_figure
+
+    def recording_draw(image, label_maps, class_names, colors, **kwargs):
+        names.append(list(class_names))
+        return draw(image, label_maps, class_names, colors, **kwargs)
+
+    monkeypatch.setattr(demo, "draw_sem_seg_figure", recording_draw)
+    monkeypatch.setattr(demo, "build_predictor",
+                        lambda cfg: _FakePredictor(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+    return names
+
+
+def _folder_dataset(tmp_path, num_classes):
+    images, masks = tmp_path / "img", tmp_path / "mask"
+    images.mkdir()
+    masks.mkdir()
+    for d in _val(2):
+        stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
+        Image.open(d["file_name"]).save(images / f"{stem}.png")
+        label = read_label_file(d["sem_seg_file_name"]) % num_classes
+        Image.fromarray(label.astype(np.uint8)).save(masks / f"{stem}.png")
+    return images, masks
+
+
+def _run_config(tmp_path, *opts):
+    """A run's config.yaml, as train_net.py writes it (the datasets are only named in it)."""
+    cfg = demo_config(*opts)
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.dump())
+    return str(path)
+
+
+def test_names_from_config_classes_and_register_folder(recorded_names, tmp_path, prefix):
+    image = _val(1)[0]["file_name"]
+    args = ["--input", image, "--output", str(tmp_path / "o"), "MODEL.WEIGHTS", "w.pth"]
+    # the config's DATASETS.TEST
+    demo.main(["--config-file", DEMO_CONFIG] + args)
+    assert recorded_names[-1] == list(MetadataCatalog.get(VAL).stuff_classes)
+    # --classes wins
+    demo.main(["--config-file", DEMO_CONFIG, "--classes", "a,b,c,d,e"] + args)
+    assert recorded_names[-1] == ["a", "b", "c", "d", "e"]
+    # a run trained on a folder dataset: its config.yaml names a dataset this process does not
+    # know; --register-folder as for training gives it
+    images, masks = _folder_dataset(tmp_path, 3)
+    config = _run_config(tmp_path, "DATASETS.TRAIN", f"('{prefix}_train',)", "DATASETS.TEST", "()",
+                         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3")
+    demo.main(["--config-file", config, "--register-folder", f"{prefix}_train", str(images),
+               str(masks), "road,car,tree"] + args)
+    assert recorded_names[-1] == ["road", "car", "tree"]
+    assert os.path.isfile(tmp_path / "o" / (os.path.splitext(os.path.basename(image))[0] + ".png"))
+
+
+def _demo_error(argv):
+    with pytest.raises(SystemExit) as e:
+        demo.main(argv)
+    return str(e.value.code)
+
+
+def test_no_names_or_wrong_count_fails_before_inference(monkeypatch, tmp_path, prefix):
+    def no_model(cfg):
+        raise AssertionError("the model was built before the names were checked")
+
+    monkeypatch.setattr(demo, "build_predictor", no_model)
+    image = _val(1)[0]["file_name"]
+    args = ["--input", image, "--output", str(tmp_path / "o"), "MODEL.WEIGHTS", "w.pth"]
+    # the run's config.yaml without --register-folder (crashed after inference before)
+    config = _run_config(tmp_path, "DATASETS.TRAIN", f"('{prefix}_train',)", "DATASETS.TEST", "()",
+                         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3")
+    msg = _demo_error(["--config-file", config] + args)
+    assert f"['{prefix}_train'] are not registered in this process" in msg
+    assert "--register-folder" in msg and "--classes" in msg
+    # the demo config's (synthetic, 5) names for a 3-class model (silently wrong before)
+    msg = _demo_error(["--config-file", DEMO_CONFIG] + args[:-2]
+                      + ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.WEIGHTS", "w.pth"])
+    assert f"dataset '{VAL}' (DATASETS.TEST) has 5 class names" in msg
+    assert "MODEL.SEM_SEG_HEAD.NUM_CLASSES=3" in msg
+    msg = _demo_error(["--config-file", DEMO_CONFIG, "--classes", "a,b"] + args)
+    assert "has 2 class names but the model predicts MODEL.SEM_SEG_HEAD.NUM_CLASSES=5" in msg
+
+
+def test_bad_inputs_fail_clearly(recorded_names, tmp_path):
+    out = ["--output", str(tmp_path / "o")]
+    assert "input not found: nope.png" in _demo_error(
+        ["--config-file", DEMO_CONFIG, "--input", "nope.png"] + out + ["MODEL.WEIGHTS", "w.pth"])
+    assert "no images or videos match" in _demo_error(
+        ["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "*.png")] + out
+        + ["MODEL.WEIGHTS", "w.pth"])
+    assert "MODEL.WEIGHTS is empty" in _demo_error(
+        ["--config-file", DEMO_CONFIG, "--input", _val(1)[0]["file_name"]] + out)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.open(_val(1)[0]["file_name"]).save(tmp_path / folder / "x.png")
+    assert "would write the same outputs (x.*)" in _demo_error(
+        ["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "a"), str(tmp_path / "b")] + out
+        + ["MODEL.WEIGHTS", "w.pth"])
+    assert "OpenCV cannot open webcam 7" in _demo_error(
+        ["--config-file", DEMO_CONFIG, "--input", "7"] + out + ["MODEL.WEIGHTS", "w.pth"])

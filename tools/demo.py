@@ -1,64 +1,185 @@
 #!/usr/bin/env python
 """
-Run a trained model on images and write prediction overlays (PNG).
+Run a trained model on images, folders, glob patterns, video files or a webcam and write pictures
+of its predictions.
 
-    tools/demo.py --config-file CFG --input a.jpg b.png --output out/ MODEL.WEIGHTS model.pth
-    tools/demo.py --config-file CFG --dataset synthetic_shapes_sem_seg_val --num-images 4 \
-        --output out/ MODEL.WEIGHTS model.pth     # prediction | ground truth, side by side
+    tools/demo.py --config-file CFG --input a.jpg photos/ 'shots/*.png' clip.mp4 --output out/ \\
+        MODEL.WEIGHTS model.pth
+    tools/demo.py --config-file CFG --input 0 --max-frames 300 --output out/ MODEL.WEIGHTS model.pth
+    tools/demo.py --config-file CFG --dataset synthetic_shapes_sem_seg_val --num-images 4 \\
+        --output out/ MODEL.WEIGHTS model.pth      # prediction | ground truth
+
+--input takes image files, folders (their images and videos), glob patterns (quoted), video files
+(.mp4 .avi .mov .mkv ...) and webcam indices (0, 1, ...). Written to --output:
+
+    STEM.png           each image: the prediction (| the ground truth, with --dataset)
+    STEM.mp4           each video or webcam (webcamN.mp4): its frames with the prediction drawn in,
+                       same size and frame rate
+    masks/STEM.png     with --save-masks: the predicted class ids (8-bit PNG, 16-bit above 256
+    masks/STEM/N.png   classes; frame N of a video), a mask folder that --register-folder reads
+
+Class names come from --classes, else from the --dataset or --register-folder dataset, else from
+the config's DATASETS.TEST / DATASETS.TRAIN metadata; they are checked before the model runs, and
+their number must be MODEL.SEM_SEG_HEAD.NUM_CLASSES. With the config.yaml of a run trained on a
+folder dataset, give that dataset again: --register-folder NAME IMAGE_DIR MASK_DIR CLASSES.
 """
 import argparse
 import logging
 import os
+from collections import Counter
 
-import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultPredictor
+from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-import pointrend_seg  # noqa: F401
-from pointrend_seg.data import read_image_file, read_label_file
-from pointrend_seg.config import build_config
-from pointrend_seg.visualization import draw_sem_seg_overlay
+import pointrend_seg  # noqa: F401  (registers the components)
+from pointrend_seg.config import ConfigError, build_config
+from pointrend_seg.data import (
+    MediaSource,
+    VideoReader,
+    VideoWriter,
+    class_names_and_colors,
+    expand_inputs,
+    read_image_file,
+    read_label_file,
+    write_label_png,
+)
+from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
+from pointrend_seg.engine import build_predictor
+from pointrend_seg.visualization import draw_sem_seg_figure
+
+logger = logging.getLogger("pointrend_seg.demo")
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True)
-    p.add_argument("--input", nargs="+", default=[], help="image files")
+    p.add_argument("--input", nargs="+", default=[],
+                   help="image / video files, folders, glob patterns, webcam indices")
     p.add_argument("--dataset", help="a registered dataset to take images (and labels) from")
-    p.add_argument("--num-images", type=int, default=4)
+    p.add_argument("--num-images", type=int, default=4, help="images taken from --dataset")
     p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--classes",
+                   help="class names: comma-separated, or a text file with one name per line")
+    add_register_folder_argument(p)
+    p.add_argument("--save-masks", action="store_true",
+                   help="also write the predicted class ids as PNG under OUTPUT/masks/")
+    p.add_argument("--max-frames", type=int, default=0,
+                   help="stop each video / webcam after this many frames (0: no limit)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def _jobs(args):
+    """[(MediaSource, label file or None)]: the dataset's first images, or the --input specs."""
+    if bool(args.input) == bool(args.dataset):
+        raise SystemExit("give either --input (files, folders, patterns, webcam) or --dataset")
+    if args.dataset:
+        if args.dataset not in DatasetCatalog.list():
+            raise SystemExit(f"dataset {args.dataset!r} is not registered")
+        return [(MediaSource("image", d["file_name"]), d.get("sem_seg_file_name"))
+                for d in DatasetCatalog.get(args.dataset)[: args.num_images]]
+    try:
+        jobs = [(source, None) for source in expand_inputs(args.input)]
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    clashes = [stem for stem, n in Counter(s.stem for s, _ in jobs).items() if n > 1]
+    if clashes:
+        paths = [s.path for s, _ in jobs if s.stem == clashes[0]]
+        raise SystemExit(f"inputs {paths} would write the same outputs ({clashes[0]}.*): "
+                         "give them in separate runs or rename them")
+    return jobs
+
+
+class Demo:
+    """Predicts with ``predictor`` and writes the pictures (and masks) of each input."""
+
+    def __init__(self, predictor, class_names, colors, output, save_masks, max_frames):
+        self.predictor = predictor
+        self.class_names, self.colors = class_names, colors
+        self.output, self.save_masks, self.max_frames = output, save_masks, max_frames
+
+    def predict(self, image_bgr):
+        """(H, W) int64 class ids of a BGR image."""
+        return self.predictor(image_bgr)["sem_seg"].argmax(dim=0).cpu().numpy()
+
+    def _mask_path(self, *parts):
+        path = os.path.join(self.output, "masks", *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def image(self, source, label_file=None):
+        image_bgr = read_image_file(source.path, "BGR")
+        labels = self.predict(image_bgr)
+        panels, titles = [labels], ["prediction"]
+        if label_file:
+            panels.append(read_label_file(label_file))
+            titles.append("ground truth")
+        figure = draw_sem_seg_figure(image_bgr[:, :, ::-1], panels, self.class_names,
+                                     self.colors, titles=titles)
+        Image.fromarray(figure).save(os.path.join(self.output, f"{source.stem}.png"))
+        if self.save_masks:
+            write_label_png(self._mask_path(f"{source.stem}.png"), labels, len(self.class_names))
+
+    def video(self, source):
+        """Every frame (up to ``max_frames``) into OUTPUT/STEM.mp4, same size and frame rate."""
+        path = os.path.join(self.output, f"{source.stem}.mp4")
+        with VideoReader(source) as reader, VideoWriter(path, reader.fps, reader.size) as writer:
+            total = reader.num_frames
+            if self.max_frames:
+                total = min(total or self.max_frames, self.max_frames)
+            frames = tqdm(reader, total=total, unit="frame", desc=source.stem)
+            try:
+                for index, frame in enumerate(frames):
+                    if self.max_frames and index >= self.max_frames:
+                        break
+                    labels = self.predict(frame)
+                    drawn = draw_sem_seg_figure(frame[:, :, ::-1], [labels], self.class_names,
+                                                self.colors, min_side=0, legend_inside=True)
+                    writer.write(drawn[:, :, ::-1])
+                    if self.save_masks:
+                        write_label_png(self._mask_path(source.stem, f"{index:06d}.png"), labels,
+                                        len(self.class_names))
+            except KeyboardInterrupt:  # how a webcam stream ends
+                logger.info(f"interrupted; {path} holds the frames so far")
+            finally:
+                frames.close()
+        logger.info(f"wrote {path}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
     setup_logger(name="pointrend_seg")
-    logger = logging.getLogger("pointrend_seg")
     cfg = build_config(args.config_file, args.opts)
     cfg.freeze()
-    predictor = DefaultPredictor(cfg)
-    if args.dataset:
-        items = [(d["file_name"], d.get("sem_seg_file_name"))
-                 for d in DatasetCatalog.get(args.dataset)[: args.num_images]]
-        metadata = MetadataCatalog.get(args.dataset)
-    else:
-        items = [(f, None) for f in args.input]
-        metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
-    if not items:
-        raise SystemExit("nothing to do: give --input files or --dataset")
+    if not cfg.MODEL.WEIGHTS:
+        raise SystemExit("MODEL.WEIGHTS is empty: give the trained model, e.g. "
+                         "MODEL.WEIGHTS output/model_final.pth")
+    registered = register_folder_datasets(args.register_folder)
+    jobs = _jobs(args)
+    try:  # before the model is built: a wrong name list must not cost a run
+        names, colors, _ = class_names_and_colors(
+            cfg, classes=args.classes,
+            dataset_names=([args.dataset] if args.dataset else []) + registered,
+        )
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     os.makedirs(args.output, exist_ok=True)
-    for image_path, label_path in items:
-        image_bgr = read_image_file(image_path, "BGR")
-        labels = predictor(image_bgr)["sem_seg"].argmax(dim=0).cpu().numpy()
-        gt = read_label_file(label_path) if label_path else None
-        overlay = draw_sem_seg_overlay(image_bgr[:, :, ::-1], labels, metadata, gt_labels=gt)
-        out = os.path.join(args.output, os.path.splitext(os.path.basename(image_path))[0] + ".png")
-        Image.fromarray(overlay).save(out)
-        logger.info(f"wrote {out}")
+    demo = Demo(build_predictor(cfg), names, colors, args.output, args.save_masks,
+                args.max_frames)
+    images = [(s, label) for s, label in jobs if s.kind == "image"]
+    for source, label_file in tqdm(images, unit="image", disable=len(images) < 2):
+        demo.image(source, label_file)
+    if images:
+        logger.info(f"wrote {len(images)} picture(s) to {args.output}")
+    for source, _ in jobs:
+        if source.kind != "image":
+            try:
+                demo.video(source)
+            except OSError as e:  # OpenCV cannot open the video, the webcam or the output
+                raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

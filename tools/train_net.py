@@ -47,7 +47,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401  (registers the components)
-from pointrend_seg.data.datasets import register_folder_datasets
+from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.config import build_config
 from pointrend_seg.engine import SafeCheckpointer, Trainer, launch
 
@@ -62,14 +62,7 @@ def setup(args):
 
 def argument_parser():
     """Detectron2's default arguments plus ``--register-folder``."""
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--register-folder", action="append", nargs=4, default=[],
-        metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
-        help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
-        "comma-separated class names or a text file with one name per line",
-    )
-    return parser
+    return add_register_folder_argument(default_argument_parser())
 
 
 def main(args):

@@ -1,4 +1,5 @@
-"""Data: dataset registrations (on import) and the semantic-segmentation mapper."""
+"""Data: dataset registrations (on import), the semantic-segmentation mapper, class names of a
+model, and image / video inputs of a predictor."""
 from . import datasets
 from .dataset_mapper import (
     BadInputError,
@@ -7,3 +8,12 @@ from .dataset_mapper import (
     read_image_file,
     read_label_file,
 )
+from .media import (
+    VIDEO_EXTENSIONS,
+    MediaSource,
+    VideoReader,
+    VideoWriter,
+    expand_inputs,
+    write_label_png,
+)
+from .metadata import class_names_and_colors

@@ -2,7 +2,7 @@
 Training and evaluation on Detectron2's engine: the trainer (:mod:`.trainer`), one iteration
 (:mod:`.train_step`), hooks, multi-process helpers (:mod:`.distributed`), checkpoints, the
 resumable training stream, dataset-vs-model checks, and the one compatibility module
-(:mod:`.compat`).
+(:mod:`.compat`), and a predictor for our configs (:mod:`.predictor`).
 """
 from .checkpoint import (
     BackboneMismatchError,
@@ -13,6 +13,7 @@ from .checkpoint import (
 from .config_checks import check_dataset_config
 from .distributed import adapt_norm_to_world_size, launch
 from .hooks import ReseedEachIteration
+from .predictor import build_predictor
 from .train_data import ResumableTrainLoader, ResumableTrainingSampler
 from .train_step import NonFiniteLossError, TrainStep
 from .trainer import Trainer

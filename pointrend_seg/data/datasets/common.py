@@ -1,7 +1,15 @@
 """What every semantic-segmentation registration of ours shares."""
 from typing import Callable, List, Sequence, Tuple
 
-__all__ = ["register_sem_seg_dataset"]
+__all__ = ["default_stuff_colors", "register_sem_seg_dataset"]
+
+
+def default_stuff_colors(num_classes: int) -> List[Tuple[int, int, int]]:
+    """Detectron2's colormap (RGB, 0..255), repeated if there are more classes than colours."""
+    from detectron2.utils.colormap import colormap
+
+    palette = colormap(rgb=True, maximum=255)
+    return [tuple(int(c) for c in palette[i % len(palette)]) for i in range(num_classes)]
 
 
 def register_sem_seg_dataset(

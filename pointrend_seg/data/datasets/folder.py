@@ -27,10 +27,11 @@ import logging
 import os
 from collections import defaultdict
 
-from .common import register_sem_seg_dataset
+from .common import default_stuff_colors, register_sem_seg_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "add_register_folder_argument",
     "load_folder_pairs",
     "parse_class_names",
     "register_folder_dataset",
@@ -153,13 +154,6 @@ def parse_class_names(spec):
     return names
 
 
-def _default_colors(num_classes):
-    from detectron2.utils.colormap import colormap
-
-    palette = colormap(rgb=True, maximum=255)
-    return [tuple(int(c) for c in palette[i % len(palette)]) for i in range(num_classes)]
-
-
 def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
                             image_ext=None, mask_ext=".png", stuff_colors=None):
     """
@@ -194,7 +188,7 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
             f"{class_names[ignore_label]!r}; use a value outside [0, {len(class_names)})"
         )
     if stuff_colors is None:
-        stuff_colors = _default_colors(len(class_names))
+        stuff_colors = default_stuff_colors(len(class_names))
     if len(stuff_colors) != len(class_names) or any(len(c) != 3 for c in stuff_colors):
         raise ValueError(
             f"dataset {name!r}: stuff_colors must hold one RGB triple per class "
@@ -215,6 +209,21 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         sem_seg_root=mask_dir,
     )
     return name
+
+
+def add_register_folder_argument(parser):
+    """
+    Add the repeatable command-line option ``--register-folder NAME IMAGE_DIR MASK_DIR CLASSES``
+    (values in ``args.register_folder``, for :func:`register_folder_datasets`) to an argparse
+    parser; tools/train_net.py and tools/demo.py share it.
+    """
+    parser.add_argument(
+        "--register-folder", action="append", nargs=4, default=[],
+        metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
+        help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
+        "comma-separated class names or a text file with one name per line",
+    )
+    return parser
 
 
 def register_folder_datasets(specs):

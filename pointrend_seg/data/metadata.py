@@ -1,0 +1,94 @@
+"""
+Class names and colours of a model: what the pictures of its predictions are labelled with.
+
+A model knows only ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``; the names come from a dataset's metadata
+(``stuff_classes`` / ``stuff_colors``, set when the dataset is registered) or are given directly.
+:func:`class_names_and_colors` finds them and checks their number against the model, so that a
+picture is never labelled with another dataset's names.
+"""
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+from ..config import ConfigError
+from .datasets.common import default_stuff_colors
+from .datasets.folder import parse_class_names
+
+__all__ = ["class_names_and_colors"]
+
+logger = logging.getLogger(__name__)
+
+
+def _metadata_names(name):
+    """(stuff_classes, stuff_colors or None) of a registered dataset, or None if the dataset is
+    not registered or has no class names."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if name not in DatasetCatalog.list() and name not in MetadataCatalog.list():
+        return None
+    metadata = MetadataCatalog.get(name)
+    names = metadata.get("stuff_classes", None)
+    return (list(names), metadata.get("stuff_colors", None)) if names else None
+
+
+def class_names_and_colors(
+    cfg, *, classes=None, dataset_names: Sequence[str] = ()
+) -> Tuple[List[str], List[Tuple[int, int, int]], str]:
+    """
+    Names and colours of the ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes of a model, from the
+    first of:
+
+    1. ``classes``: names as a list, a comma-separated string or a text file with one name per
+       line (:func:`~pointrend_seg.data.datasets.parse_class_names`);
+    2. ``dataset_names`` (e.g. the dataset the images come from, or datasets just registered
+       from folders): the first with class names in its metadata;
+    3. the config's ``DATASETS.TEST``, then ``DATASETS.TRAIN``: the first registered one with
+       class names.
+
+    Colours are the dataset's ``stuff_colors`` if it has one per class, else Detectron2's
+    colormap.
+
+    Returns:
+        (names, colours, a description of where the names came from)
+
+    Raises:
+        ConfigError: no names anywhere (the message names the config's datasets that are not
+            registered in this process and the ways to give names), or their number is not
+            ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (naming their source).
+    """
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    found: Optional[Tuple[list, Optional[list], str]] = None
+    if classes is not None:
+        found = (parse_class_names(classes), None, f"the class list {classes!r}")
+    unregistered = []
+    candidates = [(n, "") for n in dataset_names]
+    candidates += [(n, "DATASETS.TEST") for n in cfg.DATASETS.TEST]
+    candidates += [(n, "DATASETS.TRAIN") for n in cfg.DATASETS.TRAIN]
+    for name, key in candidates:
+        if found is not None:
+            break
+        entry = _metadata_names(name)
+        if entry is None:
+            unregistered.append(name)
+        else:
+            found = (*entry, f"dataset {name!r}" + (f" ({key})" if key else ""))
+    if found is None:
+        where = (f"the config's datasets {unregistered} are not registered in this process (or "
+                 "have no stuff_classes)" if unregistered else "the config names no dataset")
+        raise ConfigError(
+            f"no class names for the {num_classes} classes of the model: {where}. Give them with "
+            "--classes NAME,NAME,... (or a text file, one name per line), or register the "
+            "training dataset as for training, e.g. --register-folder NAME IMAGE_DIR MASK_DIR "
+            "CLASSES"
+        )
+    names, colors, source = found
+    if len(names) != num_classes:
+        raise ConfigError(
+            f"{source} has {len(names)} class names but the model predicts "
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes} classes: these are not the names of "
+            "its classes. Give the right ones with --classes, or the training dataset with "
+            "--register-folder / --dataset"
+        )
+    if colors is None or len(colors) != len(names):
+        colors = default_stuff_colors(len(names))
+    logger.info(f"class names from {source}: {names}")
+    return names, [tuple(int(v) for v in c) for c in colors], source

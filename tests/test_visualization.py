@@ -1,0 +1,93 @@
+"""Pictures of segmentations (pointrend_seg/visualization.py): colours where the classes are, titles,
+names on the regions when they fit, a legend when they do not, fixed size for video frames."""
+import numpy as np
+import pytest
+
+from pointrend_seg.visualization import draw_sem_seg_figure
+
+GREY = 100
+COLORS = [(0, 0, 0), (200, 0, 0), (0, 200, 0), (0, 0, 200)]
+ALPHA = 0.5
+
+
+def _halves(h, w):
+    """class 1 on the left half, class 2 on the right half"""
+    labels = np.ones((h, w), dtype=np.int64)
+    labels[:, w // 2:] = 2
+    return labels
+
+
+def _blend(color):
+    return np.round((1 - ALPHA) * GREY + ALPHA * np.asarray(color))
+
+
+def _image(h, w):
+    return np.full((h, w, 3), GREY, dtype=np.uint8)
+
+
+def test_classes_are_blended_where_they_are_and_panels_are_side_by_side():
+    h, w = 300, 400  # no enlargement
+    pred, gt = _halves(h, w), _halves(h, w)[:, ::-1].copy()  # gt: the halves swapped
+    gt[:20, :20] = 255  # ignore label: not coloured
+    fig = draw_sem_seg_figure(_image(h, w), [pred, gt], ["bg", "left", "right", "unused"], COLORS,
+                              alpha=ALPHA)
+    assert fig.shape[0] == h and fig.shape[1] > 2 * w  # two panels and a gap, no strips
+    left_panel, right_panel = fig[:, :w], fig[:, -w:]
+    # well inside the regions (away from outlines and names): image and class colour blended
+    for panel, (left, right) in ((left_panel, (1, 2)), (right_panel, (2, 1))):
+        np.testing.assert_allclose(panel[h - 40, 40], _blend(COLORS[left]), atol=2)
+        np.testing.assert_allclose(panel[h - 40, w - 40], _blend(COLORS[right]), atol=2)
+    np.testing.assert_allclose(right_panel[5, 5], [GREY] * 3, atol=1)
+
+
+def test_small_images_are_enlarged_and_titled():
+    fig = draw_sem_seg_figure(_image(64, 96), [_halves(64, 96)], ["bg", "a", "b", "c"], COLORS,
+                              titles=["prediction"], min_side=256)
+    # panel 256 x 384 (4x), a title strip above it
+    assert fig.shape[1] == 384 and fig.shape[0] > 256
+    panel = fig[-256:]
+    np.testing.assert_allclose(panel[-30, 30], _blend(COLORS[1]), atol=2)
+    title = fig[:-256]
+    assert (title < 128).any() and (title == 255).mean() > 0.5  # dark text on white
+
+
+def _has_name_boxes(panel):
+    """whether the panel has the dark pixels of a name's box (the regions are much lighter)"""
+    return (panel.sum(axis=2) < 60).any()
+
+
+def test_names_on_regions_when_they_fit_else_a_legend():
+    names = ["bg", "left", "right", "unused"]
+    big = draw_sem_seg_figure(_image(400, 600), [_halves(400, 600)], names, COLORS, alpha=ALPHA)
+    assert big.shape[:2] == (400, 600)  # no legend strip
+    assert _has_name_boxes(big)  # the names' dark boxes
+
+    long_names = ["bg", "a rather long class name", "another long class name", "unused"]
+    small = draw_sem_seg_figure(_image(40, 40), [_halves(40, 40)], long_names, COLORS,
+                                alpha=ALPHA, min_side=128)
+    panel, legend = small[:128], small[128:]
+    assert legend.shape[0] > 0 and legend.shape[1] == 128
+    assert not _has_name_boxes(panel)  # no names on the regions
+    # the legend has the swatches of the classes present, and no other class colour
+    present = {tuple(c) for c in legend.reshape(-1, 3)}
+    assert tuple(COLORS[1]) in present and tuple(COLORS[2]) in present
+    assert tuple(COLORS[3]) not in present
+
+
+def test_legend_inside_keeps_the_frame_size():
+    long_names = ["bg", "a rather long class name", "another long class name", "unused"]
+    frame = draw_sem_seg_figure(_image(90, 160), [_halves(90, 160)], long_names, COLORS,
+                                min_side=0, legend_inside=True)
+    assert frame.shape == (90, 160, 3)
+    assert (frame[:12, :12].sum(axis=2) < 150).any()  # the legend's dark box, top left
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="label map of shape"):
+        draw_sem_seg_figure(_image(10, 10), [np.zeros((10, 11), np.int64)], ["a", "b"],
+                            COLORS[:2])
+    with pytest.raises(ValueError, match="2 class names but 4 colours"):
+        draw_sem_seg_figure(_image(10, 10), [np.zeros((10, 10), np.int64)], ["a", "b"], COLORS)
+    with pytest.raises(ValueError, match="1 titles for 2 panels"):
+        draw_sem_seg_figure(_image(10, 10), [np.zeros((10, 10), np.int64)] * 2, ["a", "b"],
+                            COLORS[:2], titles=["x"])
