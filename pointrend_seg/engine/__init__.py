@@ -1,8 +1,8 @@
 """
 Training and evaluation on Detectron2's engine: the trainer (:mod:`.trainer`), one iteration
 (:mod:`.train_step`), hooks, multi-process helpers (:mod:`.distributed`), checkpoints, the
-resumable training stream, dataset-vs-model checks, and the one compatibility module
-(:mod:`.compat`), and a predictor for our configs (:mod:`.predictor`).
+resumable training stream, dataset-vs-model checks, the one compatibility module
+(:mod:`.compat`) and a predictor for our configs (:mod:`.predictor`).
 """
 from .checkpoint import (
     BackboneMismatchError,
