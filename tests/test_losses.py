@@ -126,3 +126,19 @@ def test_loss_type_config():
                       "MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "0.0")
     with pytest.raises(ValueError, match="HARD_PIXEL_TOP_K"):
         BilinearSegHead(cfg, shape)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_plain_cross_entropy_does_not_synchronise_with_the_host():
+    logits = torch.randn(2, 5, 64, device="cuda", requires_grad=True)
+    labels = torch.randint(0, 5, (2, 64), device="cuda")
+    labels[0, :10] = 255
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation raises
+    try:
+        loss = cross_entropy_with_ignore(logits, labels, 255)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    torch.testing.assert_close(loss, ref)

@@ -18,13 +18,17 @@ def cross_entropy_with_ignore(logits, labels, ignore_value: int, top_k_fraction:
 
     Returns:
         Tensor: scalar; 0 (with a gradient path) when every position is ignored.
+
+    Plain cross-entropy (``top_k_fraction`` 1) is computed without a host synchronisation: the
+    sum over labelled positions divided by their count (at least 1). Hard pixel mining needs the
+    number of labelled positions on the host to size its top-k.
     """
+    if top_k_fraction >= 1.0:
+        total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_value, reduction="sum")
+        return total / (labels != ignore_value).sum().clamp(min=1)
     losses = F.cross_entropy(logits.float(), labels, ignore_index=ignore_value, reduction="none")
-    valid = labels != ignore_value
-    losses = losses[valid]
+    losses = losses[labels != ignore_value]
     if losses.numel() == 0:
         return logits.sum() * 0.0
-    if top_k_fraction < 1.0:
-        k = max(1, int(top_k_fraction * losses.numel()))
-        losses = torch.topk(losses, k).values
-    return losses.mean()
+    k = max(1, int(top_k_fraction * losses.numel()))
+    return torch.topk(losses, k).values.mean()
