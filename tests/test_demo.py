@@ -27,6 +27,8 @@ import demo
 
 VAL = "synthetic_shapes_sem_seg_val"
 # mIoU points (0-100) above the best constant prediction that the trained demo model must reach.
+# Measured for the fixture's recipe (400 iterations) with 3 seeds (data stream and init) x 1 and
+# 2 threads: 36.1 to 38.3 points (mIoU 52.2 to 54.4, best constant 16.1).
 MIN_MARGIN = 25.0
 
 

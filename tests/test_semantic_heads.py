@@ -416,7 +416,9 @@ def _check_autocast_inference(model, device, dtypes, num_images=6):
                 assert o.shape == r.shape
                 assert torch.isfinite(o).all()
                 agree.append(_agreement(o, r))
-            # pooled over the images (all 128x128); measured on CPU: bf16 >= 0.997, fp16 >= 0.9995
+            # pooled over the images (all 128x128). Measured on CPU for the fixture's recipe with
+            # 3 seeds x 1 and 2 threads: bf16 mean >= 0.9982 (min >= 0.9963), fp16 mean >= 0.9997
+            # (min >= 0.9991).
             assert sum(agree) / len(agree) >= 0.995, (dtype, agree)
             assert min(agree) >= 0.99, (dtype, agree)
             # autocast really ran in low precision (not silently fp32)
