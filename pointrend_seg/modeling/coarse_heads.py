@@ -202,8 +202,6 @@ class SemSegHeadAdapter(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        from .semantic_heads import BilinearSegHead  # (it imports this module)
-
         key = "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME"
         name = cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME
         if name not in SEM_SEG_HEADS_REGISTRY:
@@ -212,8 +210,8 @@ class SemSegHeadAdapter(nn.Module):
                 f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
             )
         head_class = SEM_SEG_HEADS_REGISTRY.get(name)
-        if issubclass(head_class, BilinearSegHead):
-            # it would build this adapter again, and so on
+        if head_class.__module__.startswith(__package__ + "."):
+            # our semantic heads build a coarse head themselves: this adapter again, and so on
             raise ConfigError(
                 f"{key}={name!r} is one of pointrend_seg's heads, which take a coarse head "
                 "themselves: name the Detectron2 head that gives the coarse logits, e.g. "
