@@ -4,8 +4,15 @@ config (:func:`build_config`) and the error type of invalid configs (:class:`Con
 
 Each component checks its own keys in its ``from_config``; checks that need the datasets live in
 the engine. Nothing here imports the rest of the package.
+
+Unknown keys (a typo, or our keys in a config made without :func:`add_pointrend_seg_config`)
+raise :class:`ConfigError` naming the closest existing keys (:func:`merge_config`, used by
+:func:`build_config`; :func:`check_pointrend_seg_keys` for configs built elsewhere).
 """
+import difflib
+import functools
 import os
+import re
 
 import torch
 
@@ -17,6 +24,9 @@ __all__ = [
     "ConfigError",
     "add_pointrend_seg_config",
     "build_config",
+    "check_pointrend_seg_keys",
+    "closest_keys",
+    "merge_config",
     "missing_feature_problems",
     "raise_config_problems",
 ]
@@ -131,32 +141,153 @@ def add_pointrend_seg_config(cfg):
     # LOG_PERIOD iterations, as medians over the last LOG_PERIOD iterations (1: raw values).
     cfg.SOLVER.LOG_PERIOD = 20
 
+    # ---- dataset check (pointrend_seg.data.dataset_check) ------------------------------------
+    # Before training (and --eval-only), every sample of DATASETS.TRAIN and DATASETS.TEST is read
+    # once and checked; problems stop the run, all listed. Cached: a second start reads nothing.
+    cfg.DATASETS.CHECK = CN()
+    cfg.DATASETS.CHECK.ENABLED = True
+    # Leave out the samples with problems instead of stopping (listed in
+    # OUTPUT_DIR/skipped_samples.json), and skip samples that fail to load during training.
+    cfg.DATASETS.CHECK.SKIP_BAD = False
+    # "": ~/.cache/pointrend_seg/dataset_checks.
+    cfg.DATASETS.CHECK.CACHE_DIR = ""
+    # Reader processes; 0: one per CPU this process may use.
+    cfg.DATASETS.CHECK.NUM_WORKERS = 0
+    # Warn when a larger fraction of a dataset's label pixels is the ignore label.
+    cfg.DATASETS.CHECK.MAX_IGNORED_FRACTION = 0.5
+
 
 def build_config(config_file: str = "", opts=()):
     """
     Detectron2 defaults + :func:`add_pointrend_seg_config` + a YAML file (``_BASE_`` supported)
-    + ``KEY VALUE`` overrides. Raises if the config asks for CUDA on a machine without it.
+    + ``KEY VALUE`` overrides (:func:`merge_config`). Raises if the config asks for CUDA on a
+    machine without it.
     """
     cfg = get_cfg()
     add_pointrend_seg_config(cfg)
-    if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:  # yacs: unknown key
-        if "POINT_HEAD.NUM_CLASSES" in str(e):
-            raise ConfigError(
-                "MODEL.POINT_HEAD.NUM_CLASSES is not a pointrend_seg key: the point head predicts "
-                "MODEL.SEM_SEG_HEAD.NUM_CLASSES classes. Remove MODEL.POINT_HEAD.NUM_CLASSES "
-                f"(from {config_file or 'the command line'}) and set "
-                "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
-            ) from None
-        raise
+    merge_config(cfg, config_file, opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA device is available; "
             "add 'MODEL.DEVICE cpu' to the command line"
         )
     return cfg
+
+
+def merge_config(cfg, config_file: str = "", opts=()):
+    """
+    Merge a YAML file (``_BASE_`` supported) and then ``KEY VALUE`` overrides into ``cfg``, as
+    ``cfg.merge_from_file`` / ``merge_from_list`` do, with helpful errors: every unknown key of
+    the file (or of the overrides) is listed with the closest existing keys, or, when they are
+    pointrend_seg keys and ``cfg`` was made without :func:`add_pointrend_seg_config`, that is
+    said. Usable on any Detectron2 config (e.g. ``cfg = get_cfg(); merge_config(cfg, path)``).
+
+    Raises:
+        FileNotFoundError: ``config_file`` does not exist.
+        ConfigError: unknown keys, naming them, where they come from and what to use instead.
+    """
+    if config_file and not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    opts = list(opts)
+    steps = []
+    if config_file:
+        steps.append((config_file, lambda: cfg.merge_from_file(config_file),
+                      lambda: _keys_of_file(cfg, config_file)))
+    steps.append(("the command line", lambda: cfg.merge_from_list(opts),
+                  lambda: [str(k) for k in opts[0::2]]))
+    for source, merge, given_keys in steps:
+        try:
+            merge()
+        except (KeyError, AssertionError) as e:  # yacs: unknown key (KeyError from files)
+            match = re.search(r"Non-existent (?:config )?key: (\S+)", str(e))
+            if match is None:
+                raise
+            unknown = [k for k in given_keys() if not _has_key(cfg, k)]
+            if match.group(1) not in unknown:
+                unknown.insert(0, match.group(1))
+            raise ConfigError(_unknown_keys_message(cfg, unknown, source)) from None
+
+
+def _has_key(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return cfg.key_is_deprecated(key) or cfg.key_is_renamed(key)
+        node = node[part]
+    return True
+
+
+def _leaf_keys(node, prefix=""):
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from _leaf_keys(value, key + ".")
+        else:
+            yield key
+
+
+def _keys_of_file(cfg, config_file):
+    """The leaf keys set by ``config_file`` and its ``_BASE_`` files (for error messages)."""
+    try:
+        loaded = type(cfg).load_yaml_with_base(config_file, allow_unsafe=True)
+    except Exception:  # the merge error is reported either way
+        return []
+    return [k for k in _leaf_keys(loaded) if k != "VERSION"]
+
+
+@functools.lru_cache(maxsize=None)
+def _pointrend_seg_keys():
+    """The keys that :func:`add_pointrend_seg_config` adds to Detectron2's defaults."""
+    ours = get_cfg()
+    add_pointrend_seg_config(ours)
+    return frozenset(_leaf_keys(ours)) - frozenset(_leaf_keys(get_cfg()))
+
+
+def closest_keys(cfg, key: str, n: int = 3):
+    """
+    Up to ``n`` keys of ``cfg`` that ``key`` most likely meant: keys with the same last
+    component first (a key in the wrong group), then the most similar spellings.
+    """
+    keys = sorted(_leaf_keys(cfg))
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    similar = difflib.get_close_matches(key, keys, n=n, cutoff=0.75)
+    return list(dict.fromkeys(same_leaf + similar))[:n]
+
+
+def _unknown_keys_message(cfg, unknown, source):
+    if any("POINT_HEAD.NUM_CLASSES" in k for k in unknown):
+        return (
+            "MODEL.POINT_HEAD.NUM_CLASSES is not a pointrend_seg key: the point head predicts "
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES classes. Remove MODEL.POINT_HEAD.NUM_CLASSES "
+            f"(from {source}) and set MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+        )
+    ours = [k for k in unknown if k in _pointrend_seg_keys()]
+    if ours:
+        return (
+            f"{source} sets pointrend_seg config keys ({', '.join(ours[:5])}"
+            f"{', ...' if len(ours) > 5 else ''}) but this config does not have them: it was "
+            "made without add_pointrend_seg_config. Build it with "
+            "pointrend_seg.config.build_config(config_file, opts), or call "
+            "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()"
+        )
+    lines = []
+    for key in unknown:
+        close = closest_keys(cfg, key)
+        lines.append(f"{key}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return f"unknown config key(s) in {source}: " + "; ".join(lines)
+
+
+def check_pointrend_seg_keys(cfg) -> None:
+    """
+    Raise :class:`ConfigError` if ``cfg`` lacks keys of :func:`add_pointrend_seg_config`
+    (a config made with ``get_cfg()`` alone, or with Detectron2's ``add_pointrend_config``).
+    """
+    missing = sorted(k for k in _pointrend_seg_keys() if not _has_key(cfg, k))
+    if missing:
+        raise ConfigError(
+            f"the config lacks {len(missing)} pointrend_seg keys (e.g. {', '.join(missing[:3])}): "
+            "it was made without add_pointrend_seg_config. Build it with "
+            "pointrend_seg.config.build_config(config_file, opts), or call "
+            "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()"
+        )

@@ -2,6 +2,7 @@
 Bad inputs: one test per row of docs/bad_inputs.md. Each error must name the offending file
 (or dataset); accepted conversions are checked value by value.
 """
+import logging
 import os
 
 import cv2
@@ -263,7 +264,7 @@ def test_empty_dataset(tmp_path, prefix):
     assert str(sets / "val.txt") in str(e.value)
 
 
-def test_folder_image_without_mask(tmp_path, prefix):
+def test_folder_image_without_mask(tmp_path, prefix, caplog):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
@@ -272,11 +273,18 @@ def test_folder_image_without_mask(tmp_path, prefix):
     for stem in ("0001", "0003"):
         _save(masks / f"{stem}.png", np.zeros((6, 8), np.uint8))
     name = register_folder_dataset(f"{prefix}_f", str(images), str(masks), "a,b")
-    with pytest.raises(FileNotFoundError) as e:
-        DatasetCatalog.get(name)
-    msg = str(e.value)
+    # Loading keeps the image with the mask path it should have, and says so ...
+    with caplog.at_level(logging.WARNING):
+        dicts = DatasetCatalog.get(name)
+    msg = caplog.text
     assert str(images) in msg and str(masks) in msg and "'0002'" in msg and "1 of 3" in msg
     assert name in msg
+    missing = str(masks / "0002.png")
+    assert [d["sem_seg_file_name"] for d in dicts][1] == missing
+    # ... so that the dataset check lists it (tests/test_dataset_check.py) and the mapper names it.
+    with pytest.raises(BadInputError, match="label file not found") as e:
+        _mapper(num_classes=2)(dicts[1])
+    assert missing in str(e.value) and e.value.kind == "missing label"
 
 
 def test_folder_missing_directory(tmp_path, prefix):

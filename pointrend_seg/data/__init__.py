@@ -1,6 +1,13 @@
-"""Data: dataset registrations (on import), the semantic-segmentation mapper, class names of a
-model, and image / video inputs of a predictor."""
+"""Data: dataset registrations (on import), the semantic-segmentation mapper, label maps, the
+whole-dataset check, class names of a model, and image / video inputs of a predictor."""
 from . import datasets
+from .dataset_check import (
+    DatasetCheckError,
+    DatasetReport,
+    check_dataset,
+    check_dataset_dicts,
+    raise_dataset_problems,
+)
 from .dataset_mapper import (
     BadInputError,
     SemSegDatasetMapper,
@@ -8,6 +15,7 @@ from .dataset_mapper import (
     read_image_file,
     read_label_file,
 )
+from .label_map import apply_label_map, parse_label_map
 from .media import (
     VIDEO_EXTENSIONS,
     MediaSource,

@@ -16,16 +16,37 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 
+from ..config import check_pointrend_seg_keys
+from .label_map import apply_label_map, binary_mask_hint
 from .transforms import PadToMinSize
 
 __all__ = ["BadInputError", "SemSegDatasetMapper", "build_sem_seg_augmentations",
-           "check_label_values", "crop_pad_size", "read_image_file", "read_label_file"]
+           "check_image_size", "check_label_size", "check_label_values", "crop_pad_size",
+           "read_image_file", "read_label_file"]
 
 logger = logging.getLogger(__name__)
 
+_LABEL_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
+
 
 class BadInputError(ValueError):
-    """An image or label file that cannot be used as it is; the message names the file."""
+    """
+    An image or label file that cannot be used as it is; the message names the file.
+
+    Attributes:
+        kind (str): what is wrong, one of "missing image", "unreadable image", "image size",
+            "missing label", "unreadable label", "colour label", "size mismatch",
+            "label values", "no label" (the rows of the dataset check's table).
+        path (str or None): the file the message is about.
+    """
+
+    def __init__(self, message, kind="bad input", path=None):
+        super().__init__(message)
+        self.kind = kind
+        self.path = path
+
+    def __reduce__(self):  # keep kind and path through pickling (DataLoader workers, pools)
+        return type(self), (str(self), self.kind, self.path)
 
 
 def _open(path, what):
@@ -35,9 +56,11 @@ def _open(path, what):
             image.load()
         return image
     except FileNotFoundError:
-        raise BadInputError(f"{what} file not found: {path}") from None
-    except OSError as e:
-        raise BadInputError(f"cannot read {what} file {path}: {e}") from None
+        raise BadInputError(f"{what} file not found: {path}", f"missing {what}", path) from None
+    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, ...
+        raise BadInputError(
+            f"cannot read {what} file {path}: {type(e).__name__}: {e}", f"unreadable {what}", path
+        ) from None
 
 
 def read_image_file(path, format="BGR"):
@@ -55,30 +78,69 @@ def read_image_file(path, format="BGR"):
     return np.ascontiguousarray(convert_PIL_to_numpy(image, format))
 
 
-def read_label_file(path):
+def read_label_file(path, label_map=None):
     """
     Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
     8- and 16-bit single-channel images their values. Colour (RGB) label images are rejected.
+    ``label_map`` ({stored value: class id}, see :mod:`.label_map`) is applied to the values.
     """
     label = _open(path, "label")
-    if label.mode not in ("P", "L", "I;16", "I;16B", "I;16L", "I"):
+    if label.mode not in _LABEL_MODES:
+        detail = ""
+        if label.mode in ("RGB", "RGBA"):
+            rgb = np.asarray(label)[..., :3]
+            if (rgb == rgb[..., :1]).all():
+                detail = (" (its channels are equal: save it as one channel, e.g. with PIL's "
+                          "Image.convert('L'))")
+            else:
+                detail = " (colour-coded classes: convert each colour to its class id)"
         raise BadInputError(
             f"label file {path} has mode {label.mode!r}: expected one channel of class ids "
-            "(8/16-bit grayscale or palette PNG), not colours"
+            f"(8/16-bit grayscale or palette PNG), not colours{detail}", "colour label", path
         )
-    return np.asarray(label).astype(np.int64)
+    return apply_label_map(np.asarray(label).astype(np.int64), label_map)
+
+
+def check_image_size(image_shape, dataset_dict):
+    """
+    Raise :class:`BadInputError` if ``image_shape`` (H, W, ...) differs from the dataset dict's
+    ``height``/``width`` (when it has them): predictions would be resized to the wrong size.
+    """
+    expected = (dataset_dict.get("height", image_shape[0]),
+                dataset_dict.get("width", image_shape[1]))
+    if tuple(expected) != tuple(image_shape[:2]):
+        path = dataset_dict["file_name"]
+        raise BadInputError(
+            f"image file {path} is {image_shape[1]}x{image_shape[0]} (WxH) but its "
+            f"dataset dict says {expected[1]}x{expected[0]}", "image size", path
+        )
+
+
+def check_label_size(label_shape, image_shape, label_path, image_path):
+    """Raise :class:`BadInputError` if the label and image sizes (H, W, ...) differ."""
+    if tuple(label_shape[:2]) != tuple(image_shape[:2]):
+        raise BadInputError(
+            f"label file {label_path} is {label_shape[1]}x{label_shape[0]} (WxH) but image "
+            f"{image_path} is {image_shape[1]}x{image_shape[0]}", "size mismatch", label_path
+        )
 
 
 def check_label_values(label, num_classes, ignore_label, path):
-    """Raise :class:`BadInputError` if ``label`` has values outside [0, K) other than ignore."""
+    """
+    Raise :class:`BadInputError` if ``label`` (class ids, any shape: a label map or the values
+    present in one) has values outside [0, K) other than ignore.
+    """
+    label = np.asarray(label)
     bad = ((label < 0) | (label >= num_classes)) & (label != ignore_label)
     if bad.any():
         values = np.unique(label[bad])
+        hint = binary_mask_hint(label, num_classes, ignore_label)
         raise BadInputError(
             f"label file {path} has values {values[:10].tolist()} outside [0, {num_classes}) that "
             f"are not the ignore label {ignore_label} "
             f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}, "
-            f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_label})"
+            f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_label})" + (f": {hint}" if hint else ""),
+            "label values", path,
         )
 
 
@@ -146,7 +208,8 @@ def build_sem_seg_augmentations(cfg, is_train):
 
 class SemSegDatasetMapper:
     """
-    Maps a dataset dict with ``file_name`` and (optionally) ``sem_seg_file_name`` to a dict with
+    Maps a dataset dict with ``file_name`` and (optionally) ``sem_seg_file_name`` and
+    ``sem_seg_label_map`` (applied to the label values, :mod:`.label_map`) to a dict with
     ``image`` (3, H, W) uint8 tensor in ``image_format`` and ``sem_seg`` (H, W) int64 tensor; the
     original ``height``/``width`` are kept so predictions are resized back to them.
     """
@@ -163,6 +226,7 @@ class SemSegDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        check_pointrend_seg_keys(cfg)
         return {
             "is_train": is_train,
             "augmentations": build_sem_seg_augmentations(cfg, is_train),
@@ -175,28 +239,19 @@ class SemSegDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         image_path = dataset_dict["file_name"]
         image = read_image_file(image_path, self.image_format)
-        expected = (
-            dataset_dict.get("height", image.shape[0]), dataset_dict.get("width", image.shape[1])
-        )
-        if tuple(expected) != image.shape[:2]:
-            raise BadInputError(
-                f"image file {image_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its "
-                f"dataset dict says {expected[1]}x{expected[0]}"
-            )
+        check_image_size(image.shape, dataset_dict)
         dataset_dict.setdefault("height", image.shape[0])
         dataset_dict.setdefault("width", image.shape[1])
         label = None
         label_path = dataset_dict.pop("sem_seg_file_name", None)
+        label_map = dataset_dict.pop("sem_seg_label_map", None)
         if label_path is not None:
-            label = read_label_file(label_path)
-            if label.shape != image.shape[:2]:
-                raise BadInputError(
-                    f"label file {label_path} is {label.shape[1]}x{label.shape[0]} (WxH) but image "
-                    f"{image_path} is {image.shape[1]}x{image.shape[0]}"
-                )
+            label = read_label_file(label_path, label_map)
+            check_label_size(label.shape, image.shape, label_path, image_path)
             check_label_values(label, self.num_classes, self.ignore_label, label_path)
         elif self.is_train:
-            raise BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'")
+            raise BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'",
+                                "no label", image_path)
 
         if label is not None:
             # Resizing uses PIL (nearest) for uint8 maps; wider ids go through float64.

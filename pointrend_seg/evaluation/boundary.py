@@ -73,13 +73,14 @@ from collections import OrderedDict
 
 import cv2
 import numpy as np
-import PIL.Image as Image
 import torch
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
+
+from .ground_truth import GroundTruthReader
 
 __all__ = [
     "BoundaryEvaluator",
@@ -303,7 +304,8 @@ class BoundaryEvaluator(DatasetEvaluator):
 
     Inputs are those of :class:`detectron2.evaluation.SemSegEvaluator`: each input dict has a
     ``file_name`` that is mapped to the dataset dict's ``sem_seg_file_name`` (an image of
-    contiguous class ids, read with PIL), each output dict has ``"sem_seg"``, a (C, H, W) tensor
+    contiguous class ids, read with the dict's ``sem_seg_label_map`` by
+    :class:`~.ground_truth.GroundTruthReader`), each output dict has ``"sem_seg"``, a (C, H, W) tensor
     of scores at the ground-truth resolution; the prediction is its argmax over C.
 
     Only per-class sums are kept (no images), gathered across processes in :meth:`evaluate`.
@@ -348,10 +350,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._bf_tolerance = float(bf_tolerance)
         self._biou_dilation = float(biou_dilation)
 
-        self.input_file_to_gt_file = {
-            record["file_name"]: record["sem_seg_file_name"]
-            for record in DatasetCatalog.get(dataset_name)
-        }
+        self._ground_truth = GroundTruthReader(dataset_name)
 
         meta = MetadataCatalog.get(dataset_name)
         class_names = meta.get("stuff_classes", None)
@@ -382,10 +381,6 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._biou_inter = np.zeros(k, dtype=np.int64)  # sum of |G_d ∩ P_d| per class
         self._biou_union = np.zeros(k, dtype=np.int64)  # sum of |G_d ∪ P_d| per class
 
-    def _read_gt(self, file_name):
-        with PathManager.open(self.input_file_to_gt_file[file_name], "rb") as f:
-            return np.array(Image.open(f), dtype=np.int64)
-
     def process(self, inputs, outputs):
         """
         Args:
@@ -394,7 +389,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         """
         for input, output in zip(inputs, outputs):
             pred = output["sem_seg"].argmax(dim=0).to(torch.device("cpu")).numpy()
-            gt = self._read_gt(input["file_name"])
+            gt = self._ground_truth(input["file_name"])
             if gt.ndim != 2:
                 raise ValueError(f"GT of {input['file_name']} is not a 2-D label map: {gt.shape}")
             if pred.shape != gt.shape:

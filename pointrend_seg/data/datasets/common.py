@@ -1,5 +1,5 @@
 """What every semantic-segmentation registration of ours shares."""
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["default_stuff_colors", "register_sem_seg_dataset"]
 
@@ -15,12 +15,16 @@ def default_stuff_colors(num_classes: int) -> List[Tuple[int, int, int]]:
 def register_sem_seg_dataset(
     name: str, loader: Callable[[], List[dict]], *, stuff_classes: Sequence[str],
     stuff_colors: Sequence[Tuple[int, int, int]], ignore_label: int, image_root: str,
-    sem_seg_root: str,
+    sem_seg_root: str, label_map: Optional[Mapping[int, int]] = None,
 ) -> bool:
     """
     Register ``loader`` under ``name`` in Detectron2's ``DatasetCatalog`` with the metadata that
     ``SemSegEvaluator``, ``BoundaryEvaluator`` and ``Visualizer`` read (``evaluator_type`` is
     "sem_seg"). A name that is already registered is left alone.
+
+    ``label_map`` ({stored mask value: class id}, :mod:`pointrend_seg.data.label_map`) goes into
+    the metadata (``label_map``) and onto every dataset dict (``sem_seg_label_map``), where the
+    mapper, the evaluators and the dataset check read it.
 
     Returns:
         bool: whether ``name`` was registered by this call.
@@ -29,7 +33,11 @@ def register_sem_seg_dataset(
 
     if name in DatasetCatalog.list():
         return False
-    DatasetCatalog.register(name, loader)
+    if label_map:
+        label_map = {int(k): int(v) for k, v in label_map.items()}
+        DatasetCatalog.register(name, lambda: _with_label_map(loader(), label_map))
+    else:
+        DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(
         stuff_classes=list(stuff_classes),
         stuff_colors=[tuple(int(c) for c in color) for color in stuff_colors],
@@ -38,4 +46,12 @@ def register_sem_seg_dataset(
         image_root=image_root,
         sem_seg_root=sem_seg_root,
     )
+    if label_map:
+        MetadataCatalog.get(name).set(label_map=label_map)
     return True
+
+
+def _with_label_map(dicts, label_map):
+    for d in dicts:
+        d["sem_seg_label_map"] = label_map
+    return dicts

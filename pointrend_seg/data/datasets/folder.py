@@ -11,22 +11,34 @@ Python::
     from pointrend_seg.data.datasets import register_folder_dataset
     register_folder_dataset("my_train", "data/img", "data/mask", ["background", "road", "car"])
 
-Command line (repeatable; CLASSES is comma-separated names or a text file with one per line)::
+Command line (repeatable; CLASSES is comma-separated names or a text file with one per line;
+``--label-map`` and ``--ignore-value`` apply to the ``--register-folder`` before them)::
 
     tools/train_net.py --config-file CFG \\
         --register-folder my_train data/img data/mask classes.txt \\
         DATASETS.TRAIN '("my_train",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 3
 
+    # binary masks saved as 0/255: 255 is class 1 (not the ignore label)
+    tools/train_net.py --config-file CFG \\
+        --register-folder cracks data/img data/mask background,crack --label-map 255:1 \\
+        DATASETS.TRAIN '("cracks",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 2
+
 Folders are not searched recursively. Masks are single-channel (8/16-bit grayscale or palette
 PNG: palette indices are the class ids); colour-coded RGB masks are rejected by the mapper.
-Registration checks the arguments and that both folders exist; the folders are listed only when
-``DatasetCatalog.get(name)`` is called, and then every image must have a mask (extra masks
-without an image are logged and skipped).
+``label_map`` ({stored value: class id}) maps mask values when they are read, in training,
+evaluation and the dataset check alike. Registration checks the arguments and that both
+folders exist; the folders are listed only when ``DatasetCatalog.get(name)`` is called. An
+image without a mask keeps the mask path it should have (a warning counts them): the dataset
+check (``tools/check_dataset.py``, and the start of ``tools/train_net.py``) lists each as a
+missing label, and the mapper raises naming the file. Extra masks without an image are logged
+and skipped.
 """
+import argparse
 import logging
 import os
 from collections import defaultdict
 
+from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
 
 __all__ = [
@@ -80,10 +92,11 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
 
     Returns:
         list[dict]: ``file_name``, ``sem_seg_file_name``, ``image_id`` (the stem), sorted by stem.
+        An image without a mask gets the path its mask should have (``mask_dir/STEM<mask_ext>``),
+        with a warning naming the folders, the count and the first stem.
 
     Raises:
-        FileNotFoundError: a folder is missing, or an image has no mask (names both folders and
-            the stem).
+        FileNotFoundError: a folder is missing.
         ValueError: no images in ``image_dir``, or two images (masks) share a stem.
     """
     image_exts = IMAGE_EXTENSIONS if image_ext is None else (_normalize_ext(image_ext),)
@@ -104,12 +117,13 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
         )
     missing = sorted(set(images) - set(masks))
     if missing:
-        raise FileNotFoundError(
-            f"dataset {dataset_name!r}: {len(missing)} of {len(images)} images in {image_dir} "
-            f"have no mask in {mask_dir}; first: image "
-            f"{os.path.basename(images[missing[0]])!r} (stem {missing[0]!r}) expects "
-            f"{missing[0] + mask_exts[0]!r}"
+        # Kept, so that the dataset check lists every one (and --skip-bad trains on the rest).
+        logger.warning(
+            "dataset %r: %d of %d images in %s have no mask in %s; first: image %r (stem %r) "
+            "expects %r", dataset_name, len(missing), len(images), image_dir, mask_dir,
+            os.path.basename(images[missing[0]]), missing[0], missing[0] + mask_exts[0],
         )
+        masks.update({stem: os.path.join(mask_dir, stem + mask_exts[0]) for stem in missing})
     extra = set(masks) - set(images)
     if extra:
         logger.warning(
@@ -155,7 +169,7 @@ def parse_class_names(spec):
 
 
 def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
-                            image_ext=None, mask_ext=".png", stuff_colors=None):
+                            image_ext=None, mask_ext=".png", stuff_colors=None, label_map=None):
     """
     Register a semantic segmentation dataset of images and masks paired by file stem.
 
@@ -169,6 +183,9 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         mask_ext (str): mask extension.
         stuff_colors (list[tuple[int, int, int]] or None): RGB colour per class for
             visualisation; None: Detectron2's colormap.
+        label_map (dict[int, int] or str or None): stored mask value -> class id (or
+            ``ignore_label``), applied whenever a mask is read; e.g. ``{255: 1}`` (or "255:1")
+            for binary masks saved as 0/255. See :mod:`pointrend_seg.data.label_map`.
 
     Returns:
         str: ``name``.
@@ -186,6 +203,15 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         raise ValueError(
             f"dataset {name!r}: ignore_label={ignore_label} is the id of class "
             f"{class_names[ignore_label]!r}; use a value outside [0, {len(class_names)})"
+        )
+    label_map = parse_label_map(label_map)
+    unusable = {v: c for v, c in (label_map or {}).items()
+                if not 0 <= c < len(class_names) and c != ignore_label}
+    if unusable:
+        raise ValueError(
+            f"dataset {name!r}: label_map {format_label_map(label_map)!r} maps to "
+            f"{sorted(set(unusable.values()))}, neither a class id (0..{len(class_names) - 1}) "
+            f"nor the ignore label {ignore_label}"
         )
     if stuff_colors is None:
         stuff_colors = default_stuff_colors(len(class_names))
@@ -207,15 +233,55 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         ignore_label=ignore_label,
         image_root=image_dir,
         sem_seg_root=mask_dir,
+        label_map=label_map,
     )
     return name
+
+
+def register_folder_datasets(specs):
+    """
+    Register one folder dataset per spec in ``specs`` (the values of ``tools/train_net.py
+    --register-folder``): ``(name, image_dir, mask_dir, classes)``, optionally followed by a dict
+    of further keyword arguments of :func:`register_folder_dataset` (``label_map``,
+    ``ignore_label``). Returns the names.
+    """
+    names = []
+    for spec in specs or []:
+        spec = list(spec)
+        options = spec.pop() if spec and isinstance(spec[-1], dict) else {}
+        names.append(register_folder_dataset(*spec, **options))
+    return names
+
+
+class _FolderDatasetOption(argparse.Action):
+    """An option that sets a keyword argument of the ``--register-folder`` given before it."""
+
+    def __init__(self, option_strings, dest, convert=None, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+        self.convert = convert
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        specs = getattr(namespace, "register_folder", None)
+        if not specs:
+            parser.error(f"{option_string} {values} must follow the --register-folder it is for")
+        spec = specs[-1]
+        if not isinstance(spec[-1], dict):
+            spec.append({})
+        if self.dest in spec[-1]:
+            parser.error(f"{option_string} is given twice for --register-folder {spec[0]}")
+        try:
+            spec[-1][self.dest] = self.convert(values)
+        except ValueError as e:
+            parser.error(f"{option_string} {values}: {e}")
 
 
 def add_register_folder_argument(parser):
     """
     Add the repeatable command-line option ``--register-folder NAME IMAGE_DIR MASK_DIR CLASSES``
-    (values in ``args.register_folder``, for :func:`register_folder_datasets`) to an argparse
-    parser; tools/train_net.py and tools/demo.py share it.
+    and, for the ``--register-folder`` right before them, ``--label-map VALUE:ID[,VALUE:ID...]``
+    and ``--ignore-value V`` to an argparse ``parser`` (tools/train_net.py, tools/demo.py and
+    tools/check_dataset.py share them). The parsed ``args.register_folder`` list is what
+    :func:`register_folder_datasets` takes.
     """
     parser.add_argument(
         "--register-folder", action="append", nargs=4, default=[],
@@ -223,13 +289,16 @@ def add_register_folder_argument(parser):
         help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
         "comma-separated class names or a text file with one name per line",
     )
+    parser.add_argument(
+        "--label-map", dest="label_map", action=_FolderDatasetOption, convert=parse_label_map,
+        metavar="VALUE:ID[,VALUE:ID...]",
+        help="for the --register-folder before it: mask values to class ids, e.g. 255:1 for "
+        "binary masks saved as 0/255 (other values are kept)",
+    )
+    parser.add_argument(
+        "--ignore-value", dest="ignore_label", action=_FolderDatasetOption, convert=int,
+        metavar="V",
+        help="for the --register-folder before it: the mask value that is ignored (default "
+        "255; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to the same value)",
+    )
     return parser
-
-
-def register_folder_datasets(specs):
-    """
-    Register one folder dataset per ``(name, image_dir, mask_dir, classes)`` in ``specs`` (the
-    values of ``tools/train_net.py --register-folder``); defaults for the other arguments.
-    Returns the names.
-    """
-    return [register_folder_dataset(*spec) for spec in (specs or [])]

@@ -1,0 +1,506 @@
+"""
+Whole-dataset check: every image/label pair of a registered dataset read once (in parallel
+worker processes, with a progress bar) by the mapper's own readers and checks
+(:mod:`.dataset_mapper`), before any training. One report per dataset holds:
+
+* every problem with its file, all at once: missing or unreadable (corrupt, truncated) image or
+  label, colour (RGB) label, image size other than the dataset dict's, label size other than
+  the image's, label values outside the classes that are not the ignore label, training sample
+  without a label;
+* the class histogram (pixels and images per class), the ignored fraction, classes that never
+  appear;
+* warnings for labels that look wrong: a class that never appears, an ignored fraction above a
+  threshold, and labels that hold only 0 and 255 (binary masks saved as 0/255, whose foreground
+  is then ignored or out of range), each naming the likely fix.
+
+Cache: what a file holds (image size; label size and the count of each stored value) does not
+depend on the classes, the ignore label or the label map, so that is what is cached, per
+dataset, keyed by each file's path, modification time (ns), size and inode, in
+``<cache_dir>/<dataset>-<hash>.json``. A second check of an unchanged dataset reads no image
+(only ``os.stat`` of each file); a changed file is read again. The default ``cache_dir`` is
+``~/.cache/pointrend_seg/dataset_checks`` (:func:`default_cache_dir`), not the run's
+``OUTPUT_DIR``: runs usually get a new output directory each, and the cache is valid for any
+run on the same files.
+
+Tools: ``tools/check_dataset.py DATASET...``, and ``tools/train_net.py`` at its start
+(``DATASETS.CHECK.*``).
+"""
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .dataset_mapper import (
+    BadInputError,
+    check_image_size,
+    check_label_size,
+    check_label_values,
+    read_image_file,
+    read_label_file,
+)
+from .label_map import apply_label_map, binary_mask_hint, format_label_map
+
+__all__ = [
+    "DatasetCheckError",
+    "DatasetReport",
+    "SampleProblem",
+    "check_dataset",
+    "check_dataset_dicts",
+    "default_cache_dir",
+    "inspect_sample",
+    "raise_dataset_problems",
+]
+
+logger = logging.getLogger(__name__)
+
+_CACHE_FORMAT = 1
+# Reading in worker processes pays off from this many files to read.
+_MIN_FILES_FOR_WORKERS = 64
+
+
+def default_cache_dir() -> str:
+    """``~/.cache/pointrend_seg/dataset_checks``: where checks are cached by default."""
+    return os.path.join(os.path.expanduser("~"), ".cache", "pointrend_seg", "dataset_checks")
+
+
+class DatasetCheckError(BadInputError):
+    """Dataset checks found problems; the message lists every one with its file."""
+
+
+@dataclass
+class SampleProblem:
+    """One problem of one sample: ``kind`` is a :class:`BadInputError` kind, ``file`` the file."""
+
+    dataset: str
+    index: int  # position of the sample in the dataset's list of dicts
+    kind: str
+    file: str
+    message: str
+
+
+@dataclass
+class DatasetReport:
+    """
+    The result of checking one dataset. Pixel and image counts are over the samples without
+    problems (what training with skipping would see).
+    """
+
+    dataset: str
+    class_names: List[str]
+    ignore_label: int
+    num_samples: int
+    problems: List[SampleProblem] = field(default_factory=list)
+    class_pixels: np.ndarray = None  # (K,) int64, pixels of each class
+    class_images: np.ndarray = None  # (K,) int64, samples in which each class appears
+    ignored_pixels: int = 0
+    labelled_pixels: int = 0  # all label pixels, ignored ones included
+    warnings: List[str] = field(default_factory=list)
+    num_read: int = 0  # samples read by this check; the others came from the cache
+    seconds: float = 0.0
+    label_map: Optional[Dict[int, int]] = None
+
+    @property
+    def bad_indices(self) -> List[int]:
+        """Sorted positions of the samples with at least one problem."""
+        return sorted({p.index for p in self.problems})
+
+    @property
+    def ignored_fraction(self) -> float:
+        return self.ignored_pixels / self.labelled_pixels if self.labelled_pixels else 0.0
+
+    @property
+    def absent_classes(self) -> List[str]:
+        """Names of the classes with no pixel in the labels."""
+        return [n for n, c in zip(self.class_names, self.class_pixels) if c == 0]
+
+    def summary(self) -> str:
+        """One line: samples, problems, time and cache use."""
+        bad = len(self.bad_indices)
+        return (
+            f"dataset {self.dataset!r}: {self.num_samples} samples, "
+            f"{bad} with problems ({len(self.problems)} problems); "
+            f"read {self.num_read} samples in {self.seconds:.1f} s, "
+            f"{self.num_samples - self.num_read} unchanged since the cached check"
+        )
+
+    def problems_table(self) -> str:
+        """The problems, one row each (kind, file relative to the dataset's files, message)."""
+        if not self.problems:
+            return ""
+        files = [p.file for p in self.problems]
+        root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
+        if os.path.isfile(root):
+            root = os.path.dirname(root)
+        rows = [(p.kind, os.path.relpath(p.file, root) if root else p.file, p.message)
+                for p in self.problems]
+        header = ("problem", "file" + (f" (in {root})" if root else ""), "details")
+        return _table([header] + rows, indent="  ")
+
+    def histogram_table(self) -> str:
+        """Pixels and images per class, and the ignored pixels."""
+        total = max(self.labelled_pixels, 1)
+        rows = [("id", "class", "pixels", "%", "images")]
+        for i, (name, pixels, images) in enumerate(
+            zip(self.class_names, self.class_pixels, self.class_images)
+        ):
+            rows.append((str(i), name, str(int(pixels)), f"{100.0 * pixels / total:.2f}",
+                         str(int(images)) + ("  never appears" if pixels == 0 else "")))
+        rows.append((str(self.ignore_label), "(ignored)", str(self.ignored_pixels),
+                     f"{100.0 * self.ignored_fraction:.2f}", ""))
+        return _table(rows, indent="  ")
+
+    def format(self) -> str:
+        """The whole report: summary, problems, histogram, warnings."""
+        parts = [self.summary()]
+        if self.label_map:
+            parts.append(f"  label map (stored value:class id): {format_label_map(self.label_map)}")
+        if self.problems:
+            parts.append(self.problems_table())
+        parts.append(self.histogram_table())
+        parts.extend(f"  WARNING: {w}" for w in self.warnings)
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable summary (problems, per-class counts, ignored fraction, warnings)."""
+        return {
+            "dataset": self.dataset,
+            "num_samples": self.num_samples,
+            "problems": [
+                {"index": p.index, "kind": p.kind, "file": p.file, "message": p.message}
+                for p in self.problems
+            ],
+            "class_pixels": {n: int(c) for n, c in zip(self.class_names, self.class_pixels)},
+            "class_images": {n: int(c) for n, c in zip(self.class_names, self.class_images)},
+            "ignore_label": self.ignore_label,
+            "ignored_fraction": self.ignored_fraction,
+            "absent_classes": self.absent_classes,
+            "warnings": list(self.warnings),
+        }
+
+
+def _table(rows, indent=""):
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows
+    ).rstrip()
+
+
+def raise_dataset_problems(reports: Sequence[DatasetReport]) -> None:
+    """Raise one :class:`DatasetCheckError` listing the problems of all ``reports``, if any."""
+    bad = [r for r in reports if r.problems]
+    if not bad:
+        return
+    count = sum(len(r.problems) for r in bad)
+    raise DatasetCheckError(
+        f"{count} problem(s) in {len(bad)} dataset(s); fix or remove these files, or skip the "
+        "samples (tools/train_net.py --skip-bad, or DATASETS.CHECK.SKIP_BAD True):\n"
+        + "\n".join(f"{r.summary()}\n{r.problems_table()}" for r in bad),
+        "dataset check",
+    )
+
+
+# ---- reading one sample (in worker processes) --------------------------------------------------
+def _value_counts(label):
+    flat = label.ravel()
+    if flat.size and flat.min() >= 0 and flat.max() < (1 << 17):
+        counts = np.bincount(flat)
+        values = np.flatnonzero(counts)
+        return values, counts[values]
+    return np.unique(flat, return_counts=True)
+
+
+def inspect_sample(image_path: str, label_path: Optional[str]) -> dict:
+    """
+    What the files of one sample hold, read with the mapper's readers (no label map applied):
+    ``image_shape`` / ``label_shape`` ([H, W] or None if unreadable), ``values`` / ``counts``
+    (the stored label values and their pixel counts), ``errors`` ([kind, message, file] of each
+    file that could not be read). Independent of classes, ignore label and label map.
+    """
+    facts = {"image_shape": None, "label_shape": None, "values": None, "counts": None,
+             "errors": []}
+    try:
+        facts["image_shape"] = list(read_image_file(image_path).shape[:2])
+    except BadInputError as e:
+        facts["errors"].append([e.kind, str(e), e.path])
+    if label_path is not None:
+        try:
+            label = read_label_file(label_path)
+            facts["label_shape"] = list(label.shape[:2])
+            values, counts = _value_counts(label)
+            facts["values"], facts["counts"] = values.tolist(), counts.tolist()
+        except BadInputError as e:
+            facts["errors"].append([e.kind, str(e), e.path])
+    return facts
+
+
+def _inspect(job):
+    position, image_path, label_path = job
+    return position, inspect_sample(image_path, label_path)
+
+
+# ---- cache --------------------------------------------------------------------------------------
+def _stat(path):
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def _cache_path(cache_dir, dataset_name):
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset_name)[:80]
+    digest = hashlib.sha1(dataset_name.encode("utf-8")).hexdigest()[:10]
+    return os.path.join(cache_dir, f"{safe}-{digest}.json")
+
+
+def _load_cache(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
+        return {}
+    return data.get("samples", {})
+
+
+def _save_cache(path, samples):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"format": _CACHE_FORMAT, "samples": samples}, f)
+        os.replace(tmp, path)  # atomic: readers see the old or the new file, never a part
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cache_key(image_path, label_path):
+    return f"{image_path}\n{label_path or ''}"
+
+
+# ---- checking ----------------------------------------------------------------------------------
+def _default_num_workers():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _read_all(jobs, num_workers, progress, dataset_name):
+    """{position: facts} of ``jobs`` ((position, image, label) triples)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=f"checking {dataset_name}", unit="sample",
+               disable=not progress or not jobs, file=sys.stderr, mininterval=0.5)
+    results = {}
+    try:
+        if num_workers > 1 and len(jobs) >= _MIN_FILES_FOR_WORKERS:
+            methods = multiprocessing.get_all_start_methods()
+            # fork: workers start in milliseconds, without re-importing Detectron2.
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            chunk = max(1, min(64, len(jobs) // (8 * num_workers)))
+            with context.Pool(num_workers) as pool:
+                for position, facts in pool.imap_unordered(_inspect, jobs, chunksize=chunk):
+                    results[position] = facts
+                    bar.update()
+        else:
+            for job in jobs:
+                position, facts = _inspect(job)
+                results[position] = facts
+                bar.update()
+    finally:
+        bar.close()
+    return results
+
+
+def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_label,
+                     require_labels):
+    """The problems of one sample, found by the mapper's checks; and its mapped label values."""
+    problems = []
+
+    def add(error):
+        problems.append(SampleProblem(dataset_name, position, error.kind, error.path,
+                                      str(error)))
+
+    for kind, message, path in facts["errors"]:
+        problems.append(SampleProblem(dataset_name, position, kind, path, message))
+    image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
+    values = None
+    try:
+        if facts["image_shape"] is not None:
+            check_image_size(facts["image_shape"], record)
+    except BadInputError as e:
+        add(e)
+    if label_path is None and require_labels:
+        add(BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'", "no label",
+                          image_path))
+    if facts["label_shape"] is not None:
+        if facts["image_shape"] is not None:
+            try:
+                check_label_size(facts["label_shape"], facts["image_shape"], label_path,
+                                 image_path)
+            except BadInputError as e:
+                add(e)
+        values = apply_label_map(np.asarray(facts["values"], dtype=np.int64),
+                                 record.get("sem_seg_label_map"))
+        try:
+            check_label_values(values, num_classes, ignore_label, label_path)
+        except BadInputError as e:
+            add(e)
+    return problems, values
+
+
+def check_dataset_dicts(
+    dicts: Sequence[dict], *, dataset_name: str, class_names: Sequence[str], ignore_label: int,
+    require_labels: bool = True, num_workers: Optional[int] = None, cache_dir: Optional[str] = None,
+    use_cache: bool = True, progress: bool = True, max_ignored_fraction: float = 0.5,
+    label_map: Optional[Dict[int, int]] = None,
+) -> DatasetReport:
+    """
+    Check the samples ``dicts`` (Detectron2 dataset dicts with ``file_name`` and
+    ``sem_seg_file_name``, optionally ``height``/``width`` and ``sem_seg_label_map``).
+
+    Args:
+        dataset_name (str): names the dataset in the report and the cache file.
+        class_names (list[str]): the classes; ids are their indices.
+        ignore_label (int): the label value that is ignored.
+        require_labels (bool): a sample without ``sem_seg_file_name`` is a problem (training).
+        num_workers (int or None): reader processes; None: the CPUs this process may use.
+        cache_dir (str or None): where the cache lives; None: :func:`default_cache_dir`.
+        use_cache (bool): False reads every file and leaves the cache alone.
+        progress (bool): show a progress bar (stderr) while reading.
+        max_ignored_fraction (float): warn when more of the label pixels are ignored.
+        label_map (dict or None): only reported (each dict's ``sem_seg_label_map`` is applied).
+
+    Returns:
+        DatasetReport
+    """
+    start = time.perf_counter()
+    num_classes = len(class_names)
+    cache_file = _cache_path(cache_dir or default_cache_dir(), dataset_name)
+    cached = _load_cache(cache_file) if use_cache else {}
+    entries, jobs = [], []
+    for position, record in enumerate(dicts):
+        image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
+        key = _cache_key(image_path, label_path)
+        stats = [_stat(image_path), _stat(label_path)]
+        hit = cached.get(key)
+        entries.append((key, stats, hit["facts"] if hit and hit["stats"] == stats else None))
+        if entries[-1][2] is None:
+            jobs.append((position, image_path, label_path))
+    workers = _default_num_workers() if num_workers is None else max(1, int(num_workers))
+    for position, facts in _read_all(jobs, workers, progress, dataset_name).items():
+        key, stats, _ = entries[position]
+        entries[position] = (key, stats, facts)
+    if use_cache and jobs:
+        _save_cache(cache_file, {key: {"stats": stats, "facts": facts}
+                                 for key, stats, facts in entries})
+
+    report = DatasetReport(
+        dataset=dataset_name, class_names=list(class_names), ignore_label=int(ignore_label),
+        num_samples=len(dicts), class_pixels=np.zeros(num_classes, np.int64),
+        class_images=np.zeros(num_classes, np.int64), num_read=len(jobs),
+        label_map=dict(label_map) if label_map else None,
+    )
+    all_values = set()
+    for position, (record, (_, _, facts)) in enumerate(zip(dicts, entries)):
+        problems, values = _sample_problems(dataset_name, position, record, facts, num_classes,
+                                            ignore_label, require_labels)
+        report.problems.extend(problems)
+        if values is None:
+            continue
+        all_values.update(values.tolist())
+        if problems:
+            continue
+        counts = np.asarray(facts["counts"], dtype=np.int64)
+        is_class = (values >= 0) & (values < num_classes)
+        np.add.at(report.class_pixels, values[is_class], counts[is_class])
+        report.class_images[np.unique(values[is_class])] += 1
+        report.ignored_pixels += int(counts[values == ignore_label].sum())
+        report.labelled_pixels += int(counts.sum())
+    report.warnings = _warnings(report, all_values, max_ignored_fraction)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _warnings(report, all_values, max_ignored_fraction):
+    warnings = []
+    name, ignore = report.dataset, report.ignore_label
+    binary = binary_mask_hint(sorted(all_values), len(report.class_names), ignore)
+    if binary:
+        warnings.append(f"dataset {name!r}: {binary}")
+    elif report.labelled_pixels and report.ignored_fraction > max_ignored_fraction:
+        warnings.append(
+            f"dataset {name!r}: {100 * report.ignored_fraction:.1f}% of the label pixels are the "
+            f"ignore label {ignore} (more than {100 * max_ignored_fraction:.0f}%, "
+            f"DATASETS.CHECK.MAX_IGNORED_FRACTION): if {ignore} is a class in these masks, map it "
+            "to its class id (--label-map VALUE:ID after the dataset's --register-folder); if the "
+            "masks mark ignored pixels with another value, make that the ignore label "
+            "(--ignore-value V there, and MODEL.SEM_SEG_HEAD.IGNORE_VALUE V)"
+        )
+    absent = [f"{n!r} ({i})" for i, n in enumerate(report.class_names)
+              if report.class_pixels[i] == 0]
+    if absent and report.labelled_pixels:
+        warnings.append(
+            f"dataset {name!r}: class(es) {', '.join(absent)} never appear in the labels: a model "
+            "trained on them never learns these classes, and an evaluation on them reports "
+            "them as absent"
+        )
+    return warnings
+
+
+def check_dataset(dataset_name: str, *, num_classes: Optional[int] = None,
+                  ignore_label: Optional[int] = None, **kwargs) -> DatasetReport:
+    """
+    Check the registered dataset ``dataset_name`` (see :func:`check_dataset_dicts` for
+    ``kwargs``). Classes and ignore label come from its metadata (``stuff_classes``,
+    ``ignore_label``); ``num_classes`` and ``ignore_label`` (e.g. the model's) must agree with
+    them, and stand in for them where the metadata has none.
+
+    Raises:
+        ValueError: no ``stuff_classes`` and no ``num_classes``, or they disagree with the
+            arguments.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    meta = MetadataCatalog.get(dataset_name)
+    class_names = meta.get("stuff_classes", None)
+    if class_names is None and num_classes is not None:
+        class_names = [str(i) for i in range(num_classes)]
+    if class_names is None:
+        raise ValueError(
+            f"dataset {dataset_name!r} has no stuff_classes in its metadata: pass num_classes"
+        )
+    if num_classes is not None and num_classes != len(class_names):
+        raise ValueError(
+            f"dataset {dataset_name!r} has {len(class_names)} classes (stuff_classes in its "
+            f"metadata) but the check was asked for {num_classes} "
+            "(MODEL.SEM_SEG_HEAD.NUM_CLASSES?)"
+        )
+    meta_ignore = meta.get("ignore_label", None)
+    if ignore_label is None:
+        ignore_label = 255 if meta_ignore is None else meta_ignore
+    elif meta_ignore is not None and meta_ignore != ignore_label:
+        raise ValueError(
+            f"dataset {dataset_name!r} has ignore_label={meta_ignore} in its metadata but the "
+            f"check was asked for {ignore_label} (MODEL.SEM_SEG_HEAD.IGNORE_VALUE?)"
+        )
+    return check_dataset_dicts(
+        DatasetCatalog.get(dataset_name), dataset_name=dataset_name, class_names=class_names,
+        ignore_label=ignore_label, label_map=meta.get("label_map", None), **kwargs,
+    )

@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""
+Check whole datasets before training: every image/label pair is read (in parallel, with a
+progress bar) by the training mapper's readers and checks, and one report per dataset lists
+every problem with its file, the class histogram, the ignored fraction, classes that never
+appear, and warnings for suspicious labels (0/255 binary masks, a high ignored fraction).
+
+    tools/check_dataset.py voc_2012_sem_seg_train voc_2012_sem_seg_val
+    tools/check_dataset.py --register-folder cracks img/ masks/ background,crack --label-map 255:1 cracks
+    tools/check_dataset.py --config-file CFG            # DATASETS.TRAIN and DATASETS.TEST of CFG
+
+Classes and ignore label come from each dataset's metadata, or with --config-file from the
+model (MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE, checked against the metadata first).
+Results are cached (~/.cache/pointrend_seg/dataset_checks, or --cache-dir) by file path,
+modification time and size: checking an unchanged dataset again reads no image.
+tools/train_net.py runs the same check at its start (DATASETS.CHECK.*).
+
+Exit status: 0 if no dataset has a problem (warnings allowed), 1 otherwise.
+"""
+import argparse
+import json
+import logging
+import sys
+
+from detectron2.utils.logger import setup_logger
+
+import pointrend_seg  # noqa: F401  (registers the datasets)
+from pointrend_seg.config import build_config
+from pointrend_seg.data import check_dataset
+from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
+
+
+def argument_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("datasets", nargs="*", metavar="DATASET", help="registered dataset names")
+    parser.add_argument("--config-file", default="", metavar="FILE",
+                        help="check DATASETS.TRAIN/TEST of this config against its model")
+    add_register_folder_argument(parser)
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="reader processes (default: one per CPU)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="cache directory (default: ~/.cache/pointrend_seg/dataset_checks)")
+    parser.add_argument("--no-cache", action="store_true", help="read every file again")
+    parser.add_argument("--max-ignored-fraction", type=float, default=None,
+                        help="warn above this fraction of ignored label pixels (default 0.5)")
+    parser.add_argument("--json", metavar="PATH", help="also write the reports as JSON")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides (with --config-file)")
+    return parser
+
+
+def main(argv=None):
+    args = argument_parser().parse_args(argv)
+    setup_logger(name="pointrend_seg")
+    register_folder_datasets(args.register_folder)
+    names = list(args.datasets) + [spec[0] for spec in args.register_folder
+                                   if spec[0] not in args.datasets]
+    cfg = None
+    if args.opts and not args.config_file:
+        argument_parser().error(f"config overrides {args.opts} need --config-file")
+    if args.config_file:
+        cfg = build_config(args.config_file, args.opts)
+        if not names:
+            names = list(dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)))
+    if not names:
+        argument_parser().error("name a DATASET, --register-folder one, or give --config-file")
+    options = {"num_workers": args.num_workers, "cache_dir": args.cache_dir,
+               "use_cache": not args.no_cache}
+    if args.max_ignored_fraction is not None:
+        options["max_ignored_fraction"] = args.max_ignored_fraction
+    elif cfg is not None:
+        options["max_ignored_fraction"] = cfg.DATASETS.CHECK.MAX_IGNORED_FRACTION
+    if cfg is not None:
+        options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                       ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+    reports = [check_dataset(name, **options) for name in names]
+    for report in reports:
+        print(report.format())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.to_dict() for r in reports], f, indent=1)
+    return 1 if any(r.problems for r in reports) else 0
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    sys.exit(main())
