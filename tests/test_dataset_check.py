@@ -1,0 +1,296 @@
+"""
+The whole-dataset check (pointrend_seg/data/dataset_check.py, tools/check_dataset.py) and label
+maps for folder datasets: every problem with its file in one run, histograms against counts
+made here from the files, the cache (a second check reads nothing), warnings with their fixes.
+"""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from pointrend_seg.data import SemSegDatasetMapper, apply_label_map, parse_label_map
+from pointrend_seg.data import dataset_check
+from pointrend_seg.data.dataset_check import (
+    DatasetCheckError,
+    check_dataset,
+    check_dataset_dicts,
+    raise_dataset_problems,
+)
+from pointrend_seg.data.datasets import (
+    add_register_folder_arguments,
+    register_folder_dataset,
+    register_folder_datasets,
+)
+
+from bad_dataset import BAD_KINDS, CLASSES, write_bad_folder, write_binary_folder
+from conftest import REPO_ROOT
+
+
+def _mask_counts(mask_dir, stems, num_classes=2, label_map=None):
+    """Pixels per class and ignored pixels, counted from the mask files directly."""
+    pixels, ignored = np.zeros(num_classes, np.int64), 0
+    for stem in stems:
+        stored = np.asarray(Image.open(os.path.join(mask_dir, f"{stem}.png"))).astype(np.int64)
+        mask = stored.copy()
+        for value, class_id in (label_map or {}).items():
+            mask[stored == value] = class_id
+        pixels += np.bincount(mask[mask < num_classes], minlength=num_classes)
+        ignored += int((mask == 255).sum())
+    return pixels, ignored
+
+
+def _check(name, tmp_path, **kwargs):
+    return check_dataset(name, cache_dir=str(tmp_path / "cache"), progress=False, **kwargs)
+
+
+# ---- every problem, with its file ----------------------------------------------------------------
+def test_check_reports_every_problem_with_its_file(tmp_path, prefix):
+    images, masks, bad_files = write_bad_folder(str(tmp_path / "data"), num_good=8)
+    name = register_folder_dataset(f"{prefix}_bad", images, masks, CLASSES)
+    report = _check(name, tmp_path)
+
+    assert report.num_samples == 8 + len(BAD_KINDS)
+    found = sorted((p.kind, p.file) for p in report.problems)
+    assert found == sorted((BAD_KINDS[stem], bad_files[stem]) for stem in BAD_KINDS)
+    dicts = DatasetCatalog.get(name)
+    assert sorted(os.path.basename(dicts[i]["file_name"])[:-4] for i in report.bad_indices) == \
+        sorted(BAD_KINDS)
+    # The table names each file (relative to the dataset folder) and the message of its problem.
+    table = report.format()
+    for stem in BAD_KINDS:
+        assert os.path.relpath(bad_files[stem], str(tmp_path / "data")) in table
+    assert "has values [7]" in table and "30x30 (WxH)" in table and "mode 'RGB'" in table
+    # Histogram: over the 8 good samples, as counted from their mask files.
+    good = [f"{i:03d}" for i in range(8)]
+    pixels, ignored = _mask_counts(masks, good)
+    np.testing.assert_array_equal(report.class_pixels, pixels)
+    assert report.ignored_pixels == ignored == 0
+    assert report.labelled_pixels == 8 * 32 * 32
+    assert list(report.class_images) == [8, 8] and report.absent_classes == []
+    # One error lists all of them.
+    with pytest.raises(DatasetCheckError) as e:
+        raise_dataset_problems([report])
+    assert all(os.path.relpath(bad_files[s], str(tmp_path / "data")) in str(e.value)
+               for s in BAD_KINDS)
+    assert "--skip-bad" in str(e.value)
+
+
+def test_dict_level_problems(tmp_path):
+    """Image size other than the dict's, training sample without label, missing image."""
+    _, masks, _ = write_bad_folder(str(tmp_path), num_good=3)
+    images = str(tmp_path / "img")
+    dicts = [
+        {"file_name": f"{images}/000.png", "sem_seg_file_name": f"{masks}/000.png",
+         "height": 32, "width": 32},
+        {"file_name": f"{images}/001.png", "sem_seg_file_name": f"{masks}/001.png",
+         "height": 64, "width": 32},
+        {"file_name": f"{images}/002.png"},
+        {"file_name": f"{images}/gone.png", "sem_seg_file_name": f"{masks}/000.png"},
+    ]
+    options = dict(dataset_name="dicts", class_names=["a", "b"], ignore_label=255,
+                   cache_dir=str(tmp_path / "cache"), progress=False)
+    report = check_dataset_dicts(dicts, **options)
+    assert [(p.index, p.kind, p.file) for p in report.problems] == [
+        (1, "image size", f"{images}/001.png"),
+        (2, "no label", f"{images}/002.png"),
+        (3, "missing image", f"{images}/gone.png"),
+    ]
+    assert "32x32 (WxH) but its dataset dict says 32x64" in report.problems[0].message
+    # Unlabelled samples are fine where labels are not required.
+    report = check_dataset_dicts(dicts, require_labels=False, **options)
+    assert [p.kind for p in report.problems] == ["image size", "missing image"]
+
+
+def test_worker_processes_give_the_same_report(tmp_path, prefix):
+    n = dataset_check._MIN_FILES_FOR_WORKERS + 6
+    images, masks = write_binary_folder(str(tmp_path / "data"), n, size=16, foreground_value=1)
+    os.remove(os.path.join(masks, "005.png"))
+    name = register_folder_dataset(f"{prefix}_w", images, masks, CLASSES)
+    serial = _check(name, tmp_path, num_workers=1, use_cache=False)
+    parallel = _check(name, tmp_path, num_workers=2, use_cache=False)
+    assert serial.num_read == parallel.num_read == n
+    assert [(p.kind, p.file) for p in serial.problems] == [
+        (p.kind, p.file) for p in parallel.problems] == [("missing label", f"{masks}/005.png")]
+    np.testing.assert_array_equal(serial.class_pixels, parallel.class_pixels)
+    np.testing.assert_array_equal(serial.class_images, parallel.class_images)
+
+
+# ---- cache -----------------------------------------------------------------------------------
+def test_second_check_reads_nothing_and_a_changed_file_is_read_again(tmp_path, prefix,
+                                                                     monkeypatch):
+    images, masks, bad_files = write_bad_folder(str(tmp_path / "data"), num_good=4)
+    name = register_folder_dataset(f"{prefix}_c", images, masks, CLASSES)
+    first = _check(name, tmp_path)
+    assert first.num_read == first.num_samples == 4 + len(BAD_KINDS)
+    cache_files = os.listdir(tmp_path / "cache")
+    assert len(cache_files) == 1 and cache_files[0].startswith(f"{prefix}_c-")
+
+    # Unchanged files: nothing is read (reading would fail now), the report is the same.
+    read = []
+    original = dataset_check.inspect_sample
+    monkeypatch.setattr(dataset_check, "inspect_sample",
+                        lambda *a: read.append(a) or original(*a))
+    second = _check(name, tmp_path, num_workers=1)
+    assert second.num_read == 0 and read == []
+    assert second.to_dict() == first.to_dict()
+
+    # A mask rewritten in place (same size in bytes is possible: the mtime tells) is read again.
+    good_mask = os.path.join(masks, "001.png")
+    label = np.asarray(Image.open(good_mask)).copy()
+    label[0, 0] = 9
+    Image.fromarray(label).save(good_mask)
+    stat = os.stat(good_mask)
+    os.utime(good_mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    third = _check(name, tmp_path, num_workers=1)
+    assert third.num_read == 1 and [os.path.basename(a[1]) for a in read] == ["001.png"]
+    assert ("label values", good_mask) in [(p.kind, p.file) for p in third.problems]
+    # A fixed file is read again and its problem is gone.
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(bad_files["no_mask"])
+    fourth = _check(name, tmp_path, num_workers=1)
+    assert fourth.num_read == 1
+    assert "missing label" not in [p.kind for p in fourth.problems]
+    # use_cache=False reads everything.
+    assert _check(name, tmp_path, num_workers=1, use_cache=False).num_read == fourth.num_samples
+
+
+# ---- suspicious labels -------------------------------------------------------------------------
+def test_binary_0_255_masks_warn_with_the_label_map_fix(tmp_path, prefix):
+    images, masks = write_binary_folder(str(tmp_path / "data"), 6)
+    stems = [f"{i:03d}" for i in range(6)]
+    report = _check(register_folder_dataset(f"{prefix}_bin", images, masks, CLASSES), tmp_path)
+    assert report.problems == []
+    (binary,) = [w for w in report.warnings if "0 and 255" in w]
+    assert "--label-map 255:1" in binary and "label_map={255: 1}" in binary
+    assert "ignore label" in binary
+    assert report.absent_classes == ["disc"]
+    assert any("'disc' (1) never appear" in w for w in report.warnings)
+    _, ignored = _mask_counts(masks, stems)
+    assert report.ignored_pixels == ignored > 0
+
+    # With the map, 255 is the disc: counts as in the files, no warning.
+    mapped = register_folder_dataset(f"{prefix}_map", images, masks, CLASSES, label_map="255:1")
+    report = _check(mapped, tmp_path)
+    assert report.warnings == [] and report.ignored_pixels == 0
+    np.testing.assert_array_equal(report.class_pixels, _mask_counts(masks, stems, 2, {255: 1})[0])
+    assert MetadataCatalog.get(mapped).label_map == {255: 1}
+    assert "label map (stored value:class id): 255:1" in report.format()
+
+    # With another ignore label, each 255 mask is an error whose message names the fix.
+    other = register_folder_dataset(f"{prefix}_254", images, masks, CLASSES, ignore_label=254)
+    report = _check(other, tmp_path)
+    assert [p.kind for p in report.problems] == ["label values"] * 6
+    assert all("--label-map 255:1" in p.message for p in report.problems)
+
+
+def test_high_ignored_fraction_warns(tmp_path, prefix):
+    images, masks = write_binary_folder(str(tmp_path / "data"), 3, foreground_value=1)
+    for stem in ("000", "001", "002"):
+        path = os.path.join(masks, f"{stem}.png")
+        label = np.asarray(Image.open(path)).copy()
+        label[:24] = 255  # 75% ignored, and not a 0/255 label set
+        Image.fromarray(label).save(path)
+    name = register_folder_dataset(f"{prefix}_ign", images, masks, CLASSES)
+    report = _check(name, tmp_path)
+    assert report.ignored_fraction == pytest.approx(0.75)
+    (warning,) = [w for w in report.warnings if "ignore label" in w]
+    assert "75.0%" in warning and "--ignore-value" in warning and "IGNORE_VALUE" in warning
+    assert not _check(name, tmp_path, max_ignored_fraction=0.8).warnings
+
+
+# ---- label maps --------------------------------------------------------------------------------
+def test_parse_and_apply_label_map():
+    assert parse_label_map("255:1") == {255: 1}
+    assert parse_label_map(" 255:1, 128 : 2 ,") == {128: 2, 255: 1}
+    assert parse_label_map({"7": "0"}) == {7: 0}
+    assert parse_label_map("") is None and parse_label_map(None) is None
+    for bad, match in (("255", "VALUE:CLASS_ID"), ("a:1", "VALUE:CLASS_ID"),
+                       ("1:2:3", "VALUE:CLASS_ID"), ("5:1,5:2", "more than once"),
+                       ("-1:0", "negative")):
+        with pytest.raises(ValueError, match=match):
+            parse_label_map(bad)
+    values = np.array([[0, 255, 7], [128, 255, 0]])
+    np.testing.assert_array_equal(apply_label_map(values, {255: 1, 7: 255}),
+                                  [[0, 1, 255], [128, 1, 0]])
+    assert apply_label_map(values, None) is values
+
+
+def test_label_map_through_registration_and_mapper(tmp_path, prefix):
+    images, masks = write_binary_folder(str(tmp_path / "data"), 2)
+    with pytest.raises(ValueError, match=r"maps to \[2\], neither a class id"):
+        register_folder_dataset(f"{prefix}_x", images, masks, CLASSES, label_map={255: 2})
+    name = register_folder_dataset(f"{prefix}_m", images, masks, CLASSES, label_map={255: 1})
+    record = DatasetCatalog.get(name)[0]
+    assert record["sem_seg_label_map"] == {255: 1}
+    mapper = SemSegDatasetMapper(True, augmentations=[], image_format="BGR", num_classes=2,
+                                 ignore_label=255)
+    stored = np.asarray(Image.open(record["sem_seg_file_name"]))
+    out = mapper(record)
+    np.testing.assert_array_equal(out["sem_seg"].numpy(), (stored == 255).astype(np.int64))
+    assert "sem_seg_label_map" not in out
+
+
+def test_register_folder_command_line_options(tmp_path, prefix):
+    import argparse
+
+    images, masks = write_binary_folder(str(tmp_path / "data"), 1)
+    parser = add_register_folder_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([
+        "--register-folder", f"{prefix}_a", images, masks, CLASSES, "--label-map", "255:1",
+        "--register-folder", f"{prefix}_b", images, masks, CLASSES, "--ignore-value", "254",
+        "--label-map", "255:1",
+        "--register-folder", f"{prefix}_c", images, masks, "x,y,z",
+    ])
+    assert args.register_folder == [
+        [f"{prefix}_a", images, masks, CLASSES, {"label_map": {255: 1}}],
+        [f"{prefix}_b", images, masks, CLASSES, {"ignore_label": 254, "label_map": {255: 1}}],
+        [f"{prefix}_c", images, masks, "x,y,z"],
+    ]
+    assert not hasattr(args, "label_map")
+    names = register_folder_datasets(args.register_folder)
+    assert MetadataCatalog.get(names[0]).label_map == {255: 1}
+    assert MetadataCatalog.get(names[1]).ignore_label == 254
+    assert MetadataCatalog.get(names[2]).get("label_map", None) is None
+    for argv, match in ((["--label-map", "255:1"], "must follow the --register-folder"),
+                        (["--register-folder", "n", images, masks, CLASSES, "--label-map", "x"],
+                         "VALUE:CLASS_ID"),
+                        (["--register-folder", "n", images, masks, CLASSES, "--ignore-value",
+                          "1", "--ignore-value", "2"], "given twice")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+
+
+# ---- the tool ----------------------------------------------------------------------------------
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        "check_dataset_tool", os.path.join(REPO_ROOT, "tools", "check_dataset.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_dataset_tool(tmp_path, prefix, capsys):
+    tool = _tool()
+    images, masks, bad_files = write_bad_folder(str(tmp_path / "bad"), num_good=2)
+    bin_images, bin_masks = write_binary_folder(str(tmp_path / "bin"), 2)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    status = tool.main(["--register-folder", f"{prefix}_bad", images, masks, CLASSES,
+                        "--register-folder", f"{prefix}_bin", bin_images, bin_masks, CLASSES,
+                        "--json", str(tmp_path / "report.json"), *cache])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert f"dataset '{prefix}_bad': 8 samples, 6 with problems" in out
+    assert all(os.path.basename(f) in out for f in bad_files.values())
+    assert "--label-map 255:1" in out
+    with open(tmp_path / "report.json") as f:
+        reports = json.load(f)
+    assert [r["dataset"] for r in reports] == [f"{prefix}_bad", f"{prefix}_bin"]
+    assert reports[1]["absent_classes"] == ["disc"] and reports[1]["problems"] == []
+    # The binary dataset with the fix passes.
+    status = tool.main(["--register-folder", f"{prefix}_ok", bin_images, bin_masks, CLASSES,
+                        "--label-map", "255:1", *cache])
+    assert status == 0 and "WARNING" not in capsys.readouterr().out

@@ -1,0 +1,139 @@
+"""
+SegmentationEvaluator: Detectron2's SemSegEvaluator numbers (compared with it on the same
+inputs), classes absent from the ground truth reported as such (describe_miou), ground truth
+read with the dataset's label map, bad ground truth named.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import SemSegEvaluator
+
+from pointrend_seg.data import BadInputError
+from pointrend_seg.data.datasets import register_folder_dataset
+from pointrend_seg.evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
+
+from bad_dataset import CLASSES, write_binary_folder
+
+NAMES = ["road", "car", "tree"]
+
+
+def _register(prefix, tmp_path, labels, suffix="d", **kwargs):
+    """A folder dataset of the given label arrays (uint8), images all zero."""
+    images, masks = tmp_path / f"img_{suffix}", tmp_path / f"mask_{suffix}"
+    images.mkdir()
+    masks.mkdir()
+    for i, label in enumerate(labels):
+        Image.fromarray(np.zeros(label.shape + (3,), np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(label).save(masks / f"{i}.png")
+    return register_folder_dataset(f"{prefix}_{suffix}", str(images), str(masks),
+                                   kwargs.pop("classes", NAMES), **kwargs)
+
+
+def _scores(pred, num_classes):
+    """(C, H, W) scores whose argmax is ``pred``."""
+    return torch.nn.functional.one_hot(torch.as_tensor(pred), num_classes).permute(2, 0, 1).float()
+
+
+def _evaluate(evaluator, name, preds, num_classes):
+    evaluator.reset()
+    for record, pred in zip(DatasetCatalog.get(name), preds):
+        evaluator.process([{"file_name": record["file_name"]}],
+                          [{"sem_seg": _scores(pred, num_classes)}])
+    return evaluator.evaluate()
+
+
+def _labels_without_tree(rng):
+    gt = rng.integers(0, 2, (2, 8, 10)).astype(np.uint8)  # road and car only ...
+    gt[:, 0, :3] = 255  # ... and a few ignored pixels
+    return gt
+
+
+@pytest.mark.parametrize("tree_predicted", [False, True])
+def test_absent_class_reported_and_mean_as_detectron2(tmp_path, prefix, tree_predicted):
+    rng = np.random.default_rng(0)
+    gt = _labels_without_tree(rng)
+    preds = np.where(rng.random(gt.shape) < 0.8, gt, 1 - gt).astype(np.int64)
+    preds[gt == 255] = 2  # predictions on ignored pixels do not count
+    if tree_predicted:
+        preds[0, 3, 4] = 2
+    name = _register(prefix, tmp_path, list(gt))
+    ours = _evaluate(SegmentationEvaluator(name, distributed=False), name, preds, 3)["sem_seg"]
+    reference = _evaluate(SemSegEvaluator(name, distributed=False), name, preds, 3)["sem_seg"]
+    # Detectron2's summary numbers, unchanged.
+    for key in ("mIoU", "fwIoU", "mACC", "pACC", "IoU-road", "IoU-car", "ACC-road", "ACC-car"):
+        assert ours[key] == pytest.approx(reference[key], abs=1e-9), key
+    assert math.isnan(ours["ACC-tree"]) and math.isnan(reference["ACC-tree"])
+    valid = gt != 255
+    # Independent check of the mean: IoU of road and car (+ 0 for a predicted tree).
+    ious = [((preds == c) & (gt == c) & valid).sum() / (((preds == c) | (gt == c)) & valid).sum()
+            for c in (0, 1)]
+    if tree_predicted:
+        # Detectron2 counts the predicted-only class as 0 in the mean but reports it as NaN.
+        assert math.isnan(reference["IoU-tree"]) and ours["IoU-tree"] == 0.0
+        assert ours["mIoU"] == pytest.approx(100 * sum(ious) / 3)
+        assert describe_miou(ours, NAMES) == (
+            f"mIoU = {ours['mIoU']:.2f} over 3 of 3 classes; absent from the ground truth: "
+            "tree (predicted: IoU 0 in the mean)"
+        )
+    else:
+        assert math.isnan(ours["IoU-tree"])
+        assert ours["mIoU"] == pytest.approx(100 * sum(ious) / 2)
+        assert describe_miou(ours, NAMES) == (
+            f"mIoU = {ours['mIoU']:.2f} over 2 of 3 classes; absent from the ground truth: "
+            "tree (not in the mean)"
+        )
+
+
+def test_all_classes_present_line(tmp_path, prefix):
+    gt = np.array([[[0, 1, 2, 2]]], np.uint8)
+    name = _register(prefix, tmp_path, list(gt))
+    res = _evaluate(SegmentationEvaluator(name, distributed=False), name, gt.astype(np.int64), 3)
+    assert describe_miou(res["sem_seg"], NAMES) == "mIoU = 100.00 over 3 of 3 classes"
+
+
+def test_binary_masks_evaluated_with_the_label_map(tmp_path, prefix, caplog):
+    images, masks = write_binary_folder(str(tmp_path / "bin"), 3)
+    stored = [np.asarray(Image.open(os.path.join(masks, f"{i:03d}.png"))) for i in range(3)]
+    # A model that predicts background everywhere.
+    background = [np.zeros(s.shape, np.int64) for s in stored]
+    # Without the map, the discs (255) are ignored: a "perfect" score over 1 of 2 classes, and
+    # the line and the log say so.
+    plain = register_folder_dataset(f"{prefix}_plain", images, masks, CLASSES)
+    res = _evaluate(SegmentationEvaluator(plain, distributed=False), plain, background, 2)
+    assert res["sem_seg"]["mIoU"] == pytest.approx(100.0)
+    assert describe_miou(res["sem_seg"], ["background", "disc"]) == (
+        "mIoU = 100.00 over 1 of 2 classes; absent from the ground truth: disc (not in the mean)"
+    )
+    assert "no ground-truth pixel" in caplog.text and "disc" in caplog.text
+    # With the map, the discs are class 1 and background everywhere scores what it is worth.
+    mapped = register_folder_dataset(f"{prefix}_mapped", images, masks, CLASSES,
+                                     label_map={255: 1})
+    res = _evaluate(SegmentationEvaluator(mapped, distributed=False), mapped, background, 2)
+    fg = sum(int((s == 255).sum()) for s in stored)
+    total = sum(s.size for s in stored)
+    assert res["sem_seg"]["IoU-disc"] == 0.0
+    assert res["sem_seg"]["IoU-background"] == pytest.approx(100 * (total - fg) / total)
+    # The boundary evaluator reads the same mapped ground truth: a perfect disc prediction.
+    perfect = [(s == 255).astype(np.int64) for s in stored]
+    boundary = _evaluate(BoundaryEvaluator(mapped, distributed=False), mapped, perfect, 2)
+    assert boundary["sem_seg_boundary"]["BF-disc"] == pytest.approx(100.0)
+
+
+def test_ground_truth_outside_the_classes_names_the_file(tmp_path, prefix):
+    gt = np.zeros((1, 4, 4), np.uint8)
+    gt[0, 1, 1] = 7
+    name = _register(prefix, tmp_path, list(gt))
+    evaluator = SegmentationEvaluator(name, distributed=False)
+    evaluator.reset()
+    record = DatasetCatalog.get(name)[0]
+    with pytest.raises(BadInputError, match=r"values \[7\]") as e:
+        evaluator.process([{"file_name": record["file_name"]}],
+                          [{"sem_seg": _scores(np.zeros((4, 4), np.int64), 3)}])
+    assert record["sem_seg_file_name"] in str(e.value)
+    assert MetadataCatalog.get(name).ignore_label == 255
