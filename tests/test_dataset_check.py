@@ -13,7 +13,12 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from pointrend_seg.data import SemSegDatasetMapper, apply_label_map, parse_label_map
+from pointrend_seg.data import (
+    BadInputError,
+    SemSegDatasetMapper,
+    apply_label_map,
+    parse_label_map,
+)
 from pointrend_seg.data import dataset_check
 from pointrend_seg.data.dataset_check import (
     DatasetCheckError,
@@ -22,7 +27,7 @@ from pointrend_seg.data.dataset_check import (
     raise_dataset_problems,
 )
 from pointrend_seg.data.datasets import (
-    add_register_folder_arguments,
+    add_register_folder_argument,
     register_folder_dataset,
     register_folder_datasets,
 )
@@ -180,11 +185,23 @@ def test_binary_0_255_masks_warn_with_the_label_map_fix(tmp_path, prefix):
     assert MetadataCatalog.get(mapped).label_map == {255: 1}
     assert "label map (stored value:class id): 255:1" in report.format()
 
-    # With another ignore label, each 255 mask is an error whose message names the fix.
+    # With another ignore label, each 255 mask is an error; the fix is named once in the
+    # report and in the error, and by the mapper for each file.
     other = register_folder_dataset(f"{prefix}_254", images, masks, CLASSES, ignore_label=254)
     report = _check(other, tmp_path)
     assert [p.kind for p in report.problems] == ["label values"] * 6
-    assert all("--label-map 255:1" in p.message for p in report.problems)
+    assert not any("--label-map" in p.message for p in report.problems)
+    (binary,) = report.warnings[:1]
+    assert "--label-map 255:1" in binary and "not a class id" in binary
+    with pytest.raises(DatasetCheckError) as e:
+        raise_dataset_problems([report], limit=2, where="OUT/dataset_check.json")
+    msg = str(e.value)
+    assert msg.count("--label-map 255:1") == 1 and "... and 4 more" in msg
+    assert "all problems: OUT/dataset_check.json" in msg
+    mapper = SemSegDatasetMapper(True, augmentations=[], image_format="BGR", num_classes=2,
+                                 ignore_label=254)
+    with pytest.raises(BadInputError, match="--label-map 255:1"):
+        mapper(DatasetCatalog.get(other)[0])
 
 
 def test_high_ignored_fraction_warns(tmp_path, prefix):
@@ -238,7 +255,7 @@ def test_register_folder_command_line_options(tmp_path, prefix):
     import argparse
 
     images, masks = write_binary_folder(str(tmp_path / "data"), 1)
-    parser = add_register_folder_arguments(argparse.ArgumentParser())
+    parser = add_register_folder_argument(argparse.ArgumentParser())
     args = parser.parse_args([
         "--register-folder", f"{prefix}_a", images, masks, CLASSES, "--label-map", "255:1",
         "--register-folder", f"{prefix}_b", images, masks, CLASSES, "--ignore-value", "254",

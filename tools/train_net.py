@@ -35,10 +35,20 @@ torch.load(weights_only=True), .pkl files are unpickled: load only trusted .pkl 
 (docs/checkpoints.md). SOLVER.LOG_PERIOD: iterations between metric writes.
 
 Folder datasets (images + masks paired by file stem; repeatable; CLASSES is comma-separated
-names or a text file with one name per line), registered in every process before training:
+names or a text file with one name per line), registered in every process before training;
+--label-map VALUE:ID[,...] and --ignore-value V apply to the --register-folder before them
+(e.g. --label-map 255:1 for binary masks saved as 0/255):
 
     tools/train_net.py --config-file CFG --register-folder my_train img/ masks/ bg,road,car \
         DATASETS.TRAIN '("my_train",)' DATASETS.TEST '()' MODEL.SEM_SEG_HEAD.NUM_CLASSES 3
+
+Dataset check: before training (and --eval-only) every sample of DATASETS.TRAIN and
+DATASETS.TEST is read once and checked (tools/check_dataset.py does the same alone); the
+reports go to the log and OUTPUT_DIR/dataset_check.json, and problems stop the run, all listed.
+--skip-bad (DATASETS.CHECK.SKIP_BAD True) leaves those samples out instead, lists them in
+OUTPUT_DIR/skipped_samples.json, and skips samples that fail to load later; without it, such a
+failure first saves the last finished iteration as a checkpoint. The check is cached per file
+(~/.cache/pointrend_seg/dataset_checks, DATASETS.CHECK.CACHE_DIR): a second start reads nothing.
 """
 import logging
 
@@ -49,11 +59,13 @@ from detectron2.utils.logger import setup_logger
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.config import build_config
-from pointrend_seg.engine import SafeCheckpointer, Trainer, launch
+from pointrend_seg.engine import SafeCheckpointer, Trainer, check_run_datasets, launch
 
 
 def setup(args):
-    cfg = build_config(args.config_file, args.opts)
+    skip_bad = getattr(args, "skip_bad", False)
+    opts = list(args.opts) + (["DATASETS.CHECK.SKIP_BAD", "True"] if skip_bad else [])
+    cfg = build_config(args.config_file, opts)
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pointrend_seg")
@@ -61,8 +73,15 @@ def setup(args):
 
 
 def argument_parser():
-    """Detectron2's default arguments plus ``--register-folder``."""
-    return add_register_folder_argument(default_argument_parser())
+    """Detectron2's default arguments plus ``--register-folder`` (with ``--label-map`` and
+    ``--ignore-value``) and ``--skip-bad``."""
+    parser = add_register_folder_argument(default_argument_parser())
+    parser.add_argument(
+        "--skip-bad", action="store_true",
+        help="leave out the samples the dataset check finds problems in (listed in "
+        "OUTPUT_DIR/skipped_samples.json) instead of stopping; same as DATASETS.CHECK.SKIP_BAD",
+    )
+    return parser
 
 
 def main(args):
@@ -70,6 +89,7 @@ def main(args):
     # Here rather than before launch(): main runs in every spawned process.
     register_folder_datasets(getattr(args, "register_folder", None))
     if args.eval_only:
+        check_run_datasets(cfg, cfg.DATASETS.TEST)
         model = Trainer.build_model(cfg)
         SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume

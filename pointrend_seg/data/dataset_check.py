@@ -78,13 +78,17 @@ class DatasetCheckError(BadInputError):
 
 @dataclass
 class SampleProblem:
-    """One problem of one sample: ``kind`` is a :class:`BadInputError` kind, ``file`` the file."""
+    """
+    One problem of one sample: ``kind`` is a :class:`BadInputError` kind, ``file`` the file it
+    is about, ``image`` the sample's image (its ``file_name``).
+    """
 
     dataset: str
     index: int  # position of the sample in the dataset's list of dicts
     kind: str
     file: str
     message: str
+    image: str
 
 
 @dataclass
@@ -114,6 +118,11 @@ class DatasetReport:
         return sorted({p.index for p in self.problems})
 
     @property
+    def bad_images(self) -> List[str]:
+        """Sorted image files (``file_name``) of the samples with at least one problem."""
+        return sorted({p.image for p in self.problems})
+
+    @property
     def ignored_fraction(self) -> float:
         return self.ignored_pixels / self.labelled_pixels if self.labelled_pixels else 0.0
 
@@ -132,18 +141,25 @@ class DatasetReport:
             f"{self.num_samples - self.num_read} unchanged since the cached check"
         )
 
-    def problems_table(self) -> str:
-        """The problems, one row each (kind, file relative to the dataset's files, message)."""
+    def problems_table(self, limit: Optional[int] = None) -> str:
+        """
+        The problems, one row each (kind, file relative to the dataset's files, message); with
+        ``limit``, the first ``limit`` rows and a count of the others.
+        """
         if not self.problems:
             return ""
+        shown = self.problems if limit is None else self.problems[:limit]
         files = [p.file for p in self.problems]
         root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
         if os.path.isfile(root):
             root = os.path.dirname(root)
         rows = [(p.kind, os.path.relpath(p.file, root) if root else p.file, p.message)
-                for p in self.problems]
+                for p in shown]
         header = ("problem", "file" + (f" (in {root})" if root else ""), "details")
-        return _table([header] + rows, indent="  ")
+        table = _table([header] + rows, indent="  ")
+        if len(shown) < len(self.problems):
+            table += f"\n  ... and {len(self.problems) - len(shown)} more"
+        return table
 
     def histogram_table(self) -> str:
         """Pixels and images per class, and the ignored pixels."""
@@ -175,7 +191,8 @@ class DatasetReport:
             "dataset": self.dataset,
             "num_samples": self.num_samples,
             "problems": [
-                {"index": p.index, "kind": p.kind, "file": p.file, "message": p.message}
+                {"index": p.index, "image": p.image, "kind": p.kind, "file": p.file,
+                 "message": p.message}
                 for p in self.problems
             ],
             "class_pixels": {n: int(c) for n, c in zip(self.class_names, self.class_pixels)},
@@ -194,18 +211,23 @@ def _table(rows, indent=""):
     ).rstrip()
 
 
-def raise_dataset_problems(reports: Sequence[DatasetReport]) -> None:
-    """Raise one :class:`DatasetCheckError` listing the problems of all ``reports``, if any."""
+def raise_dataset_problems(reports: Sequence[DatasetReport], limit: Optional[int] = None,
+                           where: str = "") -> None:
+    """
+    Raise one :class:`DatasetCheckError` listing the problems of all ``reports`` (and their
+    warnings), if there are any; with ``limit``, at most that many rows per dataset and
+    ``where`` says where the full list is.
+    """
     bad = [r for r in reports if r.problems]
     if not bad:
         return
     count = sum(len(r.problems) for r in bad)
-    raise DatasetCheckError(
-        f"{count} problem(s) in {len(bad)} dataset(s); fix or remove these files, or skip the "
-        "samples (tools/train_net.py --skip-bad, or DATASETS.CHECK.SKIP_BAD True):\n"
-        + "\n".join(f"{r.summary()}\n{r.problems_table()}" for r in bad),
-        "dataset check",
-    )
+    parts = [f"{count} problem(s) in {len(bad)} dataset(s); fix or remove these files, or leave "
+             "the samples out (tools/train_net.py --skip-bad, or DATASETS.CHECK.SKIP_BAD True)"
+             + (f"; all problems: {where}" if where else "") + ":"]
+    for r in bad:
+        parts += [r.summary(), r.problems_table(limit)] + [f"  WARNING: {w}" for w in r.warnings]
+    raise DatasetCheckError("\n".join(parts), "dataset check")
 
 
 # ---- reading one sample (in worker processes) --------------------------------------------------
@@ -333,13 +355,14 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
     """The problems of one sample, found by the mapper's checks; and its mapped label values."""
     problems = []
 
+    image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
+
     def add(error):
         problems.append(SampleProblem(dataset_name, position, error.kind, error.path,
-                                      str(error)))
+                                      str(error), image_path))
 
     for kind, message, path in facts["errors"]:
-        problems.append(SampleProblem(dataset_name, position, kind, path, message))
-    image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
+        problems.append(SampleProblem(dataset_name, position, kind, path, message, image_path))
     values = None
     try:
         if facts["image_shape"] is not None:
@@ -434,6 +457,10 @@ def check_dataset_dicts(
         report.ignored_pixels += int(counts[values == ignore_label].sum())
         report.labelled_pixels += int(counts.sum())
     report.warnings = _warnings(report, all_values, max_ignored_fraction)
+    hint = binary_mask_hint(sorted(all_values), num_classes, ignore_label)
+    if hint:  # said once, in the warnings, rather than on every row
+        for problem in report.problems:
+            problem.message = problem.message.replace(f": {hint}", "")
     report.seconds = time.perf_counter() - start
     return report
 

@@ -16,6 +16,11 @@ function of ``(seed, position)``:
   restored afterwards. So a sample does not depend on the loader's history, on
   ``DATALOADER.NUM_WORKERS``, on the rank that maps it or on the world size.
 
+With ``skip_bad`` (``DATASETS.CHECK.SKIP_BAD``), a sample whose files cannot be used when it
+is drawn (changed on disk since the dataset check, a decoder error: any ``BadInputError``) is
+logged with its file and replaced by the next dataset index that loads, under the same seed,
+so the run goes on and stays a function of (seed, position).
+
 Consequently the batches of iteration ``i`` are the same whether the run is fresh or resumed,
 single- or multi-process (same total batch), with any number of loader workers. Each batch is
 ``b`` consecutive positions: there is no aspect-ratio grouping (the meta-architecture pads the
@@ -34,6 +39,8 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_in
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
+
+from ..data.dataset_mapper import BadInputError
 
 __all__ = [
     "ResumableTrainLoader",
@@ -143,15 +150,28 @@ class ResumableTrainingSampler(Sampler):
 class _BatchStream(IterableDataset):
     """Yields this process's batches (lists of mapped dicts); loader workers share iterations."""
 
-    def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler):
+    def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler, skip_bad=False):
         self.dataset = dataset
         self.mapper = mapper
         self.sampler = sampler
+        self.skip_bad = skip_bad
 
     def map_position(self, position: int):
         index = self.sampler.index(position)
-        with seeded_rngs(derive_seed(self.sampler.seed, _SAMPLE, position)):
-            return self.mapper(self.dataset[index])
+        for offset in range(len(self.dataset)):
+            candidate = (index + offset) % len(self.dataset)
+            try:
+                with seeded_rngs(derive_seed(self.sampler.seed, _SAMPLE, position)):
+                    return self.mapper(self.dataset[candidate])
+            except BadInputError as e:
+                if not self.skip_bad:
+                    raise
+                logger.warning(
+                    f"Skipping training sample {self.dataset[candidate]['file_name']} (dataset "
+                    f"index {candidate}) at stream position {position}: {e}"
+                )
+        raise BadInputError(f"none of the {len(self.dataset)} training samples can be loaded",
+                            "no usable sample")
 
     def __iter__(self):
         info = get_worker_info()
@@ -181,10 +201,11 @@ class ResumableTrainLoader:
     first ``next``, so :meth:`set_start_iter` can still move the start after ``iter()``.
     """
 
-    def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler, num_workers: int = 0):
+    def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler, num_workers: int = 0,
+                 skip_bad: bool = False):
         self.sampler = sampler
         self.num_workers = num_workers
-        self._stream = _BatchStream(dataset, mapper, sampler)
+        self._stream = _BatchStream(dataset, mapper, sampler, skip_bad=skip_bad)
 
     @property
     def batch_size(self):
@@ -230,11 +251,14 @@ class ResumableTrainLoader:
                 )
 
 
-def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0):
+def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0,
+                                 skip_images=()):
     """
     The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper``:
     ``SOLVER.IMS_PER_BATCH`` images per iteration over all processes,
-    ``DATALOADER.NUM_WORKERS`` loader processes per training process.
+    ``DATALOADER.NUM_WORKERS`` loader processes per training process; the samples whose image
+    (``file_name``) is in ``skip_images`` are left out, and with ``DATASETS.CHECK.SKIP_BAD``
+    samples that fail to load are skipped (module docstring).
     """
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ValueError(
@@ -242,8 +266,11 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0)
             "with its resumable equivalent of 'TrainingSampler' only"
         )
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+    if skip_images:
+        dicts = [d for d in dicts if d["file_name"] not in skip_images]
     sampler = ResumableTrainingSampler(
         len(dicts), total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed, start_iter=start_iter
     )
     dataset = DatasetFromList(dicts, copy=False)  # mappers deep-copy their input
-    return ResumableTrainLoader(dataset, mapper, sampler, num_workers=cfg.DATALOADER.NUM_WORKERS)
+    return ResumableTrainLoader(dataset, mapper, sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                skip_bad=cfg.DATASETS.CHECK.SKIP_BAD)

@@ -17,7 +17,15 @@ evaluators, and:
   step, with the iteration and the loss names (:class:`.NonFiniteLossError`); no checkpoint is
   written afterwards;
 * config validation: the datasets against the model here (:mod:`.config_checks`); each model
-  component checks its own keys when it is built.
+  component checks its own keys when it is built;
+* the whole-dataset check of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` before anything is built
+  (:mod:`.data_checks`): problems stop the run, all listed, or with ``DATASETS.CHECK.SKIP_BAD``
+  the samples are left out (and samples that fail later are skipped, :mod:`.train_data`);
+  without it, a sample that fails during training first has the last finished iteration saved
+  as a checkpoint, so ``--resume`` continues from there once the file is fixed;
+* training metrics that continue across a resume: checkpoints hold the last
+  ``SOLVER.LOG_PERIOD`` values of each metric, so the windowed medians logged after
+  ``--resume`` are those of the uninterrupted run (:class:`.RestoreMetricHistory`).
 """
 import json
 import logging
@@ -27,22 +35,23 @@ import weakref
 
 import torch
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
-from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data import SemSegDatasetMapper
-from ..evaluation import BoundaryEvaluator
+from ..data import BadInputError, SemSegDatasetMapper
+from ..evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
 from .checkpoint import SafeCheckpointer
 from .compat import cpu_capable_ddp
 from .config_checks import check_dataset_config
+from .data_checks import check_run_datasets, skipped_images
 from .distributed import adapt_norm_to_world_size
-from .hooks import ReseedEachIteration
+from .hooks import ReseedEachIteration, RestoreMetricHistory, recent_metric_history
 from .train_data import build_resumable_train_loader
 from .train_step import NonFiniteLossError, TrainStep, training_precision
 
@@ -65,11 +74,13 @@ class Trainer(DefaultTrainer):
 
     Checkpoints hold ``model``, ``trainer`` (``iteration``, the LR scheduler under ``hooks``,
     ``_trainer``: the optimizer (and float16 grad-scaler) state as Detectron2 lays it out,
-    ``data``: the training stream's seed and shape) and ``iteration``.
+    ``data``: the training stream's seed and shape, ``metrics``: the last ``SOLVER.LOG_PERIOD``
+    values of each training metric) and ``iteration``.
     """
 
     def __init__(self, cfg):
         check_dataset_config(cfg)
+        check_run_datasets(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
         with cpu_capable_ddp():
             super().__init__(cfg)
         self.train_step = TrainStep(self.model, self.data_loader, self.optimizer,
@@ -104,7 +115,10 @@ class Trainer(DefaultTrainer):
         shared by all processes if ``SEED`` < 0 (stored in checkpoints either way).
         """
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-        return build_resumable_train_loader(cfg, SemSegDatasetMapper(cfg, True), seed=seed)
+        # Checked (and reported) when the trainer started: this reads the check's cache.
+        reports = check_run_datasets(cfg, cfg.DATASETS.TRAIN, report=False)
+        return build_resumable_train_loader(cfg, SemSegDatasetMapper(cfg, True), seed=seed,
+                                            skip_images=skipped_images(reports))
 
     def build_hooks(self):
         """
@@ -117,7 +131,7 @@ class Trainer(DefaultTrainer):
         self.checkpointer = SafeCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        ret = [ReseedEachIteration()]
+        ret = [ReseedEachIteration(), RestoreMetricHistory()]
         for h in super().build_hooks():
             if isinstance(h, hooks.PeriodicWriter):
                 h = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
@@ -148,6 +162,8 @@ class Trainer(DefaultTrainer):
         ret["_trainer"] = self.train_step.state_dict()
         if hasattr(self.data_loader, "state_dict"):
             ret["data"] = self.data_loader.state_dict()
+        if getattr(self, "storage", None) is not None:  # during training
+            ret["metrics"] = recent_metric_history(self.storage, self.cfg.SOLVER.LOG_PERIOD)
         return ret
 
     def load_state_dict(self, state_dict):
@@ -169,6 +185,8 @@ class Trainer(DefaultTrainer):
                 group["lr"] = lr
         if "data" in state_dict and hasattr(self.data_loader, "load_state_dict"):
             self.data_loader.load_state_dict(state_dict["data"])
+        # Put back into the event storage when training starts (RestoreMetricHistory).
+        self.resumed_metric_history = state_dict.get("metrics")
 
     def _schedule_from_config(self, state_dict):
         """
@@ -211,7 +229,8 @@ class Trainer(DefaultTrainer):
 
     def run_step(self):
         """One iteration by :class:`.TrainStep` (instead of Detectron2's SimpleTrainer /
-        AMPTrainer); no checkpoint is written after a non-finite loss."""
+        AMPTrainer); no checkpoint is written after a non-finite loss; a sample that cannot be
+        loaded first has the last finished iteration saved (:meth:`save_before_data_error`)."""
         try:
             self.train_step.run(self.iter)
         except NonFiniteLossError as e:
@@ -219,6 +238,34 @@ class Trainer(DefaultTrainer):
                 f"the loss became non-finite at iteration {e.iteration}"
             )
             raise
+        except BadInputError as e:
+            self.save_before_data_error(e)
+            raise
+
+    def save_before_data_error(self, error):
+        """
+        A training sample failed to load at iteration ``self.iter`` (before its forward pass):
+        save the state of the last finished iteration as ``model_<iter - 1>.pth`` (what the
+        periodic checkpointer would have saved then) from this process - every process holds the
+        same weights and optimizer state, and the failing one may not be the main one - so that
+        ``--resume`` continues from there once the file is fixed or skipped.
+        """
+        finished = self.iter - 1
+        if finished < self.start_iter:
+            logger.error(f"A training sample failed to load ({error}); no iteration finished "
+                         "since the start, so no checkpoint is written")
+            return
+        self.iter, save_to_disk = finished, self.checkpointer.save_to_disk
+        self.checkpointer.save_to_disk = True
+        try:
+            self.checkpointer.save(f"model_{finished:07d}", iteration=finished)
+        finally:
+            self.iter, self.checkpointer.save_to_disk = finished + 1, save_to_disk
+        logger.error(
+            f"A training sample failed to load at iteration {finished + 1}: {error}\nThe state "
+            f"after iteration {finished} is saved; fix or remove the file and continue with "
+            "--resume, or leave bad samples out with --skip-bad (DATASETS.CHECK.SKIP_BAD True)"
+        )
 
     # ---- evaluation ---------------------------------------------------------------------
     @classmethod
@@ -233,7 +280,9 @@ class Trainer(DefaultTrainer):
                 f"dataset {dataset_name!r} has evaluator_type={evaluator_type!r} in its metadata; "
                 "pointrend_seg evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets"
             )
-        evaluators = [SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)]
+        evaluators = [
+            SegmentationEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+        ]
         boundary = cfg.TEST.BOUNDARY_EVAL
         if boundary.ENABLED:
             evaluators.append(
@@ -246,7 +295,16 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=SemSegDatasetMapper(cfg, False))
+        """Detectron2's test loader with our mapper, without the samples that the dataset check
+        found problems in when ``DATASETS.CHECK.SKIP_BAD`` (otherwise they stop the run)."""
+        mapper = SemSegDatasetMapper(cfg, False)
+        skip = skipped_images(check_run_datasets(cfg, [dataset_name], report=False))
+        if not skip:
+            return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        dicts = [d for d in DatasetCatalog.get(dataset_name) if d["file_name"] not in skip]
+        logger.warning(f"Evaluating {dataset_name} without {len(skip)} skipped samples")
+        return build_detection_test_loader(dicts, mapper=mapper,
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -297,9 +355,11 @@ class Trainer(DefaultTrainer):
             # DefaultTrainer.test un-nests the results of a single dataset.
             per_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
             for name, res in per_dataset.items():
-                line = f"{name}: mIoU = {res['sem_seg']['mIoU']:.2f}"
+                line = f"{name}: " + describe_miou(
+                    res["sem_seg"], MetadataCatalog.get(name).stuff_classes
+                )
                 if "sem_seg_boundary" in res:
                     b = res["sem_seg_boundary"]
-                    line += f", boundary F = {b['mBF']:.2f}, boundary IoU = {b['mBIoU']:.2f}"
+                    line += f"; boundary F = {b['mBF']:.2f}, boundary IoU = {b['mBIoU']:.2f}"
                 logger.info(line)
         return results

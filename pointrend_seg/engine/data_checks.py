@@ -1,0 +1,95 @@
+"""
+The whole-dataset check (:mod:`pointrend_seg.data.dataset_check`) at the start of a run,
+configured by ``DATASETS.CHECK.*``.
+
+In a run of several processes (Detectron2's ``launch``) the main process reads the files (in
+its worker processes) and every process gets its reports (``comm.all_gather``), so all of them
+stop with the same error, or leave out the same samples, whatever machine they run on. Problems
+stop the run with one error listing them all, unless ``DATASETS.CHECK.SKIP_BAD``: then the
+samples with problems are left out of training and evaluation and listed in
+``OUTPUT_DIR/skipped_samples.json``. Every report (histogram, ignored fraction, warnings) goes
+to the log and to ``OUTPUT_DIR/dataset_check.json``.
+"""
+import json
+import logging
+import os
+from typing import Dict, Sequence
+
+from detectron2.utils import comm
+
+from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
+
+__all__ = ["check_run_datasets", "skipped_images"]
+
+logger = logging.getLogger(__name__)
+
+# Rows of the error message per dataset; all rows are in the log and in dataset_check.json.
+_ERROR_ROWS = 50
+
+
+def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True
+                       ) -> Dict[str, DatasetReport]:
+    """
+    Check the datasets ``names`` against the model's classes and ignore label (collective: call
+    it on every process). Returns ``{name: report}`` ({} when ``DATASETS.CHECK.ENABLED`` is off).
+
+    Args:
+        report: log the reports and write ``OUTPUT_DIR/dataset_check.json`` (and
+            ``skipped_samples.json``); False for a repeated check of datasets already reported.
+
+    Raises:
+        DatasetCheckError: problems were found and ``DATASETS.CHECK.SKIP_BAD`` is off; lists
+            them all (the first rows of each dataset, all of them in the log).
+    """
+    check = cfg.DATASETS.CHECK
+    names = list(dict.fromkeys(names))
+    if not check.ENABLED or not names:
+        return {}
+    reports = None
+    if comm.is_main_process():
+        reports = [
+            check_dataset(
+                name, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                num_workers=check.NUM_WORKERS or None, cache_dir=check.CACHE_DIR or None,
+                max_ignored_fraction=check.MAX_IGNORED_FRACTION, progress=report,
+            )
+            for name in names
+        ]
+    if comm.get_world_size() > 1:
+        reports = comm.all_gather(reports)[0]
+    output = os.path.join(cfg.OUTPUT_DIR, "dataset_check.json")
+    if report:
+        for r in reports:
+            logger.info("Dataset check:\n" + r.format())
+            for warning in r.warnings:
+                logger.warning(warning)
+        if comm.is_main_process():
+            _write_json(output, [r.to_dict() for r in reports])
+    bad = [r for r in reports if r.problems]
+    if bad and not check.SKIP_BAD:
+        raise_dataset_problems(reports, limit=_ERROR_ROWS,
+                               where=f"the log above and {output}" if report else "")
+    if bad and report:
+        skipped = [dict(p.__dict__) for r in bad for p in r.problems]
+        path = os.path.join(cfg.OUTPUT_DIR, "skipped_samples.json")
+        if comm.is_main_process():
+            _write_json(path, skipped)
+        logger.warning(
+            "DATASETS.CHECK.SKIP_BAD: leaving out "
+            + ", ".join(f"{len(r.bad_indices)} of the {r.num_samples} samples of {r.dataset!r}"
+                        for r in bad)
+            + f"; their problems are listed in {path}"
+        )
+    return {r.dataset: r for r in reports}
+
+
+def skipped_images(reports: Dict[str, DatasetReport]):
+    """The image files (``file_name``) of the samples with problems in ``reports``."""
+    return {image for r in reports.values() for image in r.bad_images}
+
+
+def _write_json(path, data):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
