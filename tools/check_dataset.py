@@ -6,7 +6,7 @@ every problem with its file, the class histogram, the ignored fraction, classes 
 appear, and warnings for suspicious labels (0/255 binary masks, a high ignored fraction).
 
     tools/check_dataset.py voc_2012_sem_seg_train voc_2012_sem_seg_val
-    tools/check_dataset.py --register-folder cracks img/ masks/ background,crack --label-map 255:1 cracks
+    tools/check_dataset.py --register-folder cracks img/ masks/ background,crack --label-map 255:1
     tools/check_dataset.py --config-file CFG            # DATASETS.TRAIN and DATASETS.TEST of CFG
 
 Classes and ignore label come from each dataset's metadata, or with --config-file from the

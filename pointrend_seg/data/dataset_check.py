@@ -27,7 +27,6 @@ Tools: ``tools/check_dataset.py DATASET...``, and ``tools/train_net.py`` at its 
 """
 import hashlib
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from .dataset_mapper import (
     BadInputError,
@@ -59,8 +59,6 @@ __all__ = [
     "inspect_sample",
     "raise_dataset_problems",
 ]
-
-logger = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
 # Reading in worker processes pays off from this many files to read.
@@ -174,15 +172,16 @@ class DatasetReport:
                      f"{100.0 * self.ignored_fraction:.2f}", ""))
         return _table(rows, indent="  ")
 
-    def format(self) -> str:
-        """The whole report: summary, problems, histogram, warnings."""
+    def format(self, warnings: bool = True) -> str:
+        """The whole report: summary, problems, histogram and (``warnings``) the warnings."""
         parts = [self.summary()]
         if self.label_map:
             parts.append(f"  label map (stored value:class id): {format_label_map(self.label_map)}")
         if self.problems:
             parts.append(self.problems_table())
         parts.append(self.histogram_table())
-        parts.extend(f"  WARNING: {w}" for w in self.warnings)
+        if warnings:
+            parts.extend(f"  WARNING: {w}" for w in self.warnings)
         return "\n".join(parts)
 
     def to_dict(self) -> dict:
@@ -325,8 +324,6 @@ def _default_num_workers():
 
 def _read_all(jobs, num_workers, progress, dataset_name):
     """{position: facts} of ``jobs`` ((position, image, label) triples)."""
-    from tqdm import tqdm
-
     bar = tqdm(total=len(jobs), desc=f"checking {dataset_name}", unit="sample",
                disable=not progress or not jobs, file=sys.stderr, mininterval=0.5)
     results = {}

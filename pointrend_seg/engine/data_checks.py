@@ -63,7 +63,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True
     output = os.path.join(cfg.OUTPUT_DIR, "dataset_check.json")
     if report:
         for r in reports:
-            logger.info("Dataset check:\n" + r.format())
+            logger.info("Dataset check:\n" + r.format(warnings=False))
             for warning in r.warnings:
                 logger.warning(warning)
         if comm.is_main_process():

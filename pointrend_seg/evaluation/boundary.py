@@ -305,8 +305,8 @@ class BoundaryEvaluator(DatasetEvaluator):
     Inputs are those of :class:`detectron2.evaluation.SemSegEvaluator`: each input dict has a
     ``file_name`` that is mapped to the dataset dict's ``sem_seg_file_name`` (an image of
     contiguous class ids, read with the dict's ``sem_seg_label_map`` by
-    :class:`~.ground_truth.GroundTruthReader`), each output dict has ``"sem_seg"``, a (C, H, W) tensor
-    of scores at the ground-truth resolution; the prediction is its argmax over C.
+    :class:`~.ground_truth.GroundTruthReader`), each output dict has ``"sem_seg"``, a (C, H, W)
+    tensor of scores at the ground-truth resolution; the prediction is its argmax over C.
 
     Only per-class sums are kept (no images), gathered across processes in :meth:`evaluate`.
     The result is ``{"sem_seg_boundary": {"mBF", "mBIoU", "BF-<class>", "BIoU-<class>"}}`` in
