@@ -1,7 +1,8 @@
 """
 SegmentationEvaluator: Detectron2's SemSegEvaluator numbers (compared with it on the same
 inputs), classes absent from the ground truth reported as such (describe_miou), ground truth
-read with the dataset's label map, bad ground truth named.
+read with the dataset's label map (GroundTruthReader, as the trainer gives it), bad ground
+truth named.
 """
 import math
 import os
@@ -14,7 +15,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
-from pointrend_seg.data import BadInputError
+from pointrend_seg.data import BadInputError, GroundTruthReader
 from pointrend_seg.data.datasets import register_folder_dataset
 from pointrend_seg.evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
 
@@ -114,26 +115,43 @@ def test_binary_masks_evaluated_with_the_label_map(tmp_path, prefix, caplog):
     # With the map, the discs are class 1 and background everywhere scores what it is worth.
     mapped = register_folder_dataset(f"{prefix}_mapped", images, masks, CLASSES,
                                      label_map={255: 1})
-    res = _evaluate(SegmentationEvaluator(mapped, distributed=False), mapped, background, 2)
+    ground_truth = GroundTruthReader(mapped, 2)
+    res = _evaluate(SegmentationEvaluator(mapped, distributed=False, ground_truth=ground_truth),
+                    mapped, background, 2)
     fg = sum(int((s == 255).sum()) for s in stored)
     total = sum(s.size for s in stored)
     assert res["sem_seg"]["IoU-disc"] == 0.0
     assert res["sem_seg"]["IoU-background"] == pytest.approx(100 * (total - fg) / total)
     # The boundary evaluator reads the same mapped ground truth: a perfect disc prediction.
     perfect = [(s == 255).astype(np.int64) for s in stored]
-    boundary = _evaluate(BoundaryEvaluator(mapped, distributed=False), mapped, perfect, 2)
+    boundary = _evaluate(BoundaryEvaluator(mapped, distributed=False, ground_truth=ground_truth),
+                         mapped, perfect, 2)
     assert boundary["sem_seg_boundary"]["BF-disc"] == pytest.approx(100.0)
+    # Without a reader that knows the map, the evaluators refuse rather than read 255 as is.
+    for evaluator in (SegmentationEvaluator, BoundaryEvaluator):
+        with pytest.raises(ValueError, match="has a label map .*GroundTruthReader"):
+            evaluator(mapped, distributed=False)
 
 
 def test_ground_truth_outside_the_classes_names_the_file(tmp_path, prefix):
     gt = np.zeros((1, 4, 4), np.uint8)
     gt[0, 1, 1] = 7
     name = _register(prefix, tmp_path, list(gt))
+    record = DatasetCatalog.get(name)[0]
+    inputs = [{"file_name": record["file_name"]}]
+    outputs = [{"sem_seg": _scores(np.zeros((4, 4), np.int64), 3)}]
+    # The trainer's reader names the label file, the keys and the values ...
+    evaluator = SegmentationEvaluator(name, distributed=False,
+                                      ground_truth=GroundTruthReader(name, 3, 255))
+    evaluator.reset()
+    with pytest.raises(BadInputError, match=r"values \[7\]") as e:
+        evaluator.process(inputs, outputs)
+    assert record["sem_seg_file_name"] in str(e.value) and "NUM_CLASSES=3" in str(e.value)
+    # ... and the evaluator checks any reader's ground truth (Detectron2's would count 7 in a
+    # wrong cell of its confusion matrix without a word).
     evaluator = SegmentationEvaluator(name, distributed=False)
     evaluator.reset()
-    record = DatasetCatalog.get(name)[0]
-    with pytest.raises(BadInputError, match=r"values \[7\]") as e:
-        evaluator.process([{"file_name": record["file_name"]}],
-                          [{"sem_seg": _scores(np.zeros((4, 4), np.int64), 3)}])
-    assert record["sem_seg_file_name"] in str(e.value)
+    with pytest.raises(ValueError, match=r"values \[7\] outside \[0, 3\)") as e:
+        evaluator.process(inputs, outputs)
+    assert record["file_name"] in str(e.value)
     assert MetadataCatalog.get(name).ignore_label == 255

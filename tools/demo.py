@@ -73,13 +73,16 @@ def parse_args(argv=None):
 
 
 def _jobs(args):
-    """[(MediaSource, label file or None)]: the dataset's first images, or the --input specs."""
+    """[(MediaSource, (label file, label map) or None)]: the dataset's first images, or the
+    --input specs."""
     if bool(args.input) == bool(args.dataset):
         raise SystemExit("give either --input (files, folders, patterns, webcam) or --dataset")
     if args.dataset:
         if args.dataset not in DatasetCatalog.list():
             raise SystemExit(f"dataset {args.dataset!r} is not registered")
-        return [(MediaSource("image", d["file_name"]), d.get("sem_seg_file_name"))
+        return [(MediaSource("image", d["file_name"]),
+                 (d["sem_seg_file_name"], d.get("sem_seg_label_map"))
+                 if d.get("sem_seg_file_name") else None)
                 for d in DatasetCatalog.get(args.dataset)[: args.num_images]]
     try:
         jobs = [(source, None) for source in expand_inputs(args.input)]
@@ -110,12 +113,13 @@ class Demo:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
 
-    def image(self, source, label_file=None):
+    def image(self, source, label=None):
+        """``label``: (label file, the dataset's label map or None) for a ground-truth panel."""
         image_bgr = read_image_file(source.path, "BGR")
         labels = self.predict(image_bgr)
         panels, titles = [labels], ["prediction"]
-        if label_file:
-            panels.append(read_label_file(label_file))
+        if label:
+            panels.append(read_label_file(*label))
             titles.append("ground truth")
         figure = draw_sem_seg_figure(image_bgr[:, :, ::-1], panels, self.class_names,
                                      self.colors, titles=titles)
@@ -170,8 +174,8 @@ def main(argv=None):
     demo = Demo(build_predictor(cfg), names, colors, args.output, args.save_masks,
                 args.max_frames)
     images = [(s, label) for s, label in jobs if s.kind == "image"]
-    for source, label_file in tqdm(images, unit="image", disable=len(images) < 2):
-        demo.image(source, label_file)
+    for source, label in tqdm(images, unit="image", disable=len(images) < 2):
+        demo.image(source, label)
     if images:
         logger.info(f"wrote {len(images)} picture(s) to {args.output}")
     for source, _ in jobs:

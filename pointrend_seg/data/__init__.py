@@ -15,6 +15,7 @@ from .dataset_mapper import (
     read_image_file,
     read_label_file,
 )
+from .ground_truth import GroundTruthReader
 from .label_map import apply_label_map, parse_label_map
 from .media import (
     VIDEO_EXTENSIONS,

@@ -44,7 +44,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data import BadInputError, SemSegDatasetMapper
+from ..data import BadInputError, GroundTruthReader, SemSegDatasetMapper
 from ..evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
 from .checkpoint import SafeCheckpointer
 from .compat import cpu_capable_ddp
@@ -280,15 +280,18 @@ class Trainer(DefaultTrainer):
                 f"dataset {dataset_name!r} has evaluator_type={evaluator_type!r} in its metadata; "
                 "pointrend_seg evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets"
             )
-        evaluators = [
-            SegmentationEvaluator(dataset_name, distributed=True, output_dir=output_folder)
-        ]
+        # The ground truth as training reads it: with the dataset's label map, values checked.
+        ground_truth = GroundTruthReader(dataset_name, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                                         cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+        evaluators = [SegmentationEvaluator(dataset_name, distributed=True,
+                                            output_dir=output_folder, ground_truth=ground_truth)]
         boundary = cfg.TEST.BOUNDARY_EVAL
         if boundary.ENABLED:
             evaluators.append(
                 BoundaryEvaluator(
                     dataset_name, distributed=True, output_dir=output_folder,
                     bf_tolerance=boundary.BF_TOLERANCE, biou_dilation=boundary.BIOU_DILATION,
+                    ground_truth=ground_truth,
                 )
             )
         return DatasetEvaluators(evaluators)

@@ -1,7 +1,7 @@
 """Evaluators for semantic segmentation."""
 
 from .boundary import BoundaryEvaluator
-from .ground_truth import GroundTruthReader
+from .ground_truth import stored_ground_truth
 from .sem_seg import SegmentationEvaluator, describe_miou
 
-__all__ = ["BoundaryEvaluator", "GroundTruthReader", "SegmentationEvaluator", "describe_miou"]
+__all__ = ["BoundaryEvaluator", "SegmentationEvaluator", "describe_miou", "stored_ground_truth"]

@@ -80,7 +80,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .ground_truth import GroundTruthReader
+from .ground_truth import stored_ground_truth
 
 __all__ = [
     "BoundaryEvaluator",
@@ -303,10 +303,9 @@ class BoundaryEvaluator(DatasetEvaluator):
     """Boundary F-score and Boundary IoU for semantic segmentation (see the module docstring).
 
     Inputs are those of :class:`detectron2.evaluation.SemSegEvaluator`: each input dict has a
-    ``file_name`` that is mapped to the dataset dict's ``sem_seg_file_name`` (an image of
-    contiguous class ids, read with the dict's ``sem_seg_label_map`` by
-    :class:`~.ground_truth.GroundTruthReader`), each output dict has ``"sem_seg"``, a (C, H, W)
-    tensor of scores at the ground-truth resolution; the prediction is its argmax over C.
+    ``file_name`` whose ground truth (contiguous class ids) ``ground_truth`` reads, each output
+    dict has ``"sem_seg"``, a (C, H, W) tensor of scores at the ground-truth resolution; the
+    prediction is its argmax over C.
 
     Only per-class sums are kept (no images), gathered across processes in :meth:`evaluate`.
     The result is ``{"sem_seg_boundary": {"mBF", "mBIoU", "BF-<class>", "BIoU-<class>"}}`` in
@@ -327,6 +326,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         ignore_label=None,
         bf_tolerance=0.0075,
         biou_dilation=0.02,
+        ground_truth=None,
     ):
         """
         Args:
@@ -342,6 +342,10 @@ class BoundaryEvaluator(DatasetEvaluator):
             bf_tolerance (float): BF distance tolerance as a fraction of the image diagonal.
             biou_dilation (float): Boundary IoU band width as a fraction of the image diagonal
                 (at least 1 px).
+            ground_truth: callable ``file_name`` -> (H, W) int64 class ids (the trainer gives
+                :class:`pointrend_seg.data.GroundTruthReader`, which applies the dataset's label
+                map); None: the dicts' ``sem_seg_file_name`` as stored
+                (:func:`~.ground_truth.stored_ground_truth`).
         """
         self._logger = logging.getLogger(__name__)
         self._dataset_name = dataset_name
@@ -350,7 +354,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._bf_tolerance = float(bf_tolerance)
         self._biou_dilation = float(biou_dilation)
 
-        self._ground_truth = GroundTruthReader(dataset_name)
+        self._ground_truth = ground_truth or stored_ground_truth(dataset_name)
 
         meta = MetadataCatalog.get(dataset_name)
         class_names = meta.get("stuff_classes", None)

@@ -1,32 +1,34 @@
 """
-Ground truth for the evaluators, read the way training reads it: the mapper's
-:func:`~pointrend_seg.data.dataset_mapper.read_label_file` with each dataset dict's
-``sem_seg_label_map``, so a dataset registered with a label map (e.g. 0/255 masks with
-``{255: 1}``) is evaluated on the same class ids it was trained on.
+Where the evaluators get the ground truth: a ``ground_truth`` callable (``file_name`` -> (H, W)
+int64 class ids) given by the caller - the trainer gives
+:class:`pointrend_seg.data.GroundTruthReader`, which applies the dataset's label map as
+training does - or, by default, the dataset dicts' ``sem_seg_file_name`` read as Detectron2's
+``SemSegEvaluator`` reads it (PIL, values as stored). The default refuses datasets whose dicts
+carry a label map (``sem_seg_label_map``): their stored values are not the class ids.
 """
 import numpy as np
+from PIL import Image
 
 from detectron2.data import DatasetCatalog
+from detectron2.utils.file_io import PathManager
 
-from ..data.dataset_mapper import read_label_file
-
-__all__ = ["GroundTruthReader"]
+__all__ = ["stored_ground_truth"]
 
 
-class GroundTruthReader:
-    """``reader(file_name)``: the (H, W) int64 class ids of the image ``file_name``."""
+def stored_ground_truth(dataset_name: str):
+    """The default ``ground_truth`` callable of the evaluators for ``dataset_name``."""
+    files = {}
+    for record in DatasetCatalog.get(dataset_name):
+        if record.get("sem_seg_label_map"):
+            raise ValueError(
+                f"dataset {dataset_name!r} has a label map ({record['sem_seg_label_map']}): "
+                "evaluate it with ground_truth=pointrend_seg.data.GroundTruthReader("
+                f"{dataset_name!r}), as pointrend_seg's Trainer does"
+            )
+        files[record["file_name"]] = record["sem_seg_file_name"]
 
-    def __init__(self, dataset_name: str):
-        self.dataset_name = dataset_name
-        self._labels = {
-            record["file_name"]: (record["sem_seg_file_name"], record.get("sem_seg_label_map"))
-            for record in DatasetCatalog.get(dataset_name)
-        }
+    def read(file_name):
+        with PathManager.open(files[file_name], "rb") as f:
+            return np.array(Image.open(f), dtype=np.int64)
 
-    def label_file(self, file_name: str) -> str:
-        """The label file of the image ``file_name``."""
-        return self._labels[file_name][0]
-
-    def __call__(self, file_name: str) -> np.ndarray:
-        path, label_map = self._labels[file_name]
-        return read_label_file(path, label_map)
+    return read

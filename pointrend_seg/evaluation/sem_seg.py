@@ -8,9 +8,11 @@ the mean covers: a dataset whose masks lost a class (e.g. 0/255 masks whose 255 
 label) scores ``mIoU = 100`` over the one class left. :class:`SegmentationEvaluator` keeps
 Detectron2's numbers (same mIoU, fwIoU, mACC, pACC) and:
 
-* reads the ground truth with the dataset's label map and checks its values
-  (:class:`~.ground_truth.GroundTruthReader`; a value outside the classes raises
-  ``BadInputError`` naming the file instead of silently corrupting the confusion matrix);
+* reads the ground truth through a ``ground_truth`` callable (the trainer's applies the
+  dataset's label map, :class:`pointrend_seg.data.GroundTruthReader`; default:
+  :func:`~.ground_truth.stored_ground_truth`) and checks it: a value outside the classes or a
+  size other than the prediction's raises an error naming the file, instead of silently
+  corrupting the confusion matrix;
 * reports ``IoU-<class>`` = 0 for a class that is predicted but absent from the ground truth
   (the value the mean already uses), NaN only for classes that are neither; ``ACC-<class>`` is
   NaN exactly for classes absent from the ground truth;
@@ -30,8 +32,7 @@ import torch
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 
-from ..data.dataset_mapper import check_label_size, check_label_values
-from .ground_truth import GroundTruthReader
+from .ground_truth import stored_ground_truth
 
 __all__ = ["SegmentationEvaluator", "describe_miou"]
 
@@ -40,18 +41,23 @@ logger = logging.getLogger(__name__)
 
 class SegmentationEvaluator(SemSegEvaluator):
     """
-    Detectron2's ``SemSegEvaluator`` with label-map aware ground truth and explicit absent
-    classes (module docstring). Same arguments; results under ``"sem_seg"`` in percent.
+    Detectron2's ``SemSegEvaluator`` with checked ground truth from ``ground_truth`` and
+    explicit absent classes (module docstring); results under ``"sem_seg"`` in percent.
+
+    Args:
+        dataset_name, distributed, output_dir: as for Detectron2's ``SemSegEvaluator``.
+        ground_truth: callable ``file_name`` -> (H, W) int64 class ids; None:
+            :func:`~.ground_truth.stored_ground_truth`.
     """
 
-    def __init__(self, dataset_name, distributed=True, output_dir=None):
+    def __init__(self, dataset_name, distributed=True, output_dir=None, *, ground_truth=None):
         kwargs = {}
         if "compute_boundary_iou" in inspect.signature(SemSegEvaluator.__init__).parameters:
             # Later Detectron2 versions: its boundary IoU needs ground truth that this process()
             # does not collect; BoundaryEvaluator measures boundaries.
             kwargs["compute_boundary_iou"] = False
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, **kwargs)
-        self._ground_truth = GroundTruthReader(dataset_name)
+        self._ground_truth = ground_truth or stored_ground_truth(dataset_name)
 
     def process(self, inputs, outputs):
         """
@@ -63,11 +69,17 @@ class SegmentationEvaluator(SemSegEvaluator):
         for input, output in zip(inputs, outputs):
             pred = output["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
             file_name = input["file_name"]
-            label_file = self._ground_truth.label_file(file_name)
             gt = self._ground_truth(file_name)
-            check_label_size(gt.shape, pred.shape, label_file, file_name)
-            check_label_values(gt, k, self._ignore_label, label_file)
+            if gt.shape != pred.shape:
+                raise ValueError(f"ground truth of {file_name} is {gt.shape[1]}x{gt.shape[0]} "
+                                 f"(WxH), its prediction {pred.shape[1]}x{pred.shape[0]}")
             valid = gt != self._ignore_label
+            bad = valid & ((gt < 0) | (gt >= k))
+            if bad.any():
+                raise ValueError(
+                    f"ground truth of {file_name} has values {np.unique(gt[bad])[:10].tolist()} "
+                    f"outside [0, {k}) that are not the ignore label {self._ignore_label}"
+                )
             # Rows: predicted class, columns: true class; the last row/column (ignored pixels in
             # Detectron2's layout) stays empty.
             counts = np.bincount(pred[valid] * k + gt[valid], minlength=k * k).reshape(k, k)

@@ -1,0 +1,45 @@
+"""
+Ground truth of a registered dataset read the way training reads it, for the evaluators: the
+mapper's :func:`~.dataset_mapper.read_label_file` with each dataset dict's
+``sem_seg_label_map``, values checked with :func:`~.dataset_mapper.check_label_values`. A
+dataset registered with a label map (e.g. 0/255 masks with ``{255: 1}``) is then evaluated on
+the class ids it was trained on. The trainer gives it to ``SegmentationEvaluator`` and
+``BoundaryEvaluator`` (``ground_truth=``).
+"""
+from typing import Optional
+
+import numpy as np
+
+from .dataset_mapper import check_label_values, read_label_file
+
+__all__ = ["GroundTruthReader"]
+
+
+class GroundTruthReader:
+    """
+    ``reader(file_name)``: the (H, W) int64 class ids of the image ``file_name`` of dataset
+    ``dataset_name``; with ``num_classes``, values outside [0, num_classes) other than
+    ``ignore_label`` raise ``BadInputError`` naming the label file.
+    """
+
+    def __init__(self, dataset_name: str, num_classes: Optional[int] = None,
+                 ignore_label: int = 255):
+        from detectron2.data import DatasetCatalog
+
+        self.dataset_name = dataset_name
+        self.num_classes, self.ignore_label = num_classes, ignore_label
+        self._labels = {
+            record["file_name"]: (record["sem_seg_file_name"], record.get("sem_seg_label_map"))
+            for record in DatasetCatalog.get(dataset_name)
+        }
+
+    def label_file(self, file_name: str) -> str:
+        """The label file of the image ``file_name``."""
+        return self._labels[file_name][0]
+
+    def __call__(self, file_name: str) -> np.ndarray:
+        path, label_map = self._labels[file_name]
+        label = read_label_file(path, label_map)
+        if self.num_classes is not None:
+            check_label_values(label, self.num_classes, self.ignore_label, path)
+        return label
