@@ -1,30 +1,36 @@
 """
-mIoU evaluation that says what it averages.
+mIoU evaluation that says what it averages, the same on every Detectron2 version.
 
-Detectron2's ``SemSegEvaluator`` averages the IoU over the classes that occur in the ground
-truth or the predictions. A class with no ground-truth pixel is reported with IoU NaN, even
-when it is predicted (and then counted as 0 in the mean), and nothing says how many classes
-the mean covers: a dataset whose masks lost a class (e.g. 0/255 masks whose 255 is the ignore
-label) scores ``mIoU = 100`` over the one class left. :class:`SegmentationEvaluator` keeps
-Detectron2's numbers (same mIoU, fwIoU, mACC, pACC) and:
+Detectron2's ``SemSegEvaluator`` does not say how many classes its mean covers, and what it
+covers changed: v0.6 averages over the classes present in the ground truth or the predictions
+(a predicted class without ground truth counts as 0 but is reported as NaN), ``main`` over the
+classes present in the ground truth only. A dataset whose masks lost a class (e.g. 0/255 masks
+whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, without a word.
+:class:`SegmentationEvaluator` computes the metrics itself from Detectron2's confusion matrix:
 
-* reads the ground truth through a ``ground_truth`` callable (the trainer's applies the
-  dataset's label map, :class:`pointrend_seg.data.GroundTruthReader`; default:
-  :func:`~.ground_truth.stored_ground_truth`) and checks it: a value outside the classes or a
+* ``IoU-<class>`` = TP / (TP + FP + FN) over the dataset, NaN when that union is empty (the
+  class is neither in the ground truth nor predicted); ``mIoU`` is the mean over the other
+  classes, so a class predicted without ground truth counts with IoU 0 (as in v0.6, the
+  Cityscapes scripts and mmsegmentation); ``fwIoU`` weights by ground-truth pixels;
+* ``ACC-<class>`` = TP / ground-truth pixels, NaN exactly for classes absent from the ground
+  truth; ``mACC`` the mean over the others; ``pACC`` = TP / all labelled pixels;
+* the ground truth comes from a ``ground_truth`` callable (the trainer's applies the dataset's
+  label map, :class:`pointrend_seg.data.GroundTruthReader`; default:
+  :func:`~.ground_truth.stored_ground_truth`) and is checked: a value outside the classes or a
   size other than the prediction's raises an error naming the file, instead of silently
   corrupting the confusion matrix;
-* reports ``IoU-<class>`` = 0 for a class that is predicted but absent from the ground truth
-  (the value the mean already uses), NaN only for classes that are neither; ``ACC-<class>`` is
-  NaN exactly for classes absent from the ground truth;
-* logs a warning naming the classes absent from the ground truth.
+* a warning names the classes absent from the ground truth.
 
-:func:`describe_miou` turns the results into the line that ``Trainer.test`` prints, e.g.
+Gathering over processes and ``sem_seg_predictions.json`` are Detectron2's (its ``evaluate``
+runs first and logs its own numbers, which are then replaced; the boundary IoU that Detectron2
+``main`` adds is not computed: :class:`~.boundary.BoundaryEvaluator` measures boundaries). :func:`describe_miou` turns the results into the line
+that ``Trainer.test`` prints, e.g.
 ``mIoU = 100.00 over 1 of 2 classes; absent from the ground truth: disc (not in the mean)``.
 """
-import inspect
 import logging
 import math
 import os
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -34,7 +40,7 @@ from detectron2.utils.file_io import PathManager
 
 from .ground_truth import stored_ground_truth
 
-__all__ = ["SegmentationEvaluator", "describe_miou"]
+__all__ = ["SegmentationEvaluator", "describe_miou", "sem_seg_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +57,7 @@ class SegmentationEvaluator(SemSegEvaluator):
     """
 
     def __init__(self, dataset_name, distributed=True, output_dir=None, *, ground_truth=None):
-        kwargs = {}
-        if "compute_boundary_iou" in inspect.signature(SemSegEvaluator.__init__).parameters:
-            # Later Detectron2 versions: its boundary IoU needs ground truth that this process()
-            # does not collect; BoundaryEvaluator measures boundaries.
-            kwargs["compute_boundary_iou"] = False
-        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir, **kwargs)
+        super().__init__(dataset_name, distributed=distributed, output_dir=output_dir)
         self._ground_truth = ground_truth or stored_ground_truth(dataset_name)
 
     def process(self, inputs, outputs):
@@ -87,28 +88,47 @@ class SegmentationEvaluator(SemSegEvaluator):
             self._predictions.extend(self.encode_json_sem_seg(pred, file_name))
 
     def evaluate(self):
-        results = super().evaluate()
-        if results is None:  # not the main process
+        if super().evaluate() is None:  # not the main process
             return None
-        res = results["sem_seg"]
-        conf = self._conf_matrix[:-1, :-1]
-        gt_pixels, pred_pixels = conf.sum(axis=0), conf.sum(axis=1)
-        absent = []
-        for i, name in enumerate(self._class_names):
-            if gt_pixels[i] == 0:
-                absent.append(name)
-                # Counted as 0 in Detectron2's mean when predicted; say so here too.
-                res[f"IoU-{name}"] = 0.0 if pred_pixels[i] > 0 else float("nan")
+        # Detectron2's evaluate() left the confusion matrix summed over processes here.
+        res = sem_seg_metrics(self._conf_matrix[:-1, :-1], self._class_names)
+        absent = [n for n in self._class_names if math.isnan(res[f"ACC-{n}"])]
         if absent:
             logger.warning(
                 f"{self._dataset_name}: {len(absent)} of {len(self._class_names)} classes have no "
-                f"ground-truth pixel and are absent from the evaluation: {', '.join(absent)}"
+                f"ground-truth pixel: {', '.join(absent)}"
             )
         if self._output_dir:
             with PathManager.open(os.path.join(self._output_dir, "sem_seg_evaluation.pth"),
                                   "wb") as f:
                 torch.save(res, f)
-        return results
+        return OrderedDict(sem_seg=res)
+
+
+def sem_seg_metrics(confusion: np.ndarray, class_names) -> dict:
+    """
+    The ``"sem_seg"`` results (percent) of a (K, K) confusion matrix of pixel counts, rows =
+    predicted class, columns = true class (ignored pixels left out); see the module docstring.
+    """
+    confusion = confusion.astype(np.float64)
+    tp = confusion.diagonal()
+    gt_pixels, pred_pixels = confusion.sum(axis=0), confusion.sum(axis=1)
+    union = gt_pixels + pred_pixels - tp
+    present = gt_pixels > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(present, tp / gt_pixels, np.nan)
+    total = gt_pixels.sum()
+    res = {
+        "mIoU": 100 * float(np.nanmean(iou)) if (union > 0).any() else float("nan"),
+        "fwIoU": 100 * float((iou[present] * gt_pixels[present]).sum() / total)
+        if total else float("nan"),
+    }
+    res.update((f"IoU-{n}", 100 * float(v)) for n, v in zip(class_names, iou))
+    res["mACC"] = 100 * float(acc[present].mean()) if present.any() else float("nan")
+    res["pACC"] = 100 * float(tp.sum() / total) if total else float("nan")
+    res.update((f"ACC-{n}", 100 * float(v)) for n, v in zip(class_names, acc))
+    return res
 
 
 def describe_miou(sem_seg_results: dict, class_names) -> str:
