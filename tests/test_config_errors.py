@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 from detectron2.projects.deeplab import add_deeplab_config
 from detectron2.projects.point_rend import add_pointrend_config
 
@@ -85,4 +86,8 @@ def test_config_without_add_pointrend_seg_config(extra):
         check_pointrend_seg_keys(cfg)
     with pytest.raises(ConfigError, match="made without add_pointrend_seg_config"):
         SemSegDatasetMapper(cfg, True)
+    model_cfg = cfg.clone()
+    model_cfg.MODEL.META_ARCHITECTURE = "GeneralizedSemanticSegmentor"
+    with pytest.raises(ConfigError, match="made without add_pointrend_seg_config"):
+        build_model(model_cfg)
     check_pointrend_seg_keys(build_config(DEMO_CONFIG))

@@ -9,7 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, bu
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ..config import ConfigError
+from ..config import ConfigError, check_pointrend_seg_keys
 
 from .test_time import multi_scale_flip_inference, sliding_window_inference
 
@@ -66,6 +66,7 @@ class GeneralizedSemanticSegmentor(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        check_pointrend_seg_keys(cfg)  # a clear error for a config without our keys
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
         _check_crop_size(cfg, max(s.stride for s in backbone_shape.values()))
