@@ -109,6 +109,25 @@ def add_pointrend_seg_config(cfg):
     cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS = 8192
     # -1: as many 2x steps as it takes to go from the coarse stride to the input resolution.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = -1
+    # How inference finds the N most uncertain cells: "auto" (the measured fastest of the device
+    # type, pointrend_seg.modeling.point_sampling.DEFAULT_SUBDIVISION_SELECT), "topk", "sort" or
+    # "radix". All select the same cells up to exact ties; only the speed differs.
+    cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECT = "auto"
+
+    # ---- inference transforms (pointrend_seg.modeling.inference.prepare_for_inference) ------
+    # Applied by evaluation, the predictor and the benchmark to a model in eval mode; training
+    # never sees them (the handle's undo() restores the model exactly).
+    cfg.MODEL.INFERENCE = CN()
+    # Fold each batch norm (BatchNorm2d, FrozenBatchNorm2d, SyncBatchNorm in eval) into the
+    # convolution before it: one convolution with a bias instead of a convolution and a norm.
+    cfg.MODEL.INFERENCE.FOLD_BN = True
+    # channels_last memory format for the weights (and so the activations): "auto" (on for
+    # CUDA, off on CPU), "on" or "off".
+    cfg.MODEL.INFERENCE.CHANNELS_LAST = "auto"
+    # torch.compile the backbone and the semantic head: "" (off), "default", "reduce-overhead"
+    # (adds CUDA graphs; input sizes must repeat), "max-autotune" or
+    # "max-autotune-no-cudagraphs". Off by default: see docs/benchmarks.md for what it pays.
+    cfg.MODEL.INFERENCE.COMPILE = ""
 
     # ---- evaluation ------------------------------------------------------------------------
     # Boundary F-score and Boundary IoU next to mIoU (pointrend_seg.evaluation.BoundaryEvaluator).

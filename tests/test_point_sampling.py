@@ -15,10 +15,13 @@ from detectron2.projects.point_rend.semantic_seg import (
 )
 
 from pointrend_seg.modeling.point_sampling import (
+    SUBDIVISION_SELECT_METHODS,
     UncertaintyPointSampler,
     calculate_uncertainty,
     grid_cell_centers,
+    most_uncertain_cells,
     point_sample,
+    resolve_subdivision_select,
     sample_point_labels,
 )
 
@@ -71,12 +74,27 @@ def test_point_sample_kwargs_forwarded():
 # ------------------------------------------------------------------------------------------------
 # uncertainty
 # ------------------------------------------------------------------------------------------------
+def _topk_uncertainty(logits):
+    """The definition, as Detectron2 computes it: top-2 over classes by a sort."""
+    top2 = torch.topk(logits, k=2, dim=1).values
+    return (top2[:, 1] - top2[:, 0]).unsqueeze(1)
+
+
+def _uncertainty_both_paths(logits):
+    """calculate_uncertainty by its CPU fast path and by its generic path (max, masked max),
+    which it takes for inputs that need a gradient (and on CUDA)."""
+    fast = calculate_uncertainty(logits)
+    generic = calculate_uncertainty(logits.clone().requires_grad_(True)).detach()
+    return fast, generic
+
+
 def test_calculate_uncertainty_hand_computation():
     # (N=1, K=3, 2 positions)
     logits = torch.tensor([[[3.0, -1.0], [1.0, 2.0], [2.5, 2.0]]])
     # position 0: top1 3.0, top2 2.5 -> -0.5; position 1: top1 2.0, top2 2.0 (tie) -> 0
     expected = torch.tensor([[[-0.5, 0.0]]])
-    torch.testing.assert_close(calculate_uncertainty(logits), expected)
+    for got in _uncertainty_both_paths(logits):
+        torch.testing.assert_close(got, expected)
     logits4 = torch.randn(2, 5, 3, 4)
     top = logits4.sort(dim=1, descending=True).values
     torch.testing.assert_close(calculate_uncertainty(logits4), -(top[:, :1] - top[:, 1:2]))
@@ -86,21 +104,70 @@ def test_calculate_uncertainty_hand_computation():
     assert (calculate_uncertainty(logits4) <= 0).all()
 
 
+@pytest.mark.parametrize("shape", [(2, 19, 13, 17), (3, 2, 50), (1, 7, 1, 1), (2, 4, 6)])
+def test_calculate_uncertainty_equals_topk_bit_for_bit_with_ties(shape):
+    """
+    Both implementations (no sort over classes) equal top-2 by topk exactly, also where the
+    maximum is attained twice or more (gap 0), where all classes tie, and with infinities (an
+    infinite gap gives inf - inf = nan in both; compared after nan_to_num).
+    """
+    g = torch.Generator().manual_seed(sum(shape))
+    # small integers: many ties among the top classes
+    logits = torch.randint(-3, 3, shape, generator=g).float()
+    logits.view(-1)[::97] = float("inf")
+    logits.view(-1)[5::89] = float("-inf")
+    continuous = torch.randn(shape, generator=g) * 10
+    for x in (logits, continuous, torch.zeros(shape)):
+        expected = _topk_uncertainty(x)
+        for got in _uncertainty_both_paths(x):
+            assert got.shape == expected.shape
+            assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))
+    if logits[:, 0].numel() >= 50:  # the tie cases really occur in the input
+        assert (_topk_uncertainty(logits) == 0).any()
+
+
+def test_calculate_uncertainty_needs_two_classes():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        calculate_uncertainty(torch.randn(1, 1, 4, 4))
+
+
+def test_calculate_uncertainty_generic_path_is_differentiable():
+    logits = torch.randn(2, 5, 7, requires_grad=True)
+    calculate_uncertainty(logits).sum().backward()
+    # d(top2 - top1): +1 on the runner-up class, -1 on the winner, per location
+    assert torch.equal(logits.grad.sum(dim=1), torch.zeros(2, 7))
+    assert torch.equal(logits.grad.abs().sum(dim=1), torch.full((2, 7), 2.0))
+
+
 # ------------------------------------------------------------------------------------------------
 # inference: most uncertain grid cells
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w,num_points", [(8, 8, 10), (13, 7, 50), (5, 6, 30), (5, 6, 1000)])
-def test_subdivision_points_match_oracle(h, w, num_points):
+def _as_sets(indices):
+    return [set(row.tolist()) for row in indices]
+
+
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS + ("auto",))
+@pytest.mark.parametrize("h,w,num_points", [(8, 8, 10), (13, 7, 50), (5, 6, 30), (5, 6, 1000),
+                                            (64, 96, 1000)])
+def test_subdivision_points_match_oracle(method, h, w, num_points):
     torch.manual_seed(h * w + num_points)
     logits = torch.randn(2, 4, h, w)  # continuous random values: no ties
-    sampler = UncertaintyPointSampler(oversample_ratio=3, importance_sample_ratio=0.75)
+    sampler = UncertaintyPointSampler(oversample_ratio=3, importance_sample_ratio=0.75,
+                                      subdivision_select=method)
     idx, coords = sampler.subdivision_points(logits, num_points)
     ref_idx, ref_coords = get_uncertain_point_coords_on_grid(
         oracle_calculate_uncertainty(logits), num_points
     )
     assert idx.shape == (2, min(num_points, h * w))  # N > H*W: capped at H*W like the oracle
-    assert torch.equal(idx, ref_idx)
-    torch.testing.assert_close(coords, ref_coords, atol=1e-6, rtol=0)
+    assert idx.dtype == torch.int64
+    # the same cells (the order of the points is not part of the contract)
+    assert _as_sets(idx) == _as_sets(ref_idx)
+    order, ref_order = idx.argsort(dim=1), ref_idx.argsort(dim=1)
+    torch.testing.assert_close(
+        torch.gather(coords, 1, order.unsqueeze(2).expand(-1, -1, 2)),
+        torch.gather(ref_coords, 1, ref_order.unsqueeze(2).expand(-1, -1, 2)),
+        atol=1e-6, rtol=0,
+    )
     if num_points >= h * w:
         assert torch.equal(idx.sort(dim=1).values, torch.arange(h * w).expand(2, -1))
     # the selected cells are really the most uncertain ones
@@ -109,6 +176,70 @@ def test_subdivision_points_match_oracle(h, w, num_points):
     assert torch.equal(
         torch.gather(u, 1, idx).sort(dim=1).values, u.sort(dim=1).values[:, -k:]
     )
+
+
+def _check_top_k_with_ties(u, idx, k):
+    """idx (N, k) holds k distinct cells per row: every cell above the k-th largest value and
+    enough of the cells equal to it."""
+    assert idx.shape == (u.shape[0], k)
+    for row, sel in zip(u, idx):
+        assert len(set(sel.tolist())) == k  # distinct
+        kth = row.sort(descending=True).values[k - 1]
+        chosen = row[sel]
+        assert (chosen >= kth).all()
+        assert set(torch.nonzero(row > kth)[:, 0].tolist()) <= set(sel.tolist())
+        assert (chosen == kth).sum() == k - (row > kth).sum()
+
+
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
+def test_most_uncertain_cells_with_ties(method):
+    g = torch.Generator().manual_seed(0)
+    # Few distinct values: the k-th largest is tied with many cells on both sides of the cut.
+    u = -torch.randint(0, 5, (3, 997), generator=g).float() * 0.25  # zeros are -0.0
+    u[0, ::2] = torch.where(u[0, ::2] == 0, 0.0, u[0, ::2])  # mixed -0.0 and +0.0 (equal)
+    u[1] = 0.0  # a row of identical values (every cell ties)
+    for k in (1, 100, 400, 996, 997, 5000):
+        idx = most_uncertain_cells(u, k, method)
+        _check_top_k_with_ties(u, idx, min(k, u.shape[1]))
+    if method == "radix":
+        # ties are broken towards the lowest flat index (deterministic), -0.0 and 0.0 included
+        for k in (100, 400):
+            idx = most_uncertain_cells(u, k, method)
+            for row, sel in zip(u, idx):
+                kth = row.sort(descending=True).values[k - 1]
+                tied = torch.nonzero(row == kth)[:, 0]
+                taken = sorted(i for i in sel.tolist() if row[i] == kth)
+                assert taken == tied[: len(taken)].tolist()
+
+
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
+def test_most_uncertain_cells_exotic_values(method):
+    """
+    Values that exercise the radix select: keys equal in their high 16 bits and differing only in
+    the low ones, both zeros (-0.0 and 0.0 are equal), infinities, denormals, huge magnitudes,
+    positive values (not produced by calculate_uncertainty, still ordered right).
+    """
+    base = torch.tensor(-1.0)
+    near = base + torch.arange(1, 200, dtype=torch.float32) * 2e-7  # same exponent, close bits
+    special = torch.tensor([0.0, -0.0, float("-inf"), float("inf"), 1e-45, -1e-45, -3e38, 3e38,
+                            -1e-30, 5.0, -5.0, -0.0, 0.0])
+    g = torch.Generator().manual_seed(1)
+    row = torch.cat([near, special, torch.randn(300, generator=g) * 1e3])
+    u = torch.stack([row, row[torch.randperm(row.numel(), generator=g)]])
+    for k in (1, 2, 5, 13, 150, 205, 400, row.numel()):
+        idx = most_uncertain_cells(u, k, method)
+        _check_top_k_with_ties(u, idx, k)
+
+
+def test_select_method_validation_and_auto():
+    assert resolve_subdivision_select("auto", "cpu") in SUBDIVISION_SELECT_METHODS
+    assert resolve_subdivision_select("auto", "cuda") in SUBDIVISION_SELECT_METHODS
+    assert resolve_subdivision_select("radix", "cpu") == "radix"
+    with pytest.raises(ValueError, match="MODEL.POINT_HEAD.SUBDIVISION_SELECT"):
+        UncertaintyPointSampler(oversample_ratio=3, importance_sample_ratio=0.75,
+                                subdivision_select="bitonic")
+    with pytest.raises(ValueError, match="MODEL.POINT_HEAD.SUBDIVISION_SELECT"):
+        most_uncertain_cells(torch.randn(1, 10), 3, "heap")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ from pointrend_seg.modeling import (
     MLPPointHead,
     PointRendSegHead,
     UncertaintyPointSampler,
+    calculate_uncertainty,
+    grid_cell_centers,
 )
+from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
 
 IGNORE = 255
 
@@ -90,8 +93,9 @@ def _make_predictor_matter(point_head):
 # ------------------------------------------------------------------------------------------------
 # subdivision inference == Detectron2's PointRendSemSegHead
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
 @pytest.mark.parametrize("each_layer", [True, False])
-def test_subdivision_inference_matches_oracle(each_layer):
+def test_subdivision_inference_matches_oracle(each_layer, method):
     torch.manual_seed(0)
     n, k, c, h, w, stride = 2, 4, 8, 5, 7, 16
     num_points = 300  # step 1 (10x14 = 140 cells) re-predicts all, later steps a subset
@@ -119,6 +123,7 @@ def test_subdivision_inference_matches_oracle(each_layer):
     oracle.eval()
 
     ours = _our_head(coarse, stride, c, each_layer=each_layer, subdivision_num_points=num_points)
+    ours.point_sampler.subdivision_select = method
     ours.point_head.load_state_dict(oracle.point_head.state_dict(), strict=True)
     ours.eval()
     assert ours.num_subdivision_steps() == 4  # -1 -> log2(16)
@@ -129,8 +134,9 @@ def test_subdivision_inference_matches_oracle(each_layer):
     assert got.shape == (n, k, h * stride, w * stride) == ref.shape
     assert got.dtype == torch.float32
     # Cell-centre coordinates differ by an ulp ((j + 0.5) / W here, 0.5 / W + j / W in
-    # Detectron2), which the O(1) predictor weights turn into <= ~1.5e-5 on O(10) logits
-    # (measured); with Detectron2's formula the two are bit-identical.
+    # Detectron2), and our point head adds the coarse-logit term of each layer separately
+    # instead of concatenating it (float rounding); the O(1) predictor weights turn that into
+    # <= ~1.5e-5 on O(10) logits (measured).
     torch.testing.assert_close(got, ref, atol=5e-5, rtol=1e-5)
     # and it is not just bilinear upsampling (the point head changed something)
     plain = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)
@@ -183,6 +189,89 @@ def test_subdivision_steps_and_canvas_size(stride, steps, expected_calls, monkey
         base = BilinearSegHead(coarse_head=_CoarseStub(coarse, stride), ignore_value=IGNORE).eval()
         with torch.no_grad():
             torch.testing.assert_close(out, base(features)[0])
+
+
+def _head_and_inputs(n=2, k=4, c=8, h=5, w=7, stride=16, num_points=300, seed=0):
+    torch.manual_seed(seed)
+    coarse = torch.randn(n, k, h, w) * 2
+    features = {"res2": torch.randn(n, c, h * stride // 4, w * stride // 4)}
+    head = _our_head(coarse, stride, c, subdivision_num_points=num_points).eval()
+    _make_predictor_matter(head.point_head)
+    return head, coarse, features
+
+
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
+def test_returned_points_are_the_repredicted_ones(method):
+    """
+    Replaying the subdivision from the reported points (upsample; write the point head's
+    prediction at exactly those cells) gives the output bit for bit, and each step's points are
+    the most uncertain cells of that step's upsampled map: the trace is what was re-predicted.
+    """
+    head, coarse, features = _head_and_inputs()
+    head.point_sampler.subdivision_select = method
+    with torch.no_grad():
+        plain = head.inference(coarse, features)
+        out, steps = head.inference(coarse, features, return_points=True)
+        assert torch.equal(out, plain)  # recording changes nothing
+        assert [s.size for s in steps] == [(10, 14), (20, 28), (40, 56), (80, 112)]
+        logits = coarse
+        for step in steps:
+            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            n, k, h, w = logits.shape
+            assert step.size == (h, w) and step.indices.shape == (n, min(300, h * w))
+            torch.testing.assert_close(step.coords, grid_cell_centers(step.indices, h, w))
+            u = calculate_uncertainty(logits).view(n, -1)
+            for b in range(n):
+                assert len(set(step.indices[b].tolist())) == step.indices.shape[1]
+                kth = u[b].sort(descending=True).values[step.indices.shape[1] - 1]
+                assert (u[b, step.indices[b]] >= kth).all()
+            values = head.predict_points(features, coarse, step.coords)
+            flat = logits.reshape(n, k, h * w)
+            flat.scatter_(2, step.indices.unsqueeze(1).expand(-1, k, -1), values)
+            logits = flat.view(n, k, h, w)
+    assert torch.equal(logits, out)
+
+
+class _Subdivision(nn.Module):
+    """PointRendSegHead.inference as a module: coarse logits + res2 features -> logits."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, coarse_logits, res2):
+        return self.head.inference(coarse_logits, {"res2": res2})
+
+
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
+def test_subdivision_exports_with_dynamic_size(method):
+    """
+    torch.export with symbolic h and w (points and steps are the only constants): the exported
+    program gives the eager output at two sizes, one where the first steps re-predict every cell
+    (N >= h * w) and one where none does.
+    """
+    head, coarse, features = _head_and_inputs(n=1)
+    head.point_sampler.subdivision_select = method
+    module = _Subdivision(head).eval()
+    h, w = torch.export.Dim("h", min=2, max=64), torch.export.Dim("w", min=2, max=64)
+    program = torch.export.export(
+        module, (coarse, features["res2"]),
+        dynamic_shapes={"coarse_logits": {2: h, 3: w}, "res2": {2: 4 * h, 3: 4 * w}},
+    )
+    exported = program.module()
+    g = torch.Generator().manual_seed(1)
+    for ch, cw in [(3, 4), (6, 9)]:  # first step: 6x8 = 48 cells <= 300; 12x18 = 216 <= 300
+        x = torch.randn(1, 4, ch, cw, generator=g) * 2
+        res2 = torch.randn(1, 8, 4 * ch, 4 * cw, generator=g)
+        with torch.no_grad():
+            expected = module(x, res2)
+            got = exported(x, res2)
+        assert got.shape == expected.shape == (1, 4, 16 * ch, 16 * cw)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    big = torch.randn(1, 4, 10, 12, generator=g)  # 20x24 = 480 > 300 from the first step on
+    res2 = torch.randn(1, 8, 40, 48, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(big, res2), module(big, res2), atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,6 +19,17 @@ Built with ``obj(cfg, in_channels)`` (``@configurable``), ``in_channels`` = C.
 """
 
 
+def pointwise(conv, x):
+    """
+    A kernel-size-1 ``nn.Conv1d`` applied as one batched matrix product: (N, C_in, P) ->
+    (N, C_out, P). The same values (bit for bit on one thread), but CPU ``conv1d`` runs a batch
+    of one image on a single thread and copies its input first; ``baddbmm`` uses every thread.
+    """
+    weight = conv.weight.squeeze(2)
+    bias = conv.bias.view(1, -1, 1)
+    return torch.baddbmm(bias, weight.expand(x.shape[0], -1, -1), x)
+
+
 def _init_predictor(conv):
     nn.init.normal_(conv.weight, std=0.001)
     nn.init.zeros_(conv.bias)
@@ -64,12 +75,32 @@ class MLPPointHead(nn.Module):
         }
 
     def forward(self, fine_grained_features, coarse_logits):
-        x = torch.cat([fine_grained_features, coarse_logits], dim=1)
-        for k in range(self.num_fc):
-            x = F.relu(getattr(self, f"fc{k + 1}")(x))
-            if self.coarse_pred_each_layer:
-                x = torch.cat([x, coarse_logits], dim=1)
-        return self.predictor(x)
+        """
+        (N, C, P) fine-grained features and (N, K, P) coarse logits -> (N, K, P) logits.
+
+        A layer applied to ``[x, coarse_logits]`` is computed as ``[W_c, b] [coarse_logits; 1]``
+        plus, accumulated in place, ``W_x x``: no concatenated copy of the (P x C) inputs and no
+        broadcast copy of the bias is made (equal to the concatenation up to float rounding;
+        those copies cost a third of the head's time on CPU).
+        """
+        n, num_classes, num_points = coarse_logits.shape
+        coarse_and_one = torch.cat([coarse_logits, coarse_logits.new_ones(n, 1, num_points)], 1)
+        x = fine_grained_features
+        layers = [getattr(self, f"fc{k + 1}") for k in range(self.num_fc)] + [self.predictor]
+        for i, layer in enumerate(layers):
+            weight = layer.weight[:, :, 0]
+            if i == 0 or self.coarse_pred_each_layer:
+                coarse_weight = torch.cat([weight[:, -num_classes:], layer.bias[:, None]], 1)
+                out = torch.bmm(coarse_weight.expand(n, -1, -1), coarse_and_one)
+                # In-place ops are not autocast: cast to the dtype autocast gave the product.
+                x = out.baddbmm_(weight[:, :-num_classes].to(out.dtype).expand(n, -1, -1),
+                                 x.to(out.dtype))
+            else:
+                x = pointwise(layer, x)
+            if layer is not self.predictor:
+                # In place: the products' backward needs their inputs, not their output.
+                x = F.relu(x, inplace=True)
+        return x
 
 
 @POINT_HEAD_REGISTRY.register()
@@ -90,7 +121,7 @@ class LinearPointHead(nn.Module):
         return {"in_channels": in_channels, "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}
 
     def forward(self, fine_grained_features, coarse_logits):
-        return self.predictor(torch.cat([fine_grained_features, coarse_logits], dim=1))
+        return pointwise(self.predictor, torch.cat([fine_grained_features, coarse_logits], dim=1))
 
 
 def build_point_head(cfg, in_channels: int):
