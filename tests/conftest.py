@@ -32,10 +32,13 @@ def torch_threads(n):
 def randomize_norm_stats(model, generator):
     """
     Norm parameters and BN running statistics that are not the identity (so that a mismatch in a
-    comparison shows), drawn from ``generator``.
+    comparison shows), drawn from ``generator``: batch norms (also SyncBatchNorm and Detectron2's
+    FrozenBatchNorm2d) and group norms.
     """
+    from detectron2.layers import FrozenBatchNorm2d
+
     for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
             m.weight.data.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)

@@ -1,0 +1,276 @@
+"""
+Inference transforms of a model in eval mode, applied by one entry point,
+:func:`prepare_for_inference`, and undone exactly by the handle it returns:
+
+* **batch norm folded into the convolution before it**: a Detectron2 ``Conv2d`` whose ``norm`` is
+  a ``BatchNorm2d`` (also ``SyncBatchNorm`` / ``NaiveSyncBatchNorm``, which in eval mode are the
+  same affine map) or a ``FrozenBatchNorm2d`` becomes one convolution with weight
+  ``W * s`` and bias ``(b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)`` per output
+  channel (computed in float64, stored in the weight's dtype). This covers the ResNet stem and
+  blocks, ASPP and the DeepLabV3+ decoder. Group norm (statistics of the input) and batch norm
+  without running statistics are left alone;
+* **channels_last** memory format of the 4-d parameters and buffers (so of the activations);
+* **torch.compile** of the ``backbone`` and ``sem_seg_head`` (a mode of ``torch.compile``;
+  "reduce-overhead" adds CUDA graphs).
+
+The model must be in eval mode: the folded model has no batch norm left to train, so a forward
+in training mode raises until :meth:`InferenceHandle.undo` is called. ``undo()`` puts the
+original parameter objects, norm modules and submodules back: the state dict is bit-identical
+and training behaves exactly as before. The handle is also a context manager::
+
+    with prepare_for_inference(model, cfg):
+        outputs = model(inputs)
+
+A caller that never trains the model again may drop the handle (the original weights are then
+freed with it).
+"""
+import dataclasses
+import logging
+from typing import Callable, List, Optional
+
+import torch
+from torch import nn
+
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+from ..config import ConfigError
+
+__all__ = ["COMPILE_MODES", "InferenceHandle", "InferenceOptions", "fold_batch_norms",
+           "prepare_for_inference"]
+
+logger = logging.getLogger(__name__)
+
+# MODEL.INFERENCE.COMPILE values besides "" (off): the modes of torch.compile.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Submodules compiled (those of GeneralizedSemanticSegmentor and Detectron2's meta-archs): the
+# pre- and post-processing around them is Python over lists of images.
+COMPILED_CHILDREN = ("backbone", "sem_seg_head")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceOptions:
+    """
+    What :func:`prepare_for_inference` does (``MODEL.INFERENCE.*``).
+
+    Attributes:
+        fold_bn: fold batch norms into the convolutions before them.
+        channels_last: convert 4-d parameters and buffers to channels_last.
+        compile: "" (no compilation) or one of ``COMPILE_MODES``.
+        compile_backend: the ``torch.compile`` backend (tests use "eager").
+    """
+
+    fold_bn: bool = True
+    channels_last: bool = False
+    compile: str = ""
+    compile_backend: str = "inductor"
+
+    def __post_init__(self):
+        if self.compile and self.compile not in COMPILE_MODES:
+            raise ConfigError(
+                f"MODEL.INFERENCE.COMPILE must be '' (off) or one of {list(COMPILE_MODES)}, "
+                f"got {self.compile!r}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg, device) -> "InferenceOptions":
+        """The options of ``cfg.MODEL.INFERENCE`` for a model on ``device`` ("auto" resolved)."""
+        c = cfg.MODEL.INFERENCE
+        choices = {"auto": torch.device(device).type == "cuda", "on": True, "off": False}
+        if c.CHANNELS_LAST not in choices:
+            raise ConfigError(
+                f"MODEL.INFERENCE.CHANNELS_LAST must be one of {list(choices)}, "
+                f"got {c.CHANNELS_LAST!r}"
+            )
+        return cls(fold_bn=bool(c.FOLD_BN), channels_last=choices[c.CHANNELS_LAST],
+                   compile=c.COMPILE)
+
+
+class InferenceHandle:
+    """
+    The transforms applied by :func:`prepare_for_inference`; :meth:`undo` reverts them (once;
+    later calls do nothing). A context manager that undoes on exit.
+
+    Attributes:
+        options (InferenceOptions): what was applied.
+        num_folded (int): batch norms folded.
+        num_channels_last (int): tensors converted to channels_last.
+        compiled (list[str]): names of the compiled submodules.
+    """
+
+    def __init__(self, model: nn.Module, options: InferenceOptions):
+        self.model = model
+        self.options = options
+        self.num_folded = 0
+        self.num_channels_last = 0
+        self.compiled: List[str] = []
+        self._undo_steps: List[Callable[[], None]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._undo_steps)
+
+    def undo(self) -> None:
+        """Restore the model exactly as it was before :func:`prepare_for_inference`."""
+        while self._undo_steps:
+            self._undo_steps.pop()()
+
+    def __enter__(self) -> "InferenceHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.undo()
+
+
+def _batch_norm_affine(norm: nn.Module):
+    """(scale, shift) in float64 of an eval-mode batch norm, or None if it cannot be folded."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        weight, bias = norm.weight, norm.bias
+    elif isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_mean is not None:
+        # affine=False: weight and bias are None (1 and 0)
+        weight, bias = norm.weight, norm.bias
+    else:
+        return None
+    var = norm.running_var.double()
+    scale = torch.rsqrt(var + norm.eps)
+    if weight is not None:
+        scale = scale * weight.detach().double()
+    shift = -norm.running_mean.double() * scale
+    if bias is not None:
+        shift = shift + bias.detach().double()
+    return scale, shift
+
+
+def fold_batch_norms(model: nn.Module) -> List[Callable[[], None]]:
+    """
+    Fold every foldable batch norm of a Detectron2 ``Conv2d`` into its convolution, in place.
+    The model must be in eval mode.
+
+    Returns:
+        one undo function per folded convolution (each restores the original weight, bias and
+        norm objects).
+    """
+    undo = []
+    for conv in model.modules():
+        if not isinstance(conv, Conv2d) or conv.norm is None:
+            continue
+        affine = _batch_norm_affine(conv.norm)
+        if affine is None:
+            continue
+        scale, shift = affine
+        weight, bias, norm = conv.weight, conv.bias, conv.norm
+        new_weight = weight.detach().double() * scale.view(-1, 1, 1, 1)
+        if bias is not None:
+            shift = shift + bias.detach().double() * scale
+        conv.weight = nn.Parameter(new_weight.to(weight.dtype), requires_grad=weight.requires_grad)
+        conv.bias = nn.Parameter(shift.to(weight.dtype), requires_grad=weight.requires_grad)
+        conv.norm = None
+
+        def restore(conv=conv, weight=weight, bias=bias, norm=norm):
+            conv.weight, conv.bias, conv.norm = weight, bias, norm  # bias may be None
+
+        undo.append(restore)
+    return undo
+
+
+def _to_channels_last(model: nn.Module) -> List[Callable[[], None]]:
+    """Convert 4-d parameters and buffers to channels_last in place; one undo per tensor."""
+    undo = []
+    tensors = list(model.parameters()) + list(model.buffers())
+    for t in tensors:
+        if t.dim() != 4 or t.is_contiguous(memory_format=torch.channels_last):
+            continue
+        original = t.data
+        t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+        def restore(t=t, original=original):
+            t.data = original
+
+        undo.append(restore)
+    return undo
+
+
+def _compile_children(model: nn.Module, mode: str, backend: str):
+    """Replace ``backbone`` / ``sem_seg_head`` by compiled wrappers; (names, undo functions)."""
+    names = [n for n in COMPILED_CHILDREN if isinstance(getattr(model, n, None), nn.Module)]
+    if not names:
+        raise ValueError(
+            f"MODEL.INFERENCE.COMPILE={mode!r}: {type(model).__name__} has none of the "
+            f"submodules {list(COMPILED_CHILDREN)} that are compiled"
+        )
+    undo = []
+    for name in names:
+        original = getattr(model, name)
+        setattr(model, name, torch.compile(original, mode=mode, backend=backend))
+        undo.append(lambda name=name, original=original: setattr(model, name, original))
+    return names, undo
+
+
+def _refuse_training(module, args):
+    if module.training:
+        raise RuntimeError(
+            f"{type(module).__name__} is prepared for inference (batch norm folded / compiled): "
+            "call undo() on the handle of prepare_for_inference before training it"
+        )
+
+
+def _model_device(model: nn.Module):
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def prepare_for_inference(model: nn.Module, cfg_or_options=None,
+                          device: Optional[torch.device] = None) -> InferenceHandle:
+    """
+    Apply the inference transforms to ``model`` (in eval mode), in place.
+
+    Args:
+        model: e.g. a ``GeneralizedSemanticSegmentor``; a ``DistributedDataParallel`` wrapper is
+            unwrapped (its module is transformed).
+        cfg_or_options: a config (its ``MODEL.INFERENCE`` keys), an :class:`InferenceOptions`,
+            or None for the defaults (fold batch norm, channels_last on CUDA, no compilation).
+        device: resolves "auto" keys; default: the device of the model's parameters.
+
+    Returns:
+        InferenceHandle: ``undo()`` / context manager.
+    """
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    if model.training:
+        raise RuntimeError(
+            "prepare_for_inference needs a model in eval mode (call model.eval() first): "
+            "batch norm is folded with its running statistics"
+        )
+    device = device if device is not None else _model_device(model)
+    if cfg_or_options is None:
+        options = InferenceOptions(channels_last=torch.device(device).type == "cuda")
+    elif isinstance(cfg_or_options, InferenceOptions):
+        options = cfg_or_options
+    else:
+        options = InferenceOptions.from_config(cfg_or_options, device)
+
+    handle = InferenceHandle(model, options)
+    steps = handle._undo_steps
+    try:
+        if options.fold_bn:
+            folds = fold_batch_norms(model)
+            handle.num_folded = len(folds)
+            steps.extend(folds)
+        if options.channels_last:
+            conversions = _to_channels_last(model)
+            handle.num_channels_last = len(conversions)
+            steps.extend(conversions)
+        if options.compile:
+            handle.compiled, compiled = _compile_children(model, options.compile,
+                                                          options.compile_backend)
+            steps.extend(compiled)
+        steps.append(model.register_forward_pre_hook(_refuse_training).remove)
+    except Exception:
+        handle.undo()
+        raise
+    logger.info(
+        "prepared %s for inference: %d batch norms folded, %d tensors channels_last, "
+        "compiled: %s", type(model).__name__, handle.num_folded, handle.num_channels_last,
+        handle.compiled or "none",
+    )
+    return handle
