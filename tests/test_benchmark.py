@@ -1,7 +1,9 @@
 """
-The speed benchmark (pointrend_seg/benchmark.py, tools/benchmark.py) on CPU with tiny sizes:
-medians, failure capture, that the head-level comparison times the same work (ours and the
-reference produce the same logits), and the CLI's report. Timings themselves are not checked.
+The speed benchmark (tools/benchmark.py, tools/benchmarks/) on CPU with tiny sizes: medians,
+failure capture, FLOP counts, that prepared rows run the prepared model (and leave it as it
+was), that the head-level comparison times the same work (ours, with every selection method, and
+the reference produce the same logits), derived figures and the CLI's report. Timings themselves
+are not checked.
 """
 import importlib.util
 import json
@@ -9,10 +11,13 @@ import os
 
 import pytest
 import torch
+from detectron2.layers import Conv2d
 from torch import nn
 from torch.nn import functional as F
 
 from benchmarks import core as bench  # tools/benchmarks (tests/conftest.py puts tools/ on the path)
+from benchmarks.report import derived_notes
+from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
 
 SIZE = (64, 128)
 
@@ -47,16 +52,22 @@ def test_time_fn_excludes_warmup_and_syncs():
 
 
 class _Tiny(nn.Module):
-    """A Detectron2-style model; raises (like the reference head's scatter_) under autocast."""
+    """
+    A Detectron2-style model (a 1x1 convolution with batch norm); raises (like the reference
+    head's scatter_) under autocast; records whether its batch norm was folded when it ran.
+    """
 
     def __init__(self, fail_under_autocast=False):
         super().__init__()
-        self.conv = nn.Conv2d(3, 2, 1)
+        self.conv = Conv2d(3, 2, 1, bias=False, norm=nn.BatchNorm2d(2))
         self.fail_under_autocast = fail_under_autocast
+        self.ran_folded = set()
 
     def forward(self, batched_inputs):
         if self.fail_under_autocast and torch.is_autocast_enabled("cpu"):
             raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")
+        if not self.training:
+            self.ran_folded.add(self.conv.norm is None)
         y = self.conv(torch.stack([x["image"] for x in batched_inputs]) / 255)
         if self.training:
             return {"loss": F.cross_entropy(y.float(), torch.stack(
@@ -74,7 +85,8 @@ def test_failures_are_recorded_not_raised():
         bench.ModelSpec("broken", broken_build),
     ]
     rows = bench.run_model_benchmarks(specs, device="cpu", size=(32, 32), batch=2,
-                                      amps=("none", "bf16"), repeats=2, warmup=1, train=True)
+                                      amps=("none", "bf16"), repeats=2, warmup=1,
+                                      modes=("inference", "train"))
     bench.add_ratios(rows)
     by = {(r["model"], r["mode"], r["amp"]): r for r in rows}
     assert len(rows) == 3 * 2 * 2
@@ -90,9 +102,43 @@ def test_failures_are_recorded_not_raised():
         assert by[("ref_tiny", mode, "bf16")]["status"] == "ok"
         for amp in ("none", "bf16"):
             assert by[("broken", mode, amp)]["status"] == "fails: ValueError: cannot build"
+        # FLOPs per image of the 1x1 convolution (3 -> 2 channels, 32x32, multiply + add); in
+        # training also its weight gradient (the input needs none): twice that
+        flops = 2 * 3 * 2 * 32 * 32 / 1e9
+        assert ok["gflop_per_img"] == pytest.approx(flops * (1 if mode == "inference" else 2))
+        achieved = ok["gflop_per_img"] * 2 / 1e3 / (ok["median_ms"] / 1e3)  # batch 2
+        assert ok["tflops"] == pytest.approx(achieved)
+    assert by[("ours_tiny", "train", "none")]["optimizer"] == "SGD foreach"
     report = {"meta": _meta(), "rows": rows}
     md = bench.format_markdown(report)
-    assert "| ours_tiny | inference | b2 32x32 bf16 | fails: RuntimeError: scatter()" in md
+    assert "| ours_tiny | - | inference | b2 32x32 bf16 | fails: RuntimeError: scatter()" in md
+
+
+def test_prepared_rows_run_the_prepared_model_and_restore_it():
+    model = _Tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    spec = bench.ModelSpec("ours_tiny", lambda d: model, preparable=True)
+    rows = bench.run_model_benchmarks([spec], device="cpu", size=(32, 32), batch=1,
+                                      repeats=1, warmup=0, prepare=("off", "on"))
+    assert [(r["variant"], r["status"]) for r in rows] == [("", "ok"), ("prepared", "ok")]
+    assert model.ran_folded == {False, True}  # both variants really ran
+    assert model.conv.norm is not None  # undone afterwards
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    rows = bench.run_model_benchmarks([spec], device="cpu", size=(32, 32), batch=1,
+                                      repeats=1, warmup=0, prepare=("on",))
+    assert [r["variant"] for r in rows] == ["prepared"]
+
+
+def test_derived_notes_refinement_share():
+    rows = [dict(model="ours_pointrend", mode="inference", setting="s", variant="prepared",
+                 ms_per_img=12.0),
+            dict(model="ours_deeplabv3", mode="inference", setting="s", variant="prepared",
+                 ms_per_img=10.0),
+            dict(model="ours_pointrend", mode="inference", setting="s", variant="",
+                 ms_per_img=20.0)]  # no bilinear row of that variant: no note
+    assert derived_notes(rows) == [
+        "PointRend cost (inference, s, prepared): ours_pointrend / ours_deeplabv3 = 1.20x; "
+        "the refinement is 17% of the end-to-end time"]
 
 
 def _meta():
@@ -118,14 +164,23 @@ def test_head_comparison_same_work():
     rows = bench.run_head_comparison(device="cpu", size=SIZE, batch=1, amps=("none", "bf16"),
                                      repeats=2, warmup=0,
                                      opts=bench.NARROW_OPTS["ours_pointrend"])
-    by = {(r["model"], r["amp"]): r for r in rows}
-    assert set(by) == {(m, a) for m in bench.HEAD_NAMES for a in ("none", "bf16")}
-    assert by[("head_ours", "none")]["status"] == by[("head_ref", "none")]["status"] == "ok"
-    assert by[("head_ours", "none")]["max_abs_diff_vs_ref"] <= 1e-5
-    # The reference head scatters bf16 point logits into float32 logits: recorded, not raised.
-    assert by[("head_ours", "bf16")]["status"] == "ok"
-    assert by[("head_ref", "bf16")]["status"].startswith("fails: RuntimeError: scatter")
-    assert by[("head_ours", "bf16")]["max_abs_diff_vs_ref"] is None
+    by = {(r["model"], r["variant"], r["amp"]): r for r in rows}
+    variants = [f"select={m}" for m in SUBDIVISION_SELECT_METHODS]
+    assert set(by) == {("head_ours", v, a) for v in variants for a in ("none", "bf16")} | {
+        ("head_ref", "", a) for a in ("none", "bf16")}
+    assert by[("head_ref", "", "none")]["status"] == "ok"
+    for v in variants:
+        row = by[("head_ours", v, "none")]
+        assert row["status"] == "ok" and row["max_abs_diff_vs_ref"] <= 1e-5, v
+        assert row["gflop_per_img"] > 0 and row["ratio_vs_reference"] is None  # ratios: later
+        # The reference head scatters bf16 point logits into float32 logits: recorded, not raised.
+        assert by[("head_ours", v, "bf16")]["status"] == "ok"
+        assert by[("head_ours", v, "bf16")]["max_abs_diff_vs_ref"] is None
+    assert by[("head_ref", "", "bf16")]["status"].startswith("fails: RuntimeError: scatter")
+    bench.add_ratios(rows)
+    assert by[("head_ours", variants[0], "none")]["ratio_vs_reference"] == pytest.approx(
+        by[("head_ours", variants[0], "none")]["ms_per_img"]
+        / by[("head_ref", "", "none")]["ms_per_img"])
 
 
 def _load_tool(repo_root):
@@ -141,18 +196,22 @@ def test_cli_report(repo_root, tmp_path, capsys):
     out = tmp_path / "bench" / "result"
     report = tool.main([
         "--device", "cpu", "--size", *map(str, SIZE), "--batch", "1", "--repeats", "2",
-        "--warmup", "0", "--narrow", "--train", "--threads", "1", "--quiet",
-        "--output", str(out),
+        "--warmup", "0", "--narrow", "--modes", "inference", "train", "--threads", "1",
+        "--quiet", "--select-methods", "radix", "--output", str(out),
     ])
     names = list(bench.MODEL_NAMES)
-    expected = {(m, mode) for m in names for mode in ("inference", "train")}
-    expected |= {(m, "head-inference") for m in bench.HEAD_NAMES}
+    expected = {(m, mode, "") for m in names for mode in ("inference", "train")}
+    expected |= {(m, "inference", "prepared") for m in ("ours_pointrend", "ours_deeplabv3")}
+    expected |= {("head_ours", "head-inference", "select=radix"),
+                 ("head_ref", "head-inference", "")}
     rows = report["rows"]
-    assert {(r["model"], r["mode"]) for r in rows} == expected and len(rows) == len(expected)
+    assert {(r["model"], r["mode"], r["variant"]) for r in rows} == expected
+    assert len(rows) == len(expected)
     for r in rows:
         assert r["status"] == "ok", (r["model"], r["mode"], r["status"])
         assert r["size"] == list(SIZE) and r["batch"] == 1 and len(r["times_ms"]) == 2
         assert r["median_ms"] > 0 and r["images_per_s"] > 0 and r["peak_mem_mb"] is None
+        assert r["gflop_per_img"] > 0 and r["tflops"] > 0
         if r["model"] in bench.REFERENCE_OF:
             assert r["reference"] == bench.REFERENCE_OF[r["model"]]
             assert r["ratio_vs_reference"] > 0
@@ -170,9 +229,20 @@ def test_cli_report(repo_root, tmp_path, capsys):
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(rows)  # header + one line per row
     assert "x ref_pointrend_fpn |" in md and "x ref_deeplabv3 |" in md
+    assert "| ours_pointrend | prepared | inference |" in md
+    assert "the refinement is" in md  # PointRend's share, from ours with and without it
+    # prepared and as-built ours are compared with the same reference row
+    by = {(r["model"], r["mode"], r["variant"]): r for r in rows}
+    ref_ms = by[("ref_deeplabv3", "inference", "")]["ms_per_img"]
+    for v in ("", "prepared"):
+        r = by[("ours_deeplabv3", "inference", v)]
+        assert r["ratio_vs_reference"] == pytest.approx(r["ms_per_img"] / ref_ms)
 
     with pytest.raises(SystemExit, match="multiples of 32"):
         tool.main(["--device", "cpu", "--size", "60", "128", "--quiet"])
+    with pytest.raises(SystemExit, match="select methods"):
+        tool.main(["--device", "cpu", "--size", *map(str, SIZE), "--models", "heads",
+                   "--select-methods", "bogus", "--quiet"])
 
 
 def test_cli_exits_non_zero_when_nothing_was_measured(repo_root, capsys):

@@ -1,19 +1,24 @@
 #!/usr/bin/env python
 """
 Speed of our models next to Detectron2's reference projects, in one process: inference
-latency (ms/image) and, with --train, training throughput (images/s of forward + backward +
-SGD step), medians over --repeats iterations after --warmup, with peak CUDA memory and the
-ratio of each of ours to its reference. Random weights, 19 classes, fixed seed.
+latency (ms/image) and training throughput (images/s of forward + backward + SGD step),
+medians over --repeats iterations after --warmup, with peak CUDA memory, FLOPs per image and
+achieved TFLOP/s, and the ratio of each of ours to its reference. Random weights, 19 classes,
+fixed seed. Ours is measured as built and after prepare_for_inference ("prepared": batch norm
+folded into the convolutions; --prepare).
 
     tools/benchmark.py --device cuda                          # 1024x2048, batch 1, all models
-    tools/benchmark.py --device cuda --amp none bf16 --train --batch 2 --size 512 1024 \\
-        --output output/benchmark/h100                        # writes h100.json and h100.md
-    tools/benchmark.py --device cpu --models ours_pointrend ref_pointrend_fpn heads
+    tools/benchmark.py --device cuda --amp none bf16 --cudnn-benchmark --output out/bs1
+    tools/benchmark.py --device cuda --batch 4 --amp bf16 --channels-last --output out/bs4
+    tools/benchmark.py --device cuda --modes train --amp bf16 --batch 8 --size 512 1024 \
+        --models ours_pointrend ref_deeplabv3                 # training throughput + memory
+    tools/benchmark.py --device cpu --models heads            # the subdivision alone, 256x512
     tools/benchmark.py --device cpu --size 64 128 --repeats 2 --warmup 1 --narrow   # smoke test
 
 Models (--models): ours_pointrend, ours_deeplabv3, ref_deeplabv3, ref_pointrend_fpn, and heads
-(our PointRendSegHead.inference vs the reference PointRendSemSegHead subdivision on identical
-coarse logits / features with shared point-head weights). See tools/benchmarks/core.py.
+(our PointRendSegHead.inference with each selection method of MODEL.POINT_HEAD.SUBDIVISION_SELECT
+vs the reference PointRendSemSegHead subdivision, on identical coarse logits / features with
+shared point-head weights). See tools/benchmarks/.
 A model that fails in a setting (e.g. the reference PointRend head under bf16 autocast) is
 reported as "fails: <error>" and the others still run; the exit code is 1 when nothing at all
 was measured. Configs (--ours-config ...) are YAML paths or names of shipped configs
@@ -45,8 +50,18 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true", help="models in channels_last format")
     p.add_argument("--models", nargs="+", default=list(bench.MODEL_NAMES) + [bench.HEADS],
                    choices=list(bench.MODEL_NAMES) + [bench.HEADS], help="subset (default all)")
-    p.add_argument("--train", action="store_true",
-                   help="also training throughput (batch --batch, crops --size)")
+    p.add_argument("--modes", nargs="+", default=["inference"], choices=bench.MODES,
+                   help="inference latency and/or training throughput (batch --batch, crops "
+                        "--size); default inference")
+    p.add_argument("--prepare", nargs="+", default=list(bench.PREPARE_CHOICES),
+                   choices=bench.PREPARE_CHOICES,
+                   help="ours as built (off) and/or after prepare_for_inference (on); "
+                        "default both")
+    p.add_argument("--compile", default="", metavar="MODE",
+                   help="also ours prepared + torch.compile(mode=MODE), and a compiled head "
+                        "(e.g. default, reduce-overhead = CUDA graphs); slow to compile")
+    p.add_argument("--select-methods", nargs="+", metavar="METHOD",
+                   help="subdivision selection methods of the head comparison (default all)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark")
@@ -77,7 +92,9 @@ def main(argv=None):
         report = bench.run_benchmark(
             models=tuple(args.models), device=args.device, size=args.size, batch=args.batch,
             amps=tuple(args.amp), channels_last=args.channels_last, repeats=repeats,
-            warmup=warmup, train=args.train, seed=args.seed, narrow=args.narrow,
+            warmup=warmup, modes=tuple(args.modes), prepare=tuple(args.prepare),
+            compile_mode=args.compile, select_methods=args.select_methods, seed=args.seed,
+            narrow=args.narrow,
             ours_config=args.ours_config, ours_baseline_config=args.ours_baseline_config,
             cudnn_benchmark=args.cudnn_benchmark, log=log,
         )
