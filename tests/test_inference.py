@@ -290,3 +290,20 @@ def test_trained_model_argmax_agrees_after_transforms(trained_demo_model):
         assert agree / total >= 0.999, (opts, agree / total)
     for a, b in zip(_logits(model, inputs), before):
         assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prepare_on_cuda_defaults_to_channels_last():
+    cfg, model = _model(*BILINEAR)
+    model = model.cuda()
+    inputs = [{"image": x["image"].cuda()} for x in _inputs()]
+    before = _logits(model, inputs)
+    snapshot = _snapshot(model)
+    with prepare_for_inference(model, cfg) as handle:
+        assert handle.num_folded > 20 and handle.num_channels_last > 20
+        for a, b in zip(_logits(model, inputs), before):
+            # cuDNN's float32 convolutions use TF32 by default (10-bit mantissa products) and
+            # other algorithms for channels_last: a looser bound than on CPU.
+            torch.testing.assert_close(a, b, atol=5e-2, rtol=0)
+            assert (a.argmax(0) == b.argmax(0)).float().mean() > 0.99
+    _assert_restored(model, snapshot)

@@ -396,3 +396,31 @@ def test_sample_point_labels_no_mixing_between_classes():
     labels = torch.tensor([[[0, 255], [3, 1]]])
     coords = torch.tensor([[[0.49, 0.25], [0.51, 0.25], [0.49, 0.75], [0.51, 0.75]]])
     assert sample_point_labels(labels, coords).tolist() == [[0, 255, 3, 1]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
+def test_uncertainty_and_selection_on_cuda_equal_cpu(method):
+    """The CUDA path of calculate_uncertainty (max, masked max) and each selection method on
+    CUDA: the values of topk bit for bit, the same cells as on CPU, no host synchronisation."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 19, 96, 160, generator=g)
+    ties = torch.randint(-2, 2, (2, 19, 64, 64), generator=g).float()
+    for x in (logits, ties):
+        expected = _topk_uncertainty(x)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = calculate_uncertainty(x.cuda())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert torch.equal(got.cpu(), expected)
+    u = calculate_uncertainty(logits).view(2, -1)
+    for k in (1000, 8192, u.shape[1] + 5):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            idx = most_uncertain_cells(u.cuda(), k, method)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert _as_sets(idx.cpu()) == _as_sets(most_uncertain_cells(u, k, "topk"))
+    tied = calculate_uncertainty(ties).view(2, -1)
+    _check_top_k_with_ties(tied, most_uncertain_cells(tied.cuda(), 1000, method).cpu(), 1000)

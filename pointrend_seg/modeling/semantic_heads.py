@@ -232,7 +232,8 @@ class PointRendSegHead(BilinearSegHead):
         """
         Point-head logits at ``point_coords`` (N, P, 2): (N, K, P).
         """
-        fine = torch.cat([point_sample(features[f], point_coords) for f in self.in_features], dim=1)
+        fine = [point_sample(features[f], point_coords) for f in self.in_features]
+        fine = fine[0] if len(fine) == 1 else torch.cat(fine, dim=1)  # no copy of a single map
         coarse = point_sample(coarse_logits, point_coords)
         return self.point_head(fine, coarse)
 

@@ -148,16 +148,24 @@ def hardware_info(device: str) -> str:
     return f"{name} ({os.cpu_count()} logical cores)"
 
 
+def _batched_product_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    """FLOPs of ``self += a @ b`` for (B, M, K) @ (B, K, N): multiply + add."""
+    batch, m, k = a_shape
+    return 2 * batch * m * k * b_shape[-1]
+
+
 def count_flops(fn: Callable[[], object]) -> Optional[int]:
     """
     Floating-point operations of one call of ``fn`` (``torch.utils.flop_counter``: matrix
-    products and convolutions, forward and backward; elementwise work is not counted), or None
-    when they cannot be counted (e.g. a compiled model).
+    products, in place or not, and convolutions, forward and backward; elementwise work is not
+    counted), or None when they cannot be counted (e.g. a compiled model).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    # torch registers only the functional baddbmm; our point head accumulates in place.
+    in_place = {torch.ops.aten.baddbmm_: _batched_product_flops}
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=in_place) as counter:
             fn()
     except Exception:  # noqa: BLE001  (a figure that cannot be counted is left out)
         return None
