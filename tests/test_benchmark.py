@@ -51,6 +51,25 @@ def test_time_fn_excludes_warmup_and_syncs():
     assert bench.summarize_timings(times, 1)["median_ms"] == pytest.approx(2000.0)
 
 
+def test_time_round_robin_interleaves_and_records_failures():
+    ticks = iter(range(100))
+    calls = []
+
+    def fn(name):
+        def call():
+            calls.append(name)
+            if name == "c" and len(calls) > 3:
+                raise RuntimeError("out of memory")
+        return call
+
+    results = bench.time_round_robin([fn("a"), fn("b"), fn("c")], warmup=1, repeats=2,
+                                     clock=lambda: next(ticks))
+    # one warm-up round, then two timed rounds, the functions in turn; c failed in round 2
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "b"]
+    assert results[0] == ([1, 1], None) and results[1] == ([1, 1], None)
+    assert isinstance(results[2], RuntimeError)
+
+
 class _Tiny(nn.Module):
     """
     A Detectron2-style model (a 1x1 convolution with batch norm); raises (like the reference

@@ -52,6 +52,7 @@ from .timing import (
     summarize_timings,
     sync_for,
     time_fn,
+    time_round_robin,
     timed_with_memory,
 )
 
@@ -86,6 +87,7 @@ __all__ = [
     "run_model_benchmarks",
     "summarize_timings",
     "time_fn",
+    "time_round_robin",
     "write_report",
 ]
 

@@ -18,8 +18,7 @@ from .timing import (
     free_memory,
     summarize_timings,
     sync_for,
-    time_fn,
-    timed_with_memory,
+    time_round_robin,
 )
 
 __all__ = ["build_head_pair", "head_outputs", "run_head_comparison"]
@@ -135,9 +134,9 @@ def run_head_comparison(*, device="cpu", size=(256, 512), batch=1, amps=("none",
     all of ``SUBDIVISION_SELECT_METHODS``; rows ``head_ours`` with variant "select=<method>"),
     with ``compile_mode`` also compiled (``torch.compile`` of the inference, "auto" selection),
     and the reference subdivision (``head_ref``), on the same inputs (:func:`build_head_pair`),
-    for each AMP mode. Our rows carry ``max_abs_diff_vs_ref``, the largest difference between
-    their output and the reference's (``None`` if either failed); all carry ``num_points`` /
-    ``steps``.
+    for each AMP mode, timed in turn (:func:`timing.time_round_robin`). Our rows carry
+    ``max_abs_diff_vs_ref``, the largest difference between their output and the reference's
+    (``None`` if either failed); all carry ``num_points`` / ``steps``.
     """
     from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
 
@@ -179,12 +178,11 @@ def run_head_comparison(*, device="cpu", size=(256, 512), batch=1, amps=("none",
         calls = [(head_row("head_ours", amp, name), lambda m=m, c=c: call_ours(m, c))
                  for name, m, c in variants]
         calls.append((head_row("head_ref", amp), lambda: ref(_ref_features(pair))[0]))
-        outputs = {}
+        outputs, timed = {}, []
         for row, call in calls:
             row.update(num_points=pair["num_points"], steps=pair["steps"])
             rows.append(row)
             log(f"{row['model']} {row['variant']}: {row['setting']}")
-            torch.manual_seed(seed)
 
             def step(call=call):
                 with torch.inference_mode(), autocast_context(device, amp):
@@ -195,16 +193,24 @@ def run_head_comparison(*, device="cpu", size=(256, 512), batch=1, amps=("none",
                 # FLOPs are counted on the eager head (FlopCounterMode does not see into a
                 # compiled graph).
                 flops = count_flops(step) if "compile=" not in row["variant"] else None
-                times, peak = timed_with_memory(
-                    device,
-                    lambda: time_fn(step, warmup=warmup, repeats=repeats, sync=sync_for(device)),
-                )
-                row.update(summarize_timings(times, batch), peak_mem_mb=peak)
                 if flops is not None:
                     row["gflop_per_img"] = flops / batch / 1e9
-                    row["tflops"] = flops / 1e12 / (row["median_ms"] / 1e3)
+                timed.append((row, step))
             except Exception as e:  # noqa: BLE001
                 fail_row(row, e, device)
+        # The heads are timed in turn, iteration by iteration: their ratios do not depend on
+        # how the machine's speed drifts over the run.
+        free_memory(device)
+        results = time_round_robin([step for _, step in timed], warmup=warmup, repeats=repeats,
+                                   sync=sync_for(device), device=device)
+        for (row, _), result in zip(timed, results):
+            if isinstance(result, Exception):
+                fail_row(row, result, device)
+                continue
+            times, peak = result
+            row.update(summarize_timings(times, batch), peak_mem_mb=peak)
+            if row["gflop_per_img"] is not None:
+                row["tflops"] = row["gflop_per_img"] * batch / 1e3 / (row["median_ms"] / 1e3)
         ref_row = calls[-1][0]
         reference = outputs.get(id(ref_row))
         for row, _ in calls[:-1]:
