@@ -25,6 +25,7 @@ from .modeling import (
     GeneralizedSemanticSegmentor,
     PointRendSegHead,
     build_dilated_resnet_backbone,
+    prepare_for_inference,
 )
 
 __version__ = "0.1.0"

@@ -7,15 +7,18 @@ from .coarse_heads import (
     SemSegHeadAdapter,
     build_coarse_head,
 )
+from .inference import InferenceHandle, InferenceOptions, prepare_for_inference
 from .losses import cross_entropy_with_ignore
 from .meta_arch import GeneralizedSemanticSegmentor, PointRendSemanticSegmentor
 from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
 from .point_sampling import (
     POINT_SAMPLER_REGISTRY,
+    SUBDIVISION_SELECT_METHODS,
     UncertaintyPointSampler,
     build_point_sampler,
     calculate_uncertainty,
     grid_cell_centers,
+    most_uncertain_cells,
     point_sample,
     sample_point_labels,
 )
@@ -23,5 +26,6 @@ from .semantic_heads import (
     BilinearSegHead,
     CoarseSegHead,
     PointRendSegHead,
+    SubdivisionStep,
     point_feature_names,
 )
