@@ -192,9 +192,13 @@ def test_head_comparison_same_work():
         row = by[("head_ours", v, "none")]
         assert row["status"] == "ok" and row["max_abs_diff_vs_ref"] <= 1e-5, v
         assert row["ratio_vs_reference"] is None  # ratios: later
-        # the same matrix products as the reference's point head (plus the bias as a column)
+        # The same matrix products as the reference's point head (plus the bias as a column),
+        # but only for the last step: at 64x128 with N = 8192 every step re-predicts all its
+        # cells (8x16 ... 64x128), so ours skips the first three, whose results are overwritten.
         ref_gflop = by[("head_ref", "", "none")]["gflop_per_img"]
-        assert row["gflop_per_img"] == pytest.approx(ref_gflop, rel=0.02)
+        cells = [8 * 16, 16 * 32, 32 * 64, 64 * 128]
+        assert row["gflop_per_img"] == pytest.approx(ref_gflop * cells[-1] / sum(cells),
+                                                     rel=0.02)
         # The reference head scatters bf16 point logits into float32 logits: recorded, not raised.
         assert by[("head_ours", v, "bf16")]["status"] == "ok"
         assert by[("head_ours", v, "bf16")]["max_abs_diff_vs_ref"] is None

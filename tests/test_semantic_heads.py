@@ -94,11 +94,15 @@ def _make_predictor_matter(point_head):
 # subdivision inference == Detectron2's PointRendSemSegHead
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
-@pytest.mark.parametrize("each_layer", [True, False])
-def test_subdivision_inference_matches_oracle(each_layer, method):
+@pytest.mark.parametrize("each_layer,num_points", [(True, 300), (False, 300), (True, 600)])
+def test_subdivision_inference_matches_oracle(each_layer, num_points, method):
+    """
+    N = 300: step 1 (10x14 = 140 cells) re-predicts all, later steps a subset. N = 600: step 2
+    (20x28 = 560 cells) re-predicts all too, so ours skips step 1 (overwritten) and the oracle
+    does not: the same result.
+    """
     torch.manual_seed(0)
     n, k, c, h, w, stride = 2, 4, 8, 5, 7, 16
-    num_points = 300  # step 1 (10x14 = 140 cells) re-predicts all, later steps a subset
     coarse = torch.randn(n, k, h, w)
     features = {"res2": torch.randn(n, c, h * stride // 4, w * stride // 4)}
 
@@ -124,6 +128,7 @@ def test_subdivision_inference_matches_oracle(each_layer, method):
 
     ours = _our_head(coarse, stride, c, each_layer=each_layer, subdivision_num_points=num_points)
     ours.point_sampler.subdivision_select = method
+    assert ours._first_needed_step(h, w) == (1 if num_points < 560 else 2)
     ours.point_head.load_state_dict(oracle.point_head.state_dict(), strict=True)
     ours.eval()
     assert ours.num_subdivision_steps() == 4  # -1 -> log2(16)
@@ -201,24 +206,28 @@ def _head_and_inputs(n=2, k=4, c=8, h=5, w=7, stride=16, num_points=300, seed=0)
 
 
 @pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
-def test_returned_points_are_the_repredicted_ones(method):
+@pytest.mark.parametrize("num_points,sizes", [
+    (300, [(10, 14), (20, 28), (40, 56), (80, 112)]),
+    (600, [(20, 28), (40, 56), (80, 112)]),  # step 1 skipped: step 2 re-predicts every cell
+])
+def test_returned_points_are_the_repredicted_ones(method, num_points, sizes):
     """
     Replaying the subdivision from the reported points (upsample; write the point head's
     prediction at exactly those cells) gives the output bit for bit, and each step's points are
     the most uncertain cells of that step's upsampled map: the trace is what was re-predicted.
     """
-    head, coarse, features = _head_and_inputs()
+    head, coarse, features = _head_and_inputs(num_points=num_points)
     head.point_sampler.subdivision_select = method
     with torch.no_grad():
         plain = head.inference(coarse, features)
         out, steps = head.inference(coarse, features, return_points=True)
         assert torch.equal(out, plain)  # recording changes nothing
-        assert [s.size for s in steps] == [(10, 14), (20, 28), (40, 56), (80, 112)]
+        assert [s.size for s in steps] == sizes
         logits = coarse
         for step in steps:
-            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits, size=step.size, mode="bilinear", align_corners=False)
             n, k, h, w = logits.shape
-            assert step.size == (h, w) and step.indices.shape == (n, min(300, h * w))
+            assert step.indices.shape == (n, min(num_points, h * w))
             torch.testing.assert_close(step.coords, grid_cell_centers(step.indices, h, w))
             u = calculate_uncertainty(logits).view(n, -1)
             for b in range(n):

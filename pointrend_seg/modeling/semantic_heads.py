@@ -13,6 +13,7 @@ from typing import Dict, List, NamedTuple, Tuple
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.nn import functional as F
 
 from detectron2.config import configurable
@@ -24,7 +25,12 @@ from ..config import missing_feature_problems, raise_config_problems
 from .coarse_heads import build_coarse_head
 from .losses import cross_entropy_with_ignore
 from .point_heads import build_point_head
-from .point_sampling import build_point_sampler, point_sample, sample_point_labels
+from .point_sampling import (
+    build_point_sampler,
+    grid_cell_centers,
+    point_sample,
+    sample_point_labels,
+)
 
 __all__ = ["BilinearSegHead", "CoarseSegHead", "PointRendSegHead", "SubdivisionStep"]
 
@@ -257,6 +263,27 @@ class PointRendSegHead(BilinearSegHead):
             return self.subdivision_steps
         return max(0, math.ceil(math.log2(self.output_stride)))
 
+    def _repredicts_every_cell(self, h, w, step: int) -> bool:
+        """
+        Whether subdivision step ``step`` (1-based) of (h, w) coarse logits re-predicts all its
+        cells. Only a provable answer counts: with symbolic sizes (torch.export) it is False and
+        the step runs the general way (same result).
+        """
+        cells = h * 2 ** step * w * 2 ** step
+        return statically_known_true(self.subdivision_num_points >= cells)
+
+    def _first_needed_step(self, h, w) -> int:
+        """
+        The first step whose result is not overwritten: the last one that re-predicts every cell
+        (its point-head inputs are the coarse logits and fine features, not the steps before
+        it), else step 1.
+        """
+        first = 1
+        for step in range(1, self.num_subdivision_steps() + 1):
+            if self._repredicts_every_cell(h, w, step):
+                first = step
+        return first
+
     def inference(self, coarse_logits, features, return_points: bool = False):
         """
         Adaptive subdivision: :meth:`num_subdivision_steps` times {2x bilinear upsampling; the
@@ -271,9 +298,14 @@ class PointRendSegHead(BilinearSegHead):
             return_points: also return the points each step re-predicted (for visualisation);
                 off, nothing is recorded.
 
+        Steps whose every cell a later step re-predicts (while N >= the number of cells) are
+        skipped: their result would be overwritten. A step that re-predicts every cell needs no
+        upsampling nor selection.
+
         Returns:
             Tensor: (N, K, s * h, s * w) float32 logits; with ``return_points``, a tuple
-            (logits, steps) with one :class:`SubdivisionStep` per step.
+            (logits, steps) with one :class:`SubdivisionStep` per step run (the skipped ones
+            re-predicted nothing that survives).
         """
         # Contiguous: the write-back below indexes the flat storage.
         coarse_logits = coarse_logits.float().contiguous()
@@ -282,15 +314,27 @@ class PointRendSegHead(BilinearSegHead):
             # one copy per image instead of one slow sampling per step and map.
             features = {f: features[f].contiguous(memory_format=torch.channels_last)
                         for f in self.in_features}
+        n, k, h, w = coarse_logits.shape
         logits = coarse_logits
         steps = []
-        for _ in range(self.num_subdivision_steps()):
-            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
-            point_indices, point_coords = self.point_sampler.subdivision_points(
-                logits, self.subdivision_num_points
-            )
-            point_logits = self.predict_points(features, coarse_logits, point_coords)
-            _write_points(logits, point_indices, point_logits)
+        first = self._first_needed_step(h, w)
+        for step in range(first, self.num_subdivision_steps() + 1):
+            if self._repredicts_every_cell(h, w, step):
+                # Every cell is re-predicted: no upsampling or selection to do.
+                size = (h * 2 ** step, w * 2 ** step)
+                point_indices = torch.arange(size[0] * size[1], device=logits.device)
+                point_indices = point_indices.expand(n, -1)
+                point_coords = grid_cell_centers(point_indices, *size)
+                point_logits = self.predict_points(features, coarse_logits, point_coords)
+                logits = point_logits.float().reshape(n, k, *size)
+            else:
+                logits = F.interpolate(logits, scale_factor=2, mode="bilinear",
+                                       align_corners=False)
+                point_indices, point_coords = self.point_sampler.subdivision_points(
+                    logits, self.subdivision_num_points
+                )
+                point_logits = self.predict_points(features, coarse_logits, point_coords)
+                _write_points(logits, point_indices, point_logits)
             if return_points:
                 steps.append(SubdivisionStep(point_indices, point_coords,
                                              tuple(logits.shape[-2:])))
