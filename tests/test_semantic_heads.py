@@ -28,6 +28,7 @@ from pointrend_seg.modeling import (
     UncertaintyPointSampler,
     calculate_uncertainty,
     grid_cell_centers,
+    point_sample,
 )
 from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
 
@@ -94,15 +95,17 @@ def _make_predictor_matter(point_head):
 # subdivision inference == Detectron2's PointRendSemSegHead
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
-@pytest.mark.parametrize("each_layer,num_points", [(True, 300), (False, 300), (True, 600)])
-def test_subdivision_inference_matches_oracle(each_layer, num_points, method):
+@pytest.mark.parametrize("each_layer,num_points,c", [
+    (True, 300, 8), (False, 300, 8), (True, 600, 8), (True, 300, 16), (False, 600, 16)])
+def test_subdivision_inference_matches_oracle(each_layer, num_points, c, method):
     """
     N = 300: step 1 (10x14 = 140 cells) re-predicts all, later steps a subset. N = 600: step 2
     (20x28 = 560 cells) re-predicts all too, so ours skips step 1 (overwritten) and the oracle
-    does not: the same result.
+    does not: the same result. With C = 16 fine channels (as many as the point head's first
+    layer) ours applies that layer to the 20x28 res2 map instead of to the >= 1040 points.
     """
     torch.manual_seed(0)
-    n, k, c, h, w, stride = 2, 4, 8, 5, 7, 16
+    n, k, h, w, stride = 2, 4, 5, 7, 16
     coarse = torch.randn(n, k, h, w)
     features = {"res2": torch.randn(n, c, h * stride // 4, w * stride // 4)}
 
@@ -239,6 +242,42 @@ def test_returned_points_are_the_repredicted_ones(method, num_points, sizes):
             flat.scatter_(2, step.indices.unsqueeze(1).expand(-1, k, -1), values)
             logits = flat.view(n, k, h, w)
     assert torch.equal(logits, out)
+
+
+@pytest.mark.parametrize("num_fc,each_layer", [(3, True), (2, False), (0, True)])
+def test_point_head_projected_fine_features_equal_per_point_product(num_fc, each_layer):
+    """Sampling the first layer's projection of two maps (of different sizes and channels) and
+    summing equals the head on the sampled, concatenated features (bilinear sampling is linear,
+    zero padding included: points outside the maps too)."""
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, 5, 9, 11, generator=g), torch.randn(2, 3, 4, 6, generator=g)]
+    head = MLPPointHead(in_channels=8, num_classes=4, fc_dim=6, num_fc=num_fc,
+                        coarse_pred_each_layer=each_layer)
+    _make_predictor_matter(head)
+    coords = torch.rand(2, 50, 2, generator=g) * 1.2 - 0.1
+    coarse = torch.randn(2, 4, 50, generator=g)
+    fine = torch.cat([point_sample(x, coords) for x in maps], dim=1)
+    projected = head.project_fine_features(maps)
+    assert [p.shape[1] for p in projected] == [head.fine_projection_channels] * 2
+    with torch.no_grad():
+        expected = head(fine, coarse)
+        got = head(sum(point_sample(p, coords) for p in projected), coarse, fine_projected=True)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_projection_is_used_when_the_maps_have_fewer_pixels_than_points(monkeypatch):
+    # res2: 20x28 = 560 pixels of 16 channels, as many as the projection (fc_dim 16)
+    head, coarse, features = _head_and_inputs(n=1, c=16, num_points=300)
+    calls = []
+    project = head.point_head.project_fine_features
+    monkeypatch.setattr(head.point_head, "project_fine_features",
+                        lambda maps: calls.append(1) or project(maps))
+    with torch.no_grad():
+        head.inference(coarse, features)  # 140 + 3 x 300 points > 560 pixels
+        assert calls == [1]
+        head.subdivision_num_points = 100  # 4 x 100 points < 560 pixels
+        head.inference(coarse, features)
+        assert calls == [1]
 
 
 class _Subdivision(nn.Module):

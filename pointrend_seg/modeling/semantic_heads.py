@@ -284,6 +284,33 @@ class PointRendSegHead(BilinearSegHead):
                 first = step
         return first
 
+    def _point_predictor(self, features, coarse_logits, first_step: int):
+        """
+        ``coords (N, P, 2) -> point logits (N, K, P)`` for the inference from ``first_step`` on:
+        :meth:`predict_points`, or, when the point head can project its fine-grained features
+        and the maps have fewer pixels than the points the steps will sample (small images,
+        e.g. on CPU), the same from the projected maps (their first-layer product computed once
+        per pixel instead of once per point; equal up to float rounding).
+        """
+        h, w = coarse_logits.shape[-2:]
+        maps = [features[f] for f in self.in_features]
+        channels = getattr(self.point_head, "fine_projection_channels", None)
+        if channels is not None:
+            num_points = sum(torch.sym_min(self.subdivision_num_points, h * w * 4 ** step)
+                             for step in range(first_step, self.num_subdivision_steps() + 1))
+            pixels = sum(x.shape[-2] * x.shape[-1] for x in maps)
+            fewer_channels = channels * len(maps) <= sum(x.shape[1] for x in maps)
+            if fewer_channels and statically_known_true(pixels < num_points):
+                projected = self.point_head.project_fine_features(maps)
+
+                def predict(coords):
+                    fine = sum(point_sample(x, coords) for x in projected)
+                    coarse = point_sample(coarse_logits, coords)
+                    return self.point_head(fine, coarse, fine_projected=True)
+
+                return predict
+        return lambda coords: self.predict_points(features, coarse_logits, coords)
+
     def inference(self, coarse_logits, features, return_points: bool = False):
         """
         Adaptive subdivision: :meth:`num_subdivision_steps` times {2x bilinear upsampling; the
@@ -300,7 +327,8 @@ class PointRendSegHead(BilinearSegHead):
 
         Steps whose every cell a later step re-predicts (while N >= the number of cells) are
         skipped: their result would be overwritten. A step that re-predicts every cell needs no
-        upsampling nor selection.
+        upsampling nor selection. On small images the point head's first layer may be applied
+        to the fine-grained maps once instead of to every point (:meth:`_point_predictor`).
 
         Returns:
             Tensor: (N, K, s * h, s * w) float32 logits; with ``return_points``, a tuple
@@ -318,6 +346,7 @@ class PointRendSegHead(BilinearSegHead):
         logits = coarse_logits
         steps = []
         first = self._first_needed_step(h, w)
+        predict = self._point_predictor(features, coarse_logits, first)
         for step in range(first, self.num_subdivision_steps() + 1):
             if self._repredicts_every_cell(h, w, step):
                 # Every cell is re-predicted: no upsampling or selection to do.
@@ -325,16 +354,14 @@ class PointRendSegHead(BilinearSegHead):
                 point_indices = torch.arange(size[0] * size[1], device=logits.device)
                 point_indices = point_indices.expand(n, -1)
                 point_coords = grid_cell_centers(point_indices, *size)
-                point_logits = self.predict_points(features, coarse_logits, point_coords)
-                logits = point_logits.float().reshape(n, k, *size)
+                logits = predict(point_coords).float().reshape(n, k, *size)
             else:
                 logits = F.interpolate(logits, scale_factor=2, mode="bilinear",
                                        align_corners=False)
                 point_indices, point_coords = self.point_sampler.subdivision_points(
                     logits, self.subdivision_num_points
                 )
-                point_logits = self.predict_points(features, coarse_logits, point_coords)
-                _write_points(logits, point_indices, point_logits)
+                _write_points(logits, point_indices, predict(point_coords))
             if return_points:
                 steps.append(SubdivisionStep(point_indices, point_coords,
                                              tuple(logits.shape[-2:])))
