@@ -304,7 +304,9 @@ class PointRendSegHead(BilinearSegHead):
                 projected = self.point_head.project_fine_features(maps)
 
                 def predict(coords):
-                    fine = sum(point_sample(x, coords) for x in projected)
+                    fine = point_sample(projected[0], coords)
+                    for x in projected[1:]:
+                        fine = fine + point_sample(x, coords)
                     coarse = point_sample(coarse_logits, coords)
                     return self.point_head(fine, coarse, fine_projected=True)
 
