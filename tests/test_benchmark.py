@@ -148,6 +148,23 @@ def test_prepared_rows_run_the_prepared_model_and_restore_it():
     assert [r["variant"] for r in rows] == ["prepared"]
 
 
+def test_interleaved_rows_time_each_variant_on_its_own_model():
+    """--interleave: the prepared variant runs on a prepared copy (the built model stays as it
+    is), every row is timed in the same rounds, and a training row of the same model does not
+    leave the interleaved inference in training mode."""
+    model = _Tiny()
+    spec = bench.ModelSpec("ours_tiny", lambda d: model, preparable=True)
+    rows = bench.run_model_benchmarks([spec], device="cpu", size=(32, 32), batch=1, repeats=3,
+                                      warmup=1, prepare=("off", "on"), interleave=True,
+                                      modes=("inference", "train"))
+    by = {(r["mode"], r["variant"]): r for r in rows}
+    assert set(by) == {("inference", ""), ("inference", "prepared"), ("train", "")}
+    for r in rows:
+        assert r["status"] == "ok" and len(r["times_ms"]) == 3 and r["gflop_per_img"] > 0
+    assert model.ran_folded == {False}  # the built model itself was never folded
+    assert model.conv.norm is not None
+
+
 def test_derived_notes_refinement_share():
     rows = [dict(model="ours_pointrend", mode="inference", setting="s", variant="prepared",
                  ms_per_img=12.0),

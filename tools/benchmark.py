@@ -60,6 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--compile", default="", metavar="MODE",
                    help="also ours prepared + torch.compile(mode=MODE), and a compiled head "
                         "(e.g. default, reduce-overhead = CUDA graphs); slow to compile")
+    p.add_argument("--interleave", action="store_true",
+                   help="time the models' inference side by side, iteration by iteration (all "
+                        "models stay in memory; no peak memory): for shared CPUs whose speed "
+                        "drifts")
     p.add_argument("--select-methods", nargs="+", metavar="METHOD",
                    help="subdivision selection methods of the head comparison (default all)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
@@ -93,7 +97,8 @@ def main(argv=None):
             models=tuple(args.models), device=args.device, size=args.size, batch=args.batch,
             amps=tuple(args.amp), channels_last=args.channels_last, repeats=repeats,
             warmup=warmup, modes=tuple(args.modes), prepare=tuple(args.prepare),
-            compile_mode=args.compile, select_methods=args.select_methods, seed=args.seed,
+            compile_mode=args.compile, select_methods=args.select_methods,
+            interleave=args.interleave, seed=args.seed,
             narrow=args.narrow,
             ours_config=args.ours_config, ours_baseline_config=args.ours_baseline_config,
             cudnn_benchmark=args.cudnn_benchmark, log=log,

@@ -40,8 +40,10 @@ __all__ = [
 # the cells at or above it, all in elementwise / scan / scatter kernels. "auto" resolves per
 # device type with DEFAULT_SUBDIVISION_SELECT.
 SUBDIVISION_SELECT_METHODS = ("topk", "sort", "radix")
-# Measured with tools/benchmark.py (docs/benchmarks.md): on CPU torch.topk is fastest at the
-# subdivision's map sizes. CUDA: see docs/benchmarks.md for the run that chose it.
+# CPU: torch.topk, the fastest of the three at the subdivision's map sizes (tools/benchmark.py,
+# docs/benchmarks.md). CUDA: provisional, not measured yet ("sort": one radix sort per step,
+# where torch.topk's selection was 1.08 ms a step on an H200); tools/benchmarks/gpu_check.sh
+# measures the three side by side.
 DEFAULT_SUBDIVISION_SELECT = {"cpu": "topk", "cuda": "sort"}
 
 POINT_SAMPLER_REGISTRY = Registry("POINTREND_SEG_POINT_SAMPLER")

@@ -14,6 +14,7 @@ and, as the variant "prepared", after ``prepare_for_inference`` (batch norm fold
 ``compile_mode`` also compiled). A failure of one model in one setting (AMP dtype errors, out of
 memory) becomes a row with status ``"fails: <error>"``; the other rows are still measured.
 """
+import copy
 import datetime
 from typing import Dict, List, Optional, Sequence
 
@@ -104,6 +105,14 @@ def _with_flops(measurement: Dict, flops: Optional[int], batch: int) -> Dict:
     return measurement
 
 
+def _inference_step(model, inputs, device, amp):
+    def step():
+        with torch.inference_mode(), autocast_context(device, amp):
+            return model(inputs)
+
+    return step
+
+
 def measure_inference(model: nn.Module, inputs, *, device, amp="none", warmup=2,
                       repeats=5) -> Dict:
     """
@@ -114,11 +123,7 @@ def measure_inference(model: nn.Module, inputs, *, device, amp="none", warmup=2,
         ``gflop_per_img`` and ``tflops``.
     """
     model.eval()
-
-    def step():
-        with torch.inference_mode(), autocast_context(device, amp):
-            return model(inputs)
-
+    step = _inference_step(model, inputs, device, amp)
     times, peak = timed_with_memory(
         device, lambda: time_fn(step, warmup=warmup, repeats=repeats, sync=sync_for(device))
     )
@@ -202,12 +207,19 @@ def _inference_variants(spec: ModelSpec, prepare: Sequence[str], compile_mode: s
 
 def run_model_benchmarks(specs: Sequence[ModelSpec], *, device="cpu", size=(256, 512), batch=1,
                          amps=("none",), channels_last=False, repeats=5, warmup=2,
-                         modes=("inference",), prepare=("off",), compile_mode="", seed=0,
-                         num_classes=NUM_CLASSES, log=None) -> List[Dict]:
+                         modes=("inference",), prepare=("off",), compile_mode="",
+                         interleave=False, seed=0, num_classes=NUM_CLASSES,
+                         log=None) -> List[Dict]:
     """
-    Build each model in turn (and free it afterwards) and measure, for every AMP mode, inference
-    (for preparable models in the variants of ``prepare`` / ``compile_mode``) and/or training
-    (``modes``), on the same inputs for all models.
+    Build each model in turn and measure, for every AMP mode, inference (for preparable models
+    in the variants of ``prepare`` / ``compile_mode``) and/or training (``modes``), on the same
+    inputs for all models.
+
+    Args:
+        interleave: time all inference rows side by side, iteration by iteration
+            (:func:`timing.time_round_robin`): every model (and a prepared copy of ours) stays
+            in memory, and no peak memory is reported. For machines whose speed drifts (shared
+            CPUs); otherwise each model is measured in one block and freed afterwards.
 
     Returns:
         rows (:func:`rows.new_row`); a failing build or measurement gives rows whose ``status``
@@ -217,12 +229,13 @@ def run_model_benchmarks(specs: Sequence[ModelSpec], *, device="cpu", size=(256,
 
     log = log or (lambda msg: None)
     rows = []
+    interleaved = []  # (row, step, model) timed together at the end
     infer_inputs = (make_inputs(batch, size, device=device, seed=seed, num_classes=num_classes)
                     if "inference" in modes else None)
     train_inputs = (make_inputs(batch, size, device=device, seed=seed, num_classes=num_classes,
                                 with_labels=True) if "train" in modes else None)
     for spec in specs:
-        plan = []  # (mode, variant, options, amp, row)
+        plan = []  # (mode, variant, options, amp)
         if "inference" in modes:
             for variant, options in _inference_variants(spec, prepare, compile_mode):
                 plan += [("inference", variant, options, amp) for amp in amps]
@@ -243,12 +256,23 @@ def run_model_benchmarks(specs: Sequence[ModelSpec], *, device="cpu", size=(256,
             for p in plan:
                 fail_row(p[-1], e, device)
             continue
+        copies = {}  # prepared copies of the model for interleaved timing, by variant
         for mode, variant, options, amp, row in plan:
             log(f"{spec.name}: {mode} {variant} {row['setting']}")
             torch.manual_seed(seed)
             handle = None
             try:
-                if mode == "inference":
+                if mode == "inference" and interleave:
+                    if options is not None and variant not in copies:
+                        copies[variant] = copy.deepcopy(model).eval()
+                        prepare_for_inference(copies[variant], options)
+                    timed_model = copies.get(variant, model).eval()
+                    step = _inference_step(timed_model, infer_inputs, device, amp)
+                    step()  # a setting that fails, fails here
+                    flops = count_flops(step)
+                    row["gflop_per_img"] = flops / batch / 1e9 if flops else None
+                    interleaved.append((row, step, timed_model))
+                elif mode == "inference":
                     model.eval()
                     if options is not None:
                         handle = prepare_for_inference(model, options)
@@ -262,15 +286,30 @@ def run_model_benchmarks(specs: Sequence[ModelSpec], *, device="cpu", size=(256,
             finally:
                 if handle is not None:
                     handle.undo()
-        del model
+        del model, copies
         free_memory(device)
+    if interleaved:
+        log(f"timing {len(interleaved)} inference rows side by side")
+        for _, _, timed_model in interleaved:
+            timed_model.eval()  # a training row of the same model came after its step was made
+        results = time_round_robin([step for _, step, _ in interleaved], warmup=warmup,
+                                   repeats=repeats, sync=sync_for(device))
+        for (row, _, _), result in zip(interleaved, results):
+            if isinstance(result, Exception):
+                fail_row(row, result, device)
+                continue
+            gflop = row["gflop_per_img"]
+            row.update(summarize_timings(result[0], batch))
+            if gflop is not None:
+                row["tflops"] = gflop * batch / 1e3 / (row["median_ms"] / 1e3)
     return rows
 
 
 def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu", size=None,
                   batch=1, amps=("none",), channels_last=False, repeats=5, warmup=2,
                   modes=("inference",), prepare=PREPARE_CHOICES, compile_mode="",
-                  select_methods=None, seed=0, narrow=False, ours_config=OURS_POINTREND_CONFIG,
+                  select_methods=None, interleave=False, seed=0, narrow=False,
+                  ours_config=OURS_POINTREND_CONFIG,
                   ours_baseline_config=OURS_DEEPLAB_CONFIG, num_classes=NUM_CLASSES,
                   cudnn_benchmark=False, specs: Optional[Sequence[ModelSpec]] = None,
                   log=None) -> Dict:
@@ -284,6 +323,8 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
         prepare: "off" (ours as built) and/or "on" (after ``prepare_for_inference``).
         compile_mode: also measure ours prepared and compiled with this ``torch.compile``
             mode (and a compiled head).
+        interleave: time the models' inference rows side by side (see
+            :func:`run_model_benchmarks`); the heads always are.
 
     Returns:
         dict(meta=..., rows=[...]) for :func:`format_markdown` / :func:`write_report`.
@@ -326,7 +367,7 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
                   channels_last=channels_last, repeats=repeats, warmup=warmup, seed=seed,
                   num_classes=num_classes, log=log)
     rows = run_model_benchmarks(specs, modes=tuple(modes), prepare=tuple(prepare),
-                                compile_mode=compile_mode, **common)
+                                compile_mode=compile_mode, interleave=interleave, **common)
     head_info = None
     if HEADS in models:
         head_opts = NARROW_OPTS["ours_pointrend"] if narrow else []
@@ -349,7 +390,7 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "size": list(size), "batch": batch, "repeats": repeats, "warmup": warmup,
         "amps": list(amps), "channels_last": bool(channels_last), "modes": list(modes),
-        "prepare": list(prepare), "compile_mode": compile_mode,
+        "prepare": list(prepare), "compile_mode": compile_mode, "interleave": bool(interleave),
         "seed": seed, "num_classes": num_classes, "narrow": bool(narrow),
         "cudnn_benchmark": bool(cudnn_benchmark) if is_cuda(device) else None,
         "optimizer": train_rows[0]["optimizer"] if train_rows else None,

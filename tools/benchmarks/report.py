@@ -62,6 +62,7 @@ def format_markdown(report: Dict) -> str:
         f"{m['warmup']} warm-up + {m['repeats']} timed iterations, median; random weights, "
         f"{m['num_classes']} classes, seed {m['seed']}"
         + ("" if cudnn is None else f", cudnn.benchmark {'on' if cudnn else 'off'}")
+        + (", models' inference timed side by side (interleaved)" if m.get("interleave") else "")
         + (f", training optimizer {m['optimizer']}" if m.get("optimizer") else "")
         + (". **Narrow R-50 smoke-test models: not representative.**" if m.get("narrow") else "."),
         "",
@@ -88,7 +89,8 @@ def format_markdown(report: Dict) -> str:
         "vs reference: our ms/img divided by the reference's (as it comes, no variant) in the same "
         "mode and setting (below 1: ours is faster). Variants: `prepared` = after "
         "`prepare_for_inference` (batch norm folded into the convolutions); `select=<method>` = "
-        "the subdivision's selection method; `compile=<mode>` = torch.compile. GFLOP/img: matrix "
+        "the subdivision's selection method; `compile=<mode>` = torch.compile. The heads are timed "
+        "side by side, iteration by iteration. GFLOP/img: matrix "
         "products and convolutions counted by torch.utils.flop_counter (forward, plus backward "
         "in training).",
         "",
