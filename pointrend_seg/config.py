@@ -115,8 +115,8 @@ def add_pointrend_seg_config(cfg):
     cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECT = "auto"
 
     # ---- inference transforms (pointrend_seg.modeling.inference.prepare_for_inference) ------
-    # Applied by evaluation, the predictor and the benchmark to a model in eval mode; training
-    # never sees them (the handle's undo() restores the model exactly).
+    # What prepare_for_inference(model, cfg) applies to a model in eval mode (the benchmark,
+    # evaluation and prediction call it); training never sees them (undo() restores the model).
     cfg.MODEL.INFERENCE = CN()
     # Fold each batch norm (BatchNorm2d, FrozenBatchNorm2d, SyncBatchNorm in eval) into the
     # convolution before it: one convolution with a bias instead of a convolution and a norm.
