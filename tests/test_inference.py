@@ -5,15 +5,20 @@ model exactly (state dict bit for bit, the same parameter objects, the same trai
 """
 import copy
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch import nn
 
 from conftest import demo_config, randomize_norm_stats
 from pointrend_seg.config import ConfigError
+from pointrend_seg.data.datasets import register_folder_dataset
+from pointrend_seg.engine import Trainer
 from pointrend_seg.modeling.inference import (
     InferenceOptions,
     fold_batch_norms,
@@ -306,4 +311,52 @@ def test_prepare_on_cuda_defaults_to_channels_last():
             # other algorithms for channels_last: a looser bound than on CPU.
             torch.testing.assert_close(a, b, atol=5e-2, rtol=0)
             assert (a.argmax(0) == b.argmax(0)).float().mean() > 0.99
+    _assert_restored(model, snapshot)
+
+
+class _RecordModelState(DatasetEvaluator):
+    """Records, per evaluated batch, how many batch norms the model still has and its mode."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def reset(self):
+        pass
+
+    def process(self, inputs, outputs):
+        self.seen.append((_norm_counts(self.model)[0], self.model.training))
+
+    def evaluate(self):
+        return {}
+
+
+def test_evaluation_runs_the_prepared_model_and_training_resumes_on_the_original(tmp_path,
+                                                                                  prefix):
+    """Trainer.test folds batch norm for the evaluation only: the state dict and the training
+    mode afterwards are exactly those before, also when the evaluation fails."""
+    images, masks = tmp_path / "img", tmp_path / "mask"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((48, 64, 3), 40 * i, np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(np.zeros((48, 64), np.uint8)).save(masks / f"{i}.png")
+    name = f"{prefix}_prepared_eval"
+    register_folder_dataset(name, str(images), str(masks), ["a", "b", "c", "d", "e"])
+    cfg, model = _model("DATASETS.TEST", f"('{name}',)", "OUTPUT_DIR", str(tmp_path / "out"))
+    model.train()
+    snapshot = _snapshot(model)
+    normed = _norm_counts(model)[0]
+    recorder = _RecordModelState(model)
+    Trainer.test(cfg, model, [recorder])
+    assert recorder.seen == [(0, False), (0, False)]  # folded, in eval mode, for every batch
+    assert model.training and _norm_counts(model)[0] == normed
+    _assert_restored(model, snapshot)
+
+    class Fails(_RecordModelState):
+        def process(self, inputs, outputs):
+            raise RuntimeError("evaluator failed")
+
+    with pytest.raises(RuntimeError, match="evaluator failed"):
+        Trainer.test(cfg, model, [Fails(model)])
+    assert model.training and _norm_counts(model)[0] == normed
     _assert_restored(model, snapshot)

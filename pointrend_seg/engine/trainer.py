@@ -46,6 +46,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from ..data import BadInputError, GroundTruthReader, SemSegDatasetMapper
 from ..evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
+from ..modeling import prepare_for_inference
 from .checkpoint import SafeCheckpointer
 from .compat import cpu_capable_ddp
 from .config_checks import check_dataset_config
@@ -347,10 +348,18 @@ class Trainer(DefaultTrainer):
         """
         Detectron2's evaluation (every process evaluates its share of each test set; the
         evaluators gather over processes); the results also go to
-        ``OUTPUT_DIR/eval_results.json``.
+        ``OUTPUT_DIR/eval_results.json``. The model is evaluated after
+        :func:`~pointrend_seg.modeling.prepare_for_inference` (``MODEL.INFERENCE.*``: batch norm
+        folded, ...), undone before this returns, so training resumes on the original weights.
         """
         check_dataset_config(cfg, keys=("DATASETS.TEST",))
-        results = super().test(cfg, model, evaluators)
+        was_training = model.training
+        model.eval()
+        try:
+            with prepare_for_inference(model, cfg):
+                results = super().test(cfg, model, evaluators)
+        finally:
+            model.train(was_training)
         if comm.is_main_process() and results:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
