@@ -20,7 +20,7 @@ from matplotlib.textpath import TextPath
 
 from detectron2.utils.visualizer import Visualizer, VisImage
 
-__all__ = ["draw_sem_seg_figure", "label_font_size"]
+__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "label_font_size"]
 
 # Detectron2 outlines "stuff" regions in off-white.
 _EDGE_COLOR = (1.0, 1.0, 240.0 / 255)
@@ -225,4 +225,111 @@ def draw_sem_seg_figure(
     rows.append(_side_by_side(images, gap))
     if use_legend and not legend_inside and legend_names:
         rows.append(_legend_strip(legend_names, legend_colors, rows[-1].shape[1], font_px))
+    return np.concatenate(rows, axis=0)
+
+
+def _nearest(labels: np.ndarray, cell: Tuple[float, float], height: int, width: int,
+             scale: float = 1.0) -> np.ndarray:
+    """``labels`` of a grid of ``cell``-sized cells (image pixels) resampled to the
+    (round(height * scale), round(width * scale)) picture, each pixel taking its cell's value."""
+    out_h, out_w = round(height * scale), round(width * scale)
+    rows = np.minimum(((np.arange(out_h) + 0.5) / scale / cell[0]).astype(int), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) / scale / cell[1]).astype(int), labels.shape[1] - 1)
+    return labels[rows][:, cols]
+
+
+def draw_subdivision_figure(
+    image_rgb: np.ndarray,
+    coarse_labels: np.ndarray,
+    coarse_stride: float,
+    steps: Sequence,
+    final_labels: np.ndarray,
+    class_names: Sequence[str],
+    colors: Sequence[Tuple[int, int, int]],
+    *,
+    alpha: float = 0.5,
+    min_side: int = 256,
+    max_side: int = 512,
+    columns: int = 3,
+    point_color: Tuple[int, int, int] = (255, 230, 0),
+    point_alpha: float = 0.8,
+) -> np.ndarray:
+    """
+    PointRend's subdivision of one image as panels: the coarse prediction, then for each step
+    the prediction after it with the cells it re-predicted marked (``point_color``), then the
+    final prediction; a legend of the classes under them.
+
+    Args:
+        image_rgb: (H, W, 3) uint8 RGB image (the image the model saw).
+        coarse_labels: (h, w) integer class ids of the coarse prediction, one per
+            ``coarse_stride`` x ``coarse_stride`` pixels.
+        steps: per step, an object with ``xy`` ((P, 2) cell centres ``(x, y)`` in image pixels),
+            ``cell`` ((height, width) of a cell in image pixels) and ``labels`` (the class-id
+            grid after the step), e.g. :class:`pointrend_seg.modeling.TracedStep`.
+        final_labels: (H, W) class ids of the final prediction.
+        class_names, colors: name and RGB colour (0..255) of each class id.
+        min_side, max_side: panels are the image scaled so that its shorter side is at least
+            ``min_side`` and its longer side at most ``max_side`` (the latter wins).
+        columns: panels per row.
+
+    Returns:
+        (H', W', 3) uint8 RGB figure.
+    """
+    image_rgb = np.asarray(image_rgb)
+    height, width = image_rgb.shape[:2]
+    if np.asarray(final_labels).shape != (height, width):
+        raise ValueError(f"final labels of shape {np.asarray(final_labels).shape} for an image "
+                         f"of {height}x{width}")
+    scale = min(max(1.0, min_side / min(height, width)), max_side / max(height, width))
+    out_h, out_w = round(height * scale), round(width * scale)
+    font_px = label_font_size(out_w, out_h)
+    small = cv2.resize(image_rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+    def panel(labels):
+        vis, present = _draw_regions(small, labels, colors, 1.0, alpha)
+        return vis.output.get_image(), present
+
+    panels, titles, present = [], [], set()
+    image, ids = panel(_nearest(np.asarray(coarse_labels), (coarse_stride, coarse_stride),
+                                height, width, scale))
+    panels.append(image)
+    titles.append(f"coarse (stride {coarse_stride:g})")
+    present.update(ids)
+    for i, step in enumerate(steps, 1):
+        labels = np.asarray(step.labels)
+        image, ids = panel(_nearest(labels, step.cell, height, width, scale))
+        present.update(ids)
+        # The re-predicted cells, marked on the grid of the step and resampled like the labels.
+        marked = np.zeros(labels.shape, dtype=bool)
+        xy = np.asarray(step.xy, dtype=np.float64).reshape(-1, 2)
+        marked[np.minimum((xy[:, 1] / step.cell[0]).astype(int), labels.shape[0] - 1),
+               np.minimum((xy[:, 0] / step.cell[1]).astype(int), labels.shape[1] - 1)] = True
+        mask = _nearest(marked, step.cell, height, width, scale)
+        image = image.copy()
+        image[mask] = (point_alpha * np.asarray(point_color)
+                       + (1 - point_alpha) * image[mask]).astype(np.uint8)
+        panels.append(image)
+        cells = labels.shape[0] * labels.shape[1]
+        titles.append(f"step {i}: all {cells} cells" if len(xy) >= cells
+                      else f"step {i}: {len(xy)} of {cells} cells")
+    image, ids = panel(_nearest(np.asarray(final_labels), (1.0, 1.0), height, width, scale))
+    panels.append(image)
+    titles.append("prediction")
+    present.update(ids)
+
+    gap = max(2, font_px // 4)
+    blank = np.full_like(panels[0], _BACKGROUND)
+    rows = []
+    for start in range(0, len(panels), columns):
+        row_panels = panels[start:start + columns]
+        row_titles = titles[start:start + columns]
+        while len(row_panels) < min(columns, len(panels)):
+            row_panels.append(blank)
+            row_titles.append("")
+        rows.append(_side_by_side([_title_strip(t, out_w, font_px) for t in row_titles], gap))
+        rows.append(_side_by_side(row_panels, gap))
+    legend_ids = sorted(present)
+    rows.append(_legend_strip([class_names[c] for c in legend_ids] + ["re-predicted cells"],
+                              [colors[c] for c in legend_ids] + [point_color],
+                              rows[-1].shape[1], font_px))
     return np.concatenate(rows, axis=0)

@@ -109,13 +109,18 @@ def test_demo_tool_dataset_mode_draws_prediction_and_ground_truth(trained_demo_m
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "demo.py"), "--config-file", DEMO_CONFIG,
          "--dataset", VAL, "--num-images", "2", "--output", str(out), "--save-masks",
-         "MODEL.WEIGHTS", _weights(cfg)],
+         "--show-points", "MODEL.WEIGHTS", _weights(cfg)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    stems = [os.path.splitext(os.path.basename(d["file_name"]))[0] for d in _val(2)]
     assert sorted(os.listdir(out)) == sorted(
-        [os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png" for d in _val(2)]
-        + ["masks"])
+        [s + ".png" for s in stems] + [s + "_points.png" for s in stems] + ["masks"])
+    for stem in stems:
+        # coarse, 3 steps (stride 8 -> 1), final: two rows of three 256x256 panels, 3 px apart
+        points = np.asarray(Image.open(out / f"{stem}_points.png"))
+        assert points.shape[1] == 3 * 256 + 2 * 3 and points.shape[0] > 2 * 256
+        assert ((points == (255, 230, 0)).all(axis=2)).sum() > 1000  # re-predicted cells
     for d in _val(2):
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
         figure = np.asarray(Image.open(out / f"{stem}.png"))

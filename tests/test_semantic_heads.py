@@ -241,6 +241,7 @@ def test_returned_points_are_the_repredicted_ones(method, num_points, sizes):
             flat = logits.reshape(n, k, h * w)
             flat.scatter_(2, step.indices.unsqueeze(1).expand(-1, k, -1), values)
             logits = flat.view(n, k, h, w)
+            assert torch.equal(step.labels, logits.argmax(1))  # the map after the step
     assert torch.equal(logits, out)
 
 
@@ -656,3 +657,48 @@ def test_subdivision_on_cuda_without_host_sync_and_in_a_cuda_graph(method):
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(captured, got, atol=1e-5, rtol=0)
+
+
+def test_trace_subdivision_of_one_image_is_its_inference():
+    """GeneralizedSemanticSegmentor.trace_subdivision: final logits equal the model's for the
+    image alone, the coarse labels are the coarse head's argmax, each step's points are the
+    re-predicted cells inside the image (N per step, fewer only by those in the padding), and the
+    last step's labels are the final prediction."""
+    from detectron2.modeling import build_model
+
+    cfg = demo_config("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", "700")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    _make_predictor_matter(model.sem_seg_head.point_head)
+    image = torch.rand(3, 97, 131, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        trace = model.trace_subdivision(image)
+        expected = model([{"image": image}])[0]["sem_seg"]
+        padded = ImageList.from_tensors([model.normalize(image)], model.size_divisibility).tensor
+        coarse = model.sem_seg_head.coarse_head(model.backbone(padded))[0]
+    assert torch.equal(trace.logits, expected)
+    assert trace.coarse_stride == 8
+    assert torch.equal(trace.coarse_labels, coarse.argmax(0)[:13, :17])  # ceil(97/8), ceil(131/8)
+    # canvas 104x136: coarse 13x17 (221 cells), steps at 26x34 (884), 52x68, 104x136
+    assert [s.grid for s in trace.steps] == [(26, 34), (52, 68), (104, 136)]
+    assert [s.cell for s in trace.steps] == [(4.0, 4.0), (2.0, 2.0), (1.0, 1.0)]
+    for s in trace.steps:
+        assert 0 < len(s.xy) <= 700
+        assert (s.xy[:, 0] < 131 + s.cell[1] / 2).all() and (s.xy >= 0).all()
+        assert (s.xy[:, 1] < 97 + s.cell[0] / 2).all()
+        # cell centres: (k + 0.5) * cell
+        torch.testing.assert_close(s.xy / s.xy.new_tensor(s.cell[::-1]) % 1,
+                                   torch.full_like(s.xy, 0.5))
+    # exactly the head's points whose cells overlap the 97x131 image
+    with torch.no_grad():
+        features = model.backbone(padded)
+        _, steps = model.sem_seg_head.inference(coarse[None], features, return_points=True)
+    for traced, step, cell in zip(trace.steps, steps, (4, 2, 1)):
+        rows, cols = step.indices[0] // step.size[1], step.indices[0] % step.size[1]
+        inside = (rows * cell < 97) & (cols * cell < 131)
+        assert len(traced.xy) == inside.sum() and step.indices.shape[1] == 700
+    assert torch.equal(trace.steps[-1].labels, expected.argmax(0))
+
+    bilinear = build_model(demo_config("MODEL.SEM_SEG_HEAD.NAME", "BilinearSegHead")).eval()
+    with pytest.raises(ValueError, match="PointRendSegHead"):
+        bilinear.trace_subdivision(image)

@@ -3,7 +3,7 @@ names on the regions when they fit, a legend when they do not, fixed size for vi
 import numpy as np
 import pytest
 
-from pointrend_seg.visualization import draw_sem_seg_figure
+from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
 
 GREY = 100
 COLORS = [(0, 0, 0), (200, 0, 0), (0, 200, 0), (0, 0, 200)]
@@ -91,3 +91,47 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="1 titles for 2 panels"):
         draw_sem_seg_figure(_image(10, 10), [np.zeros((10, 10), np.int64)] * 2, ["a", "b"],
                             COLORS[:2], titles=["x"])
+
+
+class _Step:
+    def __init__(self, xy, cell, labels):
+        self.xy, self.cell, self.labels = np.asarray(xy, float), cell, np.asarray(labels)
+
+
+def test_subdivision_figure_marks_exactly_the_repredicted_cells():
+    """A 16x16 image drawn at scale 1: the step panel has the point colour on exactly the three
+    re-predicted 4x4 cells (48 pixels), and no other panel has it."""
+    point = (255, 32, 96)
+    image = _image(16, 16)
+    coarse = np.array([[1, 2], [2, 1]])  # stride 8
+    step_labels = np.kron(coarse, np.ones((2, 2), int))  # 4x4 cells of 4x4 px
+    # centres of cells (row 0, col 1), (row 2, col 3), (row 3, col 0), in pixels (x, y)
+    xy = [(6.0, 2.0), (14.0, 10.0), (2.0, 14.0)]
+    final = np.kron(coarse, np.ones((8, 8), int))
+    figure = draw_subdivision_figure(image, coarse, 8, [_Step(xy, (4.0, 4.0), step_labels)],
+                                     final, ["a", "b", "c", "d"], COLORS, min_side=16,
+                                     max_side=16, point_color=point, point_alpha=1.0)
+    is_point = (figure == point).all(axis=2)
+    font_px, gap = 12, 3  # label_font_size(16, 16); max(2, 12 // 4)
+    title_h = round(1.8 * font_px)
+    panels = [figure[title_h:title_h + 16, x:x + 16] for x in (0, 16 + gap, 2 * (16 + gap))]
+    step_points = (panels[1] == point).all(axis=2)
+    expected = np.zeros((16, 16), bool)
+    for r, c in [(0, 1), (2, 3), (3, 0)]:
+        expected[4 * r:4 * r + 4, 4 * c:4 * c + 4] = True
+    assert (step_points == expected).all()
+    # elsewhere only in the legend's swatch (under the panels)
+    assert not is_point[:title_h + 16 + 1].sum() - expected.sum()
+    # the coarse panel shows the 2x2 prediction (class 1 top-left), the final one too
+    for p in (panels[0], panels[2]):
+        np.testing.assert_allclose(p[4, 4], _blend(COLORS[1]), atol=1)
+        np.testing.assert_allclose(p[4, 12], _blend(COLORS[2]), atol=1)
+
+
+def test_subdivision_figure_fits_large_images_in_max_side():
+    image = _image(1024, 2048)
+    coarse = np.ones((128, 256), int)
+    figure = draw_subdivision_figure(image, coarse, 8, [], np.ones((1024, 2048), int),
+                                     ["a", "b", "c", "d"], COLORS, max_side=512)
+    # panels of 256x512 (scale 0.25), coarse and final side by side 3 px apart
+    assert figure.shape[1] == 2 * 512 + 3 and 256 < figure.shape[0] < 2 * 256

@@ -13,6 +13,9 @@ of its predictions.
 (.mp4 .avi .mov .mkv ...) and webcam indices (0, 1, ...). Written to --output:
 
     STEM.png           each image: the prediction (| the ground truth, with --dataset)
+    STEM_points.png    with --show-points, each image: the coarse prediction, the cells each
+                       subdivision step re-predicted (on the prediction after the step), the
+                       final prediction (PointRend models; images, not videos)
     STEM.mp4           each video or webcam (webcamN.mp4): its frames with the prediction drawn in,
                        same size and frame rate
     masks/STEM.png     with --save-masks: the predicted class ids (8-bit PNG, 16-bit above 256
@@ -28,6 +31,8 @@ import logging
 import os
 from collections import Counter
 
+import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -48,7 +53,7 @@ from pointrend_seg.data import (
 )
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.engine import build_predictor
-from pointrend_seg.visualization import draw_sem_seg_figure
+from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
 
 logger = logging.getLogger("pointrend_seg.demo")
 
@@ -66,6 +71,9 @@ def parse_args(argv=None):
     add_register_folder_argument(p)
     p.add_argument("--save-masks", action="store_true",
                    help="also write the predicted class ids as PNG under OUTPUT/masks/")
+    p.add_argument("--show-points", action="store_true",
+                   help="also write STEM_points.png per image: the coarse prediction, the cells "
+                        "each subdivision step re-predicted, the final prediction (PointRend)")
     p.add_argument("--max-frames", type=int, default=0,
                    help="stop each video / webcam after this many frames (0: no limit)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -99,10 +107,12 @@ def _jobs(args):
 class Demo:
     """Predicts with ``predictor`` and writes the pictures (and masks) of each input."""
 
-    def __init__(self, predictor, class_names, colors, output, save_masks, max_frames):
+    def __init__(self, predictor, class_names, colors, output, save_masks, max_frames,
+                 show_points=False):
         self.predictor = predictor
         self.class_names, self.colors = class_names, colors
         self.output, self.save_masks, self.max_frames = output, save_masks, max_frames
+        self.show_points = show_points
 
     def predict(self, image_bgr):
         """(H, W) int64 class ids of a BGR image."""
@@ -126,6 +136,24 @@ class Demo:
         Image.fromarray(figure).save(os.path.join(self.output, f"{source.stem}.png"))
         if self.save_masks:
             write_label_png(self._mask_path(f"{source.stem}.png"), labels, len(self.class_names))
+        if self.show_points:
+            Image.fromarray(self.points_figure(image_bgr)).save(
+                os.path.join(self.output, f"{source.stem}_points.png"))
+
+    def points_figure(self, image_bgr):
+        """The subdivision figure of a BGR image, at the size the predictor feeds the model."""
+        p = self.predictor
+        image = image_bgr[:, :, ::-1] if p.input_format == "RGB" else image_bgr
+        image = p.aug.get_transform(image).apply_image(image)  # resized as DefaultPredictor does
+        with torch.no_grad():
+            trace = p.model.trace_subdivision(
+                torch.as_tensor(image.astype("float32").transpose(2, 0, 1)))
+        steps = [s._replace(xy=s.xy.cpu().numpy(), labels=s.labels.cpu().numpy())
+                 for s in trace.steps]
+        rgb = image if p.input_format == "RGB" else image[:, :, ::-1]
+        return draw_subdivision_figure(
+            np.ascontiguousarray(rgb), trace.coarse_labels.cpu().numpy(), trace.coarse_stride,
+            steps, trace.logits.argmax(0).cpu().numpy(), self.class_names, self.colors)
 
     def video(self, source):
         """Every frame (up to ``max_frames``) into OUTPUT/STEM.mp4, same size and frame rate."""
@@ -171,8 +199,16 @@ def main(argv=None):
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     os.makedirs(args.output, exist_ok=True)
-    demo = Demo(build_predictor(cfg), names, colors, args.output, args.save_masks,
-                args.max_frames)
+    predictor = build_predictor(cfg)
+    model = predictor.model
+    if args.show_points and not (hasattr(model, "trace_subdivision")
+                                 and hasattr(model.sem_seg_head, "subdivision_num_points")):
+        raise SystemExit(
+            "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
+            "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "
+            f"config: {cfg.MODEL.META_ARCHITECTURE}, {cfg.MODEL.SEM_SEG_HEAD.NAME})")
+    demo = Demo(predictor, names, colors, args.output, args.save_masks, args.max_frames,
+                args.show_points)
     images = [(s, label) for s, label in jobs if s.kind == "image"]
     for source, label in tqdm(images, unit="image", disable=len(images) < 2):
         demo.image(source, label)

@@ -7,9 +7,15 @@ from .coarse_heads import (
     SemSegHeadAdapter,
     build_coarse_head,
 )
+from .export import ExportableSegmentor, ExportError, export_onnx, export_program
 from .inference import InferenceHandle, InferenceOptions, prepare_for_inference
 from .losses import cross_entropy_with_ignore
-from .meta_arch import GeneralizedSemanticSegmentor, PointRendSemanticSegmentor
+from .meta_arch import (
+    GeneralizedSemanticSegmentor,
+    PointRendSemanticSegmentor,
+    SubdivisionTrace,
+    TracedStep,
+)
 from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
 from .point_sampling import (
     POINT_SAMPLER_REGISTRY,

@@ -1,5 +1,6 @@
 """The semantic-segmentation meta-architecture (Detectron2's ``META_ARCH_REGISTRY``)."""
-from typing import Dict, List, Tuple
+import math
+from typing import Dict, List, NamedTuple, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +14,36 @@ from ..config import ConfigError, check_pointrend_seg_keys
 
 from .test_time import multi_scale_flip_inference, sliding_window_inference
 
-__all__ = ["GeneralizedSemanticSegmentor", "PointRendSemanticSegmentor"]
+__all__ = ["GeneralizedSemanticSegmentor", "PointRendSemanticSegmentor", "SubdivisionTrace",
+           "TracedStep"]
+
+
+class TracedStep(NamedTuple):
+    """
+    One subdivision step of one image: the centres ``xy`` (P, 2) float of the cells it
+    re-predicted, in pixels of the image (``(x, y)``; cells wholly in the padding left out), the
+    cell size ``cell`` (height, width) in pixels, the step's ``grid`` (H, W) over the padded canvas,
+    and ``labels`` (ceil(H_img / cell_h), ceil(W_img / cell_w)) int64, the argmax after the step.
+    """
+
+    xy: torch.Tensor
+    cell: Tuple[float, float]
+    grid: Tuple[int, int]
+    labels: torch.Tensor
+
+
+class SubdivisionTrace(NamedTuple):
+    """
+    What :meth:`GeneralizedSemanticSegmentor.trace_subdivision` recorded for one image:
+    ``coarse_labels`` (h, w) int64 argmax of the coarse logits (stride ``coarse_stride``),
+    ``steps`` (one :class:`TracedStep` per step run; steps whose every cell a later step
+    re-predicts are skipped, as in inference) and the final ``logits`` (K, H, W) float32.
+    """
+
+    coarse_labels: torch.Tensor
+    coarse_stride: int
+    steps: List[TracedStep]
+    logits: torch.Tensor
 
 
 @META_ARCH_REGISTRY.register()
@@ -115,6 +145,46 @@ class GeneralizedSemanticSegmentor(nn.Module):
             for i, x, (h, w) in zip(indices, logits, batch.image_sizes):
                 outputs[i] = x[:, :h, :w]
         return outputs
+
+    def trace_subdivision(self, image: torch.Tensor) -> "SubdivisionTrace":
+        """
+        One image through the whole-image path, recording PointRend's subdivision (for pictures
+        of the points, e.g. :func:`pointrend_seg.visualization.draw_subdivision_figure`).
+
+        Args:
+            image: (C, H, W) in ``INPUT.FORMAT``, not normalised (as in ``forward``).
+
+        Returns:
+            SubdivisionTrace: the coarse prediction, each step run (its points in pixels of the
+            image; cells wholly in the padding are left out) and the final logits, which equal
+            ``predict_logits`` for the image alone.
+        """
+        if not hasattr(self.sem_seg_head, "subdivision_num_points"):
+            raise ValueError(
+                f"{type(self.sem_seg_head).__name__} has no subdivision to show: the points are "
+                "PointRend's (MODEL.SEM_SEG_HEAD.NAME PointRendSegHead)"
+            )
+        height, width = image.shape[-2:]
+        batch = ImageList.from_tensors([self.normalize(image)], self.size_divisibility)
+        features = self.backbone(batch.tensor)
+        head = self.sem_seg_head
+        coarse = head.coarse_head(features)
+        logits, steps = head.inference(coarse, features, return_points=True)
+        canvas_h, canvas_w = head.canvas_size(coarse)
+        s = head.output_stride
+        traced = []
+        for step in steps:
+            xy = step.coords[0] * step.coords.new_tensor([canvas_w, canvas_h])
+            cell = (canvas_h / step.size[0], canvas_w / step.size[1])
+            # cells that overlap the image (their top-left corner in it)
+            inside = (xy[:, 0] - cell[1] / 2 < width) & (xy[:, 1] - cell[0] / 2 < height)
+            rows, cols = (math.ceil(height / cell[0]), math.ceil(width / cell[1]))
+            traced.append(TracedStep(xy[inside], cell, step.size,
+                                     step.labels[0, :rows, :cols]))
+        return SubdivisionTrace(
+            coarse_labels=coarse[0, :, : math.ceil(height / s), : math.ceil(width / s)].argmax(0),
+            coarse_stride=s, steps=traced, logits=logits[0, :, :height, :width],
+        )
 
     def predict_whole(self, image):
         """(C, H, W) normalised image -> (K, H, W) logits: pad, backbone, head, crop."""

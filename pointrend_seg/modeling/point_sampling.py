@@ -206,8 +206,11 @@ def grid_cell_centers(indices, height: int, width: int):
     Returns:
         Tensor: (N, P, 2) float32 coordinates ``(x, y)``.
     """
-    x = (indices % width).to(torch.float32).add_(0.5).div_(width)
-    y = torch.div(indices, width, rounding_mode="floor").to(torch.float32).add_(0.5).div_(height)
+    # row = index // W, column = index - row * W (not ``%``: the ONNX exporter cannot translate
+    # a remainder by a symbolic width)
+    row = torch.div(indices, width, rounding_mode="floor")
+    x = (indices - row * width).to(torch.float32).add_(0.5).div_(width)
+    y = row.to(torch.float32).add_(0.5).div_(height)
     return torch.stack([x, y], dim=2)
 
 

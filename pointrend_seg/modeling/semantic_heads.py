@@ -366,7 +366,7 @@ class PointRendSegHead(BilinearSegHead):
                 _write_points(logits, point_indices, predict(point_coords))
             if return_points:
                 steps.append(SubdivisionStep(point_indices, point_coords,
-                                             tuple(logits.shape[-2:])))
+                                             tuple(logits.shape[-2:]), logits.argmax(1)))
         canvas = self.canvas_size(coarse_logits)
         if tuple(logits.shape[-2:]) != canvas:
             logits = F.interpolate(logits, size=canvas, mode="bilinear", align_corners=False)
@@ -376,12 +376,15 @@ class PointRendSegHead(BilinearSegHead):
 class SubdivisionStep(NamedTuple):
     """
     The points one subdivision step re-predicted: flat ``indices`` (N, P) into its
-    ``size`` (H, W) grid and their normalised cell centres ``coords`` (N, P, 2).
+    ``size`` (H, W) grid, their normalised cell centres ``coords`` (N, P, 2) (``(x, y)`` in
+    [0, 1] over the padded canvas), and ``labels`` (N, H, W) int64, the argmax of the logits
+    after the step.
     """
 
     indices: torch.Tensor
     coords: torch.Tensor
     size: Tuple[int, int]
+    labels: torch.Tensor
 
 
 def _write_points(logits, indices, values):

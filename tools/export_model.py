@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""
+Export a model (DeepLabV3 + PointRend, subdivision included) to ONNX and to a torch.export program,
+and check the exported files against the eager model.
+
+    tools/export_model.py --config-file CFG --output exported/ MODEL.WEIGHTS model.pth
+    tools/export_model.py --config-file CFG --output exported/ --format onnx \\
+        --check-size 512x1024 --check-size 777x1203 --check-image val/a.png MODEL.WEIGHTS model.pth
+
+Written to --output:
+
+    model.onnx       ONNX (torch's dynamo-based exporter): input "images" (B, 3, H, W) float32,
+                     the config's INPUT.FORMAT (e.g. RGB), 0-255; output "sem_seg" (B, K, H, W)
+                     float32 logits. Batch, height and width are dynamic.
+    model.pt2        the same as a torch.export program (torch.export.load(path).module()).
+    export.json      input format, classes, size range, what was checked and how well.
+
+Static in the exported graph: the number of subdivision points and steps, the classes and the
+weights (batch norm folded in unless MODEL.INFERENCE.FOLD_BN False). Height and width must lie in
+[--min-size, --max-size]. Not exported: sliding-window inference and test-time augmentation
+(Python loops around the exported whole-image model; the tool refuses a config with them on) and
+the resizing to INPUT.MIN_SIZE_TEST that DefaultPredictor does before the model.
+
+The check runs every exported file (ONNX with onnxruntime) on random images of each --check-size
+and on each --check-image file at its own size, and compares with the eager model: the largest
+logit difference from the eager model as exported (exporter fidelity) and the share of pixels whose
+class agrees with the eager model as loaded. It exits 1 when that share is below
+--min-agreement (default 0.999) for any input. ONNX needs `pip install onnx onnxscript onnxruntime`.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+import pointrend_seg  # noqa: F401  (registers the components)
+from pointrend_seg.config import ConfigError, build_config
+from pointrend_seg.data import read_image_file
+from pointrend_seg.engine import SafeCheckpointer
+from pointrend_seg.modeling import InferenceOptions, prepare_for_inference
+from pointrend_seg.modeling.export import ExportError, compare_logits, export_onnx, export_program
+
+logger = logging.getLogger("pointrend_seg.export")
+
+FORMATS = ("onnx", "torch_export")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--output", required=True, help="folder for the exported files")
+    p.add_argument("--format", choices=FORMATS + ("both",), default="both")
+    p.add_argument("--min-size", type=int, default=32, help="smallest height/width accepted")
+    p.add_argument("--max-size", type=int, default=4096, help="largest height/width accepted")
+    p.add_argument("--check-size", action="append", dest="check_sizes", metavar="HxW",
+                   help="size of a random check image (repeatable; default 128x160 and 97x131); "
+                        "the first check input also traces the export")
+    p.add_argument("--check-image", action="append", dest="check_images", default=[],
+                   metavar="FILE", help="an image file checked at its own size (repeatable)")
+    p.add_argument("--min-agreement", type=float, default=0.999,
+                   help="least share of pixels whose class the exported model must agree on")
+    p.add_argument("--no-check", action="store_true", help="export only")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    args = p.parse_args(argv)
+    if args.check_sizes is None:
+        args.check_sizes = ["128x160", "97x131"]
+    args.format = FORMATS if args.format == "both" else (args.format,)
+    return args
+
+
+def parse_size(value: str):
+    try:
+        h, w = (int(s) for s in value.lower().split("x"))
+    except ValueError:
+        raise ExportError(
+            f"--check-size takes HEIGHTxWIDTH, e.g. 512x1024; got {value!r}") from None
+    return h, w
+
+
+def check_inputs(args, input_format: str):
+    """[(name, (1, 3, H, W) float32 image)]: random images of --check-size, then --check-image."""
+    g = torch.Generator().manual_seed(0)
+    inputs = [(f"random {h}x{w}", torch.rand(1, 3, h, w, generator=g) * 255)
+              for h, w in map(parse_size, args.check_sizes)]
+    for path in args.check_images:
+        image = read_image_file(path, input_format)  # (H, W, 3) uint8
+        inputs.append((path, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+                       .float()[None]))
+    for name, x in inputs:
+        if not (args.min_size <= min(x.shape[-2:]) and max(x.shape[-2:]) <= args.max_size):
+            raise ExportError(f"check input {name}: {tuple(x.shape[-2:])} is outside "
+                              f"[--min-size {args.min_size}, --max-size {args.max_size}]")
+    return inputs
+
+
+def class_names(cfg):
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        try:
+            return list(MetadataCatalog.get(name).stuff_classes)
+        except (AttributeError, KeyError):
+            continue
+    return None
+
+
+def onnx_runner(path):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("checking the ONNX file needs onnxruntime: pip install onnxruntime "
+                          "(or --no-check)") from None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logger(name="pointrend_seg")
+    try:
+        cfg = build_config(args.config_file, args.opts)
+        inputs = check_inputs(args, cfg.INPUT.FORMAT)
+        if not inputs:
+            raise ExportError("--check-size or --check-image must give at least one input "
+                              "(the first traces the export)")
+        cfg.defrost()
+        cfg.MODEL.DEVICE = "cpu"  # exported on CPU; the ONNX / program runs anywhere
+        model = build_model(cfg)
+        if cfg.MODEL.WEIGHTS:
+            SafeCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
+        model.eval()
+        with torch.no_grad():
+            loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
+        handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
+        os.makedirs(args.output, exist_ok=True)
+        example = inputs[0][1]
+        runners, files = {}, {}
+        if "torch_export" in args.format:
+            start = time.perf_counter()
+            program = export_program(model, example, args.min_size, args.max_size)
+            files["torch_export"] = os.path.join(args.output, "model.pt2")
+            torch.export.save(program, files["torch_export"])
+            runners["torch_export"] = program.module()
+            logger.info("torch.export program written to %s in %.1f s", files["torch_export"],
+                        time.perf_counter() - start)
+        if "onnx" in args.format:
+            start = time.perf_counter()
+            files["onnx"] = os.path.join(args.output, "model.onnx")
+            try:
+                export_onnx(model, example, files["onnx"], args.min_size, args.max_size)
+            except ImportError as e:
+                raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx "
+                                  "onnxscript onnxruntime") from None
+            logger.info("ONNX written to %s in %.1f s", files["onnx"], time.perf_counter() - start)
+            if not args.no_check:
+                runners["onnx"] = onnx_runner(files["onnx"])
+    except (ConfigError, ExportError, FileNotFoundError) as e:
+        print(f"export_model.py: error: {e}", file=sys.stderr)
+        return 2
+
+    checks, failed = [], False
+    if not args.no_check:
+        print(f"{'format':<13} {'input':<40} {'max |diff| vs eager':>20} {'class agreement':>16}")
+        for (name, x), reference in zip(inputs, loaded):
+            with torch.no_grad():
+                as_exported = model([{"image": x[0]}])[0]["sem_seg"][None]
+                for fmt, run in runners.items():
+                    got = run(x)
+                    diff, _ = compare_logits(got, as_exported)
+                    _, agree = compare_logits(got, reference)
+                    ok = agree >= args.min_agreement
+                    failed |= not ok
+                    checks.append({"format": fmt, "input": name, "size": list(x.shape[-2:]),
+                                   "max_abs_diff_vs_eager": diff, "class_agreement": agree})
+                    print(f"{fmt:<13} {name[-40:]:<40} {diff:>20.2e} {agree:>15.4%}"
+                          + ("" if ok else f"  < {args.min_agreement:.2%}"))
+    handle.undo()
+    with open(os.path.join(args.output, "export.json"), "w") as f:
+        json.dump({
+            "files": files, "input": {"name": "images", "shape": ["B", 3, "H", "W"],
+                                      "dtype": "float32", "format": cfg.INPUT.FORMAT,
+                                      "range": [0, 255],
+                                      "height_width": [args.min_size, args.max_size]},
+            "output": {"name": "sem_seg", "shape": ["B", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                                                    "H", "W"], "dtype": "float32"},
+            "classes": class_names(cfg), "batch_norm_folded": cfg.MODEL.INFERENCE.FOLD_BN,
+            "weights": cfg.MODEL.WEIGHTS, "checks": checks,
+        }, f, indent=1)
+    if failed:
+        print(f"export_model.py: error: the exported model disagrees with the eager model on more "
+              f"than {1 - args.min_agreement:.2%} of the pixels of some input", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
