@@ -252,7 +252,7 @@ def draw_subdivision_figure(
     max_side: int = 512,
     columns: int = 3,
     point_color: Tuple[int, int, int] = (255, 230, 0),
-    point_alpha: float = 0.8,
+    point_alpha: float = 1.0,
 ) -> np.ndarray:
     """
     PointRend's subdivision of one image as panels: the coarse prediction, then for each step
@@ -271,6 +271,8 @@ def draw_subdivision_figure(
         min_side, max_side: panels are the image scaled so that its shorter side is at least
             ``min_side`` and its longer side at most ``max_side`` (the latter wins).
         columns: panels per row.
+        point_color, point_alpha: how re-predicted cells are marked (opaque by default: the
+            prediction after the step is the next panel).
 
     Returns:
         (H', W', 3) uint8 RGB figure.

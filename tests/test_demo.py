@@ -120,7 +120,13 @@ def test_demo_tool_dataset_mode_draws_prediction_and_ground_truth(trained_demo_m
         # coarse, 3 steps (stride 8 -> 1), final: two rows of three 256x256 panels, 3 px apart
         points = np.asarray(Image.open(out / f"{stem}_points.png"))
         assert points.shape[1] == 3 * 256 + 2 * 3 and points.shape[0] > 2 * 256
-        assert ((points == (255, 230, 0)).all(axis=2)).sum() > 1000  # re-predicted cells
+        # The re-predicted cells of each step, in the point colour: N of them (all cells when
+        # fewer), each (2 x 128 / grid)^2 pixels. Panels: title strips 22 px, panels 3 px apart.
+        marked = (points == (255, 230, 0)).all(axis=2)
+        n = cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS
+        for (top, left), grid in [((22, 259), 32), ((22, 518), 64), ((300, 0), 128)]:
+            cells = min(n, grid * grid)
+            assert marked[top:top + 256, left:left + 256].sum() == cells * (256 // grid) ** 2
     for d in _val(2):
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
         figure = np.asarray(Image.open(out / f"{stem}.png"))

@@ -101,7 +101,7 @@ class _Step:
 def test_subdivision_figure_marks_exactly_the_repredicted_cells():
     """A 16x16 image drawn at scale 1: the step panel has the point colour on exactly the three
     re-predicted 4x4 cells (48 pixels), and no other panel has it."""
-    point = (255, 32, 96)
+    point = (255, 230, 0)
     image = _image(16, 16)
     coarse = np.array([[1, 2], [2, 1]])  # stride 8
     step_labels = np.kron(coarse, np.ones((2, 2), int))  # 4x4 cells of 4x4 px
