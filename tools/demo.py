@@ -200,7 +200,7 @@ def main(argv=None):
         raise SystemExit(str(e)) from None
     os.makedirs(args.output, exist_ok=True)
     predictor = build_predictor(cfg)
-    model = predictor.model
+    model = getattr(predictor, "model", None)
     if args.show_points and not (hasattr(model, "trace_subdivision")
                                  and hasattr(model.sem_seg_head, "subdivision_num_points")):
         raise SystemExit(
