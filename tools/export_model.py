@@ -37,14 +37,13 @@ import time
 import numpy as np
 import torch
 
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.config import ConfigError, build_config
-from pointrend_seg.data import read_image_file
-from pointrend_seg.engine import SafeCheckpointer
+from pointrend_seg.data import class_names_and_colors, read_image_file
+from pointrend_seg.engine import BackboneMismatchError, SafeCheckpointer
 from pointrend_seg.modeling import InferenceOptions, prepare_for_inference
 from pointrend_seg.modeling.export import ExportError, compare_logits, export_onnx, export_program
 
@@ -102,12 +101,12 @@ def check_inputs(args, input_format: str):
 
 
 def class_names(cfg):
-    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
-        try:
-            return list(MetadataCatalog.get(name).stuff_classes)
-        except (AttributeError, KeyError):
-            continue
-    return None
+    """The model's class names from the config's datasets, or None (export does not need them)."""
+    try:
+        return class_names_and_colors(cfg)[0]
+    except ConfigError as e:
+        logger.warning("export.json will have no class names: %s", e)
+        return None
 
 
 def onnx_runner(path):
@@ -162,7 +161,7 @@ def main(argv=None) -> int:
             logger.info("ONNX written to %s in %.1f s", files["onnx"], time.perf_counter() - start)
             if not args.no_check:
                 runners["onnx"] = onnx_runner(files["onnx"])
-    except (ConfigError, ExportError, FileNotFoundError) as e:
+    except (BackboneMismatchError, ConfigError, ExportError, FileNotFoundError) as e:
         print(f"export_model.py: error: {e}", file=sys.stderr)
         return 2
 
