@@ -108,7 +108,10 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
     """
     example = _check_example(example, min_size, dynamic_batch)
     wrapper = ExportableSegmentor(model)
-    with torch.no_grad():
+    # Traced with autograd on (as torch.export.load gives the parameters back, requiring grad):
+    # the traced graph then holds no in-place ``out=`` kernels, which refuse autograd, and the
+    # program runs with or without torch.no_grad().
+    with torch.enable_grad():
         return torch.export.export(wrapper, (example,),
                                    dynamic_shapes=dynamic_shapes(min_size, max_size, dynamic_batch))
 
