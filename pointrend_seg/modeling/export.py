@@ -39,7 +39,7 @@ class ExportableSegmentor(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        for attr in ("backbone", "sem_seg_head", "pixel_mean", "pixel_std", "size_divisibility"):
+        for attr in ("backbone", "sem_seg_head", "normalize", "size_divisibility"):
             if not hasattr(model, attr):
                 raise ExportError(
                     f"cannot export {type(model).__name__}: export needs pointrend_seg's "
@@ -59,7 +59,7 @@ class ExportableSegmentor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         m = self.model
         height, width = images.shape[-2:]
-        x = (images - m.pixel_mean[None]) / m.pixel_std[None]
+        x = m.normalize(images)  # (3, 1, 1) mean and std broadcast over the batch
         d = m.size_divisibility
         if d > 1:
             x = F.pad(x, (0, (-width) % d, 0, (-height) % d))

@@ -121,7 +121,8 @@ class GeneralizedSemanticSegmentor(nn.Module):
         return self.pixel_mean.device
 
     def normalize(self, image):
-        """(C, H, W) image in ``INPUT.FORMAT`` -> normalised float image on the model's device."""
+        """(C, H, W) image (or (B, C, H, W) images) in ``INPUT.FORMAT`` -> normalised float, on the
+        model's device."""
         return (image.to(self.device) - self.pixel_mean) / self.pixel_std
 
     def predict_logits(self, images: List[torch.Tensor]) -> List[torch.Tensor]:
