@@ -8,28 +8,41 @@ the engine. Nothing here imports the rest of the package.
 Unknown keys (a typo, or our keys in a config made without :func:`add_pointrend_seg_config`)
 raise :class:`ConfigError` naming the closest existing keys (:func:`merge_config`, used by
 :func:`build_config`; :func:`check_pointrend_seg_keys` for configs built elsewhere).
+
+YAML configs are data: they are read with ``yaml.safe_load`` only (Detectron2's
+``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load``, which runs the Python code a
+``!!python/...`` tag names). A file with such a tag is refused with a :class:`ConfigError`
+naming the file, the line and the tag (:func:`load_yaml_config`).
 """
+import contextlib
 import difflib
 import functools
 import os
 import re
 
 import torch
+import yaml
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "ConfigError",
     "add_pointrend_seg_config",
     "build_config",
     "check_pointrend_seg_keys",
     "closest_keys",
+    "load_yaml_config",
     "merge_config",
     "missing_feature_problems",
     "raise_config_problems",
 ]
+
+
+# Default of INPUT.MAX_IMAGE_PIXELS: 100 megapixels (e.g. 10000 x 10000).
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 
 
 class ConfigError(ValueError):
@@ -73,6 +86,11 @@ def add_pointrend_seg_config(cfg):
     # ---- input ------------------------------------------------------------------------------
     # Photometric augmentation of the SSD paper (brightness, contrast, saturation, hue).
     cfg.INPUT.COLOR_AUG_SSD = False
+    # Largest image (and label) file accepted, in pixels (width x height), checked from the file
+    # header before decoding, by the mapper, the dataset check, evaluation and tools/demo.py;
+    # 0: no limit. Memory grows with the pixels of a file, not with its bytes (a 450 KB PNG of
+    # 12000x12000 decodes to 432 MB); docs/bad_inputs.md says what the default costs.
+    cfg.INPUT.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
     # ---- coarse head (DeepLabV3 / DeepLabV3+ / any Detectron2 head) --------------------------
     # Name in pointrend_seg's COARSE_HEAD_REGISTRY: "DeepLabV3", "DeepLabV3Plus", or
@@ -210,8 +228,12 @@ def merge_config(cfg, config_file: str = "", opts=()):
     opts = list(opts)
     steps = []
     if config_file:
-        steps.append((config_file, lambda: cfg.merge_from_file(config_file),
-                      lambda: _keys_of_file(cfg, config_file)))
+        def merge_file():
+            with _yaml_errors_named(config_file):
+                # Never yaml.unsafe_load (Detectron2's merge_from_file defaults to allowing it).
+                cfg.merge_from_file(config_file, allow_unsafe=False)
+
+        steps.append((config_file, merge_file, lambda: _keys_of_file(cfg, config_file)))
     steps.append(("the command line", lambda: cfg.merge_from_list(opts),
                   lambda: [str(k) for k in opts[0::2]]))
     for source, merge, given_keys in steps:
@@ -248,10 +270,44 @@ def _leaf_keys(node, prefix=""):
 def _keys_of_file(cfg, config_file):
     """The leaf keys set by ``config_file`` and its ``_BASE_`` files (for error messages)."""
     try:
-        loaded = type(cfg).load_yaml_with_base(config_file, allow_unsafe=True)
+        loaded = load_yaml_config(config_file, type(cfg))
     except Exception:  # the merge error is reported either way
         return []
     return [k for k in _leaf_keys(loaded) if k != "VERSION"]
+
+
+@contextlib.contextmanager
+def _yaml_errors_named(config_file):
+    """YAML errors of ``config_file`` (or of its ``_BASE_`` files) as one :class:`ConfigError`."""
+    try:
+        yield
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}" if mark is not None else config_file
+        found = re.search(r"tag '?(tag:yaml\.org,2002:)?([^'\s]+)'?", e.problem or "")
+        tag = ("!!" + found.group(2) if found.group(1) else found.group(2)) if found else "?"
+        raise ConfigError(
+            f"{where}: the YAML tag {tag} is not allowed in a config. Configs are loaded as data "
+            "(yaml.safe_load): a Python tag would run code. Remove it and write the value "
+            "itself (numbers, strings, lists)"
+            + (f" (in a _BASE_ of {config_file})" if mark is not None
+               and os.path.abspath(mark.name) != os.path.abspath(config_file) else "")
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{config_file} is not valid YAML: {e}") from None
+
+
+def load_yaml_config(config_file: str, cfg_type=CN) -> dict:
+    """
+    The dict of a YAML config file with its ``_BASE_`` files merged in, read with
+    ``yaml.safe_load`` only.
+
+    Raises:
+        ConfigError: the file (or a base) has a Python tag (``!!python/...``, which
+            ``yaml.unsafe_load`` would execute) or is not valid YAML; names the file and line.
+    """
+    with _yaml_errors_named(config_file):
+        return cfg_type.load_yaml_with_base(config_file, allow_unsafe=False)
 
 
 @functools.lru_cache(maxsize=None)

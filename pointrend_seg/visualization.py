@@ -165,6 +165,7 @@ def draw_sem_seg_figure(
     titles: Optional[Sequence[str]] = None,
     alpha: float = 0.5,
     min_side: int = 256,
+    max_side: Optional[int] = None,
     legend_inside: bool = False,
 ) -> np.ndarray:
     """
@@ -178,13 +179,17 @@ def draw_sem_seg_figure(
         titles: one title per panel, drawn above it; None: no titles.
         alpha: opacity of the class colours.
         min_side: pictures whose shorter side is smaller are drawn enlarged to this size.
+        max_side: pictures whose longer side is larger are drawn reduced to this size (image by
+            area averaging, label maps by nearest pixel), so that drawing a huge image costs
+            what drawing a ``max_side`` one does; None: no limit (e.g. video frames).
         legend_inside: when the names do not fit on the regions, draw the legend in each panel's
             top-left corner (the picture keeps the panels' size) instead of under the panels.
 
     Returns:
-        (H', W', 3) uint8 RGB: panels of ``s`` x the image size, ``s = max(1, min_side / min(H, W))``,
-        a few pixels apart, plus a title strip and a legend strip when used. One panel without
-        titles and with ``legend_inside`` is exactly the size of the (enlarged) image.
+        (H', W', 3) uint8 RGB: panels of ``s`` x the image size, ``s = max(1, min_side / min(H, W))``
+        (or ``max_side / max(H, W)`` if that is smaller than 1), a few pixels apart, plus a title
+        strip and a legend strip when used. One panel without titles and with ``legend_inside``
+        is exactly the size of the (enlarged) image.
     """
     if len(class_names) != len(colors):
         raise ValueError(f"{len(class_names)} class names but {len(colors)} colours")
@@ -197,6 +202,14 @@ def draw_sem_seg_figure(
             raise ValueError(
                 f"label map of shape {np.asarray(labels).shape} for an image of {height}x{width}"
             )
+    if max_side and max(height, width) > max_side:
+        shrink = max_side / max(height, width)
+        small_h, small_w = max(1, round(height * shrink)), max(1, round(width * shrink))
+        image_rgb = cv2.resize(np.ascontiguousarray(image_rgb), (small_w, small_h),
+                               interpolation=cv2.INTER_AREA)
+        label_maps = [_nearest(np.asarray(labels), (1.0, 1.0), height, width, shrink)
+                      for labels in label_maps]
+        height, width = small_h, small_w
     scale = max(1.0, min_side / min(height, width))
     font_px = label_font_size(round(width * scale), round(height * scale))
     panels, drawn = [], []

@@ -35,11 +35,15 @@ def test_nan_loss_stops_with_iteration_and_loss_names(tmp_path):
     msg = str(info.value)
     assert f"iteration {NAN_ITER}" in msg and "loss_sem_seg_point" in msg
     assert "loss_sem_seg=" not in msg  # only the non-finite losses are named
-    # Checkpoints of the iterations before the NaN exist; none after it.
-    ckpts = sorted(f for f in os.listdir(out) if f.endswith(".pth"))
-    assert ckpts == [f"model_{i:07d}.pth" for i in range(NAN_ITER)]
+    # The checkpoints whose weights gave a finite loss exist; the one of iteration NAN_ITER - 1
+    # (its weights gave the NaN) was dropped, and none is written after it.
+    ckpts = sorted(f for f in os.listdir(out) if f.endswith(".pth") or ".tmp." in f)
+    assert ckpts == [f"model_{i:07d}.pth" for i in range(NAN_ITER - 1)]
+    good = f"model_{NAN_ITER - 2:07d}.pth"
     with open(os.path.join(out, "last_checkpoint")) as f:
-        assert f.read() == f"model_{NAN_ITER - 1:07d}.pth"
+        assert f.read() == good
+    # The error names it as the state to continue from.
+    assert f"The last good state is {os.path.join(out, good)}" in msg
     # No optimizer step was taken with the NaN gradients: the weights are finite.
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     # Saving stays off for this trainer (e.g. a hook at the end of training).

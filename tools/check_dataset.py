@@ -15,7 +15,12 @@ Results are cached (~/.cache/pointrend_seg/dataset_checks, or --cache-dir) by fi
 modification time and size: checking an unchanged dataset again reads no image.
 tools/train_net.py runs the same check at its start (DATASETS.CHECK.*).
 
-Exit status: 0 if no dataset has a problem (warnings allowed), 1 otherwise.
+Image and label files of more than --max-image-pixels pixels (default INPUT.MAX_IMAGE_PIXELS of
+--config-file, else 100 megapixels; 0: no limit) are a problem found from their header, without
+decoding them: the limit training, evaluation and tools/demo.py apply.
+
+Exit status: 0 if no dataset has a problem (warnings allowed), 1 otherwise, 2 for a bad config or
+command line (one message; --debug shows the traceback).
 """
 import argparse
 import json
@@ -25,9 +30,10 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 import pointrend_seg  # noqa: F401  (registers the datasets)
-from pointrend_seg.config import build_config
+from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, build_config
 from pointrend_seg.data import check_dataset
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
+from pointrend_seg.engine.cli import add_debug_argument, debug_requested, run_tool
 
 
 def argument_parser():
@@ -45,7 +51,11 @@ def argument_parser():
     parser.add_argument("--no-cache", action="store_true", help="read every file again")
     parser.add_argument("--max-ignored-fraction", type=float, default=None,
                         help="warn above this fraction of ignored label pixels (default 0.5)")
+    parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                        help="files with more pixels are a problem (default: INPUT.MAX_IMAGE_PIXELS"
+                        f" of --config-file, else {DEFAULT_MAX_IMAGE_PIXELS}; 0: no limit)")
     parser.add_argument("--json", metavar="PATH", help="also write the reports as JSON")
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides (with --config-file)")
     return parser
@@ -75,6 +85,10 @@ def main(argv=None):
     if cfg is not None:
         options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                        ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+    if args.max_image_pixels is not None:
+        options["max_image_pixels"] = args.max_image_pixels
+    elif cfg is not None:
+        options["max_image_pixels"] = cfg.INPUT.MAX_IMAGE_PIXELS
     reports = [check_dataset(name, **options) for name in names]
     for report in reports:
         print(report.format())
@@ -86,4 +100,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     logging.captureWarnings(True)
-    sys.exit(main())
+    sys.exit(run_tool(main, prog="check_dataset.py", debug=debug_requested()))

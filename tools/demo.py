@@ -25,10 +25,21 @@ Class names come from --classes, else from the --dataset or --register-folder da
 the config's DATASETS.TEST / DATASETS.TRAIN metadata; they are checked before the model runs, and
 their number must be MODEL.SEM_SEG_HEAD.NUM_CLASSES. With the config.yaml of a run trained on a
 folder dataset, give that dataset again: --register-folder NAME IMAGE_DIR MASK_DIR CLASSES.
+
+Memory follows the model's input, not the file: an image file of more than --max-image-pixels
+pixels (default INPUT.MAX_IMAGE_PIXELS, 100 megapixels; 0: no limit) is refused from its header,
+before decoding; below, the model sees the image resized (INPUT.MIN_SIZE_TEST), the class ids come
+back to full size band by band (no K full-size logit maps), and pictures are drawn at most
+--max-side pixels wide and high (masks keep the full size).
+
+An input that cannot be read or predicted is reported with its file and reason and the others are
+still written; a summary lists the failures. Exit status: 0 when every input was written, 1 when
+some failed, 2 for a bad config or command line (one message; --debug shows the traceback).
 """
 import argparse
 import logging
 import os
+import sys
 from collections import Counter
 
 import numpy as np
@@ -42,6 +53,7 @@ from detectron2.utils.logger import setup_logger
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.config import ConfigError, build_config
 from pointrend_seg.data import (
+    BadInputError,
     MediaSource,
     VideoReader,
     VideoWriter,
@@ -53,9 +65,13 @@ from pointrend_seg.data import (
 )
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.engine import build_predictor
+from pointrend_seg.engine.cli import add_debug_argument, debug_requested, run_tool
 from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
 
 logger = logging.getLogger("pointrend_seg.demo")
+
+# Default of --max-side.
+MAX_PICTURE_SIDE = 2048
 
 
 def parse_args(argv=None):
@@ -76,6 +92,14 @@ def parse_args(argv=None):
                         "each subdivision step re-predicted, the final prediction (PointRend)")
     p.add_argument("--max-frames", type=int, default=0,
                    help="stop each video / webcam after this many frames (0: no limit)")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="refuse image files with more pixels, from their header (default: "
+                        "INPUT.MAX_IMAGE_PIXELS of the config, 100 megapixels; 0: no limit)")
+    p.add_argument("--max-side", type=int, default=MAX_PICTURE_SIDE,
+                   help="largest width / height of a picture of an image, in pixels (larger "
+                        f"images are drawn reduced; default {MAX_PICTURE_SIDE}); masks keep "
+                        "the image's size")
+    add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -108,15 +132,16 @@ class Demo:
     """Predicts with ``predictor`` and writes the pictures (and masks) of each input."""
 
     def __init__(self, predictor, class_names, colors, output, save_masks, max_frames,
-                 show_points=False):
+                 show_points=False, max_pixels=None, max_side=MAX_PICTURE_SIDE):
         self.predictor = predictor
         self.class_names, self.colors = class_names, colors
         self.output, self.save_masks, self.max_frames = output, save_masks, max_frames
         self.show_points = show_points
+        self.max_pixels, self.max_side = max_pixels, max_side
 
     def predict(self, image_bgr):
-        """(H, W) int64 class ids of a BGR image."""
-        return self.predictor(image_bgr)["sem_seg"].argmax(dim=0).cpu().numpy()
+        """(H, W) class ids of a BGR image (uint8 up to 256 classes)."""
+        return self.predictor.predict_labels(image_bgr)
 
     def _mask_path(self, *parts):
         path = os.path.join(self.output, "masks", *parts)
@@ -125,14 +150,14 @@ class Demo:
 
     def image(self, source, label=None):
         """``label``: (label file, the dataset's label map or None) for a ground-truth panel."""
-        image_bgr = read_image_file(source.path, "BGR")
+        image_bgr = read_image_file(source.path, "BGR", self.max_pixels)
         labels = self.predict(image_bgr)
         panels, titles = [labels], ["prediction"]
         if label:
-            panels.append(read_label_file(*label))
+            panels.append(read_label_file(*label, max_pixels=self.max_pixels))
             titles.append("ground truth")
         figure = draw_sem_seg_figure(image_bgr[:, :, ::-1], panels, self.class_names,
-                                     self.colors, titles=titles)
+                                     self.colors, titles=titles, max_side=self.max_side)
         Image.fromarray(figure).save(os.path.join(self.output, f"{source.stem}.png"))
         if self.save_masks:
             write_label_png(self._mask_path(f"{source.stem}.png"), labels, len(self.class_names))
@@ -207,20 +232,38 @@ def main(argv=None):
             "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
             "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "
             f"config: {cfg.MODEL.META_ARCHITECTURE}, {cfg.MODEL.SEM_SEG_HEAD.NAME})")
+    max_pixels = (cfg.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
+                  else args.max_image_pixels)
     demo = Demo(predictor, names, colors, args.output, args.save_masks, args.max_frames,
-                args.show_points)
+                args.show_points, max_pixels=max_pixels, max_side=args.max_side)
     images = [(s, label) for s, label in jobs if s.kind == "image"]
+    failed = []  # (input, reason)
     for source, label in tqdm(images, unit="image", disable=len(images) < 2):
-        demo.image(source, label)
-    if images:
-        logger.info(f"wrote {len(images)} picture(s) to {args.output}")
+        try:
+            demo.image(source, label)
+        except (BadInputError, OSError, ValueError, MemoryError) as e:
+            # One bad file (unreadable, too large, ...) does not stop the others.
+            logger.error(f"skipped {source.path}: {e}")
+            failed.append((source.path, str(e)))
+    if len(images) > len(failed):
+        logger.info(f"wrote {len(images) - len(failed)} picture(s) to {args.output}")
     for source, _ in jobs:
         if source.kind != "image":
             try:
                 demo.video(source)
             except OSError as e:  # OpenCV cannot open the video, the webcam or the output
-                raise SystemExit(str(e)) from None
+                if len(jobs) == 1:
+                    raise SystemExit(str(e)) from None
+                logger.error(f"skipped {source.path}: {e}")
+                failed.append((source.path, str(e)))
+    if failed:
+        print(f"demo.py: {len(failed)} of {len(jobs)} input(s) failed, the others were written "
+              f"to {args.output}:", file=sys.stderr)
+        for path, reason in failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main, prog="demo.py", debug=debug_requested()))

@@ -43,9 +43,16 @@ from detectron2.utils.logger import setup_logger
 import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.config import ConfigError, build_config
 from pointrend_seg.data import class_names_and_colors, read_image_file
-from pointrend_seg.engine import BackboneMismatchError, SafeCheckpointer
+from pointrend_seg.engine import SafeCheckpointer
+from pointrend_seg.engine.cli import INPUT_ERRORS, add_debug_argument, debug_requested, run_tool
 from pointrend_seg.modeling import InferenceOptions, prepare_for_inference
-from pointrend_seg.modeling.export import ExportError, compare_logits, export_onnx, export_program
+from pointrend_seg.modeling.export import (
+    ExportError,
+    check_size_range,
+    compare_logits,
+    export_onnx,
+    export_program,
+)
 
 logger = logging.getLogger("pointrend_seg.export")
 
@@ -67,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--min-agreement", type=float, default=0.999,
                    help="least share of pixels whose class the exported model must agree on")
     p.add_argument("--no-check", action="store_true", help="export only")
+    add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     if args.check_sizes is None:
@@ -131,6 +139,7 @@ def main(argv=None) -> int:
         cfg.defrost()
         cfg.MODEL.DEVICE = "cpu"  # exported on CPU; the ONNX / program runs anywhere
         model = build_model(cfg)
+        check_size_range(args.min_size, args.max_size, model.size_divisibility)
         if cfg.MODEL.WEIGHTS:
             SafeCheckpointer(model).load(cfg.MODEL.WEIGHTS)
         else:
@@ -161,7 +170,9 @@ def main(argv=None) -> int:
             logger.info("ONNX written to %s in %.1f s", files["onnx"], time.perf_counter() - start)
             if not args.no_check:
                 runners["onnx"] = onnx_runner(files["onnx"])
-    except (BackboneMismatchError, ConfigError, ExportError, FileNotFoundError) as e:
+    except (ExportError,) + INPUT_ERRORS as e:
+        if args.debug or debug_requested(argv):
+            raise
         print(f"export_model.py: error: {e}", file=sys.stderr)
         return 2
 
@@ -201,4 +212,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, prog="export_model.py", debug=debug_requested()))

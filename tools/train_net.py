@@ -51,6 +51,7 @@ failure first saves the last finished iteration as a checkpoint. The check is ca
 (~/.cache/pointrend_seg/dataset_checks, DATASETS.CHECK.CACHE_DIR): a second start reads nothing.
 """
 import logging
+import sys
 
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
@@ -60,6 +61,7 @@ import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.config import build_config
 from pointrend_seg.engine import SafeCheckpointer, Trainer, check_run_datasets, launch
+from pointrend_seg.engine.cli import add_debug_argument, debug_requested, run_tool
 
 
 def setup(args):
@@ -75,7 +77,7 @@ def setup(args):
 def argument_parser():
     """Detectron2's default arguments plus ``--register-folder`` (with ``--label-map`` and
     ``--ignore-value``) and ``--skip-bad``."""
-    parser = add_register_folder_argument(default_argument_parser())
+    parser = add_debug_argument(add_register_folder_argument(default_argument_parser()))
     parser.add_argument(
         "--skip-bad", action="store_true",
         help="leave out the samples the dataset check finds problems in (listed in "
@@ -103,11 +105,14 @@ def main(args):
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     logging.getLogger("detectron2").info(f"Command line arguments: {args}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    sys.exit(run_tool(
+        lambda: launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        ),
+        prog="train_net.py", debug=args.debug or debug_requested(),
+    ))

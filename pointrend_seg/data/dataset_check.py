@@ -39,11 +39,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from .dataset_mapper import (
     BadInputError,
     check_image_size,
     check_label_size,
     check_label_values,
+    image_orientation,
     read_image_file,
     read_label_file,
 )
@@ -60,7 +62,7 @@ __all__ = [
     "raise_dataset_problems",
 ]
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: facts hold the image's EXIF orientation
 # Reading in worker processes pays off from this many files to read.
 _MIN_FILES_FOR_WORKERS = 64
 
@@ -239,22 +241,26 @@ def _value_counts(label):
     return np.unique(flat, return_counts=True)
 
 
-def inspect_sample(image_path: str, label_path: Optional[str]) -> dict:
+def inspect_sample(image_path: str, label_path: Optional[str],
+                   max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
     """
     What the files of one sample hold, read with the mapper's readers (no label map applied):
-    ``image_shape`` / ``label_shape`` ([H, W] or None if unreadable), ``values`` / ``counts``
-    (the stored label values and their pixel counts), ``errors`` ([kind, message, file] of each
-    file that could not be read). Independent of classes, ignore label and label map.
+    ``image_shape`` / ``label_shape`` ([H, W] as used, EXIF orientation applied; None if
+    unreadable), ``orientation`` (the image's EXIF orientation, 1 if none), ``values`` /
+    ``counts`` (the stored label values and their pixel counts), ``errors`` ([kind, message,
+    file] of each file that could not be read, or that has more than ``max_pixels`` pixels: not
+    decoded). Independent of classes, ignore label and label map.
     """
     facts = {"image_shape": None, "label_shape": None, "values": None, "counts": None,
-             "errors": []}
+             "orientation": 1, "errors": []}
     try:
-        facts["image_shape"] = list(read_image_file(image_path).shape[:2])
+        facts["image_shape"] = list(read_image_file(image_path, "BGR", max_pixels).shape[:2])
+        facts["orientation"] = image_orientation(image_path)
     except BadInputError as e:
         facts["errors"].append([e.kind, str(e), e.path])
     if label_path is not None:
         try:
-            label = read_label_file(label_path)
+            label = read_label_file(label_path, max_pixels=max_pixels)
             facts["label_shape"] = list(label.shape[:2])
             values, counts = _value_counts(label)
             facts["values"], facts["counts"] = values.tolist(), counts.tolist()
@@ -264,8 +270,13 @@ def inspect_sample(image_path: str, label_path: Optional[str]) -> dict:
 
 
 def _inspect(job):
-    position, image_path, label_path = job
-    return position, inspect_sample(image_path, label_path)
+    position, image_path, label_path, max_pixels = job
+    return position, inspect_sample(image_path, label_path, max_pixels)
+
+
+def _depends_on_the_limit(facts):
+    """Facts with a file refused as too large: not cached (another limit would read it)."""
+    return any(kind.endswith("too large") for kind, _, _ in facts["errors"])
 
 
 # ---- cache --------------------------------------------------------------------------------------
@@ -373,7 +384,7 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
         if facts["image_shape"] is not None:
             try:
                 check_label_size(facts["label_shape"], facts["image_shape"], label_path,
-                                 image_path)
+                                 image_path, facts.get("orientation", 1))
             except BadInputError as e:
                 add(e)
         values = apply_label_map(np.asarray(facts["values"], dtype=np.int64),
@@ -390,6 +401,7 @@ def check_dataset_dicts(
     require_labels: bool = True, num_workers: Optional[int] = None, cache_dir: Optional[str] = None,
     use_cache: bool = True, progress: bool = True, max_ignored_fraction: float = 0.5,
     label_map: Optional[Dict[int, int]] = None,
+    max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> DatasetReport:
     """
     Check the samples ``dicts`` (Detectron2 dataset dicts with ``file_name`` and
@@ -406,6 +418,9 @@ def check_dataset_dicts(
         progress (bool): show a progress bar (stderr) while reading.
         max_ignored_fraction (float): warn when more of the label pixels are ignored.
         label_map (dict or None): only reported (each dict's ``sem_seg_label_map`` is applied).
+        max_image_pixels (int or None): files with more pixels are a problem ("image too
+            large", "label too large"), found from their header without decoding them
+            (``INPUT.MAX_IMAGE_PIXELS``, the mapper's limit); 0 or None: no limit.
 
     Returns:
         DatasetReport
@@ -421,15 +436,17 @@ def check_dataset_dicts(
         stats = [_stat(image_path), _stat(label_path)]
         hit = cached.get(key)
         entries.append((key, stats, hit["facts"] if hit and hit["stats"] == stats else None))
-        if entries[-1][2] is None:
-            jobs.append((position, image_path, label_path))
+        if entries[-1][2] is None or _depends_on_the_limit(entries[-1][2]):
+            entries[-1] = entries[-1][:2] + (None,)
+            jobs.append((position, image_path, label_path, max_image_pixels))
     workers = _default_num_workers() if num_workers is None else max(1, int(num_workers))
     for position, facts in _read_all(jobs, workers, progress, dataset_name).items():
         key, stats, _ = entries[position]
         entries[position] = (key, stats, facts)
     if use_cache and jobs:
         _save_cache(cache_file, {key: {"stats": stats, "facts": facts}
-                                 for key, stats, facts in entries})
+                                 for key, stats, facts in entries
+                                 if not _depends_on_the_limit(facts)})
 
     report = DatasetReport(
         dataset=dataset_name, class_names=list(class_names), ignore_label=int(ignore_label),
@@ -454,6 +471,11 @@ def check_dataset_dicts(
         report.ignored_pixels += int(counts[values == ignore_label].sum())
         report.labelled_pixels += int(counts.sum())
     report.warnings = _warnings(report, all_values, max_ignored_fraction)
+    oriented = [(record["file_name"], facts.get("orientation", 1))
+                for record, (_, _, facts) in zip(dicts, entries)
+                if facts.get("orientation", 1) != 1]
+    if oriented:
+        report.warnings.append(_orientation_warning(dataset_name, oriented))
     hint = binary_mask_hint(sorted(all_values), num_classes, ignore_label)
     if hint:  # said once, in the warnings, rather than on every row
         for problem in report.problems:
@@ -486,6 +508,23 @@ def _warnings(report, all_values, max_ignored_fraction):
             "them as absent"
         )
     return warnings
+
+
+_ORIENTATIONS = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down",
+                 5: "mirrored and turned 90 degrees", 6: "turned 90 degrees clockwise",
+                 7: "mirrored and turned 90 degrees", 8: "turned 90 degrees anticlockwise"}
+
+
+def _orientation_warning(dataset_name, oriented):
+    path, orientation = oriented[0]
+    return (
+        f"dataset {dataset_name!r}: {len(oriented)} image(s) carry an EXIF orientation (e.g. "
+        f"{path}: {orientation}, {_ORIENTATIONS.get(orientation, 'turned')}): images and labels "
+        "are used as displayed, each turned by its own EXIF orientation (Detectron2's rule), so "
+        "their labels must be drawn on the turned image. A mask drawn on the stored pixels (most "
+        "masks carry no orientation) is then misaligned - with a square image silently. Remove "
+        "the images' orientation tag if so (e.g. exiftool -Orientation=1 -n FILE)"
+    )
 
 
 def check_dataset(dataset_name: str, *, num_classes: Optional[int] = None,

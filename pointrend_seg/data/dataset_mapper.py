@@ -5,9 +5,12 @@ Detectron2 augmentations to both, and returns the tensors the meta-architecture 
 Every bad input raises :class:`BadInputError` naming the file (see the table in
 docs/bad_inputs.md).
 """
+import contextlib
 import copy
 import logging
+import threading
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
@@ -16,13 +19,14 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 
-from ..config import check_pointrend_seg_keys
+from ..config import DEFAULT_MAX_IMAGE_PIXELS, check_pointrend_seg_keys
 from .label_map import apply_label_map, binary_mask_hint
 from .transforms import PadToMinSize
 
-__all__ = ["BadInputError", "SemSegDatasetMapper", "build_sem_seg_augmentations",
-           "check_image_size", "check_label_size", "check_label_values", "crop_pad_size",
-           "read_image_file", "read_label_file"]
+__all__ = ["BadInputError", "SemSegDatasetMapper", "apply_exif_orientation",
+           "build_sem_seg_augmentations", "check_image_size", "check_label_size",
+           "check_label_values", "crop_pad_size", "exif_orientation", "image_orientation",
+           "read_image_file", "read_label_file", "too_large_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +38,10 @@ class BadInputError(ValueError):
     An image or label file that cannot be used as it is; the message names the file.
 
     Attributes:
-        kind (str): what is wrong, one of "missing image", "unreadable image", "image size",
-            "missing label", "unreadable label", "colour label", "size mismatch",
-            "label values", "no label" (the rows of the dataset check's table).
+        kind (str): what is wrong, one of "missing image", "unreadable image", "image too large",
+            "image size", "missing label", "unreadable label", "label too large",
+            "colour label", "size mismatch", "label values", "no label" (the rows of the dataset
+            check's table).
         path (str or None): the file the message is about.
     """
 
@@ -49,12 +54,51 @@ class BadInputError(ValueError):
         return type(self), (str(self), self.kind, self.path)
 
 
-def _open(path, what):
+_EXIF_ORIENTATION = 0x0112
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pil_size_check_off():
+    """PIL's own decompression-bomb limit (a warning above 89 MP, an error above 179 MP) off:
+    :func:`_open` applies ``max_pixels`` instead, one documented limit for every reader."""
+    with _PIL_LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def too_large_message(what, path, width, height, max_pixels):
+    """The message of a file over the pixel limit (also used by the dataset check)."""
+    return (
+        f"{what} file {path} is {width}x{height} (WxH) = {width * height / 1e6:.1f} megapixels, "
+        f"over the limit of {max_pixels / 1e6:g} megapixels (INPUT.MAX_IMAGE_PIXELS="
+        f"{max_pixels}, tools/demo.py --max-image-pixels); decoding it would take about "
+        f"{3 * width * height / 2**30:.1f} GiB. Resize or tile the file, or raise the limit "
+        "(0: none) if this machine has the memory"
+    )
+
+
+def _open(path, what, max_pixels=None):
+    """
+    The decoded image of ``path``, EXIF orientation applied; its size is checked against
+    ``max_pixels`` (0 / None: no limit) from the header, before any pixel is decoded.
+    """
     try:
         with open(path, "rb") as f:
-            image = Image.open(f)
+            with _pil_size_check_off():
+                image = Image.open(f)
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                raise BadInputError(too_large_message(what, path, width, height, max_pixels),
+                                    f"{what} too large", path)
             image.load()
-        return image
+            return apply_exif_orientation(image)
+    except BadInputError:
+        raise
     except FileNotFoundError:
         raise BadInputError(f"{what} file not found: {path}", f"missing {what}", path) from None
     except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, ...
@@ -63,34 +107,68 @@ def _open(path, what):
         ) from None
 
 
-def read_image_file(path, format="BGR"):
+def exif_orientation(image) -> int:
+    """The EXIF orientation tag of a PIL image (1, the identity, when it has none)."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a damaged EXIF block: treated as no orientation
+        return 1
+
+
+def apply_exif_orientation(image):
+    """
+    ``image`` turned as its EXIF orientation says - Detectron2's ``read_image`` rule, applied to
+    images and label maps alike (a label map is drawn on the image as it is displayed). Images
+    without an orientation (or with 1, the identity) are returned as they are, without a copy.
+    """
+    if exif_orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """
     Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
 
     Grayscale images are replicated to 3 channels, the alpha channel of RGBA/LA images is dropped,
-    and 16-bit images are scaled to 8 bits (value >> 8).
+    and 16-bit images are scaled to 8 bits (value >> 8). A file of more than ``max_pixels``
+    pixels (``INPUT.MAX_IMAGE_PIXELS``; 0 or None: no limit) is refused from its header, before
+    decoding ("image too large").
 
-    Differs on purpose from Detectron2's ``detection_utils.read_image`` (whose EXIF handling and
-    conversion, ``convert_PIL_to_numpy``, it reuses): there a 16-bit image is clipped to 255
-    (measured: 99.6% of the pixels of a 0..65520 ramp saturate; here it keeps its 256 levels),
-    and a missing or broken file raises PIL's or Python's error; here every failure is a
-    :class:`BadInputError` naming the file and whether it is the image or the label.
+    Differs on purpose from Detectron2's ``detection_utils.read_image`` (EXIF orientation is
+    applied the same way, and other formats than RGB / BGR go through its
+    ``convert_PIL_to_numpy``): there a 16-bit image is clipped to 255 (measured: 99.6% of the
+    pixels of a 0..65520 ramp saturate; here it keeps its 256 levels), a missing or broken file
+    raises PIL's or Python's error (here every failure is a :class:`BadInputError` naming the
+    file and whether it is the image or the label), and an RGB image is copied three times
+    (PIL ``convert``, ``np.asarray``, the channel flip); here once, the channels swapped in
+    place (a 12000 x 12000 PNG: 1.0 GB at the peak instead of 2.0 GB).
     """
-    image = ImageOps.exif_transpose(_open(path, "image"))
+    image = _open(path, "image", max_pixels)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image).astype(np.int64)
         bits = 16 if image.mode.startswith("I;16") or array.max() > 255 else 8
         image = Image.fromarray((array >> (bits - 8)).clip(0, 255).astype(np.uint8))
-    return np.ascontiguousarray(convert_PIL_to_numpy(image, format))
+    if format not in ("RGB", "BGR"):
+        return np.ascontiguousarray(convert_PIL_to_numpy(image, format))
+    if image.mode != "RGB":  # grayscale, palette, alpha, CMYK, ...: as PIL converts them
+        image = image.convert("RGB")
+    array = np.array(image)  # one writable copy
+    del image
+    if format == "BGR":
+        cv2.cvtColor(array, cv2.COLOR_RGB2BGR, dst=array)
+    return array
 
 
-def read_label_file(path, label_map=None):
+def read_label_file(path, label_map=None, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """
     Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
     8- and 16-bit single-channel images their values. Colour (RGB) label images are rejected.
     ``label_map`` ({stored value: class id}, see :mod:`.label_map`) is applied to the values.
+    EXIF orientation is applied as to images (:func:`apply_exif_orientation`), and files of
+    more than ``max_pixels`` pixels are refused before decoding ("label too large").
     """
-    label = _open(path, "label")
+    label = _open(path, "label", max_pixels)
     if label.mode not in _LABEL_MODES:
         detail = ""
         if label.mode in ("RGB", "RGBA"):
@@ -127,13 +205,40 @@ def check_image_size(image_shape, dataset_dict):
         )
 
 
-def check_label_size(label_shape, image_shape, label_path, image_path):
-    """Raise :class:`BadInputError` if the label and image sizes (H, W, ...) differ."""
-    if tuple(label_shape[:2]) != tuple(image_shape[:2]):
-        raise BadInputError(
-            f"label file {label_path} is {label_shape[1]}x{label_shape[0]} (WxH) but image "
-            f"{image_path} is {image_shape[1]}x{image_shape[0]}", "size mismatch", label_path
-        )
+def image_orientation(path) -> int:
+    """The EXIF orientation of the image file ``path`` from its header (1 if none or unreadable)."""
+    try:
+        with open(path, "rb") as f, _pil_size_check_off():
+            return exif_orientation(Image.open(f))
+    except Exception:
+        return 1
+
+
+# EXIF orientations 5-8 turn an image by 90 degrees (width and height swap).
+_TURNED_90 = (5, 6, 7, 8)
+
+
+def check_label_size(label_shape, image_shape, label_path, image_path, orientation=None):
+    """
+    Raise :class:`BadInputError` if the label and image sizes (H, W, ...) differ (both as used:
+    EXIF orientation applied). When the image's EXIF orientation (``orientation``, read from
+    ``image_path`` if None) turns it by 90 degrees and the label has the stored image's size, the
+    message says so: the label was drawn on the stored pixels, not on the image as displayed.
+    """
+    if tuple(label_shape[:2]) == tuple(image_shape[:2]):
+        return
+    message = (f"label file {label_path} is {label_shape[1]}x{label_shape[0]} (WxH) but image "
+               f"{image_path} is {image_shape[1]}x{image_shape[0]}")
+    if tuple(label_shape[:2]) == tuple(image_shape[:2])[::-1]:
+        if orientation is None:
+            orientation = image_orientation(image_path)
+        if orientation in _TURNED_90:
+            message += (
+                f" as displayed: its EXIF orientation {orientation} turns it by 90 degrees "
+                "(stored, it has the label's size). Images and labels are used as displayed "
+                "(Detectron2's rule): if the label was drawn on the stored pixels, remove the "
+                "image's orientation tag (e.g. exiftool -Orientation=1 -n FILE)")
+    raise BadInputError(message, "size mismatch", label_path)
 
 
 def check_label_values(label, num_classes, ignore_label, path):
@@ -227,12 +332,13 @@ class SemSegDatasetMapper:
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations, image_format: str, num_classes: int,
-                 ignore_label: int):
+                 ignore_label: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.num_classes = num_classes
         self.ignore_label = ignore_label
+        self.max_image_pixels = max_image_pixels
         logger.info(f"SemSegDatasetMapper ({'train' if is_train else 'test'}): {augmentations}")
 
     @classmethod
@@ -244,12 +350,13 @@ class SemSegDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "max_image_pixels": cfg.INPUT.MAX_IMAGE_PIXELS,
         }
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image_path = dataset_dict["file_name"]
-        image = read_image_file(image_path, self.image_format)
+        image = read_image_file(image_path, self.image_format, self.max_image_pixels)
         check_image_size(image.shape, dataset_dict)
         dataset_dict.setdefault("height", image.shape[0])
         dataset_dict.setdefault("width", image.shape[1])
@@ -257,7 +364,7 @@ class SemSegDatasetMapper:
         label_path = dataset_dict.pop("sem_seg_file_name", None)
         label_map = dataset_dict.pop("sem_seg_label_map", None)
         if label_path is not None:
-            label = read_label_file(label_path, label_map)
+            label = read_label_file(label_path, label_map, self.max_image_pixels)
             check_label_size(label.shape, image.shape, label_path, image_path)
             check_label_values(label, self.num_classes, self.ignore_label, label_path)
         elif self.is_train:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from .dataset_mapper import check_label_values, read_label_file
 
 __all__ = ["GroundTruthReader"]
@@ -19,15 +20,18 @@ class GroundTruthReader:
     """
     ``reader(file_name)``: the (H, W) int64 class ids of the image ``file_name`` of dataset
     ``dataset_name``; with ``num_classes``, values outside [0, num_classes) other than
-    ``ignore_label`` raise ``BadInputError`` naming the label file.
+    ``ignore_label`` raise ``BadInputError`` naming the label file, as do label files of more than
+    ``max_pixels`` pixels (``INPUT.MAX_IMAGE_PIXELS``). EXIF orientation is applied as training
+    applies it.
     """
 
     def __init__(self, dataset_name: str, num_classes: Optional[int] = None,
-                 ignore_label: int = 255):
+                 ignore_label: int = 255, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS):
         from detectron2.data import DatasetCatalog
 
         self.dataset_name = dataset_name
         self.num_classes, self.ignore_label = num_classes, ignore_label
+        self.max_pixels = max_pixels
         self._labels = {
             record["file_name"]: (record["sem_seg_file_name"], record.get("sem_seg_label_map"))
             for record in DatasetCatalog.get(dataset_name)
@@ -39,7 +43,7 @@ class GroundTruthReader:
 
     def __call__(self, file_name: str) -> np.ndarray:
         path, label_map = self._labels[file_name]
-        label = read_label_file(path, label_map)
+        label = read_label_file(path, label_map, self.max_pixels)
         if self.num_classes is not None:
             check_label_values(label, self.num_classes, self.ignore_label, path)
         return label

@@ -7,11 +7,13 @@ our configs (:mod:`.predictor`).
 """
 from .checkpoint import (
     BackboneMismatchError,
+    CheckpointReadError,
+    CheckpointWriteError,
     SafeCheckpointer,
     UnsafeCheckpointError,
     atomic_write,
 )
-from .config_checks import check_dataset_config
+from .config_checks import check_dataset_config, check_solver_config
 from .data_checks import check_run_datasets
 from .distributed import adapt_norm_to_world_size, launch
 from .hooks import ReseedEachIteration, RestoreMetricHistory

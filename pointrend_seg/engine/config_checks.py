@@ -1,12 +1,48 @@
 """
 Checks of the config against the datasets it names, run when a trainer or an evaluation starts
-(the model does not know the datasets; each model component checks its own keys when built).
+(the model does not know the datasets; each model component checks its own keys when built),
+and of the solver keys the trainer reads.
 """
+import math
+import numbers
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import raise_config_problems
 
-__all__ = ["check_dataset_config"]
+__all__ = ["check_dataset_config", "check_solver_config"]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_solver_config(cfg) -> None:
+    """
+    The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
+    ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
+    ``WARMUP_ITERS`` and ``TEST.EVAL_PERIOD`` integers >= 0, ``BASE_LR`` a positive number.
+    (Detectron2 would fail later: ``MAX_ITER 0`` with a ZeroDivisionError in the LR schedule,
+    ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook.)
+
+    Raises:
+        ConfigError: listing every wrong key.
+    """
+    s = cfg.SOLVER
+    problems = []
+    for key in ("MAX_ITER", "IMS_PER_BATCH", "CHECKPOINT_PERIOD", "LOG_PERIOD"):
+        value = s.get(key, 1)
+        if not _is_int(value) or value < 1:
+            problems.append(f"SOLVER.{key}={value!r} must be an integer >= 1")
+    for group, key in (("SOLVER", "WARMUP_ITERS"), ("TEST", "EVAL_PERIOD")):
+        value = cfg[group][key]
+        if not _is_int(value) or value < 0:
+            problems.append(f"{group}.{key}={value!r} must be an integer >= 0")
+    lr = s.BASE_LR
+    if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not math.isfinite(lr) \
+            or lr <= 0:
+        problems.append(f"SOLVER.BASE_LR={lr!r} must be a positive number")
+    raise_config_problems(problems)
 
 
 def check_dataset_config(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")) -> None:

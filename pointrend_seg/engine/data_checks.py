@@ -55,6 +55,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True
                 ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                 num_workers=check.NUM_WORKERS or None, cache_dir=check.CACHE_DIR or None,
                 max_ignored_fraction=check.MAX_IGNORED_FRACTION, progress=report,
+                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
             )
             for name in names
         ]

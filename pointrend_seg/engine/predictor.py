@@ -1,27 +1,69 @@
-"""Detectron2's ``DefaultPredictor`` for our configs, with weights loaded by :class:`SafeCheckpointer`."""
+"""Detectron2's ``DefaultPredictor`` for our configs, with weights loaded by :class:`SafeCheckpointer`
+and a memory-bounded way to get class ids (:meth:`SemSegPredictor.predict_labels`)."""
+import numpy as np
+import torch
+
 from detectron2.engine import DefaultPredictor
 
 from ..modeling import prepare_for_inference
+from ..modeling.postprocessing import resized_argmax
 from .checkpoint import SafeCheckpointer
 
-__all__ = ["build_predictor"]
+__all__ = ["SemSegPredictor", "build_predictor"]
 
 
-def build_predictor(cfg) -> DefaultPredictor:
+class SemSegPredictor(DefaultPredictor):
+    """
+    ``DefaultPredictor`` (``predictor(image_bgr)`` -> ``{"sem_seg": (K, H, W) logits}``, Detectron2's
+    contract) plus :meth:`predict_labels`, which returns only the class ids and whose memory is
+    bounded by the model's input size, not the image's.
+    """
+
+    def model_input(self, original_image: np.ndarray) -> torch.Tensor:
+        """(3, h, w) float32 image in ``INPUT.FORMAT``, resized as ``__call__`` resizes it
+        (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) from an (H, W, 3) BGR uint8 image."""
+        # Resized before the channels are reordered (the same pixels: resizing treats each
+        # channel alone), so a large image is not copied first.
+        image = self.aug.get_transform(original_image).apply_image(original_image)
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+
+    def predict_labels(self, original_image: np.ndarray) -> np.ndarray:
+        """
+        Class ids of an (H, W, 3) BGR uint8 image: (H, W) uint8 (int16 / int32 above 256
+        classes), equal to ``self(original_image)["sem_seg"].argmax(0)`` up to float ties.
+
+        The model runs on the resized image (as ``__call__``) and returns its logits at that size;
+        they are resized to (H, W) and reduced to class ids band by band
+        (:func:`~pointrend_seg.modeling.postprocessing.resized_argmax`), so no (K, H, W) float
+        array exists: a 12000 x 12000 image costs its decoded pixels and a 144 MB label map.
+        """
+        height, width = original_image.shape[:2]
+        image = self.model_input(original_image)
+        with torch.no_grad():
+            # height / width = the model input's size: sem_seg_postprocess does not resize.
+            logits = self.model([{"image": image, "height": image.shape[1],
+                                  "width": image.shape[2]}])[0]["sem_seg"]
+            return resized_argmax(logits, height, width).numpy()
+
+
+def build_predictor(cfg) -> SemSegPredictor:
     """
     Detectron2's ``DefaultPredictor`` (one BGR image in, ``{"sem_seg": (K, H, W)}`` out, resized
-    per ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``), whose ``MODEL.WEIGHTS`` are loaded by
-    :class:`SafeCheckpointer` instead of ``DetectionCheckpointer``: ``.pth`` files with
-    ``weights_only``, and weights that fill less than half of the backbone refused
-    (:class:`BackboneMismatchError`) instead of a model that predicts noise. The loaded model is
-    then prepared for inference (``MODEL.INFERENCE.*``, :func:`prepare_for_inference`: batch norm
-    folded, ...); ``predictor.inference_handle.undo()`` restores the model as loaded.
+    per ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; :meth:`SemSegPredictor.predict_labels` for
+    class ids only), whose ``MODEL.WEIGHTS`` are loaded by :class:`SafeCheckpointer` instead of
+    ``DetectionCheckpointer``: ``.pth`` files with ``weights_only``, and weights that fill less
+    than half of the backbone refused (:class:`BackboneMismatchError`) instead of a model that
+    predicts noise. The loaded model is then prepared for inference (``MODEL.INFERENCE.*``,
+    :func:`prepare_for_inference`: batch norm folded, ...); ``predictor.inference_handle.undo()``
+    restores the model as loaded.
     """
     weights = cfg.MODEL.WEIGHTS
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""  # DefaultPredictor loads nothing; the safe checkpointer below does
-    predictor = DefaultPredictor(cfg)
+    predictor = SemSegPredictor(cfg)
     predictor.cfg.MODEL.WEIGHTS = weights
     predictor.cfg.freeze()
     SafeCheckpointer(predictor.model).load(weights)

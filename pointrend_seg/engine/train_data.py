@@ -40,6 +40,7 @@ from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
+from ..config import ConfigError
 from ..data.dataset_mapper import BadInputError
 
 __all__ = [
@@ -109,7 +110,7 @@ class ResumableTrainingSampler(Sampler):
         self.rank = comm.get_rank() if rank is None else rank
         self.world_size = comm.get_world_size() if world_size is None else world_size
         if total_batch_size <= 0 or total_batch_size % self.world_size != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"SOLVER.IMS_PER_BATCH={total_batch_size} must be a positive multiple of the "
                 f"number of processes ({self.world_size})"
             )
@@ -261,13 +262,19 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0,
     samples that fail to load are skipped (module docstring).
     """
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        raise ValueError(
+        raise ConfigError(
             f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r}: pointrend_seg trains "
             "with its resumable equivalent of 'TrainingSampler' only"
         )
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
     if skip_images:
         dicts = [d for d in dicts if d["file_name"] not in skip_images]
+    if cfg.SOLVER.IMS_PER_BATCH > len(dicts):
+        logger.warning(
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is larger than the {len(dicts)} "
+            f"training samples of {tuple(cfg.DATASETS.TRAIN)}: every batch holds some of them "
+            "twice or more (an epoch is shorter than one iteration)"
+        )
     sampler = ResumableTrainingSampler(
         len(dicts), total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed, start_iter=start_iter
     )

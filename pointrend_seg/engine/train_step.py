@@ -11,8 +11,10 @@ backward, metrics, optimizer step) with:
 * the losses reach the host once per iteration (one transfer for the check and the metrics);
 * the data iterator is created at the first step, after a resume moved the stream's start.
 """
+import collections
 import logging
 import math
+import statistics
 import time
 from typing import Dict, Optional
 
@@ -20,9 +22,11 @@ import torch
 
 from detectron2.utils import comm
 
+from ..config import ConfigError
+
 from .compat import write_metrics
 
-__all__ = ["NonFiniteLossError", "TrainStep", "training_precision"]
+__all__ = ["LossSpikeGuard", "NonFiniteLossError", "TrainStep", "training_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,29 +42,79 @@ def training_precision(cfg) -> Optional[torch.dtype]:
         return None
     name = cfg.SOLVER.AMP.PRECISION
     if name not in _PRECISIONS:
-        raise ValueError(
+        raise ConfigError(
             f"SOLVER.AMP.PRECISION must be one of {sorted(_PRECISIONS)}, got {name!r}"
         )
     return _PRECISIONS[name]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; raised on every process, before the optimizer step."""
+    """
+    A loss became NaN or infinite; raised on every process, before the optimizer step.
 
-    def __init__(self, iteration, bad_losses_per_rank):
+    ``resume_from``: the checkpoint to continue from (the trainer fills it in: the newest one
+    whose weights gave a finite loss), "" when the run has none, None when unknown.
+    """
+
+    def __init__(self, iteration, bad_losses_per_rank, resume_from=None):
         self.iteration = iteration
         self.bad_losses = bad_losses_per_rank  # [{name: value}] per rank
+        self.resume_from = resume_from
         names = sorted({k for per_rank in bad_losses_per_rank for k in per_rank})
         details = "; ".join(
             f"rank {rank}: " + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
             for rank, bad in enumerate(bad_losses_per_rank) if bad
         )
+        fix = "lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS"
+        if resume_from is None:
+            then = f"{fix[0].upper()}{fix[1:]}, then resume from the last checkpoint."
+        elif not resume_from:
+            then = ("No checkpoint of this run holds weights whose loss was finite and no "
+                    f"spike (the first updates diverged): {fix}, then start again (without "
+                    "--resume).")
+        else:
+            then = (f"The last good state is {resume_from} (last_checkpoint names it; the loss "
+                    f"of its weights was finite and no spike): {fix}, then continue from it with "
+                    "--resume, e.g. --resume SOLVER.BASE_LR <lower value>.")
         super().__init__(
             f"Non-finite loss at iteration {iteration}: {', '.join(names)} ({details}). "
             "Training stopped before the optimizer step of that iteration; no checkpoint is "
-            "written after it. Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable "
-            "SOLVER.CLIP_GRADIENTS, then resume from the last checkpoint."
+            f"written after it. {then}"
         )
+
+    def with_resume_from(self, checkpoint) -> "NonFiniteLossError":
+        """The same error, its message naming ``checkpoint`` (None or "": there is none)."""
+        return type(self)(self.iteration, self.bad_losses, checkpoint or "")
+
+
+class LossSpikeGuard:
+    """
+    Whether a finite loss is still a sane one: a loss more than ``max_ratio`` times the median of
+    the last ``window`` losses is the mark of an update that blew the weights up (e.g. a far too
+    high learning rate: the loss jumps from ~3 to ~1e23 in one step and is NaN a few steps later).
+    The trainer does not let such weights become ``last_checkpoint``: resuming from them would
+    diverge again whatever the new learning rate. Cross-entropy losses do not legitimately grow
+    a thousandfold within a few iterations; a loss that stays high becomes the new median.
+    """
+
+    def __init__(self, window: int = 20, max_ratio: float = 1000.0):
+        self.max_ratio = max_ratio
+        self._recent = collections.deque(maxlen=window)
+
+    def problem(self, loss: float) -> Optional[str]:
+        """Why ``loss`` is a spike (a message), or None if it is fine."""
+        if not math.isfinite(loss):
+            return f"the loss is {loss}"
+        if not self._recent:
+            return None
+        median = statistics.median_low(self._recent)
+        if median > 0 and loss > self.max_ratio * median:
+            return (f"the loss {loss:.3g} is over {self.max_ratio:g} times the median "
+                    f"{median:.3g} of the {len(self._recent)} iterations before")
+        return None
+
+    def add(self, loss: float) -> None:
+        self._recent.append(loss)
 
 
 class TrainStep:
@@ -86,8 +140,11 @@ class TrainStep:
         )
         self._data_iter = None
 
-    def run(self, iteration: int) -> None:
-        """One iteration: forward, backward, all-process loss check, metrics, optimizer step."""
+    def run(self, iteration: int) -> float:
+        """
+        One iteration: forward, backward, all-process loss check, metrics, optimizer step.
+        Returns this process's total loss (computed with the weights before the step).
+        """
         assert self.model.training, "TrainStep: the model was switched to eval mode"
         if self._data_iter is None:
             self._data_iter = iter(self.data_loader)
@@ -116,6 +173,7 @@ class TrainStep:
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+        return float(sum(host_losses.values()))
 
     @staticmethod
     def _check_finite(loss_dict: Dict[str, torch.Tensor], iteration: int):

@@ -15,7 +15,9 @@ evaluators, and:
 * each iteration by :class:`.TrainStep`: float32, bfloat16 or float16 autocast
   (``SOLVER.AMP``), and non-finite losses stop the run on every process before the optimizer
   step, with the iteration and the loss names (:class:`.NonFiniteLossError`); no checkpoint is
-  written afterwards;
+  written afterwards, and a checkpoint becomes ``last_checkpoint`` only once the next
+  iteration's loss, computed with its weights, was finite - so the error names a checkpoint
+  that a resume with a lower learning rate can continue from;
 * config validation: the datasets against the model here (:mod:`.config_checks`); each model
   component checks its own keys when it is built;
 * the whole-dataset check of ``DATASETS.TRAIN`` and ``DATASETS.TEST`` before anything is built
@@ -44,17 +46,18 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
+from ..config import ConfigError
 from ..data import BadInputError, GroundTruthReader, SemSegDatasetMapper
 from ..evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
 from ..modeling import prepare_for_inference
 from .checkpoint import SafeCheckpointer
 from .compat import cpu_capable_ddp
-from .config_checks import check_dataset_config
+from .config_checks import check_dataset_config, check_solver_config
 from .data_checks import check_run_datasets, skipped_images
 from .distributed import adapt_norm_to_world_size
 from .hooks import ReseedEachIteration, RestoreMetricHistory, recent_metric_history
 from .train_data import build_resumable_train_loader
-from .train_step import NonFiniteLossError, TrainStep, training_precision
+from .train_step import LossSpikeGuard, NonFiniteLossError, TrainStep, training_precision
 
 __all__ = ["Trainer"]
 
@@ -80,12 +83,14 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        check_solver_config(cfg)
         check_dataset_config(cfg)
         check_run_datasets(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
         with cpu_capable_ddp():
             super().__init__(cfg)
         self.train_step = TrainStep(self.model, self.data_loader, self.optimizer,
                                     precision=training_precision(cfg))
+        self.loss_guard = LossSpikeGuard()
 
     @property
     def seed(self):
@@ -132,6 +137,7 @@ class Trainer(DefaultTrainer):
         self.checkpointer = SafeCheckpointer(
             self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
+
         ret = [ReseedEachIteration(), RestoreMetricHistory()]
         for h in super().build_hooks():
             if isinstance(h, hooks.PeriodicWriter):
@@ -228,20 +234,45 @@ class Trainer(DefaultTrainer):
         if self.start_iter:
             logger.info(f"Resuming training at iteration {self.start_iter} (seed {self.seed})")
 
+    def train(self):
+        try:
+            return super().train()
+        finally:  # saves outside training are written at once
+            self.checkpointer.confirm_with_next_loss = False
+
     def run_step(self):
         """One iteration by :class:`.TrainStep` (instead of Detectron2's SimpleTrainer /
         AMPTrainer); no checkpoint is written after a non-finite loss; a sample that cannot be
         loaded first has the last finished iteration saved (:meth:`save_before_data_error`)."""
+        checkpointer = self.checkpointer
         try:
-            self.train_step.run(self.iter)
+            loss = self.train_step.run(self.iter)
         except NonFiniteLossError as e:
-            self.checkpointer.disable_saving(
-                f"the loss became non-finite at iteration {e.iteration}"
-            )
-            raise
+            # The checkpoint held back since the last iteration has the weights that gave it.
+            checkpointer.discard_pending(
+                f"its weights gave a non-finite loss at iteration {e.iteration}")
+            checkpointer.disable_saving(f"the loss became non-finite at iteration {e.iteration}")
+            raise e.with_resume_from(checkpointer.last_checkpoint_path()) from None
         except BadInputError as e:
             self.save_before_data_error(e)
             raise
+        except BaseException:
+            checkpointer.confirm_pending()  # e.g. Ctrl-C: the state was good, keep it
+            raise
+        spike = self.loss_guard.problem(loss)
+        if spike is None:
+            checkpointer.confirm_pending()
+        else:
+            checkpointer.discard_pending(
+                f"at iteration {self.iter}, computed with its weights, {spike} (a diverging "
+                "update); last_checkpoint keeps naming "
+                f"{checkpointer.last_checkpoint_path() or 'nothing'}")
+        self.loss_guard.add(loss)
+        # A checkpoint saved after this iteration becomes last_checkpoint once the next
+        # iteration's loss, computed with its weights, is finite and no spike: a diverging
+        # update is never the state to resume from. The state after the last iteration is
+        # written at once.
+        checkpointer.confirm_with_next_loss = self.iter + 1 < self.max_iter
 
     def save_before_data_error(self, error):
         """
@@ -260,6 +291,7 @@ class Trainer(DefaultTrainer):
         self.checkpointer.save_to_disk = True
         try:
             self.checkpointer.save(f"model_{finished:07d}", iteration=finished)
+            self.checkpointer.confirm_pending()
         finally:
             self.iter, self.checkpointer.save_to_disk = finished + 1, save_to_disk
         logger.error(
@@ -277,13 +309,14 @@ class Trainer(DefaultTrainer):
         # Detectron2 registers Cityscapes' trainId semantic labels as "cityscapes_sem_seg"; they are
         # ordinary label maps for SemSegEvaluator (its CityscapesSemSegEvaluator needs cityscapesscripts).
         if evaluator_type not in ("sem_seg", "cityscapes_sem_seg"):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {dataset_name!r} has evaluator_type={evaluator_type!r} in its metadata; "
                 "pointrend_seg evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets"
             )
         # The ground truth as training reads it: with the dataset's label map, values checked.
         ground_truth = GroundTruthReader(dataset_name, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                                         cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+                                         cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                                         cfg.INPUT.MAX_IMAGE_PIXELS)
         evaluators = [SegmentationEvaluator(dataset_name, distributed=True,
                                             output_dir=output_folder, ground_truth=ground_truth)]
         boundary = cfg.TEST.BOUNDARY_EVAL
@@ -324,7 +357,7 @@ class Trainer(DefaultTrainer):
         elif name == "ADAMW":
             optimizer_class, options = torch.optim.AdamW, {}
         else:
-            raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
+            raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
         if next(model.parameters()).is_cuda:
             options["fused"] = True
         params = get_default_optimizer_params(

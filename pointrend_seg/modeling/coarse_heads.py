@@ -111,7 +111,7 @@ class DeepLabV3Plus(nn.Module):
     ):
         super().__init__()
         if len(project_features) != len(project_channels):
-            raise ValueError(
+            raise ConfigError(
                 f"MODEL.SEM_SEG_HEAD.PROJECT_FEATURES={list(project_features)} and "
                 f"PROJECT_CHANNELS={list(project_channels)} must have the same length"
             )

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ExportableSegmentor", "ExportError", "compare_logits", "dynamic_shapes", "export_onnx",
-           "export_program"]
+__all__ = ["ExportableSegmentor", "ExportError", "check_size_range", "compare_logits",
+           "dynamic_shapes", "export_onnx", "export_program"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,25 @@ def dynamic_shapes(min_size: int, max_size: int, dynamic_batch: bool = True):
     return (dims,)
 
 
+def check_size_range(min_size: int, max_size: int, stride: int) -> None:
+    """
+    Raise :class:`ExportError` unless ``stride <= min_size <= max_size`` (pixels; ``stride``: the
+    model's ``size_divisibility``, the multiple inputs are padded to). Smaller inputs than one
+    stride make the padded canvas one coarse cell, a size the symbolic shapes of the exported
+    graph cannot share with the others.
+    """
+    if not isinstance(min_size, int) or not isinstance(max_size, int):
+        raise ExportError(f"--min-size / --max-size must be integers, got {min_size!r}, "
+                          f"{max_size!r}")
+    if min_size < max(stride, 2):
+        raise ExportError(
+            f"--min-size {min_size} is smaller than the model's output stride {stride} (inputs "
+            f"are padded to a multiple of it): the exported graph accepts heights and widths "
+            f"from {max(stride, 2)} on; use --min-size {max(stride, 2)} or more")
+    if max_size < min_size:
+        raise ExportError(f"--max-size {max_size} is smaller than --min-size {min_size}")
+
+
 def _check_example(example: torch.Tensor, min_size: int, dynamic_batch: bool) -> torch.Tensor:
     """The example to trace with: a batch of one is doubled when the batch is dynamic (traced
     with one image, torch.export specialises the batch to 1)."""
@@ -106,8 +125,9 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
     Returns:
         torch.export.ExportedProgram: ``program.module()(images)`` -> (B, K, H, W) logits.
     """
-    example = _check_example(example, min_size, dynamic_batch)
     wrapper = ExportableSegmentor(model)
+    check_size_range(min_size, max_size, model.size_divisibility)
+    example = _check_example(example, min_size, dynamic_batch)
     # Traced with autograd on (as torch.export.load gives the parameters back, requiring grad):
     # the traced graph then holds no in-place ``out=`` kernels, which refuse autograd, and the
     # program runs with or without torch.no_grad().
@@ -127,8 +147,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: in
     Returns:
         str: ``path``.
     """
-    example = _check_example(example, min_size, dynamic_batch)
     wrapper = ExportableSegmentor(model)
+    check_size_range(min_size, max_size, model.size_divisibility)
+    example = _check_example(example, min_size, dynamic_batch)
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
     with torch.no_grad():
         torch.onnx.export(

@@ -10,6 +10,8 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
+from ..config import raise_config_problems
+
 __all__ = ["POINT_HEAD_REGISTRY", "MLPPointHead", "LinearPointHead", "build_point_head"]
 
 POINT_HEAD_REGISTRY = Registry("POINTREND_SEG_POINT_HEAD")
@@ -66,6 +68,16 @@ class MLPPointHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels):
+        p = cfg.MODEL.POINT_HEAD
+        problems = []
+        if not isinstance(p.NUM_FC, int) or isinstance(p.NUM_FC, bool) or p.NUM_FC < 0:
+            problems.append(f"MODEL.POINT_HEAD.NUM_FC={p.NUM_FC!r} must be an integer >= 0 "
+                            "(hidden layers of the point head's MLP)")
+        elif p.NUM_FC > 0 and (not isinstance(p.FC_DIM, int) or isinstance(p.FC_DIM, bool)
+                               or p.FC_DIM < 1):
+            problems.append(f"MODEL.POINT_HEAD.FC_DIM={p.FC_DIM!r} must be an integer >= 1 "
+                            f"(the width of the MLP's {p.NUM_FC} hidden layers)")
+        raise_config_problems(problems)
         return {
             "in_channels": in_channels,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,

@@ -20,6 +20,8 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
+from ..config import ConfigError
+
 __all__ = [
     "DEFAULT_SUBDIVISION_SELECT",
     "POINT_SAMPLER_REGISTRY",
@@ -113,7 +115,7 @@ def resolve_subdivision_select(method: str, device) -> str:
         return DEFAULT_SUBDIVISION_SELECT.get(torch.device(device).type,
                                               DEFAULT_SUBDIVISION_SELECT["cpu"])
     if method not in SUBDIVISION_SELECT_METHODS:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.POINT_HEAD.SUBDIVISION_SELECT must be 'auto' or one of "
             f"{list(SUBDIVISION_SELECT_METHODS)}, got {method!r}"
         )
@@ -251,9 +253,9 @@ class UncertaintyPointSampler:
         """
         resolve_subdivision_select(subdivision_select, "cpu")  # validates the name
         if oversample_ratio < 1:
-            raise ValueError(f"MODEL.POINT_HEAD.OVERSAMPLE_RATIO must be >= 1, got {oversample_ratio}")
+            raise ConfigError(f"MODEL.POINT_HEAD.OVERSAMPLE_RATIO must be >= 1, got {oversample_ratio}")
         if not 0.0 <= importance_sample_ratio <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 "MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO must be in [0, 1], "
                 f"got {importance_sample_ratio}"
             )

@@ -149,6 +149,10 @@ class BilinearSegHead(nn.Module):
         )
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def point_feature_names(cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
     """``MODEL.POINT_HEAD.IN_FEATURES``, or if it is empty the backbone output of the smallest
     stride (e.g. res2, or p2 of an FPN)."""
@@ -206,6 +210,21 @@ class PointRendSegHead(BilinearSegHead):
         p = cfg.MODEL.POINT_HEAD
         problems += missing_feature_problems(cfg, "MODEL.POINT_HEAD.IN_FEATURES", p.IN_FEATURES,
                                              input_shape)
+        for key in ("TRAIN_NUM_POINTS", "SUBDIVISION_NUM_POINTS"):
+            value = p[key]
+            if not _is_int(value) or value < 1:
+                problems.append(
+                    f"MODEL.POINT_HEAD.{key}={value!r} must be an integer >= 1 (the points "
+                    + ("of the point loss per image" if key.startswith("TRAIN")
+                       else "re-predicted per subdivision step")
+                    + "); for a model without PointRend use MODEL.SEM_SEG_HEAD.NAME "
+                    "BilinearSegHead")
+        steps = p.SUBDIVISION_STEPS
+        if not _is_int(steps) or (steps < 1 and steps != -1):
+            problems.append(
+                f"MODEL.POINT_HEAD.SUBDIVISION_STEPS={steps!r} must be -1 (log2 of the coarse "
+                "stride: up to the input resolution) or an integer >= 1; for a model without "
+                "PointRend use MODEL.SEM_SEG_HEAD.NAME BilinearSegHead")
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         point_classes = p.get("NUM_CLASSES", None)
         if point_classes is not None and point_classes != num_classes:

@@ -10,6 +10,8 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 from torch.nn import functional as F
 
+from ..config import ConfigError
+
 __all__ = ["window_starts", "blend_weights", "sliding_window_inference", "multi_scale_flip_inference"]
 
 
@@ -39,7 +41,7 @@ def blend_weights(height: int, width: int, blend: str, device=None):
             return torch.hann_window(n + 2, periodic=False, device=device)[1:-1]
 
         return (ramp(height)[:, None] * ramp(width)[None, :]).clamp_(min=1e-3)
-    raise ValueError(f"TEST.SLIDING_WINDOW.BLEND must be 'mean' or 'hann', got {blend!r}")
+    raise ConfigError(f"TEST.SLIDING_WINDOW.BLEND must be 'mean' or 'hann', got {blend!r}")
 
 
 def sliding_window_inference(

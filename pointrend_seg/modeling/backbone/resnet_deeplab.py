@@ -12,6 +12,8 @@ from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResNet
 
+from ...config import ConfigError
+
 __all__ = ["ThreeConvStem", "build_dilated_resnet_backbone"]
 
 BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
@@ -49,16 +51,16 @@ class ThreeConvStem(CNNBlockBase):
 def _check_dilations(res4_dilation, res5_dilation, multi_grid, num_res5_blocks):
     key = "MODEL.RESNETS"
     if res4_dilation not in (1, 2):
-        raise ValueError(f"{key}.RES4_DILATION must be 1 or 2, got {res4_dilation}")
+        raise ConfigError(f"{key}.RES4_DILATION must be 1 or 2, got {res4_dilation}")
     if res5_dilation not in (1, 2, 4):
-        raise ValueError(f"{key}.RES5_DILATION must be 1, 2 or 4, got {res5_dilation}")
+        raise ConfigError(f"{key}.RES5_DILATION must be 1, 2 or 4, got {res5_dilation}")
     if res4_dilation == 2 and res5_dilation != 4:
-        raise ValueError(
+        raise ConfigError(
             f"{key}.RES4_DILATION=2 (output stride 8) needs {key}.RES5_DILATION=4, "
             f"got {res5_dilation}"
         )
     if len(multi_grid) != num_res5_blocks:
-        raise ValueError(
+        raise ConfigError(
             f"{key}.RES5_MULTI_GRID={list(multi_grid)} needs one rate per res5 block "
             f"({num_res5_blocks})"
         )
@@ -76,15 +78,15 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
     """
     r = cfg.MODEL.RESNETS
     if r.DEPTH not in BLOCKS_PER_STAGE:
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.RESNETS.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}, got {r.DEPTH}"
         )
     if any(r.DEFORM_ON_PER_STAGE):
-        raise ValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convs are not supported")
+        raise ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convs are not supported")
     stage_names = ["res2", "res3", "res4", "res5"]
     unknown = [f for f in r.OUT_FEATURES if f not in ["stem"] + stage_names]
     if unknown or not set(r.OUT_FEATURES) & set(stage_names):
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.RESNETS.OUT_FEATURES={list(r.OUT_FEATURES)} must name stages among "
             f"{stage_names} (and optionally 'stem')"
         )
@@ -96,7 +98,7 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
     elif r.STEM_TYPE == "deeplab":
         stem = ThreeConvStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
     else:
-        raise ValueError(f"MODEL.RESNETS.STEM_TYPE must be 'basic' or 'deeplab', got {r.STEM_TYPE!r}")
+        raise ConfigError(f"MODEL.RESNETS.STEM_TYPE must be 'basic' or 'deeplab', got {r.STEM_TYPE!r}")
 
     # Stages after the last requested one would get no gradient: they are not built.
     last_stage = max(stage_names.index(f) for f in r.OUT_FEATURES if f in stage_names)
