@@ -81,7 +81,12 @@ class CheckpointReadError(OSError):
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint that could not be written; the message says which file is intact."""
+    """A checkpoint that could not be written (no space left); the message says which file is
+    intact. ``errno`` is ``ENOSPC``."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
 
 
 def _is_disk_full(error: BaseException) -> bool:
@@ -260,7 +265,6 @@ class SafeCheckpointer(DetectionCheckpointer):
                 raise
             intact = self.last_checkpoint_path()
             raise CheckpointWriteError(
-                errno.ENOSPC,
                 f"no space left on the device while writing {save_file}; "
                 + (f"{intact} is intact (last_checkpoint names it)" if intact
                    else "no earlier checkpoint of this run was written")
@@ -283,8 +287,9 @@ class SafeCheckpointer(DetectionCheckpointer):
             pending.discard()
             if not _is_disk_full(e):
                 raise
-            raise CheckpointWriteError(errno.ENOSPC, f"no space left on the device while "
-                                       f"writing {pending.path}") from None
+            raise CheckpointWriteError(
+                f"no space left on the device while writing {pending.path}; last_checkpoint "
+                f"still names {self.last_checkpoint_path() or 'nothing'}") from None
         self.tag_last_checkpoint(basename)
 
     def discard_pending(self, reason: str = ""):
