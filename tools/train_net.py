@@ -29,10 +29,17 @@ Checkpoints (OUTPUT_DIR/model_*.pth every SOLVER.CHECKPOINT_PERIOD iterations, m
 are written atomically and hold model, optimizer, LR scheduler, iteration and the seed of the
 training stream: --resume after a crash continues from OUTPUT_DIR/last_checkpoint and computes
 the same losses as an uninterrupted run; with a fixed SEED two runs (same machine, same thread
-count) are identical, whatever DATALOADER.NUM_WORKERS. A NaN/inf loss stops the run, naming the
-iteration and the losses, and no checkpoint is written after it. .pth/.pt files load with
-torch.load(weights_only=True), .pkl files are unpickled: load only trusted .pkl files
-(docs/checkpoints.md). SOLVER.LOG_PERIOD: iterations between metric writes.
+count) are identical, whatever DATALOADER.NUM_WORKERS. A checkpoint becomes last_checkpoint once
+the next loss, computed with its weights, was finite and no spike; a NaN/inf loss stops the run,
+naming the iteration, the losses and that checkpoint (continue with --resume SOLVER.BASE_LR
+<lower>). An unreadable latest checkpoint falls back to the previous one. .pth/.pt files load with
+torch.load(weights_only=True), .pkl files are unpickled only when named by MODEL.WEIGHTS (never
+from a run folder's last_checkpoint): load only trusted .pkl files (docs/checkpoints.md).
+SOLVER.LOG_PERIOD: iterations between metric writes.
+
+Errors: a bad config, data file or checkpoint prints one line (train_net.py: error: ...) and exits
+2; a run stopped by a non-finite loss or a full disk exits 1 the same way; --debug (before the
+KEY VALUE overrides) or POINTREND_SEG_DEBUG=1 shows the traceback.
 
 Folder datasets (images + masks paired by file stem; repeatable; CLASSES is comma-separated
 names or a text file with one name per line), registered in every process before training;
