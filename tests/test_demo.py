@@ -228,6 +228,9 @@ class _FakePredictor:
         return {"sem_seg": torch.nn.functional.one_hot(ids, self.num_classes).permute(2, 0, 1)
                 .float()}
 
+    def predict_labels(self, image_bgr):
+        return self(image_bgr)["sem_seg"].argmax(0).numpy().astype(np.uint8)
+
 
 @pytest.fixture
 def recorded_names(monkeypatch):

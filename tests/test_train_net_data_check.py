@@ -58,8 +58,10 @@ def test_training_refuses_bad_samples_then_skips_them(data, tmp_path):
             "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "3"]
     out = tmp_path / "refused"
     log = run_train_net(*args, *_common(data, out), expect_failure=True)
-    assert "DatasetCheckError: 6 problem(s) in 1 dataset(s)" in log
-    error = log[log.index("DatasetCheckError"):]
+    # One message, no traceback, exit status 2 (run_train_net checked it failed).
+    assert "train_net.py: error: 6 problem(s) in 1 dataset(s)" in log
+    assert "Traceback" not in log
+    error = log[log.index("train_net.py: error"):]
     for stem, kind in BAD_KINDS.items():  # every problem with its file, in the one error
         rel = os.path.relpath(bad_files[stem], str(tmp_path / "bad"))
         assert any(kind in line and rel in line for line in error.splitlines()), (kind, rel)

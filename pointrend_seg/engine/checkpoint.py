@@ -344,8 +344,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         As Detectron2's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the checkpoint
         it names with all its state; otherwise ``path`` (e.g. ``MODEL.WEIGHTS``), model only.
         What a run folder can make it load is limited (module docstring): ``last_checkpoint``
-        must name a file of ``save_dir`` that is not a ``.pkl``, and if that file cannot be read
-        the newest earlier readable ``model_<iter>.pth`` of the folder is loaded, with a warning.
+        must name a file of ``save_dir`` that is not a ``.pkl``, and if that file is missing or
+        cannot be read the newest earlier readable ``model_<iter>.pth`` of the folder is loaded,
+        with a warning.
 
         Raises:
             UnsafeCheckpointError: ``last_checkpoint`` names a ``.pkl`` or a file elsewhere.
@@ -372,13 +373,13 @@ class SafeCheckpointer(DetectionCheckpointer):
             )
         try:
             return self.load(named)
-        except CheckpointReadError as error:
+        except (CheckpointReadError, FileNotFoundError) as error:
             if not self._is_local():
                 raise
             for candidate in self._earlier_checkpoints(basename):
                 try:
                     ret = self.load(candidate)
-                except CheckpointReadError:
+                except (CheckpointReadError, FileNotFoundError):
                     continue
                 self.logger.warning(
                     f"{named} (named by {tag}) cannot be read ({error}); resumed from "
