@@ -50,6 +50,8 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .compat import reset_after_failed_load
+
 __all__ = [
     "BackboneMismatchError",
     "CheckpointReadError",
@@ -410,6 +412,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         self._loading_path = path  # for the message of _check_backbone_coverage
         try:
             return super().load(path, *args, **kwargs)
+        except BaseException:
+            reset_after_failed_load(self)
+            raise
         finally:
             self._loading_path = None
 

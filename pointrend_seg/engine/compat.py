@@ -11,7 +11,8 @@ from detectron2.engine import SimpleTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.utils import comm
 
-__all__ = ["cpu_capable_ddp", "forget_detectron2_process_groups", "write_metrics"]
+__all__ = ["cpu_capable_ddp", "forget_detectron2_process_groups", "reset_after_failed_load",
+           "write_metrics"]
 
 # v0.6: write_metrics(loss_dict, data_time, prefix=""); main: (loss_dict, data_time, cur_iter,
 # prefix="") and it records scalars at cur_iter.
@@ -76,3 +77,17 @@ def forget_detectron2_process_groups() -> None:
 
     comm._LOCAL_PROCESS_GROUP = None
     comm._get_global_gloo_group.cache_clear()
+
+
+def reset_after_failed_load(checkpointer) -> None:
+    """
+    Make a ``DetectionCheckpointer`` whose ``load`` raised usable for another ``load``.
+
+    Why: Detectron2 ``main``'s ``DetectionCheckpointer.load`` records the URL being loaded in
+    ``_parsed_url_during_load``, asserts it is None on entry and resets it only when loading
+    succeeds; after a file that cannot be read, every later ``load`` of that checkpointer fails
+    the assertion. ``SafeCheckpointer.resume_or_load`` loads an earlier checkpoint after a broken
+    latest one, so it resets the attribute (v0.6 has none; nothing to do there).
+    """
+    if getattr(checkpointer, "_parsed_url_during_load", None) is not None:
+        checkpointer._parsed_url_during_load = None

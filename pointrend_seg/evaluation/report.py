@@ -1,0 +1,151 @@
+"""
+Evaluation results a person can read: a per-class table for the log, and pictures.
+
+* :func:`per_class_rows` / :func:`format_per_class_table`: class, IoU, accuracy, boundary F,
+  Boundary IoU and the class's share of the ground-truth pixels, one row per class (percent);
+* :func:`write_confusion_matrix`: the confusion matrix as CSV (pixel counts, rows = ground
+  truth, columns = prediction; row sums are the ground-truth pixels of each class) and as PNG
+  (each row normalised to 100%, so rare classes read as well as common ones);
+* :func:`write_per_class_bars`: IoU and boundary F of each class as horizontal bars (PNG).
+
+``Trainer.test`` writes them for each test set to ``OUTPUT_DIR/inference/<dataset>/``
+(``confusion_matrix.csv``, ``confusion_matrix.png``, ``per_class.png``), after training and with
+``tools/train_net.py --eval-only``.
+"""
+import csv
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["format_per_class_table", "per_class_rows", "write_confusion_matrix",
+           "write_per_class_bars"]
+
+
+def per_class_rows(sem_seg: Dict[str, float], class_names: Sequence[str],
+                   class_pixels: Optional[Sequence[int]] = None,
+                   boundary: Optional[Dict[str, float]] = None) -> List[dict]:
+    """
+    One dict per class: ``class``, ``IoU``, ``ACC`` (from the ``"sem_seg"`` results of
+    :class:`~.sem_seg.SegmentationEvaluator`), ``BF``, ``BIoU`` (from the ``"sem_seg_boundary"``
+    results of :class:`~.boundary.BoundaryEvaluator`, NaN without them) and ``share``: the
+    percentage of ground-truth pixels of the class (``class_pixels``; NaN without them). NaN
+    also where a metric is undefined (a class absent from the ground truth).
+    """
+    total = float(sum(class_pixels)) if class_pixels is not None else 0.0
+    rows = []
+    for i, name in enumerate(class_names):
+        rows.append({
+            "class": name,
+            "IoU": sem_seg.get(f"IoU-{name}", math.nan),
+            "ACC": sem_seg.get(f"ACC-{name}", math.nan),
+            "BF": (boundary or {}).get(f"BF-{name}", math.nan),
+            "BIoU": (boundary or {}).get(f"BIoU-{name}", math.nan),
+            "share": 100.0 * class_pixels[i] / total if total else math.nan,
+        })
+    return rows
+
+
+def _cell(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def format_per_class_table(rows: Sequence[dict], title: str = "") -> str:
+    """The rows of :func:`per_class_rows` as an aligned text table ("-": undefined)."""
+    header = ("class", "IoU", "acc", "boundary F", "boundary IoU", "pixels %")
+    body = [(r["class"], _cell(r["IoU"]), _cell(r["ACC"]), _cell(r["BF"]), _cell(r["BIoU"]),
+             _cell(r["share"])) for r in rows]
+    widths = [max(len(str(line[i])) for line in [header] + body) for i in range(len(header))]
+    lines = [title] if title else []
+    for line in [header] + body:
+        lines.append("  " + "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+    return "\n".join(lines)
+
+
+def _figure(width_in, height_in):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width_in, height_in), dpi=100)
+
+
+def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
+                           class_names: Sequence[str]) -> List[str]:
+    """
+    Write ``confusion_matrix.csv`` and ``confusion_matrix.png`` to ``output_dir``.
+
+    Args:
+        confusion: (K, K) pixel counts, rows = ground-truth class, columns = predicted class
+            (ignored pixels left out).
+
+    Returns:
+        list[str]: the two paths.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    k = len(class_names)
+    if confusion.shape != (k, k):
+        raise ValueError(f"confusion matrix {confusion.shape} for {k} classes")
+    os.makedirs(output_dir, exist_ok=True)
+    csv_path = os.path.join(output_dir, "confusion_matrix.csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ground truth \\ prediction"] + list(class_names))
+        for name, row in zip(class_names, confusion):
+            writer.writerow([name] + [int(v) for v in row])
+
+    rows = confusion.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        percent = np.where(rows > 0, 100.0 * confusion / np.maximum(rows, 1), np.nan)
+    side = min(24.0, max(5.0, 0.45 * k + 2.5))
+    fig = _figure(side, side)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = np.ma.masked_invalid(percent)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the ground-truth row")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(class_names, rotation=90 if k > 6 else 0)
+    ax.set_yticklabels(class_names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title("confusion matrix (rows: ground truth, normalised)")
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                if not math.isnan(percent[i, j]):
+                    ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                            color="white" if percent[i, j] > 60 else "black")
+    fig.tight_layout()
+    png_path = os.path.join(output_dir, "confusion_matrix.png")
+    fig.savefig(png_path)
+    return [csv_path, png_path]
+
+
+def write_per_class_bars(output_dir: str, rows: Sequence[dict], title: str = "") -> str:
+    """Write ``per_class.png``: IoU and boundary F of each class (rows of
+    :func:`per_class_rows`) as horizontal bars, 0-100; undefined values are left out."""
+    os.makedirs(output_dir, exist_ok=True)
+    k = len(rows)
+    fig = _figure(8.0, min(40.0, max(3.0, 0.35 * k + 1.5)))
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(k)
+    height = 0.4
+    iou = [0.0 if math.isnan(r["IoU"]) else r["IoU"] for r in rows]
+    bf = [0.0 if math.isnan(r["BF"]) else r["BF"] for r in rows]
+    ax.barh(y - height / 2, iou, height, label="IoU", color="#1f77b4")
+    if any(not math.isnan(r["BF"]) for r in rows):
+        ax.barh(y + height / 2, bf, height, label="boundary F", color="#ff7f0e")
+    ax.set_yticks(y)
+    ax.set_yticklabels([r["class"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("%")
+    ax.legend(loc="lower right")
+    ax.set_title(title or "per class")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(output_dir, "per_class.png")
+    fig.savefig(path)
+    return path
