@@ -158,3 +158,60 @@ def test_ground_truth_outside_the_classes_names_the_file(tmp_path, prefix):
         evaluator.process(inputs, outputs)
     assert record["file_name"] in str(e.value)
     assert MetadataCatalog.get(name).ignore_label == 255
+
+
+def test_confusion_matrix_files_and_per_class_report(tmp_path, prefix):
+    """confusion_matrix.csv: rows = ground truth (sums = the class's evaluated pixels, ignored
+    ones left out), columns = prediction; the PNG and the per-class table / bars from it."""
+    import csv
+
+    from pointrend_seg.engine import Trainer
+    from pointrend_seg.evaluation import format_per_class_table, per_class_rows
+
+    rng = np.random.default_rng(1)
+    gt = rng.integers(0, 3, (3, 12, 14)).astype(np.uint8)
+    gt[:, :2, :] = 255
+    preds = np.where(rng.random(gt.shape) < 0.7, gt, (gt + 1) % 3).astype(np.int64)
+    preds[gt == 255] = 0
+    name = _register(prefix, tmp_path, list(gt))
+    out = tmp_path / "eval"
+    evaluator = SegmentationEvaluator(name, distributed=False, output_dir=str(out))
+    res = _evaluate(evaluator, name, preds, 3)
+    with open(out / "confusion_matrix.csv") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["ground truth \\ prediction"] + NAMES
+    counts = np.array([[int(v) for v in row[1:]] for row in table[1:]])
+    valid = gt != 255
+    for t in range(3):
+        assert [row[0] for row in table[1:]][t] == NAMES[t]
+        assert counts[t].sum() == ((gt == t) & valid).sum()  # row sums: ground-truth pixels
+        for p in range(3):
+            assert counts[t, p] == ((gt == t) & (preds == p) & valid).sum()
+    assert np.array_equal(evaluator.class_pixels, counts.sum(axis=1))
+    picture = Image.open(out / "confusion_matrix.png")
+    assert picture.size[0] >= 300 and picture.size[1] >= 300
+    # The IoU of the table is the evaluator's, the pixel share the CSV's.
+    rows = per_class_rows(res["sem_seg"], NAMES, evaluator.class_pixels)
+    for row, t in zip(rows, range(3)):
+        assert row["IoU"] == pytest.approx(res["sem_seg"][f"IoU-{NAMES[t]}"])
+        assert row["share"] == pytest.approx(100 * counts[t].sum() / counts.sum())
+        assert math.isnan(row["BF"])
+    text = format_per_class_table(rows)
+    assert text.splitlines()[0].split() == ["class", "IoU", "acc", "boundary", "F", "boundary",
+                                            "IoU", "pixels", "%"]
+    assert f"{rows[1]['IoU']:.2f}" in text.splitlines()[2] and text.splitlines()[2].split()[0] == "car"
+    # Trainer.test's report: bars next to the matrix.
+    evaluators = Trainer.build_evaluator(_eval_cfg(name), name, output_folder=str(tmp_path / "t"))
+    evaluators.reset()
+    for record, pred in zip(DatasetCatalog.get(name), preds):
+        evaluators.process([{"file_name": record["file_name"]}], [{"sem_seg": _scores(pred, 3)}])
+    results = evaluators.evaluate()
+    Trainer._report_per_class(name, results, NAMES, evaluators)
+    for f in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.png"):
+        assert os.path.getsize(tmp_path / "t" / f) > 0
+
+
+def _eval_cfg(name):
+    from conftest import demo_config
+
+    return demo_config("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "DATASETS.TEST", f"('{name}',)")

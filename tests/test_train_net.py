@@ -40,8 +40,16 @@ def test_train_eval_only_and_resume(tmp_path):
 
     # --eval-only on the final checkpoint reproduces the evaluation at the end of training.
     eval_out = str(tmp_path / "eval")
-    run_train_net("--eval-only", "MODEL.WEIGHTS", final, "OUTPUT_DIR", eval_out, *FAST)
+    log = run_train_net("--eval-only", "MODEL.WEIGHTS", final, "OUTPUT_DIR", eval_out, *FAST)
     evaluated = read_json(os.path.join(eval_out, "eval_results.json"))
+    # ... with the per-class table in the log and the pictures next to the results.
+    assert "synthetic_shapes_sem_seg_val, per class (%):" in log
+    table = log[log.index("per class (%):"):].splitlines()[1:7]
+    assert table[0].split()[0] == "class" and [r.split()[0] for r in table[1:]] == [
+        "background", "blob", "ring", "stroke", "polygon"]
+    folder = os.path.join(eval_out, "inference", "synthetic_shapes_sem_seg_val")
+    for name in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.png"):
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
     assert evaluated["sem_seg"]["mIoU"] == pytest.approx(trained["sem_seg"]["mIoU"], abs=1e-6)
     assert evaluated["sem_seg_boundary"]["mBF"] == pytest.approx(
         trained["sem_seg_boundary"]["mBF"], abs=1e-6

@@ -48,7 +48,14 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from ..config import ConfigError
 from ..data import BadInputError, GroundTruthReader, SemSegDatasetMapper
-from ..evaluation import BoundaryEvaluator, SegmentationEvaluator, describe_miou
+from ..evaluation import (
+    BoundaryEvaluator,
+    SegmentationEvaluator,
+    describe_miou,
+    format_per_class_table,
+    per_class_rows,
+    write_per_class_bars,
+)
 from ..modeling import prepare_for_inference
 from .checkpoint import SafeCheckpointer
 from .compat import cpu_capable_ddp
@@ -328,7 +335,10 @@ class Trainer(DefaultTrainer):
                     ground_truth=ground_truth,
                 )
             )
-        return DatasetEvaluators(evaluators)
+        ret = DatasetEvaluators(evaluators)
+        ret.segmentation = evaluators[0]  # for the per-class report of test()
+        ret.output_folder = output_folder
+        return ret
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -381,11 +391,16 @@ class Trainer(DefaultTrainer):
         """
         Detectron2's evaluation (every process evaluates its share of each test set; the
         evaluators gather over processes); the results also go to
-        ``OUTPUT_DIR/eval_results.json``. The model is evaluated after
+        ``OUTPUT_DIR/eval_results.json``, and for each test set a per-class table (IoU, accuracy,
+        boundary F, Boundary IoU, pixel share) goes to the log and ``confusion_matrix.csv`` /
+        ``.png`` and ``per_class.png`` to ``OUTPUT_DIR/inference/<dataset>/``
+        (:mod:`pointrend_seg.evaluation.report`). The model is evaluated after
         :func:`~pointrend_seg.modeling.prepare_for_inference` (``MODEL.INFERENCE.*``: batch norm
         folded, ...), undone before this returns, so training resumes on the original weights.
         """
         check_dataset_config(cfg, keys=("DATASETS.TEST",))
+        if evaluators is None:
+            evaluators = [cls.build_evaluator(cfg, name) for name in cfg.DATASETS.TEST]
         was_training = model.training
         model.eval()
         try:
@@ -399,12 +414,27 @@ class Trainer(DefaultTrainer):
                 json.dump(results, f, indent=1)
             # DefaultTrainer.test un-nests the results of a single dataset.
             per_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
-            for name, res in per_dataset.items():
-                line = f"{name}: " + describe_miou(
-                    res["sem_seg"], MetadataCatalog.get(name).stuff_classes
-                )
+            for (name, res), evaluator in zip(per_dataset.items(), evaluators):
+                classes = MetadataCatalog.get(name).stuff_classes
+                line = f"{name}: " + describe_miou(res["sem_seg"], classes)
                 if "sem_seg_boundary" in res:
                     b = res["sem_seg_boundary"]
                     line += f"; boundary F = {b['mBF']:.2f}, boundary IoU = {b['mBIoU']:.2f}"
                 logger.info(line)
+                cls._report_per_class(name, res, classes, evaluator)
         return results
+
+    @staticmethod
+    def _report_per_class(name, res, classes, evaluator):
+        """The per-class table in the log and ``per_class.png`` (evaluators of ours only)."""
+        segmentation = getattr(evaluator, "segmentation", None)
+        if getattr(segmentation, "confusion", None) is None:
+            return
+        rows = per_class_rows(res["sem_seg"], classes, segmentation.class_pixels,
+                              res.get("sem_seg_boundary"))
+        logger.info(format_per_class_table(rows, title=f"{name}, per class (%):"))
+        folder = getattr(evaluator, "output_folder", None)
+        if folder:
+            path = write_per_class_bars(folder, rows, title=name)
+            logger.info(f"{name}: confusion_matrix.csv / .png and {os.path.basename(path)} in "
+                        f"{folder}")

@@ -2,7 +2,14 @@
 
 from .boundary import BoundaryEvaluator
 from .ground_truth import stored_ground_truth
+from .report import (
+    format_per_class_table,
+    per_class_rows,
+    write_confusion_matrix,
+    write_per_class_bars,
+)
 from .sem_seg import SegmentationEvaluator, describe_miou, sem_seg_metrics
 
-__all__ = ["BoundaryEvaluator", "SegmentationEvaluator", "describe_miou", "sem_seg_metrics",
-           "stored_ground_truth"]
+__all__ = ["BoundaryEvaluator", "SegmentationEvaluator", "describe_miou", "format_per_class_table",
+           "per_class_rows", "sem_seg_metrics", "stored_ground_truth", "write_confusion_matrix",
+           "write_per_class_bars"]

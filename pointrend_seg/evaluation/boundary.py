@@ -473,6 +473,5 @@ class BoundaryEvaluator(DatasetEvaluator):
             path = os.path.join(self._output_dir, "sem_seg_boundary_evaluation.json")
             with PathManager.open(path, "w") as f:
                 json.dump(res, f, indent=2)
-        results = OrderedDict({"sem_seg_boundary": res})
-        self._logger.info(results)
-        return results
+        # Not logged here: Trainer.test logs the mean and a per-class table.
+        return OrderedDict({"sem_seg_boundary": res})

@@ -106,7 +106,7 @@ def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the ground-truth row")
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
-    ax.set_xticklabels(class_names, rotation=90 if k > 6 else 0)
+    ax.set_xticklabels(class_names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticklabels(class_names)
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")

@@ -19,7 +19,9 @@ whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, wi
   :func:`~.ground_truth.stored_ground_truth`) and is checked: a value outside the classes or a
   size other than the prediction's raises an error naming the file, instead of silently
   corrupting the confusion matrix;
-* a warning names the classes absent from the ground truth.
+* a warning names the classes absent from the ground truth;
+* with an ``output_dir``, the confusion matrix is written there as ``confusion_matrix.csv``
+  (pixel counts, rows = ground truth) and ``confusion_matrix.png`` (:mod:`.report`).
 
 Gathering over processes and ``sem_seg_predictions.json`` are Detectron2's (its ``evaluate``
 runs first and logs its own numbers, which are then replaced; the boundary IoU that Detectron2
@@ -39,6 +41,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 
 from .ground_truth import stored_ground_truth
+from .report import write_confusion_matrix
 
 __all__ = ["SegmentationEvaluator", "describe_miou", "sem_seg_metrics"]
 
@@ -92,6 +95,8 @@ class SegmentationEvaluator(SemSegEvaluator):
             return None
         # Detectron2's evaluate() left the confusion matrix summed over processes here.
         res = sem_seg_metrics(self._conf_matrix[:-1, :-1], self._class_names)
+        # Rows = ground truth from here on (Detectron2's layout has rows = prediction).
+        self.confusion = self._conf_matrix[:-1, :-1].T.astype(np.int64)
         absent = [n for n in self._class_names if math.isnan(res[f"ACC-{n}"])]
         if absent:
             logger.warning(
@@ -102,7 +107,13 @@ class SegmentationEvaluator(SemSegEvaluator):
             with PathManager.open(os.path.join(self._output_dir, "sem_seg_evaluation.pth"),
                                   "wb") as f:
                 torch.save(res, f)
+            write_confusion_matrix(self._output_dir, self.confusion, self._class_names)
         return OrderedDict(sem_seg=res)
+
+    @property
+    def class_pixels(self) -> np.ndarray:
+        """(K,) ground-truth pixels of each class in the last :meth:`evaluate` (main process)."""
+        return self.confusion.sum(axis=1)
 
 
 def sem_seg_metrics(confusion: np.ndarray, class_names) -> dict:
