@@ -8,14 +8,24 @@ samplers and datasets in Detectron2's registries; :func:`add_pointrend_seg_confi
 Layers (each imports only from the ones above it):
 ``config`` -> ``modeling`` / ``data`` / ``evaluation`` -> ``engine``; the tools sit on top.
 """
-try:
-    import detectron2  # noqa: F401
-except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "pointrend_seg needs Detectron2, which is not on PyPI: install it with "
-        "`python tools/install_detectron2.py` from a pointrend_seg checkout (Detectron2 v0.6, "
-        "Python-only) or from https://github.com/facebookresearch/detectron2"
-    ) from e
+import warnings
+
+with warnings.catch_warnings():
+    # Importing Detectron2 (and fvcore) runs torch.jit.script on a few functions, and torch >= 2.9
+    # prints a FutureWarning for each: noise that is neither ours nor our users' to fix. Silenced
+    # here, once, for these imports only (torch.jit.script called later still warns). The tools
+    # import pointrend_seg before Detectron2 so that this is where Detectron2 is first imported.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                            category=FutureWarning)
+    try:
+        import detectron2  # noqa: F401
+        import detectron2.engine  # noqa: F401  (imports detectron2.modeling and fvcore.nn)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "pointrend_seg needs Detectron2, which is not on PyPI: install it with "
+            "`python tools/install_detectron2.py` from a pointrend_seg checkout (Detectron2 v0.6, "
+            "Python-only) or from https://github.com/facebookresearch/detectron2"
+        ) from e
 
 from . import data, model_zoo, modeling
 from .config import add_pointrend_seg_config, build_config

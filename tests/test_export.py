@@ -109,6 +109,8 @@ def test_export_tool_on_the_trained_model_onnx_and_program_agree_with_eager(trai
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # No exporter noise: the model (and its wrapper) in eval mode, onnx_ir's notes filtered.
+    assert "training mode" not in proc.stderr and "Attribute type is ambiguous" not in proc.stderr
     report = json.loads((out / "export.json").read_text())
     assert report["classes"] == ["background", "blob", "ring", "stroke", "polygon"]
     assert report["batch_norm_folded"] is True
@@ -127,3 +129,27 @@ def test_export_tool_on_the_trained_model_onnx_and_program_agree_with_eager(trai
     with_grad = program(x)
     with torch.no_grad():
         torch.testing.assert_close(program(x), with_grad.detach(), atol=0, rtol=0)
+
+
+def test_export_tool_class_names_and_flags_after_the_overrides(tmp_path, prefix):
+    """--classes / --register-folder as in the demo (export.json keeps the names of a folder
+    dataset's model), and flags anywhere, even after the KEY VALUE overrides (before: "--classes"
+    was swallowed by the overrides and "--output" reported missing)."""
+    import export_model
+    from PIL import Image
+
+    from pointrend_seg.config import build_config
+
+    args = export_model.parse_args(["--config-file", DEMO_CONFIG, "MODEL.WEIGHTS", "w.pth",
+                                    "--classes", "a,b,c,d,e", "--output", str(tmp_path)])
+    assert args.output == str(tmp_path) and args.opts == ["MODEL.WEIGHTS", "w.pth"]
+    cfg = build_config(DEMO_CONFIG, ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
+    assert export_model.class_names(cfg, args) == ["a", "b", "c", "d", "e"]
+    images, masks = tmp_path / "img", tmp_path / "mask"
+    images.mkdir(), masks.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "x.png")
+    Image.new("L", (8, 8)).save(masks / "x.png")
+    args = export_model.parse_args(
+        ["--config-file", DEMO_CONFIG, "--output", str(tmp_path), "--register-folder",
+         f"{prefix}_f", str(images), str(masks), "road,car,tree,sky,sea"])
+    assert export_model.class_names(cfg, args) == ["road", "car", "tree", "sky", "sea"]

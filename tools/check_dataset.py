@@ -27,20 +27,26 @@ import json
 import logging
 import sys
 
+import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
+
 from detectron2.utils.logger import setup_logger
 
-import pointrend_seg  # noqa: F401  (registers the datasets)
 from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, build_config
 from pointrend_seg.data import check_dataset
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
-from pointrend_seg.engine.cli import add_debug_argument, debug_requested, run_tool
+from pointrend_seg.engine.cli import (
+    add_debug_argument,
+    debug_requested,
+    parse_tool_args,
+    run_tool,
+    setup_tool_output,
+)
 
 
 def argument_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("datasets", nargs="*", metavar="DATASET", help="registered dataset names")
     parser.add_argument("--config-file", default="", metavar="FILE",
                         help="check DATASETS.TRAIN/TEST of this config against its model")
     add_register_folder_argument(parser)
@@ -56,13 +62,20 @@ def argument_parser():
                         f" of --config-file, else {DEFAULT_MAX_IMAGE_PIXELS}; 0: no limit)")
     parser.add_argument("--json", metavar="PATH", help="also write the reports as JSON")
     add_debug_argument(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="config overrides (with --config-file)")
+    parser.add_argument("datasets", nargs="*", metavar="DATASET ... [KEY VALUE ...]",
+                        help="registered dataset names, then config overrides (with "
+                        "--config-file); flags may come anywhere")
     return parser
 
 
+def parse_args(argv=None):
+    """The arguments; ``args.opts``: the config overrides that follow the dataset names."""
+    args = parse_tool_args(argument_parser(), argv, list_dests=("datasets",), overrides_dest="opts")
+    return args
+
+
 def main(argv=None):
-    args = argument_parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logger(name="pointrend_seg")
     register_folder_datasets(args.register_folder)
     names = list(args.datasets) + [spec[0] for spec in args.register_folder
@@ -100,4 +113,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     logging.captureWarnings(True)
+    setup_tool_output()
     sys.exit(run_tool(main, prog="check_dataset.py", debug=debug_requested()))

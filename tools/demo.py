@@ -47,25 +47,33 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
+
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.config import ConfigError, build_config
 from pointrend_seg.data import (
     BadInputError,
     MediaSource,
     VideoReader,
     VideoWriter,
-    class_names_and_colors,
     expand_inputs,
     read_image_file,
     read_label_file,
     write_label_png,
 )
-from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.engine import build_predictor
-from pointrend_seg.engine.cli import add_debug_argument, debug_requested, run_tool
+from pointrend_seg.engine.cli import (
+    add_class_name_arguments,
+    add_debug_argument,
+    class_names_from_args,
+    debug_requested,
+    parse_tool_args,
+    registered_datasets,
+    run_tool,
+    setup_tool_output,
+)
 from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
 
 logger = logging.getLogger("pointrend_seg.demo")
@@ -82,9 +90,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", help="a registered dataset to take images (and labels) from")
     p.add_argument("--num-images", type=int, default=4, help="images taken from --dataset")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--classes",
-                   help="class names: comma-separated, or a text file with one name per line")
-    add_register_folder_argument(p)
+    add_class_name_arguments(p)
     p.add_argument("--save-masks", action="store_true",
                    help="also write the predicted class ids as PNG under OUTPUT/masks/")
     p.add_argument("--show-points", action="store_true",
@@ -100,8 +106,9 @@ def parse_args(argv=None):
                         f"images are drawn reduced; default {MAX_PICTURE_SIDE}); masks keep "
                         "the image's size")
     add_debug_argument(p)
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return p.parse_args(argv)
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.WEIGHTS model.pth (flags may follow)")
+    return parse_tool_args(p, argv, list_dests=("input",))
 
 
 def _jobs(args):
@@ -214,13 +221,11 @@ def main(argv=None):
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("MODEL.WEIGHTS is empty: give the trained model, e.g. "
                          "MODEL.WEIGHTS output/model_final.pth")
-    registered = register_folder_datasets(args.register_folder)
+    registered_datasets(args)  # before _jobs: --dataset may be a --register-folder one
     jobs = _jobs(args)
     try:  # before the model is built: a wrong name list must not cost a run
-        names, colors, _ = class_names_and_colors(
-            cfg, classes=args.classes,
-            dataset_names=([args.dataset] if args.dataset else []) + registered,
-        )
+        names, colors, _ = class_names_from_args(cfg, args,
+                                                 [args.dataset] if args.dataset else [])
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     os.makedirs(args.output, exist_ok=True)
@@ -266,4 +271,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    setup_tool_output()
     sys.exit(run_tool(main, prog="demo.py", debug=debug_requested()))

@@ -37,14 +37,24 @@ import time
 import numpy as np
 import torch
 
+import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
+
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.config import ConfigError, build_config
-from pointrend_seg.data import class_names_and_colors, read_image_file
+from pointrend_seg.data import read_image_file
 from pointrend_seg.engine import SafeCheckpointer
-from pointrend_seg.engine.cli import INPUT_ERRORS, add_debug_argument, debug_requested, run_tool
+from pointrend_seg.engine.cli import (
+    INPUT_ERRORS,
+    add_class_name_arguments,
+    add_debug_argument,
+    class_names_from_args,
+    debug_requested,
+    parse_tool_args,
+    run_tool,
+    setup_tool_output,
+)
 from pointrend_seg.modeling import InferenceOptions, prepare_for_inference
 from pointrend_seg.modeling.export import (
     ExportError,
@@ -74,9 +84,11 @@ def parse_args(argv=None):
     p.add_argument("--min-agreement", type=float, default=0.999,
                    help="least share of pixels whose class the exported model must agree on")
     p.add_argument("--no-check", action="store_true", help="export only")
+    add_class_name_arguments(p)
     add_debug_argument(p)
-    p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.WEIGHTS model.pth (flags may follow)")
+    args = parse_tool_args(p, argv)
     if args.check_sizes is None:
         args.check_sizes = ["128x160", "97x131"]
     args.format = FORMATS if args.format == "both" else (args.format,)
@@ -92,13 +104,13 @@ def parse_size(value: str):
     return h, w
 
 
-def check_inputs(args, input_format: str):
+def check_inputs(args, cfg):
     """[(name, (1, 3, H, W) float32 image)]: random images of --check-size, then --check-image."""
     g = torch.Generator().manual_seed(0)
     inputs = [(f"random {h}x{w}", torch.rand(1, 3, h, w, generator=g) * 255)
               for h, w in map(parse_size, args.check_sizes)]
     for path in args.check_images:
-        image = read_image_file(path, input_format)  # (H, W, 3) uint8
+        image = read_image_file(path, cfg.INPUT.FORMAT, cfg.INPUT.MAX_IMAGE_PIXELS)  # (H, W, 3)
         inputs.append((path, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
                        .float()[None]))
     for name, x in inputs:
@@ -108,12 +120,14 @@ def check_inputs(args, input_format: str):
     return inputs
 
 
-def class_names(cfg):
-    """The model's class names from the config's datasets, or None (export does not need them)."""
+def class_names(cfg, args):
+    """The model's class names (--classes, --register-folder, the config's datasets), or None:
+    export does not need them, but export.json is where a deployment finds them."""
     try:
-        return class_names_and_colors(cfg)[0]
+        return class_names_from_args(cfg, args)[0]
     except ConfigError as e:
-        logger.warning("export.json will have no class names: %s", e)
+        logger.warning("export.json will have no class names (give them with --classes a,b,c "
+                       "or a text file, or --register-folder as for training): %s", e)
         return None
 
 
@@ -132,7 +146,8 @@ def main(argv=None) -> int:
     setup_logger(name="pointrend_seg")
     try:
         cfg = build_config(args.config_file, args.opts)
-        inputs = check_inputs(args, cfg.INPUT.FORMAT)
+        names = class_names(cfg, args)
+        inputs = check_inputs(args, cfg)
         if not inputs:
             raise ExportError("--check-size or --check-image must give at least one input "
                               "(the first traces the export)")
@@ -201,7 +216,7 @@ def main(argv=None) -> int:
                                       "height_width": [args.min_size, args.max_size]},
             "output": {"name": "sem_seg", "shape": ["B", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                                                     "H", "W"], "dtype": "float32"},
-            "classes": class_names(cfg), "batch_norm_folded": cfg.MODEL.INFERENCE.FOLD_BN,
+            "classes": names, "batch_norm_folded": cfg.MODEL.INFERENCE.FOLD_BN,
             "weights": cfg.MODEL.WEIGHTS, "checks": checks,
         }, f, indent=1)
     if failed:
@@ -212,4 +227,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    setup_tool_output()
     sys.exit(run_tool(main, prog="export_model.py", debug=debug_requested()))

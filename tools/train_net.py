@@ -60,15 +60,21 @@ failure first saves the last finished iteration as a checkpoint. The check is ca
 import logging
 import sys
 
+import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
+
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import pointrend_seg  # noqa: F401  (registers the components)
 from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
 from pointrend_seg.config import build_config
 from pointrend_seg.engine import SafeCheckpointer, Trainer, check_run_datasets, launch
-from pointrend_seg.engine.cli import add_debug_argument, debug_requested, run_tool
+from pointrend_seg.engine.cli import (
+    add_debug_argument,
+    debug_requested,
+    run_tool,
+    setup_tool_output,
+)
 
 
 def setup(args):
@@ -110,6 +116,7 @@ def main(args):
 
 
 if __name__ == "__main__":
+    setup_tool_output()
     args = argument_parser().parse_args()
     logging.getLogger("detectron2").info(f"Command line arguments: {args}")
     sys.exit(run_tool(

@@ -8,15 +8,21 @@ file or key, no traceback.
 * A run that stopped - a non-finite loss, a full disk while saving: the message (which names the
   checkpoint to continue from), exit status 1.
 
-``--debug`` on the tool's command line (before the ``KEY VALUE`` overrides) or the environment
-variable ``POINTREND_SEG_DEBUG=1`` lets the error propagate with its traceback instead.
-Anything else is a bug and keeps its traceback.
+``--debug`` on the tool's command line or the environment variable ``POINTREND_SEG_DEBUG=1``
+lets the error propagate with its traceback instead. Anything else is a bug and keeps its
+traceback.
+
+And what the tools share on their command lines: :func:`parse_tool_args` (flags anywhere, the
+``KEY VALUE`` config overrides collected in between), :func:`add_class_name_arguments` /
+:func:`class_names_from_args` (``--classes``, ``--register-folder``), :func:`setup_tool_output`
+(no colour codes unless the output is a terminal).
 """
 import os
 import sys
 
 from ..config import ConfigError
-from ..data import BadInputError
+from ..data import BadInputError, class_names_and_colors
+from ..data.datasets import add_register_folder_argument, register_folder_datasets
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
@@ -25,8 +31,10 @@ from .checkpoint import (
 )
 from .train_step import NonFiniteLossError
 
-__all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_debug_argument", "debug_requested",
-           "run_tool"]
+__all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments",
+           "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
+           "parse_tool_args",
+           "registered_datasets", "run_tool", "setup_tool_output"]
 
 DEBUG_ENV = "POINTREND_SEG_DEBUG"
 # Exit status 2: the input (config, data, weights) must change.
@@ -63,3 +71,83 @@ def run_tool(main, *, prog: str, debug: bool = False) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 1 if isinstance(e, RUN_ERRORS) else 2
     return status if isinstance(status, int) else 0
+
+
+def setup_tool_output() -> None:
+    """
+    Colour codes only on a terminal: Detectron2's log formatter colours through ``termcolor``,
+    which older releases apply even when the output goes to a file or a pipe; without a terminal
+    ``ANSI_COLORS_DISABLED`` (honoured by every ``termcolor`` release) turns them off.
+    """
+    if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        os.environ.setdefault("ANSI_COLORS_DISABLED", "1")
+
+
+def _config_top_level_keys():
+    from detectron2.config import get_cfg
+
+    from ..config import add_pointrend_seg_config
+
+    cfg = get_cfg()
+    add_pointrend_seg_config(cfg)
+    return set(cfg.keys())
+
+
+def is_config_key(token: str) -> bool:
+    """Whether ``token`` is a config key (``MODEL.WEIGHTS``, ``OUTPUT_DIR``, ...): its first
+    component is a top-level key of our config."""
+    return token.split(".")[0] in _config_top_level_keys() and token == token.upper()
+
+
+def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "opts"):
+    """
+    Parse a tool's command line with its flags anywhere - before, between or after the
+    ``KEY VALUE`` config overrides, which are collected in order in ``args.<overrides_dest>``
+    (a positional argument of the parser with ``nargs="*"``). With Detectron2's usual
+    ``nargs=argparse.REMAINDER`` a flag after the first override (or after an unknown word) was
+    swallowed as an override, e.g. ``--classes a,b --output out`` then "requires --output".
+
+    ``list_dests``: arguments taking a list (``--input FILE...``, positional dataset names) that
+    end where a config key begins: ``--input a.png MODEL.WEIGHTS w.pth`` gives one input and one
+    override.
+    """
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(getattr(args, overrides_dest, None) or [])
+    for dest in list_dests:
+        values = list(getattr(args, dest) or [])
+        cut = next((i for i, v in enumerate(values) if is_config_key(v)), None)
+        if cut is not None:
+            overrides = values[cut:] + overrides
+            setattr(args, dest, values[:cut])
+    setattr(args, overrides_dest, overrides)
+    return args
+
+
+def add_class_name_arguments(parser):
+    """
+    ``--classes`` (comma-separated names, or a text file with one name per line) and the
+    ``--register-folder`` options (:func:`~pointrend_seg.data.datasets.add_register_folder_argument`):
+    where a tool that labels predictions gets its class names when the config's datasets are
+    not registered in this process (e.g. the ``config.yaml`` of a run on a folder dataset).
+    """
+    parser.add_argument("--classes", metavar="NAMES|FILE",
+                        help="class names: comma-separated, or a text file with one name per line")
+    return add_register_folder_argument(parser)
+
+
+def class_names_from_args(cfg, args, dataset_names=()):
+    """
+    (names, colours, where they came from) for a tool with :func:`add_class_name_arguments`:
+    ``--classes``, else the ``--register-folder`` datasets (registered here) and
+    ``dataset_names``, else the config's ``DATASETS.TEST`` / ``DATASETS.TRAIN`` metadata
+    (:func:`~pointrend_seg.data.class_names_and_colors`; raises its ``ConfigError``).
+    """
+    return class_names_and_colors(cfg, classes=getattr(args, "classes", None),
+                                  dataset_names=list(dataset_names) + registered_datasets(args))
+
+
+def registered_datasets(args):
+    """Register the ``--register-folder`` datasets of ``args`` (once) and return their names."""
+    if getattr(args, "registered_datasets", None) is None:
+        args.registered_datasets = register_folder_datasets(getattr(args, "register_folder", None))
+    return list(args.registered_datasets)

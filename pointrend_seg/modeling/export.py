@@ -10,6 +10,7 @@ static things. Sliding-window inference and test-time augmentation are Python lo
 and scales around that path and are not part of the graph (export refuses a model that has them
 on, rather than exporting something that predicts differently).
 """
+import contextlib
 import logging
 from typing import Optional, Tuple
 
@@ -55,6 +56,7 @@ class ExportableSegmentor(nn.Module):
         if model.training:
             raise ExportError("export needs a model in eval mode (call model.eval() first)")
         self.model = model
+        self.eval()  # the wrapper too: exporters warn about a module in training mode
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         m = self.model
@@ -151,13 +153,27 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: in
     check_size_range(min_size, max_size, model.size_divisibility)
     example = _check_example(example, min_size, dynamic_batch)
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_logger("onnx_ir._convenience"):
+        # onnx_ir logs "Attribute type is ambiguous because it is an empty sequence ...
+        # Defaulted to INTS" for empty attribute lists of torch's exporter: right, and not ours.
         torch.onnx.export(
             wrapper, (example,), path, dynamo=True, input_names=["images"],
             output_names=["sem_seg"], external_data=False,
             dynamic_shapes=dynamic_shapes(min_size, max_size, dynamic_batch), **kwargs,
         )
     return path
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Only errors from the logger ``name`` while active."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, float]:
