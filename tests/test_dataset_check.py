@@ -311,3 +311,59 @@ def test_check_dataset_tool(tmp_path, prefix, capsys):
     status = tool.main(["--register-folder", f"{prefix}_ok", bin_images, bin_masks, CLASSES,
                         "--label-map", "255:1", *cache])
     assert status == 0 and "WARNING" not in capsys.readouterr().out
+
+
+def _void_folder(tmp_path, num=5, void=11, jpeg_mask=True):
+    """Masks of 11 classes (0..10) that also hold the void value ``void``; the last sample's mask
+    saved as JPEG (so "missing" as PNG)."""
+    images, masks = tmp_path / "img", tmp_path / "mask"
+    images.mkdir(), masks.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(num):
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        mask = rng.integers(0, 11, (12, 16)).astype(np.uint8)
+        mask[0] = void
+        ext = "jpg" if jpeg_mask and i == num - 1 else "png"
+        Image.fromarray(mask).save(masks / f"{i}.{ext}")
+    return str(images), str(masks)
+
+
+VOID_CLASSES = [f"c{i}" for i in range(11)]
+
+
+def test_a_void_value_shared_by_every_flagged_file_gets_one_hint(tmp_path, prefix):
+    # Before: one row per file, the advice --skip-bad (every sample), every class "never appears".
+    images, masks = _void_folder(tmp_path)
+    name = register_folder_dataset(f"{prefix}_void", images, masks, VOID_CLASSES)
+    report = _check(name, tmp_path)
+    assert [p.values for p in report.problems if p.kind == "label values"] == [[11]] * 4
+    assert len(report.hints) == 1
+    hint = report.hints[0]
+    assert "every one of the 4 label files with values outside the 11 classes" in hint
+    assert "--ignore-value 11" in hint and "MODEL.SEM_SEG_HEAD.IGNORE_VALUE 11" in hint
+    assert "NUM_CLASSES 12" in hint and "--label-map 11:ID" in hint
+    with pytest.raises(DatasetCheckError) as info:
+        raise_dataset_problems([report])
+    first_line = str(info.value).splitlines()[0]
+    assert "see the HINT below" in first_line and "--skip-bad" not in first_line
+    assert "HINT: every one of the 4 label files" in str(info.value)
+    # The classes are in the flagged files: "not counted", not "never appears".
+    table = report.histogram_table()
+    assert table.count("not counted: only in samples with problems") == 11
+    assert "never appears" not in table
+    assert not any("never appear" in w for w in report.warnings)
+    # The JPEG mask beside the expected PNG is named, with why masks must be lossless.
+    missing = [p for p in report.problems if p.kind == "missing label"]
+    assert len(missing) == 1 and f"there is {os.path.join(masks, '4.jpg')}" in missing[0].message
+    assert "masks must be lossless (PNG)" in missing[0].message
+
+
+def test_no_hint_when_the_flagged_values_differ(tmp_path, prefix):
+    images, masks = _void_folder(tmp_path, jpeg_mask=False)
+    Image.fromarray(np.full((12, 16), 13, np.uint8)).save(os.path.join(masks, "0.png"))
+    name = register_folder_dataset(f"{prefix}_mixed", images, masks, VOID_CLASSES)
+    report = _check(name, tmp_path)
+    assert report.hints == []
+    with pytest.raises(DatasetCheckError, match=r"--skip-bad, or DATASETS.CHECK.SKIP_BAD True: "
+                                                r"5 of 5 samples, 100%\)"):
+        raise_dataset_problems([report])

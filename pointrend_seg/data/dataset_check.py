@@ -89,6 +89,7 @@ class SampleProblem:
     file: str
     message: str
     image: str
+    values: Optional[List[int]] = None  # "label values": the values outside the classes
 
 
 @dataclass
@@ -111,6 +112,9 @@ class DatasetReport:
     num_read: int = 0  # samples read by this check; the others came from the cache
     seconds: float = 0.0
     label_map: Optional[Dict[int, int]] = None
+    # (K,) int64: pixels of each class in the samples with problems (not in class_pixels)
+    flagged_class_pixels: np.ndarray = None
+    hints: List[str] = field(default_factory=list)  # how to fix most problems at once
 
     @property
     def bad_indices(self) -> List[int]:
@@ -168,8 +172,14 @@ class DatasetReport:
         for i, (name, pixels, images) in enumerate(
             zip(self.class_names, self.class_pixels, self.class_images)
         ):
+            note = ""
+            if pixels == 0:
+                flagged = (self.flagged_class_pixels is not None
+                           and self.flagged_class_pixels[i] > 0)
+                note = ("  not counted: only in samples with problems" if flagged
+                        else "  never appears")
             rows.append((str(i), name, str(int(pixels)), f"{100.0 * pixels / total:.2f}",
-                         str(int(images)) + ("  never appears" if pixels == 0 else "")))
+                         str(int(images)) + note))
         rows.append((str(self.ignore_label), "(ignored)", str(self.ignored_pixels),
                      f"{100.0 * self.ignored_fraction:.2f}", ""))
         return _table(rows, indent="  ")
@@ -184,6 +194,7 @@ class DatasetReport:
         parts.append(self.histogram_table())
         if warnings:
             parts.extend(f"  WARNING: {w}" for w in self.warnings)
+        parts.extend(f"  HINT: {h}" for h in self.hints)
         return "\n".join(parts)
 
     def to_dict(self) -> dict:
@@ -202,6 +213,7 @@ class DatasetReport:
             "ignored_fraction": self.ignored_fraction,
             "absent_classes": self.absent_classes,
             "warnings": list(self.warnings),
+            "hints": list(self.hints),
         }
 
 
@@ -223,11 +235,19 @@ def raise_dataset_problems(reports: Sequence[DatasetReport], limit: Optional[int
     if not bad:
         return
     count = sum(len(r.problems) for r in bad)
-    parts = [f"{count} problem(s) in {len(bad)} dataset(s); fix or remove these files, or leave "
-             "the samples out (tools/train_net.py --skip-bad, or DATASETS.CHECK.SKIP_BAD True)"
+    flagged = sum(len(r.bad_indices) for r in bad)
+    total = sum(r.num_samples for r in bad)
+    if any(r.hints for r in bad):
+        advice = "see the HINT below: one change fixes them"
+    else:
+        advice = ("fix or remove these files, or leave the samples out (tools/train_net.py "
+                  "--skip-bad, or DATASETS.CHECK.SKIP_BAD True: "
+                  f"{flagged} of {total} samples, {100.0 * flagged / max(total, 1):.0f}%)")
+    parts = [f"{count} problem(s) in {len(bad)} dataset(s); {advice}"
              + (f"; all problems: {where}" if where else "") + ":"]
     for r in bad:
         parts += [r.summary(), r.problems_table(limit)] + [f"  WARNING: {w}" for w in r.warnings]
+        parts += [f"  HINT: {h}" for h in r.hints]
     raise DatasetCheckError("\n".join(parts), "dataset check")
 
 
@@ -365,9 +385,9 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
 
     image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
 
-    def add(error):
+    def add(error, values=None):
         problems.append(SampleProblem(dataset_name, position, error.kind, error.path,
-                                      str(error), image_path))
+                                      str(error), image_path, values))
 
     for kind, message, path in facts["errors"]:
         problems.append(SampleProblem(dataset_name, position, kind, path, message, image_path))
@@ -392,7 +412,8 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
         try:
             check_label_values(values, num_classes, ignore_label, label_path)
         except BadInputError as e:
-            add(e)
+            outside = ((values < 0) | (values >= num_classes)) & (values != ignore_label)
+            add(e, sorted(int(v) for v in np.unique(values[outside])))
     return problems, values
 
 
@@ -453,6 +474,7 @@ def check_dataset_dicts(
         num_samples=len(dicts), class_pixels=np.zeros(num_classes, np.int64),
         class_images=np.zeros(num_classes, np.int64), num_read=len(jobs),
         label_map=dict(label_map) if label_map else None,
+        flagged_class_pixels=np.zeros(num_classes, np.int64),
     )
     all_values = set()
     for position, (record, (_, _, facts)) in enumerate(zip(dicts, entries)):
@@ -462,15 +484,17 @@ def check_dataset_dicts(
         if values is None:
             continue
         all_values.update(values.tolist())
-        if problems:
-            continue
         counts = np.asarray(facts["counts"], dtype=np.int64)
         is_class = (values >= 0) & (values < num_classes)
+        if problems:
+            np.add.at(report.flagged_class_pixels, values[is_class], counts[is_class])
+            continue
         np.add.at(report.class_pixels, values[is_class], counts[is_class])
         report.class_images[np.unique(values[is_class])] += 1
         report.ignored_pixels += int(counts[values == ignore_label].sum())
         report.labelled_pixels += int(counts.sum())
     report.warnings = _warnings(report, all_values, max_ignored_fraction)
+    report.hints = _hints(report, all_values)
     oriented = [(record["file_name"], facts.get("orientation", 1))
                 for record, (_, _, facts) in zip(dicts, entries)
                 if facts.get("orientation", 1) != 1]
@@ -499,15 +523,40 @@ def _warnings(report, all_values, max_ignored_fraction):
             "masks mark ignored pixels with another value, make that the ignore label "
             "(--ignore-value V there, and MODEL.SEM_SEG_HEAD.IGNORE_VALUE V)"
         )
+    flagged = report.flagged_class_pixels
     absent = [f"{n!r} ({i})" for i, n in enumerate(report.class_names)
-              if report.class_pixels[i] == 0]
-    if absent and report.labelled_pixels:
+              if report.class_pixels[i] == 0 and (flagged is None or flagged[i] == 0)]
+    if absent and (report.labelled_pixels or report.problems):
         warnings.append(
             f"dataset {name!r}: class(es) {', '.join(absent)} never appear in the labels: a model "
             "trained on them never learns these classes, and an evaluation on them reports "
             "them as absent"
         )
     return warnings
+
+
+def _hints(report, all_values):
+    """One change that fixes the "label values" problems at once, when there is one: every
+    flagged file holds the same single value outside the classes (a void label, most often)."""
+    flagged = [p for p in report.problems if p.kind == "label values" and p.values]
+    if not flagged or binary_mask_hint(sorted(all_values), len(report.class_names),
+                                       report.ignore_label):
+        return []
+    common = {tuple(p.values) for p in flagged}
+    if len(common) != 1 or len(next(iter(common))) != 1:
+        return []
+    value = next(iter(common))[0]
+    files = len({p.image for p in flagged})
+    k = len(report.class_names)
+    return [
+        f"every one of the {files} label files with values outside the {k} classes "
+        f"({100.0 * files / max(report.num_samples, 1):.0f}% of the samples of "
+        f"{report.dataset!r}) holds the same value, {value}. If {value} marks void / unlabelled "
+        f"pixels, make it the ignore label: --ignore-value {value} after the dataset's "
+        f"--register-folder, and MODEL.SEM_SEG_HEAD.IGNORE_VALUE {value}. If it is a class, set "
+        f"MODEL.SEM_SEG_HEAD.NUM_CLASSES {value + 1} and give it a name, or map it to one: "
+        f"--label-map {value}:ID. (--skip-bad would leave these samples out.)"
+    ]
 
 
 _ORIENTATIONS = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down",

@@ -8,6 +8,7 @@ docs/bad_inputs.md).
 import contextlib
 import copy
 import logging
+import os
 import threading
 
 import cv2
@@ -26,7 +27,7 @@ from .transforms import PadToMinSize
 __all__ = ["BadInputError", "SemSegDatasetMapper", "apply_exif_orientation",
            "build_sem_seg_augmentations", "check_image_size", "check_label_size",
            "check_label_values", "crop_pad_size", "crop_problems", "exif_orientation", "image_orientation",
-           "read_image_file", "read_label_file", "too_large_message"]
+           "read_image_file", "read_label_file", "same_stem_hint", "too_large_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +101,40 @@ def _open(path, what, max_pixels=None):
     except BadInputError:
         raise
     except FileNotFoundError:
-        raise BadInputError(f"{what} file not found: {path}", f"missing {what}", path) from None
+        raise BadInputError(f"{what} file not found: {path}" + same_stem_hint(path, what),
+                            f"missing {what}", path) from None
     except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, ...
         raise BadInputError(
             f"cannot read {what} file {path}: {type(e).__name__}: {e}", f"unreadable {what}", path
         ) from None
+
+
+# Formats that change pixel values when saving: no good for masks of class ids.
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
+
+
+def same_stem_hint(path, what="label") -> str:
+    """
+    For a missing file: "; there is X.jpg ..." when a file of the same stem with another
+    extension exists beside it (e.g. masks saved as JPEG), else "".
+    """
+    stem, _ = os.path.splitext(path)
+    folder = os.path.dirname(path) or "."
+    try:
+        others = sorted(f for f in os.listdir(folder)
+                        if os.path.splitext(f)[0] == os.path.basename(stem))
+    except OSError:
+        return ""
+    if not others:
+        return ""
+    hint = f"; there is {os.path.join(folder, others[0])}"
+    if what == "label" and os.path.splitext(others[0])[1].lower() in LOSSY_EXTENSIONS:
+        hint += (": masks must be lossless (PNG): JPEG / WebP compression changes the class ids "
+                 "along every edge. Save the masks as PNG from their source (converting the "
+                 "JPEG keeps its damage)")
+    else:
+        hint += f", but {what}s are looked for with the extension {os.path.splitext(path)[1]!r}"
+    return hint
 
 
 def exif_orientation(image) -> int:

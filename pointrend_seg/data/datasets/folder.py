@@ -38,6 +38,7 @@ import logging
 import os
 from collections import defaultdict
 
+from ..dataset_mapper import same_stem_hint
 from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
 
@@ -118,10 +119,12 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
     missing = sorted(set(images) - set(masks))
     if missing:
         # Kept, so that the dataset check lists every one (and --skip-bad trains on the rest).
+        expected = os.path.join(mask_dir, missing[0] + mask_exts[0])
         logger.warning(
             "dataset %r: %d of %d images in %s have no mask in %s; first: image %r (stem %r) "
-            "expects %r", dataset_name, len(missing), len(images), image_dir, mask_dir,
+            "expects %r%s", dataset_name, len(missing), len(images), image_dir, mask_dir,
             os.path.basename(images[missing[0]]), missing[0], missing[0] + mask_exts[0],
+            same_stem_hint(expected),
         )
         masks.update({stem: os.path.join(mask_dir, stem + mask_exts[0]) for stem in missing})
     extra = set(masks) - set(images)
