@@ -167,16 +167,20 @@ def draw_sem_seg_figure(
     min_side: int = 256,
     max_side: Optional[int] = None,
     legend_inside: bool = False,
+    photo: bool = False,
 ) -> np.ndarray:
     """
-    One panel per label map (side by side), each the image with the classes blended in.
+    One panel per label map (side by side), each the image with the classes blended in; with
+    ``photo``, the image itself comes first (and ``alpha=1.0`` then draws the classes in exactly
+    the legend's colours, which blending over the photo changes from region to region).
 
     Args:
         image_rgb: (H, W, 3) uint8 RGB image.
         label_maps: (H, W) integer class-id maps (e.g. prediction, ground truth); ids outside
             ``[0, len(class_names))`` (the ignore label) are not coloured.
         class_names, colors: name and RGB colour (0..255) of each class id.
-        titles: one title per panel, drawn above it; None: no titles.
+        titles: one title per label map, drawn above its panel (the photo's is "image");
+            None: no titles.
         alpha: opacity of the class colours.
         min_side: pictures whose shorter side is smaller are drawn enlarged to this size.
         max_side: pictures whose longer side is larger are drawn reduced to this size (image by
@@ -184,6 +188,7 @@ def draw_sem_seg_figure(
             what drawing a ``max_side`` one does; None: no limit (e.g. video frames).
         legend_inside: when the names do not fit on the regions, draw the legend in each panel's
             top-left corner (the picture keeps the panels' size) instead of under the panels.
+        photo: put the image, without classes, before the label panels.
 
     Returns:
         (H', W', 3) uint8 RGB: panels of ``s`` x the image size, ``s = max(1, min_side / min(H, W))``
@@ -230,6 +235,10 @@ def draw_sem_seg_figure(
             for vis in panels:
                 _draw_legend_inside(vis, legend_names, legend_colors, font_px)
     images = [vis.output.get_image() for vis in panels]
+    if photo:
+        images.insert(0, Visualizer(image_rgb, scale=scale).output.get_image())
+        if titles is not None:
+            titles = ["image"] + list(titles)
     gap = max(2, font_px // 4)
     rows = []
     if titles is not None:
@@ -251,6 +260,37 @@ def _nearest(labels: np.ndarray, cell: Tuple[float, float], height: int, width: 
     return labels[rows][:, cols]
 
 
+def _dots(xy, cell, grid_shape, height, width, scale):
+    """
+    Boolean (round(height * scale), round(width * scale)) mask of one square dot per point: at
+    the centre of its cell (``xy`` centres in image pixels, ``cell`` (h, w) in image pixels),
+    half the cell's displayed side (at least one pixel), so that the prediction under the
+    points stays visible around them.
+    """
+    out_h, out_w = round(height * scale), round(width * scale)
+    mask = np.zeros((out_h, out_w), dtype=bool)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if not len(xy):
+        return mask
+    rows = np.minimum((xy[:, 1] / cell[0]).astype(int), grid_shape[0] - 1)
+    cols = np.minimum((xy[:, 0] / cell[1]).astype(int), grid_shape[1] - 1)
+    cell_h, cell_w = cell[0] * scale, cell[1] * scale
+    dot_h, dot_w = max(1, int(cell_h // 2)), max(1, int(cell_w // 2))
+    top = np.floor(rows * cell_h + (cell_h - dot_h) / 2).astype(int).clip(0, out_h - dot_h)
+    left = np.floor(cols * cell_w + (cell_w - dot_w) / 2).astype(int).clip(0, out_w - dot_w)
+    for dy in range(dot_h):
+        for dx in range(dot_w):
+            mask[top + dy, left + dx] = True
+    return mask
+
+
+def _grid_layout(count: int, columns: Optional[int]) -> int:
+    """Panels per row: as asked, else 2 for 4 panels and 3 otherwise (at most ``count``)."""
+    if columns:
+        return max(1, min(columns, count))
+    return count if count <= 3 else (2 if count == 4 else 3)
+
+
 def draw_subdivision_figure(
     image_rgb: np.ndarray,
     coarse_labels: np.ndarray,
@@ -263,14 +303,15 @@ def draw_subdivision_figure(
     alpha: float = 0.5,
     min_side: int = 256,
     max_side: int = 512,
-    columns: int = 3,
+    columns: Optional[int] = None,
     point_color: Tuple[int, int, int] = (255, 230, 0),
-    point_alpha: float = 1.0,
 ) -> np.ndarray:
     """
     PointRend's subdivision of one image as panels: the coarse prediction, then for each step
-    the prediction after it with the cells it re-predicted marked (``point_color``), then the
-    final prediction; a legend of the classes under them.
+    the prediction after it with a dot (``point_color``) on each cell it re-predicted - half the
+    cell's side, so the prediction stays visible around it; a step that re-predicted every cell
+    gets no dots and says so in its title - then the final prediction; and a legend of the
+    classes, in the grid's empty slot when there is one, else under the panels.
 
     Args:
         image_rgb: (H, W, 3) uint8 RGB image (the image the model saw).
@@ -283,9 +324,8 @@ def draw_subdivision_figure(
         class_names, colors: name and RGB colour (0..255) of each class id.
         min_side, max_side: panels are the image scaled so that its shorter side is at least
             ``min_side`` and its longer side at most ``max_side`` (the latter wins).
-        columns: panels per row.
-        point_color, point_alpha: how re-predicted cells are marked (opaque by default: the
-            prediction after the step is the next panel).
+        columns: panels per row; None: 2 for 4 panels, else 3.
+        point_color: the dots' colour.
 
     Returns:
         (H', W', 3) uint8 RGB figure.
@@ -310,41 +350,55 @@ def draw_subdivision_figure(
     panels.append(image)
     titles.append(f"coarse (stride {coarse_stride:g})")
     present.update(ids)
+    any_dots = False
     for i, step in enumerate(steps, 1):
         labels = np.asarray(step.labels)
         image, ids = panel(_nearest(labels, step.cell, height, width, scale))
         present.update(ids)
-        # The re-predicted cells, marked on the grid of the step and resampled like the labels.
-        marked = np.zeros(labels.shape, dtype=bool)
         xy = np.asarray(step.xy, dtype=np.float64).reshape(-1, 2)
-        marked[np.minimum((xy[:, 1] / step.cell[0]).astype(int), labels.shape[0] - 1),
-               np.minimum((xy[:, 0] / step.cell[1]).astype(int), labels.shape[1] - 1)] = True
-        mask = _nearest(marked, step.cell, height, width, scale)
-        image = image.copy()
-        image[mask] = (point_alpha * np.asarray(point_color)
-                       + (1 - point_alpha) * image[mask]).astype(np.uint8)
-        panels.append(image)
         cells = labels.shape[0] * labels.shape[1]
-        titles.append(f"step {i}: all {cells} cells" if len(xy) >= cells
-                      else f"step {i}: {len(xy)} of {cells} cells")
+        if len(xy) >= cells:  # every cell: dots would only hide the prediction
+            titles.append(f"step {i}: all {cells} cells re-predicted")
+        else:
+            image = image.copy()
+            image[_dots(xy, step.cell, labels.shape, height, width, scale)] = point_color
+            titles.append(f"step {i}: {len(xy)} of {cells} cells (dots)")
+            any_dots = True
+        panels.append(image)
     image, ids = panel(_nearest(np.asarray(final_labels), (1.0, 1.0), height, width, scale))
     panels.append(image)
     titles.append("prediction")
     present.update(ids)
 
-    gap = max(2, font_px // 4)
-    blank = np.full_like(panels[0], _BACKGROUND)
-    rows = []
-    for start in range(0, len(panels), columns):
-        row_panels = panels[start:start + columns]
-        row_titles = titles[start:start + columns]
-        while len(row_panels) < min(columns, len(panels)):
-            row_panels.append(blank)
-            row_titles.append("")
-        rows.append(_side_by_side([_title_strip(t, out_w, font_px) for t in row_titles], gap))
-        rows.append(_side_by_side(row_panels, gap))
     legend_ids = sorted(present)
-    rows.append(_legend_strip([class_names[c] for c in legend_ids] + ["re-predicted cells"],
-                              [colors[c] for c in legend_ids] + [point_color],
-                              rows[-1].shape[1], font_px))
+    legend_names = [class_names[c] for c in legend_ids]
+    legend_colors = [colors[c] for c in legend_ids]
+    if any_dots:
+        legend_names.append("re-predicted cells")
+        legend_colors.append(point_color)
+    gap = max(2, font_px // 4)
+    per_row = _grid_layout(len(panels), columns)
+    empty = -len(panels) % per_row
+    slot_w = empty * out_w + (empty - 1) * gap
+    legend_in_slot = None
+    if empty:
+        legend_in_slot = _legend_strip(legend_names, legend_colors, slot_w, font_px)
+        if legend_in_slot.shape[0] > out_h:  # tiny panels: the legend goes under them
+            legend_in_slot = None
+    rows = []
+    for start in range(0, len(panels), per_row):
+        row_panels = panels[start:start + per_row]
+        row_titles = titles[start:start + per_row]
+        if len(row_panels) < per_row:  # the last row: the legend fills the empty slots
+            slot = np.full((out_h, slot_w, 3), _BACKGROUND, dtype=np.uint8)
+            if legend_in_slot is not None:
+                slot[:legend_in_slot.shape[0]] = legend_in_slot
+            row_panels = row_panels + [slot]
+            row_titles = row_titles + [""]
+        widths = [p.shape[1] for p in row_panels]
+        rows.append(_side_by_side([_title_strip(t, w, font_px)
+                                   for t, w in zip(row_titles, widths)], gap))
+        rows.append(_side_by_side(row_panels, gap))
+    if legend_in_slot is None:
+        rows.append(_legend_strip(legend_names, legend_colors, rows[-1].shape[1], font_px))
     return np.concatenate(rows, axis=0)

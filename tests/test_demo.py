@@ -120,18 +120,24 @@ def test_demo_tool_dataset_mode_draws_prediction_and_ground_truth(trained_demo_m
         # coarse, 3 steps (stride 8 -> 1), final: two rows of three 256x256 panels, 3 px apart
         points = np.asarray(Image.open(out / f"{stem}_points.png"))
         assert points.shape[1] == 3 * 256 + 2 * 3 and points.shape[0] > 2 * 256
-        # The re-predicted cells of each step, in the point colour: N of them (all cells when
-        # fewer), each (2 x 128 / grid)^2 pixels. Panels: title strips 22 px, panels 3 px apart.
+        # The re-predicted cells of each step as dots in the point colour: N of them, each half
+        # a cell's side ((128 / grid)^2 pixels); none where a step re-predicted every cell (step
+        # 1: N = 1024 = 32 x 32). Panels: title strips 22 px, panels 3 px apart.
         marked = (points == (255, 230, 0)).all(axis=2)
         n = cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS
         for (top, left), grid in [((22, 259), 32), ((22, 518), 64), ((300, 0), 128)]:
-            cells = min(n, grid * grid)
-            assert marked[top:top + 256, left:left + 256].sum() == cells * (256 // grid) ** 2
+            dots = 0 if n >= grid * grid else n * max(1, 128 // grid) ** 2
+            assert marked[top:top + 256, left:left + 256].sum() == dots
     for d in _val(2):
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
         figure = np.asarray(Image.open(out / f"{stem}.png"))
-        # 128x128 drawn at 256x256: two panels side by side, a title strip above
-        assert figure.shape[1] > 2 * 256 and figure.shape[0] > 256
+        # 128x128 drawn at 256x256: photo, prediction, ground truth side by side, titles above
+        assert figure.shape[1] == 3 * 256 + 2 * 3 and figure.shape[0] > 256
+        # the classes in exactly their legend colours (before: blended over the photo)
+        colors = {tuple(c) for c in MetadataCatalog.get(VAL).stuff_colors}
+        for left in (259, 518):
+            panel = figure[22:22 + 256, left:left + 256].reshape(-1, 3)
+            assert np.mean([tuple(p) in colors for p in panel]) > 0.9
         assert os.path.getsize(out / f"{stem}.png") > 20_000
         mask = read_label_file(out / "masks" / f"{stem}.png")
         with torch.no_grad():

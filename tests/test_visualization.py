@@ -99,8 +99,9 @@ class _Step:
 
 
 def test_subdivision_figure_marks_exactly_the_repredicted_cells():
-    """A 16x16 image drawn at scale 1: the step panel has the point colour on exactly the three
-    re-predicted 4x4 cells (48 pixels), and no other panel has it."""
+    """A 16x16 image drawn at scale 1: the step panel has a 2x2 dot in the point colour at the
+    centre of exactly the three re-predicted 4x4 cells (12 pixels; the rest of each cell shows
+    the prediction), and no other panel has it."""
     point = (255, 230, 0)
     image = _image(16, 16)
     coarse = np.array([[1, 2], [2, 1]])  # stride 8
@@ -110,7 +111,7 @@ def test_subdivision_figure_marks_exactly_the_repredicted_cells():
     final = np.kron(coarse, np.ones((8, 8), int))
     figure = draw_subdivision_figure(image, coarse, 8, [_Step(xy, (4.0, 4.0), step_labels)],
                                      final, ["a", "b", "c", "d"], COLORS, min_side=16,
-                                     max_side=16, point_color=point, point_alpha=1.0)
+                                     max_side=16, point_color=point)
     is_point = (figure == point).all(axis=2)
     font_px, gap = 12, 3  # label_font_size(16, 16); max(2, 12 // 4)
     title_h = round(1.8 * font_px)
@@ -118,14 +119,54 @@ def test_subdivision_figure_marks_exactly_the_repredicted_cells():
     step_points = (panels[1] == point).all(axis=2)
     expected = np.zeros((16, 16), bool)
     for r, c in [(0, 1), (2, 3), (3, 0)]:
-        expected[4 * r:4 * r + 4, 4 * c:4 * c + 4] = True
+        expected[4 * r + 1:4 * r + 3, 4 * c + 1:4 * c + 3] = True
     assert (step_points == expected).all()
+    # around the dots the step's prediction shows (class 2 in cell (0, 1))
+    np.testing.assert_allclose(panels[1][3, 4], _blend(COLORS[1]), atol=1)
     # elsewhere only in the legend's swatch (under the panels)
     assert not is_point[:title_h + 16 + 1].sum() - expected.sum()
     # the coarse panel shows the 2x2 prediction (class 1 top-left), the final one too
     for p in (panels[0], panels[2]):
         np.testing.assert_allclose(p[4, 4], _blend(COLORS[1]), atol=1)
         np.testing.assert_allclose(p[4, 12], _blend(COLORS[2]), atol=1)
+
+
+def test_subdivision_figure_all_cells_and_no_empty_slot():
+    """A step that re-predicted every cell has no dots (its title says so), and with five
+    panels in rows of three the legend fills the empty slot instead of a strip under them
+    (panels of 256 px, as the demo draws them)."""
+    point = (255, 230, 0)
+    coarse = np.array([[1, 2], [2, 1]])
+    every_cell = [(x + 2.0, y + 2.0) for y in range(0, 16, 4) for x in range(0, 16, 4)]
+    some = [(6.0, 2.0)]
+    grid = np.kron(coarse, np.ones((2, 2), int))
+    steps = [_Step(every_cell, (4.0, 4.0), grid), _Step(some, (4.0, 4.0), grid),
+             _Step(some, (4.0, 4.0), grid)]
+    figure = draw_subdivision_figure(_image(16, 16), coarse, 8, steps,
+                                     np.kron(coarse, np.ones((8, 8), int)), ["a", "b", "c", "d"],
+                                     COLORS, min_side=256, max_side=256, point_color=point)
+    side, title_h, gap = 256, round(1.8 * 12), 3  # label_font_size(256, 256) = 12
+    # two rows of (title, panel), nothing under them
+    assert figure.shape[0] == 2 * (title_h + side)
+    first_step = figure[title_h:title_h + side, side + gap:2 * side + gap]
+    assert not (first_step == point).all(axis=2).any()
+    assert (figure[title_h:title_h + side, 2 * (side + gap):] == point).all(axis=2).any()
+    # the legend (with the dots' swatch) is in the last row's empty slot
+    slot = figure[2 * title_h + side:, 2 * (side + gap):]
+    assert (slot == point).all(axis=2).any() and (slot < 100).any()  # swatch and text
+
+
+def test_photo_panel_and_legend_colours_kept():
+    """photo=True: the image first, then the classes in exactly their colours (alpha 1)."""
+    h, w = 300, 400
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    fig = draw_sem_seg_figure(image, [_halves(h, w)], ["bg", "left", "right", "unused"], COLORS,
+                              photo=True, alpha=1.0)
+    assert fig.shape[0] == h and fig.shape[1] > 2 * w
+    np.testing.assert_array_equal(fig[:, :w], image)
+    labels = fig[:, -w:]
+    np.testing.assert_array_equal(labels[h - 40, 40], COLORS[1])
+    np.testing.assert_array_equal(labels[h - 40, w - 40], COLORS[2])
 
 
 def test_subdivision_figure_fits_large_images_in_max_side():

@@ -12,7 +12,8 @@ of its predictions.
 --input takes image files, folders (their images and videos), glob patterns (quoted), video files
 (.mp4 .avi .mov .mkv ...) and webcam indices (0, 1, ...). Written to --output:
 
-    STEM.png           each image: the prediction (| the ground truth, with --dataset)
+    STEM.png           each image: the photo | the prediction (| the ground truth, with
+                       --dataset), the classes in their legend colours
     STEM_points.png    with --show-points, each image: the coarse prediction, the cells each
                        subdivision step re-predicted (on the prediction after the step), the
                        final prediction (PointRend models; images, not videos)
@@ -163,8 +164,11 @@ class Demo:
         if label:
             panels.append(read_label_file(*label, max_pixels=self.max_pixels))
             titles.append("ground truth")
+        # The photo, then the classes in their legend colours (not blended over the photo,
+        # which shifts a colour from region to region).
         figure = draw_sem_seg_figure(image_bgr[:, :, ::-1], panels, self.class_names,
-                                     self.colors, titles=titles, max_side=self.max_side)
+                                     self.colors, titles=titles, max_side=self.max_side,
+                                     photo=True, alpha=1.0)
         Image.fromarray(figure).save(os.path.join(self.output, f"{source.stem}.png"))
         if self.save_masks:
             write_label_png(self._mask_path(f"{source.stem}.png"), labels, len(self.class_names))
