@@ -165,13 +165,16 @@ def test_voc_registration_is_lazy(tmp_path, prefix):
     missing_root = str(tmp_path / "nowhere")
     register_voc_sem_seg(missing_root, prefix=prefix)  # must not raise
     assert not os.path.exists(missing_root)
-    with pytest.raises(FileNotFoundError, match="JPEGImages"):
+    # Loading says where it looked: our layout and the official archive's.
+    with pytest.raises(FileNotFoundError) as info:
         DatasetCatalog.get(f"{prefix}_val")
+    for where in ("VOC2012", os.path.join("VOCdevkit", "VOC2012"), "DETECTRON2_DATASETS"):
+        assert where in str(info.value)
 
 
 # ---- CamVid -------------------------------------------------------------------------------------
-def _camvid_tree(root, sizes):
-    camvid = os.path.join(root, "camvid")
+def _camvid_tree(root, sizes, dirname="camvid"):
+    camvid = os.path.join(root, dirname)
     labels = {}
     for split, n in sizes.items():
         for k in range(n):
@@ -416,3 +419,19 @@ def test_ade20k_fake_tree_through_detectron2_loader_and_our_mapper(tmp_path):
         assert out["image"].shape == (3, 10, 14)
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
         np.testing.assert_array_equal(out["sem_seg"].numpy(), labels[stem])
+
+
+def test_camvid_and_voc_found_in_their_official_folders(tmp_path, prefix):
+    """CamVid/ as the SegNet download names it, VOCdevkit/VOC2012 as the VOC archive does."""
+    camvid, _ = _camvid_tree(tmp_path, {"test": 2}, dirname="CamVid")
+    register_camvid(str(tmp_path), prefix=f"{prefix}_cv")
+    files = [d["file_name"] for d in DatasetCatalog.get(f"{prefix}_cv_test")]
+    assert files == [os.path.join(camvid, "test", f"test_{k:04d}.png") for k in range(2)]
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    _write_image(str(voc / "JPEGImages" / "a.jpg"), seed=0)
+    _write_label(str(voc / "SegmentationClass" / "a.png"), _label(values=(0, 1), seed=0))
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("a\n")
+    register_voc_sem_seg(str(tmp_path), prefix=f"{prefix}_voc")
+    (record,) = DatasetCatalog.get(f"{prefix}_voc_val")
+    assert record["file_name"] == str(voc / "JPEGImages" / "a.jpg")

@@ -1,7 +1,8 @@
 """
 CamVid in the SegNet layout (11 classes, 360x480 images).
 
-Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``)::
+Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``; the folder may be ``camvid/`` or,
+as the SegNet download names it, ``CamVid/``)::
 
     camvid/train/*.png    camvid/trainannot/*.png    367 images
     camvid/val/*.png      camvid/valannot/*.png      101 images
@@ -27,7 +28,7 @@ the file and the value). Crop padding then also fills labels with 11.
 import logging
 import os
 
-from .common import register_sem_seg_dataset
+from .common import find_dataset_dir, register_sem_seg_dataset
 from .folder import load_folder_pairs
 
 __all__ = ["CAMVID_CLASSES", "CAMVID_COLORS", "CAMVID_IGNORE_LABEL", "load_camvid",
@@ -46,7 +47,7 @@ CAMVID_COLORS = [
 ]
 CAMVID_IGNORE_LABEL = 11  # "void"
 DEFAULT_PREFIX = "camvid_sem_seg"
-CAMVID_DIRNAME = "camvid"
+CAMVID_DIRNAMES = ("camvid", "CamVid")  # ours, and the SegNet download's
 SPLIT_SIZES = {"train": 367, "val": 101, "test": 233}
 
 
@@ -71,17 +72,19 @@ def load_camvid(camvid_dir, split, dataset_name=None):
 
 def register_camvid(root, prefix=DEFAULT_PREFIX):
     """
-    Register ``<prefix>_{train,val,test}`` for ``<root>/camvid`` (nothing is read now); names
-    already registered are skipped. Returns the names.
+    Register ``<prefix>_{train,val,test}`` for ``<root>/camvid`` or ``<root>/CamVid`` (nothing
+    is read now; the folder is looked for when a split is loaded); names already registered are
+    skipped. Returns the names.
     """
-    camvid_dir = os.path.join(root, CAMVID_DIRNAME)
+    camvid_dir = find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid", must_exist=False)
     names = []
     for split in SPLIT_SIZES:
         name = f"{prefix}_{split}"
         names.append(name)
         register_sem_seg_dataset(
             name,
-            lambda s=split, n=name: load_camvid(camvid_dir, s, n),
+            lambda s=split, n=name: load_camvid(
+                find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid"), s, n),
             stuff_classes=CAMVID_CLASSES,
             stuff_colors=CAMVID_COLORS,
             ignore_label=CAMVID_IGNORE_LABEL,

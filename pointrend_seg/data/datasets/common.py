@@ -1,7 +1,30 @@
 """What every semantic-segmentation registration of ours shares."""
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["default_stuff_colors", "register_sem_seg_dataset"]
+import os
+
+__all__ = ["default_stuff_colors", "find_dataset_dir", "register_sem_seg_dataset"]
+
+
+def find_dataset_dir(root: str, names: Sequence[str], what: str, must_exist: bool = True) -> str:
+    """
+    The folder of a dataset under ``root`` (``$DETECTRON2_DATASETS``): the first of ``names``
+    (relative paths, e.g. ``["camvid", "CamVid"]``: ours and the official casing) that exists.
+
+    Raises:
+        FileNotFoundError: (``must_exist``) none exists; names every place looked at. Without
+            ``must_exist`` the first name is returned.
+    """
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            return path
+    if not must_exist:
+        return os.path.join(root, names[0])
+    raise FileNotFoundError(
+        f"{what} not found: none of {', '.join(os.path.join(root, n) for n in names)} exists. "
+        f"Put it there, or set DETECTRON2_DATASETS to the folder that holds it (now {root!r})"
+    )
 
 
 def default_stuff_colors(num_classes: int) -> List[Tuple[int, int, int]]:

@@ -1,7 +1,8 @@
 """
 PASCAL VOC 2012 semantic segmentation (21 classes, 255 = object boundaries / ignored).
 
-Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``, as in Detectron2)::
+Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``, as in Detectron2; ``VOC2012/`` may
+also be where the official archive puts it, ``VOCdevkit/VOC2012/``)::
 
     VOC2012/JPEGImages/<id>.jpg
     VOC2012/SegmentationClass/<id>.png             palette PNG: indices 0..20 and 255
@@ -21,7 +22,7 @@ some train_aug.txt copies) use the stem of the first field. Nothing is read unti
 import logging
 import os
 
-from .common import register_sem_seg_dataset
+from .common import find_dataset_dir, register_sem_seg_dataset
 
 __all__ = ["VOC_CLASSES", "VOC_COLORS", "load_voc_sem_seg", "register_voc_sem_seg", "voc_colormap"]
 
@@ -34,7 +35,7 @@ VOC_CLASSES = [
 ]
 IGNORE_LABEL = 255
 DEFAULT_PREFIX = "voc_2012_sem_seg"
-VOC_DIRNAME = "VOC2012"
+VOC_DIRNAMES = ("VOC2012", os.path.join("VOCdevkit", "VOC2012"))  # ours, the official archive's
 # split -> (split file stem, mask folder)
 SPLITS = {
     "train": ("train", "SegmentationClass"),
@@ -122,17 +123,18 @@ def load_voc_sem_seg(voc_dir, split, dataset_name=None):
 def register_voc_sem_seg(root, prefix=DEFAULT_PREFIX):
     """
     Register ``<prefix>_train``, ``<prefix>_val`` and ``<prefix>_train_aug`` for the VOC 2012
-    tree ``<root>/VOC2012`` (nothing is read now). Names already registered are skipped.
-    Returns the names.
+    tree ``<root>/VOC2012`` or ``<root>/VOCdevkit/VOC2012`` (nothing is read now; the folder is
+    looked for when a split is loaded). Names already registered are skipped. Returns the names.
     """
-    voc_dir = os.path.join(root, VOC_DIRNAME)
+    voc_dir = find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012", must_exist=False)
     names = []
     for split, (_, mask_dirname) in SPLITS.items():
         name = f"{prefix}_{split}"
         names.append(name)
         register_sem_seg_dataset(
             name,
-            lambda s=split, n=name: load_voc_sem_seg(voc_dir, s, n),
+            lambda s=split, n=name: load_voc_sem_seg(
+                find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012"), s, n),
             stuff_classes=VOC_CLASSES,
             stuff_colors=VOC_COLORS,
             ignore_label=IGNORE_LABEL,
