@@ -29,6 +29,7 @@ from .checkpoint import (
     CheckpointWriteError,
     UnsafeCheckpointError,
 )
+from .compat import plain_config_in_logs
 from .train_step import NonFiniteLossError
 
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments",
@@ -76,11 +77,15 @@ def run_tool(main, *, prog: str, debug: bool = False) -> int:
 def setup_tool_output() -> None:
     """
     Colour codes only on a terminal: Detectron2's log formatter colours through ``termcolor``,
-    which older releases apply even when the output goes to a file or a pipe; without a terminal
-    ``ANSI_COLORS_DISABLED`` (honoured by every ``termcolor`` release) turns them off.
+    which older releases apply even when the output goes to a file or a pipe, and its
+    ``default_setup`` prints the config file through pygments' terminal formatter whenever
+    pygments is installed (into ``log.txt`` too). Without a terminal ``ANSI_COLORS_DISABLED``
+    (honoured by every ``termcolor`` release) turns the former off and
+    :func:`~.compat.plain_config_in_logs` the latter.
     """
     if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
         os.environ.setdefault("ANSI_COLORS_DISABLED", "1")
+        plain_config_in_logs()
 
 
 def _config_top_level_keys():

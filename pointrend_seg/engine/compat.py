@@ -11,8 +11,8 @@ from detectron2.engine import SimpleTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.utils import comm
 
-__all__ = ["cpu_capable_ddp", "forget_detectron2_process_groups", "reset_after_failed_load",
-           "write_metrics"]
+__all__ = ["cpu_capable_ddp", "forget_detectron2_process_groups", "plain_config_in_logs",
+           "reset_after_failed_load", "write_metrics"]
 
 # v0.6: write_metrics(loss_dict, data_time, prefix=""); main: (loss_dict, data_time, cur_iter,
 # prefix="") and it records scalars at cur_iter.
@@ -91,3 +91,15 @@ def reset_after_failed_load(checkpointer) -> None:
     """
     if getattr(checkpointer, "_parsed_url_during_load", None) is not None:
         checkpointer._parsed_url_during_load = None
+
+
+def plain_config_in_logs() -> None:
+    """
+    Detectron2's ``default_setup`` logs the config file through its ``_highlight`` (v0.6 and
+    main), which colours it with pygments' 256-colour terminal formatter whenever pygments is
+    installed - also into ``OUTPUT_DIR/log.txt`` and into redirected output, as escape codes.
+    No argument or hook turns that off, so the tools replace ``_highlight`` by the identity when
+    their output is not a terminal (:func:`pointrend_seg.engine.cli.setup_tool_output`).
+    """
+    if hasattr(d2_defaults, "_highlight"):
+        d2_defaults._highlight = lambda code, filename: code
