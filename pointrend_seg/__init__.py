@@ -39,3 +39,11 @@ from .modeling import (
 )
 
 __version__ = "0.1.0"
+
+# The public API of the package top; everything else is importable from its module (e.g.
+# pointrend_seg.engine.Trainer, pointrend_seg.data.check_dataset), each listing its own __all__.
+__all__ = [
+    "BilinearSegHead", "GeneralizedSemanticSegmentor", "PointRendSegHead", "SemSegDatasetMapper",
+    "add_pointrend_seg_config", "build_config", "build_dilated_resnet_backbone", "data",
+    "model_zoo", "modeling", "prepare_for_inference",
+]

@@ -35,8 +35,8 @@ __all__ = [
     "check_pointrend_seg_keys",
     "closest_keys",
     "load_yaml_config",
+    "lookup",
     "merge_config",
-    "missing_feature_problems",
     "raise_config_problems",
 ]
 
@@ -49,28 +49,21 @@ class ConfigError(ValueError):
     """An inconsistent configuration; the message names the keys and values."""
 
 
+def lookup(registry, key: str, name: str):
+    """``registry.get(name)`` for the config ``key`` that names it; an unknown name is a
+    :class:`ConfigError` naming the key and the registered names (Detectron2's is a KeyError)."""
+    if name not in registry:
+        raise ConfigError(f"{key}={name!r} is not registered; registered names: "
+                          f"{sorted(n for n, _ in registry)}")
+    return registry.get(name)
+
+
 def raise_config_problems(problems) -> None:
     """Raise one :class:`ConfigError` listing ``problems`` (strings), if there are any."""
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-def missing_feature_problems(cfg, key: str, names, input_shape) -> list:
-    """
-    The problem (a one-item list, or empty) of config ``key`` naming feature maps ``names`` that
-    the backbone does not produce (``input_shape``: its ``output_shape()``).
-    """
-    missing = [f for f in names if f not in input_shape]
-    if not missing:
-        return []
-    if cfg.MODEL.BACKBONE.NAME == "build_dilated_resnet_backbone":
-        origin = f"MODEL.RESNETS.OUT_FEATURES={list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
-    else:
-        origin = f"the outputs of MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME!r}"
-    return [f"{key}={list(names)}: {missing} not among the backbone outputs "
-            f"{sorted(input_shape)} ({origin})"]
 
 
 def add_pointrend_seg_config(cfg):
@@ -93,8 +86,10 @@ def add_pointrend_seg_config(cfg):
     cfg.INPUT.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
     # ---- coarse head (DeepLabV3 / DeepLabV3+ / any Detectron2 head) --------------------------
-    # Name in pointrend_seg's COARSE_HEAD_REGISTRY: "DeepLabV3", "DeepLabV3Plus", or
-    # "SemSegHeadAdapter" for the head of Detectron2's SEM_SEG_HEADS_REGISTRY named below.
+    # The one key naming the coarse head: "DeepLabV3" or "DeepLabV3Plus" (pointrend_seg's
+    # COARSE_HEAD_REGISTRY), or a head of Detectron2's SEM_SEG_HEADS_REGISTRY with layers() and
+    # common_stride (e.g. "SemSegFPNHead"; Detectron2's PointRend project names it
+    # MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME, a key a merged file is told to rename).
     cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3"
     # "cross_entropy" (here the default; Detectron2's DeepLab project defaults to the other) or
     # "hard_pixel_mining" (bootstrapped CE over the HARD_PIXEL_TOP_K fraction of hardest pixels).
@@ -113,9 +108,12 @@ def add_pointrend_seg_config(cfg):
     cfg.MODEL.POINT_HEAD.NUM_FC = 3
     # Re-concatenate the coarse prediction before every MLP layer.
     cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER = True
-    # With COARSE_HEAD_NAME "SemSegHeadAdapter": the head of Detectron2's SEM_SEG_HEADS_REGISTRY
-    # whose layers(features) give the coarse logits (as in Detectron2's PointRend project).
-    cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
+    if not cfg.key_is_renamed("MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME"):
+        cfg.register_renamed_key(
+            "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME", "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME",
+            message="pointrend_seg names the coarse head with one key: set "
+            "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME to the Detectron2 head's name, e.g. SemSegFPNHead",
+        )
     # Name in pointrend_seg's POINT_SAMPLER_REGISTRY.
     cfg.MODEL.POINT_HEAD.SAMPLER = "UncertaintyPointSampler"
     # Training: N points per image, k (over-generation) and beta (importance fraction).
@@ -204,7 +202,7 @@ def build_config(config_file: str = "", opts=()):
     add_pointrend_seg_config(cfg)
     merge_config(cfg, config_file, opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA device is available; "
             "add 'MODEL.DEVICE cpu' to the command line"
         )
@@ -239,7 +237,19 @@ def merge_config(cfg, config_file: str = "", opts=()):
     for source, merge, given_keys in steps:
         try:
             merge()
+        except ValueError as e:  # yacs: a value of another type than the key's default
+            match = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*) vs\. "
+                              r"(.*)\) for config key: (\S+)", str(e))
+            if match is None:
+                raise
+            default_type, given_type, default, given, key = match.groups()
+            raise ConfigError(
+                f"{key}={given} in {source}: the key holds {_type_name(default_type)} values "
+                f"(default {default}), not {_type_name(given_type)}"
+            ) from None
         except (KeyError, AssertionError) as e:  # yacs: unknown key (KeyError from files)
+            if "was renamed to" in str(e):  # yacs: a renamed key, with what to use instead
+                raise ConfigError(f"{source}: {str(e).strip(chr(34))}") from None
             match = re.search(r"Non-existent (?:config )?key: (\S+)", str(e))
             if match is None:
                 raise
@@ -247,6 +257,12 @@ def merge_config(cfg, config_file: str = "", opts=()):
             if match.group(1) not in unknown:
                 unknown.insert(0, match.group(1))
             raise ConfigError(_unknown_keys_message(cfg, unknown, source)) from None
+
+
+def _type_name(type_repr: str) -> str:
+    """"<class 'int'>" -> "int"."""
+    found = re.search(r"'(\w+)'", type_repr)
+    return found.group(1) if found else type_repr
 
 
 def _has_key(cfg, key):

@@ -319,7 +319,8 @@ def draw_subdivision_figure(
             ``coarse_stride`` x ``coarse_stride`` pixels.
         steps: per step, an object with ``xy`` ((P, 2) cell centres ``(x, y)`` in image pixels),
             ``cell`` ((height, width) of a cell in image pixels) and ``labels`` (the class-id
-            grid after the step), e.g. :class:`pointrend_seg.modeling.TracedStep`.
+            grid after the step), e.g. :class:`pointrend_seg.modeling.TracedStep`
+            (``PointRendSegHead.trace_subdivision``).
         final_labels: (H, W) class ids of the final prediction.
         class_names, colors: name and RGB colour (0..255) of each class id.
         min_side, max_side: panels are the image scaled so that its shorter side is at least

@@ -3,8 +3,9 @@ The package's layers import only downward, and the package works when installed 
 (non-editable), outside the checkout.
 
 Layers, bottom to top: ``config`` -> ``model_zoo`` (shipped configs) -> modeling / data /
-evaluation / visualization -> engine; the tools sit on top, outside the package. A module may import its own
-layer's modules only within its own sub-package (modeling does not import data, ...).
+visualization -> evaluation (reads the ground truth through data, as in Detectron2) -> engine;
+the tools sit on top, outside the package. A module may import its own layer's modules only
+within its own sub-package (modeling does not import data, ...).
 """
 import ast
 import os
@@ -19,8 +20,8 @@ from conftest import REPO_ROOT
 PACKAGE = os.path.join(REPO_ROOT, "pointrend_seg")
 LAYER = {
     "config": 0, "model_zoo": 1,
-    "modeling": 2, "data": 2, "evaluation": 2, "visualization": 2,
-    "engine": 3,
+    "modeling": 2, "data": 2, "visualization": 2, "evaluation": 3,
+    "engine": 4,
 }
 
 
@@ -164,3 +165,16 @@ def test_wheel_install_outside_the_checkout(tmp_path):
     from pointrend_seg import model_zoo
 
     assert last == f"{len(model_zoo.list_configs())} (5, 61, 75) GeneralizedSemanticSegmentor"
+
+
+def test_meta_architecture_knows_no_head_internals():
+    """GeneralizedSemanticSegmentor runs any head through Detectron2's interface
+    (``head(features, targets)``): no PointRend attribute, no coarse head, no subdivision."""
+    with open(os.path.join(PACKAGE, "modeling", "meta_arch.py")) as f:
+        tree = ast.parse(f.read())
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not attributes & {"coarse_head", "point_head", "subdivision_num_points", "inference",
+                             "canvas_size", "output_stride", "trace_subdivision"}
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Name) and node.func.id == "hasattr"]
+    assert not calls

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.data import transforms as T
 from detectron2.data.build import get_detection_dataset_dicts
 

@@ -4,6 +4,7 @@ them at once, from a YAML file or the command line; a config made without
 add_pointrend_seg_config says so, when merging and when our components are built from it.
 """
 import pytest
+import torch
 import yaml
 
 from detectron2.config import get_cfg
@@ -18,9 +19,10 @@ from pointrend_seg.config import (
     closest_keys,
     merge_config,
 )
+
 from pointrend_seg.data import SemSegDatasetMapper
 
-from conftest import DEMO_CONFIG
+from conftest import DEMO_CONFIG, demo_config
 
 
 def _error(config_file="", opts=()):
@@ -61,9 +63,10 @@ def test_every_unknown_key_of_a_yaml_file_listed(tmp_path):
 
 
 def test_other_merge_errors_are_not_hidden():
-    with pytest.raises((ValueError, AssertionError)) as e:  # yacs: wrong type for a known key
+    # yacs' type error of a known key: a ConfigError naming the key, the value and the type
+    with pytest.raises(ConfigError, match="SOLVER.MAX_ITER=many in the command line: the key "
+                                          "holds int values"):
         build_config(DEMO_CONFIG, ["SOLVER.MAX_ITER", "'many'"])
-    assert not isinstance(e.value, ConfigError) and "MAX_ITER" in str(e.value)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         build_config("missing.yaml")
 
@@ -91,3 +94,94 @@ def test_config_without_add_pointrend_seg_config(extra):
     with pytest.raises(ConfigError, match="made without add_pointrend_seg_config"):
         build_model(model_cfg)
     check_pointrend_seg_keys(build_config(DEMO_CONFIG))
+
+
+# ---- every config error is a ConfigError naming its key --------------------------------------
+def _model(cfg):
+    build_model(cfg)
+
+
+def _solver(cfg):
+    from pointrend_seg.engine import check_solver_config
+    from pointrend_seg.engine.optimizer import build_optimizer
+    from pointrend_seg.engine.train_step import training_precision
+
+    check_solver_config(cfg)
+    training_precision(cfg)
+    build_optimizer(cfg, torch.nn.Linear(2, 2))
+
+
+def _inference(cfg):
+    from pointrend_seg.modeling import InferenceOptions
+
+    InferenceOptions.from_config(cfg, "cpu")
+
+
+def _train_mapper(cfg):
+    from pointrend_seg.data import build_sem_seg_augmentations
+
+    build_sem_seg_augmentations(cfg, True)
+
+
+BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
+    (_model, "MODEL.BACKBONE.NAME", "no_such_backbone"),
+    (_model, "MODEL.SEM_SEG_HEAD.NAME", "NoSuchHead"),
+    (_model, "MODEL.RESNETS.RES4_DILATION", "3"),
+    (_model, "MODEL.RESNETS.RES5_DILATION", "3"),
+    (_model, "MODEL.RESNETS.STEM_TYPE", "'fancy'"),
+    (_model, "MODEL.RESNETS.DEPTH", "34"),
+    (_model, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0"),
+    (_model, "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "3"),
+    (_model, "MODEL.SEM_SEG_HEAD.LOSS_TYPE", "'dice'"),
+    (_model, "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME", "'NoSuchCoarseHead'"),
+    (_model, "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['res4']"),
+    (_model, "MODEL.POINT_HEAD.NAME", "'NoSuchPointHead'"),
+    (_model, "MODEL.POINT_HEAD.SAMPLER", "'NoSuchSampler'"),
+    (_model, "MODEL.POINT_HEAD.IN_FEATURES", "['res3']"),
+    (_model, "MODEL.POINT_HEAD.OVERSAMPLE_RATIO", "0"),
+    (_model, "MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", "2.0"),
+    (_model, "MODEL.POINT_HEAD.SUBDIVISION_SELECT", "'fastest'"),
+    (_model, "MODEL.POINT_HEAD.FC_DIM", "0"),
+    (_model, "MODEL.POINT_HEAD.NUM_FC", "-1"),
+    (_model, "MODEL.POINT_HEAD.TRAIN_NUM_POINTS", "0"),
+    (_model, "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", "-1"),
+    (_model, "MODEL.POINT_HEAD.SUBDIVISION_STEPS", "-2"),
+    (_solver, "SOLVER.MAX_ITER", "0"),
+    (_solver, "SOLVER.IMS_PER_BATCH", "0"),
+    (_solver, "SOLVER.BASE_LR", "0.0"),
+    (_solver, "SOLVER.OPTIMIZER", "'LAMB'"),
+    (_inference, "MODEL.INFERENCE.CHANNELS_LAST", "'sometimes'"),
+    (_inference, "MODEL.INFERENCE.COMPILE", "'fast'"),
+    (_train_mapper, "INPUT.CROP.SIZE", "(0.0, 0.0)"),
+    (_train_mapper, "INPUT.CROP.TYPE", "'square'"),
+]
+
+
+@pytest.mark.parametrize("where, key, value", BAD_VALUES, ids=[k for _, k, _ in BAD_VALUES])
+def test_every_bad_value_is_a_config_error_naming_its_key(where, key, value):
+    extra = []
+    if key.startswith("INPUT.CROP"):
+        extra = ["INPUT.CROP.ENABLED", "True"] + (
+            ["INPUT.CROP.TYPE", "relative"] if key == "INPUT.CROP.SIZE" else [])
+    if key == "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME":
+        extra = []
+    cfg = demo_config(*extra, key, value)
+    with pytest.raises(ConfigError) as info:
+        where(cfg)
+    assert key in str(info.value), str(info.value)
+
+
+def test_solver_amp_precision_named():
+    from pointrend_seg.engine.train_step import training_precision
+
+    with pytest.raises(ConfigError, match="SOLVER.AMP.PRECISION"):
+        training_precision(demo_config("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION",
+                                       "'float8'"))
+
+
+def test_a_value_of_the_wrong_type_names_the_key():
+    # before: yacs' "ValueError: Type mismatch (<class 'int'> vs. <class 'float'>) ..."
+    with pytest.raises(ConfigError) as info:
+        build_config(DEMO_CONFIG, ["MODEL.POINT_HEAD.OVERSAMPLE_RATIO", "0.5"])
+    assert str(info.value) == ("MODEL.POINT_HEAD.OVERSAMPLE_RATIO=0.5 in the command line: the key "
+                               "holds int values (default 3), not float")

@@ -26,11 +26,8 @@ from pointrend_seg.data.dataset_check import (
     check_dataset_dicts,
     raise_dataset_problems,
 )
-from pointrend_seg.data.datasets import (
-    add_register_folder_argument,
-    register_folder_dataset,
-    register_folder_datasets,
-)
+from pointrend_seg.data.datasets import register_folder_dataset, register_folder_datasets
+from pointrend_seg.engine.cli import add_register_folder_argument
 
 from bad_dataset import BAD_KINDS, CLASSES, write_bad_folder, write_binary_folder
 from conftest import REPO_ROOT

@@ -41,7 +41,6 @@ from pointrend_seg.engine import (
     UnsafeCheckpointError,
 )
 from pointrend_seg.engine.cli import run_tool
-from pointrend_seg.evaluation.ground_truth import stored_ground_truth
 
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
 
@@ -424,11 +423,10 @@ def test_exif_orientation_applies_to_images_and_labels_alike(tmp_path, prefix):
     assert image.shape == (3, 40, 24) and label.shape == (40, 24)  # turned 90 degrees
     # Every red pixel is class 1 and the other way round: the pair still matches.
     assert np.array_equal(image[0] == 255, label == 1) and (label == 1).sum() == 240
-    # The evaluators read the same label (the trainer's reader and the default one).
+    # The evaluators read the same label (through the one ground-truth reader).
     register_folder_dataset(f"{prefix}_exif", str(tmp_path / "images"), str(tmp_path / "masks"),
                             "a,b")
     assert np.array_equal(GroundTruthReader(f"{prefix}_exif", 2)(image_path), label)
-    assert np.array_equal(stored_ground_truth(f"{prefix}_exif")(image_path), label)
 
 
 def test_exif_turned_image_with_a_plain_mask_is_explained(tmp_path):

@@ -67,7 +67,7 @@ def _with_pointrend(cfg):
     # the three lines of the README
     add_pointrend_seg_config(cfg)
     cfg.MODEL.SEM_SEG_HEAD.NAME = "PointRendSegHead"
-    cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "SemSegHeadAdapter"
+    cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "SemSegFPNHead"
     return cfg
 
 
@@ -147,16 +147,19 @@ class _RecordLosses(HookBase):
 
 def test_adapter_config_errors():
     cfg = _with_pointrend(stock_semantic_fpn_config())
-    cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "PointRendSegHead"
+    cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "PointRendSegHead"
     with pytest.raises(ConfigError, match="is one of pointrend_seg's heads"):
         build_model(cfg)
-    cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "NoSuchHead"
-    with pytest.raises(ConfigError, match="'NoSuchHead' is not in Detectron2's SEM_SEG_HEADS_REG"):
+    cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "NoSuchHead"
+    with pytest.raises(ConfigError, match="COARSE_HEAD_NAME='NoSuchHead' names no coarse head"):
+        build_model(cfg)
+    cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "SemSegHeadAdapter"  # the former way
+    with pytest.raises(ConfigError, match="name the Detectron2 head itself, e.g. 'SemSegFPNHead'"):
         build_model(cfg)
     # Detectron2's DeepLabV3Head has no layers() (its forward does everything)
     import detectron2.projects.deeplab  # noqa: F401  (registers it)
 
-    cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "DeepLabV3Head"
+    cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3Head"
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["p5"]
     cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 32
     with pytest.raises(ConfigError, match="needs a layers"):

@@ -130,10 +130,12 @@ def test_binary_masks_evaluated_with_the_label_map(tmp_path, prefix, caplog):
     boundary = _evaluate(BoundaryEvaluator(mapped, distributed=False, ground_truth=ground_truth),
                          mapped, perfect, 2)
     assert boundary["sem_seg_boundary"]["BF-disc"] == pytest.approx(100.0)
-    # Without a reader that knows the map, the evaluators refuse rather than read 255 as is.
-    for evaluator in (SegmentationEvaluator, BoundaryEvaluator):
-        with pytest.raises(ValueError, match="has a label map .*GroundTruthReader"):
-            evaluator(mapped, distributed=False)
+    # Built without a reader, the evaluators read the ground truth the same way (the map
+    # applied; Detectron2's SemSegEvaluator would read 255 as is).
+    default = _evaluate(SegmentationEvaluator(mapped, distributed=False), mapped, background, 2)
+    assert default["sem_seg"] == res["sem_seg"]
+    default = _evaluate(BoundaryEvaluator(mapped, distributed=False), mapped, perfect, 2)
+    assert default["sem_seg_boundary"]["BF-disc"] == pytest.approx(100.0)
 
 
 def test_ground_truth_outside_the_classes_names_the_file(tmp_path, prefix):
@@ -166,6 +168,7 @@ def test_confusion_matrix_files_and_per_class_report(tmp_path, prefix):
     import csv
 
     from pointrend_seg.engine import Trainer
+    from pointrend_seg.engine.evaluation import report_results
     from pointrend_seg.evaluation import format_per_class_table, per_class_rows
 
     rng = np.random.default_rng(1)
@@ -206,7 +209,7 @@ def test_confusion_matrix_files_and_per_class_report(tmp_path, prefix):
     for record, pred in zip(DatasetCatalog.get(name), preds):
         evaluators.process([{"file_name": record["file_name"]}], [{"sem_seg": _scores(pred, 3)}])
     results = evaluators.evaluate()
-    Trainer._report_per_class(name, results, NAMES, evaluators)
+    report_results(name, results, evaluators)
     for f in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.png"):
         assert os.path.getsize(tmp_path / "t" / f) > 0
 

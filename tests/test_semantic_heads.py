@@ -674,10 +674,10 @@ def test_subdivision_on_cuda_without_host_sync_and_in_a_cuda_graph(method):
 
 
 def test_trace_subdivision_of_one_image_is_its_inference():
-    """GeneralizedSemanticSegmentor.trace_subdivision: final logits equal the model's for the
-    image alone, the coarse labels are the coarse head's argmax, each step's points are the
-    re-predicted cells inside the image (N per step, fewer only by those in the padding), and the
-    last step's labels are the final prediction."""
+    """PointRendSegHead.trace_subdivision of GeneralizedSemanticSegmentor.backbone_features: final
+    logits equal the model's for the image alone, the coarse labels are the coarse head's argmax,
+    each step's points are the re-predicted cells inside the image (N per step, fewer only by
+    those in the padding), and the last step's labels are the final prediction."""
     from detectron2.modeling import build_model
 
     cfg = demo_config("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", "700")
@@ -686,7 +686,7 @@ def test_trace_subdivision_of_one_image_is_its_inference():
     _make_predictor_matter(model.sem_seg_head.point_head)
     image = torch.rand(3, 97, 131, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
-        trace = model.trace_subdivision(image)
+        trace = model.sem_seg_head.trace_subdivision(*model.backbone_features(image))
         expected = model([{"image": image}])[0]["sem_seg"]
         padded = ImageList.from_tensors([model.normalize(image)], model.size_divisibility).tensor
         coarse = model.sem_seg_head.coarse_head(model.backbone(padded))[0]
@@ -712,7 +712,3 @@ def test_trace_subdivision_of_one_image_is_its_inference():
         inside = (rows * cell < 97) & (cols * cell < 131)
         assert len(traced.xy) == inside.sum() and step.indices.shape[1] == 700
     assert torch.equal(trace.steps[-1].labels, expected.argmax(0))
-
-    bilinear = build_model(demo_config("MODEL.SEM_SEG_HEAD.NAME", "BilinearSegHead")).eval()
-    with pytest.raises(ValueError, match="PointRendSegHead"):
-        bilinear.trace_subdivision(image)

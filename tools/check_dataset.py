@@ -33,9 +33,10 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, build_config
 from pointrend_seg.data import check_dataset
-from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
+from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.engine.cli import (
     add_debug_argument,
+    add_register_folder_argument,
     debug_requested,
     parse_tool_args,
     run_tool,

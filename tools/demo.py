@@ -54,17 +54,9 @@ from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import ConfigError, build_config
-from pointrend_seg.data import (
-    BadInputError,
-    MediaSource,
-    VideoReader,
-    VideoWriter,
-    expand_inputs,
-    read_image_file,
-    read_label_file,
-    write_label_png,
-)
+from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
+from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
 from pointrend_seg.engine.cli import (
     add_class_name_arguments,
     add_debug_argument,
@@ -74,6 +66,13 @@ from pointrend_seg.engine.cli import (
     registered_datasets,
     run_tool,
     setup_tool_output,
+)
+from pointrend_seg.engine.media import (
+    MediaSource,
+    VideoReader,
+    VideoWriter,
+    expand_inputs,
+    write_label_png,
 )
 from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
 
@@ -182,8 +181,9 @@ class Demo:
         image = image_bgr[:, :, ::-1] if p.input_format == "RGB" else image_bgr
         image = p.aug.get_transform(image).apply_image(image)  # resized as DefaultPredictor does
         with torch.no_grad():
-            trace = p.model.trace_subdivision(
+            features, size = p.model.backbone_features(
                 torch.as_tensor(image.astype("float32").transpose(2, 0, 1)))
+            trace = p.model.sem_seg_head.trace_subdivision(features, size)
         steps = [s._replace(xy=s.xy.cpu().numpy(), labels=s.labels.cpu().numpy())
                  for s in trace.steps]
         rgb = image if p.input_format == "RGB" else image[:, :, ::-1]
@@ -235,8 +235,8 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
     predictor = build_predictor(cfg)
     model = getattr(predictor, "model", None)
-    if args.show_points and not (hasattr(model, "trace_subdivision")
-                                 and hasattr(model.sem_seg_head, "subdivision_num_points")):
+    if args.show_points and not (isinstance(model, GeneralizedSemanticSegmentor)
+                                 and isinstance(model.sem_seg_head, PointRendSegHead)):
         raise SystemExit(
             "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
             "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "

@@ -39,12 +39,11 @@ import torch
 
 import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
 
-from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import ConfigError, build_config
 from pointrend_seg.data import read_image_file
-from pointrend_seg.engine import SafeCheckpointer
+from pointrend_seg.engine import load_inference_model
 from pointrend_seg.engine.cli import (
     INPUT_ERRORS,
     add_class_name_arguments,
@@ -153,13 +152,10 @@ def main(argv=None) -> int:
                               "(the first traces the export)")
         cfg.defrost()
         cfg.MODEL.DEVICE = "cpu"  # exported on CPU; the ONNX / program runs anywhere
-        model = build_model(cfg)
-        check_size_range(args.min_size, args.max_size, model.size_divisibility)
-        if cfg.MODEL.WEIGHTS:
-            SafeCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        else:
+        if not cfg.MODEL.WEIGHTS:
             logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
-        model.eval()
+        model = load_inference_model(cfg)
+        check_size_range(args.min_size, args.max_size, model.size_divisibility)
         with torch.no_grad():
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
         handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))

@@ -66,11 +66,12 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.data.datasets import add_register_folder_argument, register_folder_datasets
+from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.config import build_config
-from pointrend_seg.engine import SafeCheckpointer, Trainer, check_run_datasets, launch
+from pointrend_seg.engine import Trainer, launch, load_inference_model, prepare_run
 from pointrend_seg.engine.cli import (
     add_debug_argument,
+    add_register_folder_argument,
     debug_requested,
     run_tool,
     setup_tool_output,
@@ -103,14 +104,10 @@ def main(args):
     cfg = setup(args)
     # Here rather than before launch(): main runs in every spawned process.
     register_folder_datasets(getattr(args, "register_folder", None))
+    plan = prepare_run(cfg, train=not args.eval_only)  # every check, once
     if args.eval_only:
-        check_run_datasets(cfg, cfg.DATASETS.TEST)
-        model = Trainer.build_model(cfg)
-        SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
+        return Trainer.test(cfg, load_inference_model(cfg, resume=args.resume), plan=plan)
+    trainer = Trainer(cfg, plan)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -1,6 +1,12 @@
-"""Data: dataset registrations (on import), the semantic-segmentation mapper, label maps, the
-whole-dataset check, class names of a model, and image / video inputs of a predictor."""
+"""
+Data: dataset registrations (on import, :mod:`.datasets`), reading and checking one sample's files
+(:mod:`.readers`), the training / test augmentations (:mod:`.augmentations`), the
+semantic-segmentation mapper (:mod:`.dataset_mapper`), label maps, the whole-dataset check
+(:mod:`.dataset_check`), the ground truth as training reads it (:mod:`.ground_truth`) and the
+class names of a model (:mod:`.metadata`).
+"""
 from . import datasets
+from .augmentations import build_sem_seg_augmentations, crop_pad_size, crop_problems
 from .dataset_check import (
     DatasetCheckError,
     DatasetReport,
@@ -8,21 +14,15 @@ from .dataset_check import (
     check_dataset_dicts,
     raise_dataset_problems,
 )
-from .dataset_mapper import (
-    BadInputError,
-    SemSegDatasetMapper,
-    build_sem_seg_augmentations,
-    read_image_file,
-    read_label_file,
-)
+from .dataset_mapper import SemSegDatasetMapper
 from .ground_truth import GroundTruthReader
 from .label_map import apply_label_map, parse_label_map
-from .media import (
-    VIDEO_EXTENSIONS,
-    MediaSource,
-    VideoReader,
-    VideoWriter,
-    expand_inputs,
-    write_label_png,
-)
 from .metadata import class_names_and_colors
+from .readers import BadInputError, read_image_file, read_label_file
+
+__all__ = [
+    "BadInputError", "DatasetCheckError", "DatasetReport", "GroundTruthReader",
+    "SemSegDatasetMapper", "apply_label_map", "build_sem_seg_augmentations", "check_dataset",
+    "check_dataset_dicts", "class_names_and_colors", "crop_pad_size", "crop_problems",
+    "datasets", "parse_label_map", "raise_dataset_problems", "read_image_file", "read_label_file",
+]

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
-from .dataset_mapper import (
+from .readers import (
     BadInputError,
     check_image_size,
     check_label_size,

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
-from .dataset_mapper import check_label_values, read_label_file
+from .readers import check_label_values, read_label_file
 
 __all__ = ["GroundTruthReader"]
 

@@ -6,7 +6,7 @@ name are kept. The usual case is binary masks saved as 0/255 (255 = foreground),
 default ignore label 255 would make every foreground pixel ignored: ``{255: 1}`` turns them into
 class 1. A dataset's map is stored in its metadata (``label_map``) and on each of its dataset
 dicts (``sem_seg_label_map``), which is what the mapper, the evaluators and the dataset check
-apply (:func:`pointrend_seg.data.dataset_mapper.read_label_file`).
+apply (:func:`pointrend_seg.data.readers.read_label_file`).
 
 Command-line spelling (:func:`parse_label_map`): ``255:1`` or ``255:1,128:2``.
 """

@@ -1,9 +1,10 @@
 """
-Training and evaluation on Detectron2's engine: the trainer (:mod:`.trainer`), one iteration
-(:mod:`.train_step`), hooks, multi-process helpers (:mod:`.distributed`), checkpoints, the
-resumable training stream, dataset-vs-model checks, the whole-dataset check at the start of a
-run (:mod:`.data_checks`), the one compatibility module (:mod:`.compat`) and a predictor for
-our configs (:mod:`.predictor`).
+Training and evaluation on Detectron2's engine: the start of a run (:mod:`.run`), the trainer
+(:mod:`.trainer`), one iteration (:mod:`.train_step`), the resumable training stream
+(:mod:`.train_data`), exact resume (:mod:`.resume`), checkpoints (:mod:`.checkpoint`),
+evaluation (:mod:`.evaluation`), multi-process helpers (:mod:`.distributed`), a predictor for
+our configs (:mod:`.predictor`), the tools' command-line helpers (:mod:`.cli`) and the one
+compatibility module (:mod:`.compat`).
 """
 from .checkpoint import (
     BackboneMismatchError,
@@ -14,10 +15,19 @@ from .checkpoint import (
     atomic_write,
 )
 from .config_checks import check_dataset_config, check_solver_config
-from .data_checks import check_run_datasets
 from .distributed import adapt_norm_to_world_size, launch
-from .hooks import ReseedEachIteration, RestoreMetricHistory
-from .predictor import build_predictor
+from .predictor import build_predictor, load_inference_model
+from .resume import ExactResume, ReseedEachIteration, RestoreMetricHistory
+from .run import RunPlan, prepare_run
 from .train_data import ResumableTrainLoader, ResumableTrainingSampler
 from .train_step import NonFiniteLossError, TrainStep
 from .trainer import Trainer
+
+__all__ = [
+    "BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError", "ExactResume",
+    "NonFiniteLossError", "ReseedEachIteration", "RestoreMetricHistory", "ResumableTrainLoader",
+    "ResumableTrainingSampler", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
+    "UnsafeCheckpointError", "adapt_norm_to_world_size", "atomic_write", "build_predictor",
+    "check_dataset_config", "check_solver_config", "launch", "load_inference_model",
+    "prepare_run",
+]

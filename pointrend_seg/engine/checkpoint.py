@@ -304,6 +304,29 @@ class SafeCheckpointer(DetectionCheckpointer):
         if reason:
             self.logger.warning(f"Dropped checkpoint {basename}: {reason}")
 
+    def judge_pending(self, problem, iteration: int):
+        """
+        After an iteration whose loss was computed with the held-back checkpoint's weights:
+        confirm it when ``problem`` is None, else drop it (``problem``: why the loss shows a
+        diverging update, e.g. from :class:`~.train_step.LossSpikeGuard`).
+        """
+        if problem is None:
+            self.confirm_pending()
+        else:
+            self.discard_pending(
+                f"at iteration {iteration}, computed with its weights, {problem} (a diverging "
+                f"update); last_checkpoint keeps naming {self.last_checkpoint_path() or 'nothing'}")
+
+    def diverged(self, error):
+        """
+        After a non-finite loss (``error``, a :class:`~.train_step.NonFiniteLossError`): drop the
+        held-back checkpoint (its weights gave that loss), save nothing more, and return the
+        error naming the checkpoint to continue from.
+        """
+        self.discard_pending(f"its weights gave a non-finite loss at iteration {error.iteration}")
+        self.disable_saving(f"the loss became non-finite at iteration {error.iteration}")
+        return error.with_resume_from(self.last_checkpoint_path())
+
     def last_checkpoint_path(self):
         """The file ``save_dir/last_checkpoint`` names, or None."""
         if not self.save_dir or not self.has_checkpoint():
@@ -373,6 +396,7 @@ class SafeCheckpointer(DetectionCheckpointer):
                 "only when you name them yourself: if you trust this one, give it as "
                 "MODEL.WEIGHTS (without --resume); see docs/bad_inputs.md, 'What is trusted'"
             )
+        self.logger.info(f"Loading checkpoint from {named} ({tag})")
         try:
             return self.load(named)
         except (CheckpointReadError, FileNotFoundError) as error:

@@ -17,12 +17,14 @@ And what the tools share on their command lines: :func:`parse_tool_args` (flags 
 :func:`class_names_from_args` (``--classes``, ``--register-folder``), :func:`setup_tool_output`
 (no colour codes unless the output is a terminal).
 """
+import argparse
 import os
 import sys
 
 from ..config import ConfigError
 from ..data import BadInputError, class_names_and_colors
-from ..data.datasets import add_register_folder_argument, register_folder_datasets
+from ..data.datasets import register_folder_datasets
+from ..data.label_map import parse_label_map
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
@@ -33,6 +35,7 @@ from .compat import plain_config_in_logs
 from .train_step import NonFiniteLossError
 
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments",
+           "add_register_folder_argument",
            "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
            "parse_tool_args",
            "registered_datasets", "run_tool", "setup_tool_output"]
@@ -131,7 +134,7 @@ def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "
 def add_class_name_arguments(parser):
     """
     ``--classes`` (comma-separated names, or a text file with one name per line) and the
-    ``--register-folder`` options (:func:`~pointrend_seg.data.datasets.add_register_folder_argument`):
+    ``--register-folder`` options (:func:`add_register_folder_argument`):
     where a tool that labels predictions gets its class names when the config's datasets are
     not registered in this process (e.g. the ``config.yaml`` of a run on a folder dataset).
     """
@@ -156,3 +159,54 @@ def registered_datasets(args):
     if getattr(args, "registered_datasets", None) is None:
         args.registered_datasets = register_folder_datasets(getattr(args, "register_folder", None))
     return list(args.registered_datasets)
+
+
+class _FolderDatasetOption(argparse.Action):
+    """An option that sets a keyword argument of the ``--register-folder`` given before it."""
+
+    def __init__(self, option_strings, dest, convert=None, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+        self.convert = convert
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        specs = getattr(namespace, "register_folder", None)
+        if not specs:
+            parser.error(f"{option_string} {values} must follow the --register-folder it is for")
+        spec = specs[-1]
+        if not isinstance(spec[-1], dict):
+            spec.append({})
+        if self.dest in spec[-1]:
+            parser.error(f"{option_string} is given twice for --register-folder {spec[0]}")
+        try:
+            spec[-1][self.dest] = self.convert(values)
+        except ValueError as e:
+            parser.error(f"{option_string} {values}: {e}")
+
+
+def add_register_folder_argument(parser):
+    """
+    Add the repeatable command-line option ``--register-folder NAME IMAGE_DIR MASK_DIR CLASSES``
+    and, for the ``--register-folder`` right before them, ``--label-map VALUE:ID[,VALUE:ID...]``
+    and ``--ignore-value V`` to an argparse ``parser`` (tools/train_net.py, tools/demo.py and
+    tools/check_dataset.py share them). The parsed ``args.register_folder`` list is what
+    :func:`register_folder_datasets` takes.
+    """
+    parser.add_argument(
+        "--register-folder", action="append", nargs=4, default=[],
+        metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
+        help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
+        "comma-separated class names or a text file with one name per line",
+    )
+    parser.add_argument(
+        "--label-map", dest="label_map", action=_FolderDatasetOption, convert=parse_label_map,
+        metavar="VALUE:ID[,VALUE:ID...]",
+        help="for the --register-folder before it: mask values to class ids, e.g. 255:1 for "
+        "binary masks saved as 0/255 (other values are kept)",
+    )
+    parser.add_argument(
+        "--ignore-value", dest="ignore_label", action=_FolderDatasetOption, convert=int,
+        metavar="V",
+        help="for the --register-folder before it: the mask value that is ignored (default "
+        "255; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to the same value)",
+    )
+    return parser

@@ -4,15 +4,13 @@ over differences between Detectron2 v0.6 and its ``main`` branch. Everything els
 uses public API only (``DefaultTrainer`` subclassing, ``build_*`` overrides, hooks, ``run_step``).
 Each function says what it works around and why no public way exists.
 """
-import contextlib
 import inspect
 
 from detectron2.engine import SimpleTrainer
 from detectron2.engine import defaults as d2_defaults
-from detectron2.utils import comm
 
-__all__ = ["cpu_capable_ddp", "forget_detectron2_process_groups", "plain_config_in_logs",
-           "reset_after_failed_load", "write_metrics"]
+__all__ = ["forget_detectron2_process_groups", "plain_config_in_logs", "reset_after_failed_load",
+           "write_metrics"]
 
 # v0.6: write_metrics(loss_dict, data_time, prefix=""); main: (loss_dict, data_time, cur_iter,
 # prefix="") and it records scalars at cur_iter.
@@ -33,32 +31,6 @@ def write_metrics(loss_dict, data_time: float, iteration: int) -> None:
         SimpleTrainer.write_metrics(loss_dict, data_time, iteration)
     else:
         SimpleTrainer.write_metrics(loss_dict, data_time)
-
-
-@contextlib.contextmanager
-def cpu_capable_ddp():
-    """
-    While active, Detectron2's ``create_ddp_model`` wraps CPU models with ``device_ids=None``.
-
-    Why: ``DefaultTrainer.__init__`` (v0.6 and main) calls ``create_ddp_model(model,
-    broadcast_buffers=False)``, which defaults ``device_ids`` to ``[local_rank]``; torch rejects
-    ``device_ids`` for a CPU module, so multi-process CPU training (gloo) cannot start. The
-    function is looked up in ``detectron2.engine.defaults`` at call time and there is no argument
-    or hook to change it, so it is replaced for the duration of ``DefaultTrainer.__init__`` and
-    restored afterwards.
-    """
-    original = d2_defaults.create_ddp_model
-
-    def create_ddp_model(model, **kwargs):
-        if comm.get_world_size() > 1 and not next(model.parameters()).is_cuda:
-            kwargs.setdefault("device_ids", None)
-        return original(model, **kwargs)
-
-    d2_defaults.create_ddp_model = create_ddp_model
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = original
 
 
 def forget_detectron2_process_groups() -> None:

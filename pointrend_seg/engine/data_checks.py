@@ -17,7 +17,6 @@ from typing import Dict, Sequence
 
 from detectron2.utils import comm
 
-from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
 
 __all__ = ["check_run_datasets", "skipped_images"]
@@ -42,7 +41,6 @@ def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True
         DatasetCheckError: problems were found and ``DATASETS.CHECK.SKIP_BAD`` is off; lists
             them all (the first rows of each dataset, all of them in the log).
     """
-    check_pointrend_seg_keys(cfg)
     check = cfg.DATASETS.CHECK
     names = list(dict.fromkeys(names))
     if not check.ENABLED or not names:

@@ -1,15 +1,35 @@
-"""Detectron2's ``DefaultPredictor`` for our configs, with weights loaded by :class:`SafeCheckpointer`
-and a memory-bounded way to get class ids (:meth:`SemSegPredictor.predict_labels`)."""
+"""
+A model for inference, loaded one way for every use (:func:`load_inference_model`: the predictor,
+``tools/train_net.py --eval-only``, ``tools/export_model.py``), and Detectron2's
+``DefaultPredictor`` for our configs with a memory-bounded way to get class ids
+(:meth:`SemSegPredictor.predict_labels`).
+"""
 import numpy as np
 import torch
 
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 
 from ..modeling import prepare_for_inference
 from ..modeling.postprocessing import resized_argmax
 from .checkpoint import SafeCheckpointer
+from .distributed import adapt_norm_to_world_size
 
-__all__ = ["SemSegPredictor", "build_predictor"]
+__all__ = ["SemSegPredictor", "build_predictor", "load_inference_model"]
+
+
+def load_inference_model(cfg, *, resume: bool = False, model=None):
+    """
+    ``cfg``'s model (built here when ``model`` is None, with norms that run on the processes at
+    hand) with its weights loaded by :class:`SafeCheckpointer` - ``MODEL.WEIGHTS``, or with
+    ``resume`` the checkpoint ``OUTPUT_DIR/last_checkpoint`` names - in eval mode. Not yet
+    prepared for inference: each use prepares it as it needs (:func:`prepare_for_inference`).
+    """
+    if model is None:
+        model = build_model(adapt_norm_to_world_size(cfg))
+    SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                   resume=resume)
+    return model.eval()
 
 
 class SemSegPredictor(DefaultPredictor):
@@ -66,6 +86,6 @@ def build_predictor(cfg) -> SemSegPredictor:
     predictor = SemSegPredictor(cfg)
     predictor.cfg.MODEL.WEIGHTS = weights
     predictor.cfg.freeze()
-    SafeCheckpointer(predictor.model).load(weights)
+    load_inference_model(predictor.cfg, model=predictor.model)
     predictor.inference_handle = prepare_for_inference(predictor.model, cfg)
     return predictor

@@ -41,7 +41,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from ..config import ConfigError
-from ..data.dataset_mapper import BadInputError
+from ..data.readers import BadInputError
 
 __all__ = [
     "ResumableTrainLoader",
@@ -50,6 +50,7 @@ __all__ = [
     "derive_seed",
     "seed_all",
     "seeded_rngs",
+    "step_seed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,12 @@ def derive_seed(*keys: int) -> int:
     """A 63-bit seed that is a deterministic function of the integer ``keys``."""
     words = np.random.SeedSequence([int(k) % (1 << 63) for k in keys]).generate_state(2)
     return int((int(words[0]) << 31) ^ int(words[1])) & ((1 << 63) - 1)
+
+
+def step_seed(run_seed: int, iteration: int, rank: int) -> int:
+    """The seed of the model's random parts (dropout, PointRend's random points) at
+    ``iteration`` on process ``rank``: a function of the run's seed, not of what ran before."""
+    return derive_seed(run_seed, _STEP, iteration, rank)
 
 
 def seed_all(seed: int) -> None:
@@ -221,7 +228,7 @@ class ResumableTrainLoader:
             yield from self._stream
             return
         # A generator of its own: the DataLoader draws its workers' base seed from it instead of
-        # from torch's global RNG, whose state belongs to the model (see _ReseedEachIteration).
+        # from torch's global RNG, whose state belongs to the model (see resume.ReseedEachIteration).
         generator = torch.Generator()
         generator.manual_seed(derive_seed(self.sampler.seed, _WORKER, self.sampler.rank))
         loader = DataLoader(

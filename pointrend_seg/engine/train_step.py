@@ -116,6 +116,12 @@ class LossSpikeGuard:
     def add(self, loss: float) -> None:
         self._recent.append(loss)
 
+    def check(self, loss: float) -> Optional[str]:
+        """:meth:`problem` of ``loss``, then ``loss`` added to the recent ones."""
+        problem = self.problem(loss)
+        self.add(loss)
+        return problem
+
 
 class TrainStep:
     """

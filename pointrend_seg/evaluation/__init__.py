@@ -1,7 +1,6 @@
 """Evaluators for semantic segmentation."""
 
 from .boundary import BoundaryEvaluator
-from .ground_truth import stored_ground_truth
 from .report import (
     format_per_class_table,
     per_class_rows,
@@ -11,5 +10,5 @@ from .report import (
 from .sem_seg import SegmentationEvaluator, describe_miou, sem_seg_metrics
 
 __all__ = ["BoundaryEvaluator", "SegmentationEvaluator", "describe_miou", "format_per_class_table",
-           "per_class_rows", "sem_seg_metrics", "stored_ground_truth", "write_confusion_matrix",
+           "per_class_rows", "sem_seg_metrics", "write_confusion_matrix",
            "write_per_class_bars"]

@@ -80,7 +80,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from .ground_truth import stored_ground_truth
+from ..data import GroundTruthReader
 
 __all__ = [
     "BoundaryEvaluator",
@@ -342,10 +342,9 @@ class BoundaryEvaluator(DatasetEvaluator):
             bf_tolerance (float): BF distance tolerance as a fraction of the image diagonal.
             biou_dilation (float): Boundary IoU band width as a fraction of the image diagonal
                 (at least 1 px).
-            ground_truth: callable ``file_name`` -> (H, W) int64 class ids (the trainer gives
-                :class:`pointrend_seg.data.GroundTruthReader`, which applies the dataset's label
-                map); None: the dicts' ``sem_seg_file_name`` as stored
-                (:func:`~.ground_truth.stored_ground_truth`).
+            ground_truth: callable ``file_name`` -> (H, W) int64 class ids; None:
+                :class:`pointrend_seg.data.GroundTruthReader` of the dataset (its label map,
+                EXIF orientation, as training reads the labels).
         """
         self._logger = logging.getLogger(__name__)
         self._dataset_name = dataset_name
@@ -354,7 +353,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._bf_tolerance = float(bf_tolerance)
         self._biou_dilation = float(biou_dilation)
 
-        self._ground_truth = ground_truth or stored_ground_truth(dataset_name)
+        self._ground_truth = ground_truth or GroundTruthReader(dataset_name)
 
         meta = MetadataCatalog.get(dataset_name)
         class_names = meta.get("stuff_classes", None)

@@ -14,9 +14,9 @@ whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, wi
   Cityscapes scripts and mmsegmentation); ``fwIoU`` weights by ground-truth pixels;
 * ``ACC-<class>`` = TP / ground-truth pixels, NaN exactly for classes absent from the ground
   truth; ``mACC`` the mean over the others; ``pACC`` = TP / all labelled pixels;
-* the ground truth comes from a ``ground_truth`` callable (the trainer's applies the dataset's
-  label map, :class:`pointrend_seg.data.GroundTruthReader`; default:
-  :func:`~.ground_truth.stored_ground_truth`) and is checked: a value outside the classes or a
+* the ground truth is read as training reads it, by :class:`pointrend_seg.data.GroundTruthReader`
+  (the dataset's label map, EXIF orientation; or any ``ground_truth`` callable given), and is
+  checked: a value outside the classes or a
   size other than the prediction's raises an error naming the file, instead of silently
   corrupting the confusion matrix;
 * a warning names the classes absent from the ground truth;
@@ -40,7 +40,7 @@ import torch
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 
-from .ground_truth import stored_ground_truth
+from ..data import GroundTruthReader
 from .report import write_confusion_matrix
 
 __all__ = ["SegmentationEvaluator", "describe_miou", "sem_seg_metrics"]
@@ -56,12 +56,12 @@ class SegmentationEvaluator(SemSegEvaluator):
     Args:
         dataset_name, distributed, output_dir: as for Detectron2's ``SemSegEvaluator``.
         ground_truth: callable ``file_name`` -> (H, W) int64 class ids; None:
-            :func:`~.ground_truth.stored_ground_truth`.
+            :class:`pointrend_seg.data.GroundTruthReader` of the dataset.
     """
 
     def __init__(self, dataset_name, distributed=True, output_dir=None, *, ground_truth=None):
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir)
-        self._ground_truth = ground_truth or stored_ground_truth(dataset_name)
+        self._ground_truth = ground_truth or GroundTruthReader(dataset_name)
 
     def process(self, inputs, outputs):
         """

@@ -4,7 +4,8 @@ Coarse heads: map backbone features to class logits at the coarse stride (8 or 1
 ``semantic_heads.py``, which is why they live in their own registry rather than in Detectron2's
 ``SEM_SEG_HEADS_REGISTRY`` (whose members return full-resolution predictions and losses).
 :class:`SemSegHeadAdapter` makes a member of that registry (e.g. Detectron2's ``SemSegFPNHead``)
-a coarse head.
+a coarse head. One key names the coarse head, ``MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME``: a name of
+``COARSE_HEAD_REGISTRY`` or of Detectron2's ``SEM_SEG_HEADS_REGISTRY`` (:func:`build_coarse_head`).
 """
 from typing import Dict, List
 
@@ -18,7 +19,8 @@ from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.utils.registry import Registry
 
-from ..config import ConfigError, missing_feature_problems, raise_config_problems
+from ..config import ConfigError, raise_config_problems
+from .features import missing_feature_problems
 
 __all__ = [
     "COARSE_HEAD_REGISTRY",
@@ -178,14 +180,14 @@ class DeepLabV3Plus(nn.Module):
         return self.predictor(y)
 
 
-@COARSE_HEAD_REGISTRY.register()
 class SemSegHeadAdapter(nn.Module):
     """
     A head of Detectron2's ``SEM_SEG_HEADS_REGISTRY`` as a coarse head: its ``layers(features)``
     are the coarse logits, at stride ``common_stride`` (the interface Detectron2's PointRend
     project uses; ``SemSegFPNHead`` and the DeepLab project's ``DeepLabV3PlusHead`` have it). The
     head's own losses and upsampling are not used. Its name is
-    ``MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME``, and it is built from the config as Detectron2
+    ``MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME`` (what Detectron2's PointRend project calls
+    ``MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME``), and it is built from the config as Detectron2
     builds it (its ``MODEL.SEM_SEG_HEAD.*`` keys).
     """
 
@@ -202,8 +204,8 @@ class SemSegHeadAdapter(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        key = "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME"
-        name = cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME
+        key = "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME"
+        name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
         if name not in SEM_SEG_HEADS_REGISTRY:
             raise ConfigError(
                 f"{key}={name!r} is not in Detectron2's SEM_SEG_HEADS_REGISTRY (registered: "
@@ -232,5 +234,22 @@ class SemSegHeadAdapter(nn.Module):
 
 
 def build_coarse_head(cfg, input_shape: Dict[str, ShapeSpec]):
-    """Build the head named by ``cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME``."""
-    return COARSE_HEAD_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME)(cfg, input_shape)
+    """
+    Build the head named by ``cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME``: one of
+    ``COARSE_HEAD_REGISTRY`` ("DeepLabV3", "DeepLabV3Plus"), or a head of Detectron2's
+    ``SEM_SEG_HEADS_REGISTRY`` with ``layers()`` and ``common_stride`` (e.g. "SemSegFPNHead"),
+    adapted by :class:`SemSegHeadAdapter`.
+    """
+    name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
+    if name in COARSE_HEAD_REGISTRY:
+        return COARSE_HEAD_REGISTRY.get(name)(cfg, input_shape)
+    if name in SEM_SEG_HEADS_REGISTRY:
+        return SemSegHeadAdapter(cfg, input_shape)
+    hint = (" (pointrend_seg's former name of the adapter: name the Detectron2 head itself, e.g. "
+            "'SemSegFPNHead')" if name == "SemSegHeadAdapter" else "")
+    raise ConfigError(
+        f"MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME={name!r} names no coarse head{hint}: ours are "
+        f"{sorted(n for n, _ in COARSE_HEAD_REGISTRY)}; a head of Detectron2's "
+        "SEM_SEG_HEADS_REGISTRY with layers() and common_stride works too (registered: "
+        f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
+    )

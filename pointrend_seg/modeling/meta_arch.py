@@ -1,49 +1,26 @@
 """The semantic-segmentation meta-architecture (Detectron2's ``META_ARCH_REGISTRY``)."""
-import math
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
+from detectron2.modeling import (
+    BACKBONE_REGISTRY,
+    META_ARCH_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    Backbone,
+    build_backbone,
+    build_sem_seg_head,
+)
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ..config import ConfigError, check_pointrend_seg_keys
+from ..config import ConfigError, check_pointrend_seg_keys, lookup
 
 from .test_time import multi_scale_flip_inference, sliding_window_inference
 
-__all__ = ["GeneralizedSemanticSegmentor", "PointRendSemanticSegmentor", "SubdivisionTrace",
-           "TracedStep"]
-
-
-class TracedStep(NamedTuple):
-    """
-    One subdivision step of one image: the centres ``xy`` (P, 2) float of the cells it
-    re-predicted, in pixels of the image (``(x, y)``; cells wholly in the padding left out), the
-    cell size ``cell`` (height, width) in pixels, the step's ``grid`` (H, W) over the padded canvas,
-    and ``labels`` (ceil(H_img / cell_h), ceil(W_img / cell_w)) int64, the argmax after the step.
-    """
-
-    xy: torch.Tensor
-    cell: Tuple[float, float]
-    grid: Tuple[int, int]
-    labels: torch.Tensor
-
-
-class SubdivisionTrace(NamedTuple):
-    """
-    What :meth:`GeneralizedSemanticSegmentor.trace_subdivision` recorded for one image:
-    ``coarse_labels`` (h, w) int64 argmax of the coarse logits (stride ``coarse_stride``),
-    ``steps`` (one :class:`TracedStep` per step run; steps whose every cell a later step
-    re-predicts are skipped, as in inference) and the final ``logits`` (K, H, W) float32.
-    """
-
-    coarse_labels: torch.Tensor
-    coarse_stride: int
-    steps: List[TracedStep]
-    logits: torch.Tensor
+__all__ = ["GeneralizedSemanticSegmentor", "PointRendSemanticSegmentor"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -97,6 +74,9 @@ class GeneralizedSemanticSegmentor(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         check_pointrend_seg_keys(cfg)  # a clear error for a config without our keys
+        # Names Detectron2 would look up with a KeyError: a ConfigError naming the key.
+        lookup(BACKBONE_REGISTRY, "MODEL.BACKBONE.NAME", cfg.MODEL.BACKBONE.NAME)
+        lookup(SEM_SEG_HEADS_REGISTRY, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME)
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
         _check_crop_size(cfg, max(s.stride for s in backbone_shape.values()))
@@ -147,45 +127,20 @@ class GeneralizedSemanticSegmentor(nn.Module):
                 outputs[i] = x[:, :h, :w]
         return outputs
 
-    def trace_subdivision(self, image: torch.Tensor) -> "SubdivisionTrace":
+    def backbone_features(self, image: torch.Tensor):
         """
-        One image through the whole-image path, recording PointRend's subdivision (for pictures
-        of the points, e.g. :func:`pointrend_seg.visualization.draw_subdivision_figure`).
+        The backbone features of one image alone, as the whole-image path computes them (for
+        heads that trace what they do from the features).
 
         Args:
             image: (C, H, W) in ``INPUT.FORMAT``, not normalised (as in ``forward``).
 
         Returns:
-            SubdivisionTrace: the coarse prediction, each step run (its points in pixels of the
-            image; cells wholly in the padding are left out) and the final logits, which equal
-            ``predict_logits`` for the image alone.
+            (dict[str, Tensor], (H, W)): the features of the image padded to
+            ``size_divisibility``, and the image's size.
         """
-        if not hasattr(self.sem_seg_head, "subdivision_num_points"):
-            raise ValueError(
-                f"{type(self.sem_seg_head).__name__} has no subdivision to show: the points are "
-                "PointRend's (MODEL.SEM_SEG_HEAD.NAME PointRendSegHead)"
-            )
-        height, width = image.shape[-2:]
         batch = ImageList.from_tensors([self.normalize(image)], self.size_divisibility)
-        features = self.backbone(batch.tensor)
-        head = self.sem_seg_head
-        coarse = head.coarse_head(features)
-        logits, steps = head.inference(coarse, features, return_points=True)
-        canvas_h, canvas_w = head.canvas_size(coarse)
-        s = head.output_stride
-        traced = []
-        for step in steps:
-            xy = step.coords[0] * step.coords.new_tensor([canvas_w, canvas_h])
-            cell = (canvas_h / step.size[0], canvas_w / step.size[1])
-            # cells that overlap the image (their top-left corner in it)
-            inside = (xy[:, 0] - cell[1] / 2 < width) & (xy[:, 1] - cell[0] / 2 < height)
-            rows, cols = (math.ceil(height / cell[0]), math.ceil(width / cell[1]))
-            traced.append(TracedStep(xy[inside], cell, step.size,
-                                     step.labels[0, :rows, :cols]))
-        return SubdivisionTrace(
-            coarse_labels=coarse[0, :, : math.ceil(height / s), : math.ceil(width / s)].argmax(0),
-            coarse_stride=s, steps=traced, logits=logits[0, :, :height, :width],
-        )
+        return self.backbone(batch.tensor), tuple(image.shape[-2:])
 
     def predict_whole(self, image):
         """(C, H, W) normalised image -> (K, H, W) logits: pad, backbone, head, crop."""

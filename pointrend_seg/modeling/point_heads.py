@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
-from ..config import raise_config_problems
+from ..config import lookup, raise_config_problems
 
 __all__ = ["POINT_HEAD_REGISTRY", "MLPPointHead", "LinearPointHead", "build_point_head"]
 
@@ -171,4 +171,5 @@ class LinearPointHead(nn.Module):
 
 def build_point_head(cfg, in_channels: int):
     """Build the head named by ``cfg.MODEL.POINT_HEAD.NAME`` for ``in_channels`` feature channels."""
-    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, in_channels)
+    return lookup(POINT_HEAD_REGISTRY, "MODEL.POINT_HEAD.NAME", cfg.MODEL.POINT_HEAD.NAME)(
+        cfg, in_channels)

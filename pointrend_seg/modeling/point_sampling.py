@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
-from ..config import ConfigError
+from ..config import ConfigError, lookup
 
 __all__ = [
     "DEFAULT_SUBDIVISION_SELECT",
@@ -316,4 +316,5 @@ class UncertaintyPointSampler:
 
 def build_point_sampler(cfg):
     """Build the sampler named by ``cfg.MODEL.POINT_HEAD.SAMPLER``."""
-    return POINT_SAMPLER_REGISTRY.get(cfg.MODEL.POINT_HEAD.SAMPLER)(cfg)
+    return lookup(POINT_SAMPLER_REGISTRY, "MODEL.POINT_HEAD.SAMPLER", cfg.MODEL.POINT_HEAD.SAMPLER)(
+        cfg)

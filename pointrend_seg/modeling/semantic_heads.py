@@ -20,9 +20,10 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..config import missing_feature_problems, raise_config_problems
+from ..config import raise_config_problems
 
 from .coarse_heads import build_coarse_head
+from .features import missing_feature_problems
 from .losses import cross_entropy_with_ignore
 from .point_heads import build_point_head
 from .point_sampling import (
@@ -32,7 +33,8 @@ from .point_sampling import (
     sample_point_labels,
 )
 
-__all__ = ["BilinearSegHead", "CoarseSegHead", "PointRendSegHead", "SubdivisionStep"]
+__all__ = ["BilinearSegHead", "CoarseSegHead", "PointRendSegHead", "SubdivisionStep",
+           "SubdivisionTrace", "TracedStep"]
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -160,6 +162,34 @@ def point_feature_names(cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
     return names or [min(input_shape, key=lambda f: input_shape[f].stride)]
 
 
+class TracedStep(NamedTuple):
+    """
+    One subdivision step of one image: the centres ``xy`` (P, 2) float of the cells it
+    re-predicted, in pixels of the image (``(x, y)``; cells wholly in the padding left out), the
+    cell size ``cell`` (height, width) in pixels, the step's ``grid`` (H, W) over the padded canvas,
+    and ``labels`` (ceil(H_img / cell_h), ceil(W_img / cell_w)) int64, the argmax after the step.
+    """
+
+    xy: torch.Tensor
+    cell: Tuple[float, float]
+    grid: Tuple[int, int]
+    labels: torch.Tensor
+
+
+class SubdivisionTrace(NamedTuple):
+    """
+    What :meth:`PointRendSegHead.trace_subdivision` recorded for one image: ``coarse_labels``
+    (h, w) int64 argmax of the coarse logits (stride ``coarse_stride``), ``steps`` (one
+    :class:`TracedStep` per step run; steps whose every cell a later step re-predicts are
+    skipped, as in inference) and the final ``logits`` (K, H, W) float32.
+    """
+
+    coarse_labels: torch.Tensor
+    coarse_stride: int
+    steps: List[TracedStep]
+    logits: torch.Tensor
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class PointRendSegHead(BilinearSegHead):
     """
@@ -252,6 +282,39 @@ class PointRendSegHead(BilinearSegHead):
             point_loss_weight=p.LOSS_WEIGHT,
         )
         return ret
+
+    def trace_subdivision(self, features, image_size) -> SubdivisionTrace:
+        """
+        One image's inference, recording the subdivision (for pictures of the points, e.g.
+        :func:`pointrend_seg.visualization.draw_subdivision_figure`).
+
+        Args:
+            features: the backbone features of the image alone, padded to a multiple of the
+                backbone stride (``GeneralizedSemanticSegmentor.backbone_features``).
+            image_size: (H, W) of the image inside that padding.
+
+        Returns:
+            SubdivisionTrace: the coarse prediction, each step run (its points in pixels of the
+            image; cells wholly in the padding left out) and the final logits, equal to the
+            model's for the image alone.
+        """
+        height, width = image_size
+        coarse = self.coarse_head(features)
+        logits, steps = self.inference(coarse, features, return_points=True)
+        canvas_h, canvas_w = self.canvas_size(coarse)
+        s = self.output_stride
+        traced = []
+        for step in steps:
+            xy = step.coords[0] * step.coords.new_tensor([canvas_w, canvas_h])
+            cell = (canvas_h / step.size[0], canvas_w / step.size[1])
+            # cells that overlap the image (their top-left corner in it)
+            inside = (xy[:, 0] - cell[1] / 2 < width) & (xy[:, 1] - cell[0] / 2 < height)
+            rows, cols = (math.ceil(height / cell[0]), math.ceil(width / cell[1]))
+            traced.append(TracedStep(xy[inside], cell, step.size, step.labels[0, :rows, :cols]))
+        return SubdivisionTrace(
+            coarse_labels=coarse[0, :, : math.ceil(height / s), : math.ceil(width / s)].argmax(0),
+            coarse_stride=s, steps=traced, logits=logits[0, :, :height, :width],
+        )
 
     def predict_points(self, features, coarse_logits, point_coords):
         """

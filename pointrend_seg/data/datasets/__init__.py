@@ -12,7 +12,6 @@ import os as _os
 
 from .camvid import CAMVID_CLASSES, CAMVID_IGNORE_LABEL, register_camvid
 from .folder import (
-    add_register_folder_argument,
     parse_class_names,
     register_folder_dataset,
     register_folder_datasets,
@@ -24,3 +23,7 @@ register_synthetic_shapes()
 _root = _os.path.expanduser(_os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_voc_sem_seg(_root)
 register_camvid(_root)
+
+__all__ = ["CAMVID_CLASSES", "CAMVID_IGNORE_LABEL", "SYNTHETIC_CLASSES", "VOC_CLASSES",
+           "parse_class_names", "register_camvid", "register_folder_dataset",
+           "register_folder_datasets", "register_synthetic_shapes", "register_voc_sem_seg"]

@@ -33,18 +33,16 @@ check (``tools/check_dataset.py``, and the start of ``tools/train_net.py``) list
 missing label, and the mapper raises naming the file. Extra masks without an image are logged
 and skipped.
 """
-import argparse
 import logging
 import os
 from collections import defaultdict
 
-from ..dataset_mapper import same_stem_hint
+from ..readers import same_stem_hint
 from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "add_register_folder_argument",
     "load_folder_pairs",
     "parse_class_names",
     "register_folder_dataset",
@@ -254,54 +252,3 @@ def register_folder_datasets(specs):
         options = spec.pop() if spec and isinstance(spec[-1], dict) else {}
         names.append(register_folder_dataset(*spec, **options))
     return names
-
-
-class _FolderDatasetOption(argparse.Action):
-    """An option that sets a keyword argument of the ``--register-folder`` given before it."""
-
-    def __init__(self, option_strings, dest, convert=None, **kwargs):
-        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
-        self.convert = convert
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        specs = getattr(namespace, "register_folder", None)
-        if not specs:
-            parser.error(f"{option_string} {values} must follow the --register-folder it is for")
-        spec = specs[-1]
-        if not isinstance(spec[-1], dict):
-            spec.append({})
-        if self.dest in spec[-1]:
-            parser.error(f"{option_string} is given twice for --register-folder {spec[0]}")
-        try:
-            spec[-1][self.dest] = self.convert(values)
-        except ValueError as e:
-            parser.error(f"{option_string} {values}: {e}")
-
-
-def add_register_folder_argument(parser):
-    """
-    Add the repeatable command-line option ``--register-folder NAME IMAGE_DIR MASK_DIR CLASSES``
-    and, for the ``--register-folder`` right before them, ``--label-map VALUE:ID[,VALUE:ID...]``
-    and ``--ignore-value V`` to an argparse ``parser`` (tools/train_net.py, tools/demo.py and
-    tools/check_dataset.py share them). The parsed ``args.register_folder`` list is what
-    :func:`register_folder_datasets` takes.
-    """
-    parser.add_argument(
-        "--register-folder", action="append", nargs=4, default=[],
-        metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
-        help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
-        "comma-separated class names or a text file with one name per line",
-    )
-    parser.add_argument(
-        "--label-map", dest="label_map", action=_FolderDatasetOption, convert=parse_label_map,
-        metavar="VALUE:ID[,VALUE:ID...]",
-        help="for the --register-folder before it: mask values to class ids, e.g. 255:1 for "
-        "binary masks saved as 0/255 (other values are kept)",
-    )
-    parser.add_argument(
-        "--ignore-value", dest="ignore_label", action=_FolderDatasetOption, convert=int,
-        metavar="V",
-        help="for the --register-folder before it: the mask value that is ignored (default "
-        "255; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to the same value)",
-    )
-    return parser

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .datasets.folder import IMAGE_EXTENSIONS
+from ..data.datasets.folder import IMAGE_EXTENSIONS
 
 __all__ = [
     "VIDEO_EXTENSIONS",

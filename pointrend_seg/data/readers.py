@@ -1,0 +1,284 @@
+"""
+Reading one sample's files, and what is wrong with them: the image and label readers (EXIF
+orientation, a pixel limit checked from the header, 16-bit and palette files, errors naming the
+file) and the per-sample checks (sizes, label values). Every bad input raises
+:class:`BadInputError` (see the table in docs/bad_inputs.md). The mapper, the dataset check and
+the evaluators' ground truth all read through here.
+"""
+import contextlib
+import logging
+import os
+import threading
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from .label_map import apply_label_map, binary_mask_hint
+
+__all__ = ["BadInputError", "LOSSY_EXTENSIONS", "apply_exif_orientation", "check_image_size",
+           "check_label_size", "check_label_values", "exif_orientation", "image_orientation",
+           "read_image_file", "read_label_file", "same_stem_hint", "too_large_message"]
+
+logger = logging.getLogger(__name__)
+
+_LABEL_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
+
+
+class BadInputError(ValueError):
+    """
+    An image or label file that cannot be used as it is; the message names the file.
+
+    Attributes:
+        kind (str): what is wrong, one of "missing image", "unreadable image", "image too large",
+            "image size", "missing label", "unreadable label", "label too large",
+            "colour label", "size mismatch", "label values", "no label" (the rows of the dataset
+            check's table).
+        path (str or None): the file the message is about.
+    """
+
+    def __init__(self, message, kind="bad input", path=None):
+        super().__init__(message)
+        self.kind = kind
+        self.path = path
+
+    def __reduce__(self):  # keep kind and path through pickling (DataLoader workers, pools)
+        return type(self), (str(self), self.kind, self.path)
+
+
+_EXIF_ORIENTATION = 0x0112
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pil_size_check_off():
+    """PIL's own decompression-bomb limit (a warning above 89 MP, an error above 179 MP) off:
+    :func:`_open` applies ``max_pixels`` instead, one documented limit for every reader."""
+    with _PIL_LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def too_large_message(what, path, width, height, max_pixels):
+    """The message of a file over the pixel limit (also used by the dataset check)."""
+    return (
+        f"{what} file {path} is {width}x{height} (WxH) = {width * height / 1e6:.1f} megapixels, "
+        f"over the limit of {max_pixels / 1e6:g} megapixels (INPUT.MAX_IMAGE_PIXELS="
+        f"{max_pixels}, tools/demo.py --max-image-pixels); decoding it would take about "
+        f"{3 * width * height / 2**30:.1f} GiB. Resize or tile the file, or raise the limit "
+        "(0: none) if this machine has the memory"
+    )
+
+
+def _open(path, what, max_pixels=None):
+    """
+    The decoded image of ``path``, EXIF orientation applied; its size is checked against
+    ``max_pixels`` (0 / None: no limit) from the header, before any pixel is decoded.
+    """
+    try:
+        with open(path, "rb") as f:
+            with _pil_size_check_off():
+                image = Image.open(f)
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                raise BadInputError(too_large_message(what, path, width, height, max_pixels),
+                                    f"{what} too large", path)
+            image.load()
+            return apply_exif_orientation(image)
+    except BadInputError:
+        raise
+    except FileNotFoundError:
+        raise BadInputError(f"{what} file not found: {path}" + same_stem_hint(path, what),
+                            f"missing {what}", path) from None
+    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, ...
+        raise BadInputError(
+            f"cannot read {what} file {path}: {type(e).__name__}: {e}", f"unreadable {what}", path
+        ) from None
+
+
+# Formats that change pixel values when saving: no good for masks of class ids.
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
+
+
+def same_stem_hint(path, what="label") -> str:
+    """
+    For a missing file: "; there is X.jpg ..." when a file of the same stem with another
+    extension exists beside it (e.g. masks saved as JPEG), else "".
+    """
+    stem, _ = os.path.splitext(path)
+    folder = os.path.dirname(path) or "."
+    try:
+        others = sorted(f for f in os.listdir(folder)
+                        if os.path.splitext(f)[0] == os.path.basename(stem))
+    except OSError:
+        return ""
+    if not others:
+        return ""
+    hint = f"; there is {os.path.join(folder, others[0])}"
+    if what == "label" and os.path.splitext(others[0])[1].lower() in LOSSY_EXTENSIONS:
+        hint += (": masks must be lossless (PNG): JPEG / WebP compression changes the class ids "
+                 "along every edge. Save the masks as PNG from their source (converting the "
+                 "JPEG keeps its damage)")
+    else:
+        hint += f", but {what}s are looked for with the extension {os.path.splitext(path)[1]!r}"
+    return hint
+
+
+def exif_orientation(image) -> int:
+    """The EXIF orientation tag of a PIL image (1, the identity, when it has none)."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a damaged EXIF block: treated as no orientation
+        return 1
+
+
+def apply_exif_orientation(image):
+    """
+    ``image`` turned as its EXIF orientation says - Detectron2's ``read_image`` rule, applied to
+    images and label maps alike (a label map is drawn on the image as it is displayed). Images
+    without an orientation (or with 1, the identity) are returned as they are, without a copy.
+    """
+    if exif_orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+    """
+    Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
+
+    Grayscale images are replicated to 3 channels, the alpha channel of RGBA/LA images is dropped,
+    and 16-bit images are scaled to 8 bits (value >> 8). A file of more than ``max_pixels``
+    pixels (``INPUT.MAX_IMAGE_PIXELS``; 0 or None: no limit) is refused from its header, before
+    decoding ("image too large").
+
+    Differs on purpose from Detectron2's ``detection_utils.read_image`` (EXIF orientation is
+    applied the same way, and other formats than RGB / BGR go through its
+    ``convert_PIL_to_numpy``): there a 16-bit image is clipped to 255 (measured: 99.6% of the
+    pixels of a 0..65520 ramp saturate; here it keeps its 256 levels), a missing or broken file
+    raises PIL's or Python's error (here every failure is a :class:`BadInputError` naming the
+    file and whether it is the image or the label), and an RGB image is copied three times
+    (PIL ``convert``, ``np.asarray``, the channel flip); here once, the channels swapped in
+    place (a 12000 x 12000 PNG: 1.0 GB at the peak instead of 2.0 GB).
+    """
+    image = _open(path, "image", max_pixels)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image).astype(np.int64)
+        bits = 16 if image.mode.startswith("I;16") or array.max() > 255 else 8
+        image = Image.fromarray((array >> (bits - 8)).clip(0, 255).astype(np.uint8))
+    if format not in ("RGB", "BGR"):
+        return np.ascontiguousarray(convert_PIL_to_numpy(image, format))
+    if image.mode != "RGB":  # grayscale, palette, alpha, CMYK, ...: as PIL converts them
+        image = image.convert("RGB")
+    array = np.array(image)  # one writable copy
+    del image
+    if format == "BGR":
+        cv2.cvtColor(array, cv2.COLOR_RGB2BGR, dst=array)
+    return array
+
+
+def read_label_file(path, label_map=None, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+    """
+    Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
+    8- and 16-bit single-channel images their values. Colour (RGB) label images are rejected.
+    ``label_map`` ({stored value: class id}, see :mod:`.label_map`) is applied to the values.
+    EXIF orientation is applied as to images (:func:`apply_exif_orientation`), and files of
+    more than ``max_pixels`` pixels are refused before decoding ("label too large").
+    """
+    label = _open(path, "label", max_pixels)
+    if label.mode not in _LABEL_MODES:
+        detail = ""
+        if label.mode in ("RGB", "RGBA"):
+            rgb = np.asarray(label)[..., :3]
+            if (rgb == rgb[..., :1]).all():
+                detail = (" (its channels are equal: save it as one channel, e.g. with PIL's "
+                          "Image.convert('L'))")
+            else:
+                detail = " (colour-coded classes: convert each colour to its class id)"
+        raise BadInputError(
+            f"label file {path} has mode {label.mode!r}: expected one channel of class ids "
+            f"(8/16-bit grayscale or palette PNG), not colours{detail}", "colour label", path
+        )
+    return apply_label_map(np.asarray(label).astype(np.int64), label_map)
+
+
+def check_image_size(image_shape, dataset_dict):
+    """
+    Raise :class:`BadInputError` if ``image_shape`` (H, W, ...) differs from the dataset dict's
+    ``height``/``width`` (when it has them): predictions would be resized to the wrong size.
+
+    The same test as Detectron2's ``detection_utils.check_image_size``, which raises a generic
+    ``SizeMismatchError``; ours is a :class:`BadInputError`, which ``--skip-bad`` and the dataset
+    check handle like every other bad sample, and it does not fill in missing sizes (the mapper
+    reads them from the image).
+    """
+    expected = (dataset_dict.get("height", image_shape[0]),
+                dataset_dict.get("width", image_shape[1]))
+    if tuple(expected) != tuple(image_shape[:2]):
+        path = dataset_dict["file_name"]
+        raise BadInputError(
+            f"image file {path} is {image_shape[1]}x{image_shape[0]} (WxH) but its "
+            f"dataset dict says {expected[1]}x{expected[0]}", "image size", path
+        )
+
+
+def image_orientation(path) -> int:
+    """The EXIF orientation of the image file ``path`` from its header (1 if none or unreadable)."""
+    try:
+        with open(path, "rb") as f, _pil_size_check_off():
+            return exif_orientation(Image.open(f))
+    except Exception:
+        return 1
+
+
+# EXIF orientations 5-8 turn an image by 90 degrees (width and height swap).
+_TURNED_90 = (5, 6, 7, 8)
+
+
+def check_label_size(label_shape, image_shape, label_path, image_path, orientation=None):
+    """
+    Raise :class:`BadInputError` if the label and image sizes (H, W, ...) differ (both as used:
+    EXIF orientation applied). When the image's EXIF orientation (``orientation``, read from
+    ``image_path`` if None) turns it by 90 degrees and the label has the stored image's size, the
+    message says so: the label was drawn on the stored pixels, not on the image as displayed.
+    """
+    if tuple(label_shape[:2]) == tuple(image_shape[:2]):
+        return
+    message = (f"label file {label_path} is {label_shape[1]}x{label_shape[0]} (WxH) but image "
+               f"{image_path} is {image_shape[1]}x{image_shape[0]}")
+    if tuple(label_shape[:2]) == tuple(image_shape[:2])[::-1]:
+        if orientation is None:
+            orientation = image_orientation(image_path)
+        if orientation in _TURNED_90:
+            message += (
+                f" as displayed: its EXIF orientation {orientation} turns it by 90 degrees "
+                "(stored, it has the label's size). Images and labels are used as displayed "
+                "(Detectron2's rule): if the label was drawn on the stored pixels, remove the "
+                "image's orientation tag (e.g. exiftool -Orientation=1 -n FILE)")
+    raise BadInputError(message, "size mismatch", label_path)
+
+
+def check_label_values(label, num_classes, ignore_label, path):
+    """
+    Raise :class:`BadInputError` if ``label`` (class ids, any shape: a label map or the values
+    present in one) has values outside [0, K) other than ignore.
+    """
+    label = np.asarray(label)
+    bad = ((label < 0) | (label >= num_classes)) & (label != ignore_label)
+    if bad.any():
+        values = np.unique(label[bad])
+        hint = binary_mask_hint(label, num_classes, ignore_label)
+        raise BadInputError(
+            f"label file {path} has values {values[:10].tolist()} outside [0, {num_classes}) that "
+            f"are not the ignore label {ignore_label} "
+            f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}, "
+            f"MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_label})" + (f": {hint}" if hint else ""),
+            "label values", path,
+        )

@@ -1,0 +1,173 @@
+"""
+Exact resume: a run continued with ``--resume`` from the checkpoint of iteration ``i`` computes
+exactly the losses, and logs exactly the metrics, that the uninterrupted run did after ``i``.
+
+:class:`ExactResume` is the one object behind it. What it needs of a trainer: the iteration step
+(:class:`~.train_step.TrainStep`: optimizer and grad-scaler state), the training stream
+(:mod:`.train_data`: its seed and position), the LR scheduler and the event storage. It gives:
+
+* its part of the checkpoint (:meth:`ExactResume.state_dict` / :meth:`ExactResume.load_state_dict`):
+  ``_trainer`` (optimizer, as Detectron2 lays it out), ``data`` (the stream's seed and shape),
+  ``metrics`` (the last ``SOLVER.LOG_PERIOD`` values of each training metric); the LR scheduler
+  keeps its progress from the checkpoint and its settings from this run's config, so
+  ``--resume SOLVER.MAX_ITER <more>`` (or ``SOLVER.BASE_LR <lower>``) stretches the schedule;
+* two hooks (:meth:`ExactResume.hooks`): the model's RNGs reseeded from (seed, iteration, rank)
+  before every iteration (:class:`ReseedEachIteration`), and the metric history put back into the
+  event storage before the first resumed iteration (:class:`RestoreMetricHistory`), so the first
+  windowed medians cover the same iterations, with the same values, as in the uninterrupted run.
+"""
+import logging
+import warnings
+
+from fvcore.common.history_buffer import HistoryBuffer
+
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+from .train_data import seed_all, step_seed
+
+__all__ = ["ExactResume", "ReseedEachIteration", "RestoreMetricHistory", "recent_metric_history"]
+
+logger = logging.getLogger(__name__)
+
+
+def recent_metric_history(storage, window: int):
+    """
+    ``{name: [[value, iteration], ...]}``: the last ``window`` values of each scalar of a
+    Detectron2 ``EventStorage`` (what its writers' windowed medians need), for checkpoints.
+    """
+    return {name: [[float(v), int(i)] for v, i in buffer.values()[-window:]]
+            for name, buffer in storage.histories().items()}
+
+
+def _is_hyper_parameter(key: str) -> bool:
+    """Keys of a torch LR scheduler's state dict that come from the config, not from progress:
+    the public attributes other than ``last_epoch`` (``_``-prefixed ones are its bookkeeping)."""
+    return key != "last_epoch" and not key.startswith("_")
+
+
+class ExactResume:
+    """
+    The state a trainer needs to continue a run exactly (module docstring).
+
+    Args:
+        train_step: the :class:`~.train_step.TrainStep` (``state_dict`` / ``load_state_dict``).
+        data_loader: the training stream; with ``state_dict`` / ``load_state_dict`` and a
+            ``sampler.seed`` when resumable (:class:`~.train_data.ResumableTrainLoader`).
+        scheduler: the LR scheduler.
+        seed: ``SEED`` of the config (< 0: the stream's random seed is used).
+        log_period: ``SOLVER.LOG_PERIOD``, the metric values kept per checkpoint.
+    """
+
+    def __init__(self, train_step, data_loader, scheduler, *, seed: int, log_period: int):
+        self.train_step, self.data_loader, self.scheduler = train_step, data_loader, scheduler
+        self._config_seed, self.log_period = seed, log_period
+        self.resumed_metric_history = None
+
+    @property
+    def seed(self):
+        """The run's seed: the training stream's (``SEED``, or a random one shared by the
+        processes if ``SEED`` < 0; restored on resume); None (no reseeding) for a stream
+        without one and ``SEED`` < 0."""
+        seed = getattr(getattr(self.data_loader, "sampler", None), "seed", None)
+        if seed is None and self._config_seed >= 0:
+            seed = self._config_seed
+        return seed
+
+    def hooks(self):
+        """The hooks to run first: :class:`ReseedEachIteration`, :class:`RestoreMetricHistory`."""
+        return [ReseedEachIteration(self), RestoreMetricHistory(self)]
+
+    def state_dict(self, storage=None) -> dict:
+        """``_trainer``, ``data`` and (with the event storage of a training run) ``metrics``."""
+        ret = {"_trainer": self.train_step.state_dict()}
+        if hasattr(self.data_loader, "state_dict"):
+            ret["data"] = self.data_loader.state_dict()
+        if storage is not None:
+            ret["metrics"] = recent_metric_history(storage, self.log_period)
+        return ret
+
+    def load_state_dict(self, state_dict: dict) -> dict:
+        """
+        Restore the optimizer, the stream and the metric history from a trainer's checkpoint
+        state, and return that state with the LR scheduler's settings taken from this run's
+        config (for ``TrainerBase.load_state_dict``, which restores the iteration and the hooks).
+        """
+        state_dict, schedule_changed = self._schedule_from_config(state_dict)
+        if "_trainer" in state_dict:
+            self.train_step.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning(
+                "The checkpoint has no optimizer state (saved by Detectron2's DefaultTrainer?): "
+                "momentum buffers restart from zero"
+            )
+        if "data" in state_dict and hasattr(self.data_loader, "load_state_dict"):
+            self.data_loader.load_state_dict(state_dict["data"])
+        self.resumed_metric_history = state_dict.get("metrics")
+        self._schedule_changed = schedule_changed
+        return state_dict
+
+    def after_load(self):
+        """After the scheduler got its state back: if this config changed the schedule, give the
+        optimizer the new schedule's learning rates (its state brought the old ones)."""
+        if not getattr(self, "_schedule_changed", False):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch: get_lr() outside of step()
+            lrs = self.scheduler.get_lr()
+        for group, lr in zip(self.train_step.optimizer.param_groups, lrs):
+            group["lr"] = lr
+
+    def _schedule_from_config(self, state_dict):
+        """The checkpoint's LR-scheduler progress (``last_epoch``) with this config's settings
+        (``SOLVER.MAX_ITER``, ``BASE_LR``, warmup, ...); and whether a setting changed."""
+        saved = state_dict.get("hooks", {}).get("LRScheduler")
+        if not saved or not hasattr(self.scheduler, "state_dict"):
+            return state_dict, False
+        current = self.scheduler.state_dict()
+        merged = dict(saved)
+        merged.update((k, v) for k, v in current.items() if _is_hyper_parameter(k))
+        changed = {k: (saved[k], v) for k, v in current.items()
+                   if _is_hyper_parameter(k) and k in saved and saved[k] != v}
+        if changed:
+            logger.info(
+                "LR schedule of this config, progress of the checkpoint: "
+                + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            )
+        hooks_state = dict(state_dict["hooks"], LRScheduler=merged)
+        return dict(state_dict, hooks=hooks_state), bool(changed)
+
+
+class ReseedEachIteration(HookBase):
+    """
+    Before every iteration, seed torch (CPU and CUDA), NumPy and Python RNGs from
+    ``(run seed, iteration, rank)`` (:func:`~.train_data.step_seed`): the model's randomness
+    (dropout, PointRend's random points) at iteration ``i`` is then the same in a fresh and in a
+    resumed run, whatever happened before ``i`` (data loading runs under its own seeds). Does
+    nothing when the run has no seed.
+    """
+
+    def __init__(self, resume: ExactResume):
+        self.resume = resume
+
+    def before_step(self):
+        seed = self.resume.seed
+        if seed is not None:
+            seed_all(step_seed(seed, self.trainer.iter, comm.get_rank()))
+
+
+class RestoreMetricHistory(HookBase):
+    """
+    Before training starts, put the metric history of the resumed checkpoint back into the event
+    storage (``time`` / ``data_time`` are restored too but are timings of another process).
+    """
+
+    def __init__(self, resume: ExactResume):
+        self.resume = resume
+
+    def before_train(self):
+        buffers = self.trainer.storage.histories()
+        for name, values in (self.resume.resumed_metric_history or {}).items():
+            buffer = buffers.setdefault(name, HistoryBuffer())
+            for value, iteration in values:
+                buffer.update(value, iteration)

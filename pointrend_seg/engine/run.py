@@ -1,0 +1,63 @@
+"""
+The start of a run: every check that needs the config and the datasets, once, before anything is
+built (:func:`prepare_run`), and what the run keeps of it (:class:`RunPlan`).
+
+``tools/train_net.py`` calls it once per process (training or ``--eval-only``) and gives the plan
+to ``Trainer`` / ``Trainer.test``, which build their loaders from it: no check runs twice in a run
+and nothing is read back from the check's cache. Called without a plan (a ``Trainer(cfg)`` in
+your own code, ``Trainer.test(cfg, model)``), they prepare one themselves.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet
+
+from ..config import check_pointrend_seg_keys
+from ..data.dataset_check import DatasetReport
+from .config_checks import check_dataset_config, check_solver_config
+from .data_checks import check_run_datasets
+
+__all__ = ["RunPlan", "prepare_run"]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """
+    What the start-up checks found, for the rest of the run.
+
+    Attributes:
+        reports: ``{dataset name: DatasetReport}`` of the checked datasets (empty when
+            ``DATASETS.CHECK.ENABLED`` is off).
+        skipped: image files (``file_name``) of the samples left out because the check found
+            problems in them (``DATASETS.CHECK.SKIP_BAD``; otherwise the check stopped the run).
+    """
+
+    reports: Dict[str, DatasetReport] = field(default_factory=dict)
+    skipped: FrozenSet[str] = frozenset()
+
+    def skipped_in(self, dataset_name: str) -> FrozenSet[str]:
+        """The left-out image files of one dataset."""
+        report = self.reports.get(dataset_name)
+        return frozenset(report.bad_images) & self.skipped if report else frozenset()
+
+
+def prepare_run(cfg, *, train: bool = True) -> RunPlan:
+    """
+    Check a run's config and datasets, once (collective: call it on every process; the main
+    process reads the files, the others receive its reports).
+
+    Args:
+        train: a training run (solver keys, ``DATASETS.TRAIN`` and ``DATASETS.TEST``); False for
+            an evaluation (``DATASETS.TEST`` only).
+
+    Raises:
+        ConfigError: solver keys, or datasets that do not fit the model (classes, ignore label).
+        DatasetCheckError: samples with problems, without ``DATASETS.CHECK.SKIP_BAD``.
+    """
+    check_pointrend_seg_keys(cfg)
+    keys = ("DATASETS.TRAIN", "DATASETS.TEST") if train else ("DATASETS.TEST",)
+    if train:
+        check_solver_config(cfg)
+    check_dataset_config(cfg, keys=keys)
+    names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]
+    reports = check_run_datasets(cfg, names)
+    return RunPlan(reports=reports,
+                   skipped=frozenset(image for r in reports.values() for image in r.bad_images))
