@@ -26,7 +26,12 @@ LAYER = {
 
 
 def _modules():
+    """The package's modules; the LazyConfig files under model_zoo/configs are configs (run by
+    LazyConfig.load, importing from any layer like a user's script), not modules."""
+    configs = os.path.join(PACKAGE, "model_zoo", "configs")
     for root, _, files in os.walk(PACKAGE):
+        if os.path.commonpath([root, configs]) == configs:
+            continue
         for name in files:
             if name.endswith(".py"):
                 path = os.path.join(root, name)

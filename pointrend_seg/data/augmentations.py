@@ -1,10 +1,25 @@
-"""The training and test augmentations of the semantic-segmentation mapper, from the config."""
+"""The training and test augmentations of the semantic-segmentation mapper: from plain arguments
+(:func:`sem_seg_augmentations`, what a LazyConfig calls) or from a config
+(:func:`build_sem_seg_augmentations`, the same with ``INPUT.*`` keys)."""
+from typing import Optional, Sequence
+
 from detectron2.data import transforms as T
 
 from ..config import raise_config_problems
 from .transforms import PadToMinSize
 
-__all__ = ["build_sem_seg_augmentations", "crop_pad_size", "crop_problems"]
+__all__ = ["build_sem_seg_augmentations", "crop_pad_size", "crop_problems",
+           "sem_seg_augmentations"]
+
+_CROP_TYPES = ("relative", "relative_range", "absolute", "absolute_range")
+
+
+def _crop_pad_size(crop_type, size):
+    if crop_type == "absolute":
+        return int(size[0]), int(size[1])
+    if crop_type == "absolute_range":
+        return int(size[0]), int(size[0])
+    return None
 
 
 def crop_pad_size(cfg):
@@ -15,12 +30,31 @@ def crop_pad_size(cfg):
     """
     if not cfg.INPUT.CROP.ENABLED:
         return None
-    crop_type, size = cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE
-    if crop_type == "absolute":
-        return int(size[0]), int(size[1])
-    if crop_type == "absolute_range":
-        return int(size[0]), int(size[0])
-    return None
+    return _crop_pad_size(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+
+
+def _crop_problems(crop_type, size, area):
+    size = list(size)
+    where = f"INPUT.CROP.SIZE={size} (INPUT.CROP.TYPE {crop_type!r})"
+    two_numbers = len(size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         for v in size)
+    problems = []
+    if crop_type in ("relative", "relative_range"):
+        if not two_numbers or not all(0.0 < v <= 1.0 for v in size):
+            problems.append(f"{where} must be two fractions of the image in (0, 1], e.g. "
+                            "[0.5, 0.5]")
+    elif crop_type in ("absolute", "absolute_range"):
+        if not two_numbers or not all(isinstance(v, int) and v > 0 for v in size):
+            problems.append(f"{where} must be two positive integers (pixels)")
+        elif crop_type == "absolute_range" and size[0] > size[1]:
+            problems.append(f"{where} is a range [min, max] of crop sides: min > max")
+    else:
+        problems.append(f"INPUT.CROP.TYPE={crop_type!r} must be 'relative', 'relative_range', "
+                        "'absolute' or 'absolute_range'")
+    if not isinstance(area, (int, float)) or not 0.0 < area <= 1.0:
+        problems.append(f"INPUT.CROP.SINGLE_CATEGORY_MAX_AREA={area!r} must be in (0, 1] "
+                        "(1.0: no constraint)")
+    return problems
 
 
 def crop_problems(cfg):
@@ -33,72 +67,59 @@ def crop_problems(cfg):
     crop = cfg.INPUT.CROP
     if not crop.ENABLED:
         return []
-    size = list(crop.SIZE)
-    where = f"INPUT.CROP.SIZE={size} (INPUT.CROP.TYPE {crop.TYPE!r})"
-    two_numbers = len(size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                      for v in size)
-    problems = []
-    if crop.TYPE in ("relative", "relative_range"):
-        if not two_numbers or not all(0.0 < v <= 1.0 for v in size):
-            problems.append(f"{where} must be two fractions of the image in (0, 1], e.g. "
-                            "[0.5, 0.5]")
-    elif crop.TYPE in ("absolute", "absolute_range"):
-        if not two_numbers or not all(isinstance(v, int) and v > 0 for v in size):
-            problems.append(f"{where} must be two positive integers (pixels)")
-        elif crop.TYPE == "absolute_range" and size[0] > size[1]:
-            problems.append(f"{where} is a range [min, max] of crop sides: min > max")
-    else:
-        problems.append(f"INPUT.CROP.TYPE={crop.TYPE!r} must be 'relative', 'relative_range', "
-                        "'absolute' or 'absolute_range'")
-    area = crop.SINGLE_CATEGORY_MAX_AREA
-    if not isinstance(area, (int, float)) or not 0.0 < area <= 1.0:
-        problems.append(f"INPUT.CROP.SINGLE_CATEGORY_MAX_AREA={area!r} must be in (0, 1] "
-                        "(1.0: no constraint)")
-    return problems
+    return _crop_problems(crop.TYPE, crop.SIZE, crop.SINGLE_CATEGORY_MAX_AREA)
+
+
+def sem_seg_augmentations(
+    is_train: bool, *, min_size_train: Sequence[int] = (800,), max_size_train: int = 1333,
+    min_size_train_sampling: str = "choice", min_size_test: int = 800,
+    max_size_test: int = 1333, crop_type: Optional[str] = None, crop_size=(512, 512),
+    single_category_max_area: float = 1.0, ignore_label: int = 255,
+    random_flip: str = "horizontal", color_aug_ssd: bool = False, image_format: str = "RGB",
+):
+    """
+    Training: ResizeShortestEdge (``min_size_train``, ``max_size_train``, sampled by "choice" or
+    "range"), with ``crop_type`` (None: no crop) a random crop of ``crop_size`` that retries
+    while one category covers more than ``single_category_max_area`` (images smaller than the
+    crop are first padded to it: image with 0, label with ``ignore_label``), a flip
+    (``random_flip`` "horizontal", "vertical" or "none"), optionally the SSD colour
+    augmentation. Test: ResizeShortestEdge(``min_size_test``, ``max_size_test``); none when
+    ``min_size_test`` <= 0. Bad crop values are a ``ConfigError`` naming the ``INPUT.CROP`` key.
+    """
+    if not is_train:
+        if min_size_test <= 0:
+            return []
+        return [T.ResizeShortestEdge(min_size_test, max_size_test, "choice")]
+    if crop_type is not None:
+        raise_config_problems(_crop_problems(crop_type, crop_size, single_category_max_area))
+    augs = [T.ResizeShortestEdge(min_size_train, max_size_train, min_size_train_sampling)]
+    if crop_type is not None:
+        pad_size = _crop_pad_size(crop_type, crop_size)
+        if pad_size is not None:
+            augs.append(PadToMinSize(pad_size, pad_value=0, seg_pad_value=ignore_label))
+        augs.append(T.RandomCrop_CategoryAreaConstraint(
+            crop_type, crop_size, single_category_max_area, ignore_label))
+    if random_flip != "none":
+        augs.append(T.RandomFlip(horizontal=random_flip == "horizontal",
+                                 vertical=random_flip == "vertical"))
+    if color_aug_ssd:
+        from detectron2.projects.point_rend import ColorAugSSDTransform
+
+        augs.append(ColorAugSSDTransform(img_format=image_format))
+    return augs
 
 
 def build_sem_seg_augmentations(cfg, is_train):
-    """
-    Training (``INPUT.CROP`` checked first, :func:`crop_problems`): ResizeShortestEdge
-    (INPUT.MIN_SIZE_TRAIN, "choice" or "range"), optional random crop that retries while one category covers more than INPUT.CROP.SINGLE_CATEGORY_MAX_AREA
-    (images smaller than the crop are first padded to it, see :func:`crop_pad_size`: image with
-    0, label with MODEL.SEM_SEG_HEAD.IGNORE_VALUE), horizontal flip, optional SSD colour
-    augmentation. Test: ResizeShortestEdge(MIN_SIZE_TEST).
-    """
-    if not is_train:
-        if cfg.INPUT.MIN_SIZE_TEST <= 0:
-            return []
-        return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
-    raise_config_problems(crop_problems(cfg))
-    augs = [
-        T.ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
-        )
-    ]
-    if cfg.INPUT.CROP.ENABLED:
-        pad_size = crop_pad_size(cfg)
-        if pad_size is not None:
-            augs.append(
-                PadToMinSize(pad_size, pad_value=0,
-                             seg_pad_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
-            )
-        augs.append(
-            T.RandomCrop_CategoryAreaConstraint(
-                cfg.INPUT.CROP.TYPE,
-                cfg.INPUT.CROP.SIZE,
-                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
-                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            )
-        )
-    if cfg.INPUT.RANDOM_FLIP != "none":
-        augs.append(
-            T.RandomFlip(
-                horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal",
-                vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
-            )
-        )
-    if cfg.INPUT.COLOR_AUG_SSD:
-        from detectron2.projects.point_rend import ColorAugSSDTransform
-
-        augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
-    return augs
+    """:func:`sem_seg_augmentations` with the config's ``INPUT.*`` keys (``INPUT.CROP`` checked
+    first, :func:`crop_problems`) and ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``."""
+    if is_train:
+        raise_config_problems(crop_problems(cfg))
+    i = cfg.INPUT
+    return sem_seg_augmentations(
+        is_train, min_size_train=i.MIN_SIZE_TRAIN, max_size_train=i.MAX_SIZE_TRAIN,
+        min_size_train_sampling=i.MIN_SIZE_TRAIN_SAMPLING, min_size_test=i.MIN_SIZE_TEST,
+        max_size_test=i.MAX_SIZE_TEST, crop_type=i.CROP.TYPE if i.CROP.ENABLED else None,
+        crop_size=i.CROP.SIZE, single_category_max_area=i.CROP.SINGLE_CATEGORY_MAX_AREA,
+        ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, random_flip=i.RANDOM_FLIP,
+        color_aug_ssd=i.COLOR_AUG_SSD, image_format=i.FORMAT,
+    )

@@ -76,7 +76,7 @@ class Trainer(DefaultTrainer):
         return model
 
     @classmethod
-    def build_optimizer(cls, cfg, model):
+    def build_optimizer(cls, cfg, model):  # SGD / AdamW (.optimizer)
         return build_optimizer(cfg, model)
 
     @classmethod
@@ -115,11 +115,13 @@ class Trainer(DefaultTrainer):
             ret.append(h)
         return ret
 
-    def build_writers(self):  # Detectron2's, smoothed over SOLVER.LOG_PERIOD iterations
-        window = self.cfg.SOLVER.LOG_PERIOD
-        return [CommonMetricPrinter(self.max_iter, window_size=window),
-                JSONWriter(f"{self.cfg.OUTPUT_DIR}/metrics.json", window_size=window),
-                TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window)]
+    def build_writers(self):  # Detectron2's, smoothed over LOG_PERIOD; once (files open)
+        if getattr(self, "_writers", None) is None:
+            window = self.cfg.SOLVER.LOG_PERIOD
+            self._writers = [CommonMetricPrinter(self.max_iter, window_size=window),
+                             JSONWriter(f"{self.cfg.OUTPUT_DIR}/metrics.json", window_size=window),
+                             TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window)]
+        return self._writers
 
     # ---- training state -----------------------------------------------------------------
     def state_dict(self):
@@ -141,7 +143,6 @@ class Trainer(DefaultTrainer):
         if self.start_iter:
             logger.info(f"Resuming training at iteration {self.start_iter} (seed {self.seed})")
 
-    # ---- training -----------------------------------------------------------------------
     def train(self):
         try:
             return super().train()

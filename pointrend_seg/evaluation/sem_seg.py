@@ -111,6 +111,15 @@ class SegmentationEvaluator(SemSegEvaluator):
         return OrderedDict(sem_seg=res)
 
     @property
+    def dataset_name(self) -> str:
+        return self._dataset_name
+
+    @property
+    def output_dir(self):
+        """Where the results and the confusion matrix are written (None: nowhere)."""
+        return self._output_dir
+
+    @property
     def class_pixels(self) -> np.ndarray:
         """(K,) ground-truth pixels of each class in the last :meth:`evaluate` (main process)."""
         return self.confusion.sum(axis=1)

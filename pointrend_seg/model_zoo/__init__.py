@@ -4,6 +4,7 @@ The configs shipped with pointrend_seg, found through the installed package (as 
 
     from pointrend_seg import model_zoo
     cfg = model_zoo.get_config("cityscapes/deeplabv3_R103_os16_pointrend.yaml")
+    lazy = model_zoo.get_config("cityscapes/deeplabv3_R103_os16_pointrend.py")  # a LazyConfig
     path = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.yaml")
 
 In a checkout, ``configs/`` at the repository root is a link to this package's ``configs/``.
@@ -18,15 +19,20 @@ __all__ = ["CONFIG_DIR", "get_config", "get_config_file", "list_configs"]
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-def list_configs() -> List[str]:
-    """Every shipped config, relative to the config folder (e.g. ``"demo/deeplabv3_synthetic.yaml"``),
-    sorted; ``Base-*`` files (not meant to be used alone) included."""
+def list_configs(kind: str = "yaml") -> List[str]:
+    """
+    Every shipped config of a ``kind`` - "yaml" (``CfgNode`` configs) or "py" (LazyConfigs; the
+    pieces under ``common/`` left out) - relative to the config folder (e.g.
+    ``"demo/deeplabv3_synthetic.yaml"``), sorted; YAML ``Base-*`` files (not meant to be used
+    alone) included.
+    """
     found = []
     for root, _, files in os.walk(CONFIG_DIR):
         for name in files:
-            if name.endswith(".yaml"):
-                found.append(os.path.relpath(os.path.join(root, name), CONFIG_DIR))
-    return sorted(p.replace(os.sep, "/") for p in found)
+            rel = os.path.relpath(os.path.join(root, name), CONFIG_DIR).replace(os.sep, "/")
+            if name.endswith("." + kind) and not rel.startswith("common/"):
+                found.append(rel)
+    return sorted(found)
 
 
 def get_config_file(config_path: str) -> str:
@@ -43,13 +49,24 @@ def get_config_file(config_path: str) -> str:
     rel = config_path[len("configs/"):] if config_path.startswith("configs/") else config_path
     path = os.path.join(CONFIG_DIR, rel)
     if not os.path.isfile(path):
+        shipped = [c for c in list_configs() + list_configs("py") if "Base-" not in c]
         raise FileNotFoundError(
             f"{config_path!r} is not a config shipped with pointrend_seg (looked in {CONFIG_DIR}); "
-            f"available: {', '.join(c for c in list_configs() if '/Base-' not in c and not c.startswith('Base-'))}"
+            f"available: {', '.join(shipped)}"
         )
     return path
 
 
 def get_config(config_path: str, opts=()):
-    """A shipped config built with :func:`pointrend_seg.config.build_config` (not frozen)."""
-    return build_config(get_config_file(config_path), opts)
+    """
+    A shipped config: a YAML one built with :func:`pointrend_seg.config.build_config` (a
+    ``CfgNode``, not frozen; ``opts``: ``KEY VALUE`` overrides), a Python one loaded with
+    Detectron2's ``LazyConfig.load`` (an omegaconf config; ``opts``: ``key=value`` overrides).
+    A Python config is code: loading it runs it (as any LazyConfig); YAML ones are data.
+    """
+    path = get_config_file(config_path)
+    if not path.endswith(".py"):
+        return build_config(path, opts)
+    from detectron2.config import LazyConfig
+
+    return LazyConfig.apply_overrides(LazyConfig.load(path), list(opts))

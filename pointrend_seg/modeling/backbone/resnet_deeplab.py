@@ -14,7 +14,7 @@ from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock, ResN
 
 from ...config import ConfigError
 
-__all__ = ["ThreeConvStem", "build_dilated_resnet_backbone"]
+__all__ = ["ThreeConvStem", "build_dilated_resnet_backbone", "dilated_resnet"]
 
 BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 
@@ -66,46 +66,58 @@ def _check_dilations(res4_dilation, res5_dilation, multi_grid, num_res5_blocks):
         )
 
 
-@BACKBONE_REGISTRY.register()
-def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
+_STEM_TYPES = ("basic", "deeplab")
+_KEY = "MODEL.RESNETS"
+
+
+def dilated_resnet(
+    *, depth: int = 50, stem_type: str = "deeplab", stem_out_channels: int = 128,
+    res2_out_channels: int = 256, num_groups: int = 1, width_per_group: int = 64,
+    stride_in_1x1: bool = False, norm: str = "BN", res4_dilation: int = 1,
+    res5_dilation: int = 2, res5_multi_grid=(1, 2, 4), out_features=("res2", "res5"),
+    freeze_at: int = 0, in_channels: int = 3, deform_on_per_stage=(False,) * 4,
+) -> ResNet:
     """
-    Build the DeepLab ResNet from ``cfg.MODEL.RESNETS`` (DEPTH 50/101/152, STEM_TYPE,
-    RES4_DILATION/RES5_DILATION for the output stride, RES5_MULTI_GRID, NORM, OUT_FEATURES) and
-    ``cfg.MODEL.BACKBONE.FREEZE_AT``. ResNet-103 is DEPTH 101 with STEM_TYPE "deeplab".
+    The DeepLab ResNet, from plain arguments (what ``LazyCall`` needs; the YAML builder
+    :func:`build_dilated_resnet_backbone` passes ``MODEL.RESNETS.*`` and
+    ``MODEL.BACKBONE.FREEZE_AT``): depth 50/101/152, a "basic" (7x7) or "deeplab" (three 3x3)
+    stem, res4 / res5 dilations for the output stride (1, 2: 16; 2, 4: 8), multi-grid rates of
+    res5, norm, the stages returned (``out_features``) and the frozen ones. ResNet-103 is depth
+    101 with the deeplab stem of 128 channels. Each bad value is a ``ConfigError`` naming its
+    ``MODEL.RESNETS`` key.
 
     Returns:
         detectron2 ``ResNet`` whose ``output_shape()`` gives the true strides (e.g. res5: 16).
     """
-    r = cfg.MODEL.RESNETS
-    if r.DEPTH not in BLOCKS_PER_STAGE:
-        raise ConfigError(
-            f"MODEL.RESNETS.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}, got {r.DEPTH}"
-        )
-    if any(r.DEFORM_ON_PER_STAGE):
-        raise ConfigError("MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convs are not supported")
+    if depth not in BLOCKS_PER_STAGE:
+        raise ConfigError(f"{_KEY}.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}")
+    if any(deform_on_per_stage):
+        raise ConfigError(f"{_KEY}.DEFORM_ON_PER_STAGE: deformable convs are not supported")
     stage_names = ["res2", "res3", "res4", "res5"]
-    unknown = [f for f in r.OUT_FEATURES if f not in ["stem"] + stage_names]
-    if unknown or not set(r.OUT_FEATURES) & set(stage_names):
+    out_features = list(out_features)
+    unknown = [f for f in out_features if f not in ["stem"] + stage_names]
+    if unknown or not set(out_features) & set(stage_names):
         raise ConfigError(
-            f"MODEL.RESNETS.OUT_FEATURES={list(r.OUT_FEATURES)} must name stages among "
+            f"{_KEY}.OUT_FEATURES={out_features} must name stages among "
             f"{stage_names} (and optionally 'stem')"
         )
-    num_blocks = BLOCKS_PER_STAGE[r.DEPTH]
-    _check_dilations(r.RES4_DILATION, r.RES5_DILATION, r.RES5_MULTI_GRID, num_blocks[3])
+    num_blocks = BLOCKS_PER_STAGE[depth]
+    _check_dilations(res4_dilation, res5_dilation, res5_multi_grid, num_blocks[3])
 
-    if r.STEM_TYPE == "basic":
-        stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
-    elif r.STEM_TYPE == "deeplab":
-        stem = ThreeConvStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
+    if stem_type == "basic":
+        stem = BasicStem(in_channels, stem_out_channels, norm=norm)
+    elif stem_type == "deeplab":
+        stem = ThreeConvStem(in_channels, stem_out_channels, norm=norm)
     else:
-        raise ConfigError(f"MODEL.RESNETS.STEM_TYPE must be 'basic' or 'deeplab', got {r.STEM_TYPE!r}")
+        raise ConfigError(f"{_KEY}.STEM_TYPE must be one of {list(_STEM_TYPES)}, "
+                          f"got {stem_type!r}")
 
     # Stages after the last requested one would get no gradient: they are not built.
-    last_stage = max(stage_names.index(f) for f in r.OUT_FEATURES if f in stage_names)
-    in_channels = r.STEM_OUT_CHANNELS
-    out_channels = r.RES2_OUT_CHANNELS
-    bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
-    dilations = [1, 1, r.RES4_DILATION, r.RES5_DILATION]
+    last_stage = max(stage_names.index(f) for f in out_features if f in stage_names)
+    in_channels = stem_out_channels
+    out_channels = res2_out_channels
+    bottleneck_channels = num_groups * width_per_group
+    dilations = [1, 1, res4_dilation, res5_dilation]
     stages = []
     for idx in range(last_stage + 1):
         dilation = dilations[idx]
@@ -113,7 +125,7 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
         first_stride = 1 if idx == 0 or dilation > 1 else 2
         n = num_blocks[idx]
         if idx == 3:
-            dilation_per_block = [dilation * rate for rate in r.RES5_MULTI_GRID]
+            dilation_per_block = [dilation * rate for rate in res5_multi_grid]
         else:
             dilation_per_block = [dilation] * n
         stages.append(
@@ -125,12 +137,32 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
                 bottleneck_channels=bottleneck_channels,
                 stride_per_block=[first_stride] + [1] * (n - 1),
                 dilation_per_block=dilation_per_block,
-                num_groups=r.NUM_GROUPS,
-                norm=r.NORM,
-                stride_in_1x1=r.STRIDE_IN_1X1,
+                num_groups=num_groups,
+                norm=norm,
+                stride_in_1x1=stride_in_1x1,
             )
         )
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
-    return ResNet(stem, stages, out_features=r.OUT_FEATURES).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(stem, stages, out_features=out_features).freeze(freeze_at)
+
+
+@BACKBONE_REGISTRY.register()
+def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
+    """
+    Build the DeepLab ResNet (:func:`dilated_resnet`) from ``cfg.MODEL.RESNETS`` (DEPTH,
+    STEM_TYPE, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1,
+    NORM, RES4_DILATION / RES5_DILATION, RES5_MULTI_GRID, OUT_FEATURES, DEFORM_ON_PER_STAGE) and
+    ``cfg.MODEL.BACKBONE.FREEZE_AT``.
+    """
+    r = cfg.MODEL.RESNETS
+    return dilated_resnet(
+        depth=r.DEPTH, stem_type=r.STEM_TYPE, stem_out_channels=r.STEM_OUT_CHANNELS,
+        res2_out_channels=r.RES2_OUT_CHANNELS, num_groups=r.NUM_GROUPS,
+        width_per_group=r.WIDTH_PER_GROUP, stride_in_1x1=r.STRIDE_IN_1X1, norm=r.NORM,
+        res4_dilation=r.RES4_DILATION, res5_dilation=r.RES5_DILATION,
+        res5_multi_grid=list(r.RES5_MULTI_GRID), out_features=list(r.OUT_FEATURES),
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT, in_channels=input_shape.channels,
+        deform_on_per_stage=list(r.DEFORM_ON_PER_STAGE),
+    )

@@ -1,0 +1,205 @@
+"""
+LazyConfig support: the pieces our Python configs are made of (:func:`sem_seg_dataloader`,
+:func:`poly_lr_multiplier`, :func:`train_settings`), and what our tools do with a Python config
+(:func:`load_any_config`, :func:`lazy_model`, :func:`lazy_train`, :func:`lazy_test`).
+
+A Python config is code: loading one runs it (Detectron2's ``LazyConfig.load``), as Detectron2's
+LazyConfig documentation says; load only Python configs you trust. YAML configs stay data
+(:func:`pointrend_seg.config.build_config`, ``yaml.safe_load``).
+"""
+import logging
+import os
+from types import SimpleNamespace
+from typing import Sequence
+
+from omegaconf import OmegaConf
+
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.solver import WarmupParamScheduler
+from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
+
+from ..config import ConfigError, build_config
+from ..data import SemSegDatasetMapper, sem_seg_augmentations
+from ..evaluation import BoundaryEvaluator, SegmentationEvaluator
+from .checkpoint import SafeCheckpointer
+from .evaluation import report_results
+
+__all__ = ["is_lazy_config", "lazy_model", "lazy_test", "lazy_train", "load_any_config",
+           "poly_lr_multiplier", "sem_seg_dataloader", "train_settings"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_lazy_config(path: str) -> bool:
+    """A Python (LazyConfig) file, by its extension."""
+    return str(path).endswith(".py")
+
+
+def load_any_config(path: str, opts=()):
+    """
+    The one config loader of the tools: a YAML file -> :func:`~pointrend_seg.config.build_config`
+    (a ``CfgNode``; overrides ``KEY VALUE``), a ``.py`` file -> Detectron2's ``LazyConfig.load``
+    (an omegaconf config; overrides ``key=value``, e.g. ``train.max_iter=2``).
+    """
+    if not is_lazy_config(path):
+        return build_config(path, opts)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    bad = [o for o in opts if "=" not in o]
+    if bad:
+        raise ConfigError(f"a Python config takes overrides as key=value (e.g. "
+                          f"train.max_iter=2), got {bad}")
+    return LazyConfig.apply_overrides(LazyConfig.load(path), list(opts))
+
+
+# ---- pieces of our Python configs ----------------------------------------------------------
+def sem_seg_dataloader(
+    train: Sequence[str], test: Sequence[str], *, num_classes: int, ignore_label: int = 255,
+    min_size_train: Sequence[int], max_size_train: int, min_size_test: int, max_size_test: int,
+    crop_type=None, crop_size=(512, 512), color_aug_ssd: bool = False, batch_size: int = 16,
+    num_workers: int = 4, image_format: str = "RGB", boundary_eval: bool = True,
+    output_dir: str = "${train.output_dir}",
+):
+    """
+    ``dataloader`` of a semantic-segmentation LazyConfig (Detectron2's layout: ``train``,
+    ``test``, ``evaluator``): Detectron2's loaders with our mapper and augmentations
+    (:func:`~pointrend_seg.data.sem_seg_augmentations`, the same as the YAML configs'), and our
+    evaluators on the first test set (results under ``output_dir/inference``). Every field is a
+    LazyCall node a config can override (``dataloader.train.total_batch_size = 8``, ...).
+    """
+    def mapper(is_train):
+        return L(SemSegDatasetMapper)(
+            is_train=is_train,
+            augmentations=L(sem_seg_augmentations)(
+                is_train=is_train, min_size_train=list(min_size_train),
+                max_size_train=max_size_train, min_size_test=min_size_test,
+                max_size_test=max_size_test, crop_type=crop_type, crop_size=list(crop_size),
+                ignore_label=ignore_label, color_aug_ssd=color_aug_ssd, image_format=image_format,
+            ),
+            image_format=image_format, num_classes=num_classes, ignore_label=ignore_label,
+        )
+
+    dataloader = OmegaConf.create()
+    dataloader.train = L(build_detection_train_loader)(
+        dataset=L(get_detection_dataset_dicts)(names=list(train), filter_empty=False),
+        mapper=mapper(True), total_batch_size=batch_size, num_workers=num_workers,
+    )
+    dataloader.test = L(build_detection_test_loader)(
+        dataset=L(get_detection_dataset_dicts)(names=list(test)[:1], filter_empty=False),
+        mapper=mapper(False), num_workers=num_workers,
+    )
+    evaluator_dir = f"{output_dir}/inference/{list(test)[0]}"
+    dataloader.evaluator = [L(SegmentationEvaluator)(dataset_name=list(test)[0],
+                                                     output_dir=evaluator_dir)]
+    if boundary_eval:
+        dataloader.evaluator.append(L(BoundaryEvaluator)(
+            dataset_name=list(test)[0], output_dir=evaluator_dir, bf_tolerance=0.0075,
+            biou_dilation=0.02))
+    return dataloader
+
+
+def poly_lr_multiplier(max_iter: int, warmup_iters: int = 0, power: float = 0.9,
+                       warmup_factor: float = 0.001):
+    """
+    DeepLab's poly schedule as the LazyConfig ``lr_multiplier`` (an fvcore parameter scheduler
+    over the run, 0 to 1): ``(1 - t) ** power`` after a linear warmup of ``warmup_iters`` from
+    ``warmup_factor`` (the YAML configs' ``WarmupPolyLR``).
+    """
+    return L(WarmupParamScheduler)(
+        scheduler=L(PolynomialDecayParamScheduler)(base_value=1.0, power=power),
+        warmup_length=warmup_iters / max_iter,
+        warmup_factor=warmup_factor,
+    )
+
+
+def train_settings(**overrides):
+    """The ``train`` settings Detectron2's ``tools/lazyconfig_train_net.py`` reads, with ours
+    (output_dir, init_checkpoint, max_iter, amp, ddp, checkpointer, eval_period, log_period,
+    device); ``overrides`` replace them."""
+    train = dict(
+        output_dir="./output", init_checkpoint="", max_iter=90000, amp=dict(enabled=False),
+        ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+        checkpointer=dict(period=5000, max_to_keep=100), eval_period=5000, log_period=20,
+        device="cuda",
+    )
+    train.update(overrides)
+    return train
+
+
+# ---- what our tools do with a Python config ------------------------------------------------
+def lazy_model(cfg, *, weights=None, resume: bool = False):
+    """``cfg.model`` instantiated on ``cfg.train.device`` with ``weights`` (default
+    ``cfg.train.init_checkpoint``; with ``resume`` the last checkpoint of
+    ``cfg.train.output_dir``) loaded by :class:`SafeCheckpointer`, in eval mode."""
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    weights = cfg.train.init_checkpoint if weights is None else weights
+    SafeCheckpointer(model, save_dir=cfg.train.output_dir).resume_or_load(weights, resume=resume)
+    return model.eval()
+
+
+def lazy_test(cfg, model):
+    """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``; our
+    evaluators' results are reported per class, as for YAML configs."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    evaluators = instantiate(cfg.dataloader.evaluator)
+    evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+    was_training = model.training
+    model.eval()
+    try:
+        results = inference_on_dataset(model, instantiate(cfg.dataloader.test), evaluators)
+    finally:
+        model.train(was_training)
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+        segmentation = next((e for e in evaluators if isinstance(e, SegmentationEvaluator)), None)
+        report_results(segmentation.dataset_name if segmentation else "test", results,
+                       SimpleNamespace(segmentation=segmentation, output_folder=getattr(
+                           segmentation, "output_dir", None)))
+    return results
+
+
+def lazy_train(cfg, *, resume: bool = False):
+    """
+    Train ``cfg`` (a LazyConfig) as Detectron2's ``tools/lazyconfig_train_net.py`` does - its
+    model, optimizer, ``dataloader.train``, ``lr_multiplier`` and ``train`` settings - with
+    pointrend_seg's checkpointer (atomic, ``weights_only``, no pickles from a run folder).
+    """
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    loader = instantiate(cfg.dataloader.train)
+    ddp = dict(cfg.train.ddp)
+    if not next(model.parameters()).is_cuda:
+        ddp["device_ids"] = None
+    model = create_ddp_model(model, **ddp)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, loader, optimizer)
+    checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    os.makedirs(cfg.train.output_dir, exist_ok=True)
+    writers = [CommonMetricPrinter(cfg.train.max_iter),
+               JSONWriter(os.path.join(cfg.train.output_dir, "metrics.json"))]
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        if comm.is_main_process() else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: lazy_test(cfg, model)),
+        hooks.PeriodicWriter(writers, period=cfg.train.log_period)
+        if comm.is_main_process() else None,
+    ])
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    start = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start, cfg.train.max_iter)
+    return trainer

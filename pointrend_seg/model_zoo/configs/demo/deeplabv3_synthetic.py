@@ -1,0 +1,12 @@
+"""The CPU demo without PointRend (bilinear upsampling of the stride-8 logits), same budget: the
+twin of demo/deeplabv3_synthetic.yaml."""
+from detectron2.config import LazyCall as L
+
+from pointrend_seg.modeling import BilinearSegHead
+
+from .deeplabv3_pointrend_synthetic import dataloader, lr_multiplier, model, optimizer, train
+
+model.sem_seg_head = L(BilinearSegHead)(
+    coarse_head=model.sem_seg_head.coarse_head, ignore_value=255, loss_weight=1.0,
+    hard_pixel_top_k=1.0)
+train.output_dir = "output/demo-bilinear"

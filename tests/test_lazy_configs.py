@@ -1,0 +1,62 @@
+"""
+LazyConfig twins: every shipped YAML model has a Python (LazyConfig) twin that builds the same
+model - the same state-dict keys and shapes, and, with the same weights, the same outputs - and
+the Python configs load through pointrend_seg.model_zoo and the tools' one config loader.
+"""
+import os
+
+import pytest
+import torch
+
+from detectron2.config import instantiate
+from detectron2.modeling import build_model
+
+from pointrend_seg import model_zoo
+from pointrend_seg.config import ConfigError
+from pointrend_seg.engine.lazy import load_any_config
+
+from conftest import randomize_norm_stats
+
+YAML_MODELS = [c for c in model_zoo.list_configs() if "Base-" not in c]
+
+
+def test_every_yaml_model_has_a_python_twin():
+    twins = set(model_zoo.list_configs(kind="py"))
+    assert {y[:-len(".yaml")] + ".py" for y in YAML_MODELS} <= twins
+
+
+@pytest.mark.parametrize("name", YAML_MODELS)
+def test_twin_builds_the_same_model(name, one_intra_op_thread):
+    yaml_model = build_model(model_zoo.get_config(name, ["MODEL.DEVICE", "cpu"])).eval()
+    lazy_cfg = model_zoo.get_config(name[:-len(".yaml")] + ".py")
+    lazy_model = instantiate(lazy_cfg.model).eval()
+    ours, theirs = yaml_model.state_dict(), lazy_model.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+    # the same weights: the same logits (and the same modules, so exactly)
+    randomize_norm_stats(yaml_model, torch.Generator().manual_seed(0))
+    lazy_model.load_state_dict(yaml_model.state_dict())
+    image = torch.rand(3, 67, 90, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        expected = yaml_model([{"image": image}])[0]["sem_seg"]
+        got = lazy_model([{"image": image}])[0]["sem_seg"]
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_python_configs_load_through_the_model_zoo_and_the_tools_loader():
+    path = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
+    cfg = load_any_config(path, ["train.max_iter=3", "train.output_dir=somewhere"])
+    assert cfg.train.max_iter == 3 and cfg.train.output_dir == "somewhere"
+    assert cfg.dataloader.train.total_batch_size == 8
+    with pytest.raises(ConfigError, match="key=value"):
+        load_any_config(path, ["SOLVER.MAX_ITER", "3"])
+    # YAML stays a CfgNode
+    assert load_any_config(model_zoo.get_config_file("demo/deeplabv3_synthetic.yaml")).SEED == 1
+    # the folder twin's classes, as its docstring sets them (the point head's follow)
+    folder = model_zoo.get_config("folder/deeplabv3_pointrend_folder.py", [
+        "model.sem_seg_head.coarse_head.num_classes=3", "dataloader.test.mapper.num_classes=3"])
+    model = instantiate(folder.model)
+    assert model.sem_seg_head.coarse_head.predictor.out_channels == 3
+    assert model.sem_seg_head.point_head.predictor.out_channels == 3
+    assert instantiate(folder.dataloader.test.mapper).num_classes == 3
+    assert os.path.basename(path) == "deeplabv3_pointrend_synthetic.py"
