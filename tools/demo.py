@@ -53,7 +53,7 @@ import pointrend_seg  # noqa: F401  (first: registers the components, imports De
 from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.config import ConfigError, build_config
+from pointrend_seg.config import ConfigError
 from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
 from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
@@ -67,6 +67,7 @@ from pointrend_seg.engine.cli import (
     run_tool,
     setup_tool_output,
 )
+from pointrend_seg.engine.lazy import is_lazy_config, lazy_predictor, load_any_config, yaml_view
 from pointrend_seg.engine.media import (
     MediaSource,
     VideoReader,
@@ -220,28 +221,32 @@ class Demo:
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
-    cfg = build_config(args.config_file, args.opts)
-    cfg.freeze()
-    if not cfg.MODEL.WEIGHTS:
+    lazy = is_lazy_config(args.config_file)  # a Python (LazyConfig) file: its model and loaders
+    cfg = load_any_config(args.config_file, args.opts)
+    if not lazy:
+        cfg.freeze()
+    view = yaml_view(cfg) if lazy else cfg  # the YAML keys read below
+    if not view.MODEL.WEIGHTS:
         raise SystemExit("MODEL.WEIGHTS is empty: give the trained model, e.g. "
-                         "MODEL.WEIGHTS output/model_final.pth")
+                         "MODEL.WEIGHTS output/model_final.pth (Python configs: "
+                         "train.init_checkpoint=output/model_final.pth)")
     registered_datasets(args)  # before _jobs: --dataset may be a --register-folder one
     jobs = _jobs(args)
     try:  # before the model is built: a wrong name list must not cost a run
-        names, colors, _ = class_names_from_args(cfg, args,
+        names, colors, _ = class_names_from_args(view, args,
                                                  [args.dataset] if args.dataset else [])
     except ConfigError as e:
         raise SystemExit(str(e)) from None
     os.makedirs(args.output, exist_ok=True)
-    predictor = build_predictor(cfg)
+    predictor = lazy_predictor(cfg) if lazy else build_predictor(cfg)
     model = getattr(predictor, "model", None)
     if args.show_points and not (isinstance(model, GeneralizedSemanticSegmentor)
                                  and isinstance(model.sem_seg_head, PointRendSegHead)):
         raise SystemExit(
             "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
             "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "
-            f"config: {cfg.MODEL.META_ARCHITECTURE}, {cfg.MODEL.SEM_SEG_HEAD.NAME})")
-    max_pixels = (cfg.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
+            f"config: {type(model).__name__}, {type(getattr(model, 'sem_seg_head', None)).__name__})")
+    max_pixels = (view.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
                   else args.max_image_pixels)
     demo = Demo(predictor, names, colors, args.output, args.save_masks, args.max_frames,
                 args.show_points, max_pixels=max_pixels, max_side=args.max_side)

@@ -41,9 +41,10 @@ import pointrend_seg  # noqa: F401  (first: registers the components, imports De
 
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.config import ConfigError, build_config
+from pointrend_seg.config import ConfigError
 from pointrend_seg.data import read_image_file
 from pointrend_seg.engine import load_inference_model
+from pointrend_seg.engine.lazy import is_lazy_config, lazy_model, load_any_config, yaml_view
 from pointrend_seg.engine.cli import (
     INPUT_ERRORS,
     add_class_name_arguments,
@@ -144,17 +145,23 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
     try:
-        cfg = build_config(args.config_file, args.opts)
-        names = class_names(cfg, args)
-        inputs = check_inputs(args, cfg)
+        lazy = is_lazy_config(args.config_file)  # a Python (LazyConfig) file: its model
+        cfg = load_any_config(args.config_file, args.opts)
+        if lazy:
+            cfg.train.device = "cpu"  # exported on CPU; the ONNX / program runs anywhere
+        view = yaml_view(cfg) if lazy else cfg  # the YAML keys read below
+        names = class_names(view, args)
+        inputs = check_inputs(args, view)
         if not inputs:
             raise ExportError("--check-size or --check-image must give at least one input "
                               "(the first traces the export)")
-        cfg.defrost()
-        cfg.MODEL.DEVICE = "cpu"  # exported on CPU; the ONNX / program runs anywhere
-        if not cfg.MODEL.WEIGHTS:
+        if not lazy:
+            cfg.defrost()
+            cfg.MODEL.DEVICE = "cpu"
+        if not view.MODEL.WEIGHTS:
             logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
-        model = load_inference_model(cfg)
+        model = lazy_model(cfg) if lazy else load_inference_model(cfg)
+        cfg = view
         check_size_range(args.min_size, args.max_size, model.size_divisibility)
         with torch.no_grad():
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]

@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """
-Train or evaluate a pointrend_seg model with Detectron2's launcher and DefaultTrainer.
+Train or evaluate a pointrend_seg model with Detectron2's launcher and DefaultTrainer; a Python
+(LazyConfig) file trains as Detectron2's tools/lazyconfig_train_net.py trains it, with our
+checkpointer (overrides as key=value, e.g. train.max_iter=2; a Python config is code: loading it
+runs it).
 
     tools/train_net.py --config-file configs/demo/deeplabv3_pointrend_synthetic.yaml
     tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
@@ -69,6 +72,13 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.config import build_config
 from pointrend_seg.engine import Trainer, launch, load_inference_model, prepare_run
+from pointrend_seg.engine.lazy import (
+    is_lazy_config,
+    lazy_model,
+    lazy_test,
+    lazy_train,
+    load_any_config,
+)
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_register_folder_argument,
@@ -79,6 +89,11 @@ from pointrend_seg.engine.cli import (
 
 
 def setup(args):
+    if is_lazy_config(args.config_file):  # a Python (LazyConfig) file: overrides key=value
+        cfg = load_any_config(args.config_file, args.opts)
+        default_setup(cfg, args)
+        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="pointrend_seg")
+        return cfg
     skip_bad = getattr(args, "skip_bad", False)
     opts = list(args.opts) + (["DATASETS.CHECK.SKIP_BAD", "True"] if skip_bad else [])
     cfg = build_config(args.config_file, opts)
@@ -104,6 +119,11 @@ def main(args):
     cfg = setup(args)
     # Here rather than before launch(): main runs in every spawned process.
     register_folder_datasets(getattr(args, "register_folder", None))
+    if is_lazy_config(args.config_file):
+        if args.eval_only:
+            return lazy_test(cfg, lazy_model(cfg, resume=args.resume))
+        lazy_train(cfg, resume=args.resume)
+        return None
     plan = prepare_run(cfg, train=not args.eval_only)  # every check, once
     if args.eval_only:
         return Trainer.test(cfg, load_inference_model(cfg, resume=args.resume), plan=plan)

@@ -19,6 +19,7 @@ And what the tools share on their command lines: :func:`parse_tool_args` (flags 
 """
 import argparse
 import os
+import re
 import sys
 
 from ..config import ConfigError
@@ -102,8 +103,11 @@ def _config_top_level_keys():
 
 
 def is_config_key(token: str) -> bool:
-    """Whether ``token`` is a config key (``MODEL.WEIGHTS``, ``OUTPUT_DIR``, ...): its first
-    component is a top-level key of our config."""
+    """Whether ``token`` starts the config overrides: a YAML config key (``MODEL.WEIGHTS``,
+    ``OUTPUT_DIR``, ...: its first component is a top-level key of our config) or a Python
+    config's ``key=value`` (``train.max_iter=2``)."""
+    if re.match(r"^[A-Za-z_][\w.]*=", token):
+        return True
     return token.split(".")[0] in _config_top_level_keys() and token == token.upper()
 
 

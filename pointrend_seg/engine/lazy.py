@@ -22,7 +22,7 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, hooks
-from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
 from detectron2.solver import WarmupParamScheduler
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
@@ -34,8 +34,9 @@ from ..evaluation import BoundaryEvaluator, SegmentationEvaluator
 from .checkpoint import SafeCheckpointer
 from .evaluation import report_results
 
-__all__ = ["is_lazy_config", "lazy_model", "lazy_test", "lazy_train", "load_any_config",
-           "poly_lr_multiplier", "sem_seg_dataloader", "train_settings"]
+__all__ = ["is_lazy_config", "lazy_model", "lazy_predictor", "lazy_test", "lazy_train",
+           "load_any_config", "poly_lr_multiplier", "require_detectron2_main", "sem_seg_dataloader",
+           "train_settings", "yaml_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,29 @@ def load_any_config(path: str, opts=()):
 
 
 # ---- pieces of our Python configs ----------------------------------------------------------
+def require_detectron2_main(*names):
+    """
+    The classes ``names`` of ``detectron2.modeling`` that only Detectron2 ``main`` has (``ViT``,
+    ``SimpleFeaturePyramid``, ``SwinTransformer``, ``MViT``), for a config that uses them; on
+    Detectron2 v0.6 one ``ConfigError`` saying so.
+    """
+    import detectron2.modeling as modeling
+
+    missing = [n for n in names if not hasattr(modeling, n)]
+    if missing:
+        import detectron2
+
+        raise ConfigError(
+            f"this config needs {', '.join(missing)} of Detectron2's main branch; the installed "
+            f"Detectron2 {detectron2.__version__} has none (v0.6 predates them). Install "
+            "Detectron2 from main (in a checkout: make setup-d2main, or DETECTRON2_SOURCE="
+            "'git+https://github.com/facebookresearch/detectron2.git' make setup)"
+        )
+    found = tuple(getattr(modeling, n) for n in names)
+    return found if len(found) > 1 else found[0]
+
+
+
 def sem_seg_dataloader(
     train: Sequence[str], test: Sequence[str], *, num_classes: int, ignore_label: int = 255,
     min_size_train: Sequence[int], max_size_train: int, min_size_test: int, max_size_test: int,
@@ -154,7 +178,8 @@ def lazy_test(cfg, model):
     if "evaluator" not in cfg.dataloader:
         return {}
     evaluators = instantiate(cfg.dataloader.evaluator)
-    evaluators = list(evaluators) if isinstance(evaluators, (list, tuple)) else [evaluators]
+    # one evaluator, or a list of them (instantiate gives an omegaconf ListConfig)
+    evaluators = [evaluators] if isinstance(evaluators, DatasetEvaluator) else list(evaluators)
     was_training = model.training
     model.eval()
     try:
@@ -203,3 +228,54 @@ def lazy_train(cfg, *, resume: bool = False):
     start = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
     trainer.train(start, cfg.train.max_iter)
     return trainer
+
+
+def yaml_view(cfg):
+    """
+    The few YAML keys our tools read, taken from a LazyConfig of ours (a ``CfgNode`` with
+    ``MODEL.WEIGHTS`` = ``train.init_checkpoint``, ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` of the coarse
+    head, ``DATASETS.TRAIN`` / ``TEST``, ``INPUT.FORMAT`` and ``INPUT.MAX_IMAGE_PIXELS`` of the test
+    mapper, ``MODEL.INFERENCE.*`` defaults), so that class names, weights and limits are found
+    the same way for both kinds of config.
+    """
+    from ..config import DEFAULT_MAX_IMAGE_PIXELS, build_config
+
+    view = build_config("", ["MODEL.DEVICE", str(cfg.train.device)])
+    view.MODEL.WEIGHTS = str(cfg.train.init_checkpoint or "")
+    try:
+        view.MODEL.SEM_SEG_HEAD.NUM_CLASSES = int(cfg.model.sem_seg_head.coarse_head.num_classes)
+    except Exception:
+        raise ConfigError("cannot tell the number of classes of this LazyConfig: "
+                          "model.sem_seg_head.coarse_head.num_classes is not set") from None
+    loaders = cfg.get("dataloader", {})
+    names = lambda split: tuple(  # noqa: E731
+        loaders[split].dataset.names) if split in loaders else ()
+    view.DATASETS.TRAIN, view.DATASETS.TEST = names("train"), names("test")
+    mapper = loaders["test"].mapper if "test" in loaders else {}
+    view.INPUT.FORMAT = str(mapper.get("image_format", "RGB"))
+    view.INPUT.MAX_IMAGE_PIXELS = int(mapper.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+    return view
+
+
+class _NoResize:
+    def get_transform(self, image):
+        from detectron2.data.transforms import NoOpTransform
+
+        return NoOpTransform()
+
+
+def lazy_predictor(cfg, weights=None):
+    """A :class:`~.predictor.SemSegPredictor` of a LazyConfig: its model (:func:`lazy_model`,
+    prepared for inference) seeing images resized as the test mapper resizes them."""
+    from ..modeling import prepare_for_inference
+    from .predictor import SemSegPredictor
+
+    predictor = SemSegPredictor.__new__(SemSegPredictor)
+    predictor.cfg = cfg
+    predictor.model = lazy_model(cfg, weights=weights)
+    test = cfg.dataloader.test.mapper
+    augs = list(instantiate(test.augmentations)) if "augmentations" in test else []
+    predictor.aug = augs[0] if augs else _NoResize()
+    predictor.input_format = str(test.get("image_format", "RGB"))
+    predictor.inference_handle = prepare_for_inference(predictor.model, yaml_view(cfg))
+    return predictor

@@ -1,0 +1,18 @@
+"""Cityscapes fine (19 classes): Swin-T + DeepLabV3 coarse head (stride 16) + PointRend (point head on stride 4). Needs Detectron2 ``main``."""
+from pointrend_seg.engine.lazy import poly_lr_multiplier
+
+from ..common.data.cityscapes import dataloader
+from ..common.models.deeplabv3_pointrend import model
+from ..common.models.transformers import swin, pointrend_on
+from ..common.optim import AdamW as optimizer
+from ..common.train import train
+
+model = pointrend_on(model, swin(), coarse=("p2", 384, 16), fine=("p0", 96))
+# Swin's rules (as ViTDet's Swin configs): no weight decay on the relative position bias tables
+optimizer.update(lr=1e-4, weight_decay=0.05)
+optimizer.params.overrides = {"relative_position_bias_table": {"weight_decay": 0.0}}
+# Detectron2 hosts no Swin-T ImageNet weights (only Swin-B / L, used by the swin_b configs) and
+# pointrend_seg has no converter of timm's Swin weights yet: set train.init_checkpoint to a Swin-T
+# checkpoint in Detectron2's SwinTransformer names (the official Swin release's) to start from one.
+train.update(max_iter=90000, eval_period=10000, amp=dict(enabled=True), init_checkpoint="")
+lr_multiplier = poly_lr_multiplier(train.max_iter, warmup_iters=250)
