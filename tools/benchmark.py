@@ -21,8 +21,9 @@ vs the reference PointRendSemSegHead subdivision, on identical coarse logits / f
 shared point-head weights). See tools/benchmarks/.
 A model that fails in a setting (e.g. the reference PointRend head under bf16 autocast) is
 reported as "fails: <error>" and the others still run; the exit code is 1 when nothing at all
-was measured. Configs (--ours-config ...) are YAML paths or names of shipped configs
-(pointrend_seg.model_zoo, e.g. cityscapes/deeplabv3_R103_os16.yaml).
+was measured. Configs (--ours-config ...) are YAML or Python (LazyConfig) paths or names of
+shipped configs (pointrend_seg.model_zoo, e.g. cityscapes/deeplabv3_R103_os16.yaml,
+demo/vit_pointrend_synthetic.py).
 """
 import argparse
 import logging

@@ -147,7 +147,7 @@ def _build_from_cfg(cfg, seed):
 
 
 def resolve_config_file(config_file: str) -> str:
-    """A YAML path as given, or else a config shipped with the package
+    """A YAML / Python config path as given, or else a config shipped with the package
     (``pointrend_seg.model_zoo``, e.g. "cityscapes/deeplabv3_R103_os16.yaml")."""
     from pointrend_seg import model_zoo
 
@@ -165,7 +165,19 @@ def ours_cfg(config_file, device, opts=(), num_classes=NUM_CLASSES):
 
 def build_ours(config_file: str, device: str, opts=(), seed: int = 0,
                num_classes: int = NUM_CLASSES) -> nn.Module:
-    """Our model from a YAML config + ``KEY VALUE`` overrides, random weights, on ``device``."""
+    """
+    Our model, random weights, on ``device``: from a YAML config + ``KEY VALUE`` overrides, or
+    from a Python (LazyConfig) config + ``key=value`` overrides (its ``model``, with the coarse
+    head's ``num_classes``).
+    """
+    if config_file.endswith(".py"):
+        from detectron2.config import LazyConfig, instantiate
+
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(resolve_config_file(config_file)),
+                                         list(opts))
+        cfg.model.sem_seg_head.coarse_head.num_classes = num_classes
+        torch.manual_seed(seed)
+        return instantiate(cfg.model).to(device).eval()
     return _build_from_cfg(ours_cfg(config_file, device, opts, num_classes), seed)
 
 
