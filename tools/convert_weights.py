@@ -1,9 +1,17 @@
 #!/usr/bin/env python
 """
-Convert torchvision / timm ImageNet ResNet weights for pointrend_seg's backbone.
+Convert torchvision / timm ImageNet ResNet weights for pointrend_seg's backbone, and timm's Swin
+Transformer / ViT weights for Detectron2 main's SwinTransformer / ViT (the transformer configs).
 
     tools/convert_weights.py resnet50-0676ba61.pth output/R-50-torchvision.pth
     tools/convert_weights.py model.safetensors output/R-101s-timm.pth   # timm resnet101s
+    tools/convert_weights.py swin_tiny.safetensors output/swin_t.pth    # timm swin_tiny_patch4_window7_224
+
+Transformer weights (found by their names) are renamed as
+pointrend_seg/modeling/backbone/convert_transformers.py says; the tool prints the Python-config
+overrides to train with them:
+
+    tools/train_net.py --config-file configs/cityscapes/swin_t_pointrend.py train.init_checkpoint=OUTPUT ...
 
 INPUT: a state dict saved by torchvision or timm (.pth / .pt / .bin, read with
 torch.load(weights_only=True), or .safetensors). OUTPUT: a .pth file {"model": state dict} with the
@@ -29,14 +37,24 @@ from pointrend_seg.modeling.backbone import (
     unwrap_state_dict,
     verify_converted_state_dict,
 )
+from pointrend_seg.modeling.backbone.convert_transformers import (
+    convert_timm_swin_state_dict,
+    convert_timm_vit_state_dict,
+    transformer_kind,
+)
+
+_TRANSFORMERS = {"swin": (convert_timm_swin_state_dict, "backbone."),
+                 "vit": (convert_timm_vit_state_dict, "backbone.net.")}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("input", help="torchvision / timm ResNet state dict (.pth, .pt, .bin, .safetensors)")
+    p.add_argument("input", help="torchvision / timm ResNet, timm Swin / ViT state dict "
+                                 "(.pth, .pt, .bin, .safetensors)")
     p.add_argument("output", help="converted weights (.pth)")
-    p.add_argument("--prefix", default="backbone.",
-                   help="module path of the backbone in the model (default: backbone.)")
+    p.add_argument("--prefix", default=None,
+                   help="module path of the backbone in the model (default: backbone.; "
+                        "backbone.net. for a ViT, inside SimpleFeaturePyramid)")
     return p.parse_args(argv)
 
 
@@ -56,13 +74,25 @@ def main(argv=None):
     if not os.path.isfile(args.input):
         raise SystemExit(f"input not found: {args.input}")
     state_dict = unwrap_state_dict(load_state_dict_file(args.input), args.input)
-    converted, opts = convert_resnet_state_dict(state_dict, args.prefix, source_name=args.input)
-    verify_converted_state_dict(converted, opts, args.prefix)
+    kind = transformer_kind(state_dict)
+    if kind:
+        convert, prefix = _TRANSFORMERS[kind]
+        prefix = prefix if args.prefix is None else args.prefix
+        converted, opts = convert(state_dict, prefix, source_name=args.input)
+        use = [f"train.init_checkpoint={args.output}"] + opts
+    else:
+        prefix = "backbone." if args.prefix is None else args.prefix
+        converted, opts = convert_resnet_state_dict(state_dict, prefix, source_name=args.input)
+        verify_converted_state_dict(converted, opts, prefix)
+        use = ["MODEL.WEIGHTS", args.output] + opts
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     atomic_write(args.output, lambda f: torch.save({"model": converted}, f))
-    print(f"wrote {args.output}: {len(converted)} tensors. Use it with:\n"
-          f"  MODEL.WEIGHTS {shlex.quote(args.output)} "
-          + " ".join(shlex.quote(o) for o in opts))
+    print(f"wrote {args.output}: {len(converted)} tensors"
+          + (f" (timm {'Swin Transformer' if kind == 'swin' else 'ViT'})" if kind else "")
+          + ". Use it with:\n  " + " ".join(shlex.quote(o) for o in use))
+    if kind == "vit":
+        print("  (and model.backbone.net.num_heads= the source model's number of heads: "
+              "not in the weights; ViT-S 6, ViT-B 12, ViT-L 16)")
 
 
 if __name__ == "__main__":

@@ -431,7 +431,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         return [path for _, path in sorted(found, reverse=True)]
 
     def load(self, path, *args, **kwargs):
-        if path and "://" not in path and not os.path.exists(path):
+        # "file.pth?matching_heuristics=True": Detectron2 main's query (ViTDet's configs)
+        if path and "://" not in path and not os.path.exists(path.split("?", 1)[0]):
             raise FileNotFoundError(f"checkpoint not found: {path}")
         self._loading_path = path  # for the message of _check_backbone_coverage
         try:

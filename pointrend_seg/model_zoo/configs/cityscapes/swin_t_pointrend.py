@@ -11,8 +11,8 @@ model = pointrend_on(model, swin(), coarse=("p2", 384, 16), fine=("p0", 96))
 # Swin's rules (as ViTDet's Swin configs): no weight decay on the relative position bias tables
 optimizer.update(lr=1e-4, weight_decay=0.05)
 optimizer.params.overrides = {"relative_position_bias_table": {"weight_decay": 0.0}}
-# Detectron2 hosts no Swin-T ImageNet weights (only Swin-B / L, used by the swin_b configs) and
-# pointrend_seg has no converter of timm's Swin weights yet: set train.init_checkpoint to a Swin-T
-# checkpoint in Detectron2's SwinTransformer names (the official Swin release's) to start from one.
+# Detectron2 hosts no Swin-T ImageNet weights (only Swin-B / L, used by the swin_b configs): start
+# from timm's (swin_tiny_patch4_window7_224) converted by tools/convert_weights.py, which prints
+# train.init_checkpoint=..., or from the official Swin release's file (already in these names).
 train.update(max_iter=90000, eval_period=10000, amp=dict(enabled=True), init_checkpoint="")
 lr_multiplier = poly_lr_multiplier(train.max_iter, warmup_iters=250)
