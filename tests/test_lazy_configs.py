@@ -50,8 +50,11 @@ def test_python_configs_load_through_the_model_zoo_and_the_tools_loader():
     assert cfg.dataloader.train.total_batch_size == 8
     with pytest.raises(ConfigError, match="key=value"):
         load_any_config(path, ["SOLVER.MAX_ITER", "3"])
-    # YAML stays a CfgNode
+    # YAML stays a CfgNode; the demo twins are seeded as the YAML demo is (Detectron2's
+    # default_setup seeds from train.seed; unset, every run would differ)
     assert load_any_config(model_zoo.get_config_file("demo/deeplabv3_synthetic.yaml")).SEED == 1
+    for name in ("demo/deeplabv3_synthetic.py", "demo/deeplabv3_pointrend_synthetic.py"):
+        assert model_zoo.get_config(name).train.seed == 1
     # the folder twin's classes, as its docstring sets them (the point head's follow)
     folder = model_zoo.get_config("folder/deeplabv3_pointrend_folder.py", [
         "model.sem_seg_head.coarse_head.num_classes=3", "dataloader.test.mapper.num_classes=3"])

@@ -149,9 +149,11 @@ def poly_lr_multiplier(max_iter: int, warmup_iters: int = 0, power: float = 0.9,
 def train_settings(**overrides):
     """The ``train`` settings Detectron2's ``tools/lazyconfig_train_net.py`` reads, with ours
     (output_dir, init_checkpoint, max_iter, amp, ddp, checkpointer, eval_period, log_period,
-    device); ``overrides`` replace them."""
+    device, seed: -1 = a random one, as Detectron2's ``default_setup`` does with it);
+    ``overrides`` replace them."""
     train = dict(
-        output_dir="./output", init_checkpoint="", max_iter=90000, amp=dict(enabled=False),
+        output_dir="./output", init_checkpoint="", max_iter=90000, seed=-1,
+        amp=dict(enabled=False),
         ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
         checkpointer=dict(period=5000, max_to_keep=100), eval_period=5000, log_period=20,
         device="cuda",

@@ -378,6 +378,7 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
     add_ratios(rows)
 
     import detectron2
+    import detectron2.modeling
 
     train_rows = [r for r in rows if r["mode"] == "train" and r.get("optimizer")]
     meta = {
@@ -385,7 +386,8 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
         "device": device,
         "torch": torch.__version__,
         "cuda": torch.version.cuda if is_cuda(device) else None,
-        "detectron2": detectron2.__version__,
+        "detectron2": detectron2.__version__ + (
+            " (main)" if hasattr(detectron2.modeling, "ViT") else ""),
         "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "size": list(size), "batch": batch, "repeats": repeats, "warmup": warmup,

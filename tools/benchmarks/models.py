@@ -63,6 +63,8 @@ IGNORE_VALUE = 255
 # does not pad at all and needs a multiple of its stride (16).
 SIZE_DIVISIBILITY = 32
 
+_DEFAULT_CONFIG = {"ours_pointrend": OURS_POINTREND_CONFIG, "ours_deeplabv3": OURS_DEEPLAB_CONFIG}
+
 DESCRIPTIONS = {
     "ours_pointrend": "ours: GeneralizedSemanticSegmentor, DeepLabV3 R-103 OS16 + PointRendSegHead",
     "ours_deeplabv3": "ours: GeneralizedSemanticSegmentor, DeepLabV3 R-103 OS16 + BilinearSegHead "
@@ -302,6 +304,10 @@ def default_model_specs(names: Sequence[str] = MODEL_NAMES, *, seed: int = 0, na
         if name in config_files:
             info["config_file"] = config_files[name]
         description = DESCRIPTIONS[name] + (" [narrow R-50 variant]" if narrow else "")
+        if name in config_files and config_files[name] != _DEFAULT_CONFIG[name]:
+            description = ("ours: the config's model, "
+                           + ("PointRendSegHead" if name == "ours_pointrend" else
+                              "BilinearSegHead (bilinear)"))
         specs.append(ModelSpec(name, builders[name], description, REFERENCE_OF.get(name), info,
                                preparable=name.startswith("ours_")))
     return specs

@@ -26,6 +26,6 @@ head.update(train_num_points=512, subdivision_num_points=1024,
             hard_pixel_top_k=1.0)  # plain cross-entropy
 del head
 
-train.update(output_dir="output/demo", max_iter=800, eval_period=0, device="cpu",
+train.update(output_dir="output/demo", max_iter=800, eval_period=0, device="cpu", seed=1,
              checkpointer=dict(period=400, max_to_keep=100))
 lr_multiplier = poly_lr_multiplier(train.max_iter, warmup_iters=50)
