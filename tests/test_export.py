@@ -88,11 +88,12 @@ def test_export_tool_refuses_a_bad_size_with_one_line(tmp_path):
 def test_export_tool_on_the_trained_model_onnx_and_program_agree_with_eager(trained_demo_model,
                                                                            tmp_path):
     """
-    The trained demo model exported to ONNX and torch.export, run (onnxruntime) on two validation
-    images at their size (128x128) and a random 97x131 image: the class of >= 99.9% of the pixels
-    agrees with the eager model as loaded (batch norm is folded before export; folding moves
-    logits by rounding only, and a subdivision point at an exact near-tie could move). Measured:
-    100.00% of the pixels, logits within 1e-5 of the eager model as exported.
+    The trained demo model exported to torch.export and (from that program) ONNX, run
+    (onnxruntime) on two validation images at their size (128x128) and a random 97x131 image:
+    the class of >= 99.9% of the pixels agrees with the eager model as loaded (batch norm is
+    folded before export; folding moves logits by rounding only, and a subdivision point at an
+    exact near-tie could move). Measured: 100.00% of the pixels, logits within 1e-5 of the eager
+    model as exported.
     """
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -121,6 +122,13 @@ def test_export_tool_on_the_trained_model_onnx_and_program_agree_with_eager(trai
         assert c["class_agreement"] >= 0.999, c
         assert c["max_abs_diff_vs_eager"] < 1e-3, c  # measured <= 1e-5
     assert os.path.getsize(out / "model.onnx") > 1e6  # weights inside (no external data file)
+    # translated from the saved program, its symbolic axes still carry the names users bind
+    import onnx
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    for value, channels in ((graph.input[0], 3), (graph.output[0], 5)):
+        assert [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim] == [
+            "batch", channels, "height", "width"]
 
     # the saved program loads and runs without the tool, at yet another size, with autograd on
     # (its parameters come back requiring grad) and off

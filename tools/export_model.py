@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
         os.makedirs(args.output, exist_ok=True)
         example = inputs[0][1]
-        runners, files = {}, {}
+        runners, files, program = {}, {}, None
         if "torch_export" in args.format:
             start = time.perf_counter()
             program = export_program(model, example, args.min_size, args.max_size)
@@ -181,7 +181,8 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             files["onnx"] = os.path.join(args.output, "model.onnx")
             try:
-                export_onnx(model, example, files["onnx"], args.min_size, args.max_size)
+                export_onnx(model, example, files["onnx"], args.min_size, args.max_size,
+                            program=program)
             except ImportError as e:
                 raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx "
                                   "onnxscript onnxruntime") from None

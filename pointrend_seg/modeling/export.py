@@ -140,27 +140,32 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: int = 32,
                 max_size: int = 4096, dynamic_batch: bool = True,
-                opset_version: Optional[int] = None) -> str:
+                opset_version: Optional[int] = None, program=None) -> str:
     """
     ONNX file of ``model`` by torch's dynamo-based exporter (``torch.onnx.export(dynamo=True)``),
     input ``images`` (B, 3, H, W) float32 and output ``sem_seg`` (B, K, H, W) float32, batch,
-    height and width dynamic. Needs the ``onnx`` and ``onnxscript`` packages.
+    height and width dynamic (axes named ``batch``, ``height``, ``width``). Needs the ``onnx``
+    and ``onnxscript`` packages.
+
+    Args:
+        program: the ``torch.export.ExportedProgram`` of :func:`export_program` for this
+            ``model`` and sizes, if already made (as by ``tools/export_model.py``): translated as
+            it is, so both files hold the same graph. Without it, it is made here.
 
     Returns:
         str: ``path``.
     """
-    wrapper = ExportableSegmentor(model)
-    check_size_range(min_size, max_size, model.size_divisibility)
-    example = _check_example(example, min_size, dynamic_batch)
+    if program is None:
+        program = export_program(model, example, min_size, max_size, dynamic_batch)
     kwargs = {} if opset_version is None else {"opset_version": opset_version}
+    # The program carries its size ranges; string names only rename its symbolic axes.
+    names = {0: "batch", 2: "height", 3: "width"} if dynamic_batch else {2: "height", 3: "width"}
     with torch.no_grad(), _quiet_logger("onnx_ir._convenience"):
         # onnx_ir logs "Attribute type is ambiguous because it is an empty sequence ...
         # Defaulted to INTS" for empty attribute lists of torch's exporter: right, and not ours.
-        torch.onnx.export(
-            wrapper, (example,), path, dynamo=True, input_names=["images"],
-            output_names=["sem_seg"], external_data=False,
-            dynamic_shapes=dynamic_shapes(min_size, max_size, dynamic_batch), **kwargs,
-        )
+        torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
+                          output_names=["sem_seg"], external_data=False, dynamic_shapes=(names,),
+                          **kwargs)
     return path
 
 
