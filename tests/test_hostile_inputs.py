@@ -11,6 +11,7 @@ have now. Every test here failed on the code before (noted per test).
 * every solver / head value checked where it is read, one message per tool error.
 """
 import errno
+import io
 import logging
 import os
 import pickle
@@ -40,7 +41,7 @@ from pointrend_seg.engine import (
     Trainer,
     UnsafeCheckpointError,
 )
-from pointrend_seg.engine.cli import run_tool
+from pointrend_seg.engine.cli import run_tool, training_errors_in_one_line
 
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
 
@@ -544,6 +545,49 @@ def test_train_net_config_error_is_one_line_with_status_2(tmp_path):
     assert "Traceback" not in proc.stderr
     assert _error_lines(proc.stderr)[-1] == (
         "train_net.py: error: SOLVER.MAX_ITER=0 must be an integer >= 1")
+
+
+def _logged_training_exception(error, debug):
+    """What Detectron2's trainer logs (with its traceback) for ``error`` stopping training."""
+    log = logging.getLogger("detectron2.engine.train_loop")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    filters = list(log.filters)
+    try:
+        training_errors_in_one_line(debug)
+        try:
+            raise error
+        except Exception:
+            log.exception("Exception during training:")  # as TrainerBase.train does
+    finally:
+        log.removeHandler(handler)
+        log.filters[:] = filters
+    return stream.getvalue()
+
+
+def test_a_user_error_that_stops_training_is_logged_in_one_line():
+    # before: Detectron2's trainer logged the whole traceback, then the tool printed the message
+    diverged = NonFiniteLossError(7, [{"loss_sem_seg": float("nan")}], "")
+    logged = _logged_training_exception(diverged, debug=False)
+    assert logged == f"Exception during training: NonFiniteLossError: {diverged}\n"
+    assert "Traceback" in _logged_training_exception(diverged, debug=True)
+    # a bug keeps its traceback
+    assert "Traceback" in _logged_training_exception(RuntimeError("a bug"), debug=False)
+
+
+@pytest.mark.slow
+def test_train_net_divergence_is_one_message_with_status_1(tmp_path):
+    proc = _tool("train_net.py", "--config-file", DEMO_CONFIG, "OUTPUT_DIR", str(tmp_path),
+                 "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_ITERS", "0", "SOLVER.MAX_ITER", "40",
+                 "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()",
+                 "DATALOADER.NUM_WORKERS", "0")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output
+    assert _error_lines(proc.stderr)[-1].startswith(
+        "train_net.py: error: Non-finite loss at iteration ")
+    assert "No checkpoint of this run holds weights" in _error_lines(proc.stderr)[-1]
 
 
 def test_read_image_file_matches_detectron2_read_image(tmp_path):

@@ -41,8 +41,9 @@ from a run folder's last_checkpoint): load only trusted .pkl files (docs/checkpo
 SOLVER.LOG_PERIOD: iterations between metric writes.
 
 Errors: a bad config, data file or checkpoint prints one line (train_net.py: error: ...) and exits
-2; a run stopped by a non-finite loss or a full disk exits 1 the same way; --debug (before the
-KEY VALUE overrides) or POINTREND_SEG_DEBUG=1 shows the traceback.
+2; a run stopped by a non-finite loss or a full disk exits 1 the same way (log.txt keeps the
+message, in one line); --debug (before the KEY VALUE overrides) or POINTREND_SEG_DEBUG=1 shows
+the traceback.
 
 Folder datasets (images + masks paired by file stem; repeatable; CLASSES is comma-separated
 names or a text file with one name per line), registered in every process before training;
@@ -85,6 +86,7 @@ from pointrend_seg.engine.cli import (
     debug_requested,
     run_tool,
     setup_tool_output,
+    training_errors_in_one_line,
 )
 
 
@@ -116,6 +118,7 @@ def argument_parser():
 
 
 def main(args):
+    training_errors_in_one_line(args.debug or debug_requested())  # in every process
     cfg = setup(args)
     # Here rather than before launch(): main runs in every spawned process.
     register_folder_datasets(getattr(args, "register_folder", None))

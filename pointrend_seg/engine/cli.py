@@ -18,6 +18,7 @@ And what the tools share on their command lines: :func:`parse_tool_args` (flags 
 (no colour codes unless the output is a terminal).
 """
 import argparse
+import logging
 import os
 import re
 import sys
@@ -39,7 +40,7 @@ __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments"
            "add_register_folder_argument",
            "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
            "parse_tool_args",
-           "registered_datasets", "run_tool", "setup_tool_output"]
+           "registered_datasets", "run_tool", "setup_tool_output", "training_errors_in_one_line"]
 
 DEBUG_ENV = "POINTREND_SEG_DEBUG"
 # Exit status 2: the input (config, data, weights) must change.
@@ -76,6 +77,38 @@ def run_tool(main, *, prog: str, debug: bool = False) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 1 if isinstance(e, RUN_ERRORS) else 2
     return status if isinstance(status, int) else 0
+
+
+class _UserErrorsInOneLine(logging.Filter):
+    """Turns a log record carrying an input / run error's traceback into one line."""
+
+    def __init__(self, debug: bool):
+        super().__init__()
+        self.debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, INPUT_ERRORS + RUN_ERRORS) and not self.debug:
+            record.msg = f"{record.getMessage()} {type(error).__name__}: {error}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def training_errors_in_one_line(debug: bool = False) -> None:
+    """
+    Detectron2's trainers log the exception that stops a training run with its traceback
+    ("Exception during training:", logger ``detectron2.engine.train_loop``) before re-raising it
+    to :func:`run_tool`, which prints it again as one line. For the errors that are the user's to
+    fix (``INPUT_ERRORS``, ``RUN_ERRORS``: a non-finite loss, a full disk, a refused sample...)
+    that log record becomes one line with the error's message (kept in ``log.txt``); any other
+    exception keeps its traceback, and with ``debug`` every one does. Call it in every process
+    that trains (the tool's ``main``, which ``launch`` runs in each); calling it again replaces
+    the previous setting.
+    """
+    log = logging.getLogger("detectron2.engine.train_loop")
+    for f in [f for f in log.filters if isinstance(f, _UserErrorsInOneLine)]:
+        log.removeFilter(f)
+    log.addFilter(_UserErrorsInOneLine(debug))
 
 
 def setup_tool_output() -> None:
