@@ -117,12 +117,53 @@ def test_diverging_two_process_run_stops_on_every_process(tmp_path):
                         "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.OPTIMIZER", "SGD",
                         "SOLVER.BASE_LR", "1e4", "SOLVER.WARMUP_ITERS", "0", "OUTPUT_DIR", out,
                         expect_failure=True, timeout=300)
-    line = next(x for x in log.splitlines() if "NonFiniteLossError: Non-finite loss" in x)
+    # one message, as with one process (before: torch's ProcessRaisedException traceback)
+    assert "Traceback" not in log
+    line = log.strip().splitlines()[-1]
+    assert line.startswith("train_net.py: error: Non-finite loss at iteration "), line
     iteration = int(line.split("at iteration ")[1].split(":")[0])
     assert "loss_sem_seg" in line and "rank 0" in line
     ckpts = sorted(f for f in os.listdir(out) if f.endswith(".pth") or ".tmp." in f)
     kept = len(ckpts)
     assert ckpts == [f"model_{i:07d}.pth" for i in range(kept)] and kept < iteration
+
+
+def test_a_launched_process_error_is_raised_again_as_itself(tmp_path):
+    """
+    What a spawned process raised comes back to the launching process as the same exception
+    (class, message, attributes; before: torch's ProcessRaisedException with the traceback as
+    text), so that the tools end a 2-process run's user error in one line with its status.
+    Also for exceptions whose __init__ does not take their args (NonFiniteLossError) and
+    OSErrors (errno kept); an error whose state does not pickle is not recorded.
+    """
+    import errno
+
+    from pointrend_seg.config import ConfigError
+    from pointrend_seg.engine import CheckpointWriteError, NonFiniteLossError
+    from pointrend_seg.engine.distributed import raise_worker_error, record_worker_error
+
+    def raised_again(error, pid):
+        try:
+            raise error  # with a traceback, as in the worker
+        except Exception as e:
+            assert record_worker_error(str(tmp_path), e, pid=pid)
+        with pytest.raises(type(error)) as info:
+            raise_worker_error(str(tmp_path), pid)
+        assert type(info.value) is type(error) and str(info.value) == str(error)
+        assert "Raised in launched process" in "".join(getattr(info.value, "__notes__", [""]))
+        return info.value
+
+    diverged = raised_again(NonFiniteLossError(7, [{"loss_sem_seg": float("nan")}], "m.pth"), 11)
+    assert diverged.iteration == 7 and diverged.resume_from == "m.pth"
+    raised_again(ConfigError("SOLVER.MAX_ITER=0 must be an integer >= 1"), 12)
+    full = raised_again(CheckpointWriteError("no space left writing m.pth"), 13)
+    assert full.errno == errno.ENOSPC
+
+    unpicklable = RuntimeError("a bug")
+    unpicklable.hook = lambda: None
+    assert not record_worker_error(str(tmp_path), unpicklable, pid=14)
+    raise_worker_error(str(tmp_path), 14)  # nothing recorded: returns, the caller re-raises
+    raise_worker_error(str(tmp_path), None)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")

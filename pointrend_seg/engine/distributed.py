@@ -1,10 +1,17 @@
 """
 Multi-process training and evaluation: norms that can run on the processes at hand, and a
-launcher whose processes leave the process group cleanly.
+launcher whose processes leave the process group cleanly and whose errors reach the caller as
+what they are.
 """
 import functools
 import gc
+import importlib
 import logging
+import os
+import pickle
+import shutil
+import tempfile
+import traceback
 
 import torch.distributed as dist
 
@@ -54,16 +61,79 @@ def adapt_norm_to_world_size(cfg, world_size=None):
     return cfg
 
 
-def _run_then_leave_group(main_func, *args):
+def _run_then_leave_group(error_dir, main_func, *args):
     """Run ``main_func(*args)`` in a launched process, then leave the process group (after a
-    barrier if it returned; at once if it raised, since the others may never arrive)."""
+    barrier if it returned; at once if it raised, since the others may never arrive). An
+    exception is first recorded in ``error_dir`` for the launching process."""
     try:
         result = main_func(*args)
-    except BaseException:
+    except BaseException as e:
+        record_worker_error(error_dir, e)
         leave_process_group(wait_for_others=False)
         raise
     leave_process_group()
     return result
+
+
+def record_worker_error(error_dir, error: BaseException, pid=None) -> bool:
+    """
+    Write what :func:`raise_worker_error` needs to raise ``error`` again in the launching
+    process - its class, ``args``, attributes and the traceback as text - to
+    ``error_dir/<pid>.pkl``. Returns False (writes nothing) when ``error`` is no ``Exception`` or
+    its state cannot be pickled.
+    """
+    if error_dir is None or not isinstance(error, Exception):
+        return False
+    cls = type(error)
+    state = dict(vars(error))
+    if isinstance(error, OSError):  # slots, not in vars()
+        state.update({k: getattr(error, k) for k in ("errno", "strerror", "filename",
+                                                      "filename2")
+                      if getattr(error, k) is not None})
+    record = {"module": cls.__module__, "name": cls.__qualname__, "args": error.args,
+              "state": state,
+              "traceback": "".join(traceback.format_exception(cls, error, error.__traceback__))}
+    try:
+        data = pickle.dumps(record)
+    except Exception:  # an attribute that does not pickle
+        return False
+    path = os.path.join(error_dir, f"{os.getpid() if pid is None else pid}.pkl")
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+    return True
+
+
+def raise_worker_error(error_dir, pid) -> None:
+    """
+    Raise again, in the launching process, the exception that process ``pid`` recorded with
+    :func:`record_worker_error` - the same class, message and attributes, so that callers (the
+    tools' one-line errors) treat it as if it had been raised here; the worker's traceback is
+    attached as a note. Returns without raising when there is no usable record.
+
+    The record is a pickle written by a process this one started, in a directory this one
+    created (``mkdtemp``: readable by this user only) - the kind of pickle
+    ``torch.multiprocessing`` already exchanges with its processes, never a user's file.
+    """
+    if pid is None or not os.path.isfile(os.path.join(error_dir, f"{pid}.pkl")):
+        return
+    path = os.path.join(error_dir, f"{pid}.pkl")
+    with open(path, "rb") as f:
+        record = pickle.load(f)
+    cls = importlib.import_module(record["module"])
+    for part in record["name"].split("."):
+        cls = getattr(cls, part, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return
+    # __new__, not __init__: exceptions whose __init__ takes other arguments than their args
+    # (NonFiniteLossError) come back as they were; OSError's __new__ sets errno from args.
+    error = cls.__new__(cls, *record["args"])
+    error.args = record["args"]
+    for name, value in record["state"].items():
+        setattr(error, name, value)
+    if hasattr(error, "add_note"):  # Python >= 3.11
+        error.add_note(f"Raised in launched process {pid}:\n{record['traceback'].rstrip()}")
+    raise error
 
 
 def leave_process_group(wait_for_others: bool = True) -> None:
@@ -92,10 +162,22 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
            args=()):
     """
     Detectron2's ``launch`` (same arguments), with every spawned process leaving the process
-    group after ``main_func`` returns or raises (:func:`leave_process_group`).
+    group after ``main_func`` returns or raises (:func:`leave_process_group`), and an exception
+    of a spawned process raised here as itself (:func:`raise_worker_error`: a
+    ``ConfigError`` stays a ``ConfigError``), where Detectron2's launch raises torch's
+    ``ProcessRaisedException`` holding only its traceback's text.
     """
     world_size = num_machines * num_gpus_per_machine
-    if world_size > 1:
-        main_func = functools.partial(_run_then_leave_group, main_func)
-    return d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
-                     machine_rank=machine_rank, dist_url=dist_url, args=args)
+    if world_size <= 1:
+        return d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines,
+                         machine_rank=machine_rank, dist_url=dist_url, args=args)
+    error_dir = tempfile.mkdtemp(prefix="pointrend_seg-launch-")
+    try:
+        return d2_launch(functools.partial(_run_then_leave_group, error_dir, main_func),
+                         num_gpus_per_machine, num_machines=num_machines,
+                         machine_rank=machine_rank, dist_url=dist_url, args=args)
+    except Exception as failure:  # torch's ProcessRaisedException: only the traceback's text
+        raise_worker_error(error_dir, getattr(failure, "error_pid", None))
+        raise
+    finally:
+        shutil.rmtree(error_dir, ignore_errors=True)
