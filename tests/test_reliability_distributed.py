@@ -134,7 +134,7 @@ def test_a_launched_process_error_is_raised_again_as_itself(tmp_path):
     (class, message, attributes; before: torch's ProcessRaisedException with the traceback as
     text), so that the tools end a 2-process run's user error in one line with its status.
     Also for exceptions whose __init__ does not take their args (NonFiniteLossError) and
-    OSErrors (errno kept); an error whose state does not pickle is not recorded.
+    OSErrors (errno kept); an error whose state is not plain data is not recorded.
     """
     import errno
 

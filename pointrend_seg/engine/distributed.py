@@ -7,8 +7,8 @@ import functools
 import gc
 import importlib
 import logging
+import json
 import os
-import pickle
 import shutil
 import tempfile
 import traceback
@@ -79,8 +79,8 @@ def record_worker_error(error_dir, error: BaseException, pid=None) -> bool:
     """
     Write what :func:`raise_worker_error` needs to raise ``error`` again in the launching
     process - its class, ``args``, attributes and the traceback as text - to
-    ``error_dir/<pid>.pkl``. Returns False (writes nothing) when ``error`` is no ``Exception`` or
-    its state cannot be pickled.
+    ``error_dir/<pid>.json``. Returns False (writes nothing) when ``error`` is no ``Exception`` or
+    its args / attributes are not plain data (JSON: numbers, strings, lists, dicts).
     """
     if error_dir is None or not isinstance(error, Exception):
         return False
@@ -94,11 +94,11 @@ def record_worker_error(error_dir, error: BaseException, pid=None) -> bool:
               "state": state,
               "traceback": "".join(traceback.format_exception(cls, error, error.__traceback__))}
     try:
-        data = pickle.dumps(record)
-    except Exception:  # an attribute that does not pickle
+        data = json.dumps(record)
+    except (TypeError, ValueError):  # not plain data
         return False
-    path = os.path.join(error_dir, f"{os.getpid() if pid is None else pid}.pkl")
-    with open(path + ".tmp", "wb") as f:
+    path = os.path.join(error_dir, f"{os.getpid() if pid is None else pid}.json")
+    with open(path + ".tmp", "w") as f:
         f.write(data)
     os.replace(path + ".tmp", path)
     return True
@@ -111,15 +111,13 @@ def raise_worker_error(error_dir, pid) -> None:
     tools' one-line errors) treat it as if it had been raised here; the worker's traceback is
     attached as a note. Returns without raising when there is no usable record.
 
-    The record is a pickle written by a process this one started, in a directory this one
-    created (``mkdtemp``: readable by this user only) - the kind of pickle
-    ``torch.multiprocessing`` already exchanges with its processes, never a user's file.
+    The record is JSON (data only; tuples come back as lists), written by a process this one
+    started in a directory this one created (``mkdtemp``).
     """
-    if pid is None or not os.path.isfile(os.path.join(error_dir, f"{pid}.pkl")):
+    if pid is None or not os.path.isfile(os.path.join(error_dir, f"{pid}.json")):
         return
-    path = os.path.join(error_dir, f"{pid}.pkl")
-    with open(path, "rb") as f:
-        record = pickle.load(f)
+    with open(os.path.join(error_dir, f"{pid}.json")) as f:
+        record = json.load(f)
     cls = importlib.import_module(record["module"])
     for part in record["name"].split("."):
         cls = getattr(cls, part, None)
@@ -127,8 +125,9 @@ def raise_worker_error(error_dir, pid) -> None:
         return
     # __new__, not __init__: exceptions whose __init__ takes other arguments than their args
     # (NonFiniteLossError) come back as they were; OSError's __new__ sets errno from args.
-    error = cls.__new__(cls, *record["args"])
-    error.args = record["args"]
+    args = tuple(record["args"])
+    error = cls.__new__(cls, *args)
+    error.args = args
     for name, value in record["state"].items():
         setattr(error, name, value)
     if hasattr(error, "add_note"):  # Python >= 3.11
