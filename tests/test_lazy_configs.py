@@ -93,3 +93,35 @@ def test_our_tools_take_a_python_config(tmp_path):
                       "--num-images", "1", "--output", str(pictures),
                       f"train.init_checkpoint={out / 'model_final.pth'}"]) == 0
     assert os.listdir(pictures) == ["0000.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_python_config_divergence_names_a_checkpoint_that_a_lower_lr_resumes_from(tmp_path):
+    """A Python config trained by our tools gets the YAML trainer's protection (before:
+    Detectron2's SimpleTrainer, whose checkpoints of blown-up weights --resume went back to):
+    far too high a learning rate stops with NonFiniteLossError naming a checkpoint whose weights
+    gave a finite loss, and --resume from it with a lower learning rate trains on."""
+    from pointrend_seg.engine import NonFiniteLossError
+    from pointrend_seg.engine.lazy import lazy_train
+
+    def train(max_iter, lr, resume):
+        cfg = load_any_config(
+            model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py"),
+            [f"train.max_iter={max_iter}", f"train.output_dir={tmp_path}",
+             "train.checkpointer.period=1", "dataloader.train.total_batch_size=2",
+             "dataloader.train.num_workers=0", f"optimizer.lr={lr}"])
+        cfg.lr_multiplier.warmup_length = 0.0  # no warmup: the first update uses lr
+        return lazy_train(cfg, resume=resume)
+
+    train(3, 0.002, resume=False)  # a healthy start: checkpoints 0, 1, 2 (final)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(12, 1e6, resume=True)
+    named = (tmp_path / "last_checkpoint").read_text()
+    assert f"The last good state is {tmp_path / named}" in str(info.value)
+    assert torch.load(tmp_path / named, weights_only=True)["iteration"] <= 3
+    trainer = train(12, 0.002, resume=True)
+    assert trainer.iter == 12 and (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    final = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert final["iteration"] == 11 and "optimizer" in final["trainer"]  # SimpleTrainer's layout
+    assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())

@@ -79,7 +79,7 @@ def test_vit_demo_trains_and_predicts_any_size():
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         model.eval()
         with torch.no_grad():
             for h, w in [(128, 128), (97, 131), (200, 64)]:

@@ -9,9 +9,11 @@ LazyConfig documentation says; load only Python configs you trust. YAML configs 
 """
 import logging
 import os
+import weakref
 from types import SimpleNamespace
 from typing import Sequence
 
+import torch
 from omegaconf import OmegaConf
 
 from detectron2.config import LazyCall as L
@@ -21,7 +23,7 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, hooks
+from detectron2.engine import TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
 from detectron2.solver import WarmupParamScheduler
 from detectron2.utils import comm
@@ -31,10 +33,12 @@ from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 from ..config import ConfigError, build_config
 from ..data import SemSegDatasetMapper, sem_seg_augmentations
 from ..evaluation import BoundaryEvaluator, SegmentationEvaluator
+from .checked_steps import CheckedSteps
 from .checkpoint import SafeCheckpointer
 from .evaluation import report_results
+from .train_step import LAZY_CONFIG_ADVICE, LossSpikeGuard, TrainStep
 
-__all__ = ["is_lazy_config", "lazy_model", "lazy_predictor", "lazy_test", "lazy_train",
+__all__ = ["LazyTrainer", "is_lazy_config", "lazy_model", "lazy_predictor", "lazy_test", "lazy_train",
            "load_any_config", "poly_lr_multiplier", "require_detectron2_main", "sem_seg_dataloader",
            "train_settings", "yaml_view"]
 
@@ -197,11 +201,57 @@ def lazy_test(cfg, model):
     return results
 
 
+class LazyTrainer(CheckedSteps, TrainerBase):
+    """
+    The trainer of :func:`lazy_train`: Detectron2's ``SimpleTrainer`` (``AMPTrainer`` with
+    ``precision`` float16) made of our :class:`~.train_step.TrainStep` and
+    :class:`~.checked_steps.CheckedSteps`, as the YAML configs' ``Trainer``: a non-finite loss
+    stops every process and names the last good checkpoint, a checkpoint is kept only once the
+    next loss is finite and no spike. Set ``checkpointer`` (a :class:`SafeCheckpointer` with
+    ``trainer=`` this) before training. Its state is ``SimpleTrainer``'s (``optimizer``,
+    ``grad_scaler``), so checkpoints stay interchangeable with Detectron2's trainers.
+
+    Unlike Detectron2's trainers, a resumed run keeps the learning rates of its own config
+    (``optimizer.lr`` and the per-group rules), not the checkpoint's: the advice after a
+    divergence, ``--resume optimizer.lr=<lower>``, then does what it says.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, precision=None):
+        super().__init__()
+        model.train()
+        self.train_step = TrainStep(model, data_loader, optimizer, precision=precision)
+        self.train_step.advice = LAZY_CONFIG_ADVICE
+        self.loss_guard = LossSpikeGuard()
+        self._config_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    model = property(lambda self: self.train_step.model)
+    data_loader = property(lambda self: self.train_step.data_loader)
+    optimizer = property(lambda self: self.train_step.optimizer)
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret.update(self.train_step.state_dict())
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.train_step.load_state_dict(state_dict)
+        groups = self.optimizer.param_groups
+        loaded = [group.get("initial_lr", group["lr"]) for group in groups]
+        if loaded != self._config_lrs:
+            logger.info(f"Learning rates from this run's config (e.g. {self._config_lrs[0]:g}), "
+                        f"not the checkpoint's (e.g. {loaded[0]:g})")
+        for group, lr in zip(groups, self._config_lrs):
+            # The LR multiplier (built when training starts) scales initial_lr.
+            group["initial_lr"] = group["lr"] = lr
+
+
 def lazy_train(cfg, *, resume: bool = False):
     """
     Train ``cfg`` (a LazyConfig) as Detectron2's ``tools/lazyconfig_train_net.py`` does - its
     model, optimizer, ``dataloader.train``, ``lr_multiplier`` and ``train`` settings - with
-    pointrend_seg's checkpointer (atomic, ``weights_only``, no pickles from a run folder).
+    pointrend_seg's checkpointer (atomic, ``weights_only``, no pickles from a run folder) and
+    :class:`LazyTrainer` (checkpoints only of good states, a divergence that names one).
     """
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
@@ -212,8 +262,10 @@ def lazy_train(cfg, *, resume: bool = False):
     if not next(model.parameters()).is_cuda:
         ddp["device_ids"] = None
     model = create_ddp_model(model, **ddp)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, loader, optimizer)
-    checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer = LazyTrainer(model, loader, optimizer,
+                          precision=torch.float16 if cfg.train.amp.enabled else None)
+    checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=weakref.proxy(trainer))
+    trainer.checkpointer = checkpointer
     os.makedirs(cfg.train.output_dir, exist_ok=True)
     writers = [CommonMetricPrinter(cfg.train.max_iter),
                JSONWriter(os.path.join(cfg.train.output_dir, "metrics.json"))]

@@ -26,11 +26,18 @@ from ..config import ConfigError
 
 from .compat import write_metrics
 
-__all__ = ["LossSpikeGuard", "NonFiniteLossError", "TrainStep", "training_precision"]
+__all__ = ["LAZY_CONFIG_ADVICE", "LossSpikeGuard", "NonFiniteLossError", "TrainStep",
+           "YAML_CONFIG_ADVICE", "training_precision"]
 
 logger = logging.getLogger(__name__)
 
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# What to change after a divergence, and how to resume with it, in each kind of config.
+YAML_CONFIG_ADVICE = ("lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable "
+                      "SOLVER.CLIP_GRADIENTS", "--resume SOLVER.BASE_LR <lower value>")
+LAZY_CONFIG_ADVICE = ("lower optimizer.lr or lengthen the warmup (lr_multiplier.warmup_length)",
+                      "--resume optimizer.lr=<lower value>")
 
 
 def training_precision(cfg) -> Optional[torch.dtype]:
@@ -54,18 +61,21 @@ class NonFiniteLossError(FloatingPointError):
 
     ``resume_from``: the checkpoint to continue from (the trainer fills it in: the newest one
     whose weights gave a finite loss), "" when the run has none, None when unknown.
+    ``advice``: (what to change, how to resume with it) in the run's kind of config.
     """
 
-    def __init__(self, iteration, bad_losses_per_rank, resume_from=None):
+    def __init__(self, iteration, bad_losses_per_rank, resume_from=None,
+                 advice=YAML_CONFIG_ADVICE):
         self.iteration = iteration
         self.bad_losses = bad_losses_per_rank  # [{name: value}] per rank
         self.resume_from = resume_from
+        self.advice = tuple(advice)
+        fix, resume_example = self.advice
         names = sorted({k for per_rank in bad_losses_per_rank for k in per_rank})
         details = "; ".join(
             f"rank {rank}: " + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
             for rank, bad in enumerate(bad_losses_per_rank) if bad
         )
-        fix = "lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS"
         if resume_from is None:
             then = f"{fix[0].upper()}{fix[1:]}, then resume from the last checkpoint."
         elif not resume_from:
@@ -75,7 +85,7 @@ class NonFiniteLossError(FloatingPointError):
         else:
             then = (f"The last good state is {resume_from} (last_checkpoint names it; the loss "
                     f"of its weights was finite and no spike): {fix}, then continue from it with "
-                    "--resume, e.g. --resume SOLVER.BASE_LR <lower value>.")
+                    f"--resume, e.g. {resume_example}.")
         super().__init__(
             f"Non-finite loss at iteration {iteration}: {', '.join(names)} ({details}). "
             "Training stopped before the optimizer step of that iteration; no checkpoint is "
@@ -84,7 +94,7 @@ class NonFiniteLossError(FloatingPointError):
 
     def with_resume_from(self, checkpoint) -> "NonFiniteLossError":
         """The same error, its message naming ``checkpoint`` (None or "": there is none)."""
-        return type(self)(self.iteration, self.bad_losses, checkpoint or "")
+        return type(self)(self.iteration, self.bad_losses, checkpoint or "", self.advice)
 
 
 class LossSpikeGuard:
@@ -145,6 +155,7 @@ class TrainStep:
             torch.amp.GradScaler(self.device_type) if precision == torch.float16 else None
         )
         self._data_iter = None
+        self.advice = YAML_CONFIG_ADVICE  # of a NonFiniteLossError: LAZY_CONFIG_ADVICE for those
 
     def run(self, iteration: int) -> float:
         """
@@ -181,8 +192,7 @@ class TrainStep:
             self.optimizer.step()
         return float(sum(host_losses.values()))
 
-    @staticmethod
-    def _check_finite(loss_dict: Dict[str, torch.Tensor], iteration: int):
+    def _check_finite(self, loss_dict: Dict[str, torch.Tensor], iteration: int):
         """
         The losses as 0-d CPU float32 tensors (one device-to-host transfer); raises
         :class:`NonFiniteLossError` on every process if any process has a non-finite loss.
@@ -192,7 +202,7 @@ class TrainStep:
         bad = {k: float(v) for k, v in zip(names, values.tolist()) if not math.isfinite(v)}
         everyone = comm.all_gather(bad) if comm.get_world_size() > 1 else [bad]
         if any(everyone):
-            raise NonFiniteLossError(iteration, everyone)
+            raise NonFiniteLossError(iteration, everyone, advice=self.advice)
         return dict(zip(names, values))
 
     def state_dict(self):

@@ -2,7 +2,7 @@
 ``Trainer``: Detectron2's ``DefaultTrainer`` with our ``build_*`` pieces, each in its module: the
 start-of-run checks, once (:mod:`.run`); one iteration (:mod:`.train_step`) on the resumable
 stream (:mod:`.train_data`); exact resume (:mod:`.resume`); checkpoints only of good states
-(:mod:`.checkpoint`); the optimizer (:mod:`.optimizer`) and DeepLab's poly LR schedule;
+(:mod:`.checkpoint`, kept or dropped by the next loss in :mod:`.checked_steps`); the optimizer (:mod:`.optimizer`) and DeepLab's poly LR schedule;
 evaluation with a per-class report (:mod:`.evaluation`); CPU processes (:mod:`.distributed`).
 """
 import logging
@@ -16,7 +16,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..data import BadInputError, SemSegDatasetMapper
+from ..data import SemSegDatasetMapper
+from .checked_steps import CheckedSteps
 from .checkpoint import SafeCheckpointer
 from .distributed import adapt_norm_to_world_size
 from .evaluation import build_sem_seg_evaluators, build_test_loader, evaluate
@@ -24,14 +25,14 @@ from .optimizer import build_optimizer
 from .resume import ExactResume
 from .run import prepare_run
 from .train_data import build_resumable_train_loader
-from .train_step import LossSpikeGuard, NonFiniteLossError, TrainStep, training_precision
+from .train_step import LossSpikeGuard, TrainStep, training_precision
 
 __all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
 
 
-class Trainer(DefaultTrainer):
+class Trainer(CheckedSteps, DefaultTrainer):
     """``DefaultTrainer`` built from our pieces (module docstring); ``plan``: the run's
     :class:`~.run.RunPlan`, prepared here when not given. Checkpoint layout: docs/checkpoints.md."""
 
@@ -142,52 +143,6 @@ class Trainer(DefaultTrainer):
             self.data_loader.set_start_iter(self.start_iter)
         if self.start_iter:
             logger.info(f"Resuming training at iteration {self.start_iter} (seed {self.seed})")
-
-    def train(self):
-        try:
-            return super().train()
-        finally:  # saves outside training are written at once
-            self.checkpointer.confirm_with_next_loss = False
-
-    def run_step(self):
-        """One :class:`.TrainStep`; the checkpoint held back since the last iteration is kept or
-        dropped by this iteration's loss; a sample that cannot be loaded first has the last
-        finished iteration saved (:meth:`save_before_data_error`)."""
-        try:
-            loss = self.train_step.run(self.iter)
-        except NonFiniteLossError as e:
-            raise self.checkpointer.diverged(e) from None
-        except BadInputError as e:
-            self.save_before_data_error(e)
-            raise
-        except BaseException:
-            self.checkpointer.confirm_pending()  # e.g. Ctrl-C: the state was good, keep it
-            raise
-        self.checkpointer.judge_pending(self.loss_guard.check(loss), self.iter)
-        # The checkpoint after the last iteration has no next loss to wait for.
-        self.checkpointer.confirm_with_next_loss = self.iter + 1 < self.max_iter
-
-    def save_before_data_error(self, error):
-        """A sample failed to load at iteration ``self.iter``: save the state after the last
-        finished one from this process (every process holds it; the failing one may not be the
-        main one), so that ``--resume`` continues once the file is fixed or skipped."""
-        finished = self.iter - 1
-        if finished < self.start_iter:
-            logger.error(f"A training sample failed to load ({error}); no iteration finished "
-                         "since the start, so no checkpoint is written")
-            return
-        self.iter, save_to_disk = finished, self.checkpointer.save_to_disk
-        self.checkpointer.save_to_disk = True
-        try:
-            self.checkpointer.save(f"model_{finished:07d}", iteration=finished)
-            self.checkpointer.confirm_pending()
-        finally:
-            self.iter, self.checkpointer.save_to_disk = finished + 1, save_to_disk
-        logger.error(
-            f"A training sample failed to load at iteration {finished + 1}: {error}\nThe state "
-            f"after iteration {finished} is saved; fix or remove the file and continue with "
-            "--resume, or leave bad samples out with --skip-bad (DATASETS.CHECK.SKIP_BAD True)"
-        )
 
     # ---- evaluation ---------------------------------------------------------------------
     @classmethod
