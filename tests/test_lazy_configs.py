@@ -3,6 +3,7 @@ LazyConfig twins: every shipped YAML model has a Python (LazyConfig) twin that b
 model - the same state-dict keys and shapes, and, with the same weights, the same outputs - and
 the Python configs load through pointrend_seg.model_zoo and the tools' one config loader.
 """
+import json
 import os
 
 import pytest
@@ -125,3 +126,43 @@ def test_python_config_divergence_names_a_checkpoint_that_a_lower_lr_resumes_fro
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert final["iteration"] == 11 and "optimizer" in final["trainer"]  # SimpleTrainer's layout
     assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_python_config_run_checks_its_datasets_first_and_skips_bad_samples(tmp_path, prefix):
+    """A Python config run gets the YAML runs' start-of-run dataset check (before: the first bad
+    sample stopped training mid-run): every problem listed with its file before anything is
+    built; with skip_bad (--skip-bad) the bad samples are left out of the loaders and it trains."""
+    from bad_dataset import BAD_KINDS, CLASSES, write_bad_folder
+    from pointrend_seg.data import DatasetCheckError
+    from pointrend_seg.data.datasets import register_folder_dataset
+    from pointrend_seg.engine.lazy import lazy_train
+
+    images, masks, bad_files = write_bad_folder(str(tmp_path / "bad"), num_good=4, size=64)
+    name = f"{prefix}_bad"
+    register_folder_dataset(name, images, masks, CLASSES)
+
+    def train(out, skip_bad):
+        cfg = load_any_config(
+            model_zoo.get_config_file("folder/deeplabv3_pointrend_folder.py"),
+            ["train.max_iter=2", f"train.output_dir={out}",
+             f"dataloader.train.dataset.names=[{name}]", f"dataloader.test.dataset.names=[{name}]",
+             "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
+             "dataloader.test.num_workers=0", f"dataloader.evaluator.0.dataset_name={name}",
+             f"dataloader.evaluator.1.dataset_name={name}"])
+        return lazy_train(cfg, skip_bad=skip_bad)
+
+    with pytest.raises(DatasetCheckError) as info:
+        train(tmp_path / "refused", skip_bad=False)
+    assert f"{len(BAD_KINDS)} problem(s)" in str(info.value)
+    for stem, kind in BAD_KINDS.items():
+        assert any(kind in line and os.path.basename(bad_files[stem]) in line
+                   for line in str(info.value).splitlines()), (stem, kind)
+    assert not (tmp_path / "refused" / "model_final.pth").exists()
+
+    # left out of training and of the evaluation at the end (which reads every test sample)
+    trainer = train(tmp_path / "skipped", skip_bad=True)
+    assert trainer.iter == 2 and (tmp_path / "skipped" / "model_final.pth").exists()
+    with open(tmp_path / "skipped" / "skipped_samples.json") as f:
+        assert sorted(s["file"] for s in json.load(f)) == sorted(bad_files.values())
+    assert list((tmp_path / "skipped" / "inference").glob("*/confusion_matrix.csv"))

@@ -60,6 +60,9 @@ reports go to the log and OUTPUT_DIR/dataset_check.json, and problems stop the r
 OUTPUT_DIR/skipped_samples.json, and skips samples that fail to load later; without it, such a
 failure first saves the last finished iteration as a checkpoint. The check is cached per file
 (~/.cache/pointrend_seg/dataset_checks, DATASETS.CHECK.CACHE_DIR): a second start reads nothing.
+A Python config's training run checks the datasets of its dataloader.train / dataloader.test
+the same way (--skip-bad leaves the samples found out of both; one that fails later still stops
+the run, after saving).
 """
 import logging
 import sys
@@ -125,7 +128,7 @@ def main(args):
     if is_lazy_config(args.config_file):
         if args.eval_only:
             return lazy_test(cfg, lazy_model(cfg, resume=args.resume))
-        lazy_train(cfg, resume=args.resume)
+        lazy_train(cfg, resume=args.resume, skip_bad=getattr(args, "skip_bad", False))
         return None
     plan = prepare_run(cfg, train=not args.eval_only)  # every check, once
     if args.eval_only:

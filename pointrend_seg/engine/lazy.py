@@ -36,11 +36,13 @@ from ..evaluation import BoundaryEvaluator, SegmentationEvaluator
 from .checked_steps import CheckedSteps
 from .checkpoint import SafeCheckpointer
 from .evaluation import report_results
+from .run import RunPlan, prepare_run
 from .train_step import LAZY_CONFIG_ADVICE, LossSpikeGuard, TrainStep
 
-__all__ = ["LazyTrainer", "is_lazy_config", "lazy_model", "lazy_predictor", "lazy_test", "lazy_train",
-           "load_any_config", "poly_lr_multiplier", "require_detectron2_main", "sem_seg_dataloader",
-           "train_settings", "yaml_view"]
+__all__ = ["LazyTrainer", "is_lazy_config", "lazy_model", "lazy_predictor", "lazy_test",
+           "lazy_train", "load_any_config", "poly_lr_multiplier", "prepare_lazy_run",
+           "require_detectron2_main", "sem_seg_dataloader", "train_settings", "without_files",
+           "yaml_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -246,13 +248,40 @@ class LazyTrainer(CheckedSteps, TrainerBase):
             group["initial_lr"] = group["lr"] = lr
 
 
-def lazy_train(cfg, *, resume: bool = False):
+def without_files(dicts, files):
+    """Dataset dicts without those whose ``file_name`` is in ``files``."""
+    files = set(files)
+    return [d for d in dicts if d["file_name"] not in files]
+
+
+def prepare_lazy_run(cfg, *, skip_bad: bool = False) -> RunPlan:
+    """
+    A YAML run's start-of-run checks (:func:`~.run.prepare_run`, collective) for a Python
+    config of ours, through :func:`yaml_view`: the datasets of ``dataloader.train`` and
+    ``dataloader.test`` against the model (registered, classes, ignore label) and the dataset
+    check (``DATASETS.CHECK`` defaults), which stops the run listing every problem - or, with
+    ``skip_bad`` (``--skip-bad``), leaves those samples out of both loaders of ``cfg``.
+    """
+    view = yaml_view(cfg)
+    view.DATASETS.CHECK.SKIP_BAD = bool(skip_bad)
+    plan = prepare_run(view, train=True, check_solver=False)
+    if plan.skipped:
+        for split in ("train", "test"):
+            if split in cfg.dataloader:
+                cfg.dataloader[split].dataset = L(without_files)(
+                    dicts=cfg.dataloader[split].dataset, files=sorted(plan.skipped))
+    return plan
+
+
+def lazy_train(cfg, *, resume: bool = False, skip_bad: bool = False):
     """
     Train ``cfg`` (a LazyConfig) as Detectron2's ``tools/lazyconfig_train_net.py`` does - its
-    model, optimizer, ``dataloader.train``, ``lr_multiplier`` and ``train`` settings - with
-    pointrend_seg's checkpointer (atomic, ``weights_only``, no pickles from a run folder) and
-    :class:`LazyTrainer` (checkpoints only of good states, a divergence that names one).
+    model, optimizer, ``dataloader.train``, ``lr_multiplier`` and ``train`` settings - after a
+    YAML run's dataset checks (:func:`prepare_lazy_run`; ``skip_bad``: leave bad samples out),
+    with pointrend_seg's checkpointer (atomic, ``weights_only``, no pickles from a run folder)
+    and :class:`LazyTrainer` (checkpoints only of good states, a divergence that names one).
     """
+    prepare_lazy_run(cfg, skip_bad=skip_bad)
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     cfg.optimizer.params.model = model
@@ -287,14 +316,16 @@ def lazy_train(cfg, *, resume: bool = False):
 def yaml_view(cfg):
     """
     The few YAML keys our tools read, taken from a LazyConfig of ours (a ``CfgNode`` with
-    ``MODEL.WEIGHTS`` = ``train.init_checkpoint``, ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` of the coarse
-    head, ``DATASETS.TRAIN`` / ``TEST``, ``INPUT.FORMAT`` and ``INPUT.MAX_IMAGE_PIXELS`` of the test
-    mapper, ``MODEL.INFERENCE.*`` defaults), so that class names, weights and limits are found
-    the same way for both kinds of config.
+    ``OUTPUT_DIR`` = ``train.output_dir``, ``MODEL.WEIGHTS`` = ``train.init_checkpoint``,
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` of the coarse head, ``DATASETS.TRAIN`` / ``TEST``,
+    ``INPUT.FORMAT``, ``INPUT.MAX_IMAGE_PIXELS`` and ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE`` of the
+    test mapper, ``MODEL.INFERENCE.*`` and ``DATASETS.CHECK.*`` defaults), so that class names,
+    weights, limits and checks are found the same way for both kinds of config.
     """
     from ..config import DEFAULT_MAX_IMAGE_PIXELS, build_config
 
     view = build_config("", ["MODEL.DEVICE", str(cfg.train.device)])
+    view.OUTPUT_DIR = str(cfg.train.output_dir)
     view.MODEL.WEIGHTS = str(cfg.train.init_checkpoint or "")
     try:
         view.MODEL.SEM_SEG_HEAD.NUM_CLASSES = int(cfg.model.sem_seg_head.coarse_head.num_classes)
@@ -302,11 +333,19 @@ def yaml_view(cfg):
         raise ConfigError("cannot tell the number of classes of this LazyConfig: "
                           "model.sem_seg_head.coarse_head.num_classes is not set") from None
     loaders = cfg.get("dataloader", {})
-    names = lambda split: tuple(  # noqa: E731
-        loaders[split].dataset.names) if split in loaders else ()
+
+    def names(split):
+        if split not in loaders:
+            return ()
+        dataset = loaders[split].dataset
+        if "names" not in dataset and "dicts" in dataset:  # samples left out (prepare_lazy_run)
+            dataset = dataset.dicts
+        return tuple(dataset.names)
+
     view.DATASETS.TRAIN, view.DATASETS.TEST = names("train"), names("test")
     mapper = loaders["test"].mapper if "test" in loaders else {}
     view.INPUT.FORMAT = str(mapper.get("image_format", "RGB"))
+    view.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = int(mapper.get("ignore_label", 255))
     view.INPUT.MAX_IMAGE_PIXELS = int(mapper.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
     return view
 

@@ -39,7 +39,7 @@ class RunPlan:
         return frozenset(report.bad_images) & self.skipped if report else frozenset()
 
 
-def prepare_run(cfg, *, train: bool = True) -> RunPlan:
+def prepare_run(cfg, *, train: bool = True, check_solver: bool = True) -> RunPlan:
     """
     Check a run's config and datasets, once (collective: call it on every process; the main
     process reads the files, the others receive its reports).
@@ -47,6 +47,8 @@ def prepare_run(cfg, *, train: bool = True) -> RunPlan:
     Args:
         train: a training run (solver keys, ``DATASETS.TRAIN`` and ``DATASETS.TEST``); False for
             an evaluation (``DATASETS.TEST`` only).
+        check_solver: False where the ``SOLVER`` keys are not the run's (a Python config's
+            :func:`~.lazy.yaml_view`).
 
     Raises:
         ConfigError: solver keys, or datasets that do not fit the model (classes, ignore label).
@@ -54,7 +56,7 @@ def prepare_run(cfg, *, train: bool = True) -> RunPlan:
     """
     check_pointrend_seg_keys(cfg)
     keys = ("DATASETS.TRAIN", "DATASETS.TEST") if train else ("DATASETS.TEST",)
-    if train:
+    if train and check_solver:
         check_solver_config(cfg)
     check_dataset_config(cfg, keys=keys)
     names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]

@@ -2,8 +2,9 @@
 ``Trainer``: Detectron2's ``DefaultTrainer`` with our ``build_*`` pieces, each in its module: the
 start-of-run checks, once (:mod:`.run`); one iteration (:mod:`.train_step`) on the resumable
 stream (:mod:`.train_data`); exact resume (:mod:`.resume`); checkpoints only of good states
-(:mod:`.checkpoint`, kept or dropped by the next loss in :mod:`.checked_steps`); the optimizer (:mod:`.optimizer`) and DeepLab's poly LR schedule;
-evaluation with a per-class report (:mod:`.evaluation`); CPU processes (:mod:`.distributed`).
+(:mod:`.checkpoint`, kept or dropped by the next loss in :mod:`.checked_steps`); the optimizer
+(:mod:`.optimizer`) and DeepLab's poly LR schedule; evaluation with a per-class report
+(:mod:`.evaluation`); CPU processes (:mod:`.distributed`).
 """
 import logging
 import weakref
