@@ -4,13 +4,11 @@ from pointrend_seg.engine.lazy import poly_lr_multiplier
 from ..common.data.cityscapes import dataloader
 from ..common.models.deeplabv3_pointrend import model
 from ..common.models.transformers import swin, pointrend_on
-from ..common.optim import AdamW as optimizer
+from ..common.optim import swin_adamw
 from ..common.train import train
 
 model = pointrend_on(model, swin(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.4), coarse=("p2", 512, 16), fine=("p0", 128))
-# Swin's rules (as ViTDet's Swin configs): no weight decay on the relative position bias tables
-optimizer.update(lr=4e-5, weight_decay=0.05)
-optimizer.params.overrides = {"relative_position_bias_table": {"weight_decay": 0.0}}
+optimizer = swin_adamw(lr=4e-5)  # Swin's rules
 train.update(max_iter=90000, eval_period=10000, amp=dict(enabled=True),
              init_checkpoint="detectron2://ImageNetPretrained/swin/swin_base_patch4_window7_224_22k.pth")
 lr_multiplier = poly_lr_multiplier(train.max_iter, warmup_iters=250)

@@ -4,13 +4,11 @@ from pointrend_seg.engine.lazy import poly_lr_multiplier
 from ..common.data.cityscapes import dataloader
 from ..common.models.deeplabv3_pointrend import model
 from ..common.models.transformers import swin, pointrend_on
-from ..common.optim import AdamW as optimizer
+from ..common.optim import swin_adamw
 from ..common.train import train
 
 model = pointrend_on(model, swin(), coarse=("p2", 384, 16), fine=("p0", 96))
-# Swin's rules (as ViTDet's Swin configs): no weight decay on the relative position bias tables
-optimizer.update(lr=1e-4, weight_decay=0.05)
-optimizer.params.overrides = {"relative_position_bias_table": {"weight_decay": 0.0}}
+optimizer = swin_adamw(lr=1e-4)  # Swin's rules
 # Detectron2 hosts no Swin-T ImageNet weights (only Swin-B / L, used by the swin_b configs): start
 # from timm's (swin_tiny_patch4_window7_224) converted by tools/convert_weights.py, which prints
 # train.init_checkpoint=..., or from the official Swin release's file (already in these names).
