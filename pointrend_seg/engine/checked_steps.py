@@ -23,6 +23,11 @@ class CheckedSteps:
     Put it first among the bases.
     """
 
+    # The objects Detectron2's hooks and callers read: those of the TrainStep.
+    model = property(lambda self: self.train_step.model)
+    data_loader = property(lambda self: self.train_step.data_loader)
+    optimizer = property(lambda self: self.train_step.optimizer)
+
     def train(self, *args, **kwargs):
         try:
             return super().train(*args, **kwargs)

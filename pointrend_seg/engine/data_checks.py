@@ -19,7 +19,7 @@ from detectron2.utils import comm
 
 from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
 
-__all__ = ["check_run_datasets", "skipped_images"]
+__all__ = ["check_run_datasets", "skipped_images", "without_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,13 @@ def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True
 def skipped_images(reports: Dict[str, DatasetReport]):
     """The image files (``file_name``) of the samples with problems in ``reports``."""
     return {image for r in reports.values() for image in r.bad_images}
+
+
+def without_images(dicts, images):
+    """Dataset dicts without those whose image (``file_name``) is in ``images``: a loader's
+    samples without those the check left out."""
+    images = set(images)
+    return [d for d in dicts if d["file_name"] not in images]
 
 
 def _write_json(path, data):

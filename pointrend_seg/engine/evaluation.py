@@ -24,6 +24,7 @@ from ..evaluation import (
     write_per_class_bars,
 )
 from ..modeling import prepare_for_inference
+from .data_checks import without_images
 
 __all__ = ["SemSegEvaluators", "build_sem_seg_evaluators", "build_test_loader", "evaluate",
            "report_results"]
@@ -80,7 +81,7 @@ def build_test_loader(cfg, dataset_name, skipped=frozenset()):
     mapper = SemSegDatasetMapper(cfg, False)
     if not skipped:
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
-    dicts = [d for d in DatasetCatalog.get(dataset_name) if d["file_name"] not in skipped]
+    dicts = without_images(DatasetCatalog.get(dataset_name), skipped)
     logger.warning(f"Evaluating {dataset_name} without {len(skipped)} skipped samples")
     return build_detection_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS)
 

@@ -35,14 +35,14 @@ from ..data import SemSegDatasetMapper, sem_seg_augmentations
 from ..evaluation import BoundaryEvaluator, SegmentationEvaluator
 from .checked_steps import CheckedSteps
 from .checkpoint import SafeCheckpointer
+from .data_checks import without_images
 from .evaluation import report_results
 from .run import RunPlan, prepare_run
 from .train_step import LAZY_CONFIG_ADVICE, LossSpikeGuard, TrainStep
 
 __all__ = ["LazyTrainer", "is_lazy_config", "lazy_model", "lazy_predictor", "lazy_test",
            "lazy_train", "load_any_config", "poly_lr_multiplier", "prepare_lazy_run",
-           "require_detectron2_main", "sem_seg_dataloader", "train_settings", "without_files",
-           "yaml_view"]
+           "require_detectron2_main", "sem_seg_dataloader", "train_settings", "yaml_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -226,10 +226,6 @@ class LazyTrainer(CheckedSteps, TrainerBase):
         self.loss_guard = LossSpikeGuard()
         self._config_lrs = [group["lr"] for group in optimizer.param_groups]
 
-    model = property(lambda self: self.train_step.model)
-    data_loader = property(lambda self: self.train_step.data_loader)
-    optimizer = property(lambda self: self.train_step.optimizer)
-
     def state_dict(self):
         ret = super().state_dict()
         ret.update(self.train_step.state_dict())
@@ -248,12 +244,6 @@ class LazyTrainer(CheckedSteps, TrainerBase):
             group["initial_lr"] = group["lr"] = lr
 
 
-def without_files(dicts, files):
-    """Dataset dicts without those whose ``file_name`` is in ``files``."""
-    files = set(files)
-    return [d for d in dicts if d["file_name"] not in files]
-
-
 def prepare_lazy_run(cfg, *, skip_bad: bool = False) -> RunPlan:
     """
     A YAML run's start-of-run checks (:func:`~.run.prepare_run`, collective) for a Python
@@ -268,8 +258,8 @@ def prepare_lazy_run(cfg, *, skip_bad: bool = False) -> RunPlan:
     if plan.skipped:
         for split in ("train", "test"):
             if split in cfg.dataloader:
-                cfg.dataloader[split].dataset = L(without_files)(
-                    dicts=cfg.dataloader[split].dataset, files=sorted(plan.skipped))
+                cfg.dataloader[split].dataset = L(without_images)(
+                    dicts=cfg.dataloader[split].dataset, images=sorted(plan.skipped))
     return plan
 
 

@@ -13,7 +13,7 @@ from typing import Dict, FrozenSet
 from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport
 from .config_checks import check_dataset_config, check_solver_config
-from .data_checks import check_run_datasets
+from .data_checks import check_run_datasets, skipped_images
 
 __all__ = ["RunPlan", "prepare_run"]
 
@@ -61,5 +61,4 @@ def prepare_run(cfg, *, train: bool = True, check_solver: bool = True) -> RunPla
     check_dataset_config(cfg, keys=keys)
     names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]
     reports = check_run_datasets(cfg, names)
-    return RunPlan(reports=reports,
-                   skipped=frozenset(image for r in reports.values() for image in r.bad_images))
+    return RunPlan(reports=reports, skipped=frozenset(skipped_images(reports)))

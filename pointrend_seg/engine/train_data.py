@@ -42,6 +42,7 @@ from detectron2.utils import comm
 
 from ..config import ConfigError
 from ..data.readers import BadInputError
+from .data_checks import without_images
 
 __all__ = [
     "ResumableTrainLoader",
@@ -275,7 +276,7 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0,
         )
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
     if skip_images:
-        dicts = [d for d in dicts if d["file_name"] not in skip_images]
+        dicts = without_images(dicts, skip_images)
     if cfg.SOLVER.IMS_PER_BATCH > len(dicts):
         logger.warning(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is larger than the {len(dicts)} "

@@ -60,11 +60,6 @@ class Trainer(CheckedSteps, DefaultTrainer):
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
 
-    # The objects DefaultTrainer's hooks and callers read: those of our TrainStep.
-    model = property(lambda self: self.train_step.model)
-    data_loader = property(lambda self: self.train_step.data_loader)
-    optimizer = property(lambda self: self.train_step.optimizer)
-
     seed = property(lambda self: self.resume.seed, doc="The run's seed (ExactResume.seed).")
 
     # ---- building -----------------------------------------------------------------------
