@@ -40,6 +40,12 @@ torch.load(weights_only=True), .pkl files are unpickled only when named by MODEL
 from a run folder's last_checkpoint): load only trusted .pkl files (docs/checkpoints.md).
 SOLVER.LOG_PERIOD: iterations between metric writes.
 
+A run folder has one writer: a second run into an OUTPUT_DIR that a live process trains or
+evaluates in is refused, naming that process (a killed run's claim is taken over). --resume first
+checks that the checkpoint fits this config's model and optimizer, and refuses before writing
+anything, naming the tensors and the keys that differ from OUTPUT_DIR/config.yaml. Ctrl-C ends with
+one line naming the iteration reached and the checkpoint to continue from (exit status 130).
+
 Errors: a bad config, data file or checkpoint prints one line (train_net.py: error: ...) and exits
 2; a run stopped by a non-finite loss or a full disk exits 1 the same way (log.txt keeps the
 message, in one line); --debug (before the KEY VALUE overrides) or POINTREND_SEG_DEBUG=1 shows
@@ -76,6 +82,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.config import build_config
 from pointrend_seg.engine import Trainer, launch, load_inference_model, prepare_run
+from pointrend_seg.engine.run_folder import claim_before_writing
 from pointrend_seg.engine.lazy import (
     is_lazy_config,
     lazy_model,
@@ -93,18 +100,22 @@ from pointrend_seg.engine.cli import (
 )
 
 
-def setup(args):
+def load_config(args):
+    """The run's config (YAML: a frozen ``CfgNode``; ``.py``: a LazyConfig); writes nothing."""
     if is_lazy_config(args.config_file):  # a Python (LazyConfig) file: overrides key=value
-        cfg = load_any_config(args.config_file, args.opts)
-        default_setup(cfg, args)
-        setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="pointrend_seg")
-        return cfg
+        return load_any_config(args.config_file, args.opts)
     skip_bad = getattr(args, "skip_bad", False)
     opts = list(args.opts) + (["DATASETS.CHECK.SKIP_BAD", "True"] if skip_bad else [])
     cfg = build_config(args.config_file, opts)
     cfg.freeze()
+    return cfg
+
+
+def setup(args, cfg):
+    """Detectron2's ``default_setup`` (logs, ``OUTPUT_DIR/config.yaml``, seeds) and our log."""
     default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pointrend_seg")
+    output_dir = cfg.train.output_dir if is_lazy_config(args.config_file) else cfg.OUTPUT_DIR
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="pointrend_seg")
     return cfg
 
 
@@ -122,9 +133,12 @@ def argument_parser():
 
 def main(args):
     training_errors_in_one_line(args.debug or debug_requested())  # in every process
-    cfg = setup(args)
+    cfg = load_config(args)
     # Here rather than before launch(): main runs in every spawned process.
     register_folder_datasets(getattr(args, "register_folder", None))
+    # Before anything is written into OUTPUT_DIR: one writer, and a checkpoint that fits.
+    claim_before_writing(cfg, resume=args.resume)
+    setup(args, cfg)
     if is_lazy_config(args.config_file):
         if args.eval_only:
             return lazy_test(cfg, lazy_model(cfg, resume=args.resume))

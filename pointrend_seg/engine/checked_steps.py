@@ -10,9 +10,14 @@ import logging
 from ..data import BadInputError
 from .train_step import NonFiniteLossError
 
-__all__ = ["CheckedSteps"]
+__all__ = ["CheckedSteps", "TrainingInterrupted"]
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message names the iteration reached and the checkpoint to
+    continue from with ``--resume``."""
 
 
 class CheckedSteps:
@@ -31,6 +36,14 @@ class CheckedSteps:
     def train(self, *args, **kwargs):
         try:
             return super().train(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            if isinstance(e, TrainingInterrupted):
+                raise
+            last = self.checkpointer.last_checkpoint_path()
+            raise TrainingInterrupted(
+                f"interrupted at iteration {self.iter} of {self.max_iter}; "
+                + (f"continue from {last} with --resume" if last else
+                   "no checkpoint was written yet: start again (without --resume)")) from None
         finally:  # saves outside training are written at once
             self.checkpointer.confirm_with_next_loss = False
 

@@ -34,6 +34,7 @@ from .checkpoint import (
     UnsafeCheckpointError,
 )
 from .compat import plain_config_in_logs
+from .run_folder import ResumeMismatchError, RunFolderBusyError
 from .train_step import NonFiniteLossError
 
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments",
@@ -45,7 +46,7 @@ __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments"
 DEBUG_ENV = "POINTREND_SEG_DEBUG"
 # Exit status 2: the input (config, data, weights) must change.
 INPUT_ERRORS = (ConfigError, BadInputError, UnsafeCheckpointError, BackboneMismatchError,
-                CheckpointReadError, FileNotFoundError)
+                CheckpointReadError, FileNotFoundError, RunFolderBusyError, ResumeMismatchError)
 # Exit status 1: the run stopped; the message says how to continue.
 RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError)
 
@@ -67,7 +68,8 @@ def run_tool(main, *, prog: str, debug: bool = False) -> int:
     """
     Call ``main()`` and return the exit status: its return value if it is an int (else 0), or
     for an input / run error (module docstring) 2 / 1 after printing ``PROG: error: MESSAGE`` on
-    stderr. With ``debug`` the error propagates.
+    stderr; for Ctrl-C 130 after one line (training names the iteration reached and the
+    checkpoint to continue from). With ``debug`` the error propagates.
     """
     try:
         status = main()
@@ -76,6 +78,11 @@ def run_tool(main, *, prog: str, debug: bool = False) -> int:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 1 if isinstance(e, RUN_ERRORS) else 2
+    except KeyboardInterrupt as e:  # Ctrl-C: training says where it stopped (TrainingInterrupted)
+        if debug:
+            raise
+        print(f"{prog}: {e or 'interrupted'}", file=sys.stderr, flush=True)
+        return 130
     return status if isinstance(status, int) else 0
 
 

@@ -1,0 +1,310 @@
+"""
+A run folder (``OUTPUT_DIR``) has one writer, and a resume starts only from a checkpoint that fits.
+
+* :func:`claim_run_folder`: the process that trains (or evaluates) into a folder holds an
+  exclusive ``flock`` on ``OUTPUT_DIR/.pointrend_seg.lock`` for its whole life; a second run into
+  the same folder is refused with :class:`RunFolderBusyError` naming the other process. The lock
+  belongs to the open file, so the kernel drops it when its process ends in any way (``kill -9``
+  included): a claim left by a killed run is taken over by the next one, with a note.
+* :func:`check_resume_fits`: before ``--resume`` writes anything into the folder
+  (``config.yaml``, logs), the checkpoint it would continue from is compared with the model and
+  optimizer of this config; tensors or optimizer groups that differ are one
+  :class:`ResumeMismatchError` naming them and the keys in which this config differs from the
+  run's own ``config.yaml``.
+"""
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+from typing import Dict, List, Optional
+
+from .checkpoint import CheckpointReadError, load_weights_only
+
+__all__ = ["LOCK_NAME", "ResumeMismatchError", "RunFolderBusyError", "RunFolderClaim",
+           "check_resume_fits", "claim_before_writing", "claim_run_folder", "config_differences", "tensors_that_differ"]
+
+LOCK_NAME = ".pointrend_seg.lock"
+
+logger = logging.getLogger(__name__)
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another live process trains or evaluates into the same ``OUTPUT_DIR``."""
+
+
+class ResumeMismatchError(ValueError):
+    """The checkpoint ``--resume`` would continue from does not fit this config's model."""
+
+
+class RunFolderClaim:
+    """An exclusive claim on a run folder, held until :meth:`release` or the end of the process.
+
+    Attributes:
+        path (str): the lock file. previous (dict or None): what the lock file said before this
+            claim (the last holder: pid, host, started, command), e.g. a run killed with -9.
+    """
+
+    def __init__(self, path: str, fd: int, previous: Optional[dict]):
+        self.path, self._fd, self.previous = path, fd, previous
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # drops the flock
+            self._fd = None
+            _CLAIMS.pop(os.path.realpath(os.path.dirname(self.path)), None)
+
+
+_CLAIMS: Dict[str, RunFolderClaim] = {}  # held for the life of the process
+
+
+def _read_holder(fd) -> Optional[dict]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = os.read(fd, 64 * 1024)
+    try:
+        holder = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _describe(holder: Optional[dict]) -> str:
+    if not holder:
+        return "another process"
+    return (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (started "
+            f"{holder.get('started', '?')}: {holder.get('command', '?')})")
+
+
+def claim_run_folder(output_dir: str) -> RunFolderClaim:
+    """
+    Claim ``output_dir`` (created if needed) for this process; the same folder claimed twice by
+    one process returns the first claim.
+
+    Raises:
+        RunFolderBusyError: a live process holds the folder (the message names it).
+    """
+    key = os.path.realpath(output_dir)
+    if key in _CLAIMS:
+        return _CLAIMS[key]
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _read_holder(fd)
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        raise RunFolderBusyError(
+            f"OUTPUT_DIR {output_dir} is in use by {_describe(holder)}; two runs in one folder "
+            "would replace each other's checkpoints. Wait for it to end, or give this run "
+            "another OUTPUT_DIR") from None
+    previous = _read_holder(fd)
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": datetime.datetime.now().isoformat(timespec="seconds"),
+          "command": " ".join(sys.argv)}
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(me).encode("utf-8"))
+    claim = _CLAIMS[key] = RunFolderClaim(path, fd, previous)
+    return claim
+
+
+# ---- does a checkpoint fit? --------------------------------------------------------------------
+def tensors_that_differ(model_state: dict, checkpoint_state: dict) -> List[str]:
+    """
+    ``"name: checkpoint (64, 256), model (128, 256)"`` for each tensor whose shape differs, and
+    ``"name: not in the checkpoint"`` / ``"name: not in the model"`` for names only one side has
+    (BN's ``num_batches_tracked`` counters aside).
+    """
+    def shapes(state):
+        return {k: tuple(v.shape) for k, v in state.items()
+                if hasattr(v, "shape") and not k.endswith("num_batches_tracked")}
+
+    ours, theirs = shapes(model_state), shapes(checkpoint_state)
+    found = [f"{k}: checkpoint {theirs[k]}, model {ours[k]}"
+             for k in ours if k in theirs and theirs[k] != ours[k]]
+    found += [f"{k}: not in the checkpoint" for k in ours if k not in theirs]
+    found += [f"{k}: not in the model" for k in theirs if k not in ours]
+    return found
+
+
+def _optimizer_kind(group: dict) -> str:
+    return "Adam-type" if "betas" in group else "SGD" if "momentum" in group else "other"
+
+
+def _optimizer_differences(optimizer_state: dict, saved: dict) -> List[str]:
+    ours, theirs = optimizer_state.get("param_groups", []), saved.get("param_groups", [])
+    if len(ours) != len(theirs):
+        return [f"optimizer: {len(theirs)} parameter groups in the checkpoint, {len(ours)} here"]
+    found = []
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if _optimizer_kind(a) != _optimizer_kind(b):
+            found.append(f"optimizer: {_optimizer_kind(b)} in the checkpoint, "
+                         f"{_optimizer_kind(a)} here")
+            break
+        if len(a["params"]) != len(b["params"]):
+            found.append(f"optimizer group {i}: {len(b['params'])} parameters in the "
+                         f"checkpoint, {len(a['params'])} here")
+    return found
+
+
+def _flatten(tree, prefix="") -> Dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(saved: dict, current: dict, limit: int = 12) -> List[str]:
+    """``"KEY (A in the run's config.yaml, B now)"`` for each leaf key whose value differs
+    between two nested dicts (up to ``limit`` and a count of the rest)."""
+    a, b = _flatten(saved), _flatten(current)
+    differ = [k for k in sorted(set(a) | set(b)) if _plain(a.get(k)) != _plain(b.get(k))]
+    lines = [f"{k} ({a.get(k, 'absent')!r} in the run's config.yaml, {b.get(k, 'absent')!r} now)"
+             for k in differ[:limit]]
+    if len(differ) > limit:
+        lines.append(f"and {len(differ) - limit} more")
+    return lines
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: Optional[dict],
+                      current_config: dict, config_hint: str) -> None:
+    """
+    Raise :class:`ResumeMismatchError` if ``checkpoint_file`` (the one ``--resume`` continues
+    from) holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer`` (built
+    from this config, not yet written anywhere). The message names the tensors (a few and a count)
+    and the keys in which ``current_config`` differs from ``saved_config`` (the run folder's
+    ``config.yaml`` as a nested dict, or None if it has none); ``config_hint`` says how to resume
+    with the run's own config. A checkpoint that cannot be read is left to the resume itself
+    (it falls back to an earlier one).
+    """
+    try:
+        checkpoint = load_weights_only(checkpoint_file)
+    except (CheckpointReadError, OSError):
+        return
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        return
+    problems = tensors_that_differ(model.state_dict(), checkpoint["model"])
+    if isinstance(checkpoint.get("optimizer"), dict) and optimizer is not None:
+        problems += _optimizer_differences(optimizer.state_dict(), checkpoint["optimizer"])
+    if not problems:
+        return
+    shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4
+                                       else "")
+    if saved_config is None:
+        why = "the run folder has no config.yaml to compare with"
+    else:
+        changed = config_differences(saved_config, current_config)
+        why = ("this config differs from the run's own config.yaml in " + "; ".join(changed)
+               if changed else "this config equals the run's config.yaml (was the checkpoint "
+               "written by another run?)")
+    raise ResumeMismatchError(
+        f"cannot resume from {checkpoint_file}: {len(problems)} of its tensors or optimizer "
+        f"groups do not fit this config's model ({shown}); {why}. Nothing in the run folder was "
+        f"changed. Resume with the run's own config ({config_hint}), or start this config in "
+        "another OUTPUT_DIR")
+
+
+
+# ---- both checks, before a tool writes into the folder -----------------------------------------
+def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
+    """The file ``OUTPUT_DIR/last_checkpoint`` names, as the checkpointer will open it (query
+    stripped), if it is a file of the folder; None otherwise (the resume refuses such a name)."""
+    from urllib.parse import urlparse
+
+    try:
+        with open(os.path.join(output_dir, "last_checkpoint"), encoding="utf-8") as f:
+            name = f.read(4096).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    name = urlparse(name)._replace(query="").geturl()
+    path = os.path.join(output_dir, name)
+    if os.path.dirname(name) or not os.path.isfile(path):
+        return None
+    return path
+
+
+def _model_and_optimizer(cfg):
+    """A CPU copy of the run's model and optimizer, for the fit check (YAML or LazyConfig)."""
+    if hasattr(cfg, "MODEL"):
+        from detectron2.modeling import build_model
+
+        from .distributed import adapt_norm_to_world_size
+        from .optimizer import build_optimizer
+
+        cpu = cfg.clone()
+        cpu.defrost()
+        cpu.MODEL.DEVICE = "cpu"
+        model = build_model(adapt_norm_to_world_size(cpu))
+        return model, build_optimizer(cpu, model)
+    import copy
+
+    from detectron2.config import instantiate
+
+    lazy = copy.deepcopy(cfg)
+    model = instantiate(lazy.model)
+    optimizer = None
+    if "optimizer" in lazy:
+        lazy.optimizer.params.model = model
+        optimizer = instantiate(lazy.optimizer)
+    return model, optimizer
+
+
+def _current_and_saved_config(cfg, output_dir):
+    from ..config import ConfigError, load_yaml_config
+
+    saved_path = os.path.join(output_dir, "config.yaml")
+    try:
+        saved = load_yaml_config(saved_path) if os.path.isfile(saved_path) else None
+    except (ConfigError, OSError):
+        saved = None
+    if hasattr(cfg, "MODEL"):
+        return dict(cfg), saved, f"--config-file {saved_path}"
+    from omegaconf import OmegaConf
+
+    current = OmegaConf.to_container(cfg, resolve=False)
+    return current, saved, "the config file and overrides the run was started with"
+
+
+def claim_before_writing(cfg, *, resume: bool) -> None:
+    """
+    What a tool does with ``cfg``'s run folder before it writes anything there: the main process
+    claims it (:func:`claim_run_folder`) and, with ``resume``, checks that the checkpoint to
+    continue from fits (:func:`check_resume_fits`). Every process raises the same error (so that
+    no process of a multi-process run waits for one that stopped).
+    """
+    from detectron2.utils import comm
+
+    output_dir = cfg.OUTPUT_DIR if hasattr(cfg, "MODEL") else cfg.train.output_dir
+    error = None
+    if comm.is_main_process() and output_dir:
+        try:
+            claim = claim_run_folder(output_dir)
+            if claim.previous and claim.previous.get("pid") != os.getpid():
+                logger.info(f"Claimed {output_dir}; it was last claimed by "
+                            f"{_describe(claim.previous)}, which no longer holds it")
+            checkpoint = _resume_checkpoint_file(output_dir) if resume else None
+            if checkpoint is not None:
+                model, optimizer = _model_and_optimizer(cfg)
+                current, saved, hint = _current_and_saved_config(cfg, output_dir)
+                check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
+                                  current_config=current, config_hint=hint)
+        except (RunFolderBusyError, ResumeMismatchError) as e:
+            error = e
+    if comm.get_world_size() > 1:
+        error = comm.all_gather(error)[0]
+    if error is not None:
+        raise error

@@ -1,0 +1,155 @@
+"""
+A run folder has one writer, and ``--resume`` checks its checkpoint before writing anything
+(issue 24; before: two runs into one OUTPUT_DIR both exited 0 with the second's checkpoints over
+the first's, a resume with another FC_DIM / DEPTH / OPTIMIZER / NUM_CLASSES was a traceback at
+the first step after config.yaml had been rewritten, and Ctrl-C printed 38 lines).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from detectron2.modeling import build_model
+
+from pointrend_seg.engine import SafeCheckpointer
+from pointrend_seg.engine.optimizer import build_optimizer
+from pointrend_seg.engine.run_folder import (
+    LOCK_NAME,
+    ResumeMismatchError,
+    RunFolderBusyError,
+    claim_before_writing,
+    claim_run_folder,
+)
+
+from conftest import REPO_ROOT, demo_config
+from reliability_utils import FAST, _env, run_train_net, train_net_cmd
+
+
+def _wait_for(condition, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exited early ({proc.returncode})"
+        assert time.monotonic() < deadline, "timeout"
+        time.sleep(0.05)
+
+
+def _folder_state(folder):
+    """{name: bytes} of every file of a run folder but the lock file."""
+    return {name: open(os.path.join(folder, name), "rb").read()
+            for name in sorted(os.listdir(folder)) if name != LOCK_NAME}
+
+
+def test_second_run_into_a_busy_folder_is_refused_and_ctrl_c_names_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as log:
+        first = subprocess.Popen(
+            train_net_cmd(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "1000",
+                          "SOLVER.CHECKPOINT_PERIOD", "2"),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=_env(1))
+        try:
+            # Training, with a confirmed checkpoint (kept once the next loss was finite).
+            _wait_for(lambda: (out / "last_checkpoint").exists(), first)
+            state = _folder_state(out)
+            second = subprocess.run(
+                train_net_cmd(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2"),
+                capture_output=True, text=True, cwd=REPO_ROOT, env=_env(1), timeout=300)
+            assert second.returncode == 2, second.stderr[-3000:]
+            last = second.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"train_net.py: error: OUTPUT_DIR {out} is in use by process "
+                                   f"{first.pid} on "), last
+            assert "Traceback" not in second.stderr
+            # The second run wrote nothing: same files, same bytes (the first may have added).
+            now = _folder_state(out)
+            assert all(now[name] == data for name, data in state.items()
+                       if name in ("config.yaml", "dataset_check.json"))
+            first.send_signal(signal.SIGINT)  # Ctrl-C
+            first.wait(timeout=120)
+        finally:
+            if first.poll() is None:
+                first.kill()
+    output = first_log.read_text()
+    assert first.returncode == 130, output[-3000:]
+    assert "Traceback" not in output
+    last = output.strip().splitlines()[-1]
+    named = (out / "last_checkpoint").read_text()
+    assert last.startswith("train_net.py: interrupted at iteration "), last
+    assert last.endswith(f"of 1000; continue from {out / named} with --resume"), last
+    # The folder is free again.
+    run_train_net(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2")
+
+
+def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from pointrend_seg.engine.run_folder import claim_run_folder\n"
+         f"claim_run_folder({str(tmp_path)!r}); print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusyError, match=f"in use by process {holder.pid} on "):
+            claim_run_folder(str(tmp_path))
+        holder.send_signal(signal.SIGKILL)  # kill -9: the kernel drops its lock
+        holder.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    claim = claim_run_folder(str(tmp_path))
+    assert claim.previous["pid"] == holder.pid  # recognised, taken over
+    assert json.loads(open(tmp_path / LOCK_NAME).read())["pid"] == os.getpid()
+    claim.release()
+
+
+def _run_folder(tmp_path, *opts):
+    """A run folder as train_net leaves it after a checkpoint: config.yaml, model_0000001.pth
+    (model + optimizer of the demo config with ``opts``) and last_checkpoint."""
+    out = tmp_path / "run"
+    cfg = demo_config("OUTPUT_DIR", str(out), *opts)
+    model = build_model(cfg)
+    checkpointer = SafeCheckpointer(model, str(out), optimizer=build_optimizer(cfg, model))
+    checkpointer.save("model_0000001", iteration=1)
+    (out / "config.yaml").write_text(cfg.dump())
+    return out
+
+
+@pytest.mark.parametrize("opts, key, tensor", [
+    (["MODEL.POINT_HEAD.FC_DIM", "128"], "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, "
+     "128 now)", "sem_seg_head.point_head."),
+    (["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "7"], "MODEL.SEM_SEG_HEAD.NUM_CLASSES (5 in the run's "
+     "config.yaml, 7 now)", "sem_seg_head.coarse_head.predictor.weight: checkpoint (5, 64, 1, "
+     "1), model (7, 64, 1, 1)"),
+    (["MODEL.RESNETS.DEPTH", "101"], "MODEL.RESNETS.DEPTH (50 in the run's config.yaml, 101 "
+     "now)", "not in the checkpoint"),
+    (["SOLVER.OPTIMIZER", "SGD"], "SOLVER.OPTIMIZER ('ADAMW' in the run's config.yaml, 'SGD' "
+     "now)", "optimizer: Adam-type in the checkpoint, SGD here"),
+])
+def test_resume_with_another_model_is_refused_before_writing(tmp_path, opts, key, tensor):
+    out = _run_folder(tmp_path)
+    cfg = demo_config("OUTPUT_DIR", str(out), *opts)
+    with pytest.raises(ResumeMismatchError) as info:
+        claim_before_writing(cfg, resume=True)
+    message = str(info.value)
+    assert message.startswith(f"cannot resume from {out / 'model_0000001.pth'}: ")
+    assert key in message and tensor in message
+    assert f"--config-file {out / 'config.yaml'}" in message
+    claim_run_folder(str(out)).release()
+    # The same config resumes; without --resume nothing is compared.
+    claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
+    claim_before_writing(cfg, resume=False)
+
+
+def test_train_net_resume_with_another_point_head_changes_nothing(tmp_path):
+    out = _run_folder(tmp_path)
+    before = _folder_state(out)
+    proc = subprocess.run(
+        train_net_cmd("--resume", *FAST, "OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128"),
+        capture_output=True, text=True, cwd=REPO_ROOT, env=_env(1), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: cannot resume from {out}/model_0000001.pth"), last
+    assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in last
+    assert _folder_state(out) == before  # config.yaml, checkpoint, last_checkpoint; no log.txt
