@@ -84,24 +84,37 @@ def test_second_run_into_a_busy_folder_is_refused_and_ctrl_c_names_the_checkpoin
 
 
 def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
+    # The holder forks a child that outlives it, as a DataLoader worker of a run killed with -9
+    # does for a while: the child must not keep the folder locked (CI once failed on this).
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
+        [sys.executable, "-c", "import os, sys, time\n"
          "from pointrend_seg.engine.run_folder import claim_run_folder\n"
-         f"claim_run_folder({str(tmp_path)!r}); print('held', flush=True); time.sleep(600)"],
+         f"claim_run_folder({str(tmp_path)!r})\n"
+         "child = os.fork()\n"
+         "if child == 0: time.sleep(60); os._exit(0)\n"
+         "print('held', child, flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    child = None
     try:
-        assert holder.stdout.readline().strip() == "held"
+        word, child = holder.stdout.readline().split()
+        assert word == "held"
         with pytest.raises(RunFolderBusyError, match=f"in use by process {holder.pid} on "):
             claim_run_folder(str(tmp_path))
         holder.send_signal(signal.SIGKILL)  # kill -9: the kernel drops its lock
         holder.wait()
+        claim = claim_run_folder(str(tmp_path))  # while the forked child still lives
+        os.kill(int(child), 0)
+        assert claim.previous["pid"] == holder.pid  # recognised, taken over
+        assert json.loads(open(tmp_path / LOCK_NAME).read())["pid"] == os.getpid()
+        claim.release()
     finally:
         if holder.poll() is None:
             holder.kill()
-    claim = claim_run_folder(str(tmp_path))
-    assert claim.previous["pid"] == holder.pid  # recognised, taken over
-    assert json.loads(open(tmp_path / LOCK_NAME).read())["pid"] == os.getpid()
-    claim.release()
+        if child is not None:
+            try:
+                os.kill(int(child), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _run_folder(tmp_path, *opts):

@@ -2,10 +2,12 @@
 A run folder (``OUTPUT_DIR``) has one writer, and a resume starts only from a checkpoint that fits.
 
 * :func:`claim_run_folder`: the process that trains (or evaluates) into a folder holds an
-  exclusive ``flock`` on ``OUTPUT_DIR/.pointrend_seg.lock`` for its whole life; a second run into
-  the same folder is refused with :class:`RunFolderBusyError` naming the other process. The lock
-  belongs to the open file, so the kernel drops it when its process ends in any way (``kill -9``
-  included): a claim left by a killed run is taken over by the next one, with a note.
+  exclusive POSIX record lock (``lockf``) on ``OUTPUT_DIR/.pointrend_seg.lock`` for its whole
+  life; a second run into the same folder is refused with :class:`RunFolderBusyError` naming the
+  other process. The lock belongs to the process, not to the open file: forked children (DataLoader
+  workers) do not inherit it, and the kernel drops it when the process ends in any way
+  (``kill -9`` included), so a claim left by a killed run is taken over by the next one, with a
+  note. (A ``flock`` would live on in a killed run's orphaned workers.)
 * :func:`check_resume_fits`: before ``--resume`` writes anything into the folder
   (``config.yaml``, logs), the checkpoint it would continue from is compared with the model and
   optimizer of this config; tensors or optimizer groups that differ are one
@@ -53,7 +55,7 @@ class RunFolderClaim:
 
     def release(self):
         if self._fd is not None:
-            os.close(self._fd)  # drops the flock
+            os.close(self._fd)  # drops the lock
             self._fd = None
             _CLAIMS.pop(os.path.realpath(os.path.dirname(self.path)), None)
 
@@ -93,7 +95,7 @@ def claim_run_folder(output_dir: str) -> RunFolderClaim:
     path = os.path.join(output_dir, LOCK_NAME)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         holder = _read_holder(fd)
         os.close(fd)
