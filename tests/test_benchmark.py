@@ -1,9 +1,9 @@
 """
 The speed benchmark (tools/benchmark.py, tools/benchmarks/) on CPU with tiny sizes: medians,
 failure capture, FLOP counts, that prepared rows run the prepared model (and leave it as it
-was), that the head-level comparison times the same work (ours, with every selection method, and
-the reference produce the same logits), derived figures and the CLI's report. Timings themselves
-are not checked.
+was), that the head-level comparison times the same work (ours as built and prepared, and the
+reference produce the same logits), derived figures and the CLI's report. Timings themselves are
+not checked.
 """
 import importlib.util
 import json
@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from benchmarks import core as bench  # tools/benchmarks (tests/conftest.py puts tools/ on the path)
 from benchmarks.report import derived_notes
-from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
+from pointrend_seg.modeling import FastPointRendSegHead, PointRendSegHead
 
 SIZE = (64, 128)
 
@@ -189,9 +189,12 @@ def test_head_comparison_same_work():
     assert pair["stride"] == 16 and pair["steps"] == 4
     assert pair["ref"].subdivision_steps == pair["steps"]
     assert pair["ref"].subdivision_num_points == pair["num_points"] == 8192
-    ours, ref = bench.head_outputs(pair)
-    assert ours.shape == ref.shape == (2, 19) + SIZE
+    assert type(pair["ours"]) is PointRendSegHead
+    assert type(pair["prepared"]) is FastPointRendSegHead
+    ours, prepared, ref = bench.head_outputs(pair)
+    assert ours.shape == prepared.shape == ref.shape == (2, 19) + SIZE
     assert (ours - ref).abs().max().item() <= 1e-5
+    assert (prepared - ref).abs().max().item() <= 1e-5
     # The point head did change the prediction (the comparison is not just two upsamplings).
     bilinear = F.interpolate(pair["coarse_logits"], size=SIZE, mode="bilinear",
                              align_corners=False)
@@ -201,32 +204,37 @@ def test_head_comparison_same_work():
                                      repeats=2, warmup=0,
                                      opts=bench.NARROW_OPTS["ours_pointrend"])
     by = {(r["model"], r["variant"], r["amp"]): r for r in rows}
-    variants = [f"select={m}" for m in SUBDIVISION_SELECT_METHODS]
+    variants = ["", "prepared"]
     assert set(by) == {("head_ours", v, a) for v in variants for a in ("none", "bf16")} | {
         ("head_ref", "", a) for a in ("none", "bf16")}
-    assert by[("head_ref", "", "none")]["status"] == "ok"
+    ref_row = by[("head_ref", "", "none")]
+    assert ref_row["status"] == "ok"
     for v in variants:
         row = by[("head_ours", v, "none")]
         assert row["status"] == "ok" and row["max_abs_diff_vs_ref"] <= 1e-5, v
         assert row["ratio_vs_reference"] is None  # ratios: later
-        # Ours does less: at 64x128 with N = 8192 every step re-predicts all its cells
-        # (8x16 ... 64x128), so it skips the first three (overwritten), and res2 (16x32 = 512
-        # pixels) has fewer pixels than the 8192 points, so the first layer's product with the
-        # fine features (C = 64 -> 64) is applied to the map. The narrow point head: 3 layers
-        # of 64 + a predictor of 19 classes, the coarse logits (+ a bias column) at each layer.
-        c, k, points, pixels = 64, 19, 64 * 128, 16 * 32
-        per_point = 2 * (c * (k + 1) + 2 * c * (c + k + 1) + k * (c + k + 1))
-        expected = points * per_point + 2 * c * c * pixels
-        assert row["gflop_per_img"] == pytest.approx(expected / 1e9, rel=1e-6)
-        assert expected / 1e9 < 0.7 * by[("head_ref", "", "none")]["gflop_per_img"]
         # The reference head scatters bf16 point logits into float32 logits: recorded, not raised.
         assert by[("head_ours", v, "bf16")]["status"] == "ok"
         assert by[("head_ours", v, "bf16")]["max_abs_diff_vs_ref"] is None
+    # As built, ours does the reference's work: the same products.
+    assert by[("head_ours", "", "none")]["gflop_per_img"] == pytest.approx(
+        ref_row["gflop_per_img"], rel=1e-6)
+    # Prepared, it does less: at 64x128 with N = 8192 every step re-predicts all its cells
+    # (8x16 ... 64x128), so it skips the first three (overwritten), and res2 (16x32 = 512
+    # pixels) has fewer pixels than the 8192 points, so the first layer's product with the fine
+    # features (C = 64 -> 64) is applied to the map. The narrow point head: 3 layers of 64 + a
+    # predictor of 19 classes, the coarse logits (+ a bias column) at each layer.
+    c, k, points, pixels = 64, 19, 64 * 128, 16 * 32
+    per_point = 2 * (c * (k + 1) + 2 * c * (c + k + 1) + k * (c + k + 1))
+    expected = points * per_point + 2 * c * c * pixels
+    assert by[("head_ours", "prepared", "none")]["gflop_per_img"] == pytest.approx(
+        expected / 1e9, rel=1e-6)
+    assert expected / 1e9 < 0.7 * ref_row["gflop_per_img"]
     assert by[("head_ref", "", "bf16")]["status"].startswith("fails: RuntimeError: scatter")
     bench.add_ratios(rows)
-    assert by[("head_ours", variants[0], "none")]["ratio_vs_reference"] == pytest.approx(
-        by[("head_ours", variants[0], "none")]["ms_per_img"]
-        / by[("head_ref", "", "none")]["ms_per_img"])
+    for v in variants:
+        assert by[("head_ours", v, "none")]["ratio_vs_reference"] == pytest.approx(
+            by[("head_ours", v, "none")]["ms_per_img"] / ref_row["ms_per_img"])
 
 
 def _load_tool(repo_root):
@@ -243,12 +251,12 @@ def test_cli_report(repo_root, tmp_path, capsys):
     report = tool.main([
         "--device", "cpu", "--size", *map(str, SIZE), "--batch", "1", "--repeats", "2",
         "--warmup", "0", "--narrow", "--modes", "inference", "train", "--threads", "1",
-        "--quiet", "--select-methods", "radix", "--output", str(out),
+        "--quiet", "--output", str(out),
     ])
     names = list(bench.MODEL_NAMES)
     expected = {(m, mode, "") for m in names for mode in ("inference", "train")}
     expected |= {(m, "inference", "prepared") for m in ("ours_pointrend", "ours_deeplabv3")}
-    expected |= {("head_ours", "head-inference", "select=radix"),
+    expected |= {("head_ours", "head-inference", ""), ("head_ours", "head-inference", "prepared"),
                  ("head_ref", "head-inference", "")}
     rows = report["rows"]
     assert {(r["model"], r["mode"], r["variant"]) for r in rows} == expected
@@ -286,9 +294,6 @@ def test_cli_report(repo_root, tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="multiples of 32"):
         tool.main(["--device", "cpu", "--size", "60", "128", "--quiet"])
-    with pytest.raises(SystemExit, match="select methods"):
-        tool.main(["--device", "cpu", "--size", *map(str, SIZE), "--models", "heads",
-                   "--select-methods", "bogus", "--quiet"])
 
 
 def test_cli_exits_non_zero_when_nothing_was_measured(repo_root, capsys):

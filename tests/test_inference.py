@@ -1,7 +1,9 @@
 """
-Inference transforms (pointrend_seg/modeling/inference.py): batch norm folding, channels_last and
-compilation change the outputs only by float rounding, refuse training, and undo() restores the
-model exactly (state dict bit for bit, the same parameter objects, the same training step).
+Inference transforms (pointrend_seg/modeling/inference.py): the fast subdivision
+(pointrend_seg/modeling/fast_subdivision.py, against the plain head on the same weights), batch
+norm folding, channels_last and compilation change the outputs only by float rounding, refuse
+training, and undo() restores the model exactly (state dict bit for bit, the same parameter
+objects, the same training step).
 """
 import copy
 
@@ -360,3 +362,143 @@ def test_evaluation_runs_the_prepared_model_and_training_resumes_on_the_original
         Trainer.test(cfg, model, [Fails(model)])
     assert model.training and _norm_counts(model)[0] == normed
     _assert_restored(model, snapshot)
+
+
+# ------------------------------------------------------------------------------------------------
+# the fast subdivision (pointrend_seg/modeling/fast_subdivision.py)
+# ------------------------------------------------------------------------------------------------
+FAST_ONLY = InferenceOptions(fold_bn=False, fast_subdivision=True)
+
+
+def _point_head_that_matters(model, seed=7):
+    """Point-head weights of a trained-like scale (the predictor's init, std 0.001, would make
+    the point logits near-uniform and hide differences)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.sem_seg_head.point_head.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if "predictor" in name else 0.2))
+
+
+def test_prepare_swaps_in_the_fast_head_and_undo_swaps_it_back():
+    from pointrend_seg.modeling import FastPointRendSegHead, PointRendSegHead
+
+    cfg, model = _model()
+    snapshot = _snapshot(model)
+    head = model.sem_seg_head
+    for opts in (cfg, FAST_ONLY):
+        with prepare_for_inference(model, opts) as handle:
+            assert handle.num_fast_heads == 1
+            assert model.sem_seg_head is head and type(head) is FastPointRendSegHead
+            if opts is FAST_ONLY:  # the same module, parameters and state dict
+                assert all(torch.equal(v, snapshot[0][k]) for k, v in model.state_dict().items())
+                assert list(model.state_dict()) == list(snapshot[0])
+        assert type(head) is PointRendSegHead
+        _assert_restored(model, snapshot)
+    with prepare_for_inference(model, InferenceOptions(fast_subdivision=False)) as handle:
+        assert handle.num_fast_heads == 0 and type(head) is PointRendSegHead
+    # a model without PointRend, and a point head the fast path does not know, are left alone
+    for opts in (BILINEAR, ["MODEL.POINT_HEAD.NAME", "LinearPointHead"]):
+        cfg, model = _model(*opts)
+        with prepare_for_inference(model, cfg) as handle:
+            assert handle.num_fast_heads == 0
+            assert type(model.sem_seg_head) is not FastPointRendSegHead
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_head_equals_the_plain_head(seed):
+    """
+    The prepared head against the head as built, on the same weights and inputs (batch norm not
+    folded: the heads alone differ). 128x128 and 64x64 use the first layer's projection of res2
+    (fewer res2 pixels than points); 256x512 does not; at 24x24 every step re-predicts every
+    cell. The point MLP's products summed in another order move the logits by float rounding:
+    measured <= 3.9e-5 on these models (seeds 0-3, logits up to 83), a tenth of the bound; a
+    point moving at a near-tie of the uncertainty would be an O(1) change. The classes are the
+    same wherever the plain head's top two logits are further apart than the logits may move
+    (one pixel of seed 1 at 97x131 has a gap of 1e-5).
+    """
+    cfg, model = _model(seed=seed)
+    _point_head_that_matters(model, seed)
+    inputs = _inputs(seed, sizes=((128, 128), (64, 64), (256, 512), (24, 24), (97, 131)))
+    plain = _logits(model, inputs)
+    with prepare_for_inference(model, FAST_ONLY):
+        fast = _logits(model, inputs)
+    tolerance = 4e-4
+    for a, b in zip(fast, plain):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=0)
+        top2 = b.topk(2, dim=0).values
+        decided = top2[0] - top2[1] > 2 * tolerance
+        assert decided.float().mean() > 0.999
+        assert torch.equal(a.argmax(0)[decided], b.argmax(0)[decided])
+    assert any(not torch.equal(a, b) for a, b in zip(fast, plain))  # it did run another path
+
+
+@pytest.mark.parametrize("shape", [(2, 19, 13, 17), (3, 2, 50), (1, 7, 1, 1), (2, 4, 6)])
+def test_top2_uncertainty_is_detectron2s_bit_for_bit_with_ties(shape):
+    """
+    The running top-2 equals Detectron2's uncertainty (top-2 by a sort) exactly, also where the
+    maximum is attained twice or more (gap 0), where all classes tie, and with infinities (an
+    infinite gap gives inf - inf = nan in both; compared after nan_to_num).
+    """
+    from pointrend_seg.modeling import calculate_uncertainty
+    from pointrend_seg.modeling.fast_subdivision import top2_uncertainty
+
+    g = torch.Generator().manual_seed(sum(shape))
+    ties = torch.randint(-3, 3, shape, generator=g).float()  # small integers: many ties
+    ties.view(-1)[::97] = float("inf")
+    ties.view(-1)[5::89] = float("-inf")
+    for x in (ties, torch.randn(shape, generator=g) * 10, torch.zeros(shape)):
+        expected = calculate_uncertainty(x)
+        got = top2_uncertainty(x.requires_grad_(True))
+        assert got.shape == expected.shape and not got.requires_grad
+        assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected.detach()))
+    if ties[:, 0].numel() >= 50:  # the tie cases really occur in the input
+        assert (calculate_uncertainty(ties) == 0).any()
+
+
+@pytest.mark.parametrize("num_fc,each_layer", [(3, True), (2, False), (0, True)])
+def test_split_products_and_projection_equal_the_point_head(num_fc, each_layer):
+    """mlp_point_logits equals MLPPointHead's forward, and so does it on the first layer's
+    projection of two maps (of different sizes and channels) sampled and summed (bilinear
+    sampling is linear, zero padding included: points outside the maps too)."""
+    from pointrend_seg.modeling import MLPPointHead, point_sample
+    from pointrend_seg.modeling.fast_subdivision import mlp_point_logits, project_fine_features
+
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(2, 5, 9, 11, generator=g), torch.randn(2, 3, 4, 6, generator=g)]
+    head = MLPPointHead(in_channels=8, num_classes=4, fc_dim=6, num_fc=num_fc,
+                        coarse_pred_each_layer=each_layer)
+    with torch.no_grad():
+        head.predictor.weight.normal_(0, 0.5, generator=g)
+    coords = torch.rand(2, 50, 2, generator=g) * 1.2 - 0.1
+    coarse = torch.randn(2, 4, 50, generator=g)
+    fine = torch.cat([point_sample(x, coords, align_corners=False) for x in maps], dim=1)
+    projected = project_fine_features(head, maps)
+    with torch.no_grad():
+        expected = head(fine, coarse)
+        split = mlp_point_logits(head, fine, coarse)
+        from_projection = mlp_point_logits(
+            head, sum(point_sample(p, coords, align_corners=False) for p in projected), coarse,
+            fine_projected=True)
+    # float rounding of sums in another order: measured <= 1e-6 on logits up to ~3
+    torch.testing.assert_close(split, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(from_projection, expected, atol=1e-5, rtol=1e-5)
+    assert expected.abs().max() > 0.1
+
+
+def test_projection_is_used_when_the_maps_have_fewer_pixels_than_points(monkeypatch):
+    from pointrend_seg.modeling import fast_subdivision
+
+    cfg, model = _model("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", "300")
+    calls = []
+    project = fast_subdivision.project_fine_features
+    monkeypatch.setattr(fast_subdivision, "project_fine_features",
+                        lambda *args: calls.append(1) or project(*args))
+    with prepare_for_inference(model, FAST_ONLY):
+        # res2 32x32 = 1024 pixels of 64 channels (as many as the first layer's outputs);
+        # the points: 300 at each of the 3 steps (32x32, 64x64, 128x128): fewer
+        _logits(model, _inputs(sizes=((128, 128),)))
+        assert calls == []
+        # 64x64: res2 16x16 = 256 pixels < 3 x 300 points
+        _logits(model, _inputs(sizes=((64, 64),)))
+        assert calls == [1]

@@ -1,7 +1,8 @@
 """
 PointRendSegHead (pointrend_seg/modeling/semantic_heads.py) and the meta-architecture: subdivision
-inference against Detectron2's PointRend project (oracle), the point loss, output sizes, batches
-of mixed sizes and mixed precision.
+inference against Detectron2's PointRend project (oracle), for the head as built and for the fast
+head that prepare_for_inference swaps in; checkpoints of the former head; the point loss, output
+sizes, batches of mixed sizes and mixed precision.
 """
 import copy
 import math
@@ -16,27 +17,26 @@ from torch.nn import functional as F
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.projects.point_rend import add_pointrend_config
+from detectron2.projects.point_rend.point_head import StandardPointHead
 from detectron2.projects.point_rend.semantic_seg import PointRendSemSegHead
 from detectron2.structures import ImageList
 from detectron2.utils.events import EventStorage
 
 from conftest import demo_config
+from pointrend_seg.config import ConfigError
 from pointrend_seg.modeling import (
     BilinearSegHead,
     MLPPointHead,
     PointRendSegHead,
-    UncertaintyPointSampler,
     calculate_uncertainty,
     grid_cell_centers,
-    point_sample,
 )
-from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
+from pointrend_seg.modeling.fast_subdivision import FastPointRendSegHead, use_fast_subdivision
 
 IGNORE = 255
 
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
-
 
 
 class _OracleCoarseStub(nn.Module):
@@ -63,22 +63,27 @@ class _CoarseStub(nn.Module):
 
 
 def _our_head(coarse_logits, stride, channels, fc_dim=16, num_fc=3, each_layer=True,
-              subdivision_num_points=300, subdivision_steps=-1, train_num_points=64, **kw):
+              subdivision_num_points=300, subdivision_steps=-1, train_num_points=64, fast=False,
+              oversample_ratio=3, importance_sample_ratio=0.75, **kw):
     k = coarse_logits.shape[1]
-    return PointRendSegHead(
+    head = PointRendSegHead(
         coarse_head=_CoarseStub(coarse_logits, stride),
         ignore_value=IGNORE,
         point_head=MLPPointHead(
             in_channels=channels, num_classes=k, fc_dim=fc_dim, num_fc=num_fc,
             coarse_pred_each_layer=each_layer,
         ),
-        point_sampler=UncertaintyPointSampler(oversample_ratio=3, importance_sample_ratio=0.75),
         in_features=["res2"],
         train_num_points=train_num_points,
+        oversample_ratio=oversample_ratio,
+        importance_sample_ratio=importance_sample_ratio,
         subdivision_num_points=subdivision_num_points,
         subdivision_steps=subdivision_steps,
         **kw,
     )
+    if fast:
+        assert len(use_fast_subdivision(head)) == 1 and type(head) is FastPointRendSegHead
+    return head
 
 
 def _make_predictor_matter(point_head):
@@ -91,18 +96,22 @@ def _make_predictor_matter(point_head):
         point_head.predictor.bias.copy_(torch.randn(w.shape[0], generator=g))
 
 
+HEADS = pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+
+
 # ------------------------------------------------------------------------------------------------
 # subdivision inference == Detectron2's PointRendSemSegHead
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
+@HEADS
 @pytest.mark.parametrize("each_layer,num_points,c", [
     (True, 300, 8), (False, 300, 8), (True, 600, 8), (True, 300, 16), (False, 600, 16)])
-def test_subdivision_inference_matches_oracle(each_layer, num_points, c, method):
+def test_subdivision_inference_matches_oracle(each_layer, num_points, c, fast):
     """
     N = 300: step 1 (10x14 = 140 cells) re-predicts all, later steps a subset. N = 600: step 2
-    (20x28 = 560 cells) re-predicts all too, so ours skips step 1 (overwritten) and the oracle
-    does not: the same result. With C = 16 fine channels (as many as the point head's first
-    layer) ours applies that layer to the 20x28 res2 map instead of to the >= 1040 points.
+    (20x28 = 560 cells) re-predicts all too, so the fast head skips step 1 (overwritten) and the
+    oracle does not: the same result. With C = 16 fine channels (as many as the point head's
+    first layer) the fast head applies that layer to the 20x28 res2 map instead of to the
+    >= 1040 points.
     """
     torch.manual_seed(0)
     n, k, h, w, stride = 2, 4, 5, 7, 16
@@ -129,9 +138,10 @@ def test_subdivision_inference_matches_oracle(each_layer, num_points, c, method)
     _make_predictor_matter(oracle.point_head)
     oracle.eval()
 
-    ours = _our_head(coarse, stride, c, each_layer=each_layer, subdivision_num_points=num_points)
-    ours.point_sampler.subdivision_select = method
-    assert ours._first_needed_step(h, w) == (1 if num_points < 560 else 2)
+    ours = _our_head(coarse, stride, c, each_layer=each_layer, subdivision_num_points=num_points,
+                     fast=fast)
+    if fast:
+        assert ours._first_needed_step(h, w) == (1 if num_points < 560 else 2)
     ours.point_head.load_state_dict(oracle.point_head.state_dict(), strict=True)
     ours.eval()
     assert ours.num_subdivision_steps() == 4  # -1 -> log2(16)
@@ -142,21 +152,18 @@ def test_subdivision_inference_matches_oracle(each_layer, num_points, c, method)
     assert got.shape == (n, k, h * stride, w * stride) == ref.shape
     assert got.dtype == torch.float32
     # Cell-centre coordinates differ by an ulp ((j + 0.5) / W here, 0.5 / W + j / W in
-    # Detectron2), and our point head adds the coarse-logit term of each layer separately
-    # instead of concatenating it (float rounding); the O(1) predictor weights turn that into
-    # <= ~1.5e-5 on O(10) logits (measured).
+    # Detectron2); the fast head also sums the point MLP's products in another order. The O(1)
+    # predictor weights turn that into <= 2.4e-5 on logits up to 11.4 (measured, both heads).
     torch.testing.assert_close(got, ref, atol=5e-5, rtol=1e-5)
     # and it is not just bilinear upsampling (the point head changed something)
     plain = F.interpolate(coarse, scale_factor=stride, mode="bilinear", align_corners=False)
     assert (got - plain).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("num_fc", [1, 2, 3])
-def test_point_head_matches_oracle_standard_point_head(num_fc):
-    """MLPPointHead against Detectron2's StandardPointHead with and without autograd, and with
-    the first layer applied to the features beforehand (fine_projected)."""
-    from detectron2.projects.point_rend.point_head import StandardPointHead
-
+@pytest.mark.parametrize("num_fc", [0, 1, 3])
+def test_point_head_is_detectron2s_standard_point_head(num_fc):
+    """MLPPointHead has StandardPointHead's parameters and computes what it computes, with the
+    same operations (so, bit for bit), with and without autograd."""
     cfg = get_cfg()
     add_pointrend_config(cfg)
     cfg.MODEL.POINT_HEAD.NUM_CLASSES = 6
@@ -172,38 +179,94 @@ def test_point_head_matches_oracle_standard_point_head(num_fc):
     with torch.no_grad():
         ref = oracle(fine, coarse)
         inference = ours(fine, coarse)
-        projected = ours.fc1.weight[:, :10, 0] @ fine  # the first layer's product, by hand
-        inference_projected = ours(projected, coarse, fine_projected=True)
     training = ours(fine, coarse)
     assert training.requires_grad and not inference.requires_grad
-    for got in (training, inference, inference_projected):
-        # float rounding of sums in another order: measured <= 1.2e-6 on logits up to ~6
-        torch.testing.assert_close(got.detach(), ref, atol=1e-5, rtol=0)
+    assert torch.equal(inference, ref) and torch.equal(training.detach(), ref)
     assert ref.abs().max() > 0.1
+
+
+# The state dict of the demo config's point head as the head before issue 26 saved it
+# (pointrend_seg 0.1.0; recorded from a seeded demo model): keys and shapes.
+FORMER_DEMO_POINT_HEAD = {
+    "fc1.weight": (64, 69, 1), "fc1.bias": (64,), "fc2.weight": (64, 69, 1), "fc2.bias": (64,),
+    "fc3.weight": (64, 69, 1), "fc3.bias": (64,), "predictor.weight": (5, 69, 1),
+    "predictor.bias": (5,),
+}
+
+
+def test_checkpoint_of_the_former_head_loads_strictly_and_predicts_as_detectron2():
+    """
+    A head state dict with the former head's keys and shapes (its coarse head is not part of
+    this change) loads strictly, the point head is then Detectron2's StandardPointHead with those
+    tensors, and the whole head (as built and fast) predicts what Detectron2's PointRend head
+    predicts with them.
+    """
+    from detectron2.modeling import build_model
+
+    cfg = demo_config()
+    torch.manual_seed(0)
+    head = build_model(cfg).sem_seg_head.eval()
+    g = torch.Generator().manual_seed(7)
+    state = {f"coarse_head.{k}": v for k, v in head.coarse_head.state_dict().items()}
+    state.update({f"point_head.{k}": torch.randn(shape, generator=g) * 0.1
+                  for k, shape in FORMER_DEMO_POINT_HEAD.items()})
+    head.load_state_dict(state, strict=True)
+    assert set(head.state_dict()) == set(state)
+
+    ref_cfg = get_cfg()
+    add_pointrend_config(ref_cfg)
+    p = ref_cfg.MODEL.POINT_HEAD
+    p.NUM_CLASSES, p.FC_DIM, p.NUM_FC, p.IN_FEATURES = 5, 64, 3, ["res2"]
+    p.SUBDIVISION_STEPS, p.SUBDIVISION_NUM_POINTS = 3, cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS
+    ref_cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 5
+    ref_cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2"]  # its coarse head, replaced by the stub
+    ref_cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
+    oracle = PointRendSemSegHead(ref_cfg, {"res2": ShapeSpec(channels=64, stride=4)}).eval()
+    point_state = {k: state[f"point_head.{k}"] for k in FORMER_DEMO_POINT_HEAD}
+    oracle.point_head.load_state_dict(point_state, strict=True)
+    coarse = torch.randn(2, 5, 20, 24, generator=g) * 2
+    oracle.coarse_sem_seg_head = _OracleCoarseStub(coarse)
+    features = {"res2": torch.randn(2, 64, 40, 48, generator=g)}
+    fine, coarse_points = torch.randn(2, 64, 30, generator=g), torch.randn(2, 5, 30, generator=g)
+    with torch.no_grad():
+        assert torch.equal(head.point_head(fine, coarse_points),
+                           oracle.point_head(fine, coarse_points))
+        ref, _ = oracle(features)
+        got = head.inference(coarse, features)
+        use_fast_subdivision(head)
+        fast = head.inference(coarse, features)
+    # as in test_subdivision_inference_matches_oracle (measured here: <= 5.2e-6, logits up to 5)
+    torch.testing.assert_close(got, ref, atol=5e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, ref, atol=5e-5, rtol=1e-5)
+
+
+def test_bad_ratios_are_config_errors():
+    coarse = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ConfigError, match="OVERSAMPLE_RATIO"):
+        _our_head(coarse, 16, 4, oversample_ratio=0.5)
+    with pytest.raises(ConfigError, match="IMPORTANCE_SAMPLE_RATIO"):
+        _our_head(coarse, 16, 4, importance_sample_ratio=1.5)
 
 
 # ------------------------------------------------------------------------------------------------
 # subdivision steps and output size
 # ------------------------------------------------------------------------------------------------
+@HEADS
 @pytest.mark.parametrize("stride,steps,expected_calls", [
     (4, -1, 2), (8, -1, 3), (16, -1, 4), (32, -1, 5), (16, 2, 2), (8, 0, 0),
 ])
-def test_subdivision_steps_and_canvas_size(stride, steps, expected_calls, monkeypatch):
+def test_subdivision_steps_and_canvas_size(stride, steps, expected_calls, fast):
     torch.manual_seed(0)
     h, w = 3, 5
     coarse = torch.randn(1, 3, h, w)
-    head = _our_head(coarse, stride, 4, subdivision_steps=steps, subdivision_num_points=20).eval()
+    # 20 points: fewer than the cells of every step (none is skipped by the fast head)
+    head = _our_head(coarse, stride, 4, subdivision_steps=steps, subdivision_num_points=20,
+                     fast=fast).eval()
     sizes = []
-    orig = head.point_sampler.subdivision_points
-
-    def spy(logits, num_points):
-        sizes.append(tuple(logits.shape[-2:]))
-        return orig(logits, num_points)
-
-    monkeypatch.setattr(head.point_sampler, "subdivision_points", spy)
     features = {"res2": torch.randn(1, 4, h * stride // 4, w * stride // 4)}
     with torch.no_grad():
-        out, _ = head(features)
+        out = head.inference(coarse, features,
+                             on_step=lambda i, c, logits: sizes.append(tuple(logits.shape[-2:])))
     assert out.shape == (1, 3, h * stride, w * stride)
     assert sizes == [(h * 2 ** (i + 1), w * 2 ** (i + 1)) for i in range(expected_calls)]
     if steps == 0:
@@ -213,86 +276,59 @@ def test_subdivision_steps_and_canvas_size(stride, steps, expected_calls, monkey
             torch.testing.assert_close(out, base(features)[0])
 
 
-def _head_and_inputs(n=2, k=4, c=8, h=5, w=7, stride=16, num_points=300, seed=0):
+def _head_and_inputs(n=2, k=4, c=8, h=5, w=7, stride=16, num_points=300, seed=0, fast=False):
     torch.manual_seed(seed)
     coarse = torch.randn(n, k, h, w) * 2
     features = {"res2": torch.randn(n, c, h * stride // 4, w * stride // 4)}
-    head = _our_head(coarse, stride, c, subdivision_num_points=num_points).eval()
+    head = _our_head(coarse, stride, c, subdivision_num_points=num_points, fast=fast).eval()
     _make_predictor_matter(head.point_head)
     return head, coarse, features
 
 
-@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
-@pytest.mark.parametrize("num_points,sizes", [
-    (300, [(10, 14), (20, 28), (40, 56), (80, 112)]),
-    (600, [(20, 28), (40, 56), (80, 112)]),  # step 1 skipped: step 2 re-predicts every cell
-])
-def test_returned_points_are_the_repredicted_ones(method, num_points, sizes):
+@HEADS
+@pytest.mark.parametrize("num_points", [300, 600])
+def test_each_step_repredicts_the_most_uncertain_cells_it_reports(num_points, fast):
     """
-    Replaying the subdivision from the reported points (upsample; write the point head's
-    prediction at exactly those cells) gives the output bit for bit, and each step's points are
-    the most uncertain cells of that step's upsampled map: the trace is what was re-predicted.
+    ``on_step`` reports each step's re-predicted cells and the logits after it: the cells are the
+    most uncertain ones of the previous step's logits upsampled, every other cell keeps its
+    upsampled value, and the last step's logits are the output. The fast head skips step 1 at
+    N = 600 (step 2 re-predicts every one of its 560 cells).
     """
-    head, coarse, features = _head_and_inputs(num_points=num_points)
-    head.point_sampler.subdivision_select = method
+    head, coarse, features = _head_and_inputs(num_points=num_points, fast=fast)
+    steps = []
     with torch.no_grad():
-        plain = head.inference(coarse, features)
-        out, steps = head.inference(coarse, features, return_points=True)
-        assert torch.equal(out, plain)  # recording changes nothing
-        assert [s.size for s in steps] == sizes
-        logits = coarse
-        for step in steps:
-            logits = F.interpolate(logits, size=step.size, mode="bilinear", align_corners=False)
-            n, k, h, w = logits.shape
-            assert step.indices.shape == (n, min(num_points, h * w))
-            torch.testing.assert_close(step.coords, grid_cell_centers(step.indices, h, w))
-            u = calculate_uncertainty(logits).view(n, -1)
+        out = head.inference(coarse, features,
+                             on_step=lambda i, c, logits: steps.append((i, c, logits.clone())))
+        assert torch.equal(head.inference(coarse, features), out)  # recording changes nothing
+    sizes = [(10, 14), (20, 28), (40, 56), (80, 112)]
+    skipped = fast and num_points == 600
+    assert [tuple(s[2].shape[-2:]) for s in steps] == sizes[skipped:]
+    previous = coarse
+    for indices, coords, logits in steps:
+        n, k, h, w = logits.shape
+        assert indices.shape == (n, min(num_points, h * w))
+        assert torch.equal(coords, grid_cell_centers(indices, h, w))
+        if indices.shape[1] < h * w:
+            up = F.interpolate(previous, size=(h, w), mode="bilinear", align_corners=False)
+            u = calculate_uncertainty(up).view(n, -1)
+            kept = torch.ones(n, h * w, dtype=torch.bool).scatter_(1, indices, False)
             for b in range(n):
-                assert len(set(step.indices[b].tolist())) == step.indices.shape[1]
-                kth = u[b].sort(descending=True).values[step.indices.shape[1] - 1]
-                assert (u[b, step.indices[b]] >= kth).all()
-            values = head.predict_points(features, coarse, step.coords)
-            flat = logits.reshape(n, k, h * w)
-            flat.scatter_(2, step.indices.unsqueeze(1).expand(-1, k, -1), values)
-            logits = flat.view(n, k, h, w)
-            assert torch.equal(step.labels, logits.argmax(1))  # the map after the step
-    assert torch.equal(logits, out)
-
-
-@pytest.mark.parametrize("num_fc,each_layer", [(3, True), (2, False), (0, True)])
-def test_point_head_projected_fine_features_equal_per_point_product(num_fc, each_layer):
-    """Sampling the first layer's projection of two maps (of different sizes and channels) and
-    summing equals the head on the sampled, concatenated features (bilinear sampling is linear,
-    zero padding included: points outside the maps too)."""
-    g = torch.Generator().manual_seed(0)
-    maps = [torch.randn(2, 5, 9, 11, generator=g), torch.randn(2, 3, 4, 6, generator=g)]
-    head = MLPPointHead(in_channels=8, num_classes=4, fc_dim=6, num_fc=num_fc,
-                        coarse_pred_each_layer=each_layer)
-    _make_predictor_matter(head)
-    coords = torch.rand(2, 50, 2, generator=g) * 1.2 - 0.1
-    coarse = torch.randn(2, 4, 50, generator=g)
-    fine = torch.cat([point_sample(x, coords) for x in maps], dim=1)
-    projected = head.project_fine_features(maps)
-    assert [p.shape[1] for p in projected] == [head.fine_projection_channels] * 2
-    with torch.no_grad():
-        expected = head(fine, coarse)
-        got = head(sum(point_sample(p, coords) for p in projected), coarse, fine_projected=True)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-
-
-def test_projection_is_used_when_the_maps_have_fewer_pixels_than_points(monkeypatch):
-    # res2: 20x28 = 560 pixels of 16 channels, as many as the projection (fc_dim 16)
-    head, coarse, features = _head_and_inputs(n=1, c=16, num_points=300)
-    calls = []
-    project = head.point_head.project_fine_features
-    monkeypatch.setattr(head.point_head, "project_fine_features",
-                        lambda maps: calls.append(1) or project(maps))
-    with torch.no_grad():
-        head.inference(coarse, features)  # 140 + 3 x 300 points > 560 pixels
-        assert calls == [1]
-        head.subdivision_num_points = 100  # 4 x 100 points < 560 pixels
-        head.inference(coarse, features)
-        assert calls == [1]
+                assert len(set(indices[b].tolist())) == indices.shape[1]
+                kth = u[b].sort(descending=True).values[indices.shape[1] - 1]
+                assert (u[b, indices[b]] >= kth).all()
+                assert torch.equal(logits.view(n, k, -1)[b][:, kept[b]],
+                                   up.view(n, k, -1)[b][:, kept[b]])
+        previous = logits
+    assert torch.equal(steps[-1][2], out)
+    if not fast:  # replaying the plain head's steps from what it reported gives its output
+        logits = coarse
+        for indices, coords, _ in steps:
+            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            n, k, h, w = logits.shape
+            values = head.point_logits(features, coarse, coords)
+            logits = logits.reshape(n, k, -1).scatter(
+                2, indices.unsqueeze(1).expand(-1, k, -1), values).view(n, k, h, w)
+        assert torch.equal(logits, out)
 
 
 class _Subdivision(nn.Module):
@@ -306,15 +342,14 @@ class _Subdivision(nn.Module):
         return self.head.inference(coarse_logits, {"res2": res2})
 
 
-@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
-def test_subdivision_exports_with_dynamic_size(method):
+@HEADS
+def test_subdivision_exports_with_dynamic_size(fast):
     """
     torch.export with symbolic h and w (points and steps are the only constants): the exported
     program gives the eager output at two sizes, one where the first steps re-predict every cell
     (N >= h * w) and one where none does.
     """
-    head, coarse, features = _head_and_inputs(n=1)
-    head.point_sampler.subdivision_select = method
+    head, coarse, features = _head_and_inputs(n=1, fast=fast)
     module = _Subdivision(head).eval()
     h, w = torch.export.Dim("h", min=2, max=64), torch.export.Dim("w", min=2, max=64)
     program = torch.export.export(
@@ -382,7 +417,8 @@ def test_training_point_loss_hand_computation(monkeypatch):
     targets[0, 10:30, 20:50] = IGNORE
     p = 80
     coords = torch.rand(n, p, 2)
-    monkeypatch.setattr(head.point_sampler, "training_points", lambda logits, num: coords)
+    monkeypatch.setattr("pointrend_seg.modeling.semantic_heads.training_point_coords",
+                        lambda logits, num, k, beta: coords)
     with EventStorage(0):
         _, losses = head(features, targets)
 
@@ -630,15 +666,14 @@ def test_bf16_autocast_training_step_cpu():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("method", SUBDIVISION_SELECT_METHODS)
-def test_subdivision_on_cuda_without_host_sync_and_in_a_cuda_graph(method):
+@HEADS
+def test_subdivision_on_cuda_without_host_sync_and_in_a_cuda_graph(fast):
     """
     On CUDA the subdivision matches the CPU result, runs without any host synchronisation (sync
     debug mode "error" raises on one), under bf16 autocast gives float32 logits, and can be
     captured in a CUDA graph whose replay gives the eager output.
     """
-    head, coarse, features = _head_and_inputs(n=2, h=16, w=32, num_points=2048)
-    head.point_sampler.subdivision_select = method
+    head, coarse, features = _head_and_inputs(n=2, h=16, w=32, num_points=2048, fast=fast)
     with torch.no_grad():
         expected = head.inference(coarse, features)
     head = head.cuda()
@@ -673,17 +708,24 @@ def test_subdivision_on_cuda_without_host_sync_and_in_a_cuda_graph(method):
     torch.testing.assert_close(captured, got, atol=1e-5, rtol=0)
 
 
-def test_trace_subdivision_of_one_image_is_its_inference():
-    """PointRendSegHead.trace_subdivision of GeneralizedSemanticSegmentor.backbone_features: final
-    logits equal the model's for the image alone, the coarse labels are the coarse head's argmax,
-    each step's points are the re-predicted cells inside the image (N per step, fewer only by
-    those in the padding), and the last step's labels are the final prediction."""
+@HEADS
+def test_trace_subdivision_of_one_image_is_its_inference(fast):
+    """PointRendSegHead.trace_subdivision of GeneralizedSemanticSegmentor.backbone_features (as
+    built, and prepared as tools/demo.py --show-points has it): final logits equal the model's
+    for the image alone, the coarse labels are the coarse head's argmax, each step's points are
+    the re-predicted cells inside the image (N per step, fewer only by those in the padding), and
+    the last step's labels are the final prediction."""
     from detectron2.modeling import build_model
+
+    from pointrend_seg.modeling import prepare_for_inference
 
     cfg = demo_config("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", "700")
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     _make_predictor_matter(model.sem_seg_head.point_head)
+    if fast:
+        prepare_for_inference(model, cfg)
+        assert type(model.sem_seg_head) is FastPointRendSegHead
     image = torch.rand(3, 97, 131, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         trace = model.sem_seg_head.trace_subdivision(*model.backbone_features(image))
@@ -704,11 +746,12 @@ def test_trace_subdivision_of_one_image_is_its_inference():
         torch.testing.assert_close(s.xy / s.xy.new_tensor(s.cell[::-1]) % 1,
                                    torch.full_like(s.xy, 0.5))
     # exactly the head's points whose cells overlap the 97x131 image
+    steps = []
     with torch.no_grad():
-        features = model.backbone(padded)
-        _, steps = model.sem_seg_head.inference(coarse[None], features, return_points=True)
-    for traced, step, cell in zip(trace.steps, steps, (4, 2, 1)):
-        rows, cols = step.indices[0] // step.size[1], step.indices[0] % step.size[1]
+        model.sem_seg_head.inference(coarse[None], model.backbone(padded),
+                                     on_step=lambda i, c, logits: steps.append((i, logits.shape)))
+    for traced, (indices, shape), cell in zip(trace.steps, steps, (4, 2, 1)):
+        rows, cols = indices[0] // shape[-1], indices[0] % shape[-1]
         inside = (rows * cell < 97) & (cols * cell < 131)
-        assert len(traced.xy) == inside.sum() and step.indices.shape[1] == 700
+        assert len(traced.xy) == inside.sum() and indices.shape[1] == 700
     assert torch.equal(trace.steps[-1].labels, expected.argmax(0))

@@ -16,9 +16,9 @@ folded into the convolutions; --prepare).
     tools/benchmark.py --device cpu --size 64 128 --repeats 2 --warmup 1 --narrow   # smoke test
 
 Models (--models): ours_pointrend, ours_deeplabv3, ref_deeplabv3, ref_pointrend_fpn, and heads
-(our PointRendSegHead.inference with each selection method of MODEL.POINT_HEAD.SUBDIVISION_SELECT
-vs the reference PointRendSemSegHead subdivision, on identical coarse logits / features with
-shared point-head weights). See tools/benchmarks/.
+(our PointRendSegHead.inference as built and prepared - FastPointRendSegHead - vs the reference
+PointRendSemSegHead subdivision, on identical coarse logits / features with shared point-head
+weights). See tools/benchmarks/.
 A model that fails in a setting (e.g. the reference PointRend head under bf16 autocast) is
 reported as "fails: <error>" and the others still run; the exit code is 1 when nothing at all
 was measured. Configs (--ours-config ...) are YAML or Python (LazyConfig) paths or names of
@@ -65,8 +65,6 @@ def parse_args(argv=None):
                    help="time the models' inference side by side, iteration by iteration (all "
                         "models stay in memory; no peak memory): for shared CPUs whose speed "
                         "drifts")
-    p.add_argument("--select-methods", nargs="+", metavar="METHOD",
-                   help="subdivision selection methods of the head comparison (default all)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark")
@@ -98,8 +96,7 @@ def main(argv=None):
             models=tuple(args.models), device=args.device, size=args.size, batch=args.batch,
             amps=tuple(args.amp), channels_last=args.channels_last, repeats=repeats,
             warmup=warmup, modes=tuple(args.modes), prepare=tuple(args.prepare),
-            compile_mode=args.compile, select_methods=args.select_methods,
-            interleave=args.interleave, seed=args.seed,
+            compile_mode=args.compile, interleave=args.interleave, seed=args.seed,
             narrow=args.narrow,
             ours_config=args.ours_config, ours_baseline_config=args.ours_baseline_config,
             cudnn_benchmark=args.cudnn_benchmark, log=log,

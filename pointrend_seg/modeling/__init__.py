@@ -8,40 +8,35 @@ from .coarse_heads import (
     build_coarse_head,
 )
 from .export import ExportableSegmentor, ExportError, export_onnx, export_program
+from .fast_subdivision import FastPointRendSegHead
 from .inference import InferenceHandle, InferenceOptions, prepare_for_inference
 from .losses import cross_entropy_with_ignore
 from .meta_arch import GeneralizedSemanticSegmentor, PointRendSemanticSegmentor
 from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
 from .point_sampling import (
-    POINT_SAMPLER_REGISTRY,
-    SUBDIVISION_SELECT_METHODS,
-    UncertaintyPointSampler,
-    build_point_sampler,
     calculate_uncertainty,
     grid_cell_centers,
     most_uncertain_cells,
     point_sample,
     sample_point_labels,
+    training_point_coords,
 )
 from .semantic_heads import (
     BilinearSegHead,
-    CoarseSegHead,
     PointRendSegHead,
-    SubdivisionStep,
     SubdivisionTrace,
     TracedStep,
     point_feature_names,
 )
 
 __all__ = [
-    "COARSE_HEAD_REGISTRY", "POINT_HEAD_REGISTRY", "POINT_SAMPLER_REGISTRY",
-    "SUBDIVISION_SELECT_METHODS", "BilinearSegHead", "CoarseSegHead", "DeepLabV3", "DeepLabV3Plus",
-    "ExportError", "ExportableSegmentor", "GeneralizedSemanticSegmentor", "InferenceHandle",
-    "InferenceOptions", "LinearPointHead", "MLPPointHead", "PointRendSegHead",
-    "PointRendSemanticSegmentor", "SemSegHeadAdapter", "SubdivisionStep", "SubdivisionTrace",
-    "ThreeConvStem", "TracedStep", "UncertaintyPointSampler", "build_coarse_head",
-    "build_dilated_resnet_backbone", "build_point_head", "build_point_sampler",
-    "calculate_uncertainty", "cross_entropy_with_ignore", "export_onnx", "export_program",
-    "grid_cell_centers", "most_uncertain_cells", "point_feature_names", "point_sample",
-    "prepare_for_inference", "sample_point_labels",
+    "COARSE_HEAD_REGISTRY", "POINT_HEAD_REGISTRY", "BilinearSegHead", "DeepLabV3",
+    "DeepLabV3Plus", "ExportError", "ExportableSegmentor", "FastPointRendSegHead",
+    "GeneralizedSemanticSegmentor", "InferenceHandle", "InferenceOptions", "LinearPointHead",
+    "MLPPointHead", "PointRendSegHead", "PointRendSemanticSegmentor", "SemSegHeadAdapter",
+    "SubdivisionTrace", "ThreeConvStem", "TracedStep", "build_coarse_head",
+    "build_dilated_resnet_backbone", "build_point_head", "calculate_uncertainty",
+    "cross_entropy_with_ignore", "export_onnx", "export_program", "grid_cell_centers",
+    "most_uncertain_cells", "point_feature_names", "point_sample", "prepare_for_inference",
+    "sample_point_labels", "training_point_coords",
 ]

@@ -2,6 +2,9 @@
 Inference transforms of a model in eval mode, applied by one entry point,
 :func:`prepare_for_inference`, and undone exactly by the handle it returns:
 
+* **the fast subdivision**: every ``PointRendSegHead`` (with an ``MLPPointHead``) becomes a
+  :class:`~pointrend_seg.modeling.fast_subdivision.FastPointRendSegHead`, the same head whose
+  inference is faster (equal up to float rounding; same parameters);
 * **batch norm folded into the convolution before it**: a Detectron2 ``Conv2d`` whose ``norm`` is
   a ``BatchNorm2d`` (also ``SyncBatchNorm`` / ``NaiveSyncBatchNorm``, which in eval mode are the
   same affine map) or a ``FrozenBatchNorm2d`` becomes one convolution with weight
@@ -34,6 +37,7 @@ from torch import nn
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
 from ..config import ConfigError
+from .fast_subdivision import use_fast_subdivision
 
 __all__ = ["COMPILE_MODES", "InferenceHandle", "InferenceOptions", "fold_batch_norms",
            "prepare_for_inference"]
@@ -53,6 +57,7 @@ class InferenceOptions:
     What :func:`prepare_for_inference` does (``MODEL.INFERENCE.*``).
 
     Attributes:
+        fast_subdivision: swap in the fast inference of PointRend heads.
         fold_bn: fold batch norms into the convolutions before them.
         channels_last: convert 4-d parameters and buffers to channels_last.
         compile: "" (no compilation) or one of ``COMPILE_MODES``.
@@ -63,6 +68,7 @@ class InferenceOptions:
     channels_last: bool = False
     compile: str = ""
     compile_backend: str = "inductor"
+    fast_subdivision: bool = True
 
     def __post_init__(self):
         if self.compile and self.compile not in COMPILE_MODES:
@@ -92,6 +98,7 @@ class InferenceHandle:
 
     Attributes:
         options (InferenceOptions): what was applied.
+        num_fast_heads (int): PointRend heads given the fast subdivision.
         num_folded (int): batch norms folded.
         num_channels_last (int): tensors converted to channels_last.
         compiled (list[str]): names of the compiled submodules.
@@ -100,6 +107,7 @@ class InferenceHandle:
     def __init__(self, model: nn.Module, options: InferenceOptions):
         self.model = model
         self.options = options
+        self.num_fast_heads = 0
         self.num_folded = 0
         self.num_channels_last = 0
         self.compiled: List[str] = []
@@ -252,6 +260,10 @@ def prepare_for_inference(model: nn.Module, cfg_or_options=None,
     handle = InferenceHandle(model, options)
     steps = handle._undo_steps
     try:
+        if options.fast_subdivision:
+            swaps = use_fast_subdivision(model)
+            handle.num_fast_heads = len(swaps)
+            steps.extend(swaps)
         if options.fold_bn:
             folds = fold_batch_norms(model)
             handle.num_folded = len(folds)
@@ -269,8 +281,8 @@ def prepare_for_inference(model: nn.Module, cfg_or_options=None,
         handle.undo()
         raise
     logger.info(
-        "prepared %s for inference: %d batch norms folded, %d tensors channels_last, "
-        "compiled: %s", type(model).__name__, handle.num_folded, handle.num_channels_last,
-        handle.compiled or "none",
+        "prepared %s for inference: %d fast PointRend heads, %d batch norms folded, %d tensors "
+        "channels_last, compiled: %s", type(model).__name__, handle.num_fast_heads,
+        handle.num_folded, handle.num_channels_last, handle.compiled or "none",
     )
     return handle

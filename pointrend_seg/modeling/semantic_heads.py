@@ -9,32 +9,32 @@ Both follow Detectron2's head interface ``forward(features, targets=None)``: in 
 multiple of s, which ``GeneralizedSemanticSegmentor`` guarantees by padding.
 """
 import math
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..config import raise_config_problems
+from ..config import ConfigError, raise_config_problems
 
 from .coarse_heads import build_coarse_head
 from .features import missing_feature_problems
 from .losses import cross_entropy_with_ignore
 from .point_heads import build_point_head
 from .point_sampling import (
-    build_point_sampler,
+    calculate_uncertainty,
     grid_cell_centers,
+    most_uncertain_cells,
     point_sample,
     sample_point_labels,
+    training_point_coords,
 )
 
-__all__ = ["BilinearSegHead", "CoarseSegHead", "PointRendSegHead", "SubdivisionStep",
-           "SubdivisionTrace", "TracedStep"]
+__all__ = ["BilinearSegHead", "PointRendSegHead", "SubdivisionTrace", "TracedStep"]
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -180,8 +180,7 @@ class SubdivisionTrace(NamedTuple):
     """
     What :meth:`PointRendSegHead.trace_subdivision` recorded for one image: ``coarse_labels``
     (h, w) int64 argmax of the coarse logits (stride ``coarse_stride``), ``steps`` (one
-    :class:`TracedStep` per step run; steps whose every cell a later step re-predicts are
-    skipped, as in inference) and the final ``logits`` (K, H, W) float32.
+    :class:`TracedStep` per step the inference ran) and the final ``logits`` (K, H, W) float32.
     """
 
     coarse_labels: torch.Tensor
@@ -195,24 +194,31 @@ class PointRendSegHead(BilinearSegHead):
     """
     PointRend (Kirillov et al., CVPR 2020) on a coarse head.
 
-    Training adds ``loss_sem_seg_point``: cross-entropy of the point head at points chosen by the
-    sampler (over-generation k, importance fraction beta), against labels sampled there with
-    nearest interpolation. Inference repeats {2x bilinear upsampling; re-predict the N most
-    uncertain cells with the point head} from the coarse stride up to the input resolution.
+    Training adds ``loss_sem_seg_point``: cross-entropy of the point head at ``train_num_points``
+    points per image chosen by over-generation (k) and importance sampling (beta), against labels
+    sampled there with nearest interpolation. Inference repeats {2x bilinear upsampling; the point
+    head re-predicts the ``subdivision_num_points`` most uncertain cells} from the coarse stride up
+    to the input resolution.
+
+    This is the method as the paper states it. ``prepare_for_inference`` replaces its
+    :meth:`inference` by a faster one with the same weights
+    (:mod:`pointrend_seg.modeling.fast_subdivision`).
     """
 
     @configurable
     def __init__(
-        self, *, point_head: nn.Module, point_sampler, in_features: List[str],
-        train_num_points: int, subdivision_num_points: int, subdivision_steps: int = -1,
-        point_loss_weight: float = 1.0, **kwargs,
+        self, *, point_head: nn.Module, in_features: List[str], train_num_points: int,
+        oversample_ratio: float, importance_sample_ratio: float, subdivision_num_points: int,
+        subdivision_steps: int = -1, point_loss_weight: float = 1.0, **kwargs,
     ):
         """
         Args:
             point_head: maps (N, C, P) fine features and (N, K, P) coarse logits to (N, K, P).
-            point_sampler: provides ``training_points`` / ``subdivision_points``.
             in_features: feature maps sampled as fine-grained features (e.g. ["res2"]).
-            train_num_points: points per image in training.
+            train_num_points: points per image in training (P).
+            oversample_ratio: k >= 1: the k * P random candidates of the uncertain points.
+            importance_sample_ratio: beta in [0, 1]: the fraction of the P points taken among the
+                candidates (the most uncertain ones); the others are uniform random.
             subdivision_num_points: points re-predicted per subdivision step.
             subdivision_steps: number of 2x steps; -1 derives it from the coarse stride
                 (log2 s: 4 at stride 16, 3 at stride 8).
@@ -220,10 +226,17 @@ class PointRendSegHead(BilinearSegHead):
             kwargs: the arguments of :class:`BilinearSegHead`.
         """
         super().__init__(**kwargs)
+        if not oversample_ratio >= 1:
+            raise ConfigError(
+                f"MODEL.POINT_HEAD.OVERSAMPLE_RATIO must be >= 1, got {oversample_ratio}")
+        if not 0.0 <= importance_sample_ratio <= 1.0:
+            raise ConfigError("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO must be in [0, 1], "
+                              f"got {importance_sample_ratio}")
         self.point_head = point_head
-        self.point_sampler = point_sampler
         self.in_features = list(in_features)
         self.train_num_points = train_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
         self.subdivision_num_points = subdivision_num_points
         self.subdivision_steps = subdivision_steps
         self.point_loss_weight = point_loss_weight
@@ -274,61 +287,30 @@ class PointRendSegHead(BilinearSegHead):
         in_channels = sum(input_shape[f].channels for f in in_features)
         ret.update(
             point_head=build_point_head(cfg, in_channels),
-            point_sampler=build_point_sampler(cfg),
             in_features=in_features,
             train_num_points=p.TRAIN_NUM_POINTS,
+            oversample_ratio=p.OVERSAMPLE_RATIO,
+            importance_sample_ratio=p.IMPORTANCE_SAMPLE_RATIO,
             subdivision_num_points=p.SUBDIVISION_NUM_POINTS,
             subdivision_steps=p.SUBDIVISION_STEPS,
             point_loss_weight=p.LOSS_WEIGHT,
         )
         return ret
 
-    def trace_subdivision(self, features, image_size) -> SubdivisionTrace:
-        """
-        One image's inference, recording the subdivision (for pictures of the points, e.g.
-        :func:`pointrend_seg.visualization.draw_subdivision_figure`).
-
-        Args:
-            features: the backbone features of the image alone, padded to a multiple of the
-                backbone stride (``GeneralizedSemanticSegmentor.backbone_features``).
-            image_size: (H, W) of the image inside that padding.
-
-        Returns:
-            SubdivisionTrace: the coarse prediction, each step run (its points in pixels of the
-            image; cells wholly in the padding left out) and the final logits, equal to the
-            model's for the image alone.
-        """
-        height, width = image_size
-        coarse = self.coarse_head(features)
-        logits, steps = self.inference(coarse, features, return_points=True)
-        canvas_h, canvas_w = self.canvas_size(coarse)
-        s = self.output_stride
-        traced = []
-        for step in steps:
-            xy = step.coords[0] * step.coords.new_tensor([canvas_w, canvas_h])
-            cell = (canvas_h / step.size[0], canvas_w / step.size[1])
-            # cells that overlap the image (their top-left corner in it)
-            inside = (xy[:, 0] - cell[1] / 2 < width) & (xy[:, 1] - cell[0] / 2 < height)
-            rows, cols = (math.ceil(height / cell[0]), math.ceil(width / cell[1]))
-            traced.append(TracedStep(xy[inside], cell, step.size, step.labels[0, :rows, :cols]))
-        return SubdivisionTrace(
-            coarse_labels=coarse[0, :, : math.ceil(height / s), : math.ceil(width / s)].argmax(0),
-            coarse_stride=s, steps=traced, logits=logits[0, :, :height, :width],
-        )
-
-    def predict_points(self, features, coarse_logits, point_coords):
-        """
-        Point-head logits at ``point_coords`` (N, P, 2): (N, K, P).
-        """
-        fine = [point_sample(features[f], point_coords) for f in self.in_features]
-        fine = fine[0] if len(fine) == 1 else torch.cat(fine, dim=1)  # no copy of a single map
-        coarse = point_sample(coarse_logits, point_coords)
+    def point_logits(self, features, coarse_logits, point_coords):
+        """The point head at ``point_coords`` (N, P, 2): (N, K, P)."""
+        fine = torch.cat([point_sample(features[f], point_coords, align_corners=False)
+                          for f in self.in_features], dim=1)
+        coarse = point_sample(coarse_logits, point_coords, align_corners=False)
         return self.point_head(fine, coarse)
 
     def losses(self, coarse_logits, targets, features):
         losses = super().losses(coarse_logits, targets, features)
-        point_coords = self.point_sampler.training_points(coarse_logits, self.train_num_points)
-        point_logits = self.predict_points(features, coarse_logits, point_coords)
+        with torch.no_grad():
+            point_coords = training_point_coords(
+                coarse_logits.float(), self.train_num_points, self.oversample_ratio,
+                self.importance_sample_ratio)
+        point_logits = self.point_logits(features, coarse_logits, point_coords)
         # Points are normalised over the canvas; labels beyond the targets are padding (ignored).
         canvas_h, canvas_w = self.canvas_size(coarse_logits)
         targets = F.pad(
@@ -345,148 +327,65 @@ class PointRendSegHead(BilinearSegHead):
             return self.subdivision_steps
         return max(0, math.ceil(math.log2(self.output_stride)))
 
-    def _repredicts_every_cell(self, h, w, step: int) -> bool:
-        """
-        Whether subdivision step ``step`` (1-based) of (h, w) coarse logits re-predicts all its
-        cells. Only a provable answer counts: with symbolic sizes (torch.export) it is False and
-        the step runs the general way (same result).
-        """
-        cells = h * 2 ** step * w * 2 ** step
-        return statically_known_true(self.subdivision_num_points >= cells)
-
-    def _first_needed_step(self, h, w) -> int:
-        """
-        The first step whose result is not overwritten: the last one that re-predicts every cell
-        (its point-head inputs are the coarse logits and fine features, not the steps before
-        it), else step 1.
-        """
-        first = 1
-        for step in range(1, self.num_subdivision_steps() + 1):
-            if self._repredicts_every_cell(h, w, step):
-                first = step
-        return first
-
-    def _point_predictor(self, features, coarse_logits, first_step: int):
-        """
-        ``coords (N, P, 2) -> point logits (N, K, P)`` for the inference from ``first_step`` on:
-        :meth:`predict_points`, or, when the point head can project its fine-grained features
-        and the maps have fewer pixels than the points the steps will sample (small images,
-        e.g. on CPU), the same from the projected maps (their first-layer product computed once
-        per pixel instead of once per point; equal up to float rounding).
-        """
-        h, w = coarse_logits.shape[-2:]
-        maps = [features[f] for f in self.in_features]
-        channels = getattr(self.point_head, "fine_projection_channels", None)
-        if channels is not None:
-            num_points = sum(torch.sym_min(self.subdivision_num_points, h * w * 4 ** step)
-                             for step in range(first_step, self.num_subdivision_steps() + 1))
-            pixels = sum(x.shape[-2] * x.shape[-1] for x in maps)
-            fewer_channels = channels * len(maps) <= sum(x.shape[1] for x in maps)
-            if fewer_channels and statically_known_true(pixels < num_points):
-                projected = self.point_head.project_fine_features(maps)
-
-                def predict(coords):
-                    fine = point_sample(projected[0], coords)
-                    for x in projected[1:]:
-                        fine = fine + point_sample(x, coords)
-                    coarse = point_sample(coarse_logits, coords)
-                    return self.point_head(fine, coarse, fine_projected=True)
-
-                return predict
-        return lambda coords: self.predict_points(features, coarse_logits, coords)
-
-    def inference(self, coarse_logits, features, return_points: bool = False):
+    def inference(self, coarse_logits, features, on_step: Optional[Callable] = None):
         """
         Adaptive subdivision: :meth:`num_subdivision_steps` times {2x bilinear upsampling; the
-        point head re-predicts the ``subdivision_num_points`` most uncertain cells}. The logits
-        stay float32 whatever the autocast dtype of the point head. There is no host
-        synchronisation and no data-dependent shape (the number of points and of steps are the
-        only constants), so it runs asynchronously on CUDA and exports with symbolic h and w.
+        ``subdivision_num_points`` most uncertain cells re-predicted by the point head from the
+        coarse logits and fine-grained features at their centres}. The logits stay float32
+        whatever the autocast dtype of the point head.
 
         Args:
             coarse_logits (Tensor): (N, K, h, w) at stride s.
             features (dict[str, Tensor]): the fine-grained maps named by ``in_features``.
-            return_points: also return the points each step re-predicted (for visualisation);
-                off, nothing is recorded.
-
-        Steps whose every cell a later step re-predicts (while N >= the number of cells) are
-        skipped: their result would be overwritten. A step that re-predicts every cell needs no
-        upsampling nor selection. On small images the point head's first layer may be applied
-        to the fine-grained maps once instead of to every point (:meth:`_point_predictor`).
+            on_step: called after each step with the re-predicted cells (flat indices (N, P) into
+                the step's grid and their centres (N, P, 2)) and the logits after the step.
 
         Returns:
-            Tensor: (N, K, s * h, s * w) float32 logits; with ``return_points``, a tuple
-            (logits, steps) with one :class:`SubdivisionStep` per step run (the skipped ones
-            re-predicted nothing that survives).
+            Tensor: (N, K, s * h, s * w) float32.
         """
-        # Contiguous: the write-back below indexes the flat storage.
-        coarse_logits = coarse_logits.float().contiguous()
-        if coarse_logits.device.type == "cpu":
-            # grid_sample on CPU is ~3x faster on channels_last maps (same values, bit for bit):
-            # one copy per image instead of one slow sampling per step and map.
-            features = {f: features[f].contiguous(memory_format=torch.channels_last)
-                        for f in self.in_features}
-        n, k, h, w = coarse_logits.shape
+        coarse_logits = coarse_logits.float()
         logits = coarse_logits
-        steps = []
-        first = self._first_needed_step(h, w)
-        predict = self._point_predictor(features, coarse_logits, first)
-        for step in range(first, self.num_subdivision_steps() + 1):
-            if self._repredicts_every_cell(h, w, step):
-                # Every cell is re-predicted: no upsampling or selection to do.
-                size = (h * 2 ** step, w * 2 ** step)
-                point_indices = torch.arange(size[0] * size[1], device=logits.device)
-                point_indices = point_indices.expand(n, -1)
-                point_coords = grid_cell_centers(point_indices, *size)
-                logits = predict(point_coords).float().reshape(n, k, *size)
-            else:
-                logits = F.interpolate(logits, scale_factor=2, mode="bilinear",
-                                       align_corners=False)
-                point_indices, point_coords = self.point_sampler.subdivision_points(
-                    logits, self.subdivision_num_points
-                )
-                _write_points(logits, point_indices, predict(point_coords))
-            if return_points:
-                steps.append(SubdivisionStep(point_indices, point_coords,
-                                             tuple(logits.shape[-2:]), logits.argmax(1)))
+        for _ in range(self.num_subdivision_steps()):
+            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            n, k, h, w = logits.shape
+            uncertainty = calculate_uncertainty(logits)
+            indices = most_uncertain_cells(uncertainty, self.subdivision_num_points)
+            coords = grid_cell_centers(indices, h, w)
+            point_logits = self.point_logits(features, coarse_logits, coords).float()
+            logits = logits.reshape(n, k, h * w).scatter(
+                2, indices.unsqueeze(1).expand(-1, k, -1), point_logits).view(n, k, h, w)
+            if on_step is not None:
+                on_step(indices, coords, logits)
         canvas = self.canvas_size(coarse_logits)
         if tuple(logits.shape[-2:]) != canvas:
             logits = F.interpolate(logits, size=canvas, mode="bilinear", align_corners=False)
-        return (logits, steps) if return_points else logits
+        return logits
 
+    def trace_subdivision(self, features, image_size) -> SubdivisionTrace:
+        """
+        One image's inference, recording the subdivision (for pictures of the points, e.g.
+        :func:`pointrend_seg.visualization.draw_subdivision_figure`), from the backbone features
+        of the image alone, padded to a multiple of the backbone stride
+        (``GeneralizedSemanticSegmentor.backbone_features``), and (H, W) of the image inside
+        that padding. The final logits of the trace equal the model's for the image alone.
+        """
+        height, width = image_size
+        coarse = self.coarse_head(features)
+        canvas_h, canvas_w = self.canvas_size(coarse)
+        steps = []
 
-class SubdivisionStep(NamedTuple):
-    """
-    The points one subdivision step re-predicted: flat ``indices`` (N, P) into its
-    ``size`` (H, W) grid, their normalised cell centres ``coords`` (N, P, 2) (``(x, y)`` in
-    [0, 1] over the padded canvas), and ``labels`` (N, H, W) int64, the argmax of the logits
-    after the step.
-    """
+        def record(indices, coords, logits):
+            grid = tuple(logits.shape[-2:])
+            cell = (canvas_h / grid[0], canvas_w / grid[1])
+            xy = coords[0] * coords.new_tensor([canvas_w, canvas_h])
+            # cells that overlap the image (their top-left corner in it)
+            inside = (xy[:, 0] - cell[1] / 2 < width) & (xy[:, 1] - cell[0] / 2 < height)
+            labels = logits[0, :, : math.ceil(height / cell[0]), : math.ceil(width / cell[1])]
+            steps.append(TracedStep(xy[inside], cell, grid, labels.argmax(0)))
 
-    indices: torch.Tensor
-    coords: torch.Tensor
-    size: Tuple[int, int]
-    labels: torch.Tensor
-
-
-def _write_points(logits, indices, values):
-    """
-    ``logits[b, :, cell] = values[b, :, p]`` for ``cell = indices[b, p]``, in place.
-
-    Args:
-        logits (Tensor): (N, K, H, W) contiguous float32.
-        indices (Tensor): (N, P) flat indices into H x W, distinct within an image.
-        values (Tensor): (N, K, P), any float dtype.
-    """
-    n, k, h, w = logits.shape
-    # One flat index per written value (b, class, point): a single index_put_ (faster than a
-    # scatter_ along the last dim on CPU, the same on CUDA).
-    rows = torch.arange(n * k, device=logits.device).view(n, k, 1) * (h * w)
-    flat = (rows + indices.unsqueeze(1)).reshape(-1)
-    logits.view(-1).index_put_((flat,), values.reshape(-1).to(logits.dtype))
-
-
-@SEM_SEG_HEADS_REGISTRY.register()
-class CoarseSegHead(BilinearSegHead):
-    """Former name of :class:`BilinearSegHead`, registered so that configs naming it keep
-    working."""
+        logits = self.inference(coarse, features, on_step=record)
+        s = self.output_stride
+        return SubdivisionTrace(
+            coarse_labels=coarse[0, :, : math.ceil(height / s), : math.ceil(width / s)].argmax(0),
+            coarse_stride=s, steps=steps, logits=logits[0, :, :height, :width],
+        )

@@ -308,14 +308,14 @@ def run_model_benchmarks(specs: Sequence[ModelSpec], *, device="cpu", size=(256,
 def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu", size=None,
                   batch=1, amps=("none",), channels_last=False, repeats=5, warmup=2,
                   modes=("inference",), prepare=PREPARE_CHOICES, compile_mode="",
-                  select_methods=None, interleave=False, seed=0, narrow=False,
+                  interleave=False, seed=0, narrow=False,
                   ours_config=OURS_POINTREND_CONFIG,
                   ours_baseline_config=OURS_DEEPLAB_CONFIG, num_classes=NUM_CLASSES,
                   cudnn_benchmark=False, specs: Optional[Sequence[ModelSpec]] = None,
                   log=None) -> Dict:
     """
     The whole benchmark: models (``models``, or explicit ``specs``), then the head comparison
-    (``"heads"`` in ``models``, with ``select_methods``, default all).
+    (``"heads"`` in ``models``: our head as built and prepared, and Detectron2's).
 
     Args:
         size: (H, W), default 1024x2048 on CUDA and 256x512 on CPU; multiples of 32.
@@ -346,12 +346,6 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
     for name, values, choices in (("modes", modes, MODES), ("prepare", prepare, PREPARE_CHOICES)):
         if not values or any(v not in choices for v in values):
             raise ValueError(f"{name} must be a non-empty subset of {choices}, got {values}")
-    from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
-
-    bad = [m for m in select_methods or () if m not in SUBDIVISION_SELECT_METHODS + ("auto",)]
-    if bad:
-        raise ValueError(f"select methods {bad} unknown; choose from "
-                         f"{list(SUBDIVISION_SELECT_METHODS) + ['auto']}")
     models = tuple(dict.fromkeys(models))  # drop repeats, keep the order
     unknown = [m for m in models if m not in MODEL_NAMES + (HEADS,)]
     if unknown:
@@ -372,7 +366,7 @@ def run_benchmark(*, models: Sequence[str] = MODEL_NAMES + (HEADS,), device="cpu
     if HEADS in models:
         head_opts = NARROW_OPTS["ours_pointrend"] if narrow else []
         rows += run_head_comparison(config_file=ours_config, opts=head_opts,
-                                    methods=select_methods, compile_mode=compile_mode, **common)
+                                    compile_mode=compile_mode, **common)
         head_info = {"config_file": ours_config,
                      "opts": [str(v) for v in head_opts]}
     add_ratios(rows)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU run of everything issue 9 asks to measure, in under 7 minutes on an H100/H200:
-#   heads       the subdivision alone (N 8192, 4 steps, 1024x2048), each selection method, fp32/bf16
+#   heads       the subdivision alone (N 8192, 4 steps, 1024x2048), as built and prepared, fp32/bf16
 #   bs1         the model table at batch 1, fp32 and bf16, ours as built and prepared, references
 #   bs4         batch 4, bf16, channels_last
 #   train       training bs8 512x1024 bf16 (fused SGD): ours + PointRend vs Detectron2 DeepLabV3
@@ -104,7 +104,7 @@ fi
 # Last: compilation takes minutes; the compiled head first (small graphs), then the model
 # (backbone + head), each with whatever the budget leaves.
 run_part compile_head 90 "${DEVICE[@]}" "${FULL[@]}" "${CUDNN[@]}" --amp bf16 \
-  --compile reduce-overhead --select-methods auto --models heads
+  --compile reduce-overhead --models heads
 run_part compile_model 200 "${DEVICE[@]}" "${FULL[@]}" "${CUDNN[@]}" --amp bf16 --prepare on \
   --compile reduce-overhead --models ours_pointrend
 

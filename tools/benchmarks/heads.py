@@ -1,9 +1,11 @@
 """
-The subdivision alone: our ``PointRendSegHead.inference`` (with each selection method of
-``MODEL.POINT_HEAD.SUBDIVISION_SELECT``, optionally compiled) and Detectron2's
-``PointRendSemSegHead`` subdivision on identical coarse logits and fine features, with the
-point-head weights copied from ours into the reference's and the same number of points and steps.
+The subdivision alone: our ``PointRendSegHead.inference`` as built (the method as the paper
+states it) and as ``prepare_for_inference`` leaves it (``FastPointRendSegHead``, variant
+"prepared", optionally compiled), and Detectron2's ``PointRendSemSegHead`` subdivision, on
+identical coarse logits and fine features, with the point-head weights copied from ours into the
+reference's and the same number of points and steps.
 """
+import copy
 from typing import Dict, List
 
 import torch
@@ -44,7 +46,8 @@ def build_head_pair(*, device="cpu", size=(256, 512), batch=1, config_file=OURS_
     random fine features shaped like the backbone's (channels, stride).
 
     Returns:
-        dict(ours, ref, coarse_logits, features, num_points, steps, stride).
+        dict(ours, prepared, ref, coarse_logits, features, num_points, steps, stride):
+        ``prepared`` is a copy of ``ours`` after ``prepare_for_inference``.
     """
     from detectron2.config import get_cfg
     from detectron2.layers import ShapeSpec
@@ -52,7 +55,7 @@ def build_head_pair(*, device="cpu", size=(256, 512), batch=1, config_file=OURS_
     from detectron2.projects.point_rend import add_pointrend_config
     from detectron2.projects.point_rend.semantic_seg import PointRendSemSegHead
 
-    from pointrend_seg.modeling import MLPPointHead, PointRendSegHead
+    from pointrend_seg.modeling import MLPPointHead, PointRendSegHead, prepare_for_inference
 
     cfg = ours_cfg(config_file, device, opts, num_classes)
     torch.manual_seed(seed)
@@ -87,6 +90,8 @@ def build_head_pair(*, device="cpu", size=(256, 512), batch=1, config_file=OURS_
     ref.point_head.load_state_dict(ours.point_head.state_dict())
     ours.to(device).eval()
     ref.to(device).eval()
+    prepared = copy.deepcopy(ours)
+    prepare_for_inference(prepared)
 
     h, w = size
     if h % stride or w % stride:
@@ -98,51 +103,51 @@ def build_head_pair(*, device="cpu", size=(256, 512), batch=1, config_file=OURS_
         for f, s in fine_shapes.items()
     }
     return {
-        "ours": ours, "ref": ref, "coarse_logits": coarse.to(device),
+        "ours": ours, "prepared": prepared, "ref": ref, "coarse_logits": coarse.to(device),
         "features": {f: x.to(device) for f, x in features.items()},
         "num_points": num_points, "steps": steps, "stride": stride,
     }
 
 
 def head_outputs(pair, amp="none", device="cpu"):
-    """(ours, ref) full-resolution logits of one run of both heads on the pair's inputs."""
+    """(ours, prepared, ref) full-resolution logits of one run of each head on the pair's
+    inputs."""
+    outputs = []
+    for name in ("ours", "prepared"):
+        with torch.inference_mode(), autocast_context(device, amp):
+            outputs.append(pair[name].inference(pair["coarse_logits"], pair["features"]))
     with torch.inference_mode(), autocast_context(device, amp):
-        ours = pair["ours"].inference(pair["coarse_logits"], pair["features"])
-    with torch.inference_mode(), autocast_context(device, amp):
-        ref, _ = pair["ref"](_ref_features(pair))
-    return ours, ref
+        outputs.append(pair["ref"](_ref_features(pair))[0])
+    return tuple(outputs)
 
 
 def _ref_features(pair):
     return {**pair["features"], _GivenCoarseLogits.COARSE_KEY: pair["coarse_logits"]}
 
 
-def _head_variants(methods, compile_mode):
-    """(variant name, selection method, compile mode) of our head's rows."""
-    variants = [(f"select={m}", m, "") for m in methods]
+def _head_variants(compile_mode):
+    """(variant name, head in the pair, compile mode) of our head's rows."""
+    variants = [("", "ours", ""), ("prepared", "prepared", "")]
     if compile_mode:
-        variants.append((f"select=auto+compile={compile_mode}", "auto", compile_mode))
+        variants.append((f"prepared+compile={compile_mode}", "prepared", compile_mode))
     return variants
 
 
 def run_head_comparison(*, device="cpu", size=(256, 512), batch=1, amps=("none",),
                         channels_last=False, repeats=5, warmup=2, seed=0,
                         config_file=OURS_POINTREND_CONFIG, opts=(), num_classes=NUM_CLASSES,
-                        methods=None, compile_mode="", log=None) -> List[Dict]:
+                        compile_mode="", log=None) -> List[Dict]:
     """
-    Time our ``PointRendSegHead.inference`` with each selection method in ``methods`` (default:
-    all of ``SUBDIVISION_SELECT_METHODS``; rows ``head_ours`` with variant "select=<method>"),
-    with ``compile_mode`` also compiled (``torch.compile`` of the inference, "auto" selection),
-    and the reference subdivision (``head_ref``), on the same inputs (:func:`build_head_pair`),
-    for each AMP mode, timed in turn (:func:`timing.time_round_robin`). Our rows carry
-    ``max_abs_diff_vs_ref``, the largest difference between their output and the reference's
-    (``None`` if either failed); all carry ``num_points`` / ``steps``.
+    Time our ``PointRendSegHead.inference`` as built (rows ``head_ours``, variant "") and
+    prepared (variant "prepared"; with ``compile_mode`` also compiled, ``torch.compile`` of the
+    prepared inference) and the reference subdivision (``head_ref``), on the same inputs
+    (:func:`build_head_pair`), for each AMP mode, timed in turn
+    (:func:`timing.time_round_robin`). Our rows carry ``max_abs_diff_vs_ref``, the largest
+    difference between their output and the reference's (``None`` if either failed); all carry
+    ``num_points`` / ``steps``.
     """
-    from pointrend_seg.modeling.point_sampling import SUBDIVISION_SELECT_METHODS
-
     log = log or (lambda msg: None)
-    methods = tuple(methods or SUBDIVISION_SELECT_METHODS)
-    variants = _head_variants(methods, compile_mode)
+    variants = _head_variants(compile_mode)
     rows = []
     kw = dict(batch=batch, size=size, channels_last=channels_last)
 
@@ -162,21 +167,20 @@ def run_head_comparison(*, device="cpu", size=(256, 512), batch=1, amps=("none",
         pair["features"] = {f: x.contiguous(memory_format=torch.channels_last)
                             for f, x in pair["features"].items()}
         pair["coarse_logits"] = pair["coarse_logits"].contiguous(memory_format=torch.channels_last)
-    ours, ref = pair["ours"], pair["ref"]
-    configured_select = ours.point_sampler.subdivision_select
+    ref = pair["ref"]
     compiled = {}
 
-    def call_ours(method, mode):
-        ours.point_sampler.subdivision_select = method
+    def call_ours(head, mode):
+        inference = pair[head].inference
         if mode:
             if mode not in compiled:
-                compiled[mode] = torch.compile(ours.inference, mode=mode)
-            return compiled[mode](pair["coarse_logits"], pair["features"])
-        return ours.inference(pair["coarse_logits"], pair["features"])
+                compiled[mode] = torch.compile(inference, mode=mode)
+            inference = compiled[mode]
+        return inference(pair["coarse_logits"], pair["features"])
 
     for amp in amps:
-        calls = [(head_row("head_ours", amp, name), lambda m=m, c=c: call_ours(m, c))
-                 for name, m, c in variants]
+        calls = [(head_row("head_ours", amp, name), lambda h=h, c=c: call_ours(h, c))
+                 for name, h, c in variants]
         calls.append((head_row("head_ref", amp), lambda: ref(_ref_features(pair))[0]))
         outputs, timed = {}, []
         for row, call in calls:
@@ -223,7 +227,6 @@ def run_head_comparison(*, device="cpu", size=(256, 512), batch=1, amps=("none",
                                           f"{tuple(reference.shape)}")
             else:
                 row["max_abs_diff_vs_ref"] = (out.float() - reference.float()).abs().max().item()
-    ours.point_sampler.subdivision_select = configured_select
     del pair, compiled
     free_memory(device)
     return rows

@@ -73,7 +73,8 @@ DESCRIPTIONS = {
                      "build_resnet_deeplab_backbone R-103 OS16",
     "ref_pointrend_fpn": "detectron2 PointRend project: SemanticSegmentor + PointRendSemSegHead "
                          "(SemSegFPNHead), R-101-FPN",
-    "head_ours": "ours: PointRendSegHead.inference (subdivision only)",
+    "head_ours": "ours: PointRendSegHead.inference (subdivision only; prepared: "
+                 "FastPointRendSegHead)",
     "head_ref": "detectron2 PointRendSemSegHead subdivision (same coarse logits, features, "
                 "point-head weights)",
 }

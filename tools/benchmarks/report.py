@@ -88,8 +88,8 @@ def format_markdown(report: Dict) -> str:
         "",
         "vs reference: our ms/img divided by the reference's (as it comes, no variant) in the same "
         "mode and setting (below 1: ours is faster). Variants: `prepared` = after "
-        "`prepare_for_inference` (batch norm folded into the convolutions); `select=<method>` = "
-        "the subdivision's selection method; `compile=<mode>` = torch.compile. The heads are timed "
+        "`prepare_for_inference` (batch norm folded into the convolutions; PointRend's fast "
+        "subdivision, FastPointRendSegHead); `compile=<mode>` = torch.compile. The heads are timed "
         "side by side, iteration by iteration. GFLOP/img: matrix "
         "products and convolutions counted by torch.utils.flop_counter (forward, plus backward "
         "in training).",

@@ -3,7 +3,7 @@ Result rows of the benchmark (plain dicts, JSON-ready) and the ratios between th
 
 A row is one model in one mode ("inference", "train", "head-inference") and one setting (batch,
 size, AMP dtype, memory format), optionally a ``variant`` of that model ("prepared": after
-``prepare_for_inference``; "select=radix": a subdivision selection method; ...). Failures are
+``prepare_for_inference``; "prepared+compile=default": also compiled). Failures are
 rows too, with ``status`` "fails: <error>".
 """
 from typing import Dict, List

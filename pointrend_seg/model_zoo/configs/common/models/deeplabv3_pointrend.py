@@ -12,7 +12,6 @@ from pointrend_seg.modeling import (
     GeneralizedSemanticSegmentor,
     MLPPointHead,
     PointRendSegHead,
-    UncertaintyPointSampler,
 )
 from pointrend_seg.modeling.backbone import dilated_resnet
 
@@ -45,10 +44,10 @@ model = L(GeneralizedSemanticSegmentor)(
             num_fc=3,
             coarse_pred_each_layer=True,
         ),
-        point_sampler=L(UncertaintyPointSampler)(
-            oversample_ratio=3, importance_sample_ratio=0.75, subdivision_select="auto"),
         in_features=["res2"],
         train_num_points=2048,
+        oversample_ratio=3,  # k: k * N random candidates
+        importance_sample_ratio=0.75,  # beta: the beta * N most uncertain candidates
         subdivision_num_points=8192,
         subdivision_steps=-1,  # log2 of the coarse stride
         ignore_value=255,
