@@ -20,6 +20,7 @@ from detectron2.evaluation import SemSegEvaluator, inference_on_dataset
 
 from pointrend_seg.data import read_image_file, read_label_file
 from pointrend_seg.engine import Trainer, build_predictor
+from pointrend_seg.engine.cli import INPUT_ERRORS
 
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
 
@@ -251,8 +252,8 @@ def recorded_names(monkeypatch):
         return draw(image, label_maps, class_names, colors, **kwargs)
 
     monkeypatch.setattr(demo, "draw_sem_seg_figure", recording_draw)
-    monkeypatch.setattr(demo, "build_predictor",
-                        lambda cfg: _FakePredictor(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+    monkeypatch.setattr(demo, "build_predictor", lambda cfg, **kwargs: _FakePredictor(
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
     return names
 
 
@@ -297,13 +298,14 @@ def test_names_from_config_classes_and_register_folder(recorded_names, tmp_path,
 
 
 def _demo_error(argv):
-    with pytest.raises(SystemExit) as e:
+    """The message of the user error (exit status 2, ``demo.py: error: MESSAGE``) of a run."""
+    with pytest.raises(INPUT_ERRORS) as e:
         demo.main(argv)
-    return str(e.value.code)
+    return str(e.value)
 
 
 def test_no_names_or_wrong_count_fails_before_inference(monkeypatch, tmp_path, prefix):
-    def no_model(cfg):
+    def no_model(cfg, **kwargs):
         raise AssertionError("the model was built before the names were checked")
 
     monkeypatch.setattr(demo, "build_predictor", no_model)

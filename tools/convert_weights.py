@@ -21,18 +21,29 @@ that the result fills the backbone it prints, and prints the config overrides to
     tools/train_net.py --config-file CFG MODEL.WEIGHTS OUTPUT <printed overrides>
 
 What converts and what does not (deep stems, avg-pool shortcuts, basic blocks):
-pointrend_seg/modeling/backbone/convert.py. Detectron2's own DeepLab R-103
+pointrend_seg/modeling/backbone/convert.py. Refused, with one line naming the file and the tensors
+(exit status 2): weights holding NaN or infinite values, tensors whose shapes do not fit the
+architecture the others describe (e.g. a Swin / ViT attn.qkv weight that is not 3C x C), and an
+OUTPUT that is the INPUT (the same file, also through a link). Detectron2's own DeepLab R-103
 (detectron2://DeepLab/R-103.pkl, the default of the shipped configs) needs no conversion.
 """
 import argparse
 import os
 import shlex
+import sys
 
 import torch
 
 from pointrend_seg.engine import atomic_write
 from pointrend_seg.engine.checkpoint import load_weights_only
+from pointrend_seg.engine.cli import (
+    add_debug_argument,
+    debug_requested,
+    refuse_output_over_inputs,
+    run_tool,
+)
 from pointrend_seg.modeling.backbone import (
+    WeightConversionError,
     convert_resnet_state_dict,
     unwrap_state_dict,
     verify_converted_state_dict,
@@ -55,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--prefix", default=None,
                    help="module path of the backbone in the model (default: backbone.; "
                         "backbone.net. for a ViT, inside SimpleFeaturePyramid)")
+    add_debug_argument(p)
     return p.parse_args(argv)
 
 
@@ -64,15 +76,16 @@ def load_state_dict_file(path):
 
         return load_file(path)
     if path.endswith(".pkl"):
-        raise SystemExit(f"{path}: .pkl files are Detectron2 / Caffe2 checkpoints; give them to "
-                         "MODEL.WEIGHTS directly")
+        raise WeightConversionError(f"{path}: .pkl files are Detectron2 / Caffe2 checkpoints; "
+                                    "give them to MODEL.WEIGHTS directly")
     return load_weights_only(path)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(args.input):
-        raise SystemExit(f"input not found: {args.input}")
+        raise FileNotFoundError(f"input not found: {args.input}")
+    refuse_output_over_inputs([args.output], {"input": args.input})
     state_dict = unwrap_state_dict(load_state_dict_file(args.input), args.input)
     kind = transformer_kind(state_dict)
     if kind:
@@ -96,4 +109,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main, prog="convert_weights.py", debug=debug_requested()))

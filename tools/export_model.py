@@ -12,7 +12,10 @@ Written to --output:
     model.onnx       ONNX (torch's dynamo-based exporter): input "images" (B, 3, H, W) float32,
                      the config's INPUT.FORMAT (e.g. RGB), 0-255; output "sem_seg" (B, K, H, W)
                      float32 logits. Batch, height and width are dynamic.
-    model.pt2        the same as a torch.export program (torch.export.load(path).module()).
+    model.pt2        the same as a torch.export program: load it with
+                     pointrend_seg.modeling.export.load_exported_program(path).module(), which
+                     refuses an archive that would make torch unpickle objects or load native
+                     code (torch.export.load itself may: load only .pt2 files you trust with it).
     export.json      input format, classes, size range, what was checked and how well.
 
 Static in the exported graph: the number of subdivision points and steps, the classes and the
@@ -20,6 +23,10 @@ weights (batch norm folded in unless MODEL.INFERENCE.FOLD_BN False). Height and 
 [--min-size, --max-size]. Not exported: sliding-window inference and test-time augmentation
 (Python loops around the exported whole-image model; the tool refuses a config with them on) and
 the resizing to INPUT.MIN_SIZE_TEST that DefaultPredictor does before the model.
+
+MODEL.WEIGHTS must fill every tensor of the config's model (else one error naming the tensors
+missing or of another shape; --partial-weights exports anyway). An --output whose files would
+replace the config, the weights or a --check-image file is refused.
 
 The check runs every exported file (ONNX with onnxruntime) on random images of each --check-size
 and on each --check-image file at its own size, and compares with the eager model: the largest
@@ -49,9 +56,11 @@ from pointrend_seg.engine.cli import (
     INPUT_ERRORS,
     add_class_name_arguments,
     add_debug_argument,
+    add_partial_weights_argument,
     class_names_from_args,
     debug_requested,
     parse_tool_args,
+    refuse_output_over_inputs,
     run_tool,
     setup_tool_output,
 )
@@ -67,6 +76,8 @@ from pointrend_seg.modeling.export import (
 logger = logging.getLogger("pointrend_seg.export")
 
 FORMATS = ("onnx", "torch_export")
+# What --output receives.
+OUTPUT_FILES = ("model.onnx", "model.pt2", "export.json")
 
 
 def parse_args(argv=None):
@@ -85,6 +96,7 @@ def parse_args(argv=None):
                    help="least share of pixels whose class the exported model must agree on")
     p.add_argument("--no-check", action="store_true", help="export only")
     add_class_name_arguments(p)
+    add_partial_weights_argument(p)
     add_debug_argument(p)
     p.add_argument("opts", nargs="*", metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.WEIGHTS model.pth (flags may follow)")
@@ -158,9 +170,14 @@ def main(argv=None) -> int:
         if not lazy:
             cfg.defrost()
             cfg.MODEL.DEVICE = "cpu"
+        read = {"config file": args.config_file, "weights file": view.MODEL.WEIGHTS.split("?")[0]}
+        read.update((f"--check-image file {i + 1}", path)
+                    for i, path in enumerate(args.check_images))
+        refuse_output_over_inputs([os.path.join(args.output, name) for name in OUTPUT_FILES], read)
         if not view.MODEL.WEIGHTS:
             logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
-        model = lazy_model(cfg) if lazy else load_inference_model(cfg)
+        model = (lazy_model(cfg, partial_weights=args.partial_weights) if lazy
+                 else load_inference_model(cfg, partial_weights=args.partial_weights))
         cfg = view
         check_size_range(args.min_size, args.max_size, model.size_divisibility)
         with torch.no_grad():

@@ -10,6 +10,7 @@ from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
     CheckpointWriteError,
+    IncompleteWeightsError,
     SafeCheckpointer,
     UnsafeCheckpointError,
     atomic_write,
@@ -25,8 +26,8 @@ from .trainer import Trainer
 
 __all__ = [
     "BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError", "ExactResume",
-    "NonFiniteLossError", "ReseedEachIteration", "RestoreMetricHistory", "ResumableTrainLoader",
-    "ResumableTrainingSampler", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
+    "IncompleteWeightsError", "NonFiniteLossError", "ReseedEachIteration", "RestoreMetricHistory",
+    "ResumableTrainLoader", "ResumableTrainingSampler", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
     "UnsafeCheckpointError", "adapt_norm_to_world_size", "atomic_write", "build_predictor",
     "check_dataset_config", "check_solver_config", "launch", "load_inference_model",
     "prepare_run",

@@ -1,32 +1,37 @@
 """
-Crash-safe checkpoints: atomic writes and ``weights_only`` loading.
+Crash-safe checkpoints: atomic writes, and loading that never runs code from a file.
 
-:class:`SafeCheckpointer` is Detectron2's ``DetectionCheckpointer`` with two changes:
+:class:`SafeCheckpointer` is Detectron2's ``DetectionCheckpointer`` with these changes:
 
 * **Atomic saves.** A checkpoint (and the ``last_checkpoint`` tag naming it) is written to a
   temporary file in the same directory, flushed, ``fsync``-ed and renamed over the final name
   with ``os.replace``. A process killed in the middle of a save leaves the previous checkpoint
   and the previous ``last_checkpoint`` untouched (plus, at worst, a stray ``.<name>.tmp.<pid>``
   file that the next :meth:`~SafeCheckpointer.remove_stale_temp_files` deletes).
-* **No arbitrary unpickling for ``.pth``/``.pt``.** Every file except ``.pkl`` is read with
-  ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers; a file
-  that needs more is refused with :class:`UnsafeCheckpointError`. ``.pkl`` files (Detectron2 /
-  Caffe2 model zoo) go through Detectron2's reader, which calls :func:`pickle.load`, so they can
-  run code: load only ``.pkl`` files you trust (``docs/checkpoints.md``).
+* **Pickles only as data.** Every file except ``.pkl`` is read with
+  ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers; ``.pkl``
+  files (Detectron2 / Caffe2 model zoo) with :func:`load_model_zoo_pkl`, an unpickler that
+  rebuilds only what those files hold (numpy arrays, dtypes and scalars, dicts, lists, numbers,
+  strings). A file that needs more is refused with :class:`UnsafeCheckpointError` naming it and
+  the refused global; nothing of it runs.
 
 It also refuses weights that do not fit the model's backbone: a checkpoint that fills less than
 half of the backbone's tensors raises :class:`BackboneMismatchError` (e.g. a torchvision or timm
 state dict given as ``MODEL.WEIGHTS`` without ``tools/convert_weights.py``: its names match
-nothing, and training would silently start from scratch).
+nothing, and training would silently start from scratch). With ``require_all_weights`` (the
+inference loader: ``--eval-only``, the predictor, export) every model tensor must be filled:
+otherwise :class:`IncompleteWeightsError` names the tensors missing or of another shape.
 
 What a run folder may make it do (``--resume``, :meth:`SafeCheckpointer.resume_or_load`):
 
-* **No pickles from a run folder.** ``last_checkpoint`` must name a file of the folder itself,
-  and a ``.pkl`` is refused (:class:`UnsafeCheckpointError`): only ``.pkl`` files the user named
-  (``MODEL.WEIGHTS`` on the command line or in the config) are unpickled.
+* **Only the run folder's own checkpoints.** ``last_checkpoint`` must name a file of the folder
+  itself - checked on the path Detectron2 will open (Detectron2 ``main`` drops a URL query:
+  ``model.pkl?matching_heuristics=True`` opens ``model.pkl``) - and not a ``.pkl`` nor a URL
+  (:class:`UnsafeCheckpointError`).
 * **A broken latest checkpoint is not the end.** When the file ``last_checkpoint`` names cannot be
   read (truncated, corrupt), the newest earlier ``model_<iter>.pth`` of the folder that can be read
-  is loaded instead, with a warning naming both files.
+  is loaded instead, with a warning naming both files. A file that is refused as unsafe is never
+  skipped that way: the resume stops, naming it.
 
 And what it writes:
 
@@ -40,26 +45,34 @@ And what it writes:
   ("no space left on the device while writing X; Y is intact").
 """
 import errno
+import importlib
+import io
 import logging
 import os
 import pickle
+import pickletools
 import re
 import uuid
+import zipfile
+from urllib.parse import parse_qs, urlparse
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .compat import reset_after_failed_load
+from ..evaluation.report import is_disk_full
+from .compat import checkpointer_drops_url_query, reset_after_failed_load, url_query_being_loaded
 
 __all__ = [
     "BackboneMismatchError",
     "CheckpointReadError",
     "CheckpointWriteError",
+    "IncompleteWeightsError",
     "PendingWrite",
     "SafeCheckpointer",
     "UnsafeCheckpointError",
     "atomic_write",
+    "load_model_zoo_pkl",
     "load_weights_only",
 ]
 
@@ -71,11 +84,17 @@ _CHECKPOINT_RE = re.compile(r"^model_(?P<iter>\d+|final)\.pth$")
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A ``.pth``/``.pt`` file holding pickled objects that ``weights_only`` loading refuses."""
+    """A checkpoint that would run code to load: pickled objects other than weights (refused
+    before anything of them runs), or a run folder naming a file that is not its own."""
 
 
 class BackboneMismatchError(ValueError):
     """A checkpoint that fills less than half of the model's backbone tensors."""
+
+
+class IncompleteWeightsError(ValueError):
+    """Weights for inference that leave model tensors uninitialised (missing from the file, or
+    of another shape there): the model would predict with random weights in those places."""
 
 
 class CheckpointReadError(OSError):
@@ -89,18 +108,6 @@ class CheckpointWriteError(OSError):
     def __init__(self, message):
         super().__init__(message)
         self.errno = errno.ENOSPC
-
-
-def _is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` or an error it was raised from (torch's zip writer re-raises a failed
-    write as ``RuntimeError: unexpected pos``) is "no space left" or "quota exceeded"."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _fsync_dir(path):
@@ -173,40 +180,233 @@ def load_weights_only(filename):
     ``torch.load(filename, map_location="cpu", weights_only=True)``; a file that holds other
     pickled objects raises :class:`UnsafeCheckpointError`, one that cannot be read at all
     (truncated, corrupt, not a torch file) :class:`CheckpointReadError`, both naming the file.
+
+    torch raises ``pickle.UnpicklingError`` both for what it refuses (a global, an opcode its
+    unpickler does not know - as in a plain ``pickle.dump`` file) and for some damage (the cut-off
+    name of a truncated legacy file), and other errors for other damage, so the file's pickle is
+    read again, without running anything, to tell them apart (:func:`_refused_pickle`): naming a
+    global that torch's writer never writes, or intact and refused, it is unsafe; otherwise
+    damaged. An unsafe file must stop a resume, a damaged one may be skipped for an earlier one.
     """
     try:
         return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
-    except pickle.UnpicklingError as e:
-        # A refused object names its "global"; other messages ("Unsupported operand") are damage.
-        if "global" not in str(e):
-            raise CheckpointReadError(
-                f"cannot read checkpoint {filename}: {type(e).__name__}: {e}") from None
-        raise UnsafeCheckpointError(
-            f"refused to load {filename}: it holds pickled objects other than tensors and plain "
-            "containers, and pointrend_seg reads .pth/.pt files with "
-            "torch.load(weights_only=True) so that loading a file cannot run code. If you "
-            "trust the file, re-save its state dict (torch.save({'model': state_dict}, path)) "
-            f"in a trusted environment; see docs/checkpoints.md. torch said: {e}"
-        ) from None
     except (FileNotFoundError, IsADirectoryError):
         raise
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        # torch's zip reader: "PytorchStreamReader failed reading zip archive: failed finding
-        # central directory" for a truncated file; EOFError / ValueError for other damage.
+    except Exception as e:  # torch's zip reader, its unpickler, struct / EOF errors, ...
+        refused = isinstance(e, pickle.UnpicklingError)
+        unsafe, what = _refused_pickle(filename, refused=refused)
+        if unsafe:
+            raise UnsafeCheckpointError(
+                f"refused to load {filename}: it holds pickled objects other than tensors and "
+                f"plain containers ({what or _torch_reason(e)}), and pointrend_seg reads "
+                ".pth/.pt files with torch.load(weights_only=True) so that loading a file cannot "
+                "run code. If you trust the file, re-save its state dict "
+                "(torch.save({'model': state_dict}, path)) in a trusted environment; see "
+                "docs/checkpoints.md"
+            ) from None
+        # e.g. "PytorchStreamReader failed reading zip archive: failed finding central
+        # directory" for a truncated zip file; EOFError / struct.error for a legacy one.
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        reason = what if refused else f"{type(e).__name__}: {first_line}"
         raise CheckpointReadError(
-            f"cannot read checkpoint {filename} (truncated or corrupt?): "
-            f"{type(e).__name__}: {first_line}") from None
+            f"cannot read checkpoint {filename} (truncated or corrupt?): {reason}") from None
+
+
+def _torch_reason(error) -> str:
+    """The line of torch's long weights_only message that says what it refused."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    found = [line for line in lines if "Unsupported" in line or "GLOBAL" in line]
+    return (found or ["torch.load(weights_only=True) refused it"])[0]
+
+
+# What torch.save itself writes into a checkpoint's pickle: torch's rebuild functions, storages
+# and dtypes, OrderedDict, and (protocol 2) bytes as _codecs.encode.
+_PLAIN_BUILTINS = {"set", "frozenset", "tuple", "list", "dict", "int", "float", "complex", "bool",
+                   "bytes", "bytearray", "str", "slice", "range"}
+
+
+def _written_by_torch(module: str, name: str) -> bool:
+    return (module == "torch" or module.startswith("torch.")
+            or (module, name) in (("collections", "OrderedDict"), ("_codecs", "encode"))
+            or (module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS))
+
+
+def _pickle_globals(f, max_pickles: int):
+    """
+    Read up to ``max_pickles`` pickles in a row from the binary file ``f`` with
+    :func:`pickletools.genops` (which parses, and runs nothing). Returns ``(intact, globals)``:
+    whether each pickle read ended with its STOP (up to the end of the file), and the
+    ``(module, name)`` of every global they import, in order (``"?"`` where a protocol 4 import
+    takes names that were not pushed as plain strings).
+    """
+    found, strings, memo = [], [], {}
+    for _ in range(max_pickles):
+        if not f.read(1):
+            return True, found
+        f.seek(-1, os.SEEK_CUR)
+        last = None  # the string the previous opcode pushed, for the memo
+        try:
+            for op, arg, _ in pickletools.genops(f):
+                pushed = None
+                if op.name in ("GLOBAL", "INST"):
+                    module, _, name = str(arg).partition(" ")
+                    found.append((module, name))
+                elif op.name == "STACK_GLOBAL":
+                    found.append(tuple(strings[-2:]) if len(strings) >= 2 else ("?", "?"))
+                elif op.name.startswith("EXT"):
+                    found.append(("?", f"extension {arg}"))
+                elif "UNICODE" in op.name or "STRING" in op.name:
+                    pushed = str(arg)
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = last
+                elif op.name.endswith("PUT"):
+                    memo[arg] = last
+                elif op.name.endswith("GET"):
+                    pushed = memo.get(arg)
+                if pushed is not None:
+                    strings.append(pushed)
+                last = pushed
+        except Exception:  # a truncated or corrupt stream
+            return False, found
+    return True, found
+
+
+def _refused_pickle(filename, *, refused: bool):
+    """
+    ``(unsafe, what)`` for a file that ``torch.load(weights_only=True)`` could not load: its
+    pickle (a zip checkpoint's ``data.pkl``; else the file itself, as torch's legacy format and a
+    plain pickle are read: up to five pickles in a row) imports a global torch's writer never
+    writes -> unsafe, naming it; it is intact and torch ``refused`` it (an ``UnpicklingError``)
+    -> unsafe (a real pickle that weights_only loading refuses); else damaged.
+    """
+    try:
+        with open(filename, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"  # as torch.load tells its two formats apart
+        if is_zip:
+            with zipfile.ZipFile(filename) as archive:
+                names = [n for n in archive.namelist() if n.split("/")[-1] == "data.pkl"]
+                if not names:
+                    return False, "a zip file without the data.pkl of a torch checkpoint"
+                intact, found = _pickle_globals(io.BytesIO(archive.read(names[0])), 1)
+        else:
+            with open(filename, "rb") as f:
+                intact, found = _pickle_globals(f, 5)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError) as e:
+        return False, f"{type(e).__name__}: {e}"
+    foreign = [f"{m}.{n}" for m, n in found if not _written_by_torch(m, n)]
+    if foreign:
+        return True, f"it would import {foreign[0]}"
+    if intact and refused:
+        return True, ""
+    return False, "its pickle ends early or holds bytes that are not pickle opcodes"
+
+
+# ---- .pkl: Detectron2 / Caffe2 model-zoo files, unpickled as data only ------------------------
+# Everything such a file holds: numpy arrays (rebuilt by _reconstruct, or _frombuffer with
+# pickle protocol 5), their dtypes, numpy scalars, OrderedDicts, and bytes as protocol 2 writes
+# them (_codecs.encode). numpy 2 writes numpy._core where numpy 1 wrote numpy.core.
+_MODEL_ZOO_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),
+}
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as pickle protocol 2 uses it for bytes, and no other codec."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class _ModelZooUnpickler(pickle.Unpickler):
+    """An unpickler that imports only :data:`_MODEL_ZOO_GLOBALS` (Python's "restricting
+    globals"); any other global is an :class:`UnsafeCheckpointError` naming it and the file."""
+
+    def __init__(self, file, filename):
+        super().__init__(file, encoding="latin1")  # Python 2 (Caffe2) pickles, as Detectron2
+        self.filename = filename
+
+    def find_class(self, module, name):
+        canonical = "numpy.core" + module[len("numpy._core"):] if module.startswith(
+            "numpy._core") else module
+        if (canonical, name) not in _MODEL_ZOO_GLOBALS:
+            raise UnsafeCheckpointError(
+                f"refused to load {self.filename}: its pickle imports {module}.{name}, which is "
+                "not part of a Detectron2 / Caffe2 model-zoo checkpoint (numpy arrays, numbers, "
+                "strings, dicts and lists) and could run code; nothing of it was run. If you "
+                "trust the file, load it once in a trusted environment and save its weights as a "
+                ".pth state dict; see docs/checkpoints.md")
+        if canonical == "_codecs":
+            return _latin1_encode
+        if canonical.startswith("numpy.core"):  # numpy 2's own module first: no deprecation
+            try:
+                return getattr(importlib.import_module("numpy._core" + canonical[10:]), name)
+            except ImportError:
+                pass
+        return getattr(importlib.import_module(canonical), name)
+
+
+def load_model_zoo_pkl(filename):
+    """
+    A Detectron2 / Caffe2 model-zoo ``.pkl`` as Detectron2's ``DetectionCheckpointer`` returns
+    it: a Detectron2 file (``"model"`` and ``"__author__"``) as it is; otherwise a Caffe2 one,
+    its ``"blobs"`` (if any) without the ``*_momentum`` entries, as ``{"model": ...,
+    "__author__": "Caffe2", "matching_heuristics": True}``. Unpickled by
+    :class:`_ModelZooUnpickler`, which rebuilds data only.
+
+    Raises:
+        UnsafeCheckpointError: the pickle imports anything else (named).
+        CheckpointReadError: the file is damaged or not a dict.
+    """
+    try:
+        with open(filename, "rb") as f:
+            data = _ModelZooUnpickler(f, filename).load()
+    except UnsafeCheckpointError:
+        raise
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except Exception as e:  # any damage: EOFError, UnpicklingError, a numpy error, ...
+        raise CheckpointReadError(
+            f"cannot read checkpoint {filename}: {type(e).__name__}: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointReadError(
+            f"{filename} holds a {type(data).__name__}, not a model-zoo checkpoint (a dict)")
+    if "model" in data and "__author__" in data:
+        return data
+    blobs = data.get("blobs", data)  # detection models have "blobs"; ImageNet ones do not
+    if not isinstance(blobs, dict):
+        raise CheckpointReadError(f"{filename}: 'blobs' is a {type(blobs).__name__}, not a dict")
+    weights = {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")}
+    return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def _opened_path(path: str) -> str:
+    """The local file Detectron2's ``DetectionCheckpointer.load`` opens for ``path``: on
+    Detectron2 ``main`` without its URL query (``x.pth?matching_heuristics=True`` -> ``x.pth``)."""
+    return _without_query(path) if checkpointer_drops_url_query() else path
+
+
+def _without_query(path: str) -> str:
+    return urlparse(path)._replace(query="").geturl() if "?" in path else path
 
 
 class SafeCheckpointer(DetectionCheckpointer):
     """
-    ``DetectionCheckpointer`` with atomic saves, ``weights_only`` loading, the backbone
-    coverage check, run folders that cannot make it unpickle, a fallback for a broken latest
-    checkpoint, and checkpoints only of good states (module docstring).
+    ``DetectionCheckpointer`` with atomic saves, loading that runs no code from a file, the
+    backbone coverage check, run folders that cannot make it load other files, a fallback for a
+    broken latest checkpoint, and checkpoints only of good states (module docstring).
 
     Saving can be switched off for the rest of the run with :meth:`disable_saving` (the trainer
     does this after a non-finite loss, so no checkpoint is written from a diverged run).
+
+    Args:
+        require_all_weights: refuse a file that leaves any model tensor uninitialised
+            (:class:`IncompleteWeightsError`): for inference, where such a model predicts with
+            random weights. Training from a checkpoint (e.g. ImageNet backbone weights) is partial
+            by nature and keeps the default, False.
 
     Attributes:
         confirm_with_next_loss (bool): hold each saved checkpoint back (written, not yet under
@@ -214,8 +414,10 @@ class SafeCheckpointer(DetectionCheckpointer):
             it once the next iteration's loss is finite, or :meth:`discard_pending` if it is not.
     """
 
-    def __init__(self, model, save_dir="", *, save_to_disk=None, **checkpointables):
+    def __init__(self, model, save_dir="", *, save_to_disk=None, require_all_weights=False,
+                 **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.require_all_weights = require_all_weights
         self._saving_disabled_reason = None
         self._loading_path = None
         self.confirm_with_next_loss = False
@@ -263,7 +465,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             pending = atomic_write(save_file, lambda f: torch.save(data, f),
                                    commit=not self.confirm_with_next_loss)
         except BaseException as e:
-            if not _is_disk_full(e):
+            if not is_disk_full(e):
                 raise
             intact = self.last_checkpoint_path()
             raise CheckpointWriteError(
@@ -287,7 +489,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             pending.commit()
         except BaseException as e:
             pending.discard()
-            if not _is_disk_full(e):
+            if not is_disk_full(e):
                 raise
             raise CheckpointWriteError(
                 f"no space left on the device while writing {pending.path}; last_checkpoint "
@@ -369,12 +571,14 @@ class SafeCheckpointer(DetectionCheckpointer):
         As Detectron2's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the checkpoint
         it names with all its state; otherwise ``path`` (e.g. ``MODEL.WEIGHTS``), model only.
         What a run folder can make it load is limited (module docstring): ``last_checkpoint``
-        must name a file of ``save_dir`` that is not a ``.pkl``, and if that file is missing or
+        must name a file of ``save_dir`` that is not a ``.pkl`` nor a URL - as written and as
+        Detectron2 ``main`` opens it, without a URL query - and if that file is missing or
         cannot be read the newest earlier readable ``model_<iter>.pth`` of the folder is loaded,
-        with a warning.
+        with a warning. A file refused as unsafe stops the resume.
 
         Raises:
-            UnsafeCheckpointError: ``last_checkpoint`` names a ``.pkl`` or a file elsewhere.
+            UnsafeCheckpointError: ``last_checkpoint`` names a ``.pkl``, a URL or a file
+                elsewhere; or that file (or an earlier one) holds pickled objects.
             CheckpointReadError: neither that file nor an earlier checkpoint can be read.
         """
         if not (resume and self.has_checkpoint()):
@@ -382,20 +586,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         tag = os.path.join(self.save_dir, "last_checkpoint")
         named = self.get_checkpoint_file()
         basename = os.path.relpath(named, self.save_dir) if self._is_local() else named
-        if self._is_local() and (os.path.dirname(basename) or basename in ("", ".", "..")):
-            raise UnsafeCheckpointError(
-                f"refused to resume: {tag} names {basename!r}, which is not a file of "
-                f"{self.save_dir}; pointrend_seg resumes only from checkpoints in the run folder. "
-                "To start from another file, give it as MODEL.WEIGHTS without --resume"
-            )
-        if named.endswith(".pkl"):
-            raise UnsafeCheckpointError(
-                f"refused to resume from {named}: {tag} names a .pkl file, which would be "
-                "unpickled, and unpickling can run code. pointrend_seg writes .pth checkpoints "
-                "only, so something else changed this run folder. .pkl files are unpickled "
-                "only when you name them yourself: if you trust this one, give it as "
-                "MODEL.WEIGHTS (without --resume); see docs/bad_inputs.md, 'What is trusted'"
-            )
+        if self._is_local():
+            self._check_run_folder_name(tag, named)
         self.logger.info(f"Loading checkpoint from {named} ({tag})")
         try:
             return self.load(named)
@@ -417,6 +609,29 @@ class SafeCheckpointer(DetectionCheckpointer):
                 "read: start again without --resume (or with MODEL.WEIGHTS of another run)"
             ) from None
 
+    def _check_run_folder_name(self, tag, named):
+        """Refuse the file ``last_checkpoint`` names (``named``, joined to ``save_dir``) unless it
+        is a file of ``save_dir`` that is not a ``.pkl``: both as written and without a URL query
+        (what Detectron2 ``main`` opens), so the check does not depend on the version."""
+        recorded = os.path.relpath(named, self.save_dir)
+        for path in dict.fromkeys([named, _without_query(named)]):
+            name = os.path.relpath(path, self.save_dir)
+            if os.path.dirname(name) or name in ("", ".", "..") or "://" in named:
+                raise UnsafeCheckpointError(
+                    f"refused to resume: {tag} names {recorded!r}, which is not a file of "
+                    f"{self.save_dir}; pointrend_seg resumes only from checkpoints in the run "
+                    "folder. To start from another file, give it as MODEL.WEIGHTS without "
+                    "--resume"
+                )
+            if name.endswith(".pkl"):
+                opens = "" if path == named else f", which Detectron2 opens as {name}"
+                raise UnsafeCheckpointError(
+                    f"refused to resume from {path}: {tag} names a .pkl file, which would be "
+                    f"unpickled ({recorded!r}{opens}). pointrend_seg writes .pth checkpoints "
+                    "only, so something else changed this run folder. Give a .pkl you want as "
+                    "MODEL.WEIGHTS (without --resume); see docs/bad_inputs.md, 'What is trusted'"
+                )
+
     def _earlier_checkpoints(self, basename):
         """The ``model_<iter>.pth`` files of ``save_dir`` before ``basename``, newest first."""
         m = _CHECKPOINT_RE.match(basename)
@@ -431,9 +646,12 @@ class SafeCheckpointer(DetectionCheckpointer):
         return [path for _, path in sorted(found, reverse=True)]
 
     def load(self, path, *args, **kwargs):
-        # "file.pth?matching_heuristics=True": Detectron2 main's query (ViTDet's configs)
-        if path and "://" not in path and not os.path.exists(path.split("?", 1)[0]):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+        # "file.pth?matching_heuristics=True": Detectron2 main's query (ViTDet's configs), which
+        # main drops to open the file and v0.6 does not understand.
+        opened = _opened_path(path) if path else path
+        if path and "://" not in path and not os.path.exists(opened):
+            raise FileNotFoundError(f"checkpoint not found: {opened}"
+                                    + (f" (from {path})" if opened != path else ""))
         self._loading_path = path  # for the message of _check_backbone_coverage
         try:
             return super().load(path, *args, **kwargs)
@@ -446,7 +664,40 @@ class SafeCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
         self._check_backbone_coverage(incompatible)
+        if self.require_all_weights:
+            self._check_all_weights(incompatible)
         return incompatible
+
+    def _check_all_weights(self, incompatible):
+        """
+        Raise :class:`IncompleteWeightsError` if the checkpoint just loaded left model tensors
+        uninitialised: missing from it, or of another shape there (which fvcore skips with a
+        warning). What Detectron2 itself forgives is forgiven: ``pixel_mean`` / ``pixel_std``
+        (taken from the config), and BN's ``num_batches_tracked`` counters (unused in eval).
+        """
+        wrong = {k: (tuple(saved), tuple(model)) for k, saved, model in
+                 incompatible.incorrect_shapes}
+        missing = [k for k in incompatible.missing_keys
+                   if k not in wrong and not k.endswith("num_batches_tracked")]
+        if not wrong and not missing:
+            return
+        total = sum(not k.endswith("num_batches_tracked") for k in self.model.state_dict())
+        parts = []
+        if wrong:
+            shown = "; ".join(f"{k} is {list(saved)} in the file, {list(model)} in the model"
+                              for k, (saved, model) in list(wrong.items())[:3])
+            parts.append(f"{len(wrong)} have another shape in it ({shown}"
+                         + (f"; and {len(wrong) - 3} more)" if len(wrong) > 3 else ")"))
+        if missing:
+            parts.append(f"{len(missing)} are not in it ({', '.join(missing[:3])}"
+                         + (f" and {len(missing) - 3} more)" if len(missing) > 3 else ")"))
+        raise IncompleteWeightsError(
+            f"{self._loading_path} leaves {len(wrong) + len(missing)} of the model's {total} "
+            f"tensors uninitialised: {'; '.join(parts)}. The model would predict with random "
+            "weights there. Use the config the weights were trained with (e.g. the heads' "
+            "MODEL.POINT_HEAD.FC_DIM / NUM_FC, the number of classes), or give --partial-weights "
+            "to load them anyway"
+        )
 
     def _check_backbone_coverage(self, incompatible):
         """
@@ -478,14 +729,10 @@ class SafeCheckpointer(DetectionCheckpointer):
         )
 
     def _load_file(self, filename):
+        # Detectron2's own reader unpickles .pkl files with pickle.load and .pyth / .pth files
+        # with torch.load(weights_only=False): replaced by readers that rebuild data only.
         if filename.endswith(".pkl"):
-            # Detectron2 / Caffe2 model-zoo format: pickle.load, i.e. trusted files only (named
-            # by the user: resume_or_load refuses a .pkl that a run folder names).
-            try:
-                return super()._load_file(filename)
-            except (pickle.UnpicklingError, EOFError, ValueError) as e:
-                raise CheckpointReadError(
-                    f"cannot read checkpoint {filename}: {type(e).__name__}: {e}") from None
+            return load_model_zoo_pkl(filename)
         loaded = load_weights_only(filename)
         if filename.endswith(".pyth"):
             # pycls checkpoints, as Detectron2 reads them (but without unpickling objects).
@@ -502,6 +749,13 @@ class SafeCheckpointer(DetectionCheckpointer):
                 f"{filename} holds a {type(loaded).__name__}, not a state dict")
         if "model" not in loaded:
             loaded = {"model": loaded}
+        query = parse_qs(url_query_being_loaded(self))  # Detectron2 main only
+        if query.pop("matching_heuristics", None) == ["True"]:
+            loaded["matching_heuristics"] = True
+        if query:
+            raise CheckpointReadError(
+                f"{self._loading_path}: the URL query {sorted(query)} is not understood; "
+                "Detectron2 reads only ?matching_heuristics=True")
         return loaded
 
 

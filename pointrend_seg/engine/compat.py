@@ -4,12 +4,14 @@ over differences between Detectron2 v0.6 and its ``main`` branch. Everything els
 uses public API only (``DefaultTrainer`` subclassing, ``build_*`` overrides, hooks, ``run_step``).
 Each function says what it works around and why no public way exists.
 """
+import functools
 import inspect
 
 from detectron2.engine import SimpleTrainer
 from detectron2.engine import defaults as d2_defaults
 
-__all__ = ["forget_detectron2_process_groups", "plain_config_in_logs", "reset_after_failed_load",
+__all__ = ["checkpointer_drops_url_query", "forget_detectron2_process_groups",
+           "plain_config_in_logs", "reset_after_failed_load", "url_query_being_loaded",
            "write_metrics"]
 
 # v0.6: write_metrics(loss_dict, data_time, prefix=""); main: (loss_dict, data_time, cur_iter,
@@ -63,6 +65,31 @@ def reset_after_failed_load(checkpointer) -> None:
     """
     if getattr(checkpointer, "_parsed_url_during_load", None) is not None:
         checkpointer._parsed_url_during_load = None
+
+
+@functools.lru_cache(maxsize=None)
+def checkpointer_drops_url_query() -> bool:
+    """
+    Whether the installed ``DetectionCheckpointer.load`` opens a path without its URL query
+    (``main``: ``model.pkl?matching_heuristics=True`` opens ``model.pkl``; v0.6 opens the path as
+    it is). Why: ``SafeCheckpointer`` checks the file that will be opened, and no public API says
+    which that is; ``main``'s checkpointer is the one with ``_parsed_url_during_load``.
+    """
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    return hasattr(DetectionCheckpointer(torch.nn.Module()), "_parsed_url_during_load")
+
+
+def url_query_being_loaded(checkpointer) -> str:
+    """
+    The URL query of the path a ``DetectionCheckpointer`` is loading, inside its ``load``
+    (``main`` only; "" on v0.6). Why: ``main`` reads ``?matching_heuristics=True`` in its own
+    ``_load_file``, which ``SafeCheckpointer`` replaces (to load without unpickling objects), and
+    keeps the parsed URL only in the private ``_parsed_url_during_load``.
+    """
+    parsed = getattr(checkpointer, "_parsed_url_during_load", None)
+    return parsed.query if parsed is not None else ""
 
 
 def plain_config_in_logs() -> None:

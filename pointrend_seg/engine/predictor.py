@@ -18,17 +18,25 @@ from .distributed import adapt_norm_to_world_size
 __all__ = ["SemSegPredictor", "build_predictor", "load_inference_model"]
 
 
-def load_inference_model(cfg, *, resume: bool = False, model=None):
+def load_inference_model(cfg, *, resume: bool = False, model=None,
+                         partial_weights: bool = False):
     """
     ``cfg``'s model (built here when ``model`` is None, with norms that run on the processes at
     hand) with its weights loaded by :class:`SafeCheckpointer` - ``MODEL.WEIGHTS``, or with
     ``resume`` the checkpoint ``OUTPUT_DIR/last_checkpoint`` names - in eval mode. Not yet
     prepared for inference: each use prepares it as it needs (:func:`prepare_for_inference`).
+
+    Weights that leave any model tensor uninitialised (missing, or of another shape: e.g. a
+    config with another ``MODEL.POINT_HEAD.FC_DIM`` than the one trained) are refused with
+    :class:`~.checkpoint.IncompleteWeightsError` - such a model predicts with random weights
+    there, and an evaluation of it reports a meaningless mIoU - unless ``partial_weights``
+    (``--partial-weights``). An empty ``MODEL.WEIGHTS`` loads nothing (a random model).
     """
     if model is None:
         model = build_model(adapt_norm_to_world_size(cfg))
-    SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
-                                                                   resume=resume)
+    SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                     require_all_weights=not partial_weights).resume_or_load(
+        cfg.MODEL.WEIGHTS, resume=resume)
     return model.eval()
 
 
@@ -68,16 +76,17 @@ class SemSegPredictor(DefaultPredictor):
             return resized_argmax(logits, height, width).numpy()
 
 
-def build_predictor(cfg) -> SemSegPredictor:
+def build_predictor(cfg, *, partial_weights: bool = False) -> SemSegPredictor:
     """
     Detectron2's ``DefaultPredictor`` (one BGR image in, ``{"sem_seg": (K, H, W)}`` out, resized
     per ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; :meth:`SemSegPredictor.predict_labels` for
     class ids only), whose ``MODEL.WEIGHTS`` are loaded by :class:`SafeCheckpointer` instead of
     ``DetectionCheckpointer``: ``.pth`` files with ``weights_only``, and weights that fill less
-    than half of the backbone refused (:class:`BackboneMismatchError`) instead of a model that
-    predicts noise. The loaded model is then prepared for inference (``MODEL.INFERENCE.*``,
-    :func:`prepare_for_inference`: batch norm folded, ...); ``predictor.inference_handle.undo()``
-    restores the model as loaded.
+    than half of the backbone (:class:`BackboneMismatchError`) or leave any model tensor
+    uninitialised (:class:`~.checkpoint.IncompleteWeightsError`, unless ``partial_weights``)
+    refused instead of a model that predicts noise. The loaded model is then prepared for
+    inference (``MODEL.INFERENCE.*``, :func:`prepare_for_inference`: batch norm folded, ...);
+    ``predictor.inference_handle.undo()`` restores the model as loaded.
     """
     weights = cfg.MODEL.WEIGHTS
     cfg = cfg.clone()
@@ -86,6 +95,6 @@ def build_predictor(cfg) -> SemSegPredictor:
     predictor = SemSegPredictor(cfg)
     predictor.cfg.MODEL.WEIGHTS = weights
     predictor.cfg.freeze()
-    load_inference_model(predictor.cfg, model=predictor.model)
+    load_inference_model(predictor.cfg, model=predictor.model, partial_weights=partial_weights)
     predictor.inference_handle = prepare_for_inference(predictor.model, cfg)
     return predictor

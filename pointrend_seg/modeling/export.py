@@ -9,23 +9,42 @@ are dynamic; the number of subdivision points and steps, the classes and the wei
 static things. Sliding-window inference and test-time augmentation are Python loops over windows
 and scales around that path and are not part of the graph (export refuses a model that has them
 on, rather than exporting something that predicts differently).
+
+Loading a ``.pt2`` back: :func:`load_exported_program`, not ``torch.export.load`` on a file from
+elsewhere. torch 2.14's loader unpickles what an archive marks as pickled (weights or constants
+with ``use_pickle``, "opaque" constants, legacy ``data/weights/<model>.pt`` files), retries the
+example inputs (``data/sample_inputs/<model>.pt``) and legacy files with
+``torch.load(weights_only=False)`` when ``weights_only=True`` refuses them, and loads the native
+libraries of ``data/aotinductor/``: a crafted archive runs code as it is loaded.
+:func:`load_exported_program` checks the archive for all of these first. The ONNX file is the
+format without such a path: a protobuf of operators and tensors.
 """
 import contextlib
+import io
+import json
 import logging
+import re
+import zipfile
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ExportableSegmentor", "ExportError", "check_size_range", "compare_logits",
-           "dynamic_shapes", "export_onnx", "export_program"]
+__all__ = ["ExportableSegmentor", "ExportError", "UnsafeProgramError", "check_size_range",
+           "compare_logits", "dynamic_shapes", "export_onnx", "export_program",
+           "load_exported_program"]
 
 logger = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
     """A model or setting that cannot be exported, with what to change."""
+
+
+class UnsafeProgramError(ValueError):
+    """A ``.pt2`` archive that torch would unpickle objects from, or run native code of, to load
+    it; the message names the file and the member."""
 
 
 class ExportableSegmentor(nn.Module):
@@ -189,3 +208,106 @@ def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, fl
     agree = (got.argmax(1) == expected.argmax(1)).float().mean().item()
     return diff, agree
 
+
+
+# ---- loading a program back ----------------------------------------------------------------
+# Graph node targets that torch.export's deserializer resolves without walking attributes of
+# arbitrary modules: operators (torch.ops.<namespace>.<op>.<overload>) and the symbolic-size
+# arithmetic of its _SYM_OPS. Any other "torch.x.y" target is looked up attribute by attribute
+# (torch.os.system resolves), so it is refused.
+_SYMBOLIC_TARGET = re.compile(
+    r"^(_operator\.(getitem|add|sub|mul|truediv|floordiv|mod|pow|neg|pos|eq|ne|lt|le|gt|ge|and_|"
+    r"or_|not_|lshift|rshift|abs)|math\.(trunc|ceil|floor|sqrt)|torch\.sym_[a-z_]+)$")
+
+
+def load_exported_program(path: str):
+    """
+    ``torch.export.load(path)`` for a ``.pt2`` archive that loads as data only; otherwise
+    :class:`UnsafeProgramError` naming the file and the member, before torch reads anything.
+
+    Refused: members under ``data/aotinductor/`` (native libraries); weights or constants that
+    the archive's configs mark ``use_pickle``, and custom / opaque object constants; a pickle
+    (example inputs, legacy weight / constant files) that ``torch.load(weights_only=True)``
+    refuses (torch would retry it with ``weights_only=False``); an archive without this
+    format's ``archive_version`` or with members of torch's older ``.pt2`` format (whose loader
+    unpickles), or with a member name twice; graph nodes whose target is not an operator
+    (``torch.ops...``) or symbolic-size arithmetic. The file is read once: the bytes checked are
+    the bytes loaded.
+    """
+    from torch.export.pt2_archive import PT2ArchiveReader
+    from torch.export.pt2_archive import constants as pt2
+
+    with open(path, "rb") as f:
+        data = f.read()
+
+    def refuse(member, why):
+        raise UnsafeProgramError(
+            f"refused to load {path}: {member} {why}, so loading it could run code from the "
+            "file. Export the model again with tools/export_model.py, or use the ONNX file")
+
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        reader = PT2ArchiveReader(io.BytesIO(data))
+        records = reader.get_file_names()
+    except Exception as e:  # not a zip, or not torch's archive layout
+        raise UnsafeProgramError(f"{path} is not a torch.export archive: {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if len(set(names)) != len(names):
+        refuse("the archive", "holds a member name twice")
+    if pt2.ARCHIVE_VERSION_PATH not in records or any(
+            n.split("/")[-1] == "version" or n.split("/")[-1].startswith("serialized_")
+            for n in names if n.count("/") <= 1):
+        refuse("the archive", f"is not in the {pt2.ARCHIVE_FORMAT_VALUE} format of this torch "
+                              "(torch falls back to its older format)")
+    for name in records:
+        if name.startswith(pt2.AOTINDUCTOR_DIR):
+            refuse(name, "is AOTInductor code (a native library torch would load)")
+    models = [n[len(pt2.MODELS_DIR):-len(".json")] for n in records
+              if n.startswith(pt2.MODELS_DIR) and n.endswith(".json")]
+    for model in models:
+        for directory, config in ((pt2.WEIGHTS_DIR, pt2.WEIGHTS_CONFIG_FILENAME_FORMAT),
+                                  (pt2.CONSTANTS_DIR, pt2.CONSTANTS_CONFIG_FILENAME_FORMAT)):
+            legacy = f"{directory}{model}.pt"
+            if legacy in records:
+                _check_weights_only(reader.read_bytes(legacy), legacy, refuse)
+            config = config.format(model)
+            if config not in records:
+                continue
+            for fqn, meta in json.loads(reader.read_string(config)).get("config", {}).items():
+                member = f"{config} ({fqn}: {meta.get('path_name')})"
+                if meta.get("use_pickle"):
+                    refuse(member, "is marked use_pickle (torch.export.load unpickles it)")
+                if str(meta.get("path_name", "")).startswith(
+                        (pt2.CUSTOM_OBJ_FILENAME_PREFIX, pt2.OPAQUE_OBJ_FILENAME_PREFIX)):
+                    refuse(member, "is a custom / opaque object constant (pickled)")
+        inputs = pt2.SAMPLE_INPUTS_FILENAME_FORMAT.format(model)
+        if inputs in records:
+            _check_weights_only(reader.read_bytes(inputs), inputs, refuse)
+        graph = json.loads(reader.read_string(f"{pt2.MODELS_DIR}{model}.json"))
+        for target in _node_targets(graph):
+            if not (target.startswith("torch.ops.") or _SYMBOLIC_TARGET.match(target)):
+                refuse(f"{pt2.MODELS_DIR}{model}.json", f"calls {target!r}, which is not an "
+                       "operator (torch looks it up as a Python function the program calls)")
+    return torch.export.load(io.BytesIO(data))
+
+
+def _check_weights_only(payload: bytes, member: str, refuse) -> None:
+    try:
+        torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:
+        lines = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line
+                 or "Unsupported" in line] or [type(e).__name__]
+        refuse(member, f"is a pickle that torch.load(weights_only=True) refuses ({lines[0]}), "
+                       "which torch retries with weights_only=False")
+
+
+def _node_targets(tree):
+    """Every graph node's ``target`` in a serialized program (nested graphs included)."""
+    if isinstance(tree, dict):
+        if isinstance(tree.get("target"), str) and "inputs" in tree and "outputs" in tree:
+            yield tree["target"]
+        for value in tree.values():
+            yield from _node_targets(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _node_targets(value)

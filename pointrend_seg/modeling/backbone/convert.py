@@ -21,6 +21,9 @@ have the "deep" stem of three 3x3 convs, widths w, w, 2w: our "deeplab" stem wit
 ``STEM_OUT_CHANNELS`` 2w (64 for ``resnet*c``; 128 for ``resnet*s``, the layout of Detectron2's
 DeepLab R-103, e.g. timm ``resnet101s``).
 
+Weights holding a NaN or an infinite value (a diverged or damaged training) are refused by every
+converter (:func:`refuse_non_finite`): a model initialised from them computes nothing.
+
 Not convertible (refused with :class:`WeightConversionError`): timm's ``resnet*d`` / ``resnet*e``
 (average-pool shortcuts, ``avg_down``: Detectron2's shortcut is a strided 1x1 conv), "tiered"
 deep stems (``resnet*t``: widths not w, w, 2w), ResNet-18/34 (basic blocks; the backbone builds
@@ -44,6 +47,7 @@ from .resnet_deeplab import BLOCKS_PER_STAGE, build_dilated_resnet_backbone
 __all__ = [
     "WeightConversionError",
     "convert_resnet_state_dict",
+    "refuse_non_finite",
     "unwrap_state_dict",
     "verify_converted_state_dict",
 ]
@@ -87,6 +91,18 @@ def unwrap_state_dict(obj, source_name: str = "the checkpoint") -> Dict[str, tor
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def refuse_non_finite(state_dict: Dict[str, torch.Tensor], source_name: str) -> None:
+    """Raise :class:`WeightConversionError` naming a few tensors (and their count) of
+    ``state_dict`` that hold a NaN or an infinite value."""
+    bad = [k for k, v in state_dict.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightConversionError(
+            f"{source_name}: {len(bad)} of its {len(state_dict)} tensors hold NaN or infinite "
+            f"values (e.g. {', '.join(bad[:3])}): the weights of a diverged or damaged training; "
+            "a model initialised from them computes nothing")
 
 
 def _stage_blocks(state_dict) -> List[int]:
@@ -166,9 +182,10 @@ def convert_resnet_state_dict(
 
     Raises:
         WeightConversionError: the network cannot be converted exactly (the message says why),
-            or it has parameters that would be left over.
+            it has parameters that would be left over, or weights that are not finite.
     """
     _check_convertible(state_dict, source_name)
+    refuse_non_finite(state_dict, source_name)
     stem_type, stem_map, stem_channels = _stem(state_dict, source_name)
     converted, leftover = {}, []
     for key, value in state_dict.items():

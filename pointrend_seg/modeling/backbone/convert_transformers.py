@@ -35,6 +35,13 @@ register tokens, a pre-norm (CLIP), q/k norms or separate q/v biases (BEiT): Det
 backbones have no place for them. The number of ViT heads is not in the weights (qkv is 3 x dim
 either way): it must match the source model (ViT-S 6, ViT-B 12, ViT-L 16).
 
+Also refused: weights holding NaN or infinite values, and tensors whose shapes do not fit the
+architecture that the others describe (:func:`_refuse_misfits`: the embedding dim C from
+``patch_embed.proj``, doubled at each Swin stage; every block's ``attn.qkv.weight`` 3C x C,
+``attn.proj`` C x C, ``mlp.fc1`` / ``fc2`` of one hidden width per stage, norms of C; one Swin
+window size and a head count per stage that divides C). Detectron2 would skip such a tensor with a
+warning and train or predict with its random initialisation.
+
 The functions only rename; they need neither timm nor Detectron2 ``main``.
 ``tests/test_convert_transformers.py`` checks on Detectron2 ``main`` that the converted backbones
 compute the features of the timm networks they come from.
@@ -45,7 +52,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from .convert import WeightConversionError
+from .convert import WeightConversionError, refuse_non_finite
 
 __all__ = ["convert_timm_swin_state_dict", "convert_timm_vit_state_dict", "transformer_kind"]
 
@@ -70,6 +77,81 @@ def transformer_kind(state_dict: Dict[str, torch.Tensor]) -> str:
 def _refuse(source_name, keys, why):
     if keys:
         raise WeightConversionError(f"{source_name} has {sorted(keys)[:3]}: {why}")
+
+
+def _block_shapes(dim: int, hidden: int) -> Dict[str, Tuple[int, ...]]:
+    """The shapes of a transformer block's tensors (Swin and ViT alike) of width ``dim`` and
+    MLP width ``hidden``."""
+    vector = (dim,)
+    return {"norm1.weight": vector, "norm1.bias": vector, "norm2.weight": vector,
+            "norm2.bias": vector, "attn.qkv.weight": (3 * dim, dim), "attn.qkv.bias": (3 * dim,),
+            "attn.proj.weight": (dim, dim), "attn.proj.bias": vector,
+            "mlp.fc1.weight": (hidden, dim), "mlp.fc1.bias": (hidden,),
+            "mlp.fc2.weight": (dim, hidden), "mlp.fc2.bias": vector}
+
+
+def _refuse_misfits(state_dict, expected: Dict[str, Tuple[int, ...]], source_name: str,
+                    architecture: str) -> None:
+    """Raise :class:`WeightConversionError` if a tensor of ``expected`` (name -> shape) is
+    missing from ``state_dict`` or has another shape there, naming a few and the count."""
+    problems = [f"{k} is {list(state_dict[k].shape)}, expected {list(shape)}"
+                for k, shape in expected.items()
+                if k in state_dict and tuple(state_dict[k].shape) != tuple(shape)]
+    problems += [f"{k} is missing" for k in expected if k not in state_dict]
+    if problems:
+        raise WeightConversionError(
+            f"{source_name}: {len(problems)} tensors do not fit the {architecture} that its other "
+            f"tensors describe ({'; '.join(problems[:3])}"
+            + (f"; and {len(problems) - 3} more)" if len(problems) > 3 else ")")
+            + ": a damaged or edited file, or one of another architecture")
+
+
+def _patch_embedding(state_dict, source_name: str) -> Tuple[int, int]:
+    """(embedding dim C, patch size) from ``patch_embed.proj.weight``, (C, 3, p, p)."""
+    proj = state_dict["patch_embed.proj.weight"]
+    if proj.ndim != 4 or proj.shape[1] != 3 or proj.shape[2] != proj.shape[3]:
+        raise WeightConversionError(
+            f"{source_name}: patch_embed.proj.weight is {list(proj.shape)}, not the (C, 3, p, p) "
+            "convolution of square patches of an RGB image")
+    return int(proj.shape[0]), int(proj.shape[-1])
+
+
+def _swin_shapes(state_dict, blocks: Dict[int, set], down_stages, timm_layout: bool,
+                 source_name: str) -> Tuple[Dict[str, Tuple[int, ...]], str]:
+    """The shape of every tensor of a Swin Transformer (name -> shape) as its patch embedding,
+    first block's MLP and first attention's position-bias table describe it, and in words."""
+    dim, _ = _patch_embedding(state_dict, source_name)
+    first = "layers.0.blocks.0."
+    for key in ("mlp.fc1.weight", "attn.relative_position_bias_table"):
+        if state_dict.get(first + key) is None or state_dict[first + key].ndim != 2:
+            raise WeightConversionError(f"{source_name}: {first + key} is missing or not a matrix")
+    hidden = int(state_dict[first + "mlp.fc1.weight"].shape[0])
+    side = math.isqrt(int(state_dict[first + "attn.relative_position_bias_table"].shape[0]))
+    expected = {"patch_embed.proj.bias": (dim,)}
+    if "patch_embed.norm.weight" in state_dict:
+        expected.update({"patch_embed.norm.weight": (dim,), "patch_embed.norm.bias": (dim,)})
+    for stage, stage_blocks in blocks.items():
+        width = dim * 2 ** stage
+        table = state_dict.get(f"layers.{stage}.blocks.0.attn.relative_position_bias_table")
+        heads = int(table.shape[-1]) if table is not None and table.ndim == 2 else 1
+        if width % heads:
+            raise WeightConversionError(
+                f"{source_name}: stage {stage} has {heads} attention heads (its position-bias "
+                f"table), which do not divide its width {width}")
+        for block in stage_blocks:
+            prefix = f"layers.{stage}.blocks.{block}."
+            shapes = dict(_block_shapes(width, hidden * 2 ** stage),
+                          **{"attn.relative_position_bias_table": (side * side, heads)})
+            expected.update({prefix + k: v for k, v in shapes.items()})
+    for stage in down_stages:
+        merged = dim * 2 ** (stage - 1 if timm_layout else stage)  # the width merged from
+        expected.update({f"layers.{stage}.downsample.norm.weight": (4 * merged,),
+                         f"layers.{stage}.downsample.norm.bias": (4 * merged,),
+                         f"layers.{stage}.downsample.reduction.weight": (2 * merged, 4 * merged)})
+    last = dim * 2 ** max(blocks)
+    expected.update({k: (last,) for k in ("norm.weight", "norm.bias") if k in state_dict})
+    return expected, (f"Swin Transformer (embedding dim {dim}, window {(side + 1) // 2}, "
+                      f"MLP width {hidden / dim:g} x dim)")
 
 
 def convert_timm_swin_state_dict(
@@ -105,6 +187,10 @@ def convert_timm_swin_state_dict(
     # timm >= 0.9 merges patches at the start of stages 1..last; the official release (and
     # Detectron2) at the end of stages 0..last-1.
     timm_layout = last in down_stages
+    refuse_non_finite(state_dict, source_name)
+    expected, architecture = _swin_shapes(state_dict, blocks, down_stages, timm_layout,
+                                          source_name)
+    _refuse_misfits(state_dict, expected, source_name, architecture)
     converted = {}
     for k, v in state_dict.items():
         if k.endswith("relative_position_index") or k.endswith("attn_mask") or k.startswith("head"):
@@ -143,6 +229,24 @@ def convert_timm_swin_state_dict(
     return converted, overrides
 
 
+def _vit_shapes(state_dict, source_name: str):
+    """(name -> shape of every tensor of a ViT as its patch embedding and first block's MLP
+    describe it, ``source_name``, the architecture in words), for :func:`_refuse_misfits`."""
+    dim, _ = _patch_embedding(state_dict, source_name)
+    fc1 = state_dict.get("blocks.0.mlp.fc1.weight")
+    if fc1 is None or fc1.ndim != 2:
+        raise WeightConversionError(f"{source_name}: blocks.0.mlp.fc1.weight is missing or not "
+                                    "a matrix")
+    hidden = int(fc1.shape[0])
+    pos = state_dict["pos_embed"]
+    expected = {"patch_embed.proj.bias": (dim,),
+                "pos_embed": (1, int(pos.shape[1]) if pos.ndim == 3 else -1, dim)}
+    depth = 1 + max(int(m.group(1)) for m in map(_VIT_BLOCK.match, state_dict) if m)
+    for block in range(depth):
+        expected.update({f"blocks.{block}.{k}": v for k, v in _block_shapes(dim, hidden).items()})
+    return expected, source_name, f"ViT (embedding dim {dim}, MLP width {hidden / dim:g} x dim)"
+
+
 def convert_timm_vit_state_dict(
     state_dict: Dict[str, torch.Tensor], prefix: str = "backbone.net.",
     source_name: str = "the checkpoint",
@@ -167,6 +271,8 @@ def convert_timm_vit_state_dict(
     if "patch_embed.proj.weight" not in state_dict or "pos_embed" not in state_dict:
         raise WeightConversionError(f"{source_name} is not a ViT state dict (no "
                                     "'patch_embed.proj.weight' / 'pos_embed')")
+    refuse_non_finite(state_dict, source_name)
+    _refuse_misfits(state_dict, *_vit_shapes(state_dict, source_name))
     converted, depth = {}, 0
     for k, v in state_dict.items():
         if k in ("cls_token", "dist_token") or k.split(".")[0] in ("norm", "fc_norm", "head",
