@@ -12,20 +12,28 @@ raise :class:`ConfigError` naming the closest existing keys (:func:`merge_config
 YAML configs are data: they are read with ``yaml.safe_load`` only (Detectron2's
 ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load``, which runs the Python code a
 ``!!python/...`` tag names). A file with such a tag is refused with a :class:`ConfigError`
-naming the file, the line and the tag (:func:`load_yaml_config`).
+naming the file, the line and the tag (:func:`load_yaml_config`). The file and every ``_BASE_``
+it names are read within bounds first (size, YAML nodes after alias expansion, nesting, number of
+files; local YAML files only), so that a hostile file is refused before it costs time or memory.
 """
 import contextlib
 import difflib
 import functools
+import inspect
+import io
 import os
 import re
+from typing import Optional, Sequence
 
 import torch
 import yaml
+from omegaconf import DictConfig, ListConfig
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
+from detectron2.utils.registry import locate
+from fvcore.common.config import BASE_KEY  # "_BASE_", the key Detectron2's configs inherit with
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
@@ -33,7 +41,9 @@ __all__ = [
     "add_pointrend_seg_config",
     "build_config",
     "check_pointrend_seg_keys",
+    "check_python_overrides",
     "closest_keys",
+    "load_python_config",
     "load_yaml_config",
     "lookup",
     "merge_config",
@@ -43,6 +53,18 @@ __all__ = [
 
 # Default of INPUT.MAX_IMAGE_PIXELS: 100 megapixels (e.g. 10000 x 10000).
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
+# Bounds of one YAML config read (a file and its _BASE_ files). A dump of every key of a config
+# (cfg.dump()) is 6.7 KB and 634 YAML nodes, 4 levels deep, and real _BASE_ chains are 2-3 files:
+# the bounds are 30-150 times that. They stop hostile files before they cost anything: a 1 KB
+# "billion laughs" alias bomb (nested &anchors / *aliases) expands to billions of nodes, a 50 MB
+# list took 4.9 GB, and Detectron2's pure-Python YAML reader spends ~50 us per node.
+MAX_CONFIG_FILE_BYTES = 1 << 20  # 1 MiB per file, read no further
+MAX_CONFIG_NODES = 20_000  # values, lists and mappings, each alias counted as what it repeats
+MAX_CONFIG_DEPTH = 64  # nesting of lists and mappings (deeper: Python's recursion limit)
+MAX_CONFIG_FILES = 50  # files read for one config, its _BASE_ files included
+# Unknown keys listed with their closest existing keys (~1 ms each); the rest are counted.
+MAX_SUGGESTED_KEYS = 20
 
 
 class ConfigError(ValueError):
@@ -89,7 +111,7 @@ def add_pointrend_seg_config(cfg):
     # The one key naming the coarse head: "DeepLabV3" or "DeepLabV3Plus" (pointrend_seg's
     # COARSE_HEAD_REGISTRY), or a head of Detectron2's SEM_SEG_HEADS_REGISTRY with layers() and
     # common_stride (e.g. "SemSegFPNHead"; Detectron2's PointRend project names it
-    # MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME, a key a merged file is told to rename).
+    # MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME, not a key here).
     cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3"
     # "cross_entropy" (here the default; Detectron2's DeepLab project defaults to the other) or
     # "hard_pixel_mining" (bootstrapped CE over the HARD_PIXEL_TOP_K fraction of hardest pixels).
@@ -108,14 +130,6 @@ def add_pointrend_seg_config(cfg):
     cfg.MODEL.POINT_HEAD.NUM_FC = 3
     # Re-concatenate the coarse prediction before every MLP layer.
     cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER = True
-    if not cfg.key_is_renamed("MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME"):
-        cfg.register_renamed_key(
-            "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME", "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME",
-            message="pointrend_seg names the coarse head with one key: set "
-            "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME to the Detectron2 head's name, e.g. SemSegFPNHead",
-        )
-    # Name in pointrend_seg's POINT_SAMPLER_REGISTRY.
-    cfg.MODEL.POINT_HEAD.SAMPLER = "UncertaintyPointSampler"
     # Training: N points per image, k (over-generation) and beta (importance fraction).
     cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS = 2048
     cfg.MODEL.POINT_HEAD.OVERSAMPLE_RATIO = 3
@@ -125,10 +139,6 @@ def add_pointrend_seg_config(cfg):
     cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS = 8192
     # -1: as many 2x steps as it takes to go from the coarse stride to the input resolution.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = -1
-    # How inference finds the N most uncertain cells: "auto" (the measured fastest of the device
-    # type, pointrend_seg.modeling.point_sampling.DEFAULT_SUBDIVISION_SELECT), "topk", "sort" or
-    # "radix". All select the same cells up to exact ties; only the speed differs.
-    cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECT = "auto"
 
     # ---- inference transforms (pointrend_seg.modeling.inference.prepare_for_inference) ------
     # What prepare_for_inference(model, cfg) applies to a model in eval mode (the benchmark,
@@ -217,21 +227,29 @@ def merge_config(cfg, config_file: str = "", opts=()):
     pointrend_seg keys and ``cfg`` was made without :func:`add_pointrend_seg_config`, that is
     said. Usable on any Detectron2 config (e.g. ``cfg = get_cfg(); merge_config(cfg, path)``).
 
+    The file and its ``_BASE_`` files are read and checked first by :func:`load_yaml_config`
+    (bounded, data only); Detectron2's ``merge_from_file`` then merges them, so that its rules
+    (config versions included) apply unchanged.
+
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
-        ConfigError: unknown keys, naming them, where they come from and what to use instead.
+        ConfigError: a file that :func:`load_yaml_config` refuses; unknown keys, naming them,
+            where they come from and what to use instead; a value of the wrong type.
     """
     if config_file and not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
     opts = list(opts)
     steps = []
     if config_file:
+        loaded = load_yaml_config(config_file)
+
         def merge_file():
             with _yaml_errors_named(config_file):
                 # Never yaml.unsafe_load (Detectron2's merge_from_file defaults to allowing it).
                 cfg.merge_from_file(config_file, allow_unsafe=False)
 
-        steps.append((config_file, merge_file, lambda: _keys_of_file(cfg, config_file)))
+        steps.append((config_file, merge_file,
+                      lambda: [k for k in _leaf_keys(loaded) if k != "VERSION"]))
     steps.append(("the command line", lambda: cfg.merge_from_list(opts),
                   lambda: [str(k) for k in opts[0::2]]))
     for source, merge, given_keys in steps:
@@ -239,21 +257,23 @@ def merge_config(cfg, config_file: str = "", opts=()):
             merge()
         except ValueError as e:  # yacs: a value of another type than the key's default
             match = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*) vs\. "
-                              r"(.*)\) for config key: (\S+)", str(e))
+                              r"(.*)\) for config key: (\S+)", str(e), re.DOTALL)
             if match is None:
                 raise
             default_type, given_type, default, given, key = match.groups()
             raise ConfigError(
-                f"{key}={given} in {source}: the key holds {_type_name(default_type)} values "
-                f"(default {default}), not {_type_name(given_type)}"
+                f"{key}={_short(given)} in {source}: the key holds {_type_name(default_type)} "
+                f"values (default {_short(default)}), not {_type_name(given_type)}"
             ) from None
         except (KeyError, AssertionError) as e:  # yacs: unknown key (KeyError from files)
             if "was renamed to" in str(e):  # yacs: a renamed key, with what to use instead
                 raise ConfigError(f"{source}: {str(e).strip(chr(34))}") from None
-            match = re.search(r"Non-existent (?:config )?key: (\S+)", str(e))
+            # The message itself (str() of a KeyError adds quotes): all after "key: " is the key.
+            text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+            match = re.match(r"Non-existent (?:config )?key: (.*)", text, re.DOTALL)
             if match is None:
                 raise
-            unknown = [k for k in given_keys() if not _has_key(cfg, k)]
+            unknown = list(dict.fromkeys(k for k in given_keys() if not _has_key(cfg, k)))
             if match.group(1) not in unknown:
                 unknown.insert(0, match.group(1))
             raise ConfigError(_unknown_keys_message(cfg, unknown, source)) from None
@@ -263,6 +283,11 @@ def _type_name(type_repr: str) -> str:
     """"<class 'int'>" -> "int"."""
     found = re.search(r"'(\w+)'", type_repr)
     return found.group(1) if found else type_repr
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text``, cut to ``limit`` characters (a value quoted in an error message)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _has_key(cfg, key):
@@ -281,15 +306,6 @@ def _leaf_keys(node, prefix=""):
             yield from _leaf_keys(value, key + ".")
         else:
             yield key
-
-
-def _keys_of_file(cfg, config_file):
-    """The leaf keys set by ``config_file`` and its ``_BASE_`` files (for error messages)."""
-    try:
-        loaded = load_yaml_config(config_file, type(cfg))
-    except Exception:  # the merge error is reported either way
-        return []
-    return [k for k in _leaf_keys(loaded) if k != "VERSION"]
 
 
 @contextlib.contextmanager
@@ -313,17 +329,184 @@ def _yaml_errors_named(config_file):
         raise ConfigError(f"{config_file} is not valid YAML: {e}") from None
 
 
-def load_yaml_config(config_file: str, cfg_type=CN) -> dict:
+def load_yaml_config(config_file: str) -> dict:
     """
-    The dict of a YAML config file with its ``_BASE_`` files merged in, read with
-    ``yaml.safe_load`` only.
+    The dict of a YAML config file with its ``_BASE_`` files merged in (Detectron2's rule: a
+    file's keys replace its bases' keys, mappings merge key by key), read as data within bounds.
+
+    Each file is read with ``yaml.safe_load`` only, and only after checks that cost no more
+    than its bytes: at most ``MAX_CONFIG_FILE_BYTES`` are read, and its YAML events are counted,
+    an alias as the nodes of its anchor, so that more than ``MAX_CONFIG_NODES`` nodes (over the
+    file and its bases), nesting deeper than ``MAX_CONFIG_DEPTH`` or a recursive alias are refused
+    before anything is expanded. A ``_BASE_`` names local YAML configs (relative to the file
+    that names it, absolute, or ``~/...``): not a URL, a Python config, the file itself or a file
+    that names it back; at most ``MAX_CONFIG_FILES`` files are read.
 
     Raises:
-        ConfigError: the file (or a base) has a Python tag (``!!python/...``, which
-            ``yaml.unsafe_load`` would execute) or is not valid YAML; names the file and line.
+        ConfigError: naming the file (for a ``_BASE_``, the file that names it too): a Python
+            tag (``!!python/...``, which ``yaml.unsafe_load`` would execute; with the line),
+            invalid YAML, not a mapping of keys, a bound passed, or a bad ``_BASE_``.
     """
+    config_file = os.fspath(config_file)
+    if config_file.endswith(".py"):
+        raise ConfigError(
+            f"{config_file} is a Python (LazyConfig) config, not a YAML one: load it with "
+            "pointrend_seg.engine.lazy.load_any_config or detectron2.config.LazyConfig.load"
+        )
     with _yaml_errors_named(config_file):
-        return cfg_type.load_yaml_with_base(config_file, allow_unsafe=False)
+        return _load_with_bases(config_file, (), _ReadBudget())
+
+
+class _ReadBudget:
+    """What the rest of one :func:`load_yaml_config` may read: YAML nodes and files."""
+
+    def __init__(self):
+        self.nodes = MAX_CONFIG_NODES
+        self.files = MAX_CONFIG_FILES
+
+
+def _load_with_bases(path, chain, budget):
+    """``path``'s dict with its ``_BASE_`` files merged under it; ``chain``: the files that led
+    here, each a ``_BASE_`` of the one before (to name them, and to refuse cycles)."""
+    data = _read_yaml_document(path, chain, budget)
+    if not isinstance(data, dict):
+        held = "nothing" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{path} is not a YAML config: it holds {held}, not a mapping of "
+                          f"config keys{_base_of(chain)}")
+    if BASE_KEY not in data:
+        return data
+    bases = data.pop(BASE_KEY)
+    names = bases if isinstance(bases, list) else [bases]
+    if not all(isinstance(name, str) and name for name in names):
+        raise ConfigError(f"{path}: {BASE_KEY} must name a YAML config file or a list of them, "
+                          f"not {_short(repr(bases))}")
+    merged = {}
+    for name in names:
+        base = _base_file(path, name, chain)
+        _merge_into(merged, _load_with_bases(base, (*chain, path), budget), base)
+    _merge_into(merged, data, path)
+    return merged
+
+
+def _base_of(chain):
+    return f" (a {BASE_KEY} of {chain[-1]})" if chain else ""
+
+
+# "https://...", "s3://...": Detectron2 would download (or misread) what a URL names.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _base_file(parent, name, chain):
+    """
+    The path of the ``_BASE_`` ``name`` of ``parent``, found as Detectron2 finds it (``~``
+    expanded, a relative path from ``parent``'s folder); refused unless it is a local file that
+    is neither ``parent`` nor a file of ``chain`` (which would make the bases endless).
+    """
+    where = f"{parent}: {BASE_KEY} {name!r}"
+    if _URL.match(name):
+        raise ConfigError(f"{where} is a URL; a base must be a local file (nothing is "
+                          "downloaded): download it and name the copy")
+    if name.endswith(".py"):
+        raise ConfigError(f"{where} is a Python (LazyConfig) config: a Python config cannot be a "
+                          "base of a YAML config. Name a YAML config (or write this one in Python)")
+    path = os.path.expanduser(name) if name.startswith("~") else name
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(parent), path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where} {'is not a file' if os.path.exists(path) else 'not found'}: "
+                          f"{path}")
+    files = [*chain, parent]
+    real = [os.path.realpath(f) for f in files]
+    if os.path.realpath(path) in real:
+        cycle = files[real.index(os.path.realpath(path)):] + [path]
+        what = "the file itself" if len(cycle) == 2 else "a file that has it as a base"
+        raise ConfigError(f"{where} is {what}: the bases would never end "
+                          f"({' -> '.join(cycle)})")
+    return path
+
+
+def _merge_into(target, source, path, prefix=""):
+    """Merge the dict ``source`` (of ``path``) into ``target``: values replace values, mappings
+    merge key by key (Detectron2's ``_BASE_`` rule)."""
+    for name, value in source.items():
+        if isinstance(value, dict) and name in target:
+            if not isinstance(target[name], dict):
+                raise ConfigError(f"{path}: {prefix}{name} is a mapping of keys but a value in "
+                                  "its base config")
+            _merge_into(target[name], value, path, f"{prefix}{name}.")
+        else:
+            target[name] = value
+
+
+def _read_yaml_document(path, chain, budget):
+    """The YAML document of one file (``yaml.safe_load``), after the checks of its size and of
+    its nodes (:func:`_count_expanded_nodes`)."""
+    budget.files -= 1
+    if budget.files < 0:
+        raise ConfigError(f"{chain[0]}: its {BASE_KEY} files name more than {MAX_CONFIG_FILES} "
+                          f"files to read (at {path})")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}{_base_of(chain)}"
+                          ) from None
+    if len(data) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_FILE_BYTES >> 20} MiB: not a config "
+                          f"(a dump of every key is under 10 KB){_base_of(chain)}")
+    budget.nodes -= _count_expanded_nodes(data, path, chain, budget.nodes)
+    return yaml.safe_load(_named_stream(data, path))
+
+
+def _named_stream(data: bytes, path):
+    """``data`` as a stream that YAML's error messages name as ``path``."""
+    stream = io.BytesIO(data)
+    stream.name = path
+    return stream
+
+
+def _count_expanded_nodes(data, path, chain, budget):
+    """
+    The YAML nodes (values, lists, mappings) of the document ``data`` once its aliases are
+    expanded, counted on its events - an alias adds the count recorded for its anchor - so that
+    nothing is built, let alone expanded. Refused above ``budget`` nodes or ``MAX_CONFIG_DEPTH``
+    levels, or for an alias inside its own anchor (endless); stops at the first refusal, so a
+    file costs at most ``budget`` events. Parsed by the reader that builds it afterwards
+    (PyYAML's pure-Python ``SafeLoader``, as Detectron2's): both see the same events.
+    """
+    counts = {}  # anchor -> expanded nodes of the node it names
+    open_nodes = []  # (anchor, nodes before it) of the lists and mappings being read
+    nodes = 0
+    for event in yaml.parse(_named_stream(data, path), Loader=yaml.SafeLoader):
+        where = f"{path}, line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for anchor, _ in open_nodes):
+                raise ConfigError(f"{where}: the alias *{event.anchor} is inside the node it "
+                                  f"repeats (endless): not a config value{_base_of(chain)}")
+            nodes += counts.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor is not None:
+                counts[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append((event.anchor, nodes))
+            nodes += 1
+            if len(open_nodes) > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"{where}: lists or mappings nested more than "
+                                  f"{MAX_CONFIG_DEPTH} deep: not a config{_base_of(chain)}")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_nodes.pop()
+            if anchor is not None:
+                counts[anchor] = nodes - before
+        if nodes > budget:
+            raise ConfigError(
+                f"{where}: more than {MAX_CONFIG_NODES} YAML nodes (values, lists and mappings; an "
+                "alias counts as all that it repeats)"
+                + (" with the files read before it" if budget < MAX_CONFIG_NODES else "")
+                + f": not a config (a dump of every key has under 1000); refused before building "
+                f"it{_base_of(chain)}"
+            )
+    return nodes
 
 
 @functools.lru_cache(maxsize=None)
@@ -363,9 +546,11 @@ def _unknown_keys_message(cfg, unknown, source):
             "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()"
         )
     lines = []
-    for key in unknown:
+    for key in unknown[:MAX_SUGGESTED_KEYS]:
         close = closest_keys(cfg, key)
         lines.append(f"{key}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    if len(unknown) > MAX_SUGGESTED_KEYS:
+        lines.append(f"and {len(unknown) - MAX_SUGGESTED_KEYS} more")
     return f"unknown config key(s) in {source}: " + "; ".join(lines)
 
 
@@ -382,3 +567,113 @@ def check_pointrend_seg_keys(cfg) -> None:
             "pointrend_seg.config.build_config(config_file, opts), or call "
             "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()"
         )
+
+
+# ---- Python (LazyConfig) configs ----------------------------------------------------------------
+def load_python_config(path: str, opts: Sequence[str] = ()):
+    """
+    A Python (LazyConfig) config file, loaded with Detectron2's ``LazyConfig.load`` (it is code:
+    loading runs it), with ``key=value`` overrides checked (:func:`check_python_overrides`)
+    before they are applied (``LazyConfig.apply_overrides``).
+    """
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(path)
+    check_python_overrides(cfg, opts, path)
+    return LazyConfig.apply_overrides(cfg, list(opts))
+
+
+def _accepted_arguments(target) -> Optional[set]:
+    """The keyword arguments a ``_target_`` accepts (a class: its ``__init__`` and, through
+    ``**kwargs``, its bases'), or None when it takes any (``**kwargs`` to the end) or is unknown."""
+    if isinstance(target, str):
+        try:
+            target = locate(target)
+        except Exception:  # unknown: instantiate will say so
+            return None
+    chain = [c.__init__ for c in target.__mro__ if c is not object] if inspect.isclass(target) \
+        else [target]
+    names = set()
+    for function in chain:
+        try:
+            params = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+    return None
+
+
+def _kind(value):
+    """A value's kind for the override check: bool, number, str, sequence, mapping or None."""
+    if value is None or isinstance(value, bool):
+        return type(value).__name__
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "sequence"
+    return "mapping" if isinstance(value, (dict, DictConfig)) else None
+
+
+def _key_paths(node, prefix="", depth=0):
+    """The dotted paths of every key of a Python config (for did-you-mean)."""
+    if isinstance(node, DictConfig) and depth < 12:
+        for name in node.keys():
+            path = f"{prefix}{name}"
+            yield path
+            yield from _key_paths(node._get_node(name), f"{path}.", depth + 1)
+
+
+def check_python_overrides(cfg, opts: Sequence[str], source: str = "the command line") -> None:
+    """
+    Raise one :class:`ConfigError` for the ``key=value`` overrides of a Python config that name
+    no key of ``cfg`` (omegaconf would add it silently: ``train.max_iters=2`` ran the default
+    4000 iterations) or give a value of another kind than the key's (a string for a number, ...).
+    A key may also be an argument that the ``_target_`` of its parent accepts but the config
+    leaves at its default (e.g. ``model.sem_seg_head.loss_weight=2``). Each unknown key is named
+    with up to 3 existing keys it may have meant.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(opts))
+    except Exception as e:  # hydra's grammar errors: one line, not its traceback
+        raise ConfigError(f"overrides {list(opts)} of {source}: {str(e).splitlines()[0]}") from None
+    problems = []
+    for override in parsed:
+        key = override.key_or_group
+        node, parts = cfg, key.split(".")
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth])
+            if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if isinstance(node, DictConfig) and part in node:
+                node = node[part]
+                continue
+            accepted = _accepted_arguments(node.get("_target_")) if isinstance(
+                node, DictConfig) and "_target_" in node else set()
+            if accepted is None or (depth == len(parts) - 1 and part in accepted):
+                node = None  # a default argument of the target: any value its type allows
+                break
+            keys = list(node.keys()) if isinstance(node, DictConfig) else []
+            keys += sorted((accepted or set()) - set(keys))
+            prefix = f"{where}." if where else ""
+            close = [prefix + c for c in difflib.get_close_matches(
+                part, [str(k) for k in keys], n=3, cutoff=0.6)]
+            close += [k for k in _key_paths(cfg) if k.rsplit(".", 1)[-1] == part][:3]
+            hint = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
+            problems.append(f"unknown key {key}: {where or 'the config'} has no key "
+                            f"{part!r}{hint}")
+            node = None
+            break
+        else:
+            old, new = _kind(node), _kind(override.value())
+            if old not in (None, "NoneType") and new not in (None, "NoneType") and old != new:
+                problems.append(f"{key}={override.value()!r}: the key holds a {old} value "
+                                f"({node!r}), not a {new}")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))

@@ -66,6 +66,44 @@ def test_python_configs_load_through_the_model_zoo_and_the_tools_loader():
     assert os.path.basename(path) == "deeplabv3_pointrend_synthetic.py"
 
 
+@pytest.mark.parametrize("override, expected", [
+    # a typo: omegaconf would add the key and run the default 800 iterations
+    ("train.max_iters=2", "unknown key train.max_iters: train has no key 'max_iters' "
+                          "(did you mean train.max_iter?)"),
+    # a key the head does not take (its classes are the coarse head's): where the name exists
+    ("model.sem_seg_head.num_classes=11", "model.sem_seg_head has no key 'num_classes' (did you "
+                                          "mean dataloader.train.mapper.num_classes or "),
+    ("trian.max_iter=3", "the config has no key 'trian' (did you mean train?)"),
+    ("train.max_iter=abc", "train.max_iter='abc': the key holds a number value (800), not a str"),
+    ("train.max_iter=[1", "overrides ['train.max_iter=[1'] of "),  # hydra's grammar: one line
+])
+def test_python_config_overrides_are_checked_like_yaml_keys(override, expected):
+    path = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
+    with pytest.raises(ConfigError) as error:
+        load_any_config(path, [override])
+    assert expected in str(error.value)
+    # arguments the config leaves at their default are still keys: the target's signature
+    cfg = load_any_config(path, ["model.sem_seg_head.point_loss_weight=2.0", "optimizer.lr=0.1"])
+    assert cfg.model.sem_seg_head.point_loss_weight == 2.0 and cfg.optimizer.lr == 0.1
+
+
+def test_train_net_refuses_a_typod_python_override_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    config = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config,
+         "train.max_iters=2", f"train.output_dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_net.py: error: ") and "did you mean train.max_iter?" in last
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
 @pytest.mark.slow
 def test_our_tools_take_a_python_config(tmp_path):
     """tools/train_net.py trains and evaluates the demo's Python twin (overrides key=value), and

@@ -17,12 +17,15 @@ tools/train_net.py runs the same check at its start (DATASETS.CHECK.*).
 
 Image and label files of more than --max-image-pixels pixels (default INPUT.MAX_IMAGE_PIXELS of
 --config-file, else 100 megapixels; 0: no limit) are a problem found from their header, without
-decoding them: the limit training, evaluation and tools/demo.py apply.
+decoding them: the limit training, evaluation and tools/demo.py apply. With --config-file, an
+image that the config's resizes (INPUT.MIN_SIZE_* / MAX_SIZE_*) bring to a 0-pixel side (e.g.
+3000x3) is a "degenerate image".
 
 Exit status: 0 if no dataset has a problem (warnings allowed), 1 otherwise, 2 for a bad config or
 command line (one message; --debug shows the traceback).
 """
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -31,14 +34,15 @@ import pointrend_seg  # noqa: F401  (first: registers the components, imports De
 
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, build_config
+from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, build_config
 from pointrend_seg.data import check_dataset
-from pointrend_seg.data.datasets import register_folder_datasets
+from pointrend_seg.data.dataset_check import mapper_resizes
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_register_folder_argument,
     debug_requested,
     parse_tool_args,
+    registered_datasets,
     run_tool,
     setup_tool_output,
 )
@@ -75,10 +79,31 @@ def parse_args(argv=None):
     return args
 
 
+def check_registered(names, source):
+    """Raise one :class:`ConfigError` naming every dataset of ``names`` (from ``source``) that is
+    not registered, each with the closest registered names (a typo would otherwise surface as
+    "no stuff_classes ... pass num_classes")."""
+    from detectron2.data import DatasetCatalog
+
+    registered = DatasetCatalog.list()
+    missing = [n for n in names if n not in registered]
+    if not missing:
+        return
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    raise ConfigError(
+        f"dataset(s) not registered ({source}): {'; '.join(hints)}. Known are the builtin "
+        "datasets of Detectron2 and pointrend_seg and those of --register-folder NAME IMAGE_DIR "
+        "MASK_DIR CLASSES"
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
-    register_folder_datasets(args.register_folder)
+    registered_datasets(args)  # a bad class-names file: one line
     names = list(args.datasets) + [spec[0] for spec in args.register_folder
                                    if spec[0] not in args.datasets]
     cfg = None
@@ -90,6 +115,8 @@ def main(argv=None):
             names = list(dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)))
     if not names:
         argument_parser().error("name a DATASET, --register-folder one, or give --config-file")
+    check_registered(names, f"DATASETS.TRAIN / TEST of {args.config_file}"
+                     if cfg is not None and not args.datasets else "the command line")
     options = {"num_workers": args.num_workers, "cache_dir": args.cache_dir,
                "use_cache": not args.no_cache}
     if args.max_ignored_fraction is not None:
@@ -98,7 +125,8 @@ def main(argv=None):
         options["max_ignored_fraction"] = cfg.DATASETS.CHECK.MAX_IGNORED_FRACTION
     if cfg is not None:
         options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                       ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
+                       ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                       resizes=mapper_resizes(cfg))
     if args.max_image_pixels is not None:
         options["max_image_pixels"] = args.max_image_pixels
     elif cfg is not None:

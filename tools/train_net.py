@@ -35,9 +35,12 @@ the same losses as an uninterrupted run; with a fixed SEED two runs (same machin
 count) are identical, whatever DATALOADER.NUM_WORKERS. A checkpoint becomes last_checkpoint once
 the next loss, computed with its weights, was finite and no spike; a NaN/inf loss stops the run,
 naming the iteration, the losses and that checkpoint (continue with --resume SOLVER.BASE_LR
-<lower>). An unreadable latest checkpoint falls back to the previous one. .pth/.pt files load with
-torch.load(weights_only=True), .pkl files are unpickled only when named by MODEL.WEIGHTS (never
-from a run folder's last_checkpoint): load only trusted .pkl files (docs/checkpoints.md).
+<lower>). An unreadable latest checkpoint falls back to the previous one (one that holds pickled
+objects stops the run instead). Loading runs no code from a file: .pth/.pt files load with
+torch.load(weights_only=True), .pkl files (model zoo) with an unpickler that rebuilds numpy arrays
+and plain values only; last_checkpoint must name a file of the run folder, not a .pkl
+(docs/checkpoints.md). --eval-only refuses weights that leave model tensors uninitialised (missing
+or of another shape, e.g. another MODEL.POINT_HEAD.FC_DIM): --partial-weights evaluates them anyway.
 SOLVER.LOG_PERIOD: iterations between metric writes.
 
 A run folder has one writer: a second run into an OUTPUT_DIR that a live process trains or
@@ -79,7 +82,6 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.data.datasets import register_folder_datasets
 from pointrend_seg.config import build_config
 from pointrend_seg.engine import Trainer, launch, load_inference_model, prepare_run
 from pointrend_seg.engine.run_folder import claim_before_writing
@@ -92,8 +94,10 @@ from pointrend_seg.engine.lazy import (
 )
 from pointrend_seg.engine.cli import (
     add_debug_argument,
+    add_partial_weights_argument,
     add_register_folder_argument,
     debug_requested,
+    registered_datasets,
     run_tool,
     setup_tool_output,
     training_errors_in_one_line,
@@ -121,8 +125,9 @@ def setup(args, cfg):
 
 def argument_parser():
     """Detectron2's default arguments plus ``--register-folder`` (with ``--label-map`` and
-    ``--ignore-value``) and ``--skip-bad``."""
+    ``--ignore-value``), ``--skip-bad`` and ``--partial-weights`` (for ``--eval-only``)."""
     parser = add_debug_argument(add_register_folder_argument(default_argument_parser()))
+    add_partial_weights_argument(parser)
     parser.add_argument(
         "--skip-bad", action="store_true",
         help="leave out the samples the dataset check finds problems in (listed in "
@@ -135,18 +140,21 @@ def main(args):
     training_errors_in_one_line(args.debug or debug_requested())  # in every process
     cfg = load_config(args)
     # Here rather than before launch(): main runs in every spawned process.
-    register_folder_datasets(getattr(args, "register_folder", None))
+    registered_datasets(args)
     # Before anything is written into OUTPUT_DIR: one writer, and a checkpoint that fits.
     claim_before_writing(cfg, resume=args.resume)
     setup(args, cfg)
     if is_lazy_config(args.config_file):
         if args.eval_only:
-            return lazy_test(cfg, lazy_model(cfg, resume=args.resume))
+            return lazy_test(cfg, lazy_model(cfg, resume=args.resume,
+                                             partial_weights=args.partial_weights))
         lazy_train(cfg, resume=args.resume, skip_bad=getattr(args, "skip_bad", False))
         return None
     plan = prepare_run(cfg, train=not args.eval_only)  # every check, once
     if args.eval_only:
-        return Trainer.test(cfg, load_inference_model(cfg, resume=args.resume), plan=plan)
+        model = load_inference_model(cfg, resume=args.resume,
+                                     partial_weights=args.partial_weights)
+        return Trainer.test(cfg, model, plan=plan)
     trainer = Trainer(cfg, plan)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

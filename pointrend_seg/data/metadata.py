@@ -53,12 +53,18 @@ def class_names_and_colors(
     Raises:
         ConfigError: no names anywhere (the message names the config's datasets that are not
             registered in this process and the ways to give names), or their number is not
-            ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (naming their source).
+            ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (naming their source), or ``classes`` holds
+            empty or duplicate names (:func:`~pointrend_seg.data.datasets.parse_class_names`).
     """
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     found: Optional[Tuple[list, Optional[list], str]] = None
     if classes is not None:
-        found = (parse_class_names(classes), None, f"the class list {classes!r}")
+        try:
+            names = parse_class_names(classes)
+        except ValueError as e:  # empty or duplicate names, a file too large: the tools' one line
+            raise ConfigError(str(e)) from None
+        shown = repr(classes) if len(repr(classes)) <= 200 else f"of {len(names)} names"
+        found = (names, None, f"the class list {shown}")
     unregistered = []
     candidates = [(n, "") for n in dataset_names]
     candidates += [(n, "DATASETS.TEST") for n in cfg.DATASETS.TEST]

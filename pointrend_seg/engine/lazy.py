@@ -30,7 +30,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
-from ..config import ConfigError, build_config
+from ..config import ConfigError, build_config, load_python_config
 from ..data import SemSegDatasetMapper, sem_seg_augmentations
 from ..evaluation import BoundaryEvaluator, SegmentationEvaluator
 from .checked_steps import CheckedSteps
@@ -66,7 +66,7 @@ def load_any_config(path: str, opts=()):
     if bad:
         raise ConfigError(f"a Python config takes overrides as key=value (e.g. "
                           f"train.max_iter=2), got {bad}")
-    return LazyConfig.apply_overrides(LazyConfig.load(path), list(opts))
+    return load_python_config(path, opts)
 
 
 # ---- pieces of our Python configs ----------------------------------------------------------
@@ -169,14 +169,17 @@ def train_settings(**overrides):
 
 
 # ---- what our tools do with a Python config ------------------------------------------------
-def lazy_model(cfg, *, weights=None, resume: bool = False):
+def lazy_model(cfg, *, weights=None, resume: bool = False, partial_weights: bool = False):
     """``cfg.model`` instantiated on ``cfg.train.device`` with ``weights`` (default
     ``cfg.train.init_checkpoint``; with ``resume`` the last checkpoint of
-    ``cfg.train.output_dir``) loaded by :class:`SafeCheckpointer`, in eval mode."""
+    ``cfg.train.output_dir``) loaded by :class:`SafeCheckpointer`, in eval mode. For inference:
+    weights that leave model tensors uninitialised are refused unless ``partial_weights``
+    (as :func:`~.predictor.load_inference_model`)."""
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     weights = cfg.train.init_checkpoint if weights is None else weights
-    SafeCheckpointer(model, save_dir=cfg.train.output_dir).resume_or_load(weights, resume=resume)
+    SafeCheckpointer(model, save_dir=cfg.train.output_dir,
+                     require_all_weights=not partial_weights).resume_or_load(weights, resume=resume)
     return model.eval()
 
 
@@ -347,7 +350,7 @@ class _NoResize:
         return NoOpTransform()
 
 
-def lazy_predictor(cfg, weights=None):
+def lazy_predictor(cfg, weights=None, *, partial_weights: bool = False):
     """A :class:`~.predictor.SemSegPredictor` of a LazyConfig: its model (:func:`lazy_model`,
     prepared for inference) seeing images resized as the test mapper resizes them."""
     from ..modeling import prepare_for_inference
@@ -355,7 +358,7 @@ def lazy_predictor(cfg, weights=None):
 
     predictor = SemSegPredictor.__new__(SemSegPredictor)
     predictor.cfg = cfg
-    predictor.model = lazy_model(cfg, weights=weights)
+    predictor.model = lazy_model(cfg, weights=weights, partial_weights=partial_weights)
     test = cfg.dataloader.test.mapper
     augs = list(instantiate(test.augmentations)) if "augmentations" in test else []
     predictor.aug = augs[0] if augs else _NoResize()

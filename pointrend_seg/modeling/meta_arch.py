@@ -18,9 +18,9 @@ from detectron2.structures import ImageList
 
 from ..config import ConfigError, check_pointrend_seg_keys, lookup
 
-from .test_time import multi_scale_flip_inference, sliding_window_inference
+from .test_time import check_sliding_window, multi_scale_flip_inference, sliding_window_inference
 
-__all__ = ["GeneralizedSemanticSegmentor", "PointRendSemanticSegmentor"]
+__all__ = ["GeneralizedSemanticSegmentor"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -66,6 +66,8 @@ class GeneralizedSemanticSegmentor(nn.Module):
         if size_divisibility < 0:
             size_divisibility = max(s.stride for s in backbone.output_shape().values())
         self.size_divisibility = size_divisibility
+        if sliding_window is not None:  # here, so that Python configs are checked too
+            check_sliding_window(**sliding_window)
         self.sliding_window = sliding_window
         self.test_augmentation = test_augmentation
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -220,9 +222,3 @@ def _check_crop_size(cfg, stride: int) -> None:
 
 def _round_up(x: int, multiple: int) -> int:
     return x if multiple <= 1 else -(-x // multiple) * multiple
-
-
-@META_ARCH_REGISTRY.register()
-class PointRendSemanticSegmentor(GeneralizedSemanticSegmentor):
-    """Former name of :class:`GeneralizedSemanticSegmentor` (it runs any head, with or without
-    PointRend), registered so that configs naming it keep working."""

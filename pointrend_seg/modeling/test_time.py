@@ -5,6 +5,7 @@ Test-time strategies for large images and augmentation, as pure functions over a
 Shapes: an image is (C, H, W) float (already normalised or not: the callable decides), logits are
 (K, H, W) at the image's resolution.
 """
+from numbers import Integral
 from typing import Callable, List, Sequence, Tuple
 
 import torch
@@ -12,7 +13,8 @@ from torch.nn import functional as F
 
 from ..config import ConfigError
 
-__all__ = ["window_starts", "blend_weights", "sliding_window_inference", "multi_scale_flip_inference"]
+__all__ = ["window_starts", "blend_weights", "check_sliding_window", "sliding_window_inference",
+           "multi_scale_flip_inference"]
 
 
 def window_starts(length: int, window: int, stride: int) -> List[int]:
@@ -44,6 +46,41 @@ def blend_weights(height: int, width: int, blend: str, device=None):
     raise ConfigError(f"TEST.SLIDING_WINDOW.BLEND must be 'mean' or 'hann', got {blend!r}")
 
 
+def check_sliding_window(window, stride, blend: str = "mean") -> None:
+    """
+    Raise one :class:`ConfigError` naming ``TEST.SLIDING_WINDOW.*`` (the model's
+    ``sliding_window`` dict in a Python config) unless ``window`` and ``stride`` are (height,
+    width) pairs of whole pixels with 1 <= stride <= window on each axis and ``blend`` is known.
+    A stride larger than the window leaves pixels that no window covers (their logits would be
+    0 / 0 = NaN, silently), a stride of 0 never advances. Any sequence of two integers is a pair
+    (a Python config's list arrives as an omegaconf ``ListConfig``).
+    """
+    problems = []
+
+    def pair(key, value):
+        if (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+                and all(isinstance(v, Integral) and not isinstance(v, bool) for v in value)):
+            return tuple(value)
+        problems.append(f"TEST.SLIDING_WINDOW.{key}={value!r} must be (height, width) in pixels")
+        return None
+
+    window, stride = pair("SIZE", window), pair("STRIDE", stride)
+    if window is not None and min(window) < 1:
+        problems.append(f"TEST.SLIDING_WINDOW.SIZE={window} must be at least 1 on each axis")
+    elif window is not None and stride is not None:
+        for axis, size, step in zip(("height", "width"), window, stride):
+            if not 1 <= step <= size:
+                problems.append(
+                    f"TEST.SLIDING_WINDOW.STRIDE={stride} with TEST.SLIDING_WINDOW.SIZE={window}: "
+                    f"the {axis} stride {step} must be between 1 and the window's {size} ("
+                    + ("a stride of 0 never moves the window)" if step < 1 else
+                       "a larger stride leaves pixels that no window covers)"))
+    if blend not in ("mean", "hann"):
+        problems.append(f"TEST.SLIDING_WINDOW.BLEND must be 'mean' or 'hann', got {blend!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def sliding_window_inference(
     predict: Callable[[torch.Tensor], torch.Tensor], image, window: Tuple[int, int],
     stride: Tuple[int, int], blend: str = "mean",
@@ -53,11 +90,13 @@ def sliding_window_inference(
 
     Args:
         predict: maps a (C, h, w) crop to (K, h, w) logits.
-        window, stride: (height, width) in pixels.
+        window, stride: (height, width) in pixels, 1 <= stride <= window
+            (:func:`check_sliding_window`).
 
     Returns:
         Tensor: (K, H, W) float32 logits.
     """
+    check_sliding_window(window, stride, blend)
     _, height, width = image.shape
     win_h, win_w = min(window[0], height), min(window[1], width)
     weight = blend_weights(win_h, win_w, blend, device=image.device)
