@@ -31,15 +31,28 @@ Memory follows the model's input, not the file: an image file of more than --max
 pixels (default INPUT.MAX_IMAGE_PIXELS, 100 megapixels; 0: no limit) is refused from its header,
 before decoding; below, the model sees the image resized (INPUT.MIN_SIZE_TEST), the class ids come
 back to full size band by band (no K full-size logit maps), and pictures are drawn at most
---max-side pixels wide and high (masks keep the full size).
+--max-side pixels wide and high (masks keep the full size). Video frames likewise: a video whose
+frame size is over --max-image-pixels is refused from its header; larger frames are reduced to
+--max-side before the model sees them and the video is written at that size (masks keep the
+frame's size: the reduced frame's class ids, scaled up).
+
+Inputs are never outputs: a run that would write a file over one of its inputs (--output DIR
+with photos DIR/STEM.png), or into the image or mask folder of a registered dataset (--output,
+or its masks/ with --save-masks), is refused before the model is built. Folders' files whose
+extension is not an image's (GIF included) or a video's are left out with a warning counting them.
 
 An input that cannot be read or predicted is reported with its file and reason and the others are
-still written; a summary lists the failures. Exit status: 0 when every input was written, 1 when
-some failed, 2 for a bad config or command line (one message; --debug shows the traceback).
+still written; a video that ends before the frame count of its header (a truncated file) is
+written as far as it goes and reported too; a summary lists them. Exit status: 0 when every input
+was written whole, 1 when some were not, 2 for a bad config or command line, or when the only
+input is a video or webcam that cannot be used (one line, demo.py: error: ...; --debug shows the
+traceback).
 """
 import argparse
+import gc
 import logging
 import os
+import re
 import sys
 from collections import Counter
 
@@ -50,7 +63,7 @@ from tqdm import tqdm
 
 import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import ConfigError
@@ -58,8 +71,11 @@ from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
 from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
 from pointrend_seg.engine.cli import (
+    OutputIsInputError,
+    ToolUsageError,
     add_class_name_arguments,
     add_debug_argument,
+    add_partial_weights_argument,
     class_names_from_args,
     debug_requested,
     parse_tool_args,
@@ -103,9 +119,11 @@ def parse_args(argv=None):
                    help="refuse image files with more pixels, from their header (default: "
                         "INPUT.MAX_IMAGE_PIXELS of the config, 100 megapixels; 0: no limit)")
     p.add_argument("--max-side", type=int, default=MAX_PICTURE_SIDE,
-                   help="largest width / height of a picture of an image, in pixels (larger "
-                        f"images are drawn reduced; default {MAX_PICTURE_SIDE}); masks keep "
-                        "the image's size")
+                   help="largest width / height of a picture of an image or of a video "
+                        "frame, in pixels (larger images are drawn reduced, larger video frames "
+                        f"reduced before the model sees them; default {MAX_PICTURE_SIDE}); "
+                        "masks keep the image's or the frame's size")
+    add_partial_weights_argument(p)
     add_debug_argument(p)
     p.add_argument("opts", nargs="*", metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.WEIGHTS model.pth (flags may follow)")
@@ -113,27 +131,93 @@ def parse_args(argv=None):
 
 
 def _jobs(args):
-    """[(MediaSource, (label file, label map) or None)]: the dataset's first images, or the
-    --input specs."""
+    """([(MediaSource, (label file, label map) or None)], dataset dicts): the first images of
+    --dataset (and all its dicts), or the --input specs (and no dicts)."""
     if bool(args.input) == bool(args.dataset):
-        raise SystemExit("give either --input (files, folders, patterns, webcam) or --dataset")
+        raise ToolUsageError("give either --input (files, folders, patterns, webcam) or --dataset")
     if args.dataset:
         if args.dataset not in DatasetCatalog.list():
-            raise SystemExit(f"dataset {args.dataset!r} is not registered")
+            raise ToolUsageError(f"dataset {args.dataset!r} is not registered")
+        dicts = DatasetCatalog.get(args.dataset)
         return [(MediaSource("image", d["file_name"]),
                  (d["sem_seg_file_name"], d.get("sem_seg_label_map"))
                  if d.get("sem_seg_file_name") else None)
-                for d in DatasetCatalog.get(args.dataset)[: args.num_images]]
-    try:
-        jobs = [(source, None) for source in expand_inputs(args.input)]
-    except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
+                for d in dicts[: args.num_images]], dicts
+    jobs = [(source, None) for source in expand_inputs(args.input)]  # FileNotFoundError: exit 2
     clashes = [stem for stem, n in Counter(s.stem for s, _ in jobs).items() if n > 1]
     if clashes:
         paths = [s.path for s, _ in jobs if s.stem == clashes[0]]
-        raise SystemExit(f"inputs {paths} would write the same outputs ({clashes[0]}.*): "
-                         "give them in separate runs or rename them")
-    return jobs
+        raise ToolUsageError(f"inputs {paths} would write the same outputs ({clashes[0]}.*): "
+                             "give them in separate runs or rename them")
+    return jobs, []
+
+
+def _file_id(path):
+    """(device, inode) of an existing file or folder (links followed), else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _dataset_folders(dataset_dicts):
+    """{(device, inode): (folder, what)} of the image and mask folders of every registered
+    dataset (``image_root`` / ``sem_seg_root`` of its metadata) and of ``dataset_dicts``
+    (the folders of their ``file_name`` / ``sem_seg_file_name``)."""
+    folders = {}
+    for name in MetadataCatalog.list():
+        meta = MetadataCatalog.get(name)
+        for key, what in (("image_root", "image"), ("sem_seg_root", "mask")):
+            path = meta.get(key, None)
+            if isinstance(path, str) and _file_id(path):
+                folders.setdefault(_file_id(path), (path, f"the {what} folder of dataset {name!r}"))
+    for key, what in (("file_name", "image"), ("sem_seg_file_name", "mask")):
+        for folder in {os.path.dirname(d[key]) or "." for d in dataset_dicts if d.get(key)}:
+            if _file_id(folder):
+                folders.setdefault(_file_id(folder), (folder, f"a {what} folder of the dataset"))
+    return folders
+
+
+def refuse_inputs_as_outputs(args, jobs, dataset_dicts):
+    """
+    Raise :class:`OutputIsInputError` (before the model is built) when this run would write
+    over its inputs: an output file that is an input file (the same file, also through a link:
+    ``--input DIR --output DIR`` wrote STEM.png over the photo STEM.png), or an output folder
+    (``--output``, its ``masks/``) that is the image or mask folder of a registered dataset
+    (``--save-masks`` into a dataset root replaced its ground truth masks/STEM.png).
+    """
+    inputs = {}
+    for source, label in jobs:
+        paths = [source.path] if source.kind != "webcam" else []
+        for path in paths + ([label[0]] if label else []):
+            if _file_id(path):
+                inputs[_file_id(path)] = path
+    mask_folder = os.path.join(args.output, "masks")
+    for source, _ in jobs:
+        if source.kind == "image":
+            outputs = [os.path.join(args.output, f"{source.stem}.png")]
+            outputs += [os.path.join(args.output, f"{source.stem}_points.png")] * args.show_points
+            outputs += [os.path.join(mask_folder, f"{source.stem}.png")] * args.save_masks
+        else:
+            outputs = [os.path.join(args.output, f"{source.stem}.mp4")]
+            if args.save_masks:  # masks/STEM/000000.png ...: inputs of such a name in that folder
+                frames = os.path.join(mask_folder, source.stem)
+                outputs += [os.path.join(frames, os.path.basename(p)) for p in inputs.values()
+                            if re.fullmatch(r"\d{6}\.png", os.path.basename(p))]
+        for output in outputs:
+            if _file_id(output) in inputs:
+                raise OutputIsInputError(
+                    f"output {output} is the input {inputs[_file_id(output)]}: writing it would "
+                    "replace the input; give another --output")
+    folders = _dataset_folders(dataset_dicts)
+    for output in [args.output] + [mask_folder] * args.save_masks:
+        if _file_id(output) in folders:
+            folder, what = folders[_file_id(output)]
+            raise OutputIsInputError(
+                f"output folder {output} is {what} ({folder}): the pictures"
+                f"{' and masks' if args.save_masks else ''} written there would replace or "
+                "join its files; give another --output")
 
 
 class Demo:
@@ -193,29 +277,69 @@ class Demo:
             steps, trace.logits.argmax(0).cpu().numpy(), self.class_names, self.colors)
 
     def video(self, source):
-        """Every frame (up to ``max_frames``) into OUTPUT/STEM.mp4, same size and frame rate."""
+        """
+        Every frame (up to ``max_frames``) into OUTPUT/STEM.mp4, same frame rate and size, or
+        reduced to at most ``max_side`` pixels wide and high like the pictures of images: the
+        predictor sees the reduced frame, and masks (``save_masks``) keep the frame's size (the
+        reduced frame's class ids scaled up, nearest). Frames of more than ``max_pixels`` are
+        refused from the header (:class:`VideoReader`).
+
+        Returns:
+            None, or why the written video is incomplete (fewer frames read than its header
+            announces: a truncated file, which OpenCV just ends early).
+        """
         path = os.path.join(self.output, f"{source.stem}.mp4")
-        with VideoReader(source) as reader, VideoWriter(path, reader.fps, reader.size) as writer:
-            total = reader.num_frames
-            if self.max_frames:
-                total = min(total or self.max_frames, self.max_frames)
-            frames = tqdm(reader, total=total, unit="frame", desc=source.stem)
-            try:
-                for index, frame in enumerate(frames):
-                    if self.max_frames and index >= self.max_frames:
-                        break
-                    labels = self.predict(frame)
-                    drawn = draw_sem_seg_figure(frame[:, :, ::-1], [labels], self.class_names,
-                                                self.colors, min_side=0, legend_inside=True)
-                    writer.write(drawn[:, :, ::-1])
-                    if self.save_masks:
-                        write_label_png(self._mask_path(source.stem, f"{index:06d}.png"), labels,
-                                        len(self.class_names))
-            except KeyboardInterrupt:  # how a webcam stream ends
-                logger.info(f"interrupted; {path} holds the frames so far")
-            finally:
-                frames.close()
+        stopped = False  # by --max-frames or Ctrl-C: fewer frames than the file's are expected
+        # The reader reduces the frames as it decodes them (the full-size frame freed at once).
+        with VideoReader(source, self.max_pixels, self.max_side) as reader:
+            with VideoWriter(path, reader.fps, reader.frame_size) as writer:
+                total = reader.num_frames
+                if self.max_frames:
+                    total = min(total or self.max_frames, self.max_frames)
+                frames = tqdm(reader, total=total, unit="frame", desc=source.stem)
+                # Each frame's drawing leaves matplotlib figures in reference cycles: collected
+                # after every frame (the objects from before frozen, so that a collection takes
+                # ~3 ms, not ~0.2 s); else a large video grew by ~0.1 GB a frame until Python's
+                # collector ran (8000x6000: 1.5 to 2.0 GB in 10 frames).
+                gc.freeze()
+                try:
+                    for index, frame in enumerate(frames):
+                        if self.max_frames and index >= self.max_frames:
+                            stopped = True
+                            break
+                        labels = self.predict(frame)
+                        drawn = draw_sem_seg_figure(frame[:, :, ::-1], [labels], self.class_names,
+                                                    self.colors, min_side=0, legend_inside=True)
+                        writer.write(drawn[:, :, ::-1])
+                        if self.save_masks:  # at the video's frame size
+                            width, height = reader.size
+                            write_label_png(self._mask_path(source.stem, f"{index:06d}.png"),
+                                            _scaled_nearest(labels, (height, width)),
+                                            len(self.class_names))
+                        del frame, labels, drawn
+                        gc.collect()
+                except KeyboardInterrupt:  # how a webcam stream ends
+                    stopped = True
+                    logger.info(f"interrupted; {path} holds the frames so far")
+                finally:
+                    frames.close()
+                    gc.unfreeze()
+            incomplete = None if stopped else reader.missing_frames()
+        if incomplete:
+            logger.warning(f"{source.path}: {incomplete}; {path} holds the "
+                           f"{reader.frames_read} frames read")
+            return f"{incomplete}; {path} holds the {reader.frames_read} frames read"
         logger.info(f"wrote {path}")
+        return None
+
+
+def _scaled_nearest(labels, shape):
+    """(H, W) ``labels`` at ``shape`` (height, width), each pixel its nearest label's value."""
+    if labels.shape[:2] == tuple(shape):
+        return labels
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[rows.clip(0, labels.shape[0] - 1)][:, cols.clip(0, labels.shape[1] - 1)]
 
 
 def main(argv=None):
@@ -227,22 +351,21 @@ def main(argv=None):
         cfg.freeze()
     view = yaml_view(cfg) if lazy else cfg  # the YAML keys read below
     if not view.MODEL.WEIGHTS:
-        raise SystemExit("MODEL.WEIGHTS is empty: give the trained model, e.g. "
-                         "MODEL.WEIGHTS output/model_final.pth (Python configs: "
-                         "train.init_checkpoint=output/model_final.pth)")
+        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. "
+                          "MODEL.WEIGHTS output/model_final.pth (Python configs: "
+                          "train.init_checkpoint=output/model_final.pth)")
     registered_datasets(args)  # before _jobs: --dataset may be a --register-folder one
-    jobs = _jobs(args)
-    try:  # before the model is built: a wrong name list must not cost a run
-        names, colors, _ = class_names_from_args(view, args,
-                                                 [args.dataset] if args.dataset else [])
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
+    jobs, dataset_dicts = _jobs(args)
+    # Before the model is built: a wrong name list or output must not cost a run.
+    names, colors, _ = class_names_from_args(view, args, [args.dataset] if args.dataset else [])
+    refuse_inputs_as_outputs(args, jobs, dataset_dicts)
     os.makedirs(args.output, exist_ok=True)
-    predictor = lazy_predictor(cfg) if lazy else build_predictor(cfg)
+    predictor = (lazy_predictor(cfg, partial_weights=args.partial_weights) if lazy
+                 else build_predictor(cfg, partial_weights=args.partial_weights))
     model = getattr(predictor, "model", None)
     if args.show_points and not (isinstance(model, GeneralizedSemanticSegmentor)
                                  and isinstance(model.sem_seg_head, PointRendSegHead)):
-        raise SystemExit(
+        raise ConfigError(
             "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
             "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "
             f"config: {type(model).__name__}, {type(getattr(model, 'sem_seg_head', None)).__name__})")
@@ -264,12 +387,17 @@ def main(argv=None):
     for source, _ in jobs:
         if source.kind != "image":
             try:
-                demo.video(source)
-            except OSError as e:  # OpenCV cannot open the video, the webcam or the output
+                incomplete = demo.video(source)
+            except (BadInputError, OSError) as e:  # OpenCV cannot open it, too large, ...
+                if len(jobs) == 1 and isinstance(e, BadInputError):
+                    raise
                 if len(jobs) == 1:
-                    raise SystemExit(str(e)) from None
+                    raise ToolUsageError(str(e)) from None
                 logger.error(f"skipped {source.path}: {e}")
                 failed.append((source.path, str(e)))
+                continue
+            if incomplete:  # written, but fewer frames than its header announced
+                failed.append((source.path, incomplete))
     if failed:
         print(f"demo.py: {len(failed)} of {len(jobs)} input(s) failed, the others were written "
               f"to {args.output}:", file=sys.stderr)

@@ -3,10 +3,11 @@ Whole-dataset check: every image/label pair of a registered dataset read once (i
 worker processes, with a progress bar) by the mapper's own readers and checks
 (:mod:`.dataset_mapper`), before any training. One report per dataset holds:
 
-* every problem with its file, all at once: missing or unreadable (corrupt, truncated) image or
-  label, colour (RGB) label, image size other than the dataset dict's, label size other than
-  the image's, label values outside the classes that are not the ignore label, training sample
-  without a label;
+* every problem with its file, all at once: missing or unreadable (corrupt, truncated, a
+  folder) image or label, colour (RGB) label, image size other than the dataset dict's, an
+  image so elongated that the mapper's resize brings a side to 0 pixels ("degenerate image",
+  with ``resizes``), label size other than the image's, label values outside the classes that
+  are not the ignore label, training sample without a label;
 * the class histogram (pixels and images per class), the ignored fraction, classes that never
   appear;
 * warnings for labels that look wrong: a class that never appears, an ignored fraction above a
@@ -40,14 +41,17 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from .augmentations import build_sem_seg_augmentations
 from .readers import (
     BadInputError,
     check_image_size,
     check_label_size,
     check_label_values,
+    check_resizable,
     image_orientation,
     read_image_file,
     read_label_file,
+    smallest_resizes,
 )
 from .label_map import apply_label_map, binary_mask_hint, format_label_map
 
@@ -59,12 +63,21 @@ __all__ = [
     "check_dataset_dicts",
     "default_cache_dir",
     "inspect_sample",
+    "mapper_resizes",
     "raise_dataset_problems",
 ]
 
 _CACHE_FORMAT = 2  # 2: facts hold the image's EXIF orientation
 # Reading in worker processes pays off from this many files to read.
 _MIN_FILES_FOR_WORKERS = 64
+
+
+def mapper_resizes(cfg):
+    """The smallest resizes of the training and the test mapper of ``cfg`` (``INPUT.MIN_SIZE_*``
+    / ``MAX_SIZE_*``, :func:`~.readers.smallest_resizes`): what the check's "degenerate image"
+    is tested against. Both, since the check does not tell training from test datasets."""
+    return smallest_resizes(build_sem_seg_augmentations(cfg, True)
+                            + build_sem_seg_augmentations(cfg, False))
 
 
 def default_cache_dir() -> str:
@@ -379,7 +392,7 @@ def _read_all(jobs, num_workers, progress, dataset_name):
 
 
 def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_label,
-                     require_labels):
+                     require_labels, resizes=()):
     """The problems of one sample, found by the mapper's checks; and its mapped label values."""
     problems = []
 
@@ -392,11 +405,13 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
     for kind, message, path in facts["errors"]:
         problems.append(SampleProblem(dataset_name, position, kind, path, message, image_path))
     values = None
-    try:
-        if facts["image_shape"] is not None:
-            check_image_size(facts["image_shape"], record)
-    except BadInputError as e:
-        add(e)
+    if facts["image_shape"] is not None:
+        for check in (lambda: check_image_size(facts["image_shape"], record),
+                      lambda: check_resizable(facts["image_shape"], image_path, resizes)):
+            try:
+                check()
+            except BadInputError as e:
+                add(e)
     if label_path is None and require_labels:
         add(BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'", "no label",
                           image_path))
@@ -423,6 +438,7 @@ def check_dataset_dicts(
     use_cache: bool = True, progress: bool = True, max_ignored_fraction: float = 0.5,
     label_map: Optional[Dict[int, int]] = None,
     max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
+    resizes: Sequence = (),
 ) -> DatasetReport:
     """
     Check the samples ``dicts`` (Detectron2 dataset dicts with ``file_name`` and
@@ -442,6 +458,9 @@ def check_dataset_dicts(
         max_image_pixels (int or None): files with more pixels are a problem ("image too
             large", "label too large"), found from their header without decoding them
             (``INPUT.MAX_IMAGE_PIXELS``, the mapper's limit); 0 or None: no limit.
+        resizes (list): ``(short_edge_length, max_size)`` of the mappers' resizes
+            (:func:`mapper_resizes`); an image that one of them brings to a 0-pixel side is a
+            "degenerate image" (:func:`~.readers.check_resizable`). Empty: not checked.
 
     Returns:
         DatasetReport
@@ -479,7 +498,7 @@ def check_dataset_dicts(
     all_values = set()
     for position, (record, (_, _, facts)) in enumerate(zip(dicts, entries)):
         problems, values = _sample_problems(dataset_name, position, record, facts, num_classes,
-                                            ignore_label, require_labels)
+                                            ignore_label, require_labels, resizes)
         report.problems.extend(problems)
         if values is None:
             continue

@@ -19,8 +19,10 @@ from .readers import (
     check_image_size,
     check_label_size,
     check_label_values,
+    check_resizable,
     read_image_file,
     read_label_file,
+    smallest_resizes,
 )
 
 __all__ = ["SemSegDatasetMapper"]
@@ -40,6 +42,8 @@ class SemSegDatasetMapper:
     def __init__(self, is_train: bool, *, augmentations, image_format: str, num_classes: int,
                  ignore_label: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.is_train = is_train
+        # An image these resizes bring to a 0-pixel side is refused with its name (below).
+        self.resizes = smallest_resizes(augmentations)
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.num_classes = num_classes
@@ -64,6 +68,7 @@ class SemSegDatasetMapper:
         image_path = dataset_dict["file_name"]
         image = read_image_file(image_path, self.image_format, self.max_image_pixels)
         check_image_size(image.shape, dataset_dict)
+        check_resizable(image.shape, image_path, self.resizes)
         dataset_dict.setdefault("height", image.shape[0])
         dataset_dict.setdefault("width", image.shape[1])
         label = None

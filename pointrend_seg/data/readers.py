@@ -9,19 +9,22 @@ import contextlib
 import logging
 import os
 import threading
+from typing import List, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from .label_map import apply_label_map, binary_mask_hint
 
 __all__ = ["BadInputError", "LOSSY_EXTENSIONS", "apply_exif_orientation", "check_image_size",
-           "check_label_size", "check_label_values", "exif_orientation", "image_orientation",
-           "read_image_file", "read_label_file", "same_stem_hint", "too_large_message"]
+           "check_label_size", "check_label_values", "check_resizable", "exif_orientation",
+           "image_orientation", "read_image_file", "read_label_file", "same_stem_hint",
+           "smallest_resizes", "too_large_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +37,10 @@ class BadInputError(ValueError):
 
     Attributes:
         kind (str): what is wrong, one of "missing image", "unreadable image", "image too large",
-            "image size", "missing label", "unreadable label", "label too large",
-            "colour label", "size mismatch", "label values", "no label" (the rows of the dataset
-            check's table).
+            "image size", "degenerate image", "missing label", "unreadable label",
+            "label too large", "colour label", "size mismatch", "label values", "no label" (the
+            rows of the dataset check's table); "video too large" (tools/demo.py) and "empty
+            dataset" (a folder dataset without images) outside the check.
         path (str or None): the file the message is about.
     """
 
@@ -82,6 +86,9 @@ def _open(path, what, max_pixels=None):
     The decoded image of ``path``, EXIF orientation applied; its size is checked against
     ``max_pixels`` (0 / None: no limit) from the header, before any pixel is decoded.
     """
+    if os.path.isdir(path):  # else "cannot read ...: IsADirectoryError: [Errno 21] ..."
+        raise BadInputError(f"{what} file {path} is a folder, not a file", f"unreadable {what}",
+                            path)
     try:
         with open(path, "rb") as f:
             with _pil_size_check_off():
@@ -115,8 +122,9 @@ def same_stem_hint(path, what="label") -> str:
     stem, _ = os.path.splitext(path)
     folder = os.path.dirname(path) or "."
     try:
-        others = sorted(f for f in os.listdir(folder)
-                        if os.path.splitext(f)[0] == os.path.basename(stem))
+        others = sorted(f for f in os.listdir(folder)  # not the path itself (e.g. a folder)
+                        if os.path.splitext(f)[0] == os.path.basename(stem)
+                        and f != os.path.basename(path))
     except OSError:
         return ""
     if not others:
@@ -227,6 +235,48 @@ def check_image_size(image_shape, dataset_dict):
             f"image file {path} is {image_shape[1]}x{image_shape[0]} (WxH) but its "
             f"dataset dict says {expected[1]}x{expected[0]}", "image size", path
         )
+
+
+def smallest_resizes(augmentations) -> List[Tuple[int, int]]:
+    """
+    ``(short_edge_length, max_size)`` of each ``ResizeShortestEdge`` among ``augmentations``
+    (the mapper's), with the smallest short edge it may draw (0, "no resize", left out): the
+    sizes :func:`check_resizable` checks an image against. Resized sides grow with the short
+    edge drawn, so an image that survives the smallest survives every one.
+    """
+    resizes = []
+    for aug in augmentations:
+        if not isinstance(aug, T.ResizeShortestEdge):
+            continue
+        if aug.is_range:  # drawn from [low, high]
+            low, high = (int(v) for v in aug.short_edge_length)
+            smallest = max(1, low) if high > 0 else None
+        else:  # drawn from a list
+            smallest = min((int(v) for v in aug.short_edge_length if int(v) > 0), default=None)
+        if smallest is not None:
+            resizes.append((smallest, int(aug.max_size)))
+    return resizes
+
+
+def check_resizable(image_shape, path, resizes) -> None:
+    """
+    Raise :class:`BadInputError` ("degenerate image") if a resize of ``resizes``
+    (:func:`smallest_resizes`) brings a side of an image of ``image_shape`` (H, W, ...) below
+    half a pixel, i.e. to 0 pixels once rounded - the criterion: such an image cannot be resized
+    at all. A thin image hits it when ``max_size`` caps its long side (3000x3 with a 128-pixel
+    cap: 3 x 128 / 3000 = 0.13 pixels). Training stopped there at iteration 0 with PIL's
+    "height and width must be > 0", naming no file. One pixel or more is enough for the model:
+    it pads every image to its stride (measured: a 128x1 input trains and predicts).
+    """
+    height, width = int(image_shape[0]), int(image_shape[1])
+    for short_edge, max_size in resizes:
+        new_h, new_w = T.ResizeShortestEdge.get_output_shape(height, width, short_edge, max_size)
+        if min(new_h, new_w) < 1:
+            raise BadInputError(
+                f"image file {path} is {width}x{height} (WxH): resized to a short side of "
+                f"{short_edge} with a long side of at most {max_size} pixels (INPUT.MIN_SIZE_* "
+                f"/ MAX_SIZE_*) it would be {new_w}x{new_h}; crop it to a less elongated shape "
+                "or tile it", "degenerate image", path)
 
 
 def image_orientation(path) -> int:

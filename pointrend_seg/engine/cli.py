@@ -27,28 +27,76 @@ from ..config import ConfigError
 from ..data import BadInputError, class_names_and_colors
 from ..data.datasets import register_folder_datasets
 from ..data.label_map import parse_label_map
+from ..evaluation import ResultWriteError
+from ..modeling.backbone import WeightConversionError
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
     CheckpointWriteError,
+    IncompleteWeightsError,
     UnsafeCheckpointError,
 )
 from .compat import plain_config_in_logs
 from .run_folder import ResumeMismatchError, RunFolderBusyError
 from .train_step import NonFiniteLossError
 
-__all__ = ["DEBUG_ENV", "INPUT_ERRORS", "RUN_ERRORS", "add_class_name_arguments",
+__all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "ToolUsageError",
+           "add_class_name_arguments", "add_partial_weights_argument", "refuse_output_over_inputs",
            "add_register_folder_argument",
            "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
            "parse_tool_args",
            "registered_datasets", "run_tool", "setup_tool_output", "training_errors_in_one_line"]
 
+
+class OutputIsInputError(ValueError):
+    """A tool's output path that is one of its inputs (the same file, also through a link)."""
+
+
+class ToolUsageError(ValueError):
+    """A tool's command line that cannot work as given (e.g. neither --input nor --dataset);
+    the message says what to change. Exit status 2, like a bad config."""
+
+
 DEBUG_ENV = "POINTREND_SEG_DEBUG"
 # Exit status 2: the input (config, data, weights) must change.
 INPUT_ERRORS = (ConfigError, BadInputError, UnsafeCheckpointError, BackboneMismatchError,
-                CheckpointReadError, FileNotFoundError, RunFolderBusyError, ResumeMismatchError)
+                CheckpointReadError, FileNotFoundError, RunFolderBusyError, ResumeMismatchError,
+                IncompleteWeightsError, WeightConversionError, OutputIsInputError,
+                ToolUsageError)
 # Exit status 1: the run stopped; the message says how to continue.
-RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError)
+RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError, ResultWriteError)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)  # links (symbolic and hard) to one file included
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_output_over_inputs(outputs, inputs) -> None:
+    """
+    Raise :class:`OutputIsInputError` if a file of ``outputs`` (paths a tool will write) is one
+    of ``inputs`` (``{what: path}``, e.g. ``{"weights file": ...}``): writing it would replace
+    the input, and a failure half-way would lose it.
+    """
+    for output in outputs:
+        for what, path in inputs.items():
+            if path and output and _same_file(output, path):
+                raise OutputIsInputError(
+                    f"{output} is the {what} ({path}): writing it would replace the input; "
+                    "choose another output")
+
+
+def add_partial_weights_argument(parser):
+    """Add ``--partial-weights`` (load weights that leave model tensors uninitialised) to an
+    argparse parser; returns the parser."""
+    parser.add_argument(
+        "--partial-weights", action="store_true",
+        help="use MODEL.WEIGHTS even if they leave some model tensors uninitialised (missing "
+        "from the file or of another shape there; refused by default: that part of the model "
+        "would predict with random weights)")
+    return parser
 
 
 def add_debug_argument(parser):
@@ -201,7 +249,13 @@ def class_names_from_args(cfg, args, dataset_names=()):
 def registered_datasets(args):
     """Register the ``--register-folder`` datasets of ``args`` (once) and return their names."""
     if getattr(args, "registered_datasets", None) is None:
-        args.registered_datasets = register_folder_datasets(getattr(args, "register_folder", None))
+        try:
+            args.registered_datasets = register_folder_datasets(
+                getattr(args, "register_folder", None))
+        except ValueError as e:  # e.g. a class-names file: too large, empty or repeated names
+            if type(e) is not ValueError:  # ConfigError, BadInputError: already one line
+                raise
+            raise ConfigError(f"--register-folder: {e}") from None
     return list(args.registered_datasets)
 
 

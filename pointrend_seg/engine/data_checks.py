@@ -17,7 +17,12 @@ from typing import Dict, Sequence
 
 from detectron2.utils import comm
 
-from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
+from ..data.dataset_check import (
+    DatasetReport,
+    check_dataset,
+    mapper_resizes,
+    raise_dataset_problems,
+)
 
 __all__ = ["check_run_datasets", "skipped_images", "without_images"]
 
@@ -53,7 +58,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True
                 ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                 num_workers=check.NUM_WORKERS or None, cache_dir=check.CACHE_DIR or None,
                 max_ignored_fraction=check.MAX_IGNORED_FRACTION, progress=report,
-                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
+                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, resizes=mapper_resizes(cfg),
             )
             for name in names
         ]

@@ -22,6 +22,7 @@ from ..evaluation import (
     format_per_class_table,
     per_class_rows,
     write_per_class_bars,
+    write_result_file,
 )
 from ..modeling import prepare_for_inference
 from .data_checks import without_images
@@ -111,10 +112,9 @@ def evaluate(cfg, model, evaluators, test_loaders):
             logger.info(f"Evaluation results for {name} in csv format:")
             print_csv_format(results[name])
             report_results(name, results[name], evaluator)
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         single = results if len(results) > 1 else next(iter(results.values()))
-        with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-            json.dump(single, f, indent=1)
+        write_result_file(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),
+                          lambda f: json.dump(single, f, indent=1))
     return results if len(results) != 1 else next(iter(results.values()))
 
 

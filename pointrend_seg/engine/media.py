@@ -1,17 +1,22 @@
 """
 Inputs of a predictor given on a command line (image files, folders, glob patterns, video files,
-webcam indices), video frames read and written with OpenCV, and class-id masks written as PNG.
+webcam indices), video frames read and written with OpenCV (the pixel limit of images applied
+to a video's frame size, and how many frames were read against how many its header announces),
+and class-id masks written as PNG.
 """
 import dataclasses
 import glob
+import logging
 import os
+from collections import Counter
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from ..data.datasets.folder import IMAGE_EXTENSIONS
+from ..data.datasets.folder import IMAGE_EXTENSIONS, _subfolder_hint
+from ..data.readers import BadInputError, too_large_message
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -19,8 +24,11 @@ __all__ = [
     "VideoReader",
     "VideoWriter",
     "expand_inputs",
+    "fit_within",
     "write_label_png",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Video file extensions (compared case-insensitively); other files are read as images.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -53,7 +61,8 @@ def _file_source(path) -> Optional[MediaSource]:
 def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
     """
     Each spec is an image or video file (by extension; a file with any other extension is read
-    as an image), a folder (its image and video files, not recursive, sorted), a glob pattern
+    as an image), a folder (its image and video files, not recursive, sorted; a warning counts
+    its other files, left out), a glob pattern
     (``*``, ``?``, ``[``; matching image and video files, sorted) or a webcam index (digits
     that are not a file name).
 
@@ -64,10 +73,20 @@ def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
     sources = []
     for spec in specs:
         if os.path.isdir(spec):
-            found = [_file_source(os.path.join(spec, f)) for f in sorted(os.listdir(spec))]
-            found = [s for s in found if s is not None and os.path.isfile(s.path)]
-            if not found:
-                raise FileNotFoundError(f"no images or videos in folder {spec}")
+            files = [f for f in sorted(os.listdir(spec)) if os.path.isfile(os.path.join(spec, f))]
+            found = [_file_source(os.path.join(spec, f)) for f in files]
+            left_out = [f for f, s in zip(files, found) if s is None]
+            if left_out:  # said, not silent: e.g. .heic photos
+                counts = Counter(os.path.splitext(f)[1].lower() or "no extension" for f in left_out)
+                logger.warning(
+                    f"{len(left_out)} file(s) of folder {spec} are left out, their extension is "
+                    f"not an image's or a video's: "
+                    + ", ".join(f"{ext} x{n}" for ext, n in sorted(counts.items()))
+                    + f"; e.g. {left_out[0]} (give a file itself to read it as an image)")
+            found = [s for s in found if s is not None]
+            if not found:  # given the parent folder of the photos: the hint names theirs
+                raise FileNotFoundError(f"no images or videos in folder {spec}" + _subfolder_hint(
+                    spec, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
             sources += found
         elif os.path.isfile(spec):
             sources.append(_file_source(spec) or MediaSource("image", spec))
@@ -84,18 +103,35 @@ def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
     return sources
 
 
+# Decoder threads of a video file are bounded so that their frames together hold at most this
+# many pixels: FFmpeg's frame threads each keep decoded frames, one per CPU core by default (an
+# 8000 x 6000 video on 16 cores: about 1 GB more), while 1080p keeps every core.
+MAX_DECODER_PIXELS = 32_000_000
+
+
 class VideoReader:
     """
     Frames of a video file or a webcam (OpenCV), as (H, W, 3) uint8 BGR arrays.
 
+    A video file whose frames have more than ``max_pixels`` pixels (its header's size; 0 or
+    None: no limit) is refused before a frame is decoded, as image files are: a frame costs its
+    pixels whatever the file's bytes (an 867 KB 8000 x 6000 video took the demo to 8 GB). With
+    ``max_side``, frames larger than that (width or height) are yielded reduced to fit, aspect
+    kept (:func:`fit_within`, area averaging), and the full-size frame is freed at once: the
+    caller's work (model, drawing) holds only the reduced one.
+
     Attributes:
         fps (float): frames per second (25 if the source does not say).
         num_frames (int or None): frame count of a file as its header gives it; None for webcams.
-        size (tuple): (width, height).
+        size (tuple): (width, height) of the video's frames (its header's).
+        frame_size (tuple): (width, height) of the frames yielded (``size``, or reduced).
+        frames_read (int): frames decoded so far.
     """
 
-    def __init__(self, source: MediaSource):
+    def __init__(self, source: MediaSource, max_pixels: Optional[int] = None,
+                 max_side: Optional[int] = None):
         target = int(source.path) if source.kind == "webcam" else source.path
+        self.source = source
         self._capture = cv2.VideoCapture(target)
         if not self._capture.isOpened():
             what = f"webcam {source.path}" if source.kind == "webcam" else f"video {source.path}"
@@ -105,13 +141,53 @@ class VideoReader:
         self.num_frames = count if source.kind == "video" and count > 0 else None
         self.size = (int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.frame_size = fit_within(self.size, max_side)
+        self.frames_read = 0
+        width, height = self.size
+        if source.kind == "video" and max_pixels and width * height > max_pixels:
+            self.close()
+            raise BadInputError(too_large_message("video", source.path, width, height,
+                                                  max_pixels), "video too large", source.path)
+        self._bound_decoder_threads(target, width * height)
+
+    def _bound_decoder_threads(self, target, pixels):
+        """Reopen a large video file with fewer FFmpeg decoder threads (MAX_DECODER_PIXELS)."""
+        if self.source.kind != "video" or not pixels or not hasattr(cv2, "CAP_PROP_N_THREADS"):
+            return
+        threads = max(1, MAX_DECODER_PIXELS // pixels)
+        try:
+            current = int(self._capture.get(cv2.CAP_PROP_N_THREADS))
+            if self._capture.getBackendName() != "FFMPEG" or 0 < current <= threads:
+                return
+            capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+        except cv2.error:  # an OpenCV without the parameter: keep the capture as it is
+            return
+        if capture.isOpened():
+            self._capture.release()
+            self._capture = capture
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        reduce = self.frame_size != self.size
         while True:
             ok, frame = self._capture.read()
             if not ok:
                 return
+            if reduce:  # the full-size frame is freed here, before the caller's work on it
+                frame = cv2.resize(frame, self.frame_size, interpolation=cv2.INTER_AREA)
+            self.frames_read += 1
             yield frame
+
+    def missing_frames(self) -> Optional[str]:
+        """
+        After reading to the end: why the file is incomplete when fewer frames could be read
+        than its header announces (a truncated or damaged file; OpenCV just stops), else None.
+        One frame less is let pass: containers without a frame count have it estimated from
+        their duration.
+        """
+        if self.num_frames is None or self.frames_read >= self.num_frames - 1:
+            return None
+        return (f"only {self.frames_read} of the {self.num_frames} frames that its header "
+                "announces could be read: the file is truncated or damaged")
 
     def close(self):
         self._capture.release()
@@ -147,6 +223,17 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def fit_within(size: Tuple[int, int], max_side: Optional[int]) -> Tuple[int, int]:
+    """(width, height) ``size`` reduced, aspect kept, to at most ``max_side`` pixels wide and
+    high (rounded as :func:`~pointrend_seg.visualization.draw_sem_seg_figure` reduces pictures);
+    unchanged if it fits or ``max_side`` is 0 / None."""
+    width, height = size
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    shrink = max_side / max(width, height)
+    return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 
 def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:

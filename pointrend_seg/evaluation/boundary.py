@@ -78,9 +78,9 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
-from detectron2.utils.file_io import PathManager
 
 from ..data import GroundTruthReader
+from .report import write_result_file
 
 __all__ = [
     "BoundaryEvaluator",
@@ -468,9 +468,7 @@ class BoundaryEvaluator(DatasetEvaluator):
             res[f"BIoU-{name}"] = 100.0 * float(biou[i])
 
         if self._output_dir:
-            PathManager.mkdirs(self._output_dir)
-            path = os.path.join(self._output_dir, "sem_seg_boundary_evaluation.json")
-            with PathManager.open(path, "w") as f:
-                json.dump(res, f, indent=2)
+            write_result_file(os.path.join(self._output_dir, "sem_seg_boundary_evaluation.json"),
+                              lambda f: json.dump(res, f, indent=2))
         # Not logged here: Trainer.test logs the mean and a per-class table.
         return OrderedDict({"sem_seg_boundary": res})

@@ -11,16 +11,79 @@ Evaluation results a person can read: a per-class table for the log, and picture
 ``Trainer.test`` writes them for each test set to ``OUTPUT_DIR/inference/<dataset>/``
 (``confusion_matrix.csv``, ``confusion_matrix.png``, ``per_class.png``), after training and with
 ``tools/train_net.py --eval-only``.
+
+Every result file of the evaluators (these, the JSON and ``.pth`` results) is written with
+:func:`write_result_file`: whole or not at all, and a full disk is one
+:class:`ResultWriteError` naming the file, not a traceback and an empty file.
 """
 import csv
+import errno
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+import uuid
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["format_per_class_table", "per_class_rows", "write_confusion_matrix",
-           "write_per_class_bars"]
+__all__ = ["ResultWriteError", "format_per_class_table", "is_disk_full", "per_class_rows",
+           "write_confusion_matrix", "write_per_class_bars", "write_result_file"]
+
+
+class ResultWriteError(OSError):
+    """An evaluation result that could not be written: no space left (or the quota reached) on
+    the device. The message names the file; no part of it is left under its name. ``errno`` is
+    ``ENOSPC``."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+
+def is_disk_full(error) -> bool:
+    """Whether ``error``, or one it was raised from or while handling (torch.save re-raises a
+    failed write as a RuntimeError), is "no space left" or "quota exceeded"."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def write_result_file(path: str, write: Callable, binary: bool = False) -> str:
+    """
+    Write ``path`` whole or not at all: ``write(f)`` writes into a temporary file beside it (a
+    text file, or binary with ``binary``), which replaces ``path`` only once it is complete. On
+    any error the temporary file is removed and ``path`` keeps its previous content (or stays
+    absent) - a full disk used to leave a 0-byte ``eval_results.json`` and a traceback. Returns
+    ``path``.
+
+    Raises:
+        ResultWriteError: no space left or quota exceeded ("no space left on the device while
+            writing PATH").
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # Not mkstemp: its files are private (0600); this one gets the permissions of the umask.
+    tmp = os.path.join(folder,
+                       f".{os.path.basename(path)}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if is_disk_full(e):
+            raise ResultWriteError(
+                f"no space left on the device while writing {path} (nothing was written under "
+                "that name); free some space and evaluate again (tools/train_net.py --eval-only)"
+            ) from None
+        raise
+    return path
 
 
 def per_class_rows(sem_seg: Dict[str, float], class_names: Sequence[str],
@@ -89,11 +152,14 @@ def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
         raise ValueError(f"confusion matrix {confusion.shape} for {k} classes")
     os.makedirs(output_dir, exist_ok=True)
     csv_path = os.path.join(output_dir, "confusion_matrix.csv")
-    with open(csv_path, "w", newline="") as f:
+
+    def write_csv(f):
         writer = csv.writer(f)
         writer.writerow(["ground truth \\ prediction"] + list(class_names))
         for name, row in zip(class_names, confusion):
             writer.writerow([name] + [int(v) for v in row])
+
+    write_result_file(csv_path, write_csv)
 
     rows = confusion.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -118,8 +184,8 @@ def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
                     ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=8,
                             color="white" if percent[i, j] > 60 else "black")
     fig.tight_layout()
-    png_path = os.path.join(output_dir, "confusion_matrix.png")
-    fig.savefig(png_path)
+    png_path = write_result_file(os.path.join(output_dir, "confusion_matrix.png"),
+                                 lambda f: fig.savefig(f, format="png"), binary=True)
     return [csv_path, png_path]
 
 
@@ -146,6 +212,5 @@ def write_per_class_bars(output_dir: str, rows: Sequence[dict], title: str = "")
     ax.set_title(title or "per class")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(output_dir, "per_class.png")
-    fig.savefig(path)
-    return path
+    return write_result_file(os.path.join(output_dir, "per_class.png"),
+                             lambda f: fig.savefig(f, format="png"), binary=True)

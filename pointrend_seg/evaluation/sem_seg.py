@@ -21,14 +21,17 @@ whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, wi
   corrupting the confusion matrix;
 * a warning names the classes absent from the ground truth;
 * with an ``output_dir``, the confusion matrix is written there as ``confusion_matrix.csv``
-  (pixel counts, rows = ground truth) and ``confusion_matrix.png`` (:mod:`.report`).
+  (pixel counts, rows = ground truth) and ``confusion_matrix.png`` (:mod:`.report`), beside
+  ``sem_seg_predictions.json`` and ``sem_seg_evaluation.pth`` (Detectron2's files), each whole
+  or not at all (a full disk: :class:`~.report.ResultWriteError` naming the file).
 
-Gathering over processes and ``sem_seg_predictions.json`` are Detectron2's (its ``evaluate``
-runs first and logs its own numbers, which are then replaced; the boundary IoU that Detectron2
-``main`` adds is not computed: :class:`~.boundary.BoundaryEvaluator` measures boundaries). :func:`describe_miou` turns the results into the line
-that ``Trainer.test`` prints, e.g.
+Gathering over processes is Detectron2's (its ``evaluate`` runs first, without the output
+folder, and logs its own numbers, which are then replaced; the boundary IoU that Detectron2
+``main`` adds is not computed: :class:`~.boundary.BoundaryEvaluator` measures boundaries).
+:func:`describe_miou` turns the results into the line that ``Trainer.test`` prints, e.g.
 ``mIoU = 100.00 over 1 of 2 classes; absent from the ground truth: disc (not in the mean)``.
 """
+import json
 import logging
 import math
 import os
@@ -38,10 +41,9 @@ import numpy as np
 import torch
 
 from detectron2.evaluation import SemSegEvaluator
-from detectron2.utils.file_io import PathManager
 
 from ..data import GroundTruthReader
-from .report import write_confusion_matrix
+from .report import write_confusion_matrix, write_result_file
 
 __all__ = ["SegmentationEvaluator", "describe_miou", "sem_seg_metrics"]
 
@@ -91,8 +93,14 @@ class SegmentationEvaluator(SemSegEvaluator):
             self._predictions.extend(self.encode_json_sem_seg(pred, file_name))
 
     def evaluate(self):
-        if super().evaluate() is None:  # not the main process
-            return None
+        # Detectron2's evaluate() gathers the processes' results; its files are written below,
+        # each whole or not at all (write_result_file), so it runs without the output folder.
+        output_dir, self._output_dir = self._output_dir, None
+        try:
+            if super().evaluate() is None:  # not the main process
+                return None
+        finally:
+            self._output_dir = output_dir
         # Detectron2's evaluate() left the confusion matrix summed over processes here.
         res = sem_seg_metrics(self._conf_matrix[:-1, :-1], self._class_names)
         # Rows = ground truth from here on (Detectron2's layout has rows = prediction).
@@ -104,10 +112,12 @@ class SegmentationEvaluator(SemSegEvaluator):
                 f"ground-truth pixel: {', '.join(absent)}"
             )
         if self._output_dir:
-            with PathManager.open(os.path.join(self._output_dir, "sem_seg_evaluation.pth"),
-                                  "wb") as f:
-                torch.save(res, f)
-            write_confusion_matrix(self._output_dir, self.confusion, self._class_names)
+            folder = self._output_dir
+            write_result_file(os.path.join(folder, "sem_seg_predictions.json"),
+                              lambda f: f.write(json.dumps(self._predictions)))
+            write_result_file(os.path.join(folder, "sem_seg_evaluation.pth"),
+                              lambda f: torch.save(res, f), binary=True)
+            write_confusion_matrix(folder, self.confusion, self._class_names)
         return OrderedDict(sem_seg=res)
 
     @property

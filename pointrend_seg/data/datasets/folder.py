@@ -23,7 +23,10 @@ Command line (repeatable; CLASSES is comma-separated names or a text file with o
         --register-folder cracks data/img data/mask background,crack --label-map 255:1 \\
         DATASETS.TRAIN '("cracks",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 2
 
-Folders are not searched recursively. Masks are single-channel (8/16-bit grayscale or palette
+Folders are not searched recursively; images are the files with an extension of
+``IMAGE_EXTENSIONS`` (GIF included: its first frame), and the image folder's other files are
+left out with a warning that counts them (given the parent folder of the images, the error
+names the subfolder to give instead). Masks are single-channel (8/16-bit grayscale or palette
 PNG: palette indices are the class ids); colour-coded RGB masks are rejected by the mapper.
 ``label_map`` ({stored value: class id}) maps mask values when they are read, in training,
 evaluation and the dataset check alike. Registration checks the arguments and that both
@@ -35,9 +38,9 @@ and skipped.
 """
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 
-from ..readers import same_stem_hint
+from ..readers import BadInputError, same_stem_hint
 from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
 
@@ -52,7 +55,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Image file extensions considered when ``image_ext`` is None (compared case-insensitively).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# GIF: its first frame (PIL), like every reader here; other files of an image folder are left
+# out with a warning that counts them by extension.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                    ".gif")
 
 
 def _normalize_ext(ext):
@@ -60,15 +66,20 @@ def _normalize_ext(ext):
     return ext if ext.startswith(".") else "." + ext
 
 
-def _list_by_stem(folder, extensions, what, dataset_name):
-    """{stem: path} of the files in ``folder`` whose extension is in ``extensions``."""
+def _list_by_stem(folder, extensions, what, dataset_name, others=None):
+    """{stem: path} of the files in ``folder`` whose extension is in ``extensions``; the names
+    of its other files are appended to the list ``others`` (if given)."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"dataset {dataset_name!r}: {what} folder not found: {folder}")
     by_stem = defaultdict(list)
     for entry in os.listdir(folder):
         stem, ext = os.path.splitext(entry)
-        if ext.lower() in extensions and os.path.isfile(os.path.join(folder, entry)):
+        if not os.path.isfile(os.path.join(folder, entry)):
+            continue
+        if ext.lower() in extensions:
             by_stem[stem].append(entry)
+        elif others is not None:
+            others.append(entry)
     duplicates = {stem: names for stem, names in by_stem.items() if len(names) > 1}
     if duplicates:
         stem, names = sorted(duplicates.items())[0]
@@ -77,6 +88,30 @@ def _list_by_stem(folder, extensions, what, dataset_name):
             f"{folder}, e.g. {sorted(names)}; keep one file per stem or pass the extension"
         )
     return {stem: os.path.join(folder, names[0]) for stem, names in by_stem.items()}
+
+
+def _subfolder_hint(folder, extensions) -> str:
+    """For an image folder without images: "; it holds the folders ... : give ... itself" when
+    it holds folders (the parent folder given instead of the images'), naming the first of them
+    that holds images."""
+    try:
+        subfolders = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    except OSError:
+        return ""
+    if not subfolders:
+        return ""
+    with_images = [
+        name for name in subfolders[:50]
+        if any(os.path.splitext(f)[1].lower() in extensions
+               for f in os.listdir(os.path.join(folder, name)))
+    ]
+    hint = f"; it holds the folder(s) {', '.join(subfolders[:5])}"
+    hint += " ..." if len(subfolders) > 5 else ""
+    if with_images:
+        return hint + (f": give the folder of the images itself, e.g. "
+                       f"{os.path.join(folder, with_images[0])} (folders are not searched "
+                       "recursively)")
+    return hint + " and no images (folders are not searched recursively)"
 
 
 def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", dataset_name=None):
@@ -94,9 +129,13 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
         An image without a mask gets the path its mask should have (``mask_dir/STEM<mask_ext>``),
         with a warning naming the folders, the count and the first stem.
 
+    Other files of ``image_dir`` are left out with a warning counting them by extension.
+
     Raises:
         FileNotFoundError: a folder is missing.
-        ValueError: no images in ``image_dir``, or two images (masks) share a stem.
+        BadInputError: ("empty dataset") no images in ``image_dir``; names its subfolders and the
+            one to give when it holds folders (the parent folder of the images given).
+        ValueError: two images (masks) share a stem.
     """
     image_exts = IMAGE_EXTENSIONS if image_ext is None else (_normalize_ext(image_ext),)
     mask_exts = (_normalize_ext(mask_ext),)
@@ -107,13 +146,22 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
                 f"dataset {dataset_name!r}: images and masks share the folder {image_dir} and the "
                 f"extension {mask_ext!r}; they cannot be told apart"
             )
-    images = _list_by_stem(image_dir, image_exts, "image", dataset_name)
+    others = []
+    images = _list_by_stem(image_dir, image_exts, "image", dataset_name, others)
     masks = _list_by_stem(mask_dir, mask_exts, "mask", dataset_name)
     if not images:
-        raise ValueError(
+        raise BadInputError(
             f"dataset {dataset_name!r} is empty: no images with extension "
-            f"{'/'.join(image_exts)} in {image_dir}"
-        )
+            f"{'/'.join(image_exts)} in {image_dir}" + _subfolder_hint(image_dir, image_exts),
+            "empty dataset", image_dir)
+    if os.path.normpath(image_dir) == os.path.normpath(mask_dir):
+        others = [f for f in others if os.path.splitext(f)[1].lower() not in mask_exts]
+    if others:
+        counts = Counter(os.path.splitext(f)[1].lower() or "no extension" for f in others)
+        logger.warning(
+            "dataset %r: %d file(s) in %s are left out, their extension is not an image's (%s): "
+            "%s; e.g. %s", dataset_name, len(others), image_dir, "/".join(image_exts),
+            ", ".join(f"{ext} x{n}" for ext, n in sorted(counts.items())), sorted(others)[0])
     missing = sorted(set(images) - set(masks))
     if missing:
         # Kept, so that the dataset check lists every one (and --skip-bad trains on the rest).
@@ -137,36 +185,53 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
     ]
 
 
+# Largest class-names file read (a hundred thousand names of 40 characters): a file is read no
+# further, so that a wrong path (a 1 GB log) costs nothing.
+MAX_CLASS_NAMES_FILE_BYTES = 4 << 20
+
+
 def parse_class_names(spec):
     """
     Class names from a list/tuple of names, or a string: the path of an existing text file with
-    one name per line (blank lines and lines starting with '#' skipped), else comma-separated
-    names. Raises ValueError for empty, blank or duplicate names and FileNotFoundError for a
-    string that looks like a file path (ends with .txt or holds a path separator) but is missing.
+    one name per line (blank lines and lines starting with '#' skipped; at most
+    ``MAX_CLASS_NAMES_FILE_BYTES``), else comma-separated names. Raises ValueError for empty,
+    blank or duplicate names or a file too large, and FileNotFoundError for a string that looks
+    like a file path (ends with .txt or holds a path separator) but is missing. Linear in the
+    number of names.
     """
     if isinstance(spec, (str, os.PathLike)):
         spec = os.fspath(spec)
         if os.path.isfile(spec):
-            with open(spec, encoding="utf-8") as f:
-                names = [line.strip() for line in f]
+            with open(spec, "rb") as f:
+                data = f.read(MAX_CLASS_NAMES_FILE_BYTES + 1)
+            if len(data) > MAX_CLASS_NAMES_FILE_BYTES:
+                raise ValueError(f"class names file {spec} is larger than "
+                                 f"{MAX_CLASS_NAMES_FILE_BYTES >> 20} MiB: not a list of names")
+            names = [line.strip() for line in data.decode("utf-8-sig").splitlines()]
             names = [n for n in names if n and not n.startswith("#")]
             source = f"class file {spec}"
         elif spec.endswith(".txt") or os.sep in spec or (os.altsep and os.altsep in spec):
             raise FileNotFoundError(f"class names file not found: {spec}")
         else:
             names = [n.strip() for n in spec.split(",")]
-            source = f"class list {spec!r}"
+            source = f"class list {_shortened(repr(spec))}"
     else:
         names = [str(n).strip() for n in spec]
-        source = f"class list {list(spec)!r}"
+        source = f"class list {_shortened(repr(names))}"
     if not names:
         raise ValueError(f"{source} has no class names")
-    if any(not n for n in names):
-        raise ValueError(f"{source} has an empty class name")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if not all(names):
+        raise ValueError(f"{source} has an empty class name (class id {names.index('')})")
+    counts = Counter(names)
+    duplicates = sorted(n for n, c in counts.items() if c > 1)
     if duplicates:
-        raise ValueError(f"{source} has duplicate class names: {duplicates}")
+        raise ValueError(f"{source} has duplicate class names: {_shortened(repr(duplicates))}")
     return names
+
+
+def _shortened(text, limit=200):
+    """``text`` cut to ``limit`` characters, for an error message."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
