@@ -11,7 +11,7 @@ from .export import ExportableSegmentor, ExportError, export_onnx, export_progra
 from .fast_subdivision import FastPointRendSegHead
 from .inference import InferenceHandle, InferenceOptions, prepare_for_inference
 from .losses import cross_entropy_with_ignore
-from .meta_arch import GeneralizedSemanticSegmentor, PointRendSemanticSegmentor
+from .meta_arch import GeneralizedSemanticSegmentor
 from .point_heads import POINT_HEAD_REGISTRY, LinearPointHead, MLPPointHead, build_point_head
 from .point_sampling import (
     calculate_uncertainty,
@@ -33,7 +33,7 @@ __all__ = [
     "COARSE_HEAD_REGISTRY", "POINT_HEAD_REGISTRY", "BilinearSegHead", "DeepLabV3",
     "DeepLabV3Plus", "ExportError", "ExportableSegmentor", "FastPointRendSegHead",
     "GeneralizedSemanticSegmentor", "InferenceHandle", "InferenceOptions", "LinearPointHead",
-    "MLPPointHead", "PointRendSegHead", "PointRendSemanticSegmentor", "SemSegHeadAdapter",
+    "MLPPointHead", "PointRendSegHead", "SemSegHeadAdapter",
     "SubdivisionTrace", "ThreeConvStem", "TracedStep", "build_coarse_head",
     "build_dilated_resnet_backbone", "build_point_head", "calculate_uncertainty",
     "cross_entropy_with_ignore", "export_onnx", "export_program", "grid_cell_centers",

@@ -204,10 +204,7 @@ class FastPointRendSegHead(PointRendSegHead):
                 _write_points(logits, indices, predict(coords))
             if on_step is not None:
                 on_step(indices, coords, logits)
-        canvas = self.canvas_size(coarse_logits)
-        if tuple(logits.shape[-2:]) != canvas:
-            logits = F.interpolate(logits, size=canvas, mode="bilinear", align_corners=False)
-        return logits
+        return self.fill_canvas(logits, coarse_logits)
 
 
 def use_fast_subdivision(model: torch.nn.Module) -> List[Callable[[], None]]:

@@ -356,6 +356,10 @@ class PointRendSegHead(BilinearSegHead):
                 2, indices.unsqueeze(1).expand(-1, k, -1), point_logits).view(n, k, h, w)
             if on_step is not None:
                 on_step(indices, coords, logits)
+        return self.fill_canvas(logits, coarse_logits)
+
+    def fill_canvas(self, logits, coarse_logits):
+        """The last step's ``logits``, resized to the canvas if fewer steps than log2(s) ran."""
         canvas = self.canvas_size(coarse_logits)
         if tuple(logits.shape[-2:]) != canvas:
             logits = F.interpolate(logits, size=canvas, mode="bilinear", align_corners=False)
