@@ -22,7 +22,10 @@ def test_a_training_run_checks_once_and_builds_from_the_plan(tmp_path, monkeypat
                         lambda *a, **kw: reads.append(kw["dataset_name"]) or real_read(*a, **kw))
     cfg = demo_config("OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "2",
                       "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
-                      "TEST.EVAL_PERIOD", "1", "TEST.BOUNDARY_EVAL.ENABLED", "False")
+                      "TEST.EVAL_PERIOD", "1", "TEST.BOUNDARY_EVAL.ENABLED", "False",
+                      # Detectron2's build_hooks builds a train loader for it, without the plan:
+                      # that loader must not check the datasets again
+                      "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "1")
     # tools/train_net.py's main: the plan, then the trainer built from it
     plan = prepare_run(cfg)
     trainer = Trainer(cfg, plan)

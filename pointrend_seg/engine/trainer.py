@@ -6,6 +6,7 @@ stream (:mod:`.train_data`); exact resume (:mod:`.resume`); checkpoints only of 
 (:mod:`.optimizer`) and DeepLab's poly LR schedule; evaluation with a per-class report
 (:mod:`.evaluation`); CPU processes (:mod:`.distributed`).
 """
+import functools
 import logging
 import weakref
 
@@ -42,10 +43,13 @@ class Trainer(CheckedSteps, DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         self.plan = plan if plan is not None else prepare_run(cfg)
+        # Detectron2's build_hooks calls self.build_train_loader(cfg) for TEST.PRECISE_BN: on
+        # this instance it takes the run's plan instead of checking the datasets again.
+        self.build_train_loader = functools.partial(type(self).build_train_loader, plan=self.plan)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg, self.plan)
+        data_loader = self.build_train_loader(cfg)
         # CPU processes (gloo): DDP takes no device_ids there.
         cpu = not next(model.parameters()).is_cuda
         model = create_ddp_model(model, broadcast_buffers=False,
