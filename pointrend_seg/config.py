@@ -43,6 +43,7 @@ __all__ = [
     "check_pointrend_seg_keys",
     "check_python_overrides",
     "closest_keys",
+    "leaf_items",
     "load_python_config",
     "load_yaml_config",
     "lookup",
@@ -299,13 +300,18 @@ def _has_key(cfg, key):
     return True
 
 
-def _leaf_keys(node, prefix=""):
+def leaf_items(node, prefix=""):
+    """``(dotted key, value)`` of every leaf of nested dicts (a ``CfgNode`` included)."""
     for name, value in node.items():
         key = f"{prefix}{name}"
         if isinstance(value, dict):
-            yield from _leaf_keys(value, key + ".")
+            yield from leaf_items(value, key + ".")
         else:
-            yield key
+            yield key, value
+
+
+def _leaf_keys(node):
+    return (key for key, _ in leaf_items(node))
 
 
 @contextlib.contextmanager

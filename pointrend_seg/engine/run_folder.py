@@ -24,6 +24,7 @@ import socket
 import sys
 from typing import Dict, List, Optional
 
+from ..config import leaf_items
 from .checkpoint import CheckpointReadError, load_weights_only
 
 __all__ = ["LOCK_NAME", "ResumeMismatchError", "RunFolderBusyError", "RunFolderClaim",
@@ -155,21 +156,10 @@ def _optimizer_differences(optimizer_state: dict, saved: dict) -> List[str]:
     return found
 
 
-def _flatten(tree, prefix="") -> Dict[str, object]:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def config_differences(saved: dict, current: dict, limit: int = 12) -> List[str]:
     """``"KEY (A in the run's config.yaml, B now)"`` for each leaf key whose value differs
     between two nested dicts (up to ``limit`` and a count of the rest)."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = dict(leaf_items(saved)), dict(leaf_items(current))
     differ = [k for k in sorted(set(a) | set(b)) if _plain(a.get(k)) != _plain(b.get(k))]
     lines = [f"{k} ({a.get(k, 'absent')!r} in the run's config.yaml, {b.get(k, 'absent')!r} now)"
              for k in differ[:limit]]
