@@ -44,6 +44,7 @@ __all__ = [
     "check_python_overrides",
     "closest_keys",
     "leaf_items",
+    "load_any_config",
     "load_python_config",
     "load_yaml_config",
     "lookup",
@@ -357,7 +358,7 @@ def load_yaml_config(config_file: str) -> dict:
     if config_file.endswith(".py"):
         raise ConfigError(
             f"{config_file} is a Python (LazyConfig) config, not a YAML one: load it with "
-            "pointrend_seg.engine.lazy.load_any_config or detectron2.config.LazyConfig.load"
+            "pointrend_seg.config.load_any_config or detectron2.config.LazyConfig.load"
         )
     with _yaml_errors_named(config_file):
         return _load_with_bases(config_file, (), _ReadBudget())
@@ -576,6 +577,23 @@ def check_pointrend_seg_keys(cfg) -> None:
 
 
 # ---- Python (LazyConfig) configs ----------------------------------------------------------------
+def load_any_config(path: str, opts=()):
+    """
+    The one config loader of the tools: a YAML file -> :func:`build_config` (a ``CfgNode``;
+    overrides ``KEY VALUE``), a ``.py`` file -> :func:`load_python_config` (a LazyConfig;
+    overrides ``key=value``, e.g. ``train.max_iter=2``, checked before anything is built).
+    """
+    if not str(path).endswith(".py"):
+        return build_config(path, opts)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    bad = [o for o in opts if "=" not in o]
+    if bad:
+        raise ConfigError(f"a Python config takes overrides as key=value (e.g. "
+                          f"train.max_iter=2), got {bad}")
+    return load_python_config(path, opts)
+
+
 def load_python_config(path: str, opts: Sequence[str] = ()):
     """
     A Python (LazyConfig) config file, loaded with Detectron2's ``LazyConfig.load`` (it is code:

@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 
 from pointrend_seg import model_zoo
 from pointrend_seg.config import ConfigError
-from pointrend_seg.engine.lazy import load_any_config
+from pointrend_seg.config import load_any_config
 
 from conftest import randomize_norm_stats
 
@@ -56,10 +56,12 @@ def test_python_configs_load_through_the_model_zoo_and_the_tools_loader():
     assert load_any_config(model_zoo.get_config_file("demo/deeplabv3_synthetic.yaml")).SEED == 1
     for name in ("demo/deeplabv3_synthetic.py", "demo/deeplabv3_pointrend_synthetic.py"):
         assert model_zoo.get_config(name).train.seed == 1
-    # the folder twin's classes, as its docstring sets them (the point head's follow)
+    # the folder twin's classes: one value (dataset.num_classes, else its dataset's metadata)
     folder = model_zoo.get_config("folder/deeplabv3_pointrend_folder.py", [
-        "model.sem_seg_head.coarse_head.num_classes=3", "dataloader.test.mapper.num_classes=3"])
+        "dataset.num_classes=3", "dataset.ignore_value=11"])
     model = instantiate(folder.model)
+    assert model.sem_seg_head.ignore_value == 11
+    assert instantiate(folder.dataloader.train.mapper).ignore_label == 11
     assert model.sem_seg_head.coarse_head.predictor.out_channels == 3
     assert model.sem_seg_head.point_head.predictor.out_channels == 3
     assert instantiate(folder.dataloader.test.mapper).num_classes == 3
@@ -77,6 +79,19 @@ def test_python_configs_load_through_the_model_zoo_and_the_tools_loader():
     ("train.max_iter=abc", "train.max_iter='abc': the key holds a number value (800), not a str"),
     ("train.max_iter=[1", "overrides ['train.max_iter=[1'] of "),  # hydra's grammar: one line
 ])
+def _train(cfg, resume=False):
+    """What tools/train_net.py does with a Python config: the one Trainer."""
+    from detectron2.utils.env import seed_all_rng
+
+    from pointrend_seg.engine import Trainer
+
+    seed_all_rng(cfg.train.seed)  # as Detectron2's default_setup: the model's initial weights
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
 def test_python_config_overrides_are_checked_like_yaml_keys(override, expected):
     path = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
     with pytest.raises(ConfigError) as error:
@@ -142,7 +157,6 @@ def test_python_config_divergence_names_a_checkpoint_that_a_lower_lr_resumes_fro
     far too high a learning rate stops with NonFiniteLossError naming a checkpoint whose weights
     gave a finite loss, and --resume from it with a lower learning rate trains on."""
     from pointrend_seg.engine import NonFiniteLossError
-    from pointrend_seg.engine.lazy import lazy_train
 
     def train(max_iter, lr, resume):
         cfg = load_any_config(
@@ -151,7 +165,7 @@ def test_python_config_divergence_names_a_checkpoint_that_a_lower_lr_resumes_fro
              "train.checkpointer.period=1", "dataloader.train.total_batch_size=2",
              "dataloader.train.num_workers=0", f"optimizer.lr={lr}"])
         cfg.lr_multiplier.warmup_length = 0.0  # no warmup: the first update uses lr
-        return lazy_train(cfg, resume=resume)
+        return _train(cfg, resume=resume)
 
     train(3, 0.002, resume=False)  # a healthy start: checkpoints 0, 1, 2 (final)
     with pytest.raises(NonFiniteLossError) as info:
@@ -174,7 +188,6 @@ def test_python_config_run_checks_its_datasets_first_and_skips_bad_samples(tmp_p
     from bad_dataset import BAD_KINDS, CLASSES, write_bad_folder
     from pointrend_seg.data import DatasetCheckError
     from pointrend_seg.data.datasets import register_folder_dataset
-    from pointrend_seg.engine.lazy import lazy_train
 
     images, masks, bad_files = write_bad_folder(str(tmp_path / "bad"), num_good=4, size=64)
     name = f"{prefix}_bad"
@@ -186,9 +199,9 @@ def test_python_config_run_checks_its_datasets_first_and_skips_bad_samples(tmp_p
             ["train.max_iter=2", f"train.output_dir={out}",
              f"dataloader.train.dataset.names=[{name}]", f"dataloader.test.dataset.names=[{name}]",
              "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
-             "dataloader.test.num_workers=0", f"dataloader.evaluator.0.dataset_name={name}",
-             f"dataloader.evaluator.1.dataset_name={name}"])
-        return lazy_train(cfg, skip_bad=skip_bad)
+             "dataloader.test.num_workers=0", "train.device=cpu",
+             f"train.dataset_check.skip_bad={skip_bad}"])
+        return _train(cfg)
 
     with pytest.raises(DatasetCheckError) as info:
         train(tmp_path / "refused", skip_bad=False)
@@ -204,3 +217,48 @@ def test_python_config_run_checks_its_datasets_first_and_skips_bad_samples(tmp_p
     with open(tmp_path / "skipped" / "skipped_samples.json") as f:
         assert sorted(s["file"] for s in json.load(f)) == sorted(bad_files.values())
     assert list((tmp_path / "skipped" / "inference").glob("*/confusion_matrix.csv"))
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_python_config_run_interrupted_and_resumed_repeats_the_losses_exactly(tmp_path):
+    """The one trainer gives a Python config the YAML runs' exact resume (resumable stream,
+    per-iteration reseeding, optimizer and schedule state): stopped after a checkpoint and
+    resumed, the losses after it are exactly the uninterrupted run's (before: Detectron2's
+    TrainingSampler restarted its stream and the augmentations drew other crops)."""
+    from detectron2.engine import HookBase
+
+    def config(out):
+        return load_any_config(
+            model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py"),
+            ["train.max_iter=5", f"train.output_dir={out}", "train.checkpointer.period=1",
+             "train.log_period=1", "train.eval_period=0", "dataloader.train.total_batch_size=2",
+             "dataloader.train.num_workers=0", "model.sem_seg_head.train_num_points=64"])
+
+    def losses(out):
+        with open(out / "metrics.json") as f:
+            rows = [json.loads(line) for line in f if "total_loss" in line]
+        return {row["iteration"]: row["total_loss"] for row in rows}
+
+    class Stop(HookBase):  # Ctrl-C after iteration 2
+        def after_step(self):
+            if self.trainer.iter == 2:
+                raise KeyboardInterrupt
+
+    from detectron2.utils.env import seed_all_rng
+
+    from pointrend_seg.engine import Trainer
+
+    _train(config(tmp_path / "whole"))
+    seed_all_rng(1)
+    trainer = Trainer(config(tmp_path / "cut"))
+    trainer.register_hooks([Stop()])
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    del trainer
+    resumed = _train(config(tmp_path / "cut"), resume=True)
+    assert resumed.start_iter in (2, 3) and resumed.iter == 5
+    whole, cut = losses(tmp_path / "whole"), losses(tmp_path / "cut")
+    assert sorted(whole) == [0, 1, 2, 3, 4] and cut[0] == whole[0]  # the same start
+    after = [i for i in whole if i >= resumed.start_iter]
+    assert [cut[i] for i in after] == [whole[i] for i in after]  # exactly

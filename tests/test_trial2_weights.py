@@ -209,14 +209,13 @@ def test_last_checkpoint_with_a_query_is_checked_as_opened(tmp_path):
     assert os.path.join(out, "model_0000005.pkl") in str(info.value)
     with pytest.raises(UnsafeCheckpointError, match="model_0000005.pkl"):
         load_inference_model(demo_config("OUTPUT_DIR", out), resume=True)
-    # Python-config --resume (lazy_model: --eval-only; lazy_train uses the same resume_or_load)
+    # Python-config --resume (the same loader; the trainer uses the same resume_or_load)
     from pointrend_seg import model_zoo
-    from pointrend_seg.engine.lazy import lazy_model
 
     lazy = model_zoo.get_config("demo/deeplabv3_pointrend_synthetic.py",
                                 [f"train.output_dir={out}", "train.device=cpu"])
     with pytest.raises(UnsafeCheckpointError, match="model_0000005.pkl"):
-        lazy_model(lazy, resume=True)
+        load_inference_model(lazy, resume=True)
     # URLs and other folders, with or without a query
     for named in ("https://example.com/model.pth", "file:///etc/model.pth",
                   "detectron2://ImageNetPretrained/MSRA/R-50.pkl", "model.pth?x=/../../a.pth",

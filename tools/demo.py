@@ -74,16 +74,16 @@ from pointrend_seg.engine.cli import (
     OutputIsInputError,
     ToolUsageError,
     add_class_name_arguments,
+    add_config_arguments,
     add_debug_argument,
     add_partial_weights_argument,
-    class_names_from_args,
+    class_names_for,
+    config_from_args,
     debug_requested,
     parse_tool_args,
-    registered_datasets,
     run_tool,
     setup_tool_output,
 )
-from pointrend_seg.engine.lazy import is_lazy_config, lazy_predictor, load_any_config, yaml_view
 from pointrend_seg.engine.media import (
     MediaSource,
     VideoReader,
@@ -101,7 +101,7 @@ MAX_PICTURE_SIDE = 2048
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True)
+    add_config_arguments(p)
     p.add_argument("--input", nargs="+", default=[],
                    help="image / video files, folders, glob patterns, webcam indices")
     p.add_argument("--dataset", help="a registered dataset to take images (and labels) from")
@@ -345,23 +345,19 @@ def _scaled_nearest(labels, shape):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
-    lazy = is_lazy_config(args.config_file)  # a Python (LazyConfig) file: its model and loaders
-    cfg = load_any_config(args.config_file, args.opts)
-    if not lazy:
-        cfg.freeze()
-    view = yaml_view(cfg) if lazy else cfg  # the YAML keys read below
-    if not view.MODEL.WEIGHTS:
-        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. "
-                          "MODEL.WEIGHTS output/model_final.pth (Python configs: "
+    run, weights, named = config_from_args(args)  # --config-file, or a --run folder
+    view = run.settings  # the settings read below
+    if not (weights or view.MODEL.WEIGHTS):
+        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. --run "
+                          "OUTPUT_DIR, --weights output/model_final.pth or MODEL.WEIGHTS "
+                          "output/model_final.pth (Python configs: "
                           "train.init_checkpoint=output/model_final.pth)")
-    registered_datasets(args)  # before _jobs: --dataset may be a --register-folder one
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
-    names, colors, _ = class_names_from_args(view, args, [args.dataset] if args.dataset else [])
+    names, colors = class_names_for(run, args, named, [args.dataset] if args.dataset else [])
     refuse_inputs_as_outputs(args, jobs, dataset_dicts)
     os.makedirs(args.output, exist_ok=True)
-    predictor = (lazy_predictor(cfg, partial_weights=args.partial_weights) if lazy
-                 else build_predictor(cfg, partial_weights=args.partial_weights))
+    predictor = build_predictor(run, weights=weights, partial_weights=args.partial_weights)
     model = getattr(predictor, "model", None)
     if args.show_points and not (isinstance(model, GeneralizedSemanticSegmentor)
                                  and isinstance(model.sem_seg_head, PointRendSegHead)):

@@ -51,13 +51,14 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import ConfigError
 from pointrend_seg.data import read_image_file
 from pointrend_seg.engine import load_inference_model
-from pointrend_seg.engine.lazy import is_lazy_config, lazy_model, load_any_config, yaml_view
 from pointrend_seg.engine.cli import (
     INPUT_ERRORS,
     add_class_name_arguments,
+    add_config_arguments,
     add_debug_argument,
     add_partial_weights_argument,
-    class_names_from_args,
+    class_names_for,
+    config_from_args,
     debug_requested,
     parse_tool_args,
     refuse_output_over_inputs,
@@ -82,7 +83,7 @@ OUTPUT_FILES = ("model.onnx", "model.pt2", "export.json")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True)
+    add_config_arguments(p)
     p.add_argument("--output", required=True, help="folder for the exported files")
     p.add_argument("--format", choices=FORMATS + ("both",), default="both")
     p.add_argument("--min-size", type=int, default=32, help="smallest height/width accepted")
@@ -132,11 +133,12 @@ def check_inputs(args, cfg):
     return inputs
 
 
-def class_names(cfg, args):
-    """The model's class names (--classes, --register-folder, the config's datasets), or None:
-    export does not need them, but export.json is where a deployment finds them."""
+def class_names(run, args, named=None):
+    """The model's class names (--classes, --register-folder, the --run folder's, the config's
+    datasets), or None: export does not need them, but export.json is where a deployment finds
+    them."""
     try:
-        return class_names_from_args(cfg, args)[0]
+        return class_names_for(run, args, named)[0]
     except ConfigError as e:
         logger.warning("export.json will have no class names (give them with --classes a,b,c "
                        "or a text file, or --register-folder as for training): %s", e)
@@ -157,28 +159,23 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
     try:
-        lazy = is_lazy_config(args.config_file)  # a Python (LazyConfig) file: its model
-        cfg = load_any_config(args.config_file, args.opts)
-        if lazy:
-            cfg.train.device = "cpu"  # exported on CPU; the ONNX / program runs anywhere
-        view = yaml_view(cfg) if lazy else cfg  # the YAML keys read below
-        names = class_names(view, args)
-        inputs = check_inputs(args, view)
+        # exported on CPU; the ONNX / program runs anywhere
+        run, weights, named = config_from_args(args, device="cpu")
+        cfg = run.settings  # the settings read below
+        weights = cfg.MODEL.WEIGHTS if weights is None else weights
+        names = class_names(run, args, named)
+        inputs = check_inputs(args, cfg)
         if not inputs:
             raise ExportError("--check-size or --check-image must give at least one input "
                               "(the first traces the export)")
-        if not lazy:
-            cfg.defrost()
-            cfg.MODEL.DEVICE = "cpu"
-        read = {"config file": args.config_file, "weights file": view.MODEL.WEIGHTS.split("?")[0]}
+        read = {"config file": args.config_file or os.path.join(args.run, "config.yaml"),
+                "weights file": weights.split("?")[0]}
         read.update((f"--check-image file {i + 1}", path)
                     for i, path in enumerate(args.check_images))
         refuse_output_over_inputs([os.path.join(args.output, name) for name in OUTPUT_FILES], read)
-        if not view.MODEL.WEIGHTS:
+        if not weights:
             logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
-        model = (lazy_model(cfg, partial_weights=args.partial_weights) if lazy
-                 else load_inference_model(cfg, partial_weights=args.partial_weights))
-        cfg = view
+        model = load_inference_model(run, weights=weights, partial_weights=args.partial_weights)
         check_size_range(args.min_size, args.max_size, model.size_divisibility)
         with torch.no_grad():
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
@@ -238,7 +235,7 @@ def main(argv=None) -> int:
             "output": {"name": "sem_seg", "shape": ["B", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                                                     "H", "W"], "dtype": "float32"},
             "classes": names, "batch_norm_folded": cfg.MODEL.INFERENCE.FOLD_BN,
-            "weights": cfg.MODEL.WEIGHTS, "checks": checks,
+            "weights": weights, "checks": checks,
         }, f, indent=1)
     if failed:
         print(f"export_model.py: error: the exported model disagrees with the eager model on more "

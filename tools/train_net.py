@@ -82,16 +82,9 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.config import build_config
-from pointrend_seg.engine import Trainer, launch, load_inference_model, prepare_run
-from pointrend_seg.engine.run_folder import claim_before_writing
-from pointrend_seg.engine.lazy import (
-    is_lazy_config,
-    lazy_model,
-    lazy_test,
-    lazy_train,
-    load_any_config,
-)
+from pointrend_seg.config import load_any_config
+from pointrend_seg.engine import Trainer, as_run_config, launch, load_inference_model, prepare_run
+from pointrend_seg.engine.run_folder import claim_before_writing, describe_run_folder
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_partial_weights_argument,
@@ -105,22 +98,23 @@ from pointrend_seg.engine.cli import (
 
 
 def load_config(args):
-    """The run's config (YAML: a frozen ``CfgNode``; ``.py``: a LazyConfig); writes nothing."""
-    if is_lazy_config(args.config_file):  # a Python (LazyConfig) file: overrides key=value
-        return load_any_config(args.config_file, args.opts)
-    skip_bad = getattr(args, "skip_bad", False)
-    opts = list(args.opts) + (["DATASETS.CHECK.SKIP_BAD", "True"] if skip_bad else [])
-    cfg = build_config(args.config_file, opts)
-    cfg.freeze()
+    """The run's config (YAML: a frozen ``CfgNode``, overrides KEY VALUE; ``.py``: a LazyConfig,
+    overrides key=value); writes nothing."""
+    python = args.config_file.endswith(".py")
+    opts = list(args.opts)
+    if getattr(args, "skip_bad", False):
+        opts += ["train.dataset_check.skip_bad=True"] if python else \
+            ["DATASETS.CHECK.SKIP_BAD", "True"]
+    cfg = load_any_config(args.config_file, opts)
+    if not python:
+        cfg.freeze()
     return cfg
 
 
-def setup(args, cfg):
+def setup(args, run):
     """Detectron2's ``default_setup`` (logs, ``OUTPUT_DIR/config.yaml``, seeds) and our log."""
-    default_setup(cfg, args)
-    output_dir = cfg.train.output_dir if is_lazy_config(args.config_file) else cfg.OUTPUT_DIR
-    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="pointrend_seg")
-    return cfg
+    default_setup(run.config, args)
+    setup_logger(run.settings.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pointrend_seg")
 
 
 def argument_parser():
@@ -141,21 +135,17 @@ def main(args):
     cfg = load_config(args)
     # Here rather than before launch(): main runs in every spawned process.
     registered_datasets(args)
+    run = as_run_config(cfg)  # either kind, read once (a Python config's classes: its dataset)
     # Before anything is written into OUTPUT_DIR: one writer, and a checkpoint that fits.
-    claim_before_writing(cfg, resume=args.resume)
-    setup(args, cfg)
-    if is_lazy_config(args.config_file):
-        if args.eval_only:
-            return lazy_test(cfg, lazy_model(cfg, resume=args.resume,
-                                             partial_weights=args.partial_weights))
-        lazy_train(cfg, resume=args.resume, skip_bad=getattr(args, "skip_bad", False))
-        return None
-    plan = prepare_run(cfg, train=not args.eval_only)  # every check, once
-    if args.eval_only:
-        model = load_inference_model(cfg, resume=args.resume,
+    claim_before_writing(run, resume=args.resume)
+    setup(args, run)
+    if comm.is_main_process():
+        describe_run_folder(run)  # run.json: the class names, for demo.py / export_model.py --run
+    if args.eval_only:  # the model and its weights first, then the datasets
+        model = load_inference_model(run, resume=args.resume,
                                      partial_weights=args.partial_weights)
-        return Trainer.test(cfg, model, plan=plan)
-    trainer = Trainer(cfg, plan)
+        return Trainer.test(run, model, plan=prepare_run(run, train=False))
+    trainer = Trainer(run)  # cheap checks and the model first, then every dataset check, once
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

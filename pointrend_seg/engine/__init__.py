@@ -1,5 +1,6 @@
 """
-Training and evaluation on Detectron2's engine: the start of a run (:mod:`.run`), the trainer
+Training and evaluation on Detectron2's engine: a config of either kind read once
+(:mod:`.run_config`), the start of a run (:mod:`.run`), the one trainer
 (:mod:`.trainer`), one iteration (:mod:`.train_step`), the resumable training stream
 (:mod:`.train_data`), exact resume (:mod:`.resume`), checkpoints (:mod:`.checkpoint`),
 evaluation (:mod:`.evaluation`), multi-process helpers (:mod:`.distributed`), a predictor for
@@ -20,6 +21,7 @@ from .distributed import adapt_norm_to_world_size, launch
 from .predictor import build_predictor, load_inference_model
 from .resume import ExactResume, ReseedEachIteration, RestoreMetricHistory
 from .run import RunPlan, prepare_run
+from .run_config import PythonRunConfig, RunConfig, as_run_config
 from .train_data import ResumableTrainLoader, ResumableTrainingSampler
 from .train_step import NonFiniteLossError, TrainStep
 from .trainer import Trainer
@@ -27,8 +29,8 @@ from .trainer import Trainer
 __all__ = [
     "BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError", "ExactResume",
     "IncompleteWeightsError", "NonFiniteLossError", "ReseedEachIteration", "RestoreMetricHistory",
-    "ResumableTrainLoader", "ResumableTrainingSampler", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
-    "UnsafeCheckpointError", "adapt_norm_to_world_size", "atomic_write", "build_predictor",
+    "PythonRunConfig", "ResumableTrainLoader", "ResumableTrainingSampler", "RunConfig", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
+    "UnsafeCheckpointError", "adapt_norm_to_world_size", "as_run_config", "atomic_write", "build_predictor",
     "check_dataset_config", "check_solver_config", "launch", "load_inference_model",
     "prepare_run",
 ]

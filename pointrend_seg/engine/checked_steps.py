@@ -1,6 +1,6 @@
 """
 What a training iteration does around :class:`~.train_step.TrainStep` in every trainer of ours
-(:class:`~.trainer.Trainer` for YAML configs, :class:`~.lazy.LazyTrainer` for Python configs):
+(:class:`~.trainer.Trainer`, for both kinds of config):
 the checkpoint held back since the last iteration is kept or dropped by this iteration's loss
 (:class:`~.checkpoint.SafeCheckpointer`), a non-finite loss names the last good checkpoint, and a
 sample that cannot be loaded first has the last finished iteration saved.

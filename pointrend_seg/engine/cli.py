@@ -41,7 +41,8 @@ from .run_folder import ResumeMismatchError, RunFolderBusyError
 from .train_step import NonFiniteLossError
 
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "ToolUsageError",
-           "add_class_name_arguments", "add_partial_weights_argument", "refuse_output_over_inputs",
+           "add_class_name_arguments", "add_config_arguments", "add_partial_weights_argument",
+           "class_names_for", "config_from_args", "refuse_output_over_inputs",
            "add_register_folder_argument",
            "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
            "parse_tool_args",
@@ -244,6 +245,59 @@ def class_names_from_args(cfg, args, dataset_names=()):
     """
     return class_names_and_colors(cfg, classes=getattr(args, "classes", None),
                                   dataset_names=list(dataset_names) + registered_datasets(args))
+
+
+def add_config_arguments(parser):
+    """``--config-file`` or ``--run OUTPUT_DIR`` (one of them), and ``--weights``: the model of a
+    tool that predicts (:func:`config_from_args`)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-file", help="the model's config (YAML; or Python: code, "
+                        "loading runs it)")
+    source.add_argument("--run", metavar="OUTPUT_DIR",
+                        help="a run folder of tools/train_net.py: its config.yaml, its "
+                        "model_final.pth (or --weights) and its class names (run.json)")
+    parser.add_argument("--weights", help="the checkpoint to load (default: the config's "
+                        "MODEL.WEIGHTS / train.init_checkpoint; with --run its model_final.pth)")
+    return parser
+
+
+def config_from_args(args, device=None):
+    """
+    (run config, weights, (names, colours) of a ``--run`` folder or None) of a tool with
+    :func:`add_config_arguments`; the ``--register-folder`` datasets registered first (a Python
+    config takes its classes from them); ``device``: run the model there (e.g. "cpu").
+    """
+    from ..config import load_any_config
+    from .run_config import as_run_config
+    from .run_folder import load_run_folder
+
+    registered_datasets(args)
+    python = (args.config_file or "").endswith(".py")
+    opts = list(getattr(args, "opts", []))
+    named = None
+    if args.run:
+        cfg, *named, weights = load_run_folder(args.run, args.weights, opts)
+        if device and hasattr(cfg, "MODEL"):
+            cfg.MODEL.DEVICE = device
+    else:
+        weights = args.weights
+        if device:
+            opts += [f"train.device={device}"] if python else ["MODEL.DEVICE", device]
+        cfg = load_any_config(args.config_file, opts)
+    if device and not hasattr(cfg, "MODEL"):
+        cfg.train.device = device
+    if hasattr(cfg, "MODEL"):
+        cfg.freeze()
+    return as_run_config(cfg), weights, named
+
+
+def class_names_for(run, args, named=None, dataset_names=()):
+    """(names, colours) for a tool's pictures or export: ``--classes`` / ``--register-folder``
+    when given, else those of the ``--run`` folder (``named``), else the datasets'
+    (:func:`class_names_from_args`)."""
+    if named and not (getattr(args, "classes", None) or getattr(args, "register_folder", None)):
+        return tuple(named)
+    return class_names_from_args(run.settings, args, dataset_names)[:2]
 
 
 def registered_datasets(args):

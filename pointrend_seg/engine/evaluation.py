@@ -76,10 +76,11 @@ def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> SemSegEva
     return SemSegEvaluators(evaluators, output_folder)
 
 
-def build_test_loader(cfg, dataset_name, skipped=frozenset()):
-    """Detectron2's test loader with our mapper, without the samples whose image is in
-    ``skipped`` (those the dataset check found problems in, ``DATASETS.CHECK.SKIP_BAD``)."""
-    mapper = SemSegDatasetMapper(cfg, False)
+def build_test_loader(cfg, dataset_name, skipped=frozenset(), mapper=None):
+    """Detectron2's test loader with ``mapper`` (default: our mapper of ``cfg``), without the
+    samples whose image is in ``skipped`` (those the dataset check found problems in,
+    ``DATASETS.CHECK.SKIP_BAD``)."""
+    mapper = mapper if mapper is not None else SemSegDatasetMapper(cfg, False)
     if not skipped:
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
     dicts = without_images(DatasetCatalog.get(dataset_name), skipped)

@@ -1,29 +1,29 @@
 """
-A model for inference, loaded one way for every use (:func:`load_inference_model`: the predictor,
-``tools/train_net.py --eval-only``, ``tools/export_model.py``), and Detectron2's
-``DefaultPredictor`` for our configs with a memory-bounded way to get class ids
-(:meth:`SemSegPredictor.predict_labels`).
+A model for inference, loaded one way for every use and both config kinds
+(:func:`load_inference_model`: the predictor, ``tools/train_net.py --eval-only``,
+``tools/export_model.py``), and a predictor with Detectron2's ``DefaultPredictor`` contract and a
+memory-bounded way to get class ids (:meth:`SemSegPredictor.predict_labels`).
 """
 import numpy as np
 import torch
 
-from detectron2.engine import DefaultPredictor
-from detectron2.modeling import build_model
+from detectron2.data.transforms import NoOpTransform
 
 from ..modeling import prepare_for_inference
 from ..modeling.postprocessing import resized_argmax
 from .checkpoint import SafeCheckpointer
-from .distributed import adapt_norm_to_world_size
+from .run_config import as_run_config
 
 __all__ = ["SemSegPredictor", "build_predictor", "load_inference_model"]
 
 
 def load_inference_model(cfg, *, resume: bool = False, model=None,
-                         partial_weights: bool = False):
+                         partial_weights: bool = False, weights=None):
     """
-    ``cfg``'s model (built here when ``model`` is None, with norms that run on the processes at
-    hand) with its weights loaded by :class:`SafeCheckpointer` - ``MODEL.WEIGHTS``, or with
-    ``resume`` the checkpoint ``OUTPUT_DIR/last_checkpoint`` names - in eval mode. Not yet
+    The model of ``cfg`` (either kind; built here when ``model`` is None) with its weights
+    loaded by :class:`SafeCheckpointer` - ``weights``, else ``MODEL.WEIGHTS``
+    (``train.init_checkpoint``), or with ``resume`` the checkpoint ``OUTPUT_DIR/last_checkpoint``
+    names - in eval mode. Not yet
     prepared for inference: each use prepares it as it needs (:func:`prepare_for_inference`).
 
     Weights that leave any model tensor uninitialised (missing, or of another shape: e.g. a
@@ -32,24 +32,30 @@ def load_inference_model(cfg, *, resume: bool = False, model=None,
     there, and an evaluation of it reports a meaningless mIoU - unless ``partial_weights``
     (``--partial-weights``). An empty ``MODEL.WEIGHTS`` loads nothing (a random model).
     """
+    run = as_run_config(cfg)
     if model is None:
-        model = build_model(adapt_norm_to_world_size(cfg))
-    SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+        model = run.build_model()
+    SafeCheckpointer(model, save_dir=run.settings.OUTPUT_DIR,
                      require_all_weights=not partial_weights).resume_or_load(
-        cfg.MODEL.WEIGHTS, resume=resume)
+        run.settings.MODEL.WEIGHTS if weights is None else weights, resume=resume)
     return model.eval()
 
 
-class SemSegPredictor(DefaultPredictor):
+class SemSegPredictor:
     """
-    ``DefaultPredictor`` (``predictor(image_bgr)`` -> ``{"sem_seg": (K, H, W) logits}``, Detectron2's
-    contract) plus :meth:`predict_labels`, which returns only the class ids and whose memory is
-    bounded by the model's input size, not the image's.
+    Detectron2's ``DefaultPredictor`` contract - ``predictor(image_bgr)`` ->
+    ``{"sem_seg": (K, H, W) logits}`` of one (H, W, 3) BGR uint8 image, resized as the config's
+    test mapper resizes - plus :meth:`predict_labels`, which returns only the class ids and whose
+    memory is bounded by the model's input size, not the image's. Made by
+    :func:`build_predictor`; ``aug``: the test mapper's resize, ``input_format``: "RGB" / "BGR".
     """
 
+    def __init__(self, model, aug, input_format: str, cfg=None):
+        self.model, self.aug, self.input_format, self.cfg = model, aug, input_format, cfg
+
     def model_input(self, original_image: np.ndarray) -> torch.Tensor:
-        """(3, h, w) float32 image in ``INPUT.FORMAT``, resized as ``__call__`` resizes it
-        (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) from an (H, W, 3) BGR uint8 image."""
+        """(3, h, w) float32 image in ``input_format``, resized as ``__call__`` resizes it, from
+        an (H, W, 3) BGR uint8 image."""
         # Resized before the channels are reordered (the same pixels: resizing treats each
         # channel alone), so a large image is not copied first.
         image = self.aug.get_transform(original_image).apply_image(original_image)
@@ -57,6 +63,11 @@ class SemSegPredictor(DefaultPredictor):
             image = image[:, :, ::-1]
         return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
 
+    def __call__(self, original_image: np.ndarray) -> dict:
+        height, width = original_image.shape[:2]
+        with torch.no_grad():
+            return self.model([{"image": self.model_input(original_image), "height": height,
+                                "width": width}])[0]
     def predict_labels(self, original_image: np.ndarray) -> np.ndarray:
         """
         Class ids of an (H, W, 3) BGR uint8 image: (H, W) uint8 (int16 / int32 above 256
@@ -76,25 +87,27 @@ class SemSegPredictor(DefaultPredictor):
             return resized_argmax(logits, height, width).numpy()
 
 
-def build_predictor(cfg, *, partial_weights: bool = False) -> SemSegPredictor:
+def build_predictor(cfg, *, partial_weights: bool = False, weights=None) -> SemSegPredictor:
     """
-    Detectron2's ``DefaultPredictor`` (one BGR image in, ``{"sem_seg": (K, H, W)}`` out, resized
-    per ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``; :meth:`SemSegPredictor.predict_labels` for
-    class ids only), whose ``MODEL.WEIGHTS`` are loaded by :class:`SafeCheckpointer` instead of
-    ``DetectionCheckpointer``: ``.pth`` files with ``weights_only``, and weights that fill less
-    than half of the backbone (:class:`BackboneMismatchError`) or leave any model tensor
-    uninitialised (:class:`~.checkpoint.IncompleteWeightsError`, unless ``partial_weights``)
-    refused instead of a model that predicts noise. The loaded model is then prepared for
-    inference (``MODEL.INFERENCE.*``, :func:`prepare_for_inference`: batch norm folded, ...);
-    ``predictor.inference_handle.undo()`` restores the model as loaded.
+    A :class:`SemSegPredictor` of ``cfg`` (either kind): its model with ``weights`` (default
+    ``MODEL.WEIGHTS`` / ``train.init_checkpoint``) loaded by :func:`load_inference_model` -
+    ``.pth`` files with ``weights_only``, weights that fill less than half of the backbone
+    (:class:`BackboneMismatchError`) or leave any model tensor uninitialised
+    (:class:`~.checkpoint.IncompleteWeightsError`, unless ``partial_weights``) refused instead of
+    a model that predicts noise - then prepared for inference (``MODEL.INFERENCE.*``,
+    :func:`prepare_for_inference`: batch norm folded, ...);
+    ``predictor.inference_handle.undo()`` restores the model as loaded. Images are resized as the
+    test mapper resizes them (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``).
     """
-    weights = cfg.MODEL.WEIGHTS
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.WEIGHTS = ""  # DefaultPredictor loads nothing; the safe checkpointer below does
-    predictor = SemSegPredictor(cfg)
-    predictor.cfg.MODEL.WEIGHTS = weights
-    predictor.cfg.freeze()
-    load_inference_model(predictor.cfg, model=predictor.model, partial_weights=partial_weights)
-    predictor.inference_handle = prepare_for_inference(predictor.model, cfg)
+    run = as_run_config(cfg)
+    model = load_inference_model(run, partial_weights=partial_weights, weights=weights)
+    mapper = run.mapper(False)
+    resize = next(iter(mapper.augmentations.augs), None)
+    predictor = SemSegPredictor(model, resize or _NoResize(), mapper.image_format, run.settings)
+    predictor.inference_handle = prepare_for_inference(model, run.settings)
     return predictor
+
+
+class _NoResize:
+    def get_transform(self, image):
+        return NoOpTransform()

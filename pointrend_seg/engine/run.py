@@ -14,6 +14,7 @@ from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport
 from .config_checks import check_dataset_config, check_solver_config
 from .data_checks import check_run_datasets, skipped_images
+from .run_config import as_run_config
 
 __all__ = ["RunPlan", "prepare_run"]
 
@@ -39,26 +40,27 @@ class RunPlan:
         return frozenset(report.bad_images) & self.skipped if report else frozenset()
 
 
-def prepare_run(cfg, *, train: bool = True, check_solver: bool = True) -> RunPlan:
+def prepare_run(cfg, *, train: bool = True) -> RunPlan:
     """
     Check a run's config and datasets, once (collective: call it on every process; the main
     process reads the files, the others receive its reports).
 
     Args:
+        cfg: a config of either kind, or a :class:`~.run_config.RunConfig`.
         train: a training run (solver keys, ``DATASETS.TRAIN`` and ``DATASETS.TEST``); False for
             an evaluation (``DATASETS.TEST`` only).
-        check_solver: False where the ``SOLVER`` keys are not the run's (a Python config's
-            :func:`~.lazy.yaml_view`).
 
     Raises:
         ConfigError: solver keys, or datasets that do not fit the model (classes, ignore label).
         DatasetCheckError: samples with problems, without ``DATASETS.CHECK.SKIP_BAD``.
     """
+    run = as_run_config(cfg)
+    cfg = run.settings
     check_pointrend_seg_keys(cfg)
     keys = ("DATASETS.TRAIN", "DATASETS.TEST") if train else ("DATASETS.TEST",)
-    if train and check_solver:
+    if train:
         check_solver_config(cfg)
     check_dataset_config(cfg, keys=keys)
     names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]
-    reports = check_run_datasets(cfg, names)
+    reports = check_run_datasets(cfg, names, resizes=run.resizes() if names else ())
     return RunPlan(reports=reports, skipped=frozenset(skipped_images(reports)))

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from typing import Dict, List, Optional
@@ -229,33 +230,7 @@ def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
     return path
 
 
-def _model_and_optimizer(cfg):
-    """A CPU copy of the run's model and optimizer, for the fit check (YAML or LazyConfig)."""
-    if hasattr(cfg, "MODEL"):
-        from detectron2.modeling import build_model
-
-        from .distributed import adapt_norm_to_world_size
-        from .optimizer import build_optimizer
-
-        cpu = cfg.clone()
-        cpu.defrost()
-        cpu.MODEL.DEVICE = "cpu"
-        model = build_model(adapt_norm_to_world_size(cpu))
-        return model, build_optimizer(cpu, model)
-    import copy
-
-    from detectron2.config import instantiate
-
-    lazy = copy.deepcopy(cfg)
-    model = instantiate(lazy.model)
-    optimizer = None
-    if "optimizer" in lazy:
-        lazy.optimizer.params.model = model
-        optimizer = instantiate(lazy.optimizer)
-    return model, optimizer
-
-
-def _current_and_saved_config(cfg, output_dir):
+def _current_and_saved_config(run, output_dir):
     from ..config import ConfigError, load_yaml_config
 
     saved_path = os.path.join(output_dir, "config.yaml")
@@ -263,11 +238,11 @@ def _current_and_saved_config(cfg, output_dir):
         saved = load_yaml_config(saved_path) if os.path.isfile(saved_path) else None
     except (ConfigError, OSError):
         saved = None
-    if hasattr(cfg, "MODEL"):
-        return dict(cfg), saved, f"--config-file {saved_path}"
+    if run.config is run.settings:  # a YAML config
+        return dict(run.config), saved, f"--config-file {saved_path}"
     from omegaconf import OmegaConf
 
-    current = OmegaConf.to_container(cfg, resolve=False)
+    current = OmegaConf.to_container(run.config, resolve=False)
     return current, saved, "the config file and overrides the run was started with"
 
 
@@ -280,7 +255,10 @@ def claim_before_writing(cfg, *, resume: bool) -> None:
     """
     from detectron2.utils import comm
 
-    output_dir = cfg.OUTPUT_DIR if hasattr(cfg, "MODEL") else cfg.train.output_dir
+    from .run_config import as_run_config
+
+    run = as_run_config(cfg)
+    output_dir = run.settings.OUTPUT_DIR
     error = None
     if comm.is_main_process() and output_dir:
         try:
@@ -290,8 +268,9 @@ def claim_before_writing(cfg, *, resume: bool) -> None:
                             f"{_describe(claim.previous)}, which no longer holds it")
             checkpoint = _resume_checkpoint_file(output_dir) if resume else None
             if checkpoint is not None:
-                model, optimizer = _model_and_optimizer(cfg)
-                current, saved, hint = _current_and_saved_config(cfg, output_dir)
+                model = run.build_model(device="cpu")
+                optimizer = run.build_optimizer(model)
+                current, saved, hint = _current_and_saved_config(run, output_dir)
                 check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
                                   current_config=current, config_hint=hint)
         except (RunFolderBusyError, ResumeMismatchError) as e:
@@ -300,3 +279,111 @@ def claim_before_writing(cfg, *, resume: bool) -> None:
         error = comm.all_gather(error)[0]
     if error is not None:
         raise error
+
+
+# ---- a run folder describes itself -----------------------------------------------------------
+RUN_FILE = "run.json"
+
+# The callables a Python run's saved config may name when it is read back (--run): classes and
+# functions of the modules that make models, mappers, loaders, optimizers and schedules - nothing
+# that reads files or runs commands. Data is never code: a name outside these packages is not
+# even imported, and one that resolves elsewhere is refused.
+_ROOTS = ("pointrend_seg", "detectron2", "torch", "fvcore")
+_MODULES = re.compile(r"(pointrend_seg\.(modeling|data|evaluation)|detectron2\.(modeling|layers|"
+                      r"data\.(build|transforms|common)|solver)|torch\.nn|torch\.optim|"
+                      r"fvcore\.common\.param_scheduler)(\.|$)")
+
+
+def _allowed_target(name: str) -> bool:
+    import inspect
+
+    from detectron2.utils.registry import locate
+
+    if name.split(".")[0] not in _ROOTS:
+        return False
+    try:
+        obj = locate(name)
+    except Exception:
+        return False
+    return ((inspect.isclass(obj) or inspect.isfunction(obj))
+            and bool(_MODULES.match(getattr(obj, "__module__", "") or "")))
+
+
+def describe_run_folder(run) -> None:
+    """Write ``OUTPUT_DIR/run.json`` (main process): the config kind and the class names and
+    colours of the run's datasets, so that ``tools/demo.py --run`` / ``tools/export_model.py
+    --run`` need nothing else. The config itself is Detectron2's ``OUTPUT_DIR/config.yaml``."""
+    from ..config import ConfigError
+    from ..data import class_names_and_colors
+    from .checkpoint import atomic_write
+
+    try:
+        names, colors, _ = class_names_and_colors(run.settings)
+    except ConfigError as e:
+        logger.warning(f"no {RUN_FILE} (--run needs the class names): {e}")
+        return
+    data = {"kind": "yaml" if run.config is run.settings else "python",
+            "classes": list(names), "colors": [list(map(int, c)) for c in colors]}
+    atomic_write(os.path.join(run.settings.OUTPUT_DIR, RUN_FILE),
+                 lambda f: f.write(json.dumps(data, indent=1).encode()))
+
+
+def _targets(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield str(node["_target_"])
+        node = node.values()
+    if isinstance(node, (list, tuple)) or type(node).__name__ == "dict_values":
+        for value in node:
+            yield from _targets(value)
+
+
+def load_run_folder(folder: str, weights: Optional[str] = None, opts=()):
+    """
+    (config, class names, colours, weights) of a run folder written by ``tools/train_net.py``:
+    its ``config.yaml`` with the overrides ``opts`` (a YAML run's: read as any YAML config; a
+    Python run's: read as data, its ``_target_`` callables limited to those of models, mappers,
+    loaders and schedules), its ``run.json`` names and colours, and ``weights`` (default:
+    ``model_final.pth``, else the checkpoint ``last_checkpoint`` names).
+
+    Raises:
+        ConfigError: a file missing or not of a run folder, naming it.
+    """
+    from omegaconf import OmegaConf
+
+    from detectron2.config import LazyConfig
+
+    from ..config import ConfigError, build_config, check_python_overrides, load_yaml_config
+
+    def path(name):
+        p = os.path.join(folder, name)
+        if not os.path.isfile(p):
+            raise ConfigError(f"--run {folder}: no {name} there (a run folder of "
+                              "tools/train_net.py has config.yaml, run.json and checkpoints)")
+        return p
+
+    try:
+        with open(path(RUN_FILE), encoding="utf-8") as f:
+            described = json.load(f)
+        names, colors = list(described["classes"]), [tuple(c) for c in described["colors"]]
+        python = described["kind"] == "python"
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--run {folder}: {RUN_FILE} is not a run description ({e})") from None
+    if python:
+        config = OmegaConf.create(load_yaml_config(path("config.yaml")))
+        check_python_overrides(config, opts, path("config.yaml"))
+        config = LazyConfig.apply_overrides(config, list(opts))
+        bad = sorted({t for t in _targets(OmegaConf.to_container(config))
+                      if not _allowed_target(t)})
+        if bad:
+            raise ConfigError(f"--run {folder}: config.yaml names callables a run folder may not "
+                              f"name (not loaded): {', '.join(bad[:5])}")
+    else:
+        config = build_config(path("config.yaml"), opts)
+    if weights is None:
+        final = os.path.join(folder, "model_final.pth")
+        weights = final if os.path.isfile(final) else _resume_checkpoint_file(folder)
+        if weights is None:
+            raise ConfigError(f"--run {folder}: no model_final.pth and no last_checkpoint: "
+                              "give --weights")
+    return config, names, colors, weights

@@ -1,5 +1,5 @@
 """ADE20K (150 classes): Swin-B (IN-22k) + DeepLabV3 coarse head (stride 16) + PointRend (point head on stride 4). Needs Detectron2 ``main``."""
-from pointrend_seg.engine.lazy import poly_lr_multiplier
+from ..common.optim import poly_lr_multiplier
 
 from ..common.data.ade20k import dataloader
 from ..common.models.deeplabv3_pointrend import model

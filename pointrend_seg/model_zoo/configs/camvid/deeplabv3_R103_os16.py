@@ -1,5 +1,5 @@
 """CamVid twin of camvid/deeplabv3_R103_os16.yaml: DeepLabV3-R103 OS16, bilinear, 11 classes, void (11) ignored."""
-from pointrend_seg.engine.lazy import poly_lr_multiplier
+from ..common.optim import poly_lr_multiplier
 
 from ..common.data.camvid import dataloader
 from ..common.models.deeplabv3 import init_checkpoint, model
@@ -9,5 +9,5 @@ from ..common.train import train
 model.sem_seg_head.coarse_head.num_classes = 11
 model.sem_seg_head.ignore_value = 11
 train.update(max_iter=20000, eval_period=2000, init_checkpoint=init_checkpoint,
-             checkpointer=dict(period=2000, max_to_keep=100))
+             checkpointer=dict(period=2000))
 lr_multiplier = poly_lr_multiplier(train.max_iter)  # poly 0.9, no warmup

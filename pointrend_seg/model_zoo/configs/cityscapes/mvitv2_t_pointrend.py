@@ -1,5 +1,5 @@
 """Cityscapes fine (19 classes): MViTv2-T + DeepLabV3 coarse head (stride 16) + PointRend (point head on stride 4). Needs Detectron2 ``main``."""
-from pointrend_seg.engine.lazy import poly_lr_multiplier
+from ..common.optim import poly_lr_multiplier
 
 from ..common.data.cityscapes import dataloader
 from ..common.models.deeplabv3_pointrend import model

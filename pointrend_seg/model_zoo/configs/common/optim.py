@@ -1,14 +1,17 @@
 """Optimizers of our LazyConfigs (``cfg.optimizer``; ``params.model`` is set to the model before
 it is instantiated, as Detectron2's ``tools/lazyconfig_train_net.py`` does): SGD with momentum
 for the DeepLab recipes, AdamW for the CPU demo; norm layers without weight decay; AdamW with the rules of each transformer backbone
-(:func:`vit_adamw`, :func:`swin_adamw`, :func:`mvitv2_adamw`)."""
+(:func:`vit_adamw`, :func:`swin_adamw`, :func:`mvitv2_adamw`); DeepLab's poly LR schedule
+(:func:`poly_lr_multiplier`)."""
 import copy
 from functools import partial
 
 import torch
 
 from detectron2.config import LazyCall as L
+from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params
+from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
 
 SGD = L(torch.optim.SGD)(
     params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
@@ -54,3 +57,17 @@ def swin_adamw(lr=1e-4):
 def mvitv2_adamw(lr=1.6e-4):
     """MViTv2's rules: no weight decay on position embeddings and relative positions."""
     return _adamw(lr, 0.1, ["pos_embed", "rel_pos_h", "rel_pos_w"])
+
+
+def poly_lr_multiplier(max_iter: int, warmup_iters: int = 0, power: float = 0.9,
+                       warmup_factor: float = 0.001):
+    """
+    DeepLab's poly schedule as the LazyConfig ``lr_multiplier`` (an fvcore parameter scheduler
+    over the run, 0 to 1): ``(1 - t) ** power`` after a linear warmup of ``warmup_iters`` from
+    ``warmup_factor`` (the YAML configs' ``WarmupPolyLR``).
+    """
+    return L(WarmupParamScheduler)(
+        scheduler=L(PolynomialDecayParamScheduler)(base_value=1.0, power=power),
+        warmup_length=warmup_iters / max_iter,
+        warmup_factor=warmup_factor,
+    )

@@ -8,7 +8,7 @@ AdamW. Trains with Detectron2's tools/lazyconfig_train_net.py or ours:
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from pointrend_seg.engine.lazy import poly_lr_multiplier
+from ..common.optim import poly_lr_multiplier
 
 from ..common.data.synthetic import dataloader
 from ..common.models.deeplabv3_pointrend import model
@@ -27,5 +27,5 @@ head.update(train_num_points=512, subdivision_num_points=1024,
 del head
 
 train.update(output_dir="output/demo", max_iter=800, eval_period=0, device="cpu", seed=1,
-             checkpointer=dict(period=400, max_to_keep=100))
+             checkpointer=dict(period=400))
 lr_multiplier = poly_lr_multiplier(train.max_iter, warmup_iters=50)

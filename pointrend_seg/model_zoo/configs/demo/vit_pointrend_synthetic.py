@@ -11,7 +11,7 @@ import torch.nn as nn
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from pointrend_seg.engine.lazy import require_detectron2_main
+from ..common.models.transformers import require_detectron2_main
 
 from .deeplabv3_pointrend_synthetic import dataloader, lr_multiplier, model, optimizer, train
 

@@ -1,5 +1,5 @@
 """PASCAL VOC 2012 twin of voc/deeplabv3_R103_os16_pointrend.yaml: DeepLabV3-R103 OS16 + PointRend, 21 classes."""
-from pointrend_seg.engine.lazy import poly_lr_multiplier
+from ..common.optim import poly_lr_multiplier
 
 from ..common.data.voc import dataloader
 from ..common.models.deeplabv3_pointrend import init_checkpoint, model
@@ -9,5 +9,5 @@ from ..common.train import train
 model.sem_seg_head.coarse_head.num_classes = 21
 model.sem_seg_head.subdivision_num_points = 4096
 train.update(max_iter=30000, eval_period=5000, init_checkpoint=init_checkpoint,
-             checkpointer=dict(period=5000, max_to_keep=100))
+             checkpointer=dict(period=5000))
 lr_multiplier = poly_lr_multiplier(train.max_iter)  # poly 0.9, no warmup

@@ -1,6 +1,6 @@
 """ADE20K (150 classes): 512x512 crops of images rescaled to a short side of 256..1024 with the SSD
 colour augmentation, batch 16; inference at short side 512 (Base-ADE20K.yaml)."""
-from pointrend_seg.engine.lazy import sem_seg_dataloader
+from .loader import sem_seg_dataloader
 
 dataloader = sem_seg_dataloader(
     ["ade20k_sem_seg_train"], ["ade20k_sem_seg_val"], num_classes=150,

@@ -1,6 +1,6 @@
 """CamVid (SegNet layout, 11 classes, void 11 ignored): 352x480 crops of images rescaled to a short
 side of 288..576, batch 8; inference at the native 360x480 (Base-CamVid.yaml)."""
-from pointrend_seg.engine.lazy import sem_seg_dataloader
+from .loader import sem_seg_dataloader
 
 dataloader = sem_seg_dataloader(
     ["camvid_sem_seg_train"], ["camvid_sem_seg_val"], num_classes=11, ignore_label=11,

@@ -1,6 +1,6 @@
 """Cityscapes fine (19 classes, Detectron2's registration): 512x1024 crops of images rescaled to a
 short side of 512..2048, batch 16; inference at short side 1024 (Base-Cityscapes.yaml)."""
-from pointrend_seg.engine.lazy import sem_seg_dataloader
+from .loader import sem_seg_dataloader
 
 dataloader = sem_seg_dataloader(
     ["cityscapes_fine_sem_seg_train"], ["cityscapes_fine_sem_seg_val"], num_classes=19,

@@ -1,6 +1,6 @@
 """The built-in synthetic shapes (128x128 images, 5 classes): the CPU demo's data, as the YAML
 demo configures it (INPUT.* of demo/deeplabv3_pointrend_synthetic.yaml)."""
-from pointrend_seg.engine.lazy import sem_seg_dataloader
+from .loader import sem_seg_dataloader
 
 dataloader = sem_seg_dataloader(
     ["synthetic_shapes_sem_seg_train"], ["synthetic_shapes_sem_seg_val"], num_classes=5,

@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 (21 classes): train_aug -> val, 512x512 crops of images rescaled to a short side
 of 256..1024, batch 16; inference at the native size (Base-VOC.yaml)."""
-from pointrend_seg.engine.lazy import sem_seg_dataloader
+from .loader import sem_seg_dataloader
 
 dataloader = sem_seg_dataloader(
     ["voc_2012_sem_seg_train_aug"], ["voc_2012_sem_seg_val"], num_classes=21,

@@ -12,7 +12,29 @@ import torch.nn as nn
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from pointrend_seg.engine.lazy import require_detectron2_main
+from pointrend_seg.config import ConfigError
+
+
+def require_detectron2_main(*names):
+    """
+    The classes ``names`` of ``detectron2.modeling`` that only Detectron2 ``main`` has (``ViT``,
+    ``SimpleFeaturePyramid``, ``SwinTransformer``, ``MViT``), for a config that uses them; on
+    Detectron2 v0.6 one ``ConfigError`` saying so.
+    """
+    import detectron2.modeling as modeling
+
+    missing = [n for n in names if not hasattr(modeling, n)]
+    if missing:
+        import detectron2
+
+        raise ConfigError(
+            f"this config needs {', '.join(missing)} of Detectron2's main branch; the installed "
+            f"Detectron2 {detectron2.__version__} has none (v0.6 predates them). Install "
+            "Detectron2 from main (in a checkout: make setup-d2main, or DETECTRON2_SOURCE="
+            "'git+https://github.com/facebookresearch/detectron2.git' make setup)"
+        )
+    found = tuple(getattr(modeling, n) for n in names)
+    return found if len(found) > 1 else found[0]
 
 
 def vit_b(img_size=1024):

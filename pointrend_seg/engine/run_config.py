@@ -1,0 +1,204 @@
+"""
+A config read once, whatever its kind (:func:`as_run_config`): the one place where a YAML config
+(a ``CfgNode``) and a Python config (a LazyConfig) meet. From here on the trainer, the
+evaluation, the model loader and the predictor serve both kinds the same way.
+
+Each kind gives the same things:
+
+* ``settings``: a ``CfgNode`` in pointrend_seg's YAML schema holding what the run does with the
+  parts - output folder, seed, iterations, periods, precision, device, weights, datasets, batch,
+  classes, ignore value, test-time input, dataset check (``DATASETS.CHECK``) and inference
+  options (``MODEL.INFERENCE``). A YAML config is its own settings; a Python config's are read
+  from its ``train`` and ``dataloader`` fields once (:meth:`PythonRunConfig.read_settings`);
+* the builders of the parts: model, optimizer, LR scheduler, the training and test mappers,
+  the options of DistributedDataParallel and the advice after a divergence.
+
+Own data stated once: a Python config with a top-level ``dataset`` node
+(``dataset.num_classes`` / ``dataset.ignore_value``, which its model and mappers interpolate)
+gets the values it leaves ``None`` from its first training set's metadata (a
+``--register-folder`` one: its class file and ``--ignore-value``); a value set in the config
+that disagrees with the metadata is one :class:`~pointrend_seg.config.ConfigError`.
+"""
+import copy
+
+import torch
+from omegaconf import DictConfig
+
+from detectron2.config import CfgNode, instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.projects.deeplab import build_lr_scheduler
+from detectron2.solver import LRMultiplier
+
+from ..config import ConfigError, build_config
+from ..data import SemSegDatasetMapper
+from ..data.dataset_check import mapper_resizes
+from .distributed import adapt_norm_to_world_size
+from .optimizer import build_optimizer
+from .train_step import LAZY_CONFIG_ADVICE, YAML_CONFIG_ADVICE
+
+__all__ = ["PythonRunConfig", "RunConfig", "as_run_config"]
+
+
+
+class RunConfig:
+    """A YAML config's run: ``settings`` is the config; the parts are built from its keys by
+    Detectron2's builders and ours."""
+
+    advice = YAML_CONFIG_ADVICE
+
+    def __init__(self, cfg: CfgNode):
+        self.config = self.settings = cfg
+
+    def build_model(self, device=None) -> torch.nn.Module:
+        """Detectron2's ``build_model`` (on ``device``, default ``MODEL.DEVICE``) with norms that
+        run on the processes at hand (:func:`.adapt_norm_to_world_size`), channels_last if
+        ``SOLVER.CHANNELS_LAST``."""
+        cfg = self.settings
+        if device is not None:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.DEVICE = device
+        model = build_model(adapt_norm_to_world_size(cfg))
+        if self.settings.SOLVER.CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def build_optimizer(self, model):  # SGD / AdamW (.optimizer)
+        return build_optimizer(self.settings, model)
+
+    def build_lr_scheduler(self, optimizer):  # "WarmupPolyLR", else Detectron2's
+        return build_lr_scheduler(self.settings, optimizer)
+
+    def mapper(self, is_train: bool):
+        return SemSegDatasetMapper(self.settings, is_train)
+
+    def resizes(self):
+        """The smallest resizes of both mappers (the dataset check's "degenerate image")."""
+        return mapper_resizes(self.settings)
+
+    def ddp_options(self) -> dict:
+        return {"broadcast_buffers": False}
+
+
+class PythonRunConfig(RunConfig):
+    """A Python config's run: its ``model``, ``optimizer``, ``lr_multiplier`` and the mappers of
+    ``dataloader.train`` / ``dataloader.test`` instantiated; the rest read into ``settings``."""
+
+    advice = LAZY_CONFIG_ADVICE
+
+    def __init__(self, cfg: DictConfig):
+        self.config = cfg
+        _fill_dataset_values(cfg)
+        self.settings = self.read_settings(cfg)
+
+    @staticmethod
+    def read_settings(cfg) -> CfgNode:
+        """``settings`` from ``train`` (output_dir, init_checkpoint, seed, device, max_iter,
+        checkpointer.period, eval_period, log_period, amp, dataset_check, inference) and
+        ``dataloader`` (datasets, batch, workers, the test mapper's classes, ignore value, image
+        format and pixel limit, the evaluators' boundary options). Frozen."""
+        t, loaders = cfg.train, cfg.get("dataloader", {})
+        s = build_config("", ["MODEL.DEVICE", str(t.device)])
+        s.OUTPUT_DIR, s.SEED = str(t.output_dir), int(t.seed)
+        s.MODEL.WEIGHTS = str(t.init_checkpoint or "")
+        s.SOLVER.MAX_ITER, s.SOLVER.LOG_PERIOD = t.max_iter, t.log_period
+        s.SOLVER.CHECKPOINT_PERIOD, s.TEST.EVAL_PERIOD = t.checkpointer.period, t.eval_period
+        s.SOLVER.AMP.ENABLED = bool(t.amp.enabled)
+        s.SOLVER.AMP.PRECISION = str(t.amp.get("precision", "float16"))
+        for node, options in ((s.DATASETS.CHECK, t.get("dataset_check", {})),
+                              (s.MODEL.INFERENCE, t.get("inference", {}))):
+            for key, value in options.items():
+                node[key.upper()] = value
+        if "train" in loaders:
+            train = loaders.train
+            s.DATASETS.TRAIN = _dataset_names(train)
+            s.SOLVER.IMS_PER_BATCH = train.total_batch_size
+            s.DATALOADER.NUM_WORKERS = train.get("num_workers", 0)
+        if "test" in loaders:
+            mapper = loaders.test.mapper
+            s.DATASETS.TEST = _dataset_names(loaders.test)
+            s.MODEL.SEM_SEG_HEAD.NUM_CLASSES = int(mapper.num_classes)
+            s.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = int(mapper.get("ignore_label", 255))
+            s.INPUT.FORMAT = str(mapper.get("image_format", "RGB"))
+            if "max_image_pixels" in mapper:
+                s.INPUT.MAX_IMAGE_PIXELS = int(mapper.max_image_pixels)
+        boundary = [e for e in loaders.get("evaluator", [])
+                    if str(getattr(e.get("_target_"), "__name__", e.get("_target_")))
+                    .endswith("BoundaryEvaluator")]
+        s.TEST.BOUNDARY_EVAL.ENABLED = bool(boundary)
+        if boundary:
+            s.TEST.BOUNDARY_EVAL.BF_TOLERANCE = float(boundary[0].bf_tolerance)
+            s.TEST.BOUNDARY_EVAL.BIOU_DILATION = float(boundary[0].biou_dilation)
+        s.freeze()
+        return s
+
+    def build_model(self, device=None):
+        return instantiate(self.config.model).to(device or self.settings.MODEL.DEVICE)
+
+    def build_optimizer(self, model):
+        cfg = copy.deepcopy(self.config)  # the config stays data (its copy gets the model)
+        cfg.optimizer.params.model = model
+        return instantiate(cfg.optimizer)
+
+    def build_lr_scheduler(self, optimizer):
+        """``lr_multiplier`` (an fvcore parameter scheduler over the run) as Detectron2's
+        ``LRMultiplier`` over ``train.max_iter`` iterations."""
+        return LRMultiplier(optimizer, instantiate(self.config.lr_multiplier),
+                            self.settings.SOLVER.MAX_ITER)
+
+    def mapper(self, is_train: bool):
+        return instantiate(self.config.dataloader["train" if is_train else "test"].mapper)
+
+    def resizes(self):
+        return self.mapper(True).resizes + self.mapper(False).resizes
+
+    def ddp_options(self) -> dict:
+        return dict(self.config.train.ddp)
+
+
+def as_run_config(cfg) -> RunConfig:
+    """``cfg`` read as a run: a :class:`RunConfig` as it is, a ``CfgNode`` as a
+    :class:`RunConfig`, a LazyConfig (omegaconf ``DictConfig``) as a :class:`PythonRunConfig`."""
+    if isinstance(cfg, RunConfig):
+        return cfg
+    if isinstance(cfg, CfgNode):
+        return RunConfig(cfg)
+    if isinstance(cfg, DictConfig):
+        return PythonRunConfig(cfg)
+    raise TypeError(f"not a config: {type(cfg).__name__}")
+
+
+def _dataset_names(loader):
+    dataset = loader.dataset
+    return tuple(dataset.names) if "names" in dataset else ()
+
+
+def _fill_dataset_values(cfg) -> None:
+    """``dataset.num_classes`` / ``dataset.ignore_value`` left ``None`` from the first training
+    (else test) dataset's metadata; a set value that disagrees with it: one ConfigError."""
+    if "dataset" not in cfg:
+        return
+    loaders = cfg.get("dataloader", {})
+    names = [n for split in ("train", "test") if split in loaders
+             for n in _dataset_names(loaders[split])]
+    meta = MetadataCatalog.get(names[0]) if names else None
+    from_meta = {
+        "num_classes": len(meta.stuff_classes) if meta and meta.get("stuff_classes", None)
+        else None,
+        "ignore_value": meta.get("ignore_label", None) if meta else None,
+    }
+    for key, found in from_meta.items():
+        value = cfg.dataset.get(key, None)
+        if value is None and found is None:
+            raise ConfigError(
+                f"dataset.{key} is not set and dataset {names[0] if names else None!r} has no "
+                f"{'stuff_classes' if key == 'num_classes' else 'ignore_label'} in its metadata:"
+                f" register it (e.g. --register-folder) or set dataset.{key}=...")
+        if value is None:
+            cfg.dataset[key] = found
+        elif found is not None and value != found:
+            raise ConfigError(
+                f"dataset.{key}={value} but dataset {names[0]!r} has {found} "
+                f"({'classes' if key == 'num_classes' else 'as its ignore label'}): leave "
+                f"dataset.{key} out to take the dataset's")
