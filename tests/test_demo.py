@@ -253,7 +253,7 @@ def recorded_names(monkeypatch):
 
     monkeypatch.setattr(demo, "draw_sem_seg_figure", recording_draw)
     monkeypatch.setattr(demo, "build_predictor", lambda cfg, **kwargs: _FakePredictor(
-        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+        cfg.settings.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
     return names
 
 

@@ -28,8 +28,13 @@ def test_every_yaml_model_has_a_python_twin():
 
 @pytest.mark.parametrize("name", YAML_MODELS)
 def test_twin_builds_the_same_model(name, one_intra_op_thread):
-    yaml_model = build_model(model_zoo.get_config(name, ["MODEL.DEVICE", "cpu"])).eval()
-    lazy_cfg = model_zoo.get_config(name[:-len(".yaml")] + ".py")
+    # the folder configs take classes and ignore value from the dataset: here given
+    own = name.startswith("folder/")
+    yaml_model = build_model(model_zoo.get_config(name, ["MODEL.DEVICE", "cpu"] + [
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "11"] * own
+    )).eval()
+    lazy_cfg = model_zoo.get_config(name[:-len(".yaml")] + ".py", [
+        "dataset.num_classes=3", "dataset.ignore_value=11"] * own)
     lazy_model = instantiate(lazy_cfg.model).eval()
     ours, theirs = yaml_model.state_dict(), lazy_model.state_dict()
     assert list(ours) == list(theirs)
@@ -68,17 +73,6 @@ def test_python_configs_load_through_the_model_zoo_and_the_tools_loader():
     assert os.path.basename(path) == "deeplabv3_pointrend_synthetic.py"
 
 
-@pytest.mark.parametrize("override, expected", [
-    # a typo: omegaconf would add the key and run the default 800 iterations
-    ("train.max_iters=2", "unknown key train.max_iters: train has no key 'max_iters' "
-                          "(did you mean train.max_iter?)"),
-    # a key the head does not take (its classes are the coarse head's): where the name exists
-    ("model.sem_seg_head.num_classes=11", "model.sem_seg_head has no key 'num_classes' (did you "
-                                          "mean dataloader.train.mapper.num_classes or "),
-    ("trian.max_iter=3", "the config has no key 'trian' (did you mean train?)"),
-    ("train.max_iter=abc", "train.max_iter='abc': the key holds a number value (800), not a str"),
-    ("train.max_iter=[1", "overrides ['train.max_iter=[1'] of "),  # hydra's grammar: one line
-])
 def _train(cfg, resume=False):
     """What tools/train_net.py does with a Python config: the one Trainer."""
     from detectron2.utils.env import seed_all_rng
@@ -92,6 +86,17 @@ def _train(cfg, resume=False):
     return trainer
 
 
+@pytest.mark.parametrize("override, expected", [
+    # a typo: omegaconf would add the key and run the default 800 iterations
+    ("train.max_iters=2", "unknown key train.max_iters: train has no key 'max_iters' "
+                          "(did you mean train.max_iter?)"),
+    # a key the head does not take (its classes are the coarse head's): where the name exists
+    ("model.sem_seg_head.num_classes=11", "model.sem_seg_head has no key 'num_classes' (did you "
+                                          "mean dataloader.train.mapper.num_classes or "),
+    ("trian.max_iter=3", "the config has no key 'trian' (did you mean train?)"),
+    ("train.max_iter=abc", "train.max_iter='abc': the key holds a number value (800), not a str"),
+    ("train.max_iter=[1", "overrides ['train.max_iter=[1'] of "),  # hydra's grammar: one line
+])
 def test_python_config_overrides_are_checked_like_yaml_keys(override, expected):
     path = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
     with pytest.raises(ConfigError) as error:
@@ -176,7 +181,8 @@ def test_python_config_divergence_names_a_checkpoint_that_a_lower_lr_resumes_fro
     trainer = train(12, 0.002, resume=True)
     assert trainer.iter == 12 and (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
-    assert final["iteration"] == 11 and "optimizer" in final["trainer"]  # SimpleTrainer's layout
+    # the YAML runs' layout (docs/checkpoints.md): one trainer, one layout
+    assert final["iteration"] == 11 and "optimizer" in final["trainer"]["_trainer"]
     assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())
 
 

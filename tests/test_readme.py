@@ -165,6 +165,11 @@ def test_readme_own_data_example_trains_and_prints_the_per_class_table(checkout_
     assert (out / "model_final.pth").exists()
     assert (out / "inference" / "folder_val" / "confusion_matrix.png").exists()
     assert "\x1b[" not in log
+    # the run folder describes itself: the README's demo --run needs nothing else
+    (demo,) = _commands_with("tools/demo.py", "--run output/my_data")
+    proc = _run(demo, checkout_like)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(out / "pictures")) == ["val0.png", "val1.png"]
 
 
 def test_setup_py_shim_reads_pyproject():

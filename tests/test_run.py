@@ -45,3 +45,22 @@ def test_the_plan_leaves_out_what_the_check_skipped():
         SampleProblem("d", 1, "label values", "l1.png", "...", "i1.png")])
     plan = RunPlan(reports={"d": report}, skipped=frozenset({"i1.png"}))
     assert plan.skipped_in("d") == {"i1.png"} and plan.skipped_in("other") == frozenset()
+
+
+@pytest.mark.parametrize("opts, expected", [
+    (("SOLVER.OPTIMIZER", "ADAMX"), "SOLVER.OPTIMIZER"),
+    (("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "float8"), "SOLVER.AMP.PRECISION"),
+    (("MODEL.POINT_HEAD.FC_DIM", "0"), "MODEL.POINT_HEAD.FC_DIM"),
+])
+def test_cheap_checks_and_the_model_come_before_any_dataset_file_is_read(monkeypatch, opts,
+                                                                         expected):
+    """A typo in the optimizer, the precision or a model key stops the trainer before the
+    dataset check reads a file (before: after reading all of Cityscapes)."""
+    from pointrend_seg.config import ConfigError
+
+    reads = []
+    monkeypatch.setattr(dataset_check, "check_dataset_dicts",
+                        lambda *a, **kw: reads.append(kw["dataset_name"]))
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.")):
+        Trainer(demo_config("DATASETS.CHECK.CACHE_DIR", "", *opts))
+    assert reads == []

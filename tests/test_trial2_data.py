@@ -85,7 +85,7 @@ def fake_model(monkeypatch):
     built = []
 
     def build(cfg, **kwargs):
-        built.append(_FakePredictor(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
+        built.append(_FakePredictor(cfg.settings.MODEL.SEM_SEG_HEAD.NUM_CLASSES))
         return built[-1]
 
     monkeypatch.setattr(demo, "build_predictor", build)

@@ -23,9 +23,8 @@ of its predictions.
     masks/STEM/N.png   classes; frame N of a video), a mask folder that --register-folder reads
 
 Class names come from --classes, else from the --dataset or --register-folder dataset, else from
-the config's DATASETS.TEST / DATASETS.TRAIN metadata; they are checked before the model runs, and
-their number must be MODEL.SEM_SEG_HEAD.NUM_CLASSES. With the config.yaml of a run trained on a
-folder dataset, give that dataset again: --register-folder NAME IMAGE_DIR MASK_DIR CLASSES.
+the --run folder (its run.json), else from the config's DATASETS.TEST / DATASETS.TRAIN metadata;
+they are checked before the model runs, and their number must be the model's classes.
 
 Memory follows the model's input, not the file: an image file of more than --max-image-pixels
 pixels (default INPUT.MAX_IMAGE_PIXELS, 100 megapixels; 0: no limit) is refused from its header,

@@ -4,6 +4,8 @@ Export a model (DeepLabV3 + PointRend, subdivision included) to ONNX and to a to
 and check the exported files against the eager model.
 
     tools/export_model.py --config-file CFG --output exported/ MODEL.WEIGHTS model.pth
+    tools/export_model.py --run output/my_data --output exported/   # a run folder: its config,
+                                                   # model_final.pth and class names
     tools/export_model.py --config-file CFG --output exported/ --format onnx \\
         --check-size 512x1024 --check-size 777x1203 --check-image val/a.png MODEL.WEIGHTS model.pth
 

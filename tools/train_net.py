@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """
-Train or evaluate a pointrend_seg model with Detectron2's launcher and DefaultTrainer; a Python
-(LazyConfig) file trains as Detectron2's tools/lazyconfig_train_net.py trains it, with our
-checkpointer (overrides as key=value, e.g. train.max_iter=2; a Python config is code: loading it
-runs it).
+Train or evaluate a pointrend_seg model with Detectron2's launcher, from a YAML config (overrides
+KEY VALUE) or a Python (LazyConfig) one (overrides key=value, e.g. train.max_iter=2; a Python
+config is code: loading it runs it). Both are read once into the same settings and builders
+(pointrend_seg.engine.run_config) and run by the same Trainer, checks and evaluation: everything
+below holds for both kinds (Python-config keys: docs/lazyconfig.md).
 
     tools/train_net.py --config-file configs/demo/deeplabv3_pointrend_synthetic.yaml
+    tools/train_net.py --config-file configs/demo/deeplabv3_pointrend_synthetic.py train.max_iter=100
     tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     tools/train_net.py --config-file CFG --resume            # continue from OUTPUT_DIR/last_checkpoint
     tools/train_net.py --config-file CFG --num-gpus 8        # one process per GPU (NCCL)
@@ -69,9 +71,11 @@ reports go to the log and OUTPUT_DIR/dataset_check.json, and problems stop the r
 OUTPUT_DIR/skipped_samples.json, and skips samples that fail to load later; without it, such a
 failure first saves the last finished iteration as a checkpoint. The check is cached per file
 (~/.cache/pointrend_seg/dataset_checks, DATASETS.CHECK.CACHE_DIR): a second start reads nothing.
-A Python config's training run checks the datasets of its dataloader.train / dataloader.test
-the same way (--skip-bad leaves the samples found out of both; one that fails later still stops
-the run, after saving).
+
+Own data stated once: configs/folder/deeplabv3_pointrend_folder.{yaml,py} take the number of
+classes and the ignore value from the first training set (its class file, --ignore-value).
+The run folder describes itself (config.yaml, run.json with the class names, checkpoints):
+tools/demo.py --run OUTPUT_DIR and tools/export_model.py --run OUTPUT_DIR need nothing else.
 """
 import logging
 import sys

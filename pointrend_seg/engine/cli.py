@@ -292,12 +292,14 @@ def config_from_args(args, device=None):
 
 
 def class_names_for(run, args, named=None, dataset_names=()):
-    """(names, colours) for a tool's pictures or export: ``--classes`` / ``--register-folder``
+    """(names, colours) of ``run`` (a config of either kind) for a tool's pictures or export: ``--classes`` / ``--register-folder``
     when given, else those of the ``--run`` folder (``named``), else the datasets'
     (:func:`class_names_from_args`)."""
+    from .run_config import as_run_config
+
     if named and not (getattr(args, "classes", None) or getattr(args, "register_folder", None)):
         return tuple(named)
-    return class_names_from_args(run.settings, args, dataset_names)[:2]
+    return class_names_from_args(as_run_config(run).settings, args, dataset_names)[:2]
 
 
 def registered_datasets(args):

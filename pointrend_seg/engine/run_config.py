@@ -17,12 +17,14 @@ Own data stated once: a Python config with a top-level ``dataset`` node
 (``dataset.num_classes`` / ``dataset.ignore_value``, which its model and mappers interpolate)
 gets the values it leaves ``None`` from its first training set's metadata (a
 ``--register-folder`` one: its class file and ``--ignore-value``); a value set in the config
-that disagrees with the metadata is one :class:`~pointrend_seg.config.ConfigError`.
+that disagrees with the metadata is one :class:`~pointrend_seg.config.ConfigError`. A YAML
+config does the same with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 and ``IGNORE_VALUE`` -1 (the
+folder config's defaults); a set value is checked against the datasets at the start of a run.
 """
 import copy
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from detectron2.config import CfgNode, instantiate
 from detectron2.data import MetadataCatalog
@@ -40,7 +42,6 @@ from .train_step import LAZY_CONFIG_ADVICE, YAML_CONFIG_ADVICE
 __all__ = ["PythonRunConfig", "RunConfig", "as_run_config"]
 
 
-
 class RunConfig:
     """A YAML config's run: ``settings`` is the config; the parts are built from its keys by
     Detectron2's builders and ours."""
@@ -48,7 +49,7 @@ class RunConfig:
     advice = YAML_CONFIG_ADVICE
 
     def __init__(self, cfg: CfgNode):
-        self.config = self.settings = cfg
+        self.config = self.settings = _with_dataset_values(cfg)
 
     def build_model(self, device=None) -> torch.nn.Module:
         """Detectron2's ``build_model`` (on ``device``, default ``MODEL.DEVICE``) with norms that
@@ -97,7 +98,11 @@ class PythonRunConfig(RunConfig):
         """``settings`` from ``train`` (output_dir, init_checkpoint, seed, device, max_iter,
         checkpointer.period, eval_period, log_period, amp, dataset_check, inference) and
         ``dataloader`` (datasets, batch, workers, the test mapper's classes, ignore value, image
-        format and pixel limit, the evaluators' boundary options). Frozen."""
+        format and pixel limit, the evaluators' boundary options). Frozen. The evaluators
+        themselves are ours for each test set (their dataset and folder follow the run).
+
+        Raises:
+            ConfigError: ``dataloader.evaluator`` names other evaluators than ours."""
         t, loaders = cfg.train, cfg.get("dataloader", {})
         s = build_config("", ["MODEL.DEVICE", str(t.device)])
         s.OUTPUT_DIR, s.SEED = str(t.output_dir), int(t.seed)
@@ -106,9 +111,11 @@ class PythonRunConfig(RunConfig):
         s.SOLVER.CHECKPOINT_PERIOD, s.TEST.EVAL_PERIOD = t.checkpointer.period, t.eval_period
         s.SOLVER.AMP.ENABLED = bool(t.amp.enabled)
         s.SOLVER.AMP.PRECISION = str(t.amp.get("precision", "float16"))
-        for node, options in ((s.DATASETS.CHECK, t.get("dataset_check", {})),
-                              (s.MODEL.INFERENCE, t.get("inference", {}))):
-            for key, value in options.items():
+        for name, node in (("dataset_check", s.DATASETS.CHECK), ("inference", s.MODEL.INFERENCE)):
+            for key, value in t.get(name, {}).items():
+                if key.upper() not in node:
+                    raise ConfigError(f"train.{name}.{key}: no such option (the options: "
+                                      f"{', '.join(k.lower() for k in node)})")
                 node[key.upper()] = value
         if "train" in loaders:
             train = loaders.train
@@ -123,9 +130,18 @@ class PythonRunConfig(RunConfig):
             s.INPUT.FORMAT = str(mapper.get("image_format", "RGB"))
             if "max_image_pixels" in mapper:
                 s.INPUT.MAX_IMAGE_PIXELS = int(mapper.max_image_pixels)
-        boundary = [e for e in loaders.get("evaluator", [])
-                    if str(getattr(e.get("_target_"), "__name__", e.get("_target_")))
-                    .endswith("BoundaryEvaluator")]
+        evaluators = loaders.get("evaluator", [])
+        evaluators = [evaluators] if "_target_" in evaluators else evaluators
+        kinds = [str(getattr(e.get("_target_"), "__name__", e.get("_target_"))).split(".")[-1]
+                 for e in evaluators]
+        others = [k for k in kinds if k not in ("SegmentationEvaluator", "BoundaryEvaluator")]
+        if others:
+            raise ConfigError(
+                f"dataloader.evaluator names {', '.join(others)}: pointrend_seg's tools evaluate "
+                "every test set with SegmentationEvaluator (+ BoundaryEvaluator, whose presence "
+                "and tolerances dataloader.evaluator sets); evaluate others in your own script")
+        boundary = [e for e, k in zip(evaluators, kinds) if k == "BoundaryEvaluator"]
+        _check_agreement(cfg)
         s.TEST.BOUNDARY_EVAL.ENABLED = bool(boundary)
         if boundary:
             s.TEST.BOUNDARY_EVAL.BF_TOLERANCE = float(boundary[0].bf_tolerance)
@@ -174,6 +190,33 @@ def _dataset_names(loader):
     return tuple(dataset.names) if "names" in dataset else ()
 
 
+def _with_dataset_values(cfg: CfgNode) -> CfgNode:
+    """A YAML config with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 / ``IGNORE_VALUE`` -1 ("the
+    dataset's") given its first training (else test) dataset's values: a frozen copy."""
+    head = cfg.MODEL.SEM_SEG_HEAD
+    if head.NUM_CLASSES != 0 and head.IGNORE_VALUE != -1:
+        return cfg
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    meta = MetadataCatalog.get(names[0]) if names else None
+    classes = meta.get("stuff_classes", None) if meta else None
+    ignore = meta.get("ignore_label", None) if meta else None
+    for key, unset, found, field in (("NUM_CLASSES", 0, classes, "stuff_classes"),
+                                     ("IGNORE_VALUE", -1, ignore, "ignore_label")):
+        if head[key] == unset and found is None:
+            raise ConfigError(
+                f"MODEL.SEM_SEG_HEAD.{key}={unset} takes the dataset's value, but dataset "
+                f"{names[0] if names else None!r} has no {field} in its metadata: register it "
+                f"(e.g. --register-folder) or set MODEL.SEM_SEG_HEAD.{key}")
+    cfg = cfg.clone()
+    cfg.defrost()
+    if head.NUM_CLASSES == 0:
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(classes)
+    if head.IGNORE_VALUE == -1:
+        cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = int(ignore)
+    cfg.freeze()
+    return cfg
+
+
 def _fill_dataset_values(cfg) -> None:
     """``dataset.num_classes`` / ``dataset.ignore_value`` left ``None`` from the first training
     (else test) dataset's metadata; a set value that disagrees with it: one ConfigError."""
@@ -202,3 +245,29 @@ def _fill_dataset_values(cfg) -> None:
                 f"dataset.{key}={value} but dataset {names[0]!r} has {found} "
                 f"({'classes' if key == 'num_classes' else 'as its ignore label'}): leave "
                 f"dataset.{key} out to take the dataset's")
+
+
+def _check_agreement(cfg) -> None:
+    """The places of a Python config that hold the number of classes, and those that hold the
+    ignore value, agree (the model's head, the mappers, the augmentations): else one ConfigError
+    naming them (before: a mapper left at 255 crashed at iteration 0 with an IndexError)."""
+    places = {"num_classes": ["model.sem_seg_head.coarse_head.num_classes",
+                              "model.sem_seg_head.num_classes"],
+              "ignore value": ["model.sem_seg_head.ignore_value"]}
+    for split in ("train", "test"):
+        places["num_classes"].append(f"dataloader.{split}.mapper.num_classes")
+        places["ignore value"] += [f"dataloader.{split}.mapper.ignore_label",
+                                   f"dataloader.{split}.mapper.augmentations.ignore_label"]
+    problems = []
+    for what, keys in places.items():
+        found = {}
+        for key in keys:
+            value = OmegaConf.select(cfg, key, default=None)
+            if value is not None:
+                found[key] = value
+        if len(set(found.values())) > 1:
+            problems.append(f"the {what} differs: " + ", ".join(f"{k}={v}"
+                                                                for k, v in found.items()))
+    if problems:
+        raise ConfigError("; ".join(problems) + " (set dataset.num_classes / "
+                          "dataset.ignore_value where the config has them, or each key)")

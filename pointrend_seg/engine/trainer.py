@@ -3,7 +3,7 @@
 pieces, each in its module: the config read once (:mod:`.run_config`); the start-of-run checks,
 once (:mod:`.run`); one iteration (:mod:`.train_step`) on the resumable stream
 (:mod:`.train_data`); exact resume (:mod:`.resume`); checkpoints only of good states
-(:mod:`.checkpoint`, kept or dropped by the next loss in :mod:`.checked_steps`); evaluation with
+(:mod:`.checkpoint`, kept or dropped by the next loss in :meth:`Trainer.run_step`); evaluation with
 a per-class report (:mod:`.evaluation`); CPU processes (:mod:`.distributed`). Its classmethods
 are ``DefaultTrainer``'s (``build_model(cfg)``, ``test(cfg, model)``, ...), for either kind.
 """
@@ -16,7 +16,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
-from .checked_steps import CheckedSteps
+from ..data import BadInputError
 from .checkpoint import SafeCheckpointer
 from .config_checks import check_solver_config
 from .evaluation import build_sem_seg_evaluators, build_test_loader, evaluate
@@ -24,14 +24,19 @@ from .resume import ExactResume
 from .run import prepare_run
 from .run_config import as_run_config
 from .train_data import build_resumable_train_loader
-from .train_step import LossSpikeGuard, TrainStep, training_precision
+from .train_step import LossSpikeGuard, NonFiniteLossError, TrainStep, training_precision
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "TrainingInterrupted"]
 
 logger = logging.getLogger(__name__)
 
 
-class Trainer(CheckedSteps, TrainerBase):
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message names the iteration reached and the checkpoint to
+    continue from with ``--resume``."""
+
+
+class Trainer(TrainerBase):
     """
     Train a config of either kind (a YAML ``CfgNode``, a LazyConfig, or a
     :class:`~.run_config.RunConfig`). What needs only the config (solver keys, precision, the
@@ -69,6 +74,10 @@ class Trainer(CheckedSteps, TrainerBase):
         self.register_hooks(self.build_hooks())
 
     seed = property(lambda self: self.resume.seed, doc="The run's seed (ExactResume.seed).")
+    # The objects Detectron2's hooks and callers read: those of the TrainStep.
+    model = property(lambda self: self.train_step.model)
+    data_loader = property(lambda self: self.train_step.data_loader)
+    optimizer = property(lambda self: self.train_step.optimizer)
 
     # ---- building (DefaultTrainer's classmethods, for either kind of config) -------------
     @classmethod
@@ -132,7 +141,60 @@ class Trainer(CheckedSteps, TrainerBase):
 
     # ---- training -----------------------------------------------------------------------
     def train(self):
-        return super().train(self.start_iter, self.max_iter)
+        """Train from ``start_iter`` to ``max_iter``; Ctrl-C ends with
+        :class:`TrainingInterrupted`, naming the checkpoint to continue from."""
+        try:
+            return super().train(self.start_iter, self.max_iter)
+        except KeyboardInterrupt as e:
+            if isinstance(e, TrainingInterrupted):
+                raise
+            last = self.checkpointer.last_checkpoint_path()
+            raise TrainingInterrupted(
+                f"interrupted at iteration {self.iter} of {self.max_iter}; "
+                + (f"continue from {last} with --resume" if last else
+                   "no checkpoint was written yet: start again (without --resume)")) from None
+        finally:  # saves outside training are written at once
+            self.checkpointer.confirm_with_next_loss = False
+
+    def run_step(self):
+        """One :class:`.TrainStep`; the checkpoint held back since the last iteration is kept or
+        dropped by this iteration's loss; a sample that cannot be loaded first has the last
+        finished iteration saved (:meth:`save_before_data_error`)."""
+        try:
+            loss = self.train_step.run(self.iter)
+        except NonFiniteLossError as e:
+            raise self.checkpointer.diverged(e) from None
+        except BadInputError as e:
+            self.save_before_data_error(e)
+            raise
+        except BaseException:
+            self.checkpointer.confirm_pending()  # e.g. Ctrl-C: the state was good, keep it
+            raise
+        self.checkpointer.judge_pending(self.loss_guard.check(loss), self.iter)
+        # The checkpoint after the last iteration has no next loss to wait for.
+        self.checkpointer.confirm_with_next_loss = self.iter + 1 < self.max_iter
+
+    def save_before_data_error(self, error):
+        """A sample failed to load at iteration ``self.iter``: save the state after the last
+        finished one from this process (every process holds it; the failing one may not be the
+        main one), so that ``--resume`` continues once the file is fixed or skipped."""
+        finished = self.iter - 1
+        if finished < self.start_iter:
+            logger.error(f"A training sample failed to load ({error}); no iteration finished "
+                         "since the start, so no checkpoint is written")
+            return
+        self.iter, save_to_disk = finished, self.checkpointer.save_to_disk
+        self.checkpointer.save_to_disk = True
+        try:
+            self.checkpointer.save(f"model_{finished:07d}", iteration=finished)
+            self.checkpointer.confirm_pending()
+        finally:
+            self.iter, self.checkpointer.save_to_disk = finished + 1, save_to_disk
+        logger.error(
+            f"A training sample failed to load at iteration {finished + 1}: {error}\nThe state "
+            f"after iteration {finished} is saved; fix or remove the file and continue with "
+            "--resume, or leave bad samples out with --skip-bad (DATASETS.CHECK.SKIP_BAD True)"
+        )
 
     def state_dict(self):
         ret = TrainerBase.state_dict(self)  # iteration, hooks (the LR scheduler)

@@ -82,6 +82,11 @@ class BilinearSegHead(nn.Module):
                 + (": with MODEL.SEM_SEG_HEAD.IGNORE_VALUE=255 their foreground would be ignored"
                    if h.IGNORE_VALUE == 255 else "")
             )
+        elif h.NUM_CLASSES == 0:
+            problems.append(
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES=0 means the dataset's number of classes, which "
+                "pointrend_seg's tools fill in (pointrend_seg.engine.as_run_config, after the "
+                "dataset is registered): there, or set MODEL.SEM_SEG_HEAD.NUM_CLASSES")
         elif not isinstance(h.NUM_CLASSES, int) or h.NUM_CLASSES < 2:
             problems.append(
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={h.NUM_CLASSES!r} must be an integer >= 2 "

@@ -1,0 +1,147 @@
+"""
+One run path for both config kinds, end to end on own data (issue 25's scenario): a 3-class
+folder dataset whose masks have void 11, images and masks as PNG, the classes in a text file.
+The Python folder config needs only the dataset flags (its classes and ignore value are the
+dataset's), a typo'd override stops before anything runs, and ``tools/demo.py --run OUTPUT_DIR``
+draws with the run's config, weights and class names for a Python and for a YAML run.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT
+
+CLASSES = ["road", "car", "tree"]
+
+
+def _split(root, split, n, rng):
+    images, masks = root / split / "images", root / split / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i in range(n):
+        label = np.zeros((48, 64), np.uint8)
+        label[:, 20:40] = 1
+        label[30:, :] = 2
+        label[:4] = 11  # void
+        image = np.stack([label * 60 + rng.integers(0, 40, label.shape)] * 3, -1)
+        Image.fromarray(image.astype(np.uint8)).save(images / f"{split}{i}.png")
+        Image.fromarray(label).save(masks / f"{split}{i}.png")
+    return images, masks
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own_data")
+    rng = np.random.default_rng(0)
+    train, val = _split(root, "train", 4, rng), _split(root, "val", 2, rng)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    flags = []
+    for name, (images, masks) in (("folder_train", train), ("folder_val", val)):
+        flags += ["--register-folder", name, str(images), str(masks), str(root / "classes.txt"),
+                  "--ignore-value", "11"]
+    return root, flags
+
+
+def _tool(name, *args, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", name), *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+
+
+PY = os.path.join("configs", "folder", "deeplabv3_pointrend_folder.py")
+YAML = os.path.join("configs", "folder", "deeplabv3_pointrend_folder.yaml")
+
+
+def test_dataset_values_come_from_the_dataset_and_disagreement_is_one_error(prefix, tmp_path):
+    from pointrend_seg.config import ConfigError, build_config, load_any_config
+    from pointrend_seg.data.datasets import register_folder_dataset
+    from pointrend_seg.engine import as_run_config
+
+    name = f"{prefix}_own"
+    images, masks = _split(tmp_path, "train", 1, np.random.default_rng(0))
+    register_folder_dataset(name, str(images), str(masks), CLASSES, ignore_label=11)
+    yaml = ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "MODEL.DEVICE", "cpu"]
+    head = as_run_config(build_config(YAML, yaml)).settings.MODEL.SEM_SEG_HEAD
+    assert (head.NUM_CLASSES, head.IGNORE_VALUE) == (3, 11)
+    python = [f"dataloader.train.dataset.names=[{name}]",
+              f"dataloader.test.dataset.names=[{name}]"]
+    run = as_run_config(load_any_config(PY, python))
+    assert run.config.model.sem_seg_head.coarse_head.num_classes == 3
+    assert run.config.dataloader.train.mapper.augmentations.ignore_label == 11
+    with pytest.raises(ConfigError, match="dataset.num_classes=4 but dataset"):
+        as_run_config(load_any_config(PY, python + ["dataset.num_classes=4"]))
+    # a YAML value set against the dataset: the start-of-run check names both
+    from pointrend_seg.engine import prepare_run
+
+    with pytest.raises(ConfigError, match="has 3 classes .*NUM_CLASSES=4"):
+        prepare_run(build_config(YAML, yaml + ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "4"]))
+    # unregistered: one error saying where the value would come from
+    with pytest.raises(ConfigError, match="NUM_CLASSES=0 takes the dataset's value"):
+        as_run_config(build_config(YAML, ["DATASETS.TRAIN", "('nowhere',)", "MODEL.DEVICE",
+                                          "cpu"]))
+
+
+def test_a_typod_python_override_on_own_data_stops_at_once(folder_data, tmp_path):
+    root, flags = folder_data
+    start = time.monotonic()
+    proc = _tool("train_net.py", "--config-file", PY, *flags, "train.max_iters=2",
+                 f"train.output_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and time.monotonic() - start < 90
+    assert "did you mean train.max_iter?" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [PY, YAML])
+def test_own_data_trains_with_the_dataset_flags_only_and_the_run_folder_draws(
+        folder_data, tmp_path, config):
+    root, flags = folder_data
+    out = tmp_path / "run"
+    budget = (["train.max_iter=4", f"train.output_dir={out}"] if config == PY else
+              ["SOLVER.MAX_ITER", "4", "SOLVER.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(out)])
+    proc = _tool("train_net.py", "--config-file", config, *flags, *budget)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    table = log[log.index("folder_val, per class (%):"):].splitlines()[1:5]
+    assert [row.split()[0] for row in table] == ["class"] + CLASSES  # 3 classes, 11 ignored
+    with open(out / "run.json") as f:
+        assert json.load(f)["classes"] == CLASSES
+    # a fresh process with no dataset registered: the run folder is enough
+    pictures = tmp_path / "pictures"
+    image = root / "val" / "images" / "val0.png"
+    proc = _tool("demo.py", "--run", str(out), "--input", str(image), "--output", str(pictures),
+                 "--save-masks")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(pictures)) == ["masks", "val0.png"]
+    mask = np.asarray(Image.open(pictures / "masks" / "val0.png"))
+    assert mask.shape == (48, 64) and mask.max() < len(CLASSES)
+
+
+def test_run_folder_config_is_data(tmp_path):
+    """``--run``: a Python run's config.yaml may name only the callables of models, data,
+    evaluation, optimizers and schedules; anything else is refused before it is imported."""
+    from pointrend_seg.config import ConfigError
+    from pointrend_seg.engine.run_folder import load_run_folder
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "run.json").write_text(json.dumps({"kind": "python", "classes": CLASSES,
+                                                   "colors": [[0, 0, 0]] * 3}))
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    for target in ("os.system", "builtins.exec", "torch.load", "detectron2.model_zoo.get",
+                   "pointrend_seg.engine.trainer.Trainer"):
+        (tmp_path / "config.yaml").write_text(
+            f"model:\n  _target_: {target}\n  command: touch {marker}\ntrain: {{}}\n")
+        with pytest.raises(ConfigError, match=f"may not name .*{target}"):
+            load_run_folder(str(tmp_path))
+    assert not marker.exists()
+    (tmp_path / "run.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="run.json is not a run description"):
+        load_run_folder(str(tmp_path))
+    with pytest.raises(ConfigError, match="no run.json there"):
+        load_run_folder(str(tmp_path / "nothing"))
