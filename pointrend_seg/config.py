@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "add_pointrend_seg_config",
     "build_config",
+    "check_arguments",
     "check_pointrend_seg_keys",
     "check_python_overrides",
     "closest_keys",
@@ -88,6 +89,23 @@ def raise_config_problems(problems) -> None:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def is_int(value) -> bool:
+    """An integer that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_arguments(owner: str, checks) -> None:
+    """
+    A component's argument values, checked where both config kinds pass: its constructor.
+    ``checks``: ``(YAML key, argument, value, ok, rule)``; every failed one becomes a line of one
+    :class:`ConfigError` naming the YAML key (what a YAML config sets) and ``owner``'s argument
+    (what a Python config sets): "MODEL.POINT_HEAD.FC_DIM=0 must be an integer >= 1
+    (MLPPointHead's fc_dim)".
+    """
+    raise_config_problems([f"{key}={value!r} must be {rule} ({owner}'s {argument})"
+                           for key, argument, value, ok, rule in checks if not ok])
 
 
 def add_pointrend_seg_config(cfg):

@@ -125,3 +125,25 @@ def trained_demo_model(tmp_path_factory):
     model.eval()
     DetectionCheckpointer(model, save_dir=str(out)).save("model_final")
     return cfg, model
+
+
+def write_folder_split(root, split, n, rng, void=None):
+    """A folder dataset split under ``root/split``: ``n`` 64x48 images (``images/``, PNG) and
+    masks (``masks/``) of 3 classes in bands (0 | 1 | 2), the top 4 rows ``void`` if given;
+    the images follow their labels. Returns (images, masks) folders."""
+    import numpy as np
+    from PIL import Image
+
+    images, masks = root / split / "images", root / split / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i in range(n):
+        label = np.zeros((48, 64), np.uint8)
+        label[:, 20:40] = 1
+        label[30:, :] = 2
+        if void is not None:
+            label[:4] = void
+        image = np.stack([label % 3 * 80 + rng.integers(0, 40, label.shape)] * 3, -1)
+        Image.fromarray(image.astype(np.uint8)).save(images / f"{split}{i}.png")
+        Image.fromarray(label).save(masks / f"{split}{i}.png")
+    return images, masks

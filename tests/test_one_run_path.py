@@ -3,7 +3,8 @@ One run path for both config kinds, end to end on own data (issue 25's scenario)
 folder dataset whose masks have void 11, images and masks as PNG, the classes in a text file.
 The Python folder config needs only the dataset flags (its classes and ignore value are the
 dataset's), a typo'd override stops before anything runs, and ``tools/demo.py --run OUTPUT_DIR``
-draws with the run's config, weights and class names for a Python and for a YAML run.
+draws with the run's config, weights and class names (the YAML folder config's run:
+test_readme.py's own-data example).
 """
 import json
 import os
@@ -15,31 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_folder_split
 
 CLASSES = ["road", "car", "tree"]
-
-
-def _split(root, split, n, rng):
-    images, masks = root / split / "images", root / split / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir(parents=True)
-    for i in range(n):
-        label = np.zeros((48, 64), np.uint8)
-        label[:, 20:40] = 1
-        label[30:, :] = 2
-        label[:4] = 11  # void
-        image = np.stack([label * 60 + rng.integers(0, 40, label.shape)] * 3, -1)
-        Image.fromarray(image.astype(np.uint8)).save(images / f"{split}{i}.png")
-        Image.fromarray(label).save(masks / f"{split}{i}.png")
-    return images, masks
 
 
 @pytest.fixture(scope="module")
 def folder_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("own_data")
     rng = np.random.default_rng(0)
-    train, val = _split(root, "train", 4, rng), _split(root, "val", 2, rng)
+    train, val = write_folder_split(root, "train", 4, rng, void=11), write_folder_split(
+        root, "val", 2, rng, void=11)
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     flags = []
     for name, (images, masks) in (("folder_train", train), ("folder_val", val)):
@@ -54,8 +41,8 @@ def _tool(name, *args, timeout=600):
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
 
 
-PY = os.path.join("configs", "folder", "deeplabv3_pointrend_folder.py")
-YAML = os.path.join("configs", "folder", "deeplabv3_pointrend_folder.yaml")
+PY = os.path.join(REPO_ROOT, "configs", "folder", "deeplabv3_pointrend_folder.py")
+YAML = os.path.join(REPO_ROOT, "configs", "folder", "deeplabv3_pointrend_folder.yaml")
 
 
 def test_dataset_values_come_from_the_dataset_and_disagreement_is_one_error(prefix, tmp_path):
@@ -64,7 +51,7 @@ def test_dataset_values_come_from_the_dataset_and_disagreement_is_one_error(pref
     from pointrend_seg.engine import as_run_config
 
     name = f"{prefix}_own"
-    images, masks = _split(tmp_path, "train", 1, np.random.default_rng(0))
+    images, masks = write_folder_split(tmp_path, "train", 1, np.random.default_rng(0))
     register_folder_dataset(name, str(images), str(masks), CLASSES, ignore_label=11)
     yaml = ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "MODEL.DEVICE", "cpu"]
     head = as_run_config(build_config(YAML, yaml)).settings.MODEL.SEM_SEG_HEAD
@@ -98,14 +85,14 @@ def test_a_typod_python_override_on_own_data_stops_at_once(folder_data, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [PY, YAML])
 def test_own_data_trains_with_the_dataset_flags_only_and_the_run_folder_draws(
-        folder_data, tmp_path, config):
+        folder_data, tmp_path):
+    """The Python folder config (the YAML one: test_readme.py's own-data example, which also
+    draws with demo.py --run)."""
     root, flags = folder_data
     out = tmp_path / "run"
-    budget = (["train.max_iter=4", f"train.output_dir={out}"] if config == PY else
-              ["SOLVER.MAX_ITER", "4", "SOLVER.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(out)])
-    proc = _tool("train_net.py", "--config-file", config, *flags, *budget)
+    proc = _tool("train_net.py", "--config-file", PY, *flags, "train.max_iter=4",
+                 f"train.output_dir={out}", "dataloader.train.total_batch_size=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     table = log[log.index("folder_val, per class (%):"):].splitlines()[1:5]

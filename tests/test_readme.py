@@ -16,9 +16,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import REPO_ROOT, demo_config
+from conftest import REPO_ROOT, demo_config, write_folder_split
 
 README = os.path.join(REPO_ROOT, "README.md")
 
@@ -133,26 +132,13 @@ def test_readme_demo_commands_run_as_written(checkout_like, command):
         assert any(f.endswith("_points.png") for f in written)
 
 
-def _folder_split(root, split, n, rng):
-    images, masks = root / split / "images", root / split / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir(parents=True)
-    for i in range(n):
-        label = np.zeros((48, 64), np.uint8)
-        label[:, 20:40] = 1
-        label[30:, :] = 2
-        image = np.stack([label * 80 + rng.integers(0, 40, label.shape)] * 3, -1)
-        Image.fromarray(image.astype(np.uint8)).save(images / f"{split}{i}.jpg")
-        Image.fromarray(label).save(masks / f"{split}{i}.png")
-
-
 @pytest.mark.slow
 def test_readme_own_data_example_trains_and_prints_the_per_class_table(checkout_like):
     (command,) = _commands_with("configs/folder/deeplabv3_pointrend_folder.yaml")
     rng = np.random.default_rng(0)
     data = checkout_like / "data"
-    _folder_split(data, "train", 4, rng)
-    _folder_split(data, "val", 2, rng)
+    write_folder_split(data, "train", 4, rng)
+    write_folder_split(data, "val", 2, rng)
     (data / "classes.txt").write_text("background\nroad\ncar\n")
     budget = " SOLVER.MAX_ITER 2 SOLVER.IMS_PER_BATCH 2 DATALOADER.NUM_WORKERS 0"
     proc = _run(command + budget, checkout_like)

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
-from ..config import lookup, raise_config_problems
+from ..config import check_arguments, is_int, lookup
 
 __all__ = ["POINT_HEAD_REGISTRY", "MLPPointHead", "LinearPointHead", "build_point_head"]
 
@@ -42,6 +42,14 @@ class MLPPointHead(nn.Module):
         coarse_pred_each_layer: bool,
     ):
         super().__init__()
+        hidden = is_int(num_fc) and num_fc > 0
+        check_arguments("MLPPointHead", [
+            ("MODEL.POINT_HEAD.NUM_FC", "num_fc", num_fc, is_int(num_fc) and num_fc >= 0,
+             "an integer >= 0 (hidden layers of the point head's MLP)"),
+            ("MODEL.POINT_HEAD.FC_DIM", "fc_dim", fc_dim,
+             not hidden or (is_int(fc_dim) and fc_dim >= 1),
+             f"an integer >= 1 (the width of the MLP's {num_fc} hidden layers)"),
+        ])
         self.coarse_pred_each_layer = coarse_pred_each_layer
         self.fc_layers = []
         channels = in_channels + num_classes
@@ -59,15 +67,6 @@ class MLPPointHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels):
         p = cfg.MODEL.POINT_HEAD
-        problems = []
-        if not isinstance(p.NUM_FC, int) or isinstance(p.NUM_FC, bool) or p.NUM_FC < 0:
-            problems.append(f"MODEL.POINT_HEAD.NUM_FC={p.NUM_FC!r} must be an integer >= 0 "
-                            "(hidden layers of the point head's MLP)")
-        elif p.NUM_FC > 0 and (not isinstance(p.FC_DIM, int) or isinstance(p.FC_DIM, bool)
-                               or p.FC_DIM < 1):
-            problems.append(f"MODEL.POINT_HEAD.FC_DIM={p.FC_DIM!r} must be an integer >= 1 "
-                            f"(the width of the MLP's {p.NUM_FC} hidden layers)")
-        raise_config_problems(problems)
         return {
             "in_channels": in_channels,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,

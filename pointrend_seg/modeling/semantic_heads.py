@@ -19,7 +19,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..config import ConfigError, raise_config_problems
+from ..config import check_arguments, is_int, raise_config_problems
 
 from .coarse_heads import build_coarse_head
 from .features import missing_feature_problems
@@ -58,6 +58,14 @@ class BilinearSegHead(nn.Module):
             hard_pixel_top_k: fraction of the hardest pixels the loss averages (1: plain CE).
         """
         super().__init__()
+        check_arguments(type(self).__name__, [
+            ("MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "hard_pixel_top_k", hard_pixel_top_k,
+             _is_number(hard_pixel_top_k) and 0.0 < hard_pixel_top_k <= 1.0,
+             "in (0, 1] (the share of the hardest pixels the loss averages; 1: plain "
+             "cross-entropy)"),
+            ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "ignore_value", ignore_value,
+             is_int(ignore_value), "an integer (the label value no loss counts)"),
+        ])
         self.coarse_head = coarse_head
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
@@ -66,8 +74,9 @@ class BilinearSegHead(nn.Module):
     @classmethod
     def config_problems(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
         """
-        What is wrong with this head's keys (``MODEL.SEM_SEG_HEAD.NUM_CLASSES``, ``IGNORE_VALUE``,
-        ``LOSS_TYPE``, ``HARD_PIXEL_TOP_K``), one message per problem naming keys and values.
+        What is wrong with this head's YAML keys (``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and
+        ``IGNORE_VALUE`` together, ``LOSS_TYPE``), one message per problem naming keys and
+        values; the argument values both config kinds pass are checked in the constructors.
         """
         h = cfg.MODEL.SEM_SEG_HEAD
         problems = []
@@ -84,9 +93,10 @@ class BilinearSegHead(nn.Module):
             )
         elif h.NUM_CLASSES == 0:
             problems.append(
-                "MODEL.SEM_SEG_HEAD.NUM_CLASSES=0 means the dataset's number of classes, which "
-                "pointrend_seg's tools fill in (pointrend_seg.engine.as_run_config, after the "
-                "dataset is registered): there, or set MODEL.SEM_SEG_HEAD.NUM_CLASSES")
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES=0 must be an integer >= 2 here: 0 means the "
+                "dataset's number of classes, which pointrend_seg's tools fill in "
+                "(pointrend_seg.engine.as_run_config, after the dataset is registered): build "
+                "the model there, or set MODEL.SEM_SEG_HEAD.NUM_CLASSES")
         elif not isinstance(h.NUM_CLASSES, int) or h.NUM_CLASSES < 2:
             problems.append(
                 f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={h.NUM_CLASSES!r} must be an integer >= 2 "
@@ -102,10 +112,6 @@ class BilinearSegHead(nn.Module):
             problems.append(
                 "MODEL.SEM_SEG_HEAD.LOSS_TYPE must be 'cross_entropy' or 'hard_pixel_mining', "
                 f"got {h.LOSS_TYPE!r}"
-            )
-        elif h.LOSS_TYPE == "hard_pixel_mining" and not 0.0 < h.HARD_PIXEL_TOP_K <= 1.0:
-            problems.append(
-                f"MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K must be in (0, 1], got {h.HARD_PIXEL_TOP_K}"
             )
         return problems
 
@@ -156,8 +162,8 @@ class BilinearSegHead(nn.Module):
         )
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def point_feature_names(cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
@@ -231,12 +237,25 @@ class PointRendSegHead(BilinearSegHead):
             kwargs: the arguments of :class:`BilinearSegHead`.
         """
         super().__init__(**kwargs)
-        if not oversample_ratio >= 1:
-            raise ConfigError(
-                f"MODEL.POINT_HEAD.OVERSAMPLE_RATIO must be >= 1, got {oversample_ratio}")
-        if not 0.0 <= importance_sample_ratio <= 1.0:
-            raise ConfigError("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO must be in [0, 1], "
-                              f"got {importance_sample_ratio}")
+        without = "; for a model without PointRend use MODEL.SEM_SEG_HEAD.NAME BilinearSegHead"
+        check_arguments("PointRendSegHead", [
+            ("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", "train_num_points", train_num_points,
+             is_int(train_num_points) and train_num_points >= 1,
+             "an integer >= 1 (the points of the point loss per image)" + without),
+            ("MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", "subdivision_num_points",
+             subdivision_num_points, is_int(subdivision_num_points) and subdivision_num_points >= 1,
+             "an integer >= 1 (the points re-predicted per subdivision step)" + without),
+            ("MODEL.POINT_HEAD.SUBDIVISION_STEPS", "subdivision_steps", subdivision_steps,
+             is_int(subdivision_steps) and subdivision_steps >= -1,
+             "-1 (log2 of the coarse stride: up to the input resolution) or an integer >= 0 "
+             "(0: bilinear upsampling only)"),
+            ("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", "oversample_ratio", oversample_ratio,
+             _is_number(oversample_ratio) and oversample_ratio >= 1, ">= 1 (k: k * N candidates)"),
+            ("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", "importance_sample_ratio",
+             importance_sample_ratio,
+             _is_number(importance_sample_ratio) and 0.0 <= importance_sample_ratio <= 1.0,
+             "in [0, 1] (beta: the share of the most uncertain candidates)"),
+        ])
         self.point_head = point_head
         self.in_features = list(in_features)
         self.train_num_points = train_num_points
@@ -258,21 +277,11 @@ class PointRendSegHead(BilinearSegHead):
         p = cfg.MODEL.POINT_HEAD
         problems += missing_feature_problems(cfg, "MODEL.POINT_HEAD.IN_FEATURES", p.IN_FEATURES,
                                              input_shape)
-        for key in ("TRAIN_NUM_POINTS", "SUBDIVISION_NUM_POINTS"):
-            value = p[key]
-            if not _is_int(value) or value < 1:
-                problems.append(
-                    f"MODEL.POINT_HEAD.{key}={value!r} must be an integer >= 1 (the points "
-                    + ("of the point loss per image" if key.startswith("TRAIN")
-                       else "re-predicted per subdivision step")
-                    + "); for a model without PointRend use MODEL.SEM_SEG_HEAD.NAME "
-                    "BilinearSegHead")
-        steps = p.SUBDIVISION_STEPS
-        if not _is_int(steps) or (steps < 1 and steps != -1):
+        if p.SUBDIVISION_STEPS == 0:  # a YAML config names the model without PointRend
             problems.append(
-                f"MODEL.POINT_HEAD.SUBDIVISION_STEPS={steps!r} must be -1 (log2 of the coarse "
-                "stride: up to the input resolution) or an integer >= 1; for a model without "
-                "PointRend use MODEL.SEM_SEG_HEAD.NAME BilinearSegHead")
+                "MODEL.POINT_HEAD.SUBDIVISION_STEPS=0 must be -1 (log2 of the coarse stride: up "
+                "to the input resolution) or an integer >= 1; for a model without PointRend "
+                "use MODEL.SEM_SEG_HEAD.NAME BilinearSegHead")
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         point_classes = p.get("NUM_CLASSES", None)
         if point_classes is not None and point_classes != num_classes:
