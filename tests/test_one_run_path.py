@@ -108,6 +108,15 @@ def test_own_data_trains_with_the_dataset_flags_only_and_the_run_folder_draws(
     assert sorted(os.listdir(pictures)) == ["masks", "val0.png"]
     mask = np.asarray(Image.open(pictures / "masks" / "val0.png"))
     assert mask.shape == (48, 64) and mask.max() < len(CLASSES)
+    # export_model.py --run reads the same (what it exports: test_export.py)
+    import export_model
+    from pointrend_seg.engine.cli import config_from_args
+
+    args = export_model.parse_args(["--run", str(out), "--output", str(tmp_path / "exported")])
+    run, weights, named = config_from_args(args, device="cpu")
+    assert export_model.class_names(run, args, named) == CLASSES
+    assert weights == str(out / "model_final.pth") and run.settings.MODEL.DEVICE == "cpu"
+    assert run.settings.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 11
 
 
 def test_run_folder_config_is_data(tmp_path):

@@ -8,9 +8,11 @@ appear, and warnings for suspicious labels (0/255 binary masks, a high ignored f
     tools/check_dataset.py voc_2012_sem_seg_train voc_2012_sem_seg_val
     tools/check_dataset.py --register-folder cracks img/ masks/ background,crack --label-map 255:1
     tools/check_dataset.py --config-file CFG            # DATASETS.TRAIN and DATASETS.TEST of CFG
+    tools/check_dataset.py --config-file CFG.py         # a Python config: its dataloader's sets
 
-Classes and ignore label come from each dataset's metadata, or with --config-file from the
-model (MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE, checked against the metadata first).
+Classes and ignore label come from each dataset's metadata, or with --config-file (either kind,
+read as training reads it) from the model (MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE, or
+the Python config's mappers), checked against the metadata first.
 Results are cached (~/.cache/pointrend_seg/dataset_checks, or --cache-dir) by file path,
 modification time and size: checking an unchanged dataset again reads no image.
 tools/train_net.py runs the same check at its start (DATASETS.CHECK.*).
@@ -34,9 +36,9 @@ import pointrend_seg  # noqa: F401  (first: registers the components, imports De
 
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, build_config
+from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, load_any_config
 from pointrend_seg.data import check_dataset
-from pointrend_seg.data.dataset_check import mapper_resizes
+from pointrend_seg.engine import as_run_config
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_register_folder_argument,
@@ -109,8 +111,9 @@ def main(argv=None):
     cfg = None
     if args.opts and not args.config_file:
         argument_parser().error(f"config overrides {args.opts} need --config-file")
-    if args.config_file:
-        cfg = build_config(args.config_file, args.opts)
+    if args.config_file:  # either kind, read as training reads it
+        run = as_run_config(load_any_config(args.config_file, args.opts))
+        cfg = run.settings
         if not names:
             names = list(dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)))
     if not names:
@@ -126,7 +129,7 @@ def main(argv=None):
     if cfg is not None:
         options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                        ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-                       resizes=mapper_resizes(cfg))
+                       resizes=run.resizes())
     if args.max_image_pixels is not None:
         options["max_image_pixels"] = args.max_image_pixels
     elif cfg is not None:
