@@ -6,7 +6,6 @@ dataset's), a typo'd override stops before anything runs, and ``tools/demo.py --
 draws with the run's config, weights and class names (the YAML folder config's run:
 test_readme.py's own-data example).
 """
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, write_folder_split
@@ -97,8 +97,9 @@ def test_own_data_trains_with_the_dataset_flags_only_and_the_run_folder_draws(
     log = proc.stdout + proc.stderr
     table = log[log.index("folder_val, per class (%):"):].splitlines()[1:5]
     assert [row.split()[0] for row in table] == ["class"] + CLASSES  # 3 classes, 11 ignored
-    with open(out / "run.json") as f:
-        assert json.load(f)["classes"] == CLASSES
+    # the class names travel with the model
+    assert torch.load(out / "model_final.pth", weights_only=True)["model_info"]["classes"] == \
+        CLASSES
     # a fresh process with no dataset registered: the run folder is enough
     pictures = tmp_path / "pictures"
     image = root / "val" / "images" / "val0.png"
@@ -113,8 +114,8 @@ def test_own_data_trains_with_the_dataset_flags_only_and_the_run_folder_draws(
     from pointrend_seg.engine.cli import config_from_args
 
     args = export_model.parse_args(["--run", str(out), "--output", str(tmp_path / "exported")])
-    run, weights, named = config_from_args(args, device="cpu")
-    assert export_model.class_names(run, args, named) == CLASSES
+    run, weights = config_from_args(args, device="cpu")
+    assert export_model.class_names(run, args, weights) == CLASSES
     assert weights == str(out / "model_final.pth") and run.settings.MODEL.DEVICE == "cpu"
     assert run.settings.MODEL.SEM_SEG_HEAD.IGNORE_VALUE == 11
 
@@ -126,9 +127,6 @@ def test_run_folder_config_is_data(tmp_path):
     from pointrend_seg.engine.run_folder import load_run_folder
 
     marker = tmp_path / "pwned"
-    (tmp_path / "run.json").write_text(json.dumps({"kind": "python", "classes": CLASSES,
-                                                   "colors": [[0, 0, 0]] * 3}))
-    (tmp_path / "model_final.pth").write_bytes(b"")
     for target in ("os.system", "builtins.exec", "torch.load", "detectron2.model_zoo.get",
                    "pointrend_seg.engine.trainer.Trainer"):
         (tmp_path / "config.yaml").write_text(
@@ -136,8 +134,28 @@ def test_run_folder_config_is_data(tmp_path):
         with pytest.raises(ConfigError, match=f"may not name .*{target}"):
             load_run_folder(str(tmp_path))
     assert not marker.exists()
-    (tmp_path / "run.json").write_text("[1, 2]")
-    with pytest.raises(ConfigError, match="run.json is not a run description"):
+    (tmp_path / "config.yaml").write_text("model: {}\ntrain: {}\n")
+    with pytest.raises(ConfigError, match="no model_final.pth and no last_checkpoint"):
         load_run_folder(str(tmp_path))
-    with pytest.raises(ConfigError, match="no run.json there"):
+    with pytest.raises(ConfigError, match="no config.yaml there"):
         load_run_folder(str(tmp_path / "nothing"))
+
+
+def test_checkpoint_class_names_must_fit_the_model(tmp_path):
+    import export_model
+    from pointrend_seg.config import ConfigError
+    from pointrend_seg.engine.cli import class_names_for, config_from_args
+
+    weights = tmp_path / "model.pth"
+    torch.save({"model": {}, "model_info": {"classes": CLASSES, "colors": [[0, 0, 0]] * 3}},
+               weights)
+    args = export_model.parse_args([
+        "--config-file", os.path.join(REPO_ROOT, "configs", "demo",
+                                      "deeplabv3_pointrend_synthetic.yaml"),
+        "--weights", str(weights), "--output", str(tmp_path / "out")])
+    run, got = config_from_args(args, device="cpu")
+    assert got == str(weights)
+    with pytest.raises(ConfigError, match="names 3 classes, the config's model has 5"):
+        class_names_for(run, args, got)
+    args.classes = "a,b,c,d,e"  # given names win
+    assert class_names_for(run, args, got)[0] == ["a", "b", "c", "d", "e"]

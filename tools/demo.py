@@ -23,7 +23,8 @@ of its predictions.
     masks/STEM/N.png   classes; frame N of a video), a mask folder that --register-folder reads
 
 Class names come from --classes, else from the --dataset or --register-folder dataset, else from
-the --run folder (its run.json), else from the config's DATASETS.TEST / DATASETS.TRAIN metadata;
+the checkpoint (those it was trained with: tools/train_net.py writes them into every checkpoint),
+else from the config's DATASETS.TEST / DATASETS.TRAIN metadata;
 they are checked before the model runs, and their number must be the model's classes.
 
 Memory follows the model's input, not the file: an image file of more than --max-image-pixels
@@ -344,16 +345,16 @@ def _scaled_nearest(labels, shape):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
-    run, weights, named = config_from_args(args)  # --config-file, or a --run folder
+    run, weights = config_from_args(args)  # --config-file, or a --run folder
     view = run.settings  # the settings read below
-    if not (weights or view.MODEL.WEIGHTS):
+    if not weights:
         raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. --run "
                           "OUTPUT_DIR, --weights output/model_final.pth or MODEL.WEIGHTS "
                           "output/model_final.pth (Python configs: "
                           "train.init_checkpoint=output/model_final.pth)")
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
-    names, colors = class_names_for(run, args, named, [args.dataset] if args.dataset else [])
+    names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])
     refuse_inputs_as_outputs(args, jobs, dataset_dicts)
     os.makedirs(args.output, exist_ok=True)
     predictor = build_predictor(run, weights=weights, partial_weights=args.partial_weights)

@@ -4,8 +4,8 @@ Export a model (DeepLabV3 + PointRend, subdivision included) to ONNX and to a to
 and check the exported files against the eager model.
 
     tools/export_model.py --config-file CFG --output exported/ MODEL.WEIGHTS model.pth
-    tools/export_model.py --run output/my_data --output exported/   # a run folder: its config,
-                                                   # model_final.pth and class names
+    tools/export_model.py --run output/my_data --output exported/   # a run folder: its config
+                                                   # and model_final.pth (with the class names)
     tools/export_model.py --config-file CFG --output exported/ --format onnx \\
         --check-size 512x1024 --check-size 777x1203 --check-image val/a.png MODEL.WEIGHTS model.pth
 
@@ -135,12 +135,12 @@ def check_inputs(args, cfg):
     return inputs
 
 
-def class_names(run, args, named=None):
-    """The model's class names (--classes, --register-folder, the --run folder's, the config's
+def class_names(run, args, weights=None):
+    """The model's class names (--classes, --register-folder, the checkpoint's, the config's
     datasets), or None: export does not need them, but export.json is where a deployment finds
     them."""
     try:
-        return class_names_for(run, args, named)[0]
+        return class_names_for(run, args, weights)[0]
     except ConfigError as e:
         logger.warning("export.json will have no class names (give them with --classes a,b,c "
                        "or a text file, or --register-folder as for training): %s", e)
@@ -162,10 +162,9 @@ def main(argv=None) -> int:
     setup_logger(name="pointrend_seg")
     try:
         # exported on CPU; the ONNX / program runs anywhere
-        run, weights, named = config_from_args(args, device="cpu")
+        run, weights = config_from_args(args, device="cpu")
         cfg = run.settings  # the settings read below
-        weights = cfg.MODEL.WEIGHTS if weights is None else weights
-        names = class_names(run, args, named)
+        names = class_names(run, args, weights)
         inputs = check_inputs(args, cfg)
         if not inputs:
             raise ExportError("--check-size or --check-image must give at least one input "

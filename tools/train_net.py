@@ -74,8 +74,9 @@ failure first saves the last finished iteration as a checkpoint. The check is ca
 
 Own data stated once: configs/folder/deeplabv3_pointrend_folder.{yaml,py} take the number of
 classes and the ignore value from the first training set (its class file, --ignore-value).
-The run folder describes itself (config.yaml, run.json with the class names, checkpoints):
-tools/demo.py --run OUTPUT_DIR and tools/export_model.py --run OUTPUT_DIR need nothing else.
+The run folder describes itself (config.yaml; checkpoints that carry the class names and colours
+as model_info): tools/demo.py --run OUTPUT_DIR and tools/export_model.py --run OUTPUT_DIR need
+nothing else.
 """
 import logging
 import sys
@@ -88,7 +89,7 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import load_any_config
 from pointrend_seg.engine import Trainer, as_run_config, launch, load_inference_model, prepare_run
-from pointrend_seg.engine.run_folder import claim_before_writing, describe_run_folder
+from pointrend_seg.engine.run_folder import claim_before_writing
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_partial_weights_argument,
@@ -143,8 +144,6 @@ def main(args):
     # Before anything is written into OUTPUT_DIR: one writer, and a checkpoint that fits.
     claim_before_writing(run, resume=args.resume)
     setup(args, run)
-    if comm.is_main_process():
-        describe_run_folder(run)  # run.json: the class names, for demo.py / export_model.py --run
     if args.eval_only:  # the model and its weights first, then the datasets
         model = load_inference_model(run, resume=args.resume,
                                      partial_weights=args.partial_weights)

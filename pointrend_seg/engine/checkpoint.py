@@ -74,6 +74,7 @@ __all__ = [
     "atomic_write",
     "load_model_zoo_pkl",
     "load_weights_only",
+    "read_model_info",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,22 @@ def load_weights_only(filename):
         reason = what if refused else f"{type(e).__name__}: {first_line}"
         raise CheckpointReadError(
             f"cannot read checkpoint {filename} (truncated or corrupt?): {reason}") from None
+
+
+def read_model_info(filename) -> dict:
+    """The ``model_info`` a checkpoint of ours carries (class names and colours; see
+    :class:`SafeCheckpointer`), read without loading its tensors (``weights_only``, memory-mapped);
+    {} for a file without it or that is not a readable local ``.pth`` (loading the weights reports
+    what is wrong with it)."""
+    path = _opened_path(str(filename))
+    if not (path.endswith((".pth", ".pt")) and os.path.isfile(path)):
+        return {}
+    try:
+        info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
+            "model_info", {})
+    except Exception:
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _torch_reason(error) -> str:
@@ -409,6 +426,9 @@ class SafeCheckpointer(DetectionCheckpointer):
             by nature and keeps the default, False.
 
     Attributes:
+        model_info (dict): saved in every checkpoint as ``model_info`` (the trainer's: the class
+            names and colours, ``{"classes": [...], "colors": [[r, g, b], ...]}``), so that they
+            travel with the model (:func:`read_model_info`).
         confirm_with_next_loss (bool): hold each saved checkpoint back (written, not yet under
             its name nor in ``last_checkpoint``) until :meth:`confirm_pending`; the trainer calls
             it once the next iteration's loss is finite, or :meth:`discard_pending` if it is not.
@@ -422,6 +442,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         self._loading_path = None
         self.confirm_with_next_loss = False
         self._pending = None  # (PendingWrite, basename)
+        self.model_info = {}
 
     # ---- saving --------------------------------------------------------------------------
     def _is_local(self):
@@ -446,6 +467,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
+        if self.model_info:
+            data["model_info"] = dict(self.model_info)
         bad = _non_finite_tensors(data)
         if bad:
             self.logger.error(

@@ -254,8 +254,8 @@ def add_config_arguments(parser):
     source.add_argument("--config-file", help="the model's config (YAML; or Python: code, "
                         "loading runs it)")
     source.add_argument("--run", metavar="OUTPUT_DIR",
-                        help="a run folder of tools/train_net.py: its config.yaml, its "
-                        "model_final.pth (or --weights) and its class names (run.json)")
+                        help="a run folder of tools/train_net.py: its config.yaml and its "
+                        "model_final.pth (or --weights), which carries the class names")
     parser.add_argument("--weights", help="the checkpoint to load (default: the config's "
                         "MODEL.WEIGHTS / train.init_checkpoint; with --run its model_final.pth)")
     return parser
@@ -263,9 +263,10 @@ def add_config_arguments(parser):
 
 def config_from_args(args, device=None):
     """
-    (run config, weights, (names, colours) of a ``--run`` folder or None) of a tool with
-    :func:`add_config_arguments`; the ``--register-folder`` datasets registered first (a Python
-    config takes its classes from them); ``device``: run the model there (e.g. "cpu").
+    (run config, weights) of a tool with :func:`add_config_arguments`; the ``--register-folder``
+    datasets registered first (a Python config takes its classes from them); ``device``: run the
+    model there (e.g. "cpu"). ``weights``: ``--weights``, the ``--run`` folder's checkpoint, else
+    the config's (``MODEL.WEIGHTS`` / ``train.init_checkpoint``).
     """
     from ..config import load_any_config
     from .run_config import as_run_config
@@ -274,9 +275,8 @@ def config_from_args(args, device=None):
     registered_datasets(args)
     python = (args.config_file or "").endswith(".py")
     opts = list(getattr(args, "opts", []))
-    named = None
     if args.run:
-        cfg, *named, weights = load_run_folder(args.run, args.weights, opts)
+        cfg, weights = load_run_folder(args.run, args.weights, opts)
         if device and hasattr(cfg, "MODEL"):
             cfg.MODEL.DEVICE = device
     else:
@@ -288,18 +288,34 @@ def config_from_args(args, device=None):
         cfg.train.device = device
     if hasattr(cfg, "MODEL"):
         cfg.freeze()
-    return as_run_config(cfg), weights, named
+    run = as_run_config(cfg)
+    return run, run.settings.MODEL.WEIGHTS if weights is None else weights
 
 
-def class_names_for(run, args, named=None, dataset_names=()):
-    """(names, colours) of ``run`` (a config of either kind) for a tool's pictures or export: ``--classes`` / ``--register-folder``
-    when given, else those of the ``--run`` folder (``named``), else the datasets'
-    (:func:`class_names_from_args`)."""
+def class_names_for(run, args, weights=None, dataset_names=()):
+    """
+    (names, colours) of ``run`` (a config of either kind) for a tool's pictures or export:
+    ``--classes``, the ``--register-folder`` / ``dataset_names`` datasets, else those the
+    checkpoint ``weights`` carries (``model_info``, written by the trainer), else the config's
+    datasets (:func:`class_names_from_args`).
+
+    Raises:
+        ConfigError: the checkpoint's names are not as many as the model's classes.
+    """
+    from .checkpoint import read_model_info
     from .run_config import as_run_config
 
-    if named and not (getattr(args, "classes", None) or getattr(args, "register_folder", None)):
-        return tuple(named)
-    return class_names_from_args(as_run_config(run).settings, args, dataset_names)[:2]
+    settings = as_run_config(run).settings
+    given = (getattr(args, "classes", None) or getattr(args, "register_folder", None)
+             or list(dataset_names))
+    info = read_model_info(weights) if weights and not given else {}
+    if info.get("classes"):
+        names, num_classes = list(info["classes"]), settings.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        if len(names) != num_classes:
+            raise ConfigError(f"{weights} names {len(names)} classes, the config's model has "
+                              f"{num_classes}: a checkpoint of another model?")
+        return names, [tuple(int(v) for v in c) for c in info["colors"]]
+    return class_names_from_args(settings, args, dataset_names)[:2]
 
 
 def registered_datasets(args):

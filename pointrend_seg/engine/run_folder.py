@@ -282,8 +282,6 @@ def claim_before_writing(cfg, *, resume: bool) -> None:
 
 
 # ---- a run folder describes itself -----------------------------------------------------------
-RUN_FILE = "run.json"
-
 # The callables a Python run's saved config may name when it is read back (--run): classes and
 # functions of the modules that make models, mappers, loaders, optimizers and schedules - nothing
 # that reads files or runs commands. Data is never code: a name outside these packages is not
@@ -309,25 +307,6 @@ def _allowed_target(name: str) -> bool:
             and bool(_MODULES.match(getattr(obj, "__module__", "") or "")))
 
 
-def describe_run_folder(run) -> None:
-    """Write ``OUTPUT_DIR/run.json`` (main process): the config kind and the class names and
-    colours of the run's datasets, so that ``tools/demo.py --run`` / ``tools/export_model.py
-    --run`` need nothing else. The config itself is Detectron2's ``OUTPUT_DIR/config.yaml``."""
-    from ..config import ConfigError
-    from ..data import class_names_and_colors
-    from .checkpoint import atomic_write
-
-    try:
-        names, colors, _ = class_names_and_colors(run.settings)
-    except ConfigError as e:
-        logger.warning(f"no {RUN_FILE} (--run needs the class names): {e}")
-        return
-    data = {"kind": "yaml" if run.config is run.settings else "python",
-            "classes": list(names), "colors": [list(map(int, c)) for c in colors]}
-    atomic_write(os.path.join(run.settings.OUTPUT_DIR, RUN_FILE),
-                 lambda f: f.write(json.dumps(data, indent=1).encode()))
-
-
 def _targets(node):
     if isinstance(node, dict):
         if "_target_" in node:
@@ -340,14 +319,16 @@ def _targets(node):
 
 def load_run_folder(folder: str, weights: Optional[str] = None, opts=()):
     """
-    (config, class names, colours, weights) of a run folder written by ``tools/train_net.py``:
-    its ``config.yaml`` with the overrides ``opts`` (a YAML run's: read as any YAML config; a
-    Python run's: read as data, its ``_target_`` callables limited to those of models, mappers,
-    loaders and schedules), its ``run.json`` names and colours, and ``weights`` (default:
-    ``model_final.pth``, else the checkpoint ``last_checkpoint`` names).
+    (config, weights) of a run folder written by ``tools/train_net.py``: its ``config.yaml``
+    with the overrides ``opts`` - a YAML run's read as any YAML config, a Python run's (lower-case
+    ``model`` / ``train`` keys) read as data, its ``_target_`` callables limited to those of
+    models, mappers, loaders and schedules - and ``weights`` (default: ``model_final.pth``, else
+    the checkpoint ``last_checkpoint`` names). The class names travel in the checkpoints
+    (``model_info``).
 
     Raises:
-        ConfigError: a file missing or not of a run folder, naming it.
+        ConfigError: no config.yaml or checkpoint there, or a callable a run folder may not
+            name, naming the folder.
     """
     from omegaconf import OmegaConf
 
@@ -355,23 +336,14 @@ def load_run_folder(folder: str, weights: Optional[str] = None, opts=()):
 
     from ..config import ConfigError, build_config, check_python_overrides, load_yaml_config
 
-    def path(name):
-        p = os.path.join(folder, name)
-        if not os.path.isfile(p):
-            raise ConfigError(f"--run {folder}: no {name} there (a run folder of "
-                              "tools/train_net.py has config.yaml, run.json and checkpoints)")
-        return p
-
-    try:
-        with open(path(RUN_FILE), encoding="utf-8") as f:
-            described = json.load(f)
-        names, colors = list(described["classes"]), [tuple(c) for c in described["colors"]]
-        python = described["kind"] == "python"
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--run {folder}: {RUN_FILE} is not a run description ({e})") from None
-    if python:
-        config = OmegaConf.create(load_yaml_config(path("config.yaml")))
-        check_python_overrides(config, opts, path("config.yaml"))
+    path = os.path.join(folder, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"--run {folder}: no config.yaml there (not a run folder of "
+                          "tools/train_net.py)")
+    data = load_yaml_config(path)
+    if {"model", "train"} & set(data):  # a Python (LazyConfig) run's, saved by LazyConfig.save
+        config = OmegaConf.create(data)
+        check_python_overrides(config, opts, path)
         config = LazyConfig.apply_overrides(config, list(opts))
         bad = sorted({t for t in _targets(OmegaConf.to_container(config))
                       if not _allowed_target(t)})
@@ -379,11 +351,11 @@ def load_run_folder(folder: str, weights: Optional[str] = None, opts=()):
             raise ConfigError(f"--run {folder}: config.yaml names callables a run folder may not "
                               f"name (not loaded): {', '.join(bad[:5])}")
     else:
-        config = build_config(path("config.yaml"), opts)
+        config = build_config(path, opts)
     if weights is None:
         final = os.path.join(folder, "model_final.pth")
         weights = final if os.path.isfile(final) else _resume_checkpoint_file(folder)
         if weights is None:
             raise ConfigError(f"--run {folder}: no model_final.pth and no last_checkpoint: "
                               "give --weights")
-    return config, names, colors, weights
+    return config, weights

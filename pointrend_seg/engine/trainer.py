@@ -16,7 +16,8 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 
-from ..data import BadInputError
+from ..config import ConfigError
+from ..data import BadInputError, class_names_and_colors
 from .checkpoint import SafeCheckpointer
 from .config_checks import check_solver_config
 from .evaluation import build_sem_seg_evaluators, build_test_loader, evaluate
@@ -29,6 +30,16 @@ from .train_step import LossSpikeGuard, NonFiniteLossError, TrainStep, training_
 __all__ = ["Trainer", "TrainingInterrupted"]
 
 logger = logging.getLogger(__name__)
+
+
+def model_info(cfg) -> dict:
+    """What travels with the model in its checkpoints: the class names and colours of the run's
+    datasets (``{"classes": [...], "colors": [[r, g, b], ...]}``; {} when they have none)."""
+    try:
+        names, colors, _ = class_names_and_colors(cfg)
+    except ConfigError:
+        return {}
+    return {"classes": list(names), "colors": [[int(v) for v in c] for c in colors]}
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -67,6 +78,7 @@ class Trainer(TrainerBase):
         self.train_step.advice = run.advice
         self.checkpointer = SafeCheckpointer(self.model, cfg.OUTPUT_DIR,
                                              trainer=weakref.proxy(self))
+        self.checkpointer.model_info = model_info(cfg)
         self.resume = ExactResume(self.train_step, data_loader, self.scheduler, seed=cfg.SEED,
                                   log_period=cfg.SOLVER.LOG_PERIOD)
         self.loss_guard = LossSpikeGuard()
