@@ -72,6 +72,9 @@ def test_dataset_values_come_from_the_dataset_and_disagreement_is_one_error(pref
     with pytest.raises(ConfigError, match="NUM_CLASSES=0 takes the dataset's value"):
         as_run_config(build_config(YAML, ["DATASETS.TRAIN", "('nowhere',)", "MODEL.DEVICE",
                                           "cpu"]))
+    with pytest.raises(ConfigError, match=r"dataset.num_classes=None takes the dataset's value, "
+                                          r"but dataset 'nowhere' has no stuff_classes"):
+        as_run_config(load_any_config(PY, ["dataloader.train.dataset.names=[nowhere]"]))
 
 
 def test_a_typod_python_override_on_own_data_stops_at_once(folder_data, tmp_path):
@@ -159,3 +162,18 @@ def test_checkpoint_class_names_must_fit_the_model(tmp_path):
         class_names_for(run, args, got)
     args.classes = "a,b,c,d,e"  # given names win
     assert class_names_for(run, args, got)[0] == ["a", "b", "c", "d", "e"]
+
+
+def test_a_gpu_run_folder_is_read_for_the_cpu(tmp_path):
+    """export_model.py --run on a CPU machine: the run's config.yaml says MODEL.DEVICE cuda
+    (trained on a GPU); the device is an override of the read, not set afterwards (before: the
+    YAML reader refused the CUDA device first on a machine without one)."""
+    from pointrend_seg.engine.run_folder import load_run_folder
+
+    (tmp_path / "config.yaml").write_text("MODEL:\n  DEVICE: cuda\n")
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    config, weights = load_run_folder(str(tmp_path), device="cpu")
+    assert config.MODEL.DEVICE == "cpu" and weights == str(tmp_path / "model_final.pth")
+    (tmp_path / "config.yaml").write_text("model: {}\ntrain: {device: cuda}\n")
+    config, _ = load_run_folder(str(tmp_path), device="cpu")
+    assert config.train.device == "cpu"

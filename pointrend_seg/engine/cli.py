@@ -273,19 +273,15 @@ def config_from_args(args, device=None):
     from .run_folder import load_run_folder
 
     registered_datasets(args)
-    python = (args.config_file or "").endswith(".py")
     opts = list(getattr(args, "opts", []))
     if args.run:
-        cfg, weights = load_run_folder(args.run, args.weights, opts)
-        if device and hasattr(cfg, "MODEL"):
-            cfg.MODEL.DEVICE = device
+        cfg, weights = load_run_folder(args.run, args.weights, opts, device=device)
     else:
         weights = args.weights
-        if device:
+        if device:  # an override, so that a YAML config's CUDA device is not refused first
+            python = args.config_file.endswith(".py")
             opts += [f"train.device={device}"] if python else ["MODEL.DEVICE", device]
         cfg = load_any_config(args.config_file, opts)
-    if device and not hasattr(cfg, "MODEL"):
-        cfg.train.device = device
     if hasattr(cfg, "MODEL"):
         cfg.freeze()
     run = as_run_config(cfg)

@@ -20,7 +20,6 @@ from detectron2.utils import comm
 from ..data.dataset_check import (
     DatasetReport,
     check_dataset,
-    mapper_resizes,
     raise_dataset_problems,
 )
 
@@ -32,15 +31,15 @@ logger = logging.getLogger(__name__)
 _ERROR_ROWS = 50
 
 
-def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True, resizes=None
+def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = True
                        ) -> Dict[str, DatasetReport]:
     """
     Check the datasets ``names`` against the model's classes and ignore label (collective: call
     it on every process). Returns ``{name: report}`` ({} when ``DATASETS.CHECK.ENABLED`` is off).
 
     Args:
-        resizes: the mappers' smallest resizes (default: ``cfg``'s INPUT keys,
-            :func:`~pointrend_seg.data.dataset_check.mapper_resizes`).
+        resizes: the smallest resizes of the run's mappers (``RunConfig.resizes``): what a
+            "degenerate image" is tested against.
         report: log the reports and write ``OUTPUT_DIR/dataset_check.json`` (and
             ``skipped_samples.json``); False for a repeated check of datasets already reported.
 
@@ -60,7 +59,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, report: bool = True, resize
                 ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                 num_workers=check.NUM_WORKERS or None, cache_dir=check.CACHE_DIR or None,
                 max_ignored_fraction=check.MAX_IGNORED_FRACTION, progress=report,
-                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, resizes=mapper_resizes(cfg) if resizes is None else resizes,
+                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, resizes=resizes,
             )
             for name in names
         ]

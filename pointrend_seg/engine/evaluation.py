@@ -14,7 +14,7 @@ from detectron2.evaluation import DatasetEvaluators, inference_on_dataset, print
 from detectron2.utils import comm
 
 from ..config import ConfigError
-from ..data import GroundTruthReader, SemSegDatasetMapper
+from ..data import GroundTruthReader
 from ..evaluation import (
     BoundaryEvaluator,
     SegmentationEvaluator,
@@ -76,11 +76,10 @@ def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> SemSegEva
     return SemSegEvaluators(evaluators, output_folder)
 
 
-def build_test_loader(cfg, dataset_name, skipped=frozenset(), mapper=None):
-    """Detectron2's test loader with ``mapper`` (default: our mapper of ``cfg``), without the
+def build_test_loader(cfg, dataset_name, mapper, skipped=frozenset()):
+    """Detectron2's test loader of ``dataset_name`` with the run's test ``mapper``, without the
     samples whose image is in ``skipped`` (those the dataset check found problems in,
     ``DATASETS.CHECK.SKIP_BAD``)."""
-    mapper = mapper if mapper is not None else SemSegDatasetMapper(cfg, False)
     if not skipped:
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
     dicts = without_images(DatasetCatalog.get(dataset_name), skipped)

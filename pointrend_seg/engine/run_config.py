@@ -102,7 +102,9 @@ class PythonRunConfig(RunConfig):
         themselves are ours for each test set (their dataset and folder follow the run).
 
         Raises:
-            ConfigError: ``dataloader.evaluator`` names other evaluators than ours."""
+            ConfigError: the places of the classes or of the ignore value disagree;
+                ``dataloader.evaluator`` names other evaluators than ours."""
+        _check_agreement(cfg)
         t, loaders = cfg.train, cfg.get("dataloader", {})
         s = build_config("", ["MODEL.DEVICE", str(t.device)])
         s.OUTPUT_DIR, s.SEED = str(t.output_dir), int(t.seed)
@@ -141,7 +143,6 @@ class PythonRunConfig(RunConfig):
                 "every test set with SegmentationEvaluator (+ BoundaryEvaluator, whose presence "
                 "and tolerances dataloader.evaluator sets); evaluate others in your own script")
         boundary = [e for e, k in zip(evaluators, kinds) if k == "BoundaryEvaluator"]
-        _check_agreement(cfg)
         s.TEST.BOUNDARY_EVAL.ENABLED = bool(boundary)
         if boundary:
             s.TEST.BOUNDARY_EVAL.BF_TOLERANCE = float(boundary[0].bf_tolerance)
@@ -190,29 +191,45 @@ def _dataset_names(loader):
     return tuple(dataset.names) if "names" in dataset else ()
 
 
+def _dataset_values(names, unset) -> dict:
+    """
+    ``{"num_classes": ..., "ignore_value": ...}`` of the first dataset of ``names`` from its
+    metadata (``len(stuff_classes)``, ``ignore_label``; None where it has no such field).
+    ``unset``: ``{key: how the config states it, e.g. "MODEL.SEM_SEG_HEAD.NUM_CLASSES=0"}``, the
+    keys the config leaves to the dataset; one the metadata lacks is a ConfigError.
+    """
+    name = names[0] if names else None
+    meta = MetadataCatalog.get(name) if name else None
+    classes = meta.get("stuff_classes", None) if meta else None
+    found = {"num_classes": len(classes) if classes else None,
+             "ignore_value": meta.get("ignore_label", None) if meta else None}
+    for key, stated in unset.items():
+        if found[key] is None:
+            field = "stuff_classes" if key == "num_classes" else "ignore_label"
+            raise ConfigError(
+                f"{stated} takes the dataset's value, but dataset {name!r} has no {field} in "
+                f"its metadata: register it (e.g. --register-folder) or set "
+                f"{stated.split('=')[0]}")
+    return found
+
+
 def _with_dataset_values(cfg: CfgNode) -> CfgNode:
     """A YAML config with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 / ``IGNORE_VALUE`` -1 ("the
-    dataset's") given its first training (else test) dataset's values: a frozen copy."""
+    dataset's") given its first training (else test) dataset's values: a frozen copy. A set value
+    is checked against the datasets at the start of the run (``check_dataset_config``)."""
     head = cfg.MODEL.SEM_SEG_HEAD
-    if head.NUM_CLASSES != 0 and head.IGNORE_VALUE != -1:
+    unset = {key: f"MODEL.SEM_SEG_HEAD.{name}={value}"
+             for key, name, value in (("num_classes", "NUM_CLASSES", 0),
+                                      ("ignore_value", "IGNORE_VALUE", -1))
+             if head[name] == value}
+    if not unset:
         return cfg
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    meta = MetadataCatalog.get(names[0]) if names else None
-    classes = meta.get("stuff_classes", None) if meta else None
-    ignore = meta.get("ignore_label", None) if meta else None
-    for key, unset, found, field in (("NUM_CLASSES", 0, classes, "stuff_classes"),
-                                     ("IGNORE_VALUE", -1, ignore, "ignore_label")):
-        if head[key] == unset and found is None:
-            raise ConfigError(
-                f"MODEL.SEM_SEG_HEAD.{key}={unset} takes the dataset's value, but dataset "
-                f"{names[0] if names else None!r} has no {field} in its metadata: register it "
-                f"(e.g. --register-folder) or set MODEL.SEM_SEG_HEAD.{key}")
+    found = _dataset_values(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), unset)
     cfg = cfg.clone()
     cfg.defrost()
-    if head.NUM_CLASSES == 0:
-        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(classes)
-    if head.IGNORE_VALUE == -1:
-        cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = int(ignore)
+    for key in unset:
+        cfg.MODEL.SEM_SEG_HEAD["NUM_CLASSES" if key == "num_classes" else "IGNORE_VALUE"] = \
+            int(found[key])
     cfg.freeze()
     return cfg
 
@@ -225,24 +242,15 @@ def _fill_dataset_values(cfg) -> None:
     loaders = cfg.get("dataloader", {})
     names = [n for split in ("train", "test") if split in loaders
              for n in _dataset_names(loaders[split])]
-    meta = MetadataCatalog.get(names[0]) if names else None
-    from_meta = {
-        "num_classes": len(meta.stuff_classes) if meta and meta.get("stuff_classes", None)
-        else None,
-        "ignore_value": meta.get("ignore_label", None) if meta else None,
-    }
-    for key, found in from_meta.items():
-        value = cfg.dataset.get(key, None)
-        if value is None and found is None:
+    unset = {key: f"dataset.{key}=None" for key in ("num_classes", "ignore_value")
+             if cfg.dataset.get(key, None) is None}
+    found = _dataset_values(names, unset)
+    for key, value in found.items():
+        if key in unset:
+            cfg.dataset[key] = value
+        elif value is not None and cfg.dataset[key] != value:
             raise ConfigError(
-                f"dataset.{key} is not set and dataset {names[0] if names else None!r} has no "
-                f"{'stuff_classes' if key == 'num_classes' else 'ignore_label'} in its metadata:"
-                f" register it (e.g. --register-folder) or set dataset.{key}=...")
-        if value is None:
-            cfg.dataset[key] = found
-        elif found is not None and value != found:
-            raise ConfigError(
-                f"dataset.{key}={value} but dataset {names[0]!r} has {found} "
+                f"dataset.{key}={cfg.dataset[key]} but dataset {names[0]!r} has {value} "
                 f"({'classes' if key == 'num_classes' else 'as its ignore label'}): leave "
                 f"dataset.{key} out to take the dataset's")
 

@@ -317,10 +317,11 @@ def _targets(node):
             yield from _targets(value)
 
 
-def load_run_folder(folder: str, weights: Optional[str] = None, opts=()):
+def load_run_folder(folder: str, weights: Optional[str] = None, opts=(), device=None):
     """
     (config, weights) of a run folder written by ``tools/train_net.py``: its ``config.yaml``
-    with the overrides ``opts`` - a YAML run's read as any YAML config, a Python run's (lower-case
+    with the overrides ``opts`` (and ``device``, e.g. "cpu" for a run trained on a GPU) - a YAML
+    run's read as any YAML config, a Python run's (lower-case
     ``model`` / ``train`` keys) read as data, its ``_target_`` callables limited to those of
     models, mappers, loaders and schedules - and ``weights`` (default: ``model_final.pth``, else
     the checkpoint ``last_checkpoint`` names). The class names travel in the checkpoints
@@ -345,13 +346,15 @@ def load_run_folder(folder: str, weights: Optional[str] = None, opts=()):
         config = OmegaConf.create(data)
         check_python_overrides(config, opts, path)
         config = LazyConfig.apply_overrides(config, list(opts))
+        if device:
+            config.train.device = device
         bad = sorted({t for t in _targets(OmegaConf.to_container(config))
                       if not _allowed_target(t)})
         if bad:
             raise ConfigError(f"--run {folder}: config.yaml names callables a run folder may not "
                               f"name (not loaded): {', '.join(bad[:5])}")
     else:
-        config = build_config(path, opts)
+        config = build_config(path, list(opts) + (["MODEL.DEVICE", device] if device else []))
     if weights is None:
         final = os.path.join(folder, "model_final.pth")
         weights = final if os.path.isfile(final) else _resume_checkpoint_file(folder)

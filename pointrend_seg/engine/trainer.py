@@ -118,8 +118,8 @@ class Trainer(TrainerBase):
     def build_test_loader(cls, cfg, dataset_name, plan=None):
         run = as_run_config(cfg)
         plan = plan if plan is not None else prepare_run(run, train=False)
-        return build_test_loader(run.settings, dataset_name, plan.skipped_in(dataset_name),
-                                 mapper=run.mapper(False))
+        return build_test_loader(run.settings, dataset_name, run.mapper(False),
+                                 plan.skipped_in(dataset_name))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
