@@ -50,7 +50,11 @@ def test_second_run_into_a_busy_folder_is_refused_and_ctrl_c_names_the_checkpoin
         first = subprocess.Popen(
             train_net_cmd(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "1000",
                           "SOLVER.CHECKPOINT_PERIOD", "2"),
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=_env(1))
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=_env(1),
+            # Ctrl-C's default disposition in the run, also when this suite was started in the
+            # background by a non-interactive shell (which starts it with SIGINT ignored, a
+            # setting children inherit: then the run rightly ignores Ctrl-C).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             # Training, with a confirmed checkpoint (kept once the next loss was finite).
             _wait_for(lambda: (out / "last_checkpoint").exists(), first)
