@@ -107,6 +107,26 @@ def test_python_config_overrides_are_checked_like_yaml_keys(override, expected):
     assert cfg.model.sem_seg_head.point_loss_weight == 2.0 and cfg.optimizer.lr == 0.1
 
 
+def test_a_train_setting_the_run_would_ignore_is_refused_also_in_a_config_file(tmp_path):
+    """A key of ``train`` that the run does not read - Detectron2's checkpointer.max_to_keep, a
+    typo - set in the user's own config file (not an override) is one error naming it (before:
+    ignored silently); the shipped config passes."""
+    from pointrend_seg.engine import as_run_config
+
+    shipped = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
+    as_run_config(load_any_config(shipped))
+    own = tmp_path / "own.py"
+    own.write_text(f"from detectron2.config import LazyConfig\n"
+                   f"globals().update(LazyConfig.load({shipped!r}))\n"
+                   "train.checkpointer.max_to_keep = 3\ntrain.eval_periode = 10\n")
+    with pytest.raises(ConfigError) as error:
+        as_run_config(load_any_config(str(own)))
+    assert str(error.value) == (
+        "train.checkpointer.max_to_keep: not a setting of pointrend_seg's runs (it would be "
+        "ignored) (did you mean train.checkpointer.period?); train.eval_periode: not a setting "
+        "of pointrend_seg's runs (it would be ignored) (did you mean train.eval_period?)")
+
+
 def test_demo_takes_a_python_config_and_its_weights(tmp_path):
     """tools/demo.py draws with a Python config and a checkpoint of its model (--weights, or
     train.init_checkpoint=); tools/train_net.py's training of Python configs is

@@ -22,6 +22,7 @@ config does the same with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 and ``IGNORE_VALU
 folder config's defaults); a set value is checked against the datasets at the start of a run.
 """
 import copy
+import difflib
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -32,7 +33,7 @@ from detectron2.modeling import build_model
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver import LRMultiplier
 
-from ..config import ConfigError, build_config
+from ..config import ConfigError, build_config, leaf_items
 from ..data import SemSegDatasetMapper
 from ..data.dataset_check import mapper_resizes
 from .distributed import adapt_norm_to_world_size
@@ -106,6 +107,7 @@ class PythonRunConfig(RunConfig):
                 ``dataloader.evaluator`` names other evaluators than ours."""
         _check_agreement(cfg)
         t, loaders = cfg.train, cfg.get("dataloader", {})
+        _check_train_keys(t)
         s = build_config("", ["MODEL.DEVICE", str(t.device)])
         s.OUTPUT_DIR, s.SEED = str(t.output_dir), int(t.seed)
         s.MODEL.WEIGHTS = str(t.init_checkpoint or "")
@@ -114,10 +116,7 @@ class PythonRunConfig(RunConfig):
         s.SOLVER.AMP.ENABLED = bool(t.amp.enabled)
         s.SOLVER.AMP.PRECISION = str(t.amp.get("precision", "float16"))
         for name, node in (("dataset_check", s.DATASETS.CHECK), ("inference", s.MODEL.INFERENCE)):
-            for key, value in t.get(name, {}).items():
-                if key.upper() not in node:
-                    raise ConfigError(f"train.{name}.{key}: no such option (the options: "
-                                      f"{', '.join(k.lower() for k in node)})")
+            for key, value in t.get(name, {}).items():  # keys checked: _check_train_keys
                 node[key.upper()] = value
         if "train" in loaders:
             train = loaders.train
@@ -253,6 +252,21 @@ def _fill_dataset_values(cfg) -> None:
                 f"dataset.{key}={cfg.dataset[key]} but dataset {names[0]!r} has {value} "
                 f"({'classes' if key == 'num_classes' else 'as its ignore label'}): leave "
                 f"dataset.{key} out to take the dataset's")
+
+
+def _check_train_keys(train) -> None:
+    """Every key of a Python config's ``train`` is one the run reads (those of
+    configs/common/train.py), else one ConfigError with did-you-mean: the run would ignore it
+    (e.g. Detectron2's ``checkpointer.max_to_keep``; our checkpointer keeps every checkpoint)."""
+    from ..model_zoo.configs.common.train import train as schema
+
+    known = [key for key, _ in leaf_items(schema)]
+    unknown = [key for key, _ in leaf_items(OmegaConf.to_container(train)) if key not in known]
+    if unknown:
+        raise ConfigError("; ".join(
+            f"train.{key}: not a setting of pointrend_seg's runs (it would be ignored)"
+            + "".join(f" (did you mean train.{m}?)" for m in difflib.get_close_matches(
+                key, known, n=1)) for key in unknown))
 
 
 def _check_agreement(cfg) -> None:
