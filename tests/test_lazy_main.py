@@ -126,3 +126,36 @@ def test_vit_b_optimizer_has_the_layer_wise_lr_decay():
     assert max(lrs) == pytest.approx(1e-4) and min(lrs) == pytest.approx(1e-4 * 0.7 ** 13)
     no_decay = [g for g in optimizer.param_groups if g["weight_decay"] == 0.0]
     assert any(p is model.backbone.net.pos_embed for g in no_decay for p in g["params"])
+
+
+@main_only
+@pytest.mark.parametrize("name", TRANSFORMER_CONFIGS)
+def test_transformer_run_folders_read_back_for_demo_and_export(name, tmp_path):
+    """The config.yaml that Detectron2's LazyConfig.save writes for a transformer config is plain
+    YAML (norm layers and LR factors are LazyCall nodes, not functools.partial objects, which it
+    wrote as Python tags that --run refused), and reads back as the same config; the tiny ViT
+    demo's run folder draws with tools/demo.py --run."""
+    from detectron2.config import LazyConfig
+    from omegaconf import OmegaConf
+
+    from pointrend_seg.engine.run_folder import load_run_folder
+
+    cfg = model_zoo.get_config(name)
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    assert not (tmp_path / "config.yaml.pkl").exists()
+    assert "!!python" not in (tmp_path / "config.yaml").read_text()
+    read, weights = load_run_folder(str(tmp_path), weights="w.pth")
+    assert weights == "w.pth"
+    assert OmegaConf.to_container(read) == OmegaConf.to_container(
+        OmegaConf.create(LazyConfig.load(str(tmp_path / "config.yaml"))))
+    if name != "demo/vit_pointrend_synthetic.py":
+        return
+    import demo
+
+    torch.manual_seed(0)
+    torch.save({"model": instantiate(read.model).state_dict()}, tmp_path / "model_final.pth")
+    with torch_threads(1):
+        assert demo.main(["--run", str(tmp_path), "--dataset", "synthetic_shapes_sem_seg_val",
+                          "--num-images", "1", "--output", str(tmp_path / "pictures"),
+                          "train.device=cpu"]) == 0
+    assert os.listdir(tmp_path / "pictures") == ["0000.png"]

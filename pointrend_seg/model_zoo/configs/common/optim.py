@@ -4,7 +4,6 @@ for the DeepLab recipes, AdamW for the CPU demo; norm layers without weight deca
 (:func:`vit_adamw`, :func:`swin_adamw`, :func:`mvitv2_adamw`); DeepLab's poly LR schedule
 (:func:`poly_lr_multiplier`)."""
 import copy
-from functools import partial
 
 import torch
 
@@ -12,6 +11,8 @@ from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params
 from fvcore.common.param_scheduler import PolynomialDecayParamScheduler
+
+from pointrend_seg.modeling.backbone.config_parts import vit_lr_decay
 
 SGD = L(torch.optim.SGD)(
     params=L(get_default_optimizer_params)(weight_decay_norm=0.0),
@@ -42,10 +43,8 @@ def _adamw(lr, weight_decay, no_weight_decay=(), lr_factor_func=None):
 def vit_adamw(num_layers=12, lr_decay_rate=0.7, lr=1e-4):
     """ViTDet's rules: layer-wise LR decay ``lr_decay_rate`` over the ``num_layers`` blocks, no
     weight decay on the position embedding. Detectron2 ``main`` only (its ViT)."""
-    from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
-
-    return _adamw(lr, 0.1, ["pos_embed"], partial(get_vit_lr_decay_rate, num_layers=num_layers,
-                                                   lr_decay_rate=lr_decay_rate))
+    return _adamw(lr, 0.1, ["pos_embed"],
+                  L(vit_lr_decay)(num_layers=num_layers, lr_decay_rate=lr_decay_rate))
 
 
 def swin_adamw(lr=1e-4):

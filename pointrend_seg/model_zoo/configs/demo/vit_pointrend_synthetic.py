@@ -4,12 +4,10 @@ with the DeepLabV3 coarse head on the stride-16 level (p4) and the point head re
 level (p2), on the CPU demo's data and budget. Needs Detectron2 ``main`` (v0.6 has no ViT).
 The full-size ViT-B, Swin and MViTv2 configs are under cityscapes/ and ade20k/.
 """
-from functools import partial
-
-import torch.nn as nn
-
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
+
+from pointrend_seg.modeling.backbone.config_parts import layer_norm
 
 from ..common.models.transformers import require_detectron2_main
 
@@ -21,7 +19,7 @@ width = 64
 model.backbone = L(SimpleFeaturePyramid)(
     net=L(ViT)(  # 4 blocks of width 64, patches of 16: a ViT that trains on a CPU
         img_size=128, patch_size=16, embed_dim=width, depth=4, num_heads=4, mlp_ratio=4,
-        qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), drop_path_rate=0.0,
+        qkv_bias=True, norm_layer=L(layer_norm)(eps=1e-6), drop_path_rate=0.0,
         window_size=0, use_rel_pos=False, out_feature="last_feat",
     ),
     in_feature="last_feat",

@@ -5,14 +5,11 @@ PointRend point head of a model on one of them: the coarse head on the stride-16
 point head reading the stride-4 level. On Detectron2 v0.6 (no such backbones) loading a config
 that uses them is one ``ConfigError`` saying so.
 """
-from functools import partial
-
-import torch.nn as nn
-
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
 from pointrend_seg.config import ConfigError
+from pointrend_seg.modeling.backbone.config_parts import layer_norm
 
 
 def require_detectron2_main(*names):
@@ -45,7 +42,7 @@ def vit_b(img_size=1024):
         net=L(ViT)(
             img_size=img_size, patch_size=16, embed_dim=768, depth=12, num_heads=12,
             drop_path_rate=0.1, window_size=14, mlp_ratio=4, qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            norm_layer=L(layer_norm)(eps=1e-6),
             window_block_indexes=[0, 1, 3, 4, 6, 7, 9, 10], residual_block_indexes=[],
             use_rel_pos=True, out_feature="last_feat",
         ),
@@ -68,7 +65,7 @@ def mvitv2_t():
     MViT = require_detectron2_main("MViT")
     return L(MViT)(embed_dim=96, depth=10, num_heads=1, last_block_indexes=(0, 2, 7, 9),
                    residual_pooling=True, drop_path_rate=0.2,
-                   norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                   norm_layer=L(layer_norm)(eps=1e-6),
                    out_features=("scale2", "scale3", "scale4", "scale5"))
 
 
