@@ -269,6 +269,12 @@ def test_python_config_run_interrupted_and_resumed_repeats_the_losses_exactly(tm
      "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS=-1 must be an integer >= 1"),
     ("model.sem_seg_head.oversample_ratio=0.5", "(PointRendSegHead's oversample_ratio)"),
     ("model.sem_seg_head.hard_pixel_top_k=0.0", "(PointRendSegHead's hard_pixel_top_k)"),
+    ("model.sem_seg_head.coarse_head.num_classes=1",
+     "MODEL.SEM_SEG_HEAD.NUM_CLASSES=1 must be an integer >= 2 (one logit per class, softmax: "
+     "a foreground/background task has 2) (DeepLabV3's num_classes)"),
+    ("model.sem_seg_head.coarse_head.aspp_dilations=[6,12]",
+     "MODEL.SEM_SEG_HEAD.ASPP_DILATIONS=[6, 12] must be 3 integers >= 1"),
+    ("model.sem_seg_head.coarse_head.aspp_dropout=1.0", "(DeepLabV3's aspp_dropout)"),
 ])
 def test_python_config_values_are_checked_by_the_components(override, expected):
     """Value checks live where both config kinds pass, the constructors: a Python config's bad

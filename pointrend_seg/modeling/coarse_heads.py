@@ -19,7 +19,7 @@ from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.utils.registry import Registry
 
-from ..config import ConfigError, raise_config_problems
+from ..config import ConfigError, check_arguments, is_int, raise_config_problems
 from .features import missing_feature_problems
 
 __all__ = [
@@ -42,6 +42,22 @@ def _predictor(in_channels, num_classes):
     nn.init.normal_(conv.weight, std=0.001)
     nn.init.zeros_(conv.bias)
     return conv
+
+
+def _check_aspp_arguments(owner, num_classes, aspp_channels, aspp_dilations, aspp_dropout):
+    """The values both config kinds pass to an ASPP coarse head (:func:`check_arguments`)."""
+    key = "MODEL.SEM_SEG_HEAD."
+    check_arguments(owner, [
+        (key + "NUM_CLASSES", "num_classes", num_classes, is_int(num_classes) and num_classes >= 2,
+         "an integer >= 2 (one logit per class, softmax: a foreground/background task has 2)"),
+        (key + "ASPP_CHANNELS", "aspp_channels", aspp_channels,
+         is_int(aspp_channels) and aspp_channels >= 1, "an integer >= 1"),
+        (key + "ASPP_DILATIONS", "aspp_dilations", aspp_dilations,
+         len(aspp_dilations) == 3 and all(is_int(d) and d >= 1 for d in aspp_dilations),
+         "3 integers >= 1 (the rates of ASPP's three atrous convs)"),
+        (key + "ASPP_DROPOUT", "aspp_dropout", aspp_dropout,
+         isinstance(aspp_dropout, (int, float)) and 0.0 <= aspp_dropout < 1.0, "in [0, 1)"),
+    ])
 
 
 def _aspp_args(cfg):
@@ -71,6 +87,8 @@ class DeepLabV3(nn.Module):
         use_depthwise_separable_conv: bool = False,
     ):
         super().__init__()
+        _check_aspp_arguments("DeepLabV3", num_classes, aspp_channels, list(aspp_dilations),
+                              aspp_dropout)
         self.in_feature = in_feature
         self.output_stride = input_shape.stride
         self.aspp = ASPP(
@@ -112,6 +130,8 @@ class DeepLabV3Plus(nn.Module):
         use_depthwise_separable_conv: bool = False,
     ):
         super().__init__()
+        _check_aspp_arguments("DeepLabV3Plus", num_classes, aspp_channels, list(aspp_dilations),
+                              aspp_dropout)
         if len(project_features) != len(project_channels):
             raise ConfigError(
                 f"MODEL.SEM_SEG_HEAD.PROJECT_FEATURES={list(project_features)} and "
