@@ -3,7 +3,8 @@ PointRend on Detectron2 ``main``'s backbones and trainer (run in ``make test-d2m
 the transformer configs say in one error that they need ``main``):
 
 * Detectron2's own ``tools/lazyconfig_train_net.py``, unmodified (from the ``main`` source
-  snapshot the installer extracted), trains our demo LazyConfig 2 iterations and evaluates it;
+  snapshot the installer extracted), trains our demo LazyConfig 2 iterations and evaluates it,
+  and our ``tools/train_net.py --resume`` continues that run;
 * the tiny ViT + SimpleFeaturePyramid + PointRend demo trains a few iterations and predicts any
   input size;
 * the Swin and MViTv2 configs instantiate (tiny widths) and predict; the full-size optimizers
@@ -61,6 +62,17 @@ def test_detectron2_lazyconfig_train_net_trains_and_evaluates_our_demo(tmp_path)
     log = proc.stdout + proc.stderr
     assert "copypaste: mIoU,fwIoU,mACC,pACC" in log and "copypaste: mBF,mBIoU" in log
     assert (tmp_path / "model_final.pth").exists()
+    # Our train_net.py continues that run: its optimizer state (SimpleTrainer's layout) is read
+    # and compared, the stream goes on at iteration 2.
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file",
+         config, "--resume", "train.max_iter=3", f"train.output_dir={tmp_path}",
+         "dataloader.train.total_batch_size=2", "train.eval_period=0"],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Resuming training at iteration 2" in log and "no optimizer state" not in log
 
 
 @main_only

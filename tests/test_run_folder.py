@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
 from detectron2.modeling import build_model
 
-from pointrend_seg.engine import SafeCheckpointer
+from pointrend_seg.engine import SafeCheckpointer, Trainer
 from pointrend_seg.engine.optimizer import build_optimizer
 from pointrend_seg.engine.run_folder import (
     LOCK_NAME,
@@ -23,6 +24,7 @@ from pointrend_seg.engine.run_folder import (
     RunFolderBusyError,
     claim_before_writing,
     claim_run_folder,
+    config_differences,
 )
 
 from conftest import REPO_ROOT, demo_config
@@ -121,14 +123,23 @@ def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
                 pass
 
 
-def _run_folder(tmp_path, *opts):
-    """A run folder as train_net leaves it after a checkpoint: config.yaml, model_0000001.pth
-    (model + optimizer of the demo config with ``opts``) and last_checkpoint."""
+def _run_folder(tmp_path, *opts, layout="train_net"):
+    """A run folder after a checkpoint: config.yaml, model_0000001.pth (model + optimizer of the
+    demo config with ``opts``) and last_checkpoint. ``layout``: where the optimizer state is -
+    "train_net" (our Trainer's, as DefaultTrainer's: trainer._trainer.optimizer), "simple"
+    (Detectron2's SimpleTrainer, lazyconfig_train_net.py: trainer.optimizer) or "plain"
+    (plain_train_net.py's optimizer checkpointable: optimizer)."""
     out = tmp_path / "run"
     cfg = demo_config("OUTPUT_DIR", str(out), *opts)
-    model = build_model(cfg)
-    checkpointer = SafeCheckpointer(model, str(out), optimizer=build_optimizer(cfg, model))
-    checkpointer.save("model_0000001", iteration=1)
+    if layout == "train_net":
+        Trainer(cfg).checkpointer.save("model_0000001", iteration=1)
+    else:
+        model = build_model(cfg)
+        optimizer = build_optimizer(cfg, model)
+        state = types.SimpleNamespace(state_dict=lambda: {"iteration": 1,
+                                                          "optimizer": optimizer.state_dict()})
+        parts = {"trainer": state} if layout == "simple" else {"optimizer": optimizer}
+        SafeCheckpointer(model, str(out), **parts).save("model_0000001", iteration=1)
     (out / "config.yaml").write_text(cfg.dump())
     return out
 
@@ -145,7 +156,7 @@ def _run_folder(tmp_path, *opts):
      "now)", "optimizer: Adam-type in the checkpoint, SGD here"),
 ])
 def test_resume_with_another_model_is_refused_before_writing(tmp_path, opts, key, tensor):
-    out = _run_folder(tmp_path)
+    out = _run_folder(tmp_path)  # the optimizer state where tools/train_net.py writes it
     cfg = demo_config("OUTPUT_DIR", str(out), *opts)
     with pytest.raises(ResumeMismatchError) as info:
         claim_before_writing(cfg, resume=True)
@@ -157,6 +168,27 @@ def test_resume_with_another_model_is_refused_before_writing(tmp_path, opts, key
     # The same config resumes; without --resume nothing is compared.
     claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
     claim_before_writing(cfg, resume=False)
+
+
+@pytest.mark.parametrize("layout", ["simple", "plain"])
+def test_resume_with_another_optimizer_is_refused_in_detectron2_layouts(tmp_path, layout):
+    """Checkpoints of Detectron2's own training scripts keep the optimizer elsewhere (before:
+    only the top-level one was compared, so a run folder of tools/train_net.py resumed with
+    another SOLVER.OPTIMIZER ended in a KeyError traceback at the first step)."""
+    out = _run_folder(tmp_path, layout=layout)
+    with pytest.raises(ResumeMismatchError, match="optimizer: Adam-type in the checkpoint, SGD"):
+        claim_before_writing(demo_config("OUTPUT_DIR", str(out), "SOLVER.OPTIMIZER", "SGD"),
+                             resume=True)
+
+
+def test_config_differences_ignore_what_yaml_makes_of_tuples():
+    """config.yaml holds lists where the config holds (nested) tuples: not a difference (before:
+    every resume message named MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS)."""
+    saved = {"MODEL": {"W": [[10.0, 5.0], [20.0, 10.0]], "D": 50}}
+    assert config_differences(saved, {"MODEL": {"W": ((10.0, 5.0), (20.0, 10.0)), "D": 50}}) == []
+    assert config_differences(saved, {"MODEL": {"W": ((10.0, 5.0),), "D": 101}}) == [
+        "MODEL.D (50 in the run's config.yaml, 101 now)",
+        "MODEL.W ([[10.0, 5.0], [20.0, 10.0]] in the run's config.yaml, ((10.0, 5.0),) now)"]
 
 
 def test_train_net_resume_with_another_point_head_changes_nothing(tmp_path):

@@ -94,13 +94,13 @@ class ExactResume:
         config (for ``TrainerBase.load_state_dict``, which restores the iteration and the hooks).
         """
         state_dict, schedule_changed = self._schedule_from_config(state_dict)
-        if "_trainer" in state_dict:
-            self.train_step.load_state_dict(state_dict["_trainer"])
+        # Ours and DefaultTrainer's under _trainer; SimpleTrainer's (lazyconfig_train_net) here.
+        step = state_dict.get("_trainer", state_dict if "optimizer" in state_dict else None)
+        if step is not None:
+            self.train_step.load_state_dict(step)
         else:
-            logger.warning(
-                "The checkpoint has no optimizer state (saved by Detectron2's DefaultTrainer?): "
-                "momentum buffers restart from zero"
-            )
+            logger.warning("The checkpoint has no optimizer state: momentum buffers restart "
+                           "from zero")
         if "data" in state_dict and hasattr(self.data_loader, "load_state_dict"):
             self.data_loader.load_state_dict(state_dict["data"])
         self.resumed_metric_history = state_dict.get("metrics")
