@@ -28,9 +28,10 @@ import demo
 
 VAL = "synthetic_shapes_sem_seg_val"
 # mIoU points (0-100) above the best constant prediction that the trained demo model must reach.
-# Measured for the fixture's recipe (400 iterations) with 3 seeds (data stream and init) x 1 and
-# 2 threads: 36.1 to 38.3 points (mIoU 52.2 to 54.4, best constant 16.1).
-MIN_MARGIN = 25.0
+# Measured for the fixture's recipe (200 iterations; AMD EPYC, 2 cores) with seeds 1, 2, 3 (data
+# stream and init) at 2 threads and seed 1 at 1 thread: 20.8 to 22.5 points (mIoU 36.8 to 38.5,
+# best constant 16.1). (At 400 iterations: 36.1 to 38.3.)
+MIN_MARGIN = 15.0
 
 
 def best_constant_miou(dataset_name, num_classes, ignore_label=255):
