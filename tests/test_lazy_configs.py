@@ -121,6 +121,10 @@ def test_a_train_setting_the_run_would_ignore_is_refused_also_in_a_config_file(t
                    "train.checkpointer.max_to_keep = 3\ntrain.eval_periode = 10\n")
     with pytest.raises(ConfigError) as error:
         as_run_config(load_any_config(str(own)))
+    # train.ddp goes to DistributedDataParallel as it is: any of its arguments is read
+    cfg = load_any_config(shipped)
+    cfg.train.ddp.gradient_as_bucket_view = True
+    assert as_run_config(cfg).ddp_options()["gradient_as_bucket_view"] is True
     assert str(error.value) == (
         "train.checkpointer.max_to_keep: not a setting of pointrend_seg's runs (it would be "
         "ignored) (did you mean train.checkpointer.period?); train.eval_periode: not a setting "

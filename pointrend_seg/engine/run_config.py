@@ -256,12 +256,14 @@ def _fill_dataset_values(cfg) -> None:
 
 def _check_train_keys(train) -> None:
     """Every key of a Python config's ``train`` is one the run reads (those of
-    configs/common/train.py), else one ConfigError with did-you-mean: the run would ignore it
-    (e.g. Detectron2's ``checkpointer.max_to_keep``; our checkpointer keeps every checkpoint)."""
+    configs/common/train.py; ``ddp.*`` goes to DistributedDataParallel as it is), else one
+    ConfigError with did-you-mean: the run would ignore it (e.g. Detectron2's
+    ``checkpointer.max_to_keep``; our checkpointer keeps every checkpoint)."""
     from ..model_zoo.configs.common.train import train as schema
 
     known = [key for key, _ in leaf_items(schema)]
-    unknown = [key for key, _ in leaf_items(OmegaConf.to_container(train)) if key not in known]
+    unknown = [key for key, _ in leaf_items(OmegaConf.to_container(train))
+               if key not in known and not key.startswith("ddp.")]
     if unknown:
         raise ConfigError("; ".join(
             f"train.{key}: not a setting of pointrend_seg's runs (it would be ignored)"
