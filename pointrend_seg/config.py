@@ -259,6 +259,9 @@ def merge_config(cfg, config_file: str = "", opts=()):
     if config_file and not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
     opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"the overrides are KEY VALUE pairs; {opts[-1]!r} has no value "
+                          f"(got {opts})")
     steps = []
     if config_file:
         loaded = load_yaml_config(config_file)

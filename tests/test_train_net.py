@@ -38,9 +38,10 @@ def test_train_eval_only_and_resume(tmp_path):
     final = os.path.join(out, "model_final.pth")
     assert torch.load(final, weights_only=False)["iteration"] == 3
 
-    # --eval-only on the final checkpoint reproduces the evaluation at the end of training.
+    # --eval-only on the final checkpoint reproduces the evaluation at the end of training
+    # (the flag after the overrides, as the other tools take it).
     eval_out = str(tmp_path / "eval")
-    log = run_train_net("--eval-only", "MODEL.WEIGHTS", final, "OUTPUT_DIR", eval_out, *FAST)
+    log = run_train_net("MODEL.WEIGHTS", final, "OUTPUT_DIR", eval_out, *FAST, "--eval-only")
     evaluated = read_json(os.path.join(eval_out, "eval_results.json"))
     # ... with the per-class table in the log and the pictures next to the results.
     assert "synthetic_shapes_sem_seg_val, per class (%):" in log
@@ -63,3 +64,24 @@ def test_train_eval_only_and_resume(tmp_path):
     with open(os.path.join(out, "metrics.json")) as f:
         iterations = [json.loads(line).get("iteration") for line in f]
     assert iterations.count(5) >= 1 and 4 not in iterations[: iterations.index(3) + 1]
+
+
+def test_flags_after_the_overrides_and_an_override_without_value():
+    """train_net.py keeps Detectron2's parser (overrides: nargs=REMAINDER) and moves the
+    overrides after the flags first (before: "OUTPUT_DIR out --resume" was an "odd length"
+    AssertionError traceback); a YAML override without a value is one ConfigError."""
+    import train_net
+
+    from pointrend_seg.config import ConfigError, build_config
+    from pointrend_seg.engine.cli import overrides_last
+
+    parse = lambda argv: train_net.argument_parser().parse_args(overrides_last(argv))  # noqa
+    args = parse(["--config-file", "c.yaml", "OUTPUT_DIR", "out", "--resume", "SOLVER.BASE_LR",
+                  "-0.1", "--num-gpus", "2"])
+    assert args.resume and args.num_gpus == 2 and args.config_file == "c.yaml"
+    assert args.opts == ["OUTPUT_DIR", "out", "SOLVER.BASE_LR", "-0.1"]
+    args = parse(["--config-file", "c.py", "train.max_iter=2", "--eval-only", "+train.x=1"])
+    assert args.eval_only and args.opts == ["train.max_iter=2", "+train.x=1"]
+    with pytest.raises(ConfigError, match="the overrides are KEY VALUE pairs; 'OUTPUT_DIR' has no "
+                                          "value"):
+        build_config(DEMO_CONFIG, ["SOLVER.MAX_ITER", "2", "OUTPUT_DIR"])

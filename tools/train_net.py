@@ -95,6 +95,7 @@ from pointrend_seg.engine.cli import (
     add_partial_weights_argument,
     add_register_folder_argument,
     debug_requested,
+    overrides_last,
     registered_datasets,
     run_tool,
     setup_tool_output,
@@ -124,7 +125,8 @@ def setup(args, run):
 
 def argument_parser():
     """Detectron2's default arguments plus ``--register-folder`` (with ``--label-map`` and
-    ``--ignore-value``), ``--skip-bad`` and ``--partial-weights`` (for ``--eval-only``)."""
+    ``--ignore-value``), ``--skip-bad`` and ``--partial-weights`` (for ``--eval-only``). Parse
+    ``overrides_last(argv)`` with it: flags may then follow the config overrides."""
     parser = add_debug_argument(add_register_folder_argument(default_argument_parser()))
     add_partial_weights_argument(parser)
     parser.add_argument(
@@ -155,7 +157,7 @@ def main(args):
 
 if __name__ == "__main__":
     setup_tool_output()
-    args = argument_parser().parse_args()
+    args = argument_parser().parse_args(overrides_last(sys.argv[1:]))
     logging.getLogger("detectron2").info(f"Command line arguments: {args}")
     sys.exit(run_tool(
         lambda: launch(

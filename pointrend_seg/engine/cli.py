@@ -45,7 +45,7 @@ __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "Too
            "class_names_for", "config_from_args", "refuse_output_over_inputs",
            "add_register_folder_argument",
            "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
-           "parse_tool_args",
+           "overrides_last", "parse_tool_args",
            "registered_datasets", "run_tool", "setup_tool_output", "training_errors_in_one_line"]
 
 
@@ -195,9 +195,28 @@ def is_config_key(token: str) -> bool:
     """Whether ``token`` starts the config overrides: a YAML config key (``MODEL.WEIGHTS``,
     ``OUTPUT_DIR``, ...: its first component is a top-level key of our config) or a Python
     config's ``key=value`` (``train.max_iter=2``)."""
-    if re.match(r"^[A-Za-z_][\w.]*=", token):
+    if re.match(r"^[+~]?[A-Za-z_][\w.]*=", token):
         return True
     return token.split(".")[0] in _config_top_level_keys() and token == token.upper()
+
+
+def overrides_last(argv):
+    """
+    ``argv`` with its config overrides (a YAML ``KEY VALUE`` pair, a Python ``key=value``;
+    :func:`is_config_key`) moved after every flag, in order: for a parser whose overrides are
+    Detectron2's ``nargs=argparse.REMAINDER`` (tools/train_net.py), where a flag after the first
+    override was taken as an override (``OUTPUT_DIR out --resume``: "odd length" traceback).
+    """
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        if is_config_key(argv[i]):
+            pair = 1 if "=" in argv[i] else 2
+            overrides += argv[i:i + pair]
+            i += pair
+        else:
+            flags.append(argv[i])
+            i += 1
+    return flags + overrides
 
 
 def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "opts"):
