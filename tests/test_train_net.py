@@ -80,6 +80,9 @@ def test_flags_after_the_overrides_and_an_override_without_value():
                   "-0.1", "--num-gpus", "2"])
     assert args.resume and args.num_gpus == 2 and args.config_file == "c.yaml"
     assert args.opts == ["OUTPUT_DIR", "out", "SOLVER.BASE_LR", "-0.1"]
+    # a dataset named like a top-level node of the config (TEST) is no override
+    args = parse(["--register-folder", "TEST", "i", "m", "a,b", "SEED", "3", "--resume"])
+    assert args.register_folder == [["TEST", "i", "m", "a,b"]] and args.opts == ["SEED", "3"]
     args = parse(["--config-file", "c.py", "train.max_iter=2", "--eval-only", "+train.x=1"])
     assert args.eval_only and args.opts == ["train.max_iter=2", "+train.x=1"]
     with pytest.raises(ConfigError, match="the overrides are KEY VALUE pairs; 'OUTPUT_DIR' has no "

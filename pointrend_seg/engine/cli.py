@@ -18,6 +18,7 @@ And what the tools share on their command lines: :func:`parse_tool_args` (flags 
 (no colour codes unless the output is a terminal).
 """
 import argparse
+import functools
 import logging
 import os
 import re
@@ -181,23 +182,28 @@ def setup_tool_output() -> None:
         plain_config_in_logs()
 
 
+@functools.lru_cache(maxsize=None)
 def _config_top_level_keys():
-    from detectron2.config import get_cfg
+    """{top-level key of our YAML config: whether it is a leaf (OUTPUT_DIR, SEED, ...)}."""
+    from detectron2.config import CfgNode, get_cfg
 
     from ..config import add_pointrend_seg_config
 
     cfg = get_cfg()
     add_pointrend_seg_config(cfg)
-    return set(cfg.keys())
+    return {key: not isinstance(value, CfgNode) for key, value in cfg.items()}
 
 
 def is_config_key(token: str) -> bool:
     """Whether ``token`` starts the config overrides: a YAML config key (``MODEL.WEIGHTS``,
-    ``OUTPUT_DIR``, ...: its first component is a top-level key of our config) or a Python
-    config's ``key=value`` (``train.max_iter=2``)."""
+    ``OUTPUT_DIR``, ...: upper case, its first component a top-level key of our config, dotted
+    unless that key is a leaf - so a dataset named ``TEST`` is no key) or a Python config's
+    ``key=value`` (``train.max_iter=2``, also hydra's ``+key=value``)."""
     if re.match(r"^[+~]?[A-Za-z_][\w.]*=", token):
         return True
-    return token.split(".")[0] in _config_top_level_keys() and token == token.upper()
+    head = token.split(".")[0]
+    leaf = _config_top_level_keys().get(head)
+    return token == token.upper() and leaf is not None and ("." in token or leaf)
 
 
 def overrides_last(argv):
