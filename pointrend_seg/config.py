@@ -96,6 +96,11 @@ def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_number(value) -> bool:
+    """An int or a float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_arguments(owner: str, checks) -> None:
     """
     A component's argument values, checked where both config kinds pass: its constructor.

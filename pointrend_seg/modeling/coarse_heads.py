@@ -19,7 +19,7 @@ from detectron2.layers import ASPP, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.utils.registry import Registry
 
-from ..config import ConfigError, check_arguments, is_int, raise_config_problems
+from ..config import ConfigError, check_arguments, is_int, is_number, raise_config_problems
 from .features import missing_feature_problems
 
 __all__ = [
@@ -56,7 +56,7 @@ def _check_aspp_arguments(owner, num_classes, aspp_channels, aspp_dilations, asp
          len(aspp_dilations) == 3 and all(is_int(d) and d >= 1 for d in aspp_dilations),
          "3 integers >= 1 (the rates of ASPP's three atrous convs)"),
         (key + "ASPP_DROPOUT", "aspp_dropout", aspp_dropout,
-         isinstance(aspp_dropout, (int, float)) and 0.0 <= aspp_dropout < 1.0, "in [0, 1)"),
+         is_number(aspp_dropout) and 0.0 <= aspp_dropout < 1.0, "in [0, 1)"),
     ])
 
 

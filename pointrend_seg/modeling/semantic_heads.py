@@ -19,7 +19,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..config import check_arguments, is_int, raise_config_problems
+from ..config import check_arguments, is_int, is_number, raise_config_problems
 
 from .coarse_heads import build_coarse_head
 from .features import missing_feature_problems
@@ -60,7 +60,7 @@ class BilinearSegHead(nn.Module):
         super().__init__()
         check_arguments(type(self).__name__, [
             ("MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "hard_pixel_top_k", hard_pixel_top_k,
-             _is_number(hard_pixel_top_k) and 0.0 < hard_pixel_top_k <= 1.0,
+             is_number(hard_pixel_top_k) and 0.0 < hard_pixel_top_k <= 1.0,
              "in (0, 1] (the share of the hardest pixels the loss averages; 1: plain "
              "cross-entropy)"),
             ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "ignore_value", ignore_value,
@@ -162,10 +162,6 @@ class BilinearSegHead(nn.Module):
         )
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def point_feature_names(cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
     """``MODEL.POINT_HEAD.IN_FEATURES``, or if it is empty the backbone output of the smallest
     stride (e.g. res2, or p2 of an FPN)."""
@@ -250,10 +246,10 @@ class PointRendSegHead(BilinearSegHead):
              "-1 (log2 of the coarse stride: up to the input resolution) or an integer >= 0 "
              "(0: bilinear upsampling only)"),
             ("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", "oversample_ratio", oversample_ratio,
-             _is_number(oversample_ratio) and oversample_ratio >= 1, ">= 1 (k: k * N candidates)"),
+             is_number(oversample_ratio) and oversample_ratio >= 1, ">= 1 (k: k * N candidates)"),
             ("MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO", "importance_sample_ratio",
              importance_sample_ratio,
-             _is_number(importance_sample_ratio) and 0.0 <= importance_sample_ratio <= 1.0,
+             is_number(importance_sample_ratio) and 0.0 <= importance_sample_ratio <= 1.0,
              "in [0, 1] (beta: the share of the most uncertain candidates)"),
         ])
         self.point_head = point_head
