@@ -18,6 +18,7 @@ exactly the losses, and logs exactly the metrics, that the uninterrupted run did
 """
 import logging
 import warnings
+from typing import Optional
 
 from fvcore.common.history_buffer import HistoryBuffer
 
@@ -26,7 +27,8 @@ from detectron2.utils import comm
 
 from .train_data import seed_all, step_seed
 
-__all__ = ["ExactResume", "ReseedEachIteration", "RestoreMetricHistory", "recent_metric_history"]
+__all__ = ["ExactResume", "ReseedEachIteration", "RestoreMetricHistory", "recent_metric_history",
+           "train_step_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,18 @@ def recent_metric_history(storage, window: int):
     """
     return {name: [[float(v), int(i)] for v, i in buffer.values()[-window:]]
             for name, buffer in storage.histories().items()}
+
+
+def train_step_state(trainer_state) -> Optional[dict]:
+    """The iteration step's state (``optimizer``, ``grad_scaler``) in a trainer's checkpoint
+    state: under ``_trainer`` (our trainer's, DefaultTrainer's) or the trainer state itself
+    (SimpleTrainer's: tools/lazyconfig_train_net.py); None if it holds no optimizer."""
+    if not isinstance(trainer_state, dict):
+        return None
+    for state in (trainer_state.get("_trainer"), trainer_state):
+        if isinstance(state, dict) and isinstance(state.get("optimizer"), dict):
+            return state
+    return None
 
 
 def _is_hyper_parameter(key: str) -> bool:
@@ -94,8 +108,7 @@ class ExactResume:
         config (for ``TrainerBase.load_state_dict``, which restores the iteration and the hooks).
         """
         state_dict, schedule_changed = self._schedule_from_config(state_dict)
-        # Ours and DefaultTrainer's under _trainer; SimpleTrainer's (lazyconfig_train_net) here.
-        step = state_dict.get("_trainer", state_dict if "optimizer" in state_dict else None)
+        step = train_step_state(state_dict)
         if step is not None:
             self.train_step.load_state_dict(step)
         else:

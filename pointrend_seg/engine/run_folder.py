@@ -27,10 +27,11 @@ from typing import Dict, List, Optional
 
 from ..config import leaf_items
 from .checkpoint import CheckpointReadError, load_weights_only
+from .resume import train_step_state
 
 __all__ = ["LOCK_NAME", "ResumeMismatchError", "RunFolderBusyError", "RunFolderClaim",
            "check_resume_fits", "claim_before_writing", "claim_run_folder", "config_differences",
-           "saved_optimizer_state", "tensors_that_differ"]
+           "tensors_that_differ"]
 
 LOCK_NAME = ".pointrend_seg.lock"
 
@@ -175,18 +176,6 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
-def saved_optimizer_state(checkpoint: dict) -> Optional[dict]:
-    """The optimizer state of a checkpoint, in any of Detectron2's layouts: ``trainer._trainer``
-    (our trainer's, DefaultTrainer's), ``trainer`` (SimpleTrainer's: tools/lazyconfig_train_net.py)
-    or the top level (an ``optimizer`` checkpointable: tools/plain_train_net.py); None if none."""
-    trainer = checkpoint.get("trainer")
-    trainer = trainer if isinstance(trainer, dict) else {}
-    for state in (trainer.get("_trainer"), trainer, checkpoint):
-        if isinstance(state, dict) and isinstance(state.get("optimizer"), dict):
-            return state["optimizer"]
-    return None
-
-
 def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: Optional[dict],
                       current_config: dict, config_hint: str) -> None:
     """
@@ -205,9 +194,10 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         return
     problems = tensors_that_differ(model.state_dict(), checkpoint["model"])
-    saved_optimizer = saved_optimizer_state(checkpoint)
-    if saved_optimizer is not None and optimizer is not None:
-        problems += _optimizer_differences(optimizer.state_dict(), saved_optimizer)
+    # the trainer's layouts, else an ``optimizer`` checkpointable (tools/plain_train_net.py)
+    saved = train_step_state(checkpoint.get("trainer")) or train_step_state(checkpoint)
+    if saved is not None and optimizer is not None:
+        problems += _optimizer_differences(optimizer.state_dict(), saved["optimizer"])
     if not problems:
         return
     shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4
