@@ -217,18 +217,16 @@ def _with_dataset_values(cfg: CfgNode) -> CfgNode:
     dataset's") given its first training (else test) dataset's values: a frozen copy. A set value
     is checked against the datasets at the start of the run (``check_dataset_config``)."""
     head = cfg.MODEL.SEM_SEG_HEAD
-    unset = {key: f"MODEL.SEM_SEG_HEAD.{name}={value}"
-             for key, name, value in (("num_classes", "NUM_CLASSES", 0),
-                                      ("ignore_value", "IGNORE_VALUE", -1))
-             if head[name] == value}
+    unset = {key: f"MODEL.SEM_SEG_HEAD.{key.upper()}={value}"
+             for key, value in (("num_classes", 0), ("ignore_value", -1))
+             if head[key.upper()] == value}
     if not unset:
         return cfg
     found = _dataset_values(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), unset)
     cfg = cfg.clone()
     cfg.defrost()
     for key in unset:
-        cfg.MODEL.SEM_SEG_HEAD["NUM_CLASSES" if key == "num_classes" else "IGNORE_VALUE"] = \
-            int(found[key])
+        cfg.MODEL.SEM_SEG_HEAD[key.upper()] = int(found[key])
     cfg.freeze()
     return cfg
 
