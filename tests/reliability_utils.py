@@ -7,6 +7,7 @@ import sys
 import time
 
 from conftest import DEMO_CONFIG, REPO_ROOT
+import tool_process
 
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
@@ -31,8 +32,8 @@ def _env(threads):
 
 def run_train_net(*args, threads=1, timeout=600, expect_failure=False):
     """Run train_net.py to completion; return its output (asserting success, or failure)."""
-    proc = subprocess.run(train_net_cmd(*args), capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=timeout, env=_env(threads))
+    proc = tool_process.run(train_net_cmd(*args), cwd=REPO_ROOT, timeout=timeout,
+                            env=_env(threads))
     assert (proc.returncode != 0) == expect_failure, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
 

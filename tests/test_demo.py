@@ -5,7 +5,6 @@ folders, patterns and videos, writes masks, and labels them with the model's cla
 before inference when it has none).
 """
 import os
-import subprocess
 import sys
 
 import cv2
@@ -23,6 +22,7 @@ from pointrend_seg.engine import Trainer, build_predictor
 from pointrend_seg.engine.cli import INPUT_ERRORS
 
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
+import tool_process
 
 import demo
 
@@ -108,11 +108,11 @@ def test_default_predictor_runs_our_config_unchanged(trained_demo_model):
 def test_demo_tool_dataset_mode_draws_prediction_and_ground_truth(trained_demo_model, tmp_path):
     cfg, model = trained_demo_model
     out = tmp_path / "overlays"
-    proc = subprocess.run(
+    proc = tool_process.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "demo.py"), "--config-file", DEMO_CONFIG,
          "--dataset", VAL, "--num-images", "2", "--output", str(out), "--save-masks",
          "--show-points", "MODEL.WEIGHTS", _weights(cfg)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        cwd=REPO_ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stems = [os.path.splitext(os.path.basename(d["file_name"]))[0] for d in _val(2)]

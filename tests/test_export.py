@@ -7,7 +7,6 @@ eager model; what cannot be exported is refused with the key to change.
 """
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from detectron2.modeling import build_model
 
 from conftest import DEMO_CONFIG, demo_config, randomize_norm_stats
+import tool_process
 from pointrend_seg.modeling.export import (
     ExportableSegmentor,
     ExportError,
@@ -79,11 +79,9 @@ def test_export_refuses_what_it_cannot_export():
 
 
 def test_export_tool_refuses_a_bad_size_with_one_line(tmp_path):
-    proc = subprocess.run(
+    proc = tool_process.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "export_model.py"), "--config-file",
-         DEMO_CONFIG, "--output", str(tmp_path), "--check-size", "12x34x5"],
-        capture_output=True, text=True, timeout=300,
-    )
+         DEMO_CONFIG, "--output", str(tmp_path), "--check-size", "12x34x5"], timeout=300)
     assert proc.returncode == 2
     assert "export_model.py: error: --check-size takes HEIGHTxWIDTH" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -108,12 +106,10 @@ def test_export_tool_on_the_trained_model_onnx_and_program_agree_with_eager(trai
     weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     images = [d["file_name"] for d in DatasetCatalog.get("synthetic_shapes_sem_seg_val")[:2]]
     out = tmp_path / "exported"
-    proc = subprocess.run(
+    proc = tool_process.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "export_model.py"), "--config-file",
          DEMO_CONFIG, "--output", str(out), "--check-size", "97x131", "--check-image", images[0],
-         "--check-image", images[1], "MODEL.WEIGHTS", weights],
-        capture_output=True, text=True, timeout=600,
-    )
+         "--check-image", images[1], "MODEL.WEIGHTS", weights], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # No exporter noise: the model (and its wrapper) in eval mode, onnx_ir's notes filtered.
     assert "training mode" not in proc.stderr and "Attribute type is ambiguous" not in proc.stderr

@@ -44,6 +44,7 @@ from pointrend_seg.engine import (
 from pointrend_seg.engine.cli import run_tool, training_errors_in_one_line
 
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
+import tool_process
 
 import export_model
 
@@ -57,8 +58,8 @@ def _env():
 
 
 def _tool(name, *args, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(TOOLS, name), *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=timeout, env=_env())
+    return tool_process.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=REPO_ROOT,
+                            timeout=timeout, env=_env())
 
 
 def _error_lines(stderr):

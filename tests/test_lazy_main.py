@@ -12,7 +12,6 @@ the transformer configs say in one error that they need ``main``):
 """
 import glob
 import os
-import subprocess
 import sys
 
 import pytest
@@ -25,6 +24,7 @@ from pointrend_seg import model_zoo
 from pointrend_seg.config import ConfigError
 
 from conftest import REPO_ROOT, torch_threads
+import tool_process
 
 ON_MAIN = hasattr(detectron2.modeling, "ViT")
 main_only = pytest.mark.skipif(not ON_MAIN, reason="Detectron2 main only (v0.6 has no ViT)")
@@ -53,10 +53,10 @@ def test_detectron2_lazyconfig_train_net_trains_and_evaluates_our_demo(tmp_path)
         pytest.skip("Detectron2 main's tools/lazyconfig_train_net.py was not extracted "
                     "(make setup-d2main extracts the snapshot)")
     config = model_zoo.get_config_file("demo/deeplabv3_pointrend_synthetic.py")
-    proc = subprocess.run(
+    proc = tool_process.run(
         [sys.executable, script, "--config-file", config, "train.max_iter=2",
          f"train.output_dir={tmp_path}", "dataloader.train.total_batch_size=2"],
-        capture_output=True, text=True, cwd=str(tmp_path), timeout=600,
+        cwd=str(tmp_path), timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
@@ -64,11 +64,11 @@ def test_detectron2_lazyconfig_train_net_trains_and_evaluates_our_demo(tmp_path)
     assert (tmp_path / "model_final.pth").exists()
     # Our train_net.py continues that run: its optimizer state (SimpleTrainer's layout) is read
     # and compared, the stream goes on at iteration 2.
-    proc = subprocess.run(
+    proc = tool_process.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file",
          config, "--resume", "train.max_iter=3", f"train.output_dir={tmp_path}",
          "dataloader.train.total_batch_size=2", "train.eval_period=0"],
-        capture_output=True, text=True, cwd=str(tmp_path), timeout=600,
+        cwd=str(tmp_path), timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

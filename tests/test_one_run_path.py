@@ -7,7 +7,6 @@ draws with the run's config, weights and class names (the YAML folder config's r
 test_readme.py's own-data example).
 """
 import os
-import subprocess
 import sys
 import time
 
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, write_folder_split
+import tool_process
 
 CLASSES = ["road", "car", "tree"]
 
@@ -36,9 +36,9 @@ def folder_data(tmp_path_factory):
 
 
 def _tool(name, *args, timeout=600):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", name), *args],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
-                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+    return tool_process.run([sys.executable, os.path.join(REPO_ROOT, "tools", name), *args],
+                            cwd=REPO_ROOT, timeout=timeout,
+                            env=dict(os.environ, OMP_NUM_THREADS="2"))
 
 
 PY = os.path.join(REPO_ROOT, "configs", "folder", "deeplabv3_pointrend_folder.py")

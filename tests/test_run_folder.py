@@ -28,6 +28,7 @@ from pointrend_seg.engine.run_folder import (
 )
 
 from conftest import REPO_ROOT, demo_config
+import tool_process
 from reliability_utils import FAST, _env, run_train_net, train_net_cmd
 
 
@@ -61,9 +62,9 @@ def test_second_run_into_a_busy_folder_is_refused_and_ctrl_c_names_the_checkpoin
             # Training, with a confirmed checkpoint (kept once the next loss was finite).
             _wait_for(lambda: (out / "last_checkpoint").exists(), first)
             state = _folder_state(out)
-            second = subprocess.run(
+            second = tool_process.run(
                 train_net_cmd(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2"),
-                capture_output=True, text=True, cwd=REPO_ROOT, env=_env(1), timeout=300)
+                cwd=REPO_ROOT, env=_env(1), timeout=300)
             assert second.returncode == 2, second.stderr[-3000:]
             last = second.stderr.strip().splitlines()[-1]
             assert last.startswith(f"train_net.py: error: OUTPUT_DIR {out} is in use by process "
@@ -194,9 +195,9 @@ def test_config_differences_ignore_what_yaml_makes_of_tuples():
 def test_train_net_resume_with_another_point_head_changes_nothing(tmp_path):
     out = _run_folder(tmp_path)
     before = _folder_state(out)
-    proc = subprocess.run(
+    proc = tool_process.run(
         train_net_cmd("--resume", *FAST, "OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128"),
-        capture_output=True, text=True, cwd=REPO_ROOT, env=_env(1), timeout=300)
+        cwd=REPO_ROOT, env=_env(1), timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"train_net.py: error: cannot resume from {out}/model_0000001.pth"), last

@@ -1,12 +1,13 @@
 """End-to-end: tools/train_net.py trains, evaluates from the checkpoint (--eval-only), resumes."""
 import json
 import os
-import subprocess
+import sys
 
 import pytest
 import torch
 
 from conftest import DEMO_CONFIG, REPO_ROOT
+import tool_process
 
 FAST = [
     "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "2",
@@ -14,9 +15,9 @@ FAST = [
 
 
 def run_train_net(*args):
-    cmd = [os.path.join(os.path.dirname(os.sys.executable), "python"),
-           os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", DEMO_CONFIG, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file",
+           DEMO_CONFIG, *args]
+    proc = tool_process.run(cmd, cwd=REPO_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 

@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 from contextlib import redirect_stderr
 
@@ -53,6 +52,7 @@ from pointrend_seg.evaluation import report as report_module
 
 from bad_dataset import disc_sample
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
+import tool_process
 
 import demo
 
@@ -165,8 +165,8 @@ def _tool_process(name, *args, timeout=300):
     """A tool run as a process: (exit status, stderr lines without the import warnings)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("POINTREND_SEG_DEBUG", None)
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, name), *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=timeout, env=env)
+    proc = tool_process.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=REPO_ROOT,
+                            timeout=timeout, env=env)
     lines = [line for line in proc.stderr.splitlines()
              if line.strip() and "warn" not in line.lower()]
     return proc.returncode, lines

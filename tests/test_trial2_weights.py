@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import pickle
-import subprocess
 import sys
 import zipfile
 
@@ -44,6 +43,7 @@ from pointrend_seg.engine.compat import checkpointer_drops_url_query
 from pointrend_seg.modeling.export import UnsafeProgramError, load_exported_program
 
 from conftest import DEMO_CONFIG, REPO_ROOT, demo_config
+import tool_process
 
 import convert_weights
 import export_model
@@ -57,8 +57,8 @@ def _tool(name, *args):
     """Run tools/NAME in a subprocess: (exit status, the stderr lines that are not warnings)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("POINTREND_SEG_DEBUG", None)
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, name), *args], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=300, env=env)
+    proc = tool_process.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=REPO_ROOT,
+                            timeout=300, env=env)
     return proc.returncode, [line for line in proc.stderr.splitlines()
                              if line.strip() and "warn" not in line.lower()]
 
