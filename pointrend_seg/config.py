@@ -44,6 +44,7 @@ __all__ = [
     "check_pointrend_seg_keys",
     "check_python_overrides",
     "closest_keys",
+    "device_override",
     "leaf_items",
     "load_any_config",
     "load_python_config",
@@ -603,6 +604,15 @@ def check_pointrend_seg_keys(cfg) -> None:
 
 
 # ---- Python (LazyConfig) configs ----------------------------------------------------------------
+def device_override(python: bool, device=None) -> list:
+    """The override that runs a config's model on ``device`` (e.g. "cpu"; None: no override):
+    ``train.device=...`` for a Python config, ``MODEL.DEVICE ...`` for a YAML one. An override,
+    so that a config's CUDA device is not refused before it applies."""
+    if not device:
+        return []
+    return [f"train.device={device}"] if python else ["MODEL.DEVICE", str(device)]
+
+
 def load_any_config(path: str, opts=()):
     """
     The one config loader of the tools: a YAML file -> :func:`build_config` (a ``CfgNode``;

@@ -293,7 +293,7 @@ def config_from_args(args, device=None):
     model there (e.g. "cpu"). ``weights``: ``--weights``, the ``--run`` folder's checkpoint, else
     the config's (``MODEL.WEIGHTS`` / ``train.init_checkpoint``).
     """
-    from ..config import load_any_config
+    from ..config import device_override, load_any_config
     from .run_config import as_run_config
     from .run_folder import load_run_folder
 
@@ -303,10 +303,8 @@ def config_from_args(args, device=None):
         cfg, weights = load_run_folder(args.run, args.weights, opts, device=device)
     else:
         weights = args.weights
-        if device:  # an override, so that a YAML config's CUDA device is not refused first
-            python = args.config_file.endswith(".py")
-            opts += [f"train.device={device}"] if python else ["MODEL.DEVICE", device]
-        cfg = load_any_config(args.config_file, opts)
+        cfg = load_any_config(args.config_file,
+                              opts + device_override(args.config_file.endswith(".py"), device))
     if hasattr(cfg, "MODEL"):
         cfg.freeze()
     run = as_run_config(cfg)

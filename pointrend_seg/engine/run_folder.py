@@ -340,26 +340,27 @@ def load_run_folder(folder: str, weights: Optional[str] = None, opts=(), device=
 
     from detectron2.config import LazyConfig
 
-    from ..config import ConfigError, build_config, check_python_overrides, load_yaml_config
+    from ..config import (ConfigError, build_config, check_python_overrides, device_override,
+                          load_yaml_config)
 
     path = os.path.join(folder, "config.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"--run {folder}: no config.yaml there (not a run folder of "
                           "tools/train_net.py)")
     data = load_yaml_config(path)
-    if {"model", "train"} & set(data):  # a Python (LazyConfig) run's, saved by LazyConfig.save
+    python = bool({"model", "train"} & set(data))  # a Python run's, saved by LazyConfig.save
+    opts = list(opts) + device_override(python, device)
+    if python:
         config = OmegaConf.create(data)
         check_python_overrides(config, opts, path)
-        config = LazyConfig.apply_overrides(config, list(opts))
-        if device:
-            config.train.device = device
+        config = LazyConfig.apply_overrides(config, opts)
         bad = sorted({t for t in _targets(OmegaConf.to_container(config))
                       if not _allowed_target(t)})
         if bad:
             raise ConfigError(f"--run {folder}: config.yaml names callables a run folder may not "
                               f"name (not loaded): {', '.join(bad[:5])}")
     else:
-        config = build_config(path, list(opts) + (["MODEL.DEVICE", device] if device else []))
+        config = build_config(path, opts)
     if weights is None:
         final = os.path.join(folder, "model_final.pth")
         weights = final if os.path.isfile(final) else _resume_checkpoint_file(folder)
