@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 from detectron2.data import transforms as T
 
-from ..config import raise_config_problems
+from ..config import is_number, raise_config_problems
 from .transforms import PadToMinSize
 
 __all__ = ["build_sem_seg_augmentations", "crop_pad_size", "crop_problems",
@@ -36,8 +36,7 @@ def crop_pad_size(cfg):
 def _crop_problems(crop_type, size, area):
     size = list(size)
     where = f"INPUT.CROP.SIZE={size} (INPUT.CROP.TYPE {crop_type!r})"
-    two_numbers = len(size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                         for v in size)
+    two_numbers = len(size) == 2 and all(is_number(v) for v in size)
     problems = []
     if crop_type in ("relative", "relative_range"):
         if not two_numbers or not all(0.0 < v <= 1.0 for v in size):

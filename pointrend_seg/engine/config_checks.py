@@ -4,17 +4,12 @@ Checks of the config against the datasets it names, run when a trainer or an eva
 and of the solver keys the trainer reads.
 """
 import math
-import numbers
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import raise_config_problems
+from ..config import is_int, is_number, raise_config_problems
 
 __all__ = ["check_dataset_config", "check_solver_config"]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_solver_config(cfg) -> None:
@@ -32,15 +27,14 @@ def check_solver_config(cfg) -> None:
     problems = []
     for key in ("MAX_ITER", "IMS_PER_BATCH", "CHECKPOINT_PERIOD", "LOG_PERIOD"):
         value = s.get(key, 1)
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             problems.append(f"SOLVER.{key}={value!r} must be an integer >= 1")
     for group, key in (("SOLVER", "WARMUP_ITERS"), ("TEST", "EVAL_PERIOD")):
         value = cfg[group][key]
-        if not _is_int(value) or value < 0:
+        if not is_int(value) or value < 0:
             problems.append(f"{group}.{key}={value!r} must be an integer >= 0")
     lr = s.BASE_LR
-    if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not math.isfinite(lr) \
-            or lr <= 0:
+    if not is_number(lr) or not math.isfinite(lr) or lr <= 0:
         problems.append(f"SOLVER.BASE_LR={lr!r} must be a positive number")
     raise_config_problems(problems)
 

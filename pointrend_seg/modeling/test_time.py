@@ -5,13 +5,12 @@ Test-time strategies for large images and augmentation, as pure functions over a
 Shapes: an image is (C, H, W) float (already normalised or not: the callable decides), logits are
 (K, H, W) at the image's resolution.
 """
-from numbers import Integral
 from typing import Callable, List, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
 
-from ..config import ConfigError
+from ..config import ConfigError, is_int
 
 __all__ = ["window_starts", "blend_weights", "check_sliding_window", "sliding_window_inference",
            "multi_scale_flip_inference"]
@@ -59,7 +58,7 @@ def check_sliding_window(window, stride, blend: str = "mean") -> None:
 
     def pair(key, value):
         if (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-                and all(isinstance(v, Integral) and not isinstance(v, bool) for v in value)):
+                and all(is_int(v) for v in value)):
             return tuple(value)
         problems.append(f"TEST.SLIDING_WINDOW.{key}={value!r} must be (height, width) in pixels")
         return None
