@@ -57,11 +57,6 @@ def _env():
     return env
 
 
-def _tool(name, *args, timeout=300):
-    return tool_process.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=REPO_ROOT,
-                            timeout=timeout, env=_env())
-
-
 def _error_lines(stderr):
     """stderr without the lines of warnings printed by imports (torch's jit deprecation)."""
     return [line for line in stderr.splitlines()
@@ -87,7 +82,7 @@ def _hostile_yaml(tmp_path):
 ])
 def test_hostile_yaml_runs_nothing_in_any_tool(tmp_path, tool, extra):
     config, marker = _hostile_yaml(tmp_path)
-    proc = _tool(tool, "--config-file", config, *extra)
+    proc = tool_process.tool(tool, "--config-file", config, *extra)
     assert not marker.exists()
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = _error_lines(proc.stderr)
@@ -570,8 +565,8 @@ def test_tool_errors_are_one_line_unless_debugging(capsys):
 @pytest.mark.slow
 def test_train_net_config_error_is_one_line_with_status_2(tmp_path):
     # before: a traceback, then the message
-    proc = _tool("train_net.py", "--config-file", DEMO_CONFIG, "OUTPUT_DIR", str(tmp_path),
-                 "SOLVER.MAX_ITER", "0")
+    proc = tool_process.tool("train_net.py", "--config-file", DEMO_CONFIG, "OUTPUT_DIR",
+                             str(tmp_path), "SOLVER.MAX_ITER", "0")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert _error_lines(proc.stderr)[-1] == (
@@ -609,10 +604,10 @@ def test_a_user_error_that_stops_training_is_logged_in_one_line():
 
 @pytest.mark.slow
 def test_train_net_divergence_is_one_message_with_status_1(tmp_path):
-    proc = _tool("train_net.py", "--config-file", DEMO_CONFIG, "OUTPUT_DIR", str(tmp_path),
-                 "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_ITERS", "0", "SOLVER.MAX_ITER", "40",
-                 "SOLVER.IMS_PER_BATCH", "2", "DATASETS.TEST", "()",
-                 "DATALOADER.NUM_WORKERS", "0")
+    proc = tool_process.tool("train_net.py", "--config-file", DEMO_CONFIG, "OUTPUT_DIR",
+                             str(tmp_path), "SOLVER.BASE_LR", "1e6", "SOLVER.WARMUP_ITERS", "0",
+                             "SOLVER.MAX_ITER", "40", "SOLVER.IMS_PER_BATCH", "2",
+                             "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0")
     assert proc.returncode == 1, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
     assert "Traceback" not in output

@@ -6,8 +6,8 @@ dataset's), a typo'd override stops before anything runs, and ``tools/demo.py --
 draws with the run's config, weights and class names (the YAML folder config's run:
 test_readme.py's own-data example).
 """
+import functools
 import os
-import sys
 import time
 
 import numpy as np
@@ -35,11 +35,7 @@ def folder_data(tmp_path_factory):
     return root, flags
 
 
-def _tool(name, *args, timeout=600):
-    return tool_process.run([sys.executable, os.path.join(REPO_ROOT, "tools", name), *args],
-                            cwd=REPO_ROOT, timeout=timeout,
-                            env=dict(os.environ, OMP_NUM_THREADS="2"))
-
+_tool = functools.partial(tool_process.tool, threads=2, timeout=600)
 
 PY = os.path.join(REPO_ROOT, "configs", "folder", "deeplabv3_pointrend_folder.py")
 YAML = os.path.join(REPO_ROOT, "configs", "folder", "deeplabv3_pointrend_folder.yaml")

@@ -163,10 +163,7 @@ def _one_error_line(err, prog="demo.py"):
 
 def _tool_process(name, *args, timeout=300):
     """A tool run as a process: (exit status, stderr lines without the import warnings)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("POINTREND_SEG_DEBUG", None)
-    proc = tool_process.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=REPO_ROOT,
-                            timeout=timeout, env=env)
+    proc = tool_process.tool(name, *args, timeout=timeout)
     lines = [line for line in proc.stderr.splitlines()
              if line.strip() and "warn" not in line.lower()]
     return proc.returncode, lines

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import pickle
-import sys
 import zipfile
 
 import numpy as np
@@ -48,17 +47,13 @@ import tool_process
 import convert_weights
 import export_model
 
-TOOLS = os.path.join(REPO_ROOT, "tools")
 ON_MAIN = checkpointer_drops_url_query()
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def _tool(name, *args):
     """Run tools/NAME in a subprocess: (exit status, the stderr lines that are not warnings)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("POINTREND_SEG_DEBUG", None)
-    proc = tool_process.run([sys.executable, os.path.join(TOOLS, name), *args], cwd=REPO_ROOT,
-                            timeout=300, env=env)
+    proc = tool_process.tool(name, *args)
     return proc.returncode, [line for line in proc.stderr.splitlines()
                              if line.strip() and "warn" not in line.lower()]
 

@@ -61,6 +61,7 @@ for line in sys.stdin:
 """
 
 _helper = None
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 def _start():
@@ -87,6 +88,15 @@ def _reply(timeout=None):
             raise RuntimeError("the tool helper process ended")
         line += byte
     return json.loads(line) if line.startswith(b"{") else line.decode().strip()
+
+
+def tool(name, *args, threads=1, timeout=300):
+    """``tools/NAME ARGS`` (:func:`run`) from the checkout's root, as a user runs it: with
+    ``OMP_NUM_THREADS=threads`` and without ``POINTREND_SEG_DEBUG`` (errors in one line)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env.pop("POINTREND_SEG_DEBUG", None)
+    return run([sys.executable, os.path.join(TOOLS, name), *args], cwd=os.path.dirname(TOOLS),
+               env=env, timeout=timeout)
 
 
 def run(argv, *, cwd=None, env=None, timeout=None):
