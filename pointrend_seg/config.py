@@ -691,7 +691,8 @@ def check_python_overrides(cfg, opts: Sequence[str], source: str = "the command 
     """
     Raise one :class:`ConfigError` for the ``key=value`` overrides of a Python config that name
     no key of ``cfg`` (omegaconf would add it silently: ``train.max_iters=2`` ran the default
-    4000 iterations) or give a value of another kind than the key's (a string for a number, ...).
+    4000 iterations), give a value of another kind than the key's (a string for a number, ...)
+    or delete one (hydra's ``~key``, which Detectron2 does not apply).
     A key may also be an argument that the ``_target_`` of its parent accepts but the config
     leaves at its default (e.g. ``model.sem_seg_head.loss_weight=2``). Each unknown key is named
     with up to 3 existing keys it may have meant.
@@ -705,6 +706,10 @@ def check_python_overrides(cfg, opts: Sequence[str], source: str = "the command 
     problems = []
     for override in parsed:
         key = override.key_or_group
+        if override.is_delete():  # Detectron2's apply_overrides: NotImplementedError
+            problems.append(f"~{key}: deleting a key is not supported (Detectron2's LazyConfig "
+                            "overrides set values only); set it instead, e.g. to null")
+            continue
         node, parts = cfg, key.split(".")
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth])
