@@ -192,14 +192,25 @@ def test_config_differences_ignore_what_yaml_makes_of_tuples():
         "MODEL.W ([[10.0, 5.0], [20.0, 10.0]] in the run's config.yaml, ((10.0, 5.0),) now)"]
 
 
-def test_train_net_resume_with_another_point_head_changes_nothing(tmp_path):
+@pytest.mark.parametrize("opts, message", [
+    (["--resume", "MODEL.POINT_HEAD.FC_DIM", "128"], "cannot resume from {out}/model_0000001.pth"),
+    # Checks that need only the config, before config.yaml is written (before: a failed start
+    # replaced the run's config.yaml; the unknown schedule was a ValueError traceback).
+    (["SOLVER.OPTIMIZER", "ADAMM"], "SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got 'ADAMM'"),
+    (["--resume", "SOLVER.LR_SCHEDULER_NAME", "WarmupPoly"],
+     "SOLVER.LR_SCHEDULER_NAME='WarmupPoly' is not a schedule Detectron2 knows (did you mean "
+     "'WarmupPolyLR'?)"),
+    (["--eval-only", "MODEL.POINT_HEAD.NUM_FC", "-1"], "MODEL.POINT_HEAD.NUM_FC=-1 must be an "
+     "integer >= 0"),
+])
+def test_train_net_start_that_fails_changes_nothing_in_the_run_folder(tmp_path, opts, message):
     out = _run_folder(tmp_path)
     before = _folder_state(out)
-    proc = tool_process.run(
-        train_net_cmd("--resume", *FAST, "OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128"),
-        cwd=REPO_ROOT, env=_env(1), timeout=300)
+    proc = tool_process.run(train_net_cmd(*opts, *FAST, "OUTPUT_DIR", str(out)),
+                            cwd=REPO_ROOT, env=_env(1), timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"train_net.py: error: cannot resume from {out}/model_0000001.pth"), last
-    assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in last
+    assert last.startswith("train_net.py: error: " + message.format(out=out)), last
+    if "FC_DIM" in opts:
+        assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in last
     assert _folder_state(out) == before  # config.yaml, checkpoint, last_checkpoint; no log.txt

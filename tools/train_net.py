@@ -46,7 +46,9 @@ or of another shape, e.g. another MODEL.POINT_HEAD.FC_DIM): --partial-weights ev
 SOLVER.LOG_PERIOD: iterations between metric writes.
 
 A run folder has one writer: a second run into an OUTPUT_DIR that a live process trains or
-evaluates in is refused, naming that process (a killed run's claim is taken over). --resume first
+evaluates in is refused, naming that process (a killed run's claim is taken over). A config that
+fails a check needing only the config (keys, solver values, precision, optimizer, LR schedule, the
+model's keys) stops the start before anything is written there. --resume first
 checks that the checkpoint fits this config's model and optimizer, and refuses before writing
 anything, naming the tensors and the keys that differ from OUTPUT_DIR/config.yaml. Ctrl-C ends with
 one line naming the iteration reached and the checkpoint to continue from (exit status 130).
@@ -143,8 +145,9 @@ def main(args):
     # Here rather than before launch(): main runs in every spawned process.
     registered_datasets(args)
     run = as_run_config(cfg)  # either kind, read once (a Python config's classes: its dataset)
-    # Before anything is written into OUTPUT_DIR: one writer, and a checkpoint that fits.
-    claim_before_writing(run, resume=args.resume)
+    # Before anything is written into OUTPUT_DIR: one writer, the checks that need only the
+    # config, and a checkpoint that fits.
+    claim_before_writing(run, resume=args.resume, train=not args.eval_only)
     setup(args, run)
     if args.eval_only:  # the model and its weights first, then the datasets
         model = load_inference_model(run, resume=args.resume,

@@ -1,6 +1,7 @@
 """
-The start of a run: every check that needs the config and the datasets, once, before anything is
-built (:func:`prepare_run`), and what the run keeps of it (:class:`RunPlan`).
+The start of a run: the checks that need only the config, before a tool writes into the run
+folder (:func:`check_config`); every check that needs the config and the datasets, once, before
+anything is built (:func:`prepare_run`), and what the run keeps of it (:class:`RunPlan`).
 
 ``tools/train_net.py`` calls it once per process (training or ``--eval-only``) and gives the plan
 to ``Trainer`` / ``Trainer.test``, which build their loaders from it: no check runs twice in a run
@@ -15,8 +16,9 @@ from ..data.dataset_check import DatasetReport
 from .config_checks import check_dataset_config, check_solver_config
 from .data_checks import check_run_datasets, skipped_images
 from .run_config import as_run_config
+from .train_step import training_precision
 
-__all__ = ["RunPlan", "prepare_run"]
+__all__ = ["RunPlan", "check_config", "prepare_run"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,32 @@ class RunPlan:
         """The left-out image files of one dataset."""
         report = self.reports.get(dataset_name)
         return frozenset(report.bad_images) & self.skipped if report else frozenset()
+
+
+def check_config(cfg, *, train: bool = True):
+    """
+    Every check that needs only the config (either kind), reading no dataset file and writing
+    nothing: pointrend_seg's keys, for training the solver keys and the precision, and the parts
+    built on the CPU - the model (each component checks its own keys) and, for training, the
+    optimizer and the LR schedule. ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml``
+    is written, so a start that fails here leaves a run folder as it was.
+
+    Returns:
+        (model, optimizer): on the CPU; the optimizer is None unless ``train``.
+
+    Raises:
+        ConfigError: as the trainer would, naming the key.
+    """
+    run = as_run_config(cfg)
+    check_pointrend_seg_keys(run.settings)
+    if train:
+        check_solver_config(run.settings)
+        training_precision(run.settings)
+    model = run.build_model(device="cpu")
+    optimizer = run.build_optimizer(model) if train else None
+    if train:
+        run.build_lr_scheduler(optimizer)
+    return model, optimizer
 
 
 def prepare_run(cfg, *, train: bool = True) -> RunPlan:

@@ -69,8 +69,20 @@ class RunConfig:
     def build_optimizer(self, model):  # SGD / AdamW (.optimizer)
         return build_optimizer(self.settings, model)
 
-    def build_lr_scheduler(self, optimizer):  # "WarmupPolyLR", else Detectron2's
-        return build_lr_scheduler(self.settings, optimizer)
+    def build_lr_scheduler(self, optimizer):
+        """DeepLab's "WarmupPolyLR", else Detectron2's schedule ``SOLVER.LR_SCHEDULER_NAME``;
+        a name neither knows is a ConfigError (Detectron2: a ValueError traceback)."""
+        try:
+            return build_lr_scheduler(self.settings, optimizer)
+        except ValueError as e:
+            if not str(e).startswith("Unknown LR scheduler"):
+                raise
+            name = self.settings.SOLVER.LR_SCHEDULER_NAME
+            known = ["WarmupPolyLR", "WarmupMultiStepLR", "WarmupCosineLR"]
+            raise ConfigError(
+                f"SOLVER.LR_SCHEDULER_NAME={name!r} is not a schedule Detectron2 knows"
+                + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(
+                    name, known, n=1)) + f"; e.g. {', '.join(known)}") from None
 
     def mapper(self, is_train: bool):
         return SemSegDatasetMapper(self.settings, is_train)

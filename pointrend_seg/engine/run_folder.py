@@ -251,15 +251,18 @@ def _current_and_saved_config(run, output_dir):
     return current, saved, "the config file and overrides the run was started with"
 
 
-def claim_before_writing(cfg, *, resume: bool) -> None:
+def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
     """
     What a tool does with ``cfg``'s run folder before it writes anything there: the main process
-    claims it (:func:`claim_run_folder`) and, with ``resume``, checks that the checkpoint to
-    continue from fits (:func:`check_resume_fits`). Every process raises the same error (so that
-    no process of a multi-process run waits for one that stopped).
+    claims it (:func:`claim_run_folder`), runs the checks that need only the config
+    (:func:`.run.check_config`, for training or not: a failed start leaves the folder's
+    ``config.yaml`` as it was) and, with ``resume``, checks that the checkpoint to continue from
+    fits (:func:`check_resume_fits`). Every process raises the same error (so that no process of
+    a multi-process run waits for one that stopped).
     """
     from detectron2.utils import comm
 
+    from .run import check_config
     from .run_config import as_run_config
 
     run = as_run_config(cfg)
@@ -271,14 +274,13 @@ def claim_before_writing(cfg, *, resume: bool) -> None:
             if claim.previous and claim.previous.get("pid") != os.getpid():
                 logger.info(f"Claimed {output_dir}; it was last claimed by "
                             f"{_describe(claim.previous)}, which no longer holds it")
+            model, optimizer = check_config(run, train=train)
             checkpoint = _resume_checkpoint_file(output_dir) if resume else None
             if checkpoint is not None:
-                model = run.build_model(device="cpu")
-                optimizer = run.build_optimizer(model)
                 current, saved, hint = _current_and_saved_config(run, output_dir)
                 check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
                                   current_config=current, config_hint=hint)
-        except (RunFolderBusyError, ResumeMismatchError) as e:
+        except Exception as e:  # noqa: BLE001 (raised below, on every process)
             error = e
     if comm.get_world_size() > 1:
         error = comm.all_gather(error)[0]
