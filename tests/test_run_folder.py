@@ -211,6 +211,6 @@ def test_train_net_start_that_fails_changes_nothing_in_the_run_folder(tmp_path, 
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train_net.py: error: " + message.format(out=out)), last
-    if "FC_DIM" in opts:
+    if "MODEL.POINT_HEAD.FC_DIM" in opts:
         assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in last
     assert _folder_state(out) == before  # config.yaml, checkpoint, last_checkpoint; no log.txt

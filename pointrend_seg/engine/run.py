@@ -61,9 +61,9 @@ def check_config(cfg, *, train: bool = True):
     if train:
         check_solver_config(run.settings)
         training_precision(run.settings)
-    model = run.build_model(device="cpu")
-    optimizer = run.build_optimizer(model) if train else None
+    model, optimizer = run.build_model(device="cpu"), None
     if train:
+        optimizer = run.build_optimizer(model)
         run.build_lr_scheduler(optimizer)
     return model, optimizer
 
