@@ -163,3 +163,64 @@ def test_export_tool_class_names_and_flags_after_the_overrides(tmp_path, prefix)
         ["--config-file", DEMO_CONFIG, "--output", str(tmp_path), "--register-folder",
          f"{prefix}_f", str(images), str(masks), "road,car,tree,sky,sea"])
     assert export_model.class_names(cfg, args) == ["road", "car", "tree", "sky", "sea"]
+
+
+def _tiny_program(*args, **kwargs):
+    """A small exported program in place of the model's (the test is about the files)."""
+    return torch.export.export(torch.nn.Conv2d(3, 5, 1), (torch.rand(1, 3, 8, 8),))
+
+
+def _earlier_export(out):
+    """An earlier export's files in ``out``: {name: bytes}."""
+    out.mkdir()
+    files = {"model.onnx": b"earlier onnx", "model.pt2": b"earlier program",
+             "export.json": b'{"earlier": true}'}
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    return files
+
+
+def test_export_that_fails_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch, capsys):
+    """
+    A re-export into a folder that holds an earlier one and fails half-way (here the ONNX step,
+    after the program was written) changes none of the earlier files and leaves nothing else
+    there. Before: model.pt2 was already replaced, beside the earlier model.onnx and export.json
+    that describe another export.
+    """
+    import export_model
+
+    def failing_onnx(model, example, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half an ONNX file")
+        raise ImportError("No module named 'onnxscript'")
+
+    monkeypatch.setattr(export_model, "export_program", _tiny_program)
+    monkeypatch.setattr(export_model, "export_onnx", failing_onnx)
+    out = tmp_path / "exported"
+    earlier = _earlier_export(out)
+    status = export_model.main(["--config-file", DEMO_CONFIG, "--output", str(out),
+                                "--check-size", "64x64", "--no-check"])
+    assert status == 2 and "ONNX export needs onnx and onnxscript" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+
+
+def test_export_replaces_the_earlier_files_and_names_one_it_did_not_write(tmp_path, monkeypatch,
+                                                                         caplog):
+    """A re-export replaces the files it writes, leaves no temporary files, and warns about an
+    earlier export's file it did not replace (another --format)."""
+    import export_model
+
+    monkeypatch.setattr(export_model, "export_program", _tiny_program)
+    out = tmp_path / "exported"
+    earlier = _earlier_export(out)
+    status = export_model.main(["--config-file", DEMO_CONFIG, "--output", str(out),
+                                "--check-size", "64x64", "--no-check", "--format",
+                                "torch_export"])
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "model.pt2"]
+    assert (out / "model.onnx").read_bytes() == earlier["model.onnx"]
+    report = json.loads((out / "export.json").read_text())
+    assert report["files"] == {"torch_export": str(out / "model.pt2")}
+    program = load_exported_program(str(out / "model.pt2")).module()
+    assert program(torch.rand(1, 3, 8, 8)).shape == (1, 5, 8, 8)
+    assert "model.onnx is from an earlier export" in caplog.text

@@ -20,6 +20,10 @@ Written to --output:
                      code (torch.export.load itself may: load only .pt2 files you trust with it).
     export.json      input format, classes, size range, what was checked and how well.
 
+The files are written into a temporary folder in --output and replace an earlier export's only
+once all of them are written: an export that fails or is stopped half-way leaves the earlier
+files as they were. (A failed check, exit 1, still writes them, with its figures in export.json.)
+
 Static in the exported graph: the number of subdivision points and steps, the classes and the
 weights (batch norm folded in unless MODEL.INFERENCE.FOLD_BN False). Height and width must lie in
 [--min-size, --max-size]. Not exported: sliding-window inference and test-time augmentation
@@ -37,10 +41,12 @@ class agrees with the eager model as loaded. It exits 1 when that share is below
 --min-agreement (default 0.999) for any input. ONNX needs `pip install onnx onnxscript onnxruntime`.
 """
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -160,6 +166,30 @@ def onnx_runner(path):
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
+    with contextlib.ExitStack() as cleanup:  # the staging folder, whatever happens
+        return export(args, argv, cleanup)
+
+
+def publish(staging, output, files):
+    """
+    Move the files written in ``staging`` to ``output``, each replacing its earlier version
+    atomically, export.json last; warn about an earlier export's model file that this export did
+    not write (another --format): export.json lists only this export's ``files``.
+    """
+    names = sorted(os.listdir(staging), key=lambda name: name == "export.json")
+    for name in names:
+        os.replace(os.path.join(staging, name), os.path.join(output, name))
+    logger.info("written to %s: %s", output, ", ".join(names))
+    for name in ("model.onnx", "model.pt2"):
+        path = os.path.join(output, name)
+        if path not in files.values() and os.path.exists(path):
+            logger.warning("%s is from an earlier export (this one wrote %s); export.json lists "
+                           "this export's files", path, ", ".join(files.values()) or "no model")
+
+
+def export(args, argv, cleanup) -> int:
+    """The tool with parsed ``args``: the files are written into a temporary folder in --output
+    (removed by ``cleanup``) and moved over the earlier ones only once all are written."""
     try:
         # exported on CPU; the ONNX / program runs anywhere
         run, weights = config_from_args(args, device="cpu")
@@ -182,28 +212,29 @@ def main(argv=None) -> int:
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
         handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
         os.makedirs(args.output, exist_ok=True)
+        staging = cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".export.",
+                                                                    dir=args.output))
         example = inputs[0][1]
         runners, files, program = {}, {}, None
         if "torch_export" in args.format:
             start = time.perf_counter()
             program = export_program(model, example, args.min_size, args.max_size)
             files["torch_export"] = os.path.join(args.output, "model.pt2")
-            torch.export.save(program, files["torch_export"])
+            torch.export.save(program, os.path.join(staging, "model.pt2"))
             runners["torch_export"] = program.module()
-            logger.info("torch.export program written to %s in %.1f s", files["torch_export"],
-                        time.perf_counter() - start)
+            logger.info("torch.export program made in %.1f s", time.perf_counter() - start)
         if "onnx" in args.format:
             start = time.perf_counter()
             files["onnx"] = os.path.join(args.output, "model.onnx")
             try:
-                export_onnx(model, example, files["onnx"], args.min_size, args.max_size,
-                            program=program)
+                export_onnx(model, example, os.path.join(staging, "model.onnx"), args.min_size,
+                            args.max_size, program=program)
             except ImportError as e:
                 raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx "
                                   "onnxscript onnxruntime") from None
-            logger.info("ONNX written to %s in %.1f s", files["onnx"], time.perf_counter() - start)
+            logger.info("ONNX made in %.1f s", time.perf_counter() - start)
             if not args.no_check:
-                runners["onnx"] = onnx_runner(files["onnx"])
+                runners["onnx"] = onnx_runner(os.path.join(staging, "model.onnx"))
     except (ExportError,) + INPUT_ERRORS as e:
         if args.debug or debug_requested(argv):
             raise
@@ -227,7 +258,7 @@ def main(argv=None) -> int:
                     print(f"{fmt:<13} {name[-40:]:<40} {diff:>20.2e} {agree:>15.4%}"
                           + ("" if ok else f"  < {args.min_agreement:.2%}"))
     handle.undo()
-    with open(os.path.join(args.output, "export.json"), "w") as f:
+    with open(os.path.join(staging, "export.json"), "w") as f:
         json.dump({
             "files": files, "input": {"name": "images", "shape": ["B", 3, "H", "W"],
                                       "dtype": "float32", "format": cfg.INPUT.FORMAT,
@@ -238,6 +269,7 @@ def main(argv=None) -> int:
             "classes": names, "batch_norm_folded": cfg.MODEL.INFERENCE.FOLD_BN,
             "weights": weights, "checks": checks,
         }, f, indent=1)
+    publish(staging, args.output, files)
     if failed:
         print(f"export_model.py: error: the exported model disagrees with the eager model on more "
               f"than {1 - args.min_agreement:.2%} of the pixels of some input", file=sys.stderr)
