@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 
 PACKAGE = os.path.join(REPO_ROOT, "pointrend_seg")
 LAYER = {
-    "config": 0, "model_zoo": 1,
+    "config": 0, "files": 0, "model_zoo": 1,
     "modeling": 2, "data": 2, "visualization": 2, "evaluation": 3, "configs": 3.5,
     "engine": 4,
 }

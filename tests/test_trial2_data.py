@@ -48,6 +48,7 @@ from pointrend_seg.engine import media
 from pointrend_seg.engine.cli import run_tool
 from pointrend_seg.engine.media import MediaSource, VideoReader, expand_inputs
 from pointrend_seg.evaluation import ResultWriteError, SegmentationEvaluator, write_result_file
+from pointrend_seg import files as files_module
 from pointrend_seg.evaluation import report as report_module
 
 from bad_dataset import disc_sample
@@ -607,7 +608,7 @@ class _FullDisk:
 def test_full_disk_leaves_no_partial_result_file(tmp_path, monkeypatch, free):
     path = tmp_path / "eval_results.json"
     disk = _FullDisk(free)
-    monkeypatch.setattr(report_module, "open", disk, raising=False)
+    monkeypatch.setattr(files_module, "open", disk, raising=False)
     with pytest.raises(ResultWriteError) as e:
         write_result_file(str(path), lambda f: json.dump({"mIoU": 50.0, "x": list(range(100))}, f))
     assert e.value.errno == errno.ENOSPC
@@ -623,7 +624,7 @@ def test_full_disk_leaves_no_partial_result_file(tmp_path, monkeypatch, free):
     assert os.listdir(tmp_path) == ["eval_results.json"]
     assert path.read_text() == '{"mIoU": 1.0}'
     # other errors pass as they are, and leave nothing either
-    monkeypatch.setattr(report_module, "open", open, raising=False)
+    monkeypatch.setattr(files_module, "open", open, raising=False)
     with pytest.raises(ZeroDivisionError):
         write_result_file(str(tmp_path / "other.json"), lambda f: 1 / 0)
     assert os.listdir(tmp_path) == ["eval_results.json"]
@@ -653,7 +654,7 @@ def test_full_disk_during_evaluation_is_one_line_and_no_empty_files(tmp_path, mo
 
         def write(path, *args, _filename=filename, **kwargs):
             full_now = os.path.basename(path) == _filename
-            monkeypatch.setattr(report_module, "open", disk if full_now else open,
+            monkeypatch.setattr(files_module, "open", disk if full_now else open,
                                 raising=False)
             return real_write(path, *args, **kwargs)
 
@@ -666,7 +667,7 @@ def test_full_disk_during_evaluation_is_one_line_and_no_empty_files(tmp_path, mo
         # the files before it are whole, none is empty, none half-written is left
         assert sorted(os.listdir(out)) == sorted(full[:i]), (filename, os.listdir(out))
         assert all(os.path.getsize(out / f) > 0 for f in os.listdir(out))
-    monkeypatch.setattr(report_module, "open", open, raising=False)
+    monkeypatch.setattr(files_module, "open", open, raising=False)
     monkeypatch.setattr(report_module, "write_result_file", real_write)
     monkeypatch.setattr("pointrend_seg.evaluation.sem_seg.write_result_file", real_write)
     assert evaluate()["sem_seg"]["mIoU"] == pytest.approx(100.0)

@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, load_any_config
 from pointrend_seg.data import check_dataset
 from pointrend_seg.engine import as_run_config
+from pointrend_seg.files import atomic_write
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_register_folder_argument,
@@ -138,8 +139,8 @@ def main(argv=None):
     for report in reports:
         print(report.format())
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([r.to_dict() for r in reports], f, indent=1)
+        atomic_write(args.json, lambda f: json.dump([r.to_dict() for r in reports], f, indent=1),
+                     binary=False)
     return 1 if any(r.problems for r in reports) else 0
 
 

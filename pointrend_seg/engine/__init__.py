@@ -14,8 +14,8 @@ from .checkpoint import (
     IncompleteWeightsError,
     SafeCheckpointer,
     UnsafeCheckpointError,
-    atomic_write,
 )
+from ..files import atomic_write
 from .config_checks import check_dataset_config, check_solver_config
 from .distributed import adapt_norm_to_world_size, launch
 from .predictor import build_predictor, load_inference_model

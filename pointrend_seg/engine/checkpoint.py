@@ -52,7 +52,6 @@ import os
 import pickle
 import pickletools
 import re
-import uuid
 import zipfile
 from urllib.parse import parse_qs, urlparse
 
@@ -60,7 +59,7 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..evaluation.report import is_disk_full
+from ..files import atomic_write, is_disk_full, remove_stale_temp_files
 from .compat import checkpointer_drops_url_query, reset_after_failed_load, url_query_being_loaded
 
 __all__ = [
@@ -68,10 +67,8 @@ __all__ = [
     "CheckpointReadError",
     "CheckpointWriteError",
     "IncompleteWeightsError",
-    "PendingWrite",
     "SafeCheckpointer",
     "UnsafeCheckpointError",
-    "atomic_write",
     "load_model_zoo_pkl",
     "load_weights_only",
     "read_model_info",
@@ -79,7 +76,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)\.[0-9a-f]{8}$")
 # Checkpoints the trainer writes: model_<iteration>.pth and model_final.pth.
 _CHECKPOINT_RE = re.compile(r"^model_(?P<iter>\d+|final)\.pth$")
 
@@ -109,71 +105,6 @@ class CheckpointWriteError(OSError):
     def __init__(self, message):
         super().__init__(message)
         self.errno = errno.ENOSPC
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class PendingWrite:
-    """
-    A file written and fsync-ed under a temporary name in its final directory; :meth:`commit`
-    renames it to its final name (atomically), :meth:`discard` deletes it.
-    """
-
-    def __init__(self, path, tmp):
-        self.path, self.tmp = path, tmp
-
-    def commit(self):
-        os.replace(self.tmp, self.path)
-        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-
-    def discard(self):
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-
-def atomic_write(path, write_fn, *, commit=True):
-    """
-    Write ``path`` atomically: ``write_fn(f)`` writes into a binary file object of a temporary
-    file in the same directory, which is flushed, fsync-ed and renamed to ``path`` only if
-    ``write_fn`` returned normally. On any error the temporary file is removed, ``path`` keeps
-    its previous content (or stays absent), and the error propagates.
-
-    With ``commit=False`` the file is written but not renamed: the returned :class:`PendingWrite`
-    does that (or deletes it) later.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    )
-    pending = PendingWrite(path, tmp)
-    try:
-        with open(tmp, "xb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        pending.discard()
-        raise
-    if commit:
-        try:
-            pending.commit()
-        except BaseException:
-            pending.discard()
-            raise
-    return pending
 
 
 def load_weights_only(filename):
@@ -573,17 +504,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         """
         if not self.save_dir or not self._is_local() or not os.path.isdir(self.save_dir):
             return []
-        removed = []
-        for entry in os.listdir(self.save_dir):
-            m = _TEMP_RE.match(entry)
-            if m is None or _pid_alive(int(m.group("pid"))):
-                continue
-            path = os.path.join(self.save_dir, entry)
-            try:
-                os.unlink(path)
-                removed.append(path)
-            except OSError:
-                pass
+        removed = remove_stale_temp_files(self.save_dir)
         if removed:
             self.logger.info(f"Removed {len(removed)} partial checkpoint file(s): {removed}")
         return removed
@@ -799,14 +720,3 @@ def _non_finite_tensors(data, prefix=""):
         bad += _non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
     return bad
 
-
-def _pid_alive(pid):
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

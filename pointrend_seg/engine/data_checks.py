@@ -22,6 +22,7 @@ from ..data.dataset_check import (
     check_dataset,
     raise_dataset_problems,
 )
+from ..evaluation import write_result_file
 
 __all__ = ["check_run_datasets", "skipped_images", "without_images"]
 
@@ -72,7 +73,8 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = Tru
             for warning in r.warnings:
                 logger.warning(warning)
         if comm.is_main_process():
-            _write_json(output, [r.to_dict() for r in reports])
+            write_result_file(output, lambda f: json.dump([r.to_dict() for r in reports], f,
+                                                          indent=1))
     bad = [r for r in reports if r.problems]
     if bad and not check.SKIP_BAD:
         raise_dataset_problems(reports, limit=_ERROR_ROWS,
@@ -81,7 +83,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = Tru
         skipped = [dict(p.__dict__) for r in bad for p in r.problems]
         path = os.path.join(cfg.OUTPUT_DIR, "skipped_samples.json")
         if comm.is_main_process():
-            _write_json(path, skipped)
+            write_result_file(path, lambda f: json.dump(skipped, f, indent=1))
         logger.warning(
             "DATASETS.CHECK.SKIP_BAD: leaving out "
             + ", ".join(f"{len(r.bad_indices)} of the {r.num_samples} samples of {r.dataset!r}"
@@ -102,8 +104,3 @@ def without_images(dicts, images):
     images = set(images)
     return [d for d in dicts if d["file_name"] not in images]
 
-
-def _write_json(path, data):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)

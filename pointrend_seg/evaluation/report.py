@@ -20,12 +20,13 @@ import csv
 import errno
 import math
 import os
-import uuid
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["ResultWriteError", "format_per_class_table", "is_disk_full", "per_class_rows",
+from ..files import atomic_write, is_disk_full
+
+__all__ = ["ResultWriteError", "format_per_class_table", "per_class_rows",
            "write_confusion_matrix", "write_per_class_bars", "write_result_file"]
 
 
@@ -39,48 +40,26 @@ class ResultWriteError(OSError):
         self.errno = errno.ENOSPC
 
 
-def is_disk_full(error) -> bool:
-    """Whether ``error``, or one it was raised from or while handling (torch.save re-raises a
-    failed write as a RuntimeError), is "no space left" or "quota exceeded"."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 def write_result_file(path: str, write: Callable, binary: bool = False) -> str:
     """
-    Write ``path`` whole or not at all: ``write(f)`` writes into a temporary file beside it (a
-    text file, or binary with ``binary``), which replaces ``path`` only once it is complete. On
-    any error the temporary file is removed and ``path`` keeps its previous content (or stays
-    absent) - a full disk used to leave a 0-byte ``eval_results.json`` and a traceback. Returns
-    ``path``.
+    Write ``path`` whole or not at all (:func:`pointrend_seg.files.atomic_write`, text unless
+    ``binary``; its folder is made if missing): on any error ``path`` keeps its previous content
+    (or stays absent) - a full disk used to leave a 0-byte ``eval_results.json`` and a traceback.
+    Returns ``path``.
 
     Raises:
         ResultWriteError: no space left or quota exceeded ("no space left on the device while
             writing PATH").
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # Not mkstemp: its files are private (0600); this one gets the permissions of the umask.
-    tmp = os.path.join(folder,
-                       f".{os.path.basename(path)}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
+        atomic_write(path, write, binary=binary)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         if is_disk_full(e):
             raise ResultWriteError(
                 f"no space left on the device while writing {path} (nothing was written under "
-                "that name); free some space and evaluate again (tools/train_net.py --eval-only)"
+                "that name); free some space and run again (an evaluation alone: "
+                "tools/train_net.py --eval-only)"
             ) from None
         raise
     return path

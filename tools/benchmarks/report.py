@@ -6,6 +6,8 @@ import json
 import os
 from typing import Dict, List
 
+from pointrend_seg.files import atomic_write
+
 from .models import DESCRIPTIONS
 
 __all__ = ["derived_notes", "format_markdown", "write_report"]
@@ -120,8 +122,7 @@ def write_report(report: Dict, output: str) -> List[str]:
     if folder:
         os.makedirs(folder, exist_ok=True)
     json_path, md_path = stem + ".json", stem + ".md"
-    with open(json_path, "w") as f:
-        json.dump(report, f, indent=1, allow_nan=True)
-    with open(md_path, "w") as f:
-        f.write(format_markdown(report))
+    markdown = format_markdown(report)
+    atomic_write(json_path, lambda f: json.dump(report, f, indent=1, allow_nan=True), binary=False)
+    atomic_write(md_path, lambda f: f.write(markdown), binary=False)
     return [json_path, md_path]

@@ -1,0 +1,124 @@
+"""
+Files written whole or not at all, for every writer of the package (checkpoints, evaluation
+results, run reports, converted weights): :func:`atomic_write` writes into a temporary file
+``.<name>.tmp.<pid>.<8 hex>`` beside the target, flushes and fsyncs it, and renames it over the
+target only once complete, so a failure or a killed process leaves the earlier file (or none);
+:func:`remove_stale_temp_files` deletes what killed processes left; :func:`is_disk_full` tells a
+full disk or quota from other write errors.
+"""
+import errno
+import os
+import re
+import uuid
+from typing import Callable, List
+
+__all__ = ["PendingWrite", "atomic_write", "is_disk_full", "remove_stale_temp_files"]
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)\.[0-9a-f]{8}$")
+
+
+def is_disk_full(error) -> bool:
+    """Whether ``error``, or one it was raised from or while handling (torch.save re-raises a
+    failed write as a RuntimeError), is "no space left" or "quota exceeded"."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class PendingWrite:
+    """
+    A file written and fsync-ed under a temporary name in its final directory; :meth:`commit`
+    renames it to its final name (atomically), :meth:`discard` deletes it.
+    """
+
+    def __init__(self, path, tmp):
+        self.path, self.tmp = path, tmp
+
+    def commit(self):
+        os.replace(self.tmp, self.path)
+        _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+    def discard(self):
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool = True):
+    """
+    Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or text with
+    ``binary=False``, newlines as written) of a temporary file in the same directory, which is
+    flushed, fsync-ed and renamed to ``path`` only if ``write_fn`` returned normally. On any error
+    the temporary file is removed, ``path`` keeps its previous content (or stays absent), and the
+    error propagates. The file gets the permissions of the umask (not mkstemp's 0600).
+
+    With ``commit=False`` the file is written but not renamed: the returned :class:`PendingWrite`
+    does that (or deletes it) later.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    )
+    pending = PendingWrite(path, tmp)
+    try:
+        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        pending.discard()
+        raise
+    if commit:
+        try:
+            pending.commit()
+        except BaseException:
+            pending.discard()
+            raise
+    return pending
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder) -> List[str]:
+    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose process no longer
+    runs (e.g. killed mid-write). Returns the removed paths."""
+    removed = []
+    for entry in os.listdir(folder):
+        m = _TEMP_RE.match(entry)
+        if m is None or _pid_alive(int(m.group("pid"))):
+            continue
+        path = os.path.join(folder, entry)
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
