@@ -345,3 +345,36 @@ def test_bad_inputs_fail_clearly(recorded_names, tmp_path):
         + ["MODEL.WEIGHTS", "w.pth"])
     assert "OpenCV cannot open webcam 7" in _demo_error(
         ["--config-file", DEMO_CONFIG, "--input", "7"] + out + ["MODEL.WEIGHTS", "w.pth"])
+
+
+def test_demo_pictures_and_masks_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """
+    A demo stopped while writing a picture or a --save-masks mask (Ctrl-C, a full disk) leaves
+    the earlier file of that name as it was and no cut-off file (such masks are read back as
+    labels); a finished write reads back exactly. Before: PIL wrote straight into the file.
+    """
+    from pointrend_seg.engine.media import write_label_png, write_png
+
+    path = tmp_path / "a.png"
+    labels = np.array([[0, 1, 2], [2, 1, 0]])
+    write_label_png(str(path), labels, 3)
+    before = path.read_bytes()
+    real_save = Image.Image.save
+
+    def stopped_save(self, fp, *args, **kwargs):
+        f = open(fp, "wb") if isinstance(fp, (str, os.PathLike)) else fp
+        f.write(b"\x89PNG\r\n\x1a\n cut off")
+        f.flush()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", stopped_save)
+    for write in (lambda: write_label_png(str(path), np.zeros((2, 3), np.int64), 3),
+                  lambda: write_png(str(path), np.zeros((2, 3, 3), np.uint8))):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+        assert path.read_bytes() == before and os.listdir(tmp_path) == ["a.png"]
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    np.testing.assert_array_equal(read_label_file(str(path)), labels)
+    picture = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    write_png(str(path), picture)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)

@@ -58,7 +58,6 @@ from collections import Counter
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
@@ -90,6 +89,7 @@ from pointrend_seg.engine.media import (
     VideoWriter,
     expand_inputs,
     write_label_png,
+    write_png,
 )
 from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
 
@@ -253,12 +253,12 @@ class Demo:
         figure = draw_sem_seg_figure(image_bgr[:, :, ::-1], panels, self.class_names,
                                      self.colors, titles=titles, max_side=self.max_side,
                                      photo=True, alpha=1.0)
-        Image.fromarray(figure).save(os.path.join(self.output, f"{source.stem}.png"))
+        write_png(os.path.join(self.output, f"{source.stem}.png"), figure)
         if self.save_masks:
             write_label_png(self._mask_path(f"{source.stem}.png"), labels, len(self.class_names))
         if self.show_points:
-            Image.fromarray(self.points_figure(image_bgr)).save(
-                os.path.join(self.output, f"{source.stem}_points.png"))
+            write_png(os.path.join(self.output, f"{source.stem}_points.png"),
+                      self.points_figure(image_bgr))
 
     def points_figure(self, image_bgr):
         """The subdivision figure of a BGR image, at the size the predictor feeds the model."""

@@ -2,7 +2,7 @@
 Inputs of a predictor given on a command line (image files, folders, glob patterns, video files,
 webcam indices), video frames read and written with OpenCV (the pixel limit of images applied
 to a video's frame size, and how many frames were read against how many its header announces),
-and class-id masks written as PNG.
+and pictures and class-id masks written as PNG, whole or not at all.
 """
 import dataclasses
 import glob
@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..data.datasets.folder import IMAGE_EXTENSIONS, _subfolder_hint
 from ..data.readers import BadInputError, too_large_message
+from ..files import atomic_write
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -26,6 +27,7 @@ __all__ = [
     "expand_inputs",
     "fit_within",
     "write_label_png",
+    "write_png",
 ]
 
 logger = logging.getLogger(__name__)
@@ -245,4 +247,11 @@ def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= max(num_classes, 1):
         raise ValueError(f"{path}: class ids outside [0, {num_classes})")
     dtype = np.uint8 if num_classes <= 256 else np.uint16
-    Image.fromarray(labels.astype(dtype)).save(path)
+    write_png(path, labels.astype(dtype))
+
+
+def write_png(path: str, array: np.ndarray) -> None:
+    """``array`` ((H, W) or (H, W, 3) uint8 / uint16) as the PNG file ``path``, whole or not at
+    all (:func:`~pointrend_seg.files.atomic_write`): a demo stopped mid-write leaves the earlier
+    file of that name, never a cut-off one that would later be read back as a mask."""
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
