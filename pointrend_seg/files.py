@@ -64,8 +64,8 @@ class PendingWrite:
 
 def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool = True):
     """
-    Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or text with
-    ``binary=False``, newlines as written) of a temporary file in the same directory, which is
+    Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or UTF-8 text
+    with ``binary=False``, newlines as written) of a temporary file in the same directory, which is
     flushed, fsync-ed and renamed to ``path`` only if ``write_fn`` returned normally. On any error
     the temporary file is removed, ``path`` keeps its previous content (or stays absent), and the
     error propagates. The file gets the permissions of the umask (not mkstemp's 0600).
@@ -79,7 +79,7 @@ def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool 
     )
     pending = PendingWrite(path, tmp)
     try:
-        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
+        with open(tmp, "xb") if binary else open(tmp, "x", encoding="utf-8", newline="") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())

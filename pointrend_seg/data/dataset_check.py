@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -41,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..files import atomic_write
 from .augmentations import build_sem_seg_augmentations
 from .readers import (
     BadInputError,
@@ -341,17 +341,10 @@ def _load_cache(path):
 
 
 def _save_cache(path, samples):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"format": _CACHE_FORMAT, "samples": samples}, f)
-        os.replace(tmp, path)  # atomic: readers see the old or the new file, never a part
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # readers see the old or the new file, never a part
+    atomic_write(path, lambda f: json.dump({"format": _CACHE_FORMAT, "samples": samples}, f),
+                 binary=False)
 
 
 def _cache_key(image_path, label_path):

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
+from ..files import atomic_write
 from .compat import forget_detectron2_process_groups
 
 __all__ = ["adapt_norm_to_world_size", "launch"]
@@ -98,9 +99,7 @@ def record_worker_error(error_dir, error: BaseException, pid=None) -> bool:
     except (TypeError, ValueError):  # not plain data
         return False
     path = os.path.join(error_dir, f"{os.getpid() if pid is None else pid}.json")
-    with open(path + ".tmp", "w") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: f.write(data), binary=False)
     return True
 
 
