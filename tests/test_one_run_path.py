@@ -173,3 +173,41 @@ def test_a_gpu_run_folder_is_read_for_the_cpu(tmp_path):
     (tmp_path / "config.yaml").write_text("model: {}\ntrain: {device: cuda}\n")
     config, _ = load_run_folder(str(tmp_path), device="cpu")
     assert config.train.device == "cpu"
+
+
+DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthetic.py")
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["train.max_iter=0"], "train.max_iter=0 must be an integer >= 1"),
+    (["dataloader.train.total_batch_size=0"],
+     "dataloader.train.total_batch_size=0 must be an integer >= 1"),
+    (["train.checkpointer.period=0"], "train.checkpointer.period=0 must be an integer >= 1"),
+    (["train.eval_period=-1"], "train.eval_period=-1 must be an integer >= 0"),
+    (["train.amp.enabled=True", "train.amp.precision=float8"],
+     "train.amp.precision must be one of ['bfloat16', 'float16'], got 'float8'"),
+    (["optimizer.lr=-1"], "the optimizer refuses optimizer.*: Invalid learning rate: -1"),
+    (["optimizer.weight_decay=-1"],
+     "the optimizer refuses optimizer.*: Invalid weight_decay value: -1"),
+])
+def test_a_python_config_value_error_names_the_key_the_user_wrote(opts, message):
+    """The run's checks of a Python config name its keys (before: SOLVER.MAX_ITER=0 for
+    train.max_iter=0, SOLVER.IMS_PER_BATCH for the batch size; optimizer.lr=-1 was torch's
+    ValueError, a traceback); a YAML config's name the YAML keys."""
+    from pointrend_seg.config import ConfigError, load_any_config
+    from pointrend_seg.engine.run import check_config
+
+    with pytest.raises(ConfigError) as e:
+        check_config(load_any_config(DEMO_PY, opts), train=True)
+    assert str(e.value) == message and "SOLVER" not in str(e.value)
+
+
+def test_a_yaml_value_the_optimizer_refuses_is_one_error_naming_its_keys():
+    from conftest import demo_config
+    from pointrend_seg.config import ConfigError
+    from pointrend_seg.engine.run import check_config
+
+    with pytest.raises(ConfigError) as e:
+        check_config(demo_config("SOLVER.WEIGHT_DECAY", "-1.0"), train=True)
+    assert str(e.value) == ("the optimizer refuses SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY: "
+                            "Invalid weight_decay value: -1.0")

@@ -12,28 +12,28 @@ from ..config import is_int, is_number, raise_config_problems
 __all__ = ["check_dataset_config", "check_solver_config"]
 
 
-def check_solver_config(cfg) -> None:
+def check_solver_config(cfg, names=None) -> None:
     """
     The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
     ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS`` and ``TEST.EVAL_PERIOD`` integers >= 0, ``BASE_LR`` a positive number.
     (Detectron2 would fail later: ``MAX_ITER 0`` with a ZeroDivisionError in the LR schedule,
-    ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook.)
+    ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook.) ``names``: {key: the name the
+    messages give it}, e.g. a Python config's (``RunConfig.key_names``).
 
     Raises:
         ConfigError: listing every wrong key.
     """
-    s = cfg.SOLVER
     problems = []
-    for key in ("MAX_ITER", "IMS_PER_BATCH", "CHECKPOINT_PERIOD", "LOG_PERIOD"):
-        value = s.get(key, 1)
-        if not is_int(value) or value < 1:
-            problems.append(f"SOLVER.{key}={value!r} must be an integer >= 1")
-    for group, key in (("SOLVER", "WARMUP_ITERS"), ("TEST", "EVAL_PERIOD")):
-        value = cfg[group][key]
-        if not is_int(value) or value < 0:
-            problems.append(f"{group}.{key}={value!r} must be an integer >= 0")
-    lr = s.BASE_LR
+    for key, least in (("SOLVER.MAX_ITER", 1), ("SOLVER.IMS_PER_BATCH", 1),
+                       ("SOLVER.CHECKPOINT_PERIOD", 1), ("SOLVER.LOG_PERIOD", 1),
+                       ("SOLVER.WARMUP_ITERS", 0), ("TEST.EVAL_PERIOD", 0)):
+        group, name = key.split(".")
+        value = cfg[group].get(name, 1)
+        if not is_int(value) or value < least:
+            shown = (names or {}).get(key, key)
+            problems.append(f"{shown}={value!r} must be an integer >= {least}")
+    lr = cfg.SOLVER.BASE_LR
     if not is_number(lr) or not math.isfinite(lr) or lr <= 0:
         problems.append(f"SOLVER.BASE_LR={lr!r} must be a positive number")
     raise_config_problems(problems)

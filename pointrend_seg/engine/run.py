@@ -13,10 +13,9 @@ from typing import Dict, FrozenSet
 
 from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport
-from .config_checks import check_dataset_config, check_solver_config
+from .config_checks import check_dataset_config
 from .data_checks import check_run_datasets, skipped_images
 from .run_config import as_run_config
-from .train_step import training_precision
 
 __all__ = ["RunPlan", "check_config", "prepare_run"]
 
@@ -59,8 +58,7 @@ def check_config(cfg, *, train: bool = True):
     run = as_run_config(cfg)
     check_pointrend_seg_keys(run.settings)
     if train:
-        check_solver_config(run.settings)
-        training_precision(run.settings)
+        run.check_training()
     model, optimizer = run.build_model(device="cpu"), None
     if train:
         optimizer = run.build_optimizer(model)
@@ -87,7 +85,7 @@ def prepare_run(cfg, *, train: bool = True) -> RunPlan:
     check_pointrend_seg_keys(cfg)
     keys = ("DATASETS.TRAIN", "DATASETS.TEST") if train else ("DATASETS.TEST",)
     if train:
-        check_solver_config(cfg)
+        run.check_training()
     check_dataset_config(cfg, keys=keys)
     names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]
     reports = check_run_datasets(cfg, names, resizes=run.resizes() if names else ())

@@ -36,9 +36,10 @@ from detectron2.solver import LRMultiplier
 from ..config import ConfigError, build_config, leaf_items
 from ..data import SemSegDatasetMapper
 from ..data.dataset_check import mapper_resizes
+from .config_checks import check_solver_config
 from .distributed import adapt_norm_to_world_size
 from .optimizer import build_optimizer
-from .train_step import LAZY_CONFIG_ADVICE, YAML_CONFIG_ADVICE
+from .train_step import LAZY_CONFIG_ADVICE, YAML_CONFIG_ADVICE, training_precision
 
 __all__ = ["PythonRunConfig", "RunConfig", "as_run_config"]
 
@@ -48,9 +49,17 @@ class RunConfig:
     Detectron2's builders and ours."""
 
     advice = YAML_CONFIG_ADVICE
+    key_names = {}  # {settings key: the key the user writes}, for the messages
+    optimizer_keys = "SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY"
 
     def __init__(self, cfg: CfgNode):
         self.config = self.settings = _with_dataset_values(cfg)
+
+    def check_training(self):
+        """The checks of a training run that need only the settings (solver keys, precision),
+        naming the user's keys; returns the autocast dtype (None: float32)."""
+        check_solver_config(self.settings, self.key_names)
+        return training_precision(self.settings, self.key_names)
 
     def build_model(self, device=None) -> torch.nn.Module:
         """Detectron2's ``build_model`` (on ``device``, default ``MODEL.DEVICE``) with norms that
@@ -66,7 +75,17 @@ class RunConfig:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def build_optimizer(self, model):  # SGD / AdamW (.optimizer)
+    def build_optimizer(self, model):
+        """SGD / AdamW (:mod:`.optimizer`); a value torch's optimizer refuses ("Invalid
+        learning rate: -1") is a ConfigError naming the keys (before: a ValueError traceback)."""
+        try:
+            return self._optimizer(model)
+        except ValueError as e:
+            if not str(e).startswith("Invalid "):
+                raise
+            raise ConfigError(f"the optimizer refuses {self.optimizer_keys}: {e}") from None
+
+    def _optimizer(self, model):
         return build_optimizer(self.settings, model)
 
     def build_lr_scheduler(self, optimizer):
@@ -100,6 +119,12 @@ class PythonRunConfig(RunConfig):
     ``dataloader.train`` / ``dataloader.test`` instantiated; the rest read into ``settings``."""
 
     advice = LAZY_CONFIG_ADVICE
+    key_names = {"SOLVER.MAX_ITER": "train.max_iter", "SOLVER.LOG_PERIOD": "train.log_period",
+                 "SOLVER.CHECKPOINT_PERIOD": "train.checkpointer.period",
+                 "TEST.EVAL_PERIOD": "train.eval_period",
+                 "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
+                 "SOLVER.AMP.PRECISION": "train.amp.precision"}
+    optimizer_keys = "optimizer.*"
 
     def __init__(self, cfg: DictConfig):
         self.config = cfg
@@ -164,7 +189,7 @@ class PythonRunConfig(RunConfig):
     def build_model(self, device=None):
         return instantiate(self.config.model).to(device or self.settings.MODEL.DEVICE)
 
-    def build_optimizer(self, model):
+    def _optimizer(self, model):
         cfg = copy.deepcopy(self.config)  # the config stays data (its copy gets the model)
         cfg.optimizer.params.model = model
         return instantiate(cfg.optimizer)

@@ -40,18 +40,18 @@ LAZY_CONFIG_ADVICE = ("lower optimizer.lr or lengthen the warmup (lr_multiplier.
                       "--resume optimizer.lr=<lower value>")
 
 
-def training_precision(cfg) -> Optional[torch.dtype]:
+def training_precision(cfg, names=None) -> Optional[torch.dtype]:
     """
     The autocast dtype of training: None unless ``SOLVER.AMP.ENABLED``; then
     ``SOLVER.AMP.PRECISION`` ("float16": Detectron2's AMP, with loss scaling; "bfloat16").
+    ``names``: as for :func:`~.config_checks.check_solver_config`.
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return None
     name = cfg.SOLVER.AMP.PRECISION
     if name not in _PRECISIONS:
-        raise ConfigError(
-            f"SOLVER.AMP.PRECISION must be one of {sorted(_PRECISIONS)}, got {name!r}"
-        )
+        key = (names or {}).get("SOLVER.AMP.PRECISION", "SOLVER.AMP.PRECISION")
+        raise ConfigError(f"{key} must be one of {sorted(_PRECISIONS)}, got {name!r}")
     return _PRECISIONS[name]
 
 

@@ -19,13 +19,12 @@ from fvcore.nn.precise_bn import get_bn_modules
 from ..config import ConfigError
 from ..data import BadInputError, class_names_and_colors
 from .checkpoint import SafeCheckpointer
-from .config_checks import check_solver_config
 from .evaluation import build_sem_seg_evaluators, build_test_loader, evaluate
 from .resume import ExactResume
 from .run import prepare_run
 from .run_config import as_run_config
 from .train_data import build_resumable_train_loader
-from .train_step import LossSpikeGuard, NonFiniteLossError, TrainStep, training_precision
+from .train_step import LossSpikeGuard, NonFiniteLossError, TrainStep
 
 __all__ = ["Trainer", "TrainingInterrupted"]
 
@@ -62,8 +61,7 @@ class Trainer(TrainerBase):
             setup_logger()
         self.run_config = run = as_run_config(cfg)
         self.cfg = cfg = run.settings
-        check_solver_config(cfg)
-        precision = training_precision(cfg)
+        precision = run.check_training()
         model = run.build_model()
         optimizer = run.build_optimizer(model)
         self.scheduler = run.build_lr_scheduler(optimizer)
