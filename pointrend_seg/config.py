@@ -51,6 +51,7 @@ __all__ = [
     "load_yaml_config",
     "lookup",
     "merge_config",
+    "check_device",
     "raise_config_problems",
 ]
 
@@ -237,12 +238,16 @@ def build_config(config_file: str = "", opts=()):
     cfg = get_cfg()
     add_pointrend_seg_config(cfg)
     merge_config(cfg, config_file, opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but no CUDA device is available; "
-            "add 'MODEL.DEVICE cpu' to the command line"
-        )
+    check_device(cfg.MODEL.DEVICE)
     return cfg
+
+
+def check_device(device: str, key: str = "MODEL.DEVICE", cpu: str = "'MODEL.DEVICE cpu'"):
+    """Raise :class:`ConfigError` naming ``key`` if ``device`` is CUDA on a machine without it;
+    ``cpu``: the override that fixes it."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={device!r} but no CUDA device is available; add {cpu} to the "
+                          "command line")
 
 
 def merge_config(cfg, config_file: str = "", opts=()):

@@ -211,3 +211,14 @@ def test_a_yaml_value_the_optimizer_refuses_is_one_error_naming_its_keys():
         check_config(demo_config("SOLVER.WEIGHT_DECAY", "-1.0"), train=True)
     assert str(e.value) == ("the optimizer refuses SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY: "
                             "Invalid weight_decay value: -1.0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_python_config_asking_for_cuda_on_a_cpu_machine_names_train_device():
+    from pointrend_seg.config import ConfigError, load_any_config
+    from pointrend_seg.engine import as_run_config
+
+    with pytest.raises(ConfigError) as e:
+        as_run_config(load_any_config(DEMO_PY, ["train.device=cuda"]))
+    assert str(e.value) == ("train.device='cuda' but no CUDA device is available; add "
+                            "train.device=cpu to the command line")

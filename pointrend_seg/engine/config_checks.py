@@ -16,10 +16,14 @@ def check_solver_config(cfg, names=None) -> None:
     """
     The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
     ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
-    ``WARMUP_ITERS`` and ``TEST.EVAL_PERIOD`` integers >= 0, ``BASE_LR`` a positive number.
-    (Detectron2 would fail later: ``MAX_ITER 0`` with a ZeroDivisionError in the LR schedule,
-    ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook.) ``names``: {key: the name the
-    messages give it}, e.g. a Python config's (``RunConfig.key_names``).
+    ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
+    ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers. (Detectron2
+    would fail later: ``MAX_ITER 0`` with a ZeroDivisionError in the LR schedule,
+    ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook, ``NUM_WORKERS -1`` in torch's
+    DataLoader after the dataset check; a negative clip value would flip (norm) or replace
+    (value) the gradients.)
+    ``names``: {key: the name the messages give it}, e.g. a Python config's
+    (``RunConfig.key_names``).
 
     Raises:
         ConfigError: listing every wrong key.
@@ -27,15 +31,20 @@ def check_solver_config(cfg, names=None) -> None:
     problems = []
     for key, least in (("SOLVER.MAX_ITER", 1), ("SOLVER.IMS_PER_BATCH", 1),
                        ("SOLVER.CHECKPOINT_PERIOD", 1), ("SOLVER.LOG_PERIOD", 1),
-                       ("SOLVER.WARMUP_ITERS", 0), ("TEST.EVAL_PERIOD", 0)):
+                       ("SOLVER.WARMUP_ITERS", 0), ("TEST.EVAL_PERIOD", 0),
+                       ("DATALOADER.NUM_WORKERS", 0)):
         group, name = key.split(".")
         value = cfg[group].get(name, 1)
         if not is_int(value) or value < least:
             shown = (names or {}).get(key, key)
             problems.append(f"{shown}={value!r} must be an integer >= {least}")
-    lr = cfg.SOLVER.BASE_LR
-    if not is_number(lr) or not math.isfinite(lr) or lr <= 0:
-        problems.append(f"SOLVER.BASE_LR={lr!r} must be a positive number")
+    positive = [("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR)]
+    clip = cfg.SOLVER.get("CLIP_GRADIENTS", None)
+    if clip is not None and clip.ENABLED:
+        positive.append(("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE))
+    for key, value in positive:
+        if not is_number(value) or not math.isfinite(value) or value <= 0:
+            problems.append(f"{key}={value!r} must be a positive number")
     raise_config_problems(problems)
 
 

@@ -33,7 +33,7 @@ from detectron2.modeling import build_model
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver import LRMultiplier
 
-from ..config import ConfigError, build_config, leaf_items
+from ..config import ConfigError, build_config, check_device, leaf_items
 from ..data import SemSegDatasetMapper
 from ..data.dataset_check import mapper_resizes
 from .config_checks import check_solver_config
@@ -123,7 +123,8 @@ class PythonRunConfig(RunConfig):
                  "SOLVER.CHECKPOINT_PERIOD": "train.checkpointer.period",
                  "TEST.EVAL_PERIOD": "train.eval_period",
                  "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
-                 "SOLVER.AMP.PRECISION": "train.amp.precision"}
+                 "SOLVER.AMP.PRECISION": "train.amp.precision",
+                 "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers"}
     optimizer_keys = "optimizer.*"
 
     def __init__(self, cfg: DictConfig):
@@ -145,6 +146,7 @@ class PythonRunConfig(RunConfig):
         _check_agreement(cfg)
         t, loaders = cfg.train, cfg.get("dataloader", {})
         _check_train_keys(t)
+        check_device(t.device, "train.device", "train.device=cpu")
         s = build_config("", ["MODEL.DEVICE", str(t.device)])
         s.OUTPUT_DIR, s.SEED = str(t.output_dir), int(t.seed)
         s.MODEL.WEIGHTS = str(t.init_checkpoint or "")

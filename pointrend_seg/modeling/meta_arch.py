@@ -16,7 +16,7 @@ from detectron2.modeling import (
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ..config import ConfigError, check_pointrend_seg_keys, lookup
+from ..config import ConfigError, check_arguments, check_pointrend_seg_keys, is_number, lookup
 
 from .test_time import check_sliding_window, multi_scale_flip_inference, sliding_window_inference
 
@@ -70,6 +70,9 @@ class GeneralizedSemanticSegmentor(nn.Module):
             check_sliding_window(**sliding_window)
         self.sliding_window = sliding_window
         self.test_augmentation = test_augmentation
+        check_arguments("GeneralizedSemanticSegmentor", [
+            ("MODEL.PIXEL_STD", "pixel_std", list(pixel_std),
+             all(is_number(v) and v > 0 for v in pixel_std), "positive numbers (a division)")])
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
