@@ -117,6 +117,12 @@ def _inference(cfg):
     InferenceOptions.from_config(cfg, "cpu")
 
 
+def _config_only(cfg):
+    from pointrend_seg.engine.run import check_config
+
+    check_config(cfg, train=False)
+
+
 def _train_mapper(cfg):
     from pointrend_seg.data import build_sem_seg_augmentations
 
@@ -153,6 +159,9 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
     (_solver, "DATALOADER.NUM_WORKERS", "-1"),
     (_solver, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "-1.0"),
     (_model, "MODEL.PIXEL_STD", "[58.395, 0.0, 57.375]"),
+    # before: a ValueError traceback when evaluating after training; a band silently of 1 px
+    (_config_only, "TEST.BOUNDARY_EVAL.BF_TOLERANCE", "-0.0075"),
+    (_config_only, "TEST.BOUNDARY_EVAL.BIOU_DILATION", "-0.02"),
     (_inference, "MODEL.INFERENCE.CHANNELS_LAST", "'sometimes'"),
     (_inference, "MODEL.INFERENCE.COMPILE", "'fast'"),
     (_train_mapper, "INPUT.CROP.SIZE", "(0.0, 0.0)"),

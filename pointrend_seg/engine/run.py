@@ -13,6 +13,7 @@ from typing import Dict, FrozenSet
 
 from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport
+from ..evaluation.boundary import check_boundary_options
 from .config_checks import check_dataset_config
 from .data_checks import check_run_datasets, skipped_images
 from .run_config import as_run_config
@@ -44,9 +45,9 @@ class RunPlan:
 def check_config(cfg, *, train: bool = True):
     """
     Every check that needs only the config (either kind), reading no dataset file and writing
-    nothing: pointrend_seg's keys, for training the solver keys and the precision, and the parts
-    built on the CPU - the model (each component checks its own keys) and, for training, the
-    optimizer and the LR schedule. ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml``
+    nothing: pointrend_seg's keys, for training the solver keys and the precision, the boundary
+    evaluation's widths, and the parts built on the CPU - the model (each component checks its
+    own keys) and, for training, the optimizer and the LR schedule. ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml``
     is written, so a start that fails here leaves a run folder as it was.
 
     Returns:
@@ -59,6 +60,9 @@ def check_config(cfg, *, train: bool = True):
     check_pointrend_seg_keys(run.settings)
     if train:
         run.check_training()
+    boundary = run.settings.TEST.BOUNDARY_EVAL
+    if boundary.ENABLED:  # what the evaluation after training would refuse
+        check_boundary_options(boundary.BF_TOLERANCE, boundary.BIOU_DILATION)
     model, optimizer = run.build_model(device="cpu"), None
     if train:
         optimizer = run.build_optimizer(model)

@@ -68,6 +68,7 @@ metrics.
 
 import json
 import logging
+import math
 import os
 from collections import OrderedDict
 
@@ -79,16 +80,30 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from ..config import check_arguments, is_number
 from ..data import GroundTruthReader
 from .report import write_result_file
 
 __all__ = [
     "BoundaryEvaluator",
+    "check_boundary_options",
     "mask_boundary",
     "boundary_precision_recall",
     "boundary_f_score",
     "boundary_iou_counts",
 ]
+
+
+def check_boundary_options(bf_tolerance, biou_dilation) -> None:
+    """The two widths of :class:`BoundaryEvaluator`, fractions of the image diagonal: numbers
+    >= 0, else one ConfigError naming the keys (before: a negative BF tolerance was a ValueError
+    traceback in the first image's evaluation, a negative Boundary IoU width silently 1 px)."""
+    check_arguments("BoundaryEvaluator", [
+        (f"TEST.BOUNDARY_EVAL.{key}", name, value,
+         is_number(value) and math.isfinite(value) and value >= 0,
+         "a number >= 0 (a fraction of the image diagonal)")
+        for key, name, value in (("BF_TOLERANCE", "bf_tolerance", bf_tolerance),
+                                 ("BIOU_DILATION", "biou_dilation", biou_dilation))])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,6 +365,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
+        check_boundary_options(bf_tolerance, biou_dilation)
         self._bf_tolerance = float(bf_tolerance)
         self._biou_dilation = float(biou_dilation)
 
