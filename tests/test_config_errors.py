@@ -158,6 +158,10 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
     # (a negative clip norm scales them by a negative factor); inf / NaN input pixels
     (_solver, "DATALOADER.NUM_WORKERS", "-1"),
     (_solver, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "-1.0"),
+    # before: a negative learning rate for the warmup (gradient ascent), silently; a math
+    # domain error at the last iteration
+    (_solver, "SOLVER.WARMUP_FACTOR", "-1.0"),
+    (_solver, "SOLVER.POLY_LR_POWER", "-0.9"),
     (_model, "MODEL.PIXEL_STD", "[58.395, 0.0, 57.375]"),
     # before: a ValueError traceback when evaluating after training; a band silently of 1 px
     (_config_only, "TEST.BOUNDARY_EVAL.BF_TOLERANCE", "-0.0075"),

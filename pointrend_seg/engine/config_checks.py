@@ -17,11 +17,13 @@ def check_solver_config(cfg, names=None) -> None:
     The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
     ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
-    ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers. (Detectron2
+    ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
+    ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR". (Detectron2
     would fail later: ``MAX_ITER 0`` with a ZeroDivisionError in the LR schedule,
     ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook, ``NUM_WORKERS -1`` in torch's
-    DataLoader after the dataset check; a negative clip value would flip (norm) or replace
-    (value) the gradients.)
+    DataLoader after the dataset check, ``POLY_LR_POWER -0.9`` with a math domain error at the
+    last iteration; a negative clip value would flip (norm) or replace (value) the gradients, a
+    negative warmup factor makes the first learning rates negative.)
     ``names``: {key: the name the messages give it}, e.g. a Python config's
     (``RunConfig.key_names``).
 
@@ -45,6 +47,14 @@ def check_solver_config(cfg, names=None) -> None:
     for key, value in positive:
         if not is_number(value) or not math.isfinite(value) or value <= 0:
             problems.append(f"{key}={value!r} must be a positive number")
+    factor = cfg.SOLVER.get("WARMUP_FACTOR", 0.0)
+    if not is_number(factor) or not 0 <= factor <= 1:
+        problems.append(f"SOLVER.WARMUP_FACTOR={factor!r} must be in [0, 1] (the share of "
+                        "SOLVER.BASE_LR at iteration 0)")
+    power = cfg.SOLVER.get("POLY_LR_POWER", 0.0)
+    if cfg.SOLVER.get("LR_SCHEDULER_NAME") == "WarmupPolyLR" and not (
+            is_number(power) and math.isfinite(power) and power >= 0):
+        problems.append(f"SOLVER.POLY_LR_POWER={power!r} must be a number >= 0")
     raise_config_problems(problems)
 
 
