@@ -41,6 +41,7 @@ __all__ = [
     "add_pointrend_seg_config",
     "build_config",
     "check_arguments",
+    "check_device",
     "check_pointrend_seg_keys",
     "check_python_overrides",
     "closest_keys",
@@ -51,7 +52,6 @@ __all__ = [
     "load_yaml_config",
     "lookup",
     "merge_config",
-    "check_device",
     "raise_config_problems",
 ]
 

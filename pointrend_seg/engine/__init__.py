@@ -7,6 +7,7 @@ evaluation (:mod:`.evaluation`), multi-process helpers (:mod:`.distributed`), a 
 our configs (:mod:`.predictor`), the tools' command-line helpers (:mod:`.cli`) and the one
 compatibility module (:mod:`.compat`).
 """
+from ..files import atomic_write
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
@@ -15,7 +16,6 @@ from .checkpoint import (
     SafeCheckpointer,
     UnsafeCheckpointError,
 )
-from ..files import atomic_write
 from .config_checks import check_dataset_config, check_solver_config
 from .distributed import adapt_norm_to_world_size, launch
 from .predictor import build_predictor, load_inference_model

@@ -47,8 +47,9 @@ def check_config(cfg, *, train: bool = True):
     Every check that needs only the config (either kind), reading no dataset file and writing
     nothing: pointrend_seg's keys, for training the solver keys and the precision, the boundary
     evaluation's widths, and the parts built on the CPU - the model (each component checks its
-    own keys) and, for training, the optimizer and the LR schedule. ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml``
-    is written, so a start that fails here leaves a run folder as it was.
+    own keys) and, for training, the optimizer and the LR schedule. ``tools/train_net.py`` runs
+    it before ``OUTPUT_DIR/config.yaml`` is written, so a start that fails here leaves a run
+    folder as it was.
 
     Returns:
         (model, optimizer): on the CPU; the optimizer is None unless ``train``.
