@@ -25,6 +25,7 @@ from pointrend_seg.engine.run_folder import (
     claim_before_writing,
     claim_run_folder,
     config_differences,
+    run_config_kept,
 )
 
 from conftest import REPO_ROOT, demo_config
@@ -180,6 +181,36 @@ def test_resume_with_another_optimizer_is_refused_in_detectron2_layouts(tmp_path
     with pytest.raises(ResumeMismatchError, match="optimizer: Adam-type in the checkpoint, SGD"):
         claim_before_writing(demo_config("OUTPUT_DIR", str(out), "SOLVER.OPTIMIZER", "SGD"),
                              resume=True)
+
+
+def test_an_evaluation_keeps_the_run_config_even_when_stopped(tmp_path):
+    """--eval-only keeps a run folder's config.yaml (before: Detectron2's default_setup replaced
+    it with the evaluation's); the evaluation's goes to eval_config.yaml. Stopped while
+    default_setup writes, the run's file is aside and the folder's next claim puts it back."""
+    (tmp_path / "config.yaml").write_text("run")
+
+    def default_setup(text, fail=False):
+        (tmp_path / "config.yaml").write_text(text)  # as Detectron2 writes it: in place
+        if fail:
+            raise KeyboardInterrupt
+
+    with run_config_kept(str(tmp_path), keep=True):
+        default_setup("evaluation")
+    assert (tmp_path / "config.yaml").read_text() == "run"
+    assert (tmp_path / "eval_config.yaml").read_text() == "evaluation"
+    with run_config_kept(str(tmp_path), keep=False):  # training writes its config.yaml
+        default_setup("training")
+    assert (tmp_path / "config.yaml").read_text() == "training"
+    with pytest.raises(KeyboardInterrupt), run_config_kept(str(tmp_path), keep=True):
+        default_setup("another evaluation", fail=True)
+    assert (tmp_path / "config.yaml").read_text() == "training"
+
+    # killed (-9) inside: nothing runs after the rename; the next claim puts the file back
+    os.replace(tmp_path / "config.yaml", tmp_path / "config.yaml.kept")
+    (tmp_path / "config.yaml").write_text("half an evaluation config")
+    claim_run_folder(str(tmp_path)).release()
+    assert (tmp_path / "config.yaml").read_text() == "training"
+    assert not (tmp_path / "config.yaml.kept").exists()
 
 
 def test_config_differences_ignore_what_yaml_makes_of_tuples():

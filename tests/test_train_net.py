@@ -39,10 +39,17 @@ def test_train_eval_only_and_resume(tmp_path):
     final = os.path.join(out, "model_final.pth")
     assert torch.load(final, weights_only=False)["iteration"] == 3
 
-    # --eval-only on the final checkpoint reproduces the evaluation at the end of training
-    # (the flag after the overrides, as the other tools take it).
-    eval_out = str(tmp_path / "eval")
+    # --eval-only on the final checkpoint, in the run's folder, reproduces the evaluation at the
+    # end of training (the flag after the overrides, as the other tools take it) and keeps the
+    # run's config.yaml (before: replaced by the evaluation's, which --run and --resume read).
+    eval_out = out
+    with open(os.path.join(out, "config.yaml"), "rb") as f:
+        run_config = f.read()
     log = run_train_net("MODEL.WEIGHTS", final, "OUTPUT_DIR", eval_out, *FAST, "--eval-only")
+    with open(os.path.join(out, "config.yaml"), "rb") as f:
+        assert f.read() == run_config
+    with open(os.path.join(out, "eval_config.yaml"), encoding="utf-8") as f:
+        assert f"WEIGHTS: {final}" in f.read()
     evaluated = read_json(os.path.join(eval_out, "eval_results.json"))
     # ... with the per-class table in the log and the pictures next to the results.
     assert "synthetic_shapes_sem_seg_val, per class (%):" in log

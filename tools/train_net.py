@@ -46,7 +46,8 @@ or of another shape, e.g. another MODEL.POINT_HEAD.FC_DIM): --partial-weights ev
 SOLVER.LOG_PERIOD: iterations between metric writes.
 
 A run folder has one writer: a second run into an OUTPUT_DIR that a live process trains or
-evaluates in is refused, naming that process (a killed run's claim is taken over). A config that
+evaluates in is refused, naming that process (a killed run's claim is taken over). --eval-only in a
+run folder keeps its config.yaml (what --resume and --run read) and writes eval_config.yaml. A config that
 fails a check needing only the config (keys, solver values, precision, optimizer, LR schedule, the
 model's keys) stops the start before anything is written there. --resume first
 checks that the checkpoint fits this config's model and optimizer, and refuses before writing
@@ -91,7 +92,7 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import load_any_config
 from pointrend_seg.engine import Trainer, as_run_config, launch, load_inference_model, prepare_run
-from pointrend_seg.engine.run_folder import claim_before_writing
+from pointrend_seg.engine.run_folder import claim_before_writing, run_config_kept
 from pointrend_seg.engine.cli import (
     add_debug_argument,
     add_partial_weights_argument,
@@ -120,8 +121,10 @@ def load_config(args):
 
 
 def setup(args, run):
-    """Detectron2's ``default_setup`` (logs, ``OUTPUT_DIR/config.yaml``, seeds) and our log."""
-    default_setup(run.config, args)
+    """Detectron2's ``default_setup`` (logs, ``OUTPUT_DIR/config.yaml``, seeds) and our log; an
+    evaluation (``--eval-only``) keeps a run's ``config.yaml`` and writes ``eval_config.yaml``."""
+    with run_config_kept(run.settings.OUTPUT_DIR, keep=args.eval_only):
+        default_setup(run.config, args)
     setup_logger(run.settings.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="pointrend_seg")
 
 

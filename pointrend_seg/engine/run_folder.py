@@ -13,7 +13,11 @@ A run folder (``OUTPUT_DIR``) has one writer, and a resume starts only from a ch
   optimizer of this config; tensors or optimizer groups that differ are one
   :class:`ResumeMismatchError` naming them and the keys in which this config differs from the
   run's own ``config.yaml``.
+* :func:`run_config_kept`: an evaluation (``--eval-only``) in a folder that holds a run's
+  ``config.yaml`` keeps it, the record ``--resume`` and ``--run`` read, and writes its own config
+  as ``eval_config.yaml`` beside it.
 """
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -31,7 +35,7 @@ from .resume import train_step_state
 
 __all__ = ["LOCK_NAME", "ResumeMismatchError", "RunFolderBusyError", "RunFolderClaim",
            "check_resume_fits", "claim_before_writing", "claim_run_folder", "config_differences",
-           "tensors_that_differ"]
+           "run_config_kept", "tensors_that_differ"]
 
 LOCK_NAME = ".pointrend_seg.lock"
 
@@ -117,7 +121,42 @@ def claim_run_folder(output_dir: str) -> RunFolderClaim:
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(me).encode("utf-8"))
     claim = _CLAIMS[key] = RunFolderClaim(path, fd, previous)
+    aside = os.path.join(output_dir, _CONFIG_ASIDE)
+    if os.path.isfile(aside):  # left by an evaluation killed inside run_config_kept
+        os.replace(aside, os.path.join(output_dir, "config.yaml"))
+        logger.warning(f"Put back {output_dir}/config.yaml, which a stopped evaluation had "
+                       f"renamed {_CONFIG_ASIDE}")
     return claim
+
+
+_CONFIG_ASIDE = "config.yaml.kept"
+
+
+@contextlib.contextmanager
+def run_config_kept(output_dir: str, keep: bool):
+    """
+    Around Detectron2's ``default_setup``, which writes the config it is given into
+    ``output_dir/config.yaml``: with ``keep`` (``--eval-only``) an existing ``config.yaml`` - the
+    record of the run that trained there, which ``--resume`` compares with and ``--run`` loads -
+    stays, and the config ``default_setup`` writes is moved to ``eval_config.yaml``. The run's
+    file is renamed to ``config.yaml.kept`` meanwhile, so that it exists under one of the two
+    names at every moment; one left so by a killed process is put back by the folder's next
+    claim (:func:`claim_run_folder`). Only the main process writes; others pass through.
+    """
+    from detectron2.utils import comm
+
+    path = os.path.join(output_dir, "config.yaml")
+    aside = os.path.join(output_dir, _CONFIG_ASIDE)
+    keep = bool(keep and output_dir and comm.is_main_process() and os.path.isfile(path))
+    if keep:
+        os.replace(path, aside)
+    try:
+        yield
+    finally:
+        if keep:
+            if os.path.isfile(path):
+                os.replace(path, os.path.join(output_dir, "eval_config.yaml"))
+            os.replace(aside, path)
 
 
 # ---- does a checkpoint fit? --------------------------------------------------------------------
