@@ -59,6 +59,18 @@ def test_dataset_values_come_from_the_dataset_and_disagreement_is_one_error(pref
     assert run.config.dataloader.train.mapper.augmentations.ignore_label == 11
     with pytest.raises(ConfigError, match="dataset.num_classes=4 but dataset"):
         as_run_config(load_any_config(PY, python + ["dataset.num_classes=4"]))
+    # the places of one value disagree: one error listing each place and its value
+    with pytest.raises(ConfigError) as error:
+        as_run_config(load_any_config(PY, python + ["dataloader.test.mapper.num_classes=4",
+                                                    "dataloader.train.mapper.ignore_label=12"]))
+    assert str(error.value) == (
+        "the num_classes differs: model.sem_seg_head.coarse_head.num_classes=3, "
+        "dataloader.train.mapper.num_classes=3, dataloader.test.mapper.num_classes=4; "
+        "the ignore value differs: model.sem_seg_head.ignore_value=11, "
+        "dataloader.train.mapper.ignore_label=12, dataloader.train.mapper.augmentations."
+        "ignore_label=11, dataloader.test.mapper.ignore_label=11, dataloader.test.mapper."
+        "augmentations.ignore_label=11 (set dataset.num_classes / dataset.ignore_value where the "
+        "config has them, or each key)")
     # a YAML value set against the dataset: the start-of-run check names both
     from pointrend_seg.engine import prepare_run
 
