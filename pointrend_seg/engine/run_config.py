@@ -321,14 +321,11 @@ def _check_agreement(cfg) -> None:
                                    f"dataloader.{split}.mapper.augmentations.ignore_label"]
     problems = []
     for what, keys in places.items():
-        found = {}
-        for key in keys:
-            value = OmegaConf.select(cfg, key, default=None)
-            if value is not None:
-                found[key] = value
+        found = {key: value for key in keys
+                 if (value := OmegaConf.select(cfg, key, default=None)) is not None}
         if len(set(found.values())) > 1:
-            problems.append(f"the {what} differs: " + ", ".join(f"{k}={v}"
-                                                                for k, v in found.items()))
+            problems.append(f"the {what} differs: "
+                            + ", ".join(f"{k}={v}" for k, v in found.items()))
     if problems:
         raise ConfigError("; ".join(problems) + " (set dataset.num_classes / "
                           "dataset.ignore_value where the config has them, or each key)")
