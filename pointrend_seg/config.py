@@ -23,6 +23,7 @@ import inspect
 import io
 import os
 import re
+from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import torch
@@ -393,21 +394,33 @@ def load_yaml_config(config_file: str) -> dict:
             "pointrend_seg.config.load_any_config or detectron2.config.LazyConfig.load"
         )
     with _yaml_errors_named(config_file):
-        return _load_with_bases(config_file, (), _ReadBudget())
-
-
-class _ReadBudget:
-    """What the rest of one :func:`load_yaml_config` may read: YAML nodes and files."""
-
-    def __init__(self):
-        self.nodes = MAX_CONFIG_NODES
-        self.files = MAX_CONFIG_FILES
+        return _load_with_bases(config_file, (), SimpleNamespace(nodes=MAX_CONFIG_NODES,
+                                                                  files=MAX_CONFIG_FILES))
 
 
 def _load_with_bases(path, chain, budget):
-    """``path``'s dict with its ``_BASE_`` files merged under it; ``chain``: the files that led
-    here, each a ``_BASE_`` of the one before (to name them, and to refuse cycles)."""
-    data = _read_yaml_document(path, chain, budget)
+    """``path``'s dict (``yaml.safe_load``, after the checks of its size and of its nodes:
+    :func:`_count_expanded_nodes`) with its ``_BASE_`` files merged under it; ``chain``: the
+    files that led here, each a ``_BASE_`` of the one before (to name them, and to refuse
+    cycles); ``budget``: the YAML nodes and files that the rest of the read may take."""
+    budget.files -= 1
+    if budget.files < 0:
+        raise ConfigError(f"{chain[0]}: its {BASE_KEY} files name more than {MAX_CONFIG_FILES} "
+                          f"files to read (at {path})")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}{_base_of(chain)}"
+                          ) from None
+    if len(raw) > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_FILE_BYTES >> 20} MiB: not a config "
+                          f"(a dump of every key is under 10 KB){_base_of(chain)}")
+    stream = io.BytesIO(raw)
+    stream.name = path  # what YAML's error marks name
+    budget.nodes -= _count_expanded_nodes(stream, chain, budget.nodes)
+    stream.seek(0)
+    data = yaml.safe_load(stream)
     if not isinstance(data, dict):
         held = "nothing" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{path} is not a YAML config: it holds {held}, not a mapping of "
@@ -477,36 +490,9 @@ def _merge_into(target, source, path, prefix=""):
             target[name] = value
 
 
-def _read_yaml_document(path, chain, budget):
-    """The YAML document of one file (``yaml.safe_load``), after the checks of its size and of
-    its nodes (:func:`_count_expanded_nodes`)."""
-    budget.files -= 1
-    if budget.files < 0:
-        raise ConfigError(f"{chain[0]}: its {BASE_KEY} files name more than {MAX_CONFIG_FILES} "
-                          f"files to read (at {path})")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}{_base_of(chain)}"
-                          ) from None
-    if len(data) > MAX_CONFIG_FILE_BYTES:
-        raise ConfigError(f"{path} is larger than {MAX_CONFIG_FILE_BYTES >> 20} MiB: not a config "
-                          f"(a dump of every key is under 10 KB){_base_of(chain)}")
-    budget.nodes -= _count_expanded_nodes(data, path, chain, budget.nodes)
-    return yaml.safe_load(_named_stream(data, path))
-
-
-def _named_stream(data: bytes, path):
-    """``data`` as a stream that YAML's error messages name as ``path``."""
-    stream = io.BytesIO(data)
-    stream.name = path
-    return stream
-
-
-def _count_expanded_nodes(data, path, chain, budget):
+def _count_expanded_nodes(stream, chain, budget):
     """
-    The YAML nodes (values, lists, mappings) of the document ``data`` once its aliases are
+    The YAML nodes (values, lists, mappings) of the document ``stream`` once its aliases are
     expanded, counted on its events - an alias adds the count recorded for its anchor - so that
     nothing is built, let alone expanded. Refused above ``budget`` nodes or ``MAX_CONFIG_DEPTH``
     levels, or for an alias inside its own anchor (endless); stops at the first refusal, so a
@@ -516,8 +502,8 @@ def _count_expanded_nodes(data, path, chain, budget):
     counts = {}  # anchor -> expanded nodes of the node it names
     open_nodes = []  # (anchor, nodes before it) of the lists and mappings being read
     nodes = 0
-    for event in yaml.parse(_named_stream(data, path), Loader=yaml.SafeLoader):
-        where = f"{path}, line {event.start_mark.line + 1}"
+    for event in yaml.parse(stream, Loader=yaml.SafeLoader):
+        where = f"{stream.name}, line {event.start_mark.line + 1}"
         if isinstance(event, yaml.AliasEvent):
             if any(anchor == event.anchor for anchor, _ in open_nodes):
                 raise ConfigError(f"{where}: the alias *{event.anchor} is inside the node it "
