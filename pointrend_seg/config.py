@@ -554,6 +554,12 @@ def closest_keys(cfg, key: str, n: int = 3):
     return list(dict.fromkeys(same_leaf + similar))[:n]
 
 
+_WITHOUT_OUR_KEYS = (
+    "it was made without add_pointrend_seg_config. Build it with "
+    "pointrend_seg.config.build_config(config_file, opts), or call "
+    "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()")
+
+
 def _unknown_keys_message(cfg, unknown, source):
     if any("POINT_HEAD.NUM_CLASSES" in k for k in unknown):
         return (
@@ -563,13 +569,9 @@ def _unknown_keys_message(cfg, unknown, source):
         )
     ours = [k for k in unknown if k in _pointrend_seg_keys()]
     if ours:
-        return (
-            f"{source} sets pointrend_seg config keys ({', '.join(ours[:5])}"
-            f"{', ...' if len(ours) > 5 else ''}) but this config does not have them: it was "
-            "made without add_pointrend_seg_config. Build it with "
-            "pointrend_seg.config.build_config(config_file, opts), or call "
-            "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()"
-        )
+        return (f"{source} sets pointrend_seg config keys ({', '.join(ours[:5])}"
+                f"{', ...' if len(ours) > 5 else ''}) but this config does not have them: "
+                + _WITHOUT_OUR_KEYS)
     lines = []
     for key in unknown[:MAX_SUGGESTED_KEYS]:
         close = closest_keys(cfg, key)
@@ -586,12 +588,8 @@ def check_pointrend_seg_keys(cfg) -> None:
     """
     missing = sorted(k for k in _pointrend_seg_keys() if not _has_key(cfg, k))
     if missing:
-        raise ConfigError(
-            f"the config lacks {len(missing)} pointrend_seg keys (e.g. {', '.join(missing[:3])}): "
-            "it was made without add_pointrend_seg_config. Build it with "
-            "pointrend_seg.config.build_config(config_file, opts), or call "
-            "pointrend_seg.add_pointrend_seg_config(cfg) right after get_cfg()"
-        )
+        raise ConfigError(f"the config lacks {len(missing)} pointrend_seg keys (e.g. "
+                          f"{', '.join(missing[:3])}): " + _WITHOUT_OUR_KEYS)
 
 
 # ---- Python (LazyConfig) configs ----------------------------------------------------------------
