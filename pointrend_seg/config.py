@@ -277,19 +277,15 @@ def merge_config(cfg, config_file: str = "", opts=()):
     steps = []
     if config_file:
         loaded = load_yaml_config(config_file)
-
-        def merge_file():
-            with _yaml_errors_named(config_file):
-                # Never yaml.unsafe_load (Detectron2's merge_from_file defaults to allowing it).
-                cfg.merge_from_file(config_file, allow_unsafe=False)
-
-        steps.append((config_file, merge_file,
+        # Never yaml.unsafe_load (Detectron2's merge_from_file defaults to allowing it).
+        steps.append((config_file, lambda: cfg.merge_from_file(config_file, allow_unsafe=False),
                       lambda: [k for k in _leaf_keys(loaded) if k != "VERSION"]))
     steps.append(("the command line", lambda: cfg.merge_from_list(opts),
                   lambda: [str(k) for k in opts[0::2]]))
     for source, merge, given_keys in steps:
         try:
-            merge()
+            with _yaml_errors_named(config_file):  # the file's YAML errors (opts are no YAML)
+                merge()
         except ValueError as e:  # yacs: a value of another type than the key's default
             match = re.search(r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*) vs\. "
                               r"(.*)\) for config key: (\S+)", str(e), re.DOTALL)
