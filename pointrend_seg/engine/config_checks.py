@@ -18,12 +18,8 @@ def check_solver_config(cfg, names=None) -> None:
     ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
     ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
-    ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR". (Detectron2
-    would fail later: ``MAX_ITER 0`` with a ZeroDivisionError in the LR schedule,
-    ``CHECKPOINT_PERIOD 0`` with one in the checkpoint hook, ``NUM_WORKERS -1`` in torch's
-    DataLoader after the dataset check, ``POLY_LR_POWER -0.9`` with a math domain error at the
-    last iteration; a negative clip value would flip (norm) or replace (value) the gradients, a
-    negative warmup factor makes the first learning rates negative.)
+    ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR" (how Detectron2 would
+    fail instead: docs/bad_inputs.md).
     ``names``: {key: the name the messages give it}, e.g. a Python config's
     (``RunConfig.key_names``).
 
