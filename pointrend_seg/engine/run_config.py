@@ -237,10 +237,10 @@ def _dataset_values(names, unset) -> dict:
     keys the config leaves to the dataset; one the metadata lacks is a ConfigError.
     """
     name = names[0] if names else None
-    meta = MetadataCatalog.get(name) if name else None
-    classes = meta.get("stuff_classes", None) if meta else None
+    meta = MetadataCatalog.get(name) if name else {}
+    classes = meta.get("stuff_classes")
     found = {"num_classes": len(classes) if classes else None,
-             "ignore_value": meta.get("ignore_label", None) if meta else None}
+             "ignore_value": meta.get("ignore_label")}
     for key, stated in unset.items():
         if found[key] is None:
             field = "stuff_classes" if key == "num_classes" else "ignore_label"
