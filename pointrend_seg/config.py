@@ -3,18 +3,8 @@ The config layer: pointrend_seg's keys (:func:`add_pointrend_seg_config`), one w
 config (:func:`build_config`) and the error type of invalid configs (:class:`ConfigError`).
 
 Each component checks its own keys in its ``from_config``; checks that need the datasets live in
-the engine. Nothing here imports the rest of the package.
-
-Unknown keys (a typo, or our keys in a config made without :func:`add_pointrend_seg_config`)
-raise :class:`ConfigError` naming the closest existing keys (:func:`merge_config`, used by
-:func:`build_config`; :func:`check_pointrend_seg_keys` for configs built elsewhere).
-
-YAML configs are data: they are read with ``yaml.safe_load`` only (Detectron2's
-``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load``, which runs the Python code a
-``!!python/...`` tag names). A file with such a tag is refused with a :class:`ConfigError`
-naming the file, the line and the tag (:func:`load_yaml_config`). The file and every ``_BASE_``
-it names are read within bounds first (size, YAML nodes after alias expansion, nesting, number of
-files; local YAML files only), so that a hostile file is refused before it costs time or memory.
+the engine. Nothing here imports the rest of the package. Unknown keys, Python YAML tags and
+hostile YAML files are refused with a :class:`ConfigError`: docs/bad_inputs.md.
 """
 import contextlib
 import difflib
@@ -60,11 +50,8 @@ __all__ = [
 # Default of INPUT.MAX_IMAGE_PIXELS: 100 megapixels (e.g. 10000 x 10000).
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 
-# Bounds of one YAML config read (a file and its _BASE_ files). A dump of every key of a config
-# (cfg.dump()) is 6.7 KB and 634 YAML nodes, 4 levels deep, and real _BASE_ chains are 2-3 files:
-# the bounds are 30-150 times that. They stop hostile files before they cost anything: a 1 KB
-# "billion laughs" alias bomb (nested &anchors / *aliases) expands to billions of nodes, a 50 MB
-# list took 4.9 GB, and Detectron2's pure-Python YAML reader spends ~50 us per node.
+# Bounds of one YAML config read (a file and its _BASE_ files), 30-150 times a real config's
+# size: they stop hostile files before they cost anything (figures: docs/bad_inputs.md).
 MAX_CONFIG_FILE_BYTES = 1 << 20  # 1 MiB per file, read no further
 MAX_CONFIG_NODES = 20_000  # values, lists and mappings, each alias counted as what it repeats
 MAX_CONFIG_DEPTH = 64  # nesting of lists and mappings (deeper: Python's recursion limit)
@@ -131,8 +118,7 @@ def add_pointrend_seg_config(cfg):
     cfg.INPUT.COLOR_AUG_SSD = False
     # Largest image (and label) file accepted, in pixels (width x height), checked from the file
     # header before decoding, by the mapper, the dataset check, evaluation and tools/demo.py;
-    # 0: no limit. Memory grows with the pixels of a file, not with its bytes (a 450 KB PNG of
-    # 12000x12000 decodes to 432 MB); docs/bad_inputs.md says what the default costs.
+    # 0: no limit. Memory grows with the pixels of a file, not with its bytes: docs/bad_inputs.md.
     cfg.INPUT.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
     # ---- coarse head (DeepLabV3 / DeepLabV3+ / any Detectron2 head) --------------------------

@@ -13,13 +13,7 @@ Each kind gives the same things:
 * the builders of the parts: model, optimizer, LR scheduler, the training and test mappers,
   the options of DistributedDataParallel and the advice after a divergence.
 
-Own data stated once: a Python config with a top-level ``dataset`` node
-(``dataset.num_classes`` / ``dataset.ignore_value``, which its model and mappers interpolate)
-gets the values it leaves ``None`` from its first training set's metadata (a
-``--register-folder`` one: its class file and ``--ignore-value``); a value set in the config
-that disagrees with the metadata is one :class:`~pointrend_seg.config.ConfigError`. A YAML
-config does the same with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 and ``IGNORE_VALUE`` -1 (the
-folder config's defaults); a set value is checked against the datasets at the start of a run.
+Classes and an ignore value left to the dataset come from its metadata: docs/lazyconfig.md.
 """
 import copy
 import difflib
