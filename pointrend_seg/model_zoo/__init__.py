@@ -12,7 +12,7 @@ In a checkout, ``configs/`` at the repository root is a link to this package's `
 import os
 from typing import List
 
-from ..config import build_config, load_python_config
+from ..config import load_any_config
 
 __all__ = ["CONFIG_DIR", "get_config", "get_config_file", "list_configs"]
 
@@ -59,13 +59,10 @@ def get_config_file(config_path: str) -> str:
 
 def get_config(config_path: str, opts=()):
     """
-    A shipped config: a YAML one built with :func:`pointrend_seg.config.build_config` (a
-    ``CfgNode``, not frozen; ``opts``: ``KEY VALUE`` overrides), a Python one loaded with
-    Detectron2's ``LazyConfig.load`` (an omegaconf config; ``opts``: ``key=value`` overrides,
-    checked: :func:`pointrend_seg.config.check_python_overrides`).
+    A shipped config, loaded by :func:`pointrend_seg.config.load_any_config`: a YAML one built
+    with ``build_config`` (a ``CfgNode``, not frozen; ``opts``: ``KEY VALUE`` overrides), a Python
+    one loaded with Detectron2's ``LazyConfig.load`` (an omegaconf config; ``opts``: ``key=value``
+    overrides, checked: :func:`pointrend_seg.config.check_python_overrides`).
     A Python config is code: loading it runs it (as any LazyConfig); YAML ones are data.
     """
-    path = get_config_file(config_path)
-    if not path.endswith(".py"):
-        return build_config(path, opts)
-    return load_python_config(path, opts)
+    return load_any_config(get_config_file(config_path), opts)
