@@ -227,8 +227,12 @@ class SemSegHeadAdapter(nn.Module):
         key = "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME"
         name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
         if name not in SEM_SEG_HEADS_REGISTRY:
+            hint = (" (pointrend_seg's former name of the adapter: name the Detectron2 head "
+                    "itself, e.g. 'SemSegFPNHead')" if name == "SemSegHeadAdapter" else "")
             raise ConfigError(
-                f"{key}={name!r} is not in Detectron2's SEM_SEG_HEADS_REGISTRY (registered: "
+                f"{key}={name!r} names no coarse head{hint}: ours are "
+                f"{sorted(n for n, _ in COARSE_HEAD_REGISTRY)}; a head of Detectron2's "
+                "SEM_SEG_HEADS_REGISTRY with layers() and common_stride works too (registered: "
                 f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
             )
         head_class = SEM_SEG_HEADS_REGISTRY.get(name)
@@ -263,13 +267,4 @@ def build_coarse_head(cfg, input_shape: Dict[str, ShapeSpec]):
     name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
     if name in COARSE_HEAD_REGISTRY:
         return COARSE_HEAD_REGISTRY.get(name)(cfg, input_shape)
-    if name in SEM_SEG_HEADS_REGISTRY:
-        return SemSegHeadAdapter(cfg, input_shape)
-    hint = (" (pointrend_seg's former name of the adapter: name the Detectron2 head itself, e.g. "
-            "'SemSegFPNHead')" if name == "SemSegHeadAdapter" else "")
-    raise ConfigError(
-        f"MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME={name!r} names no coarse head{hint}: ours are "
-        f"{sorted(n for n, _ in COARSE_HEAD_REGISTRY)}; a head of Detectron2's "
-        "SEM_SEG_HEADS_REGISTRY with layers() and common_stride works too (registered: "
-        f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
-    )
+    return SemSegHeadAdapter(cfg, input_shape)
