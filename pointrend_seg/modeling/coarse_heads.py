@@ -20,7 +20,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.utils.registry import Registry
 
 from ..config import ConfigError, check_arguments, is_int, is_number, raise_config_problems
-from .features import missing_feature_problems
+from .backbone import build_dilated_resnet_backbone
 
 __all__ = [
     "COARSE_HEAD_REGISTRY",
@@ -28,6 +28,7 @@ __all__ = [
     "DeepLabV3Plus",
     "SemSegHeadAdapter",
     "build_coarse_head",
+    "missing_feature_problems",
 ]
 
 COARSE_HEAD_REGISTRY = Registry("POINTREND_SEG_COARSE_HEAD")
@@ -35,6 +36,39 @@ COARSE_HEAD_REGISTRY.__doc__ = """
 Coarse heads: ``forward(features: dict[str, Tensor]) -> logits (N, K, H / s, W / s)`` with the
 stride ``s`` in the attribute ``output_stride``. Built with ``obj(cfg, input_shape)``.
 """
+
+
+def missing_feature_problems(cfg, key: str, names, input_shape: Dict[str, ShapeSpec]) -> List[str]:
+    """
+    The problem (a one-item list, or empty) of config ``key`` naming feature maps ``names`` that
+    the backbone does not produce (``input_shape``: its ``output_shape()``), saying which key
+    decides the backbone's outputs.
+    """
+    missing = [f for f in names if f not in input_shape]
+    if not missing:
+        return []
+    if cfg.MODEL.BACKBONE.NAME == build_dilated_resnet_backbone.__name__:
+        origin = f"MODEL.RESNETS.OUT_FEATURES={list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+    else:
+        origin = f"the outputs of MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME!r}"
+    return [f"{key}={list(names)}: {missing} not among the backbone outputs "
+            f"{sorted(input_shape)} ({origin})"]
+
+
+def _in_feature(cfg, input_shape: Dict[str, ShapeSpec], why: str, *more_keys: str) -> str:
+    """
+    The one name of ``MODEL.SEM_SEG_HEAD.IN_FEATURES`` (else a ``ConfigError`` saying ``why``),
+    checked with the other keys ``more_keys`` of ``MODEL.SEM_SEG_HEAD`` that name feature maps.
+    """
+    h = cfg.MODEL.SEM_SEG_HEAD
+    if len(h.IN_FEATURES) != 1:
+        raise ConfigError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(h.IN_FEATURES)}: {why}")
+    raise_config_problems([
+        problem for key in ("IN_FEATURES",) + more_keys
+        for problem in missing_feature_problems(cfg, f"MODEL.SEM_SEG_HEAD.{key}", h[key],
+                                                input_shape)
+    ])
+    return h.IN_FEATURES[0]
 
 
 def _predictor(in_channels, num_classes):
@@ -99,16 +133,9 @@ class DeepLabV3(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        in_features = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-        if len(in_features) != 1:
-            raise ConfigError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the DeepLabV3 coarse head "
-                "takes exactly one feature map (e.g. ['res5'])"
-            )
-        raise_config_problems(missing_feature_problems(
-            cfg, "MODEL.SEM_SEG_HEAD.IN_FEATURES", in_features, input_shape))
-        return {"input_shape": input_shape[in_features[0]], "in_feature": in_features[0],
-                **_aspp_args(cfg)}
+        name = _in_feature(cfg, input_shape, "the DeepLabV3 coarse head takes exactly one "
+                           "feature map (e.g. ['res5'])")
+        return {"input_shape": input_shape[name], "in_feature": name, **_aspp_args(cfg)}
 
     def forward(self, features):
         return self.predictor(self.aspp(features[self.in_feature]))
@@ -172,20 +199,10 @@ class DeepLabV3Plus(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         h = cfg.MODEL.SEM_SEG_HEAD
-        in_features = h.IN_FEATURES
-        if len(in_features) != 1:
-            raise ConfigError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the ASPP input of "
-                "DeepLabV3+ is one feature map (low-level ones go in PROJECT_FEATURES)"
-            )
-        raise_config_problems(
-            missing_feature_problems(cfg, "MODEL.SEM_SEG_HEAD.IN_FEATURES", in_features,
-                                     input_shape)
-            + missing_feature_problems(cfg, "MODEL.SEM_SEG_HEAD.PROJECT_FEATURES",
-                                       h.PROJECT_FEATURES, input_shape)
-        )
+        in_feature = _in_feature(cfg, input_shape, "the ASPP input of DeepLabV3+ is one feature "
+                                 "map (low-level ones go in PROJECT_FEATURES)", "PROJECT_FEATURES")
         return {
-            "input_shape": input_shape, "in_feature": in_features[0],
+            "input_shape": input_shape, "in_feature": in_feature,
             "project_features": list(h.PROJECT_FEATURES),
             "project_channels": list(h.PROJECT_CHANNELS), "decoder_channels": h.CONVS_DIM,
             **_aspp_args(cfg),
