@@ -21,6 +21,7 @@ from detectron2.utils.registry import Registry
 
 from ..config import ConfigError, check_arguments, is_int, is_number, raise_config_problems
 from .backbone import build_dilated_resnet_backbone
+from .point_heads import _init_predictor
 
 __all__ = [
     "COARSE_HEAD_REGISTRY",
@@ -69,13 +70,6 @@ def _in_feature(cfg, input_shape: Dict[str, ShapeSpec], why: str, *more_keys: st
                                                 input_shape)
     ])
     return h.IN_FEATURES[0]
-
-
-def _predictor(in_channels, num_classes):
-    conv = Conv2d(in_channels, num_classes, kernel_size=1)
-    nn.init.normal_(conv.weight, std=0.001)
-    nn.init.zeros_(conv.bias)
-    return conv
 
 
 def _check_aspp_arguments(owner, num_classes, aspp_channels, aspp_dilations, aspp_dropout):
@@ -129,7 +123,7 @@ class DeepLabV3(nn.Module):
             input_shape.channels, aspp_channels, aspp_dilations, norm=norm, activation=F.relu,
             dropout=aspp_dropout, use_depthwise_separable_conv=use_depthwise_separable_conv,
         )
-        self.predictor = _predictor(aspp_channels, num_classes)
+        self.predictor = _init_predictor(Conv2d(aspp_channels, num_classes, kernel_size=1))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -194,7 +188,7 @@ class DeepLabV3Plus(nn.Module):
             self.project[f] = proj
             self.fuse[f] = nn.Sequential(*fuse)
             channels = decoder_channels
-        self.predictor = _predictor(channels, num_classes)
+        self.predictor = _init_predictor(Conv2d(channels, num_classes, kernel_size=1))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
