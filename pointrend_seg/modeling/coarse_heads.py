@@ -20,7 +20,8 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.utils.registry import Registry
 
 from ..config import ConfigError, check_arguments, is_int, is_number, raise_config_problems
-from .features import missing_feature_problems
+from .backbone import build_dilated_resnet_backbone
+from .point_heads import _init_predictor
 
 __all__ = [
     "COARSE_HEAD_REGISTRY",
@@ -28,6 +29,7 @@ __all__ = [
     "DeepLabV3Plus",
     "SemSegHeadAdapter",
     "build_coarse_head",
+    "missing_feature_problems",
 ]
 
 COARSE_HEAD_REGISTRY = Registry("POINTREND_SEG_COARSE_HEAD")
@@ -37,11 +39,37 @@ stride ``s`` in the attribute ``output_stride``. Built with ``obj(cfg, input_sha
 """
 
 
-def _predictor(in_channels, num_classes):
-    conv = Conv2d(in_channels, num_classes, kernel_size=1)
-    nn.init.normal_(conv.weight, std=0.001)
-    nn.init.zeros_(conv.bias)
-    return conv
+def missing_feature_problems(cfg, key: str, names, input_shape: Dict[str, ShapeSpec]) -> List[str]:
+    """
+    The problem (a one-item list, or empty) of config ``key`` naming feature maps ``names`` that
+    the backbone does not produce (``input_shape``: its ``output_shape()``), saying which key
+    decides the backbone's outputs.
+    """
+    missing = [f for f in names if f not in input_shape]
+    if not missing:
+        return []
+    if cfg.MODEL.BACKBONE.NAME == build_dilated_resnet_backbone.__name__:
+        origin = f"MODEL.RESNETS.OUT_FEATURES={list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+    else:
+        origin = f"the outputs of MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME!r}"
+    return [f"{key}={list(names)}: {missing} not among the backbone outputs "
+            f"{sorted(input_shape)} ({origin})"]
+
+
+def _in_feature(cfg, input_shape: Dict[str, ShapeSpec], why: str, *more_keys: str) -> str:
+    """
+    The one name of ``MODEL.SEM_SEG_HEAD.IN_FEATURES`` (else a ``ConfigError`` saying ``why``),
+    checked with the other keys ``more_keys`` of ``MODEL.SEM_SEG_HEAD`` that name feature maps.
+    """
+    h = cfg.MODEL.SEM_SEG_HEAD
+    if len(h.IN_FEATURES) != 1:
+        raise ConfigError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(h.IN_FEATURES)}: {why}")
+    raise_config_problems([
+        problem for key in ("IN_FEATURES",) + more_keys
+        for problem in missing_feature_problems(cfg, f"MODEL.SEM_SEG_HEAD.{key}", h[key],
+                                                input_shape)
+    ])
+    return h.IN_FEATURES[0]
 
 
 def _check_aspp_arguments(owner, num_classes, aspp_channels, aspp_dilations, aspp_dropout):
@@ -95,20 +123,13 @@ class DeepLabV3(nn.Module):
             input_shape.channels, aspp_channels, aspp_dilations, norm=norm, activation=F.relu,
             dropout=aspp_dropout, use_depthwise_separable_conv=use_depthwise_separable_conv,
         )
-        self.predictor = _predictor(aspp_channels, num_classes)
+        self.predictor = _init_predictor(Conv2d(aspp_channels, num_classes, kernel_size=1))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        in_features = cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES
-        if len(in_features) != 1:
-            raise ConfigError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the DeepLabV3 coarse head "
-                "takes exactly one feature map (e.g. ['res5'])"
-            )
-        raise_config_problems(missing_feature_problems(
-            cfg, "MODEL.SEM_SEG_HEAD.IN_FEATURES", in_features, input_shape))
-        return {"input_shape": input_shape[in_features[0]], "in_feature": in_features[0],
-                **_aspp_args(cfg)}
+        name = _in_feature(cfg, input_shape, "the DeepLabV3 coarse head takes exactly one "
+                           "feature map (e.g. ['res5'])")
+        return {"input_shape": input_shape[name], "in_feature": name, **_aspp_args(cfg)}
 
     def forward(self, features):
         return self.predictor(self.aspp(features[self.in_feature]))
@@ -167,25 +188,15 @@ class DeepLabV3Plus(nn.Module):
             self.project[f] = proj
             self.fuse[f] = nn.Sequential(*fuse)
             channels = decoder_channels
-        self.predictor = _predictor(channels, num_classes)
+        self.predictor = _init_predictor(Conv2d(channels, num_classes, kernel_size=1))
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         h = cfg.MODEL.SEM_SEG_HEAD
-        in_features = h.IN_FEATURES
-        if len(in_features) != 1:
-            raise ConfigError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(in_features)}: the ASPP input of "
-                "DeepLabV3+ is one feature map (low-level ones go in PROJECT_FEATURES)"
-            )
-        raise_config_problems(
-            missing_feature_problems(cfg, "MODEL.SEM_SEG_HEAD.IN_FEATURES", in_features,
-                                     input_shape)
-            + missing_feature_problems(cfg, "MODEL.SEM_SEG_HEAD.PROJECT_FEATURES",
-                                       h.PROJECT_FEATURES, input_shape)
-        )
+        in_feature = _in_feature(cfg, input_shape, "the ASPP input of DeepLabV3+ is one feature "
+                                 "map (low-level ones go in PROJECT_FEATURES)", "PROJECT_FEATURES")
         return {
-            "input_shape": input_shape, "in_feature": in_features[0],
+            "input_shape": input_shape, "in_feature": in_feature,
             "project_features": list(h.PROJECT_FEATURES),
             "project_channels": list(h.PROJECT_CHANNELS), "decoder_channels": h.CONVS_DIM,
             **_aspp_args(cfg),
@@ -227,8 +238,12 @@ class SemSegHeadAdapter(nn.Module):
         key = "MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME"
         name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
         if name not in SEM_SEG_HEADS_REGISTRY:
+            hint = (" (pointrend_seg's former name of the adapter: name the Detectron2 head "
+                    "itself, e.g. 'SemSegFPNHead')" if name == "SemSegHeadAdapter" else "")
             raise ConfigError(
-                f"{key}={name!r} is not in Detectron2's SEM_SEG_HEADS_REGISTRY (registered: "
+                f"{key}={name!r} names no coarse head{hint}: ours are "
+                f"{sorted(n for n, _ in COARSE_HEAD_REGISTRY)}; a head of Detectron2's "
+                "SEM_SEG_HEADS_REGISTRY with layers() and common_stride works too (registered: "
                 f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
             )
         head_class = SEM_SEG_HEADS_REGISTRY.get(name)
@@ -263,13 +278,4 @@ def build_coarse_head(cfg, input_shape: Dict[str, ShapeSpec]):
     name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
     if name in COARSE_HEAD_REGISTRY:
         return COARSE_HEAD_REGISTRY.get(name)(cfg, input_shape)
-    if name in SEM_SEG_HEADS_REGISTRY:
-        return SemSegHeadAdapter(cfg, input_shape)
-    hint = (" (pointrend_seg's former name of the adapter: name the Detectron2 head itself, e.g. "
-            "'SemSegFPNHead')" if name == "SemSegHeadAdapter" else "")
-    raise ConfigError(
-        f"MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME={name!r} names no coarse head{hint}: ours are "
-        f"{sorted(n for n, _ in COARSE_HEAD_REGISTRY)}; a head of Detectron2's "
-        "SEM_SEG_HEADS_REGISTRY with layers() and common_stride works too (registered: "
-        f"{sorted(n for n, _ in SEM_SEG_HEADS_REGISTRY)})"
-    )
+    return SemSegHeadAdapter(cfg, input_shape)

@@ -35,9 +35,6 @@ __all__ = ["ExportableSegmentor", "ExportError", "UnsafeProgramError", "check_si
            "compare_logits", "dynamic_shapes", "export_onnx", "export_program",
            "load_exported_program"]
 
-logger = logging.getLogger(__name__)
-
-
 class ExportError(ValueError):
     """A model or setting that cannot be exported, with what to change."""
 
@@ -120,19 +117,6 @@ def check_size_range(min_size: int, max_size: int, stride: int) -> None:
         raise ExportError(f"--max-size {max_size} is smaller than --min-size {min_size}")
 
 
-def _check_example(example: torch.Tensor, min_size: int, dynamic_batch: bool) -> torch.Tensor:
-    """The example to trace with: a batch of one is doubled when the batch is dynamic (traced
-    with one image, torch.export specialises the batch to 1)."""
-    if example.ndim != 4 or example.shape[1] != 3:
-        raise ExportError(f"the example input must be (B, 3, H, W), got {tuple(example.shape)}")
-    if min(example.shape[-2:]) < min_size:
-        raise ExportError(f"the example input {tuple(example.shape[-2:])} is smaller than the "
-                          f"minimum size {min_size}")
-    if dynamic_batch and example.shape[0] == 1:
-        example = torch.cat([example, example])
-    return example
-
-
 def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
                    max_size: int = 4096, dynamic_batch: bool = True):
     """
@@ -148,7 +132,14 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
     """
     wrapper = ExportableSegmentor(model)
     check_size_range(min_size, max_size, model.size_divisibility)
-    example = _check_example(example, min_size, dynamic_batch)
+    if example.ndim != 4 or example.shape[1] != 3:
+        raise ExportError(f"the example input must be (B, 3, H, W), got {tuple(example.shape)}")
+    if min(example.shape[-2:]) < min_size:
+        raise ExportError(f"the example input {tuple(example.shape[-2:])} is smaller than the "
+                          f"minimum size {min_size}")
+    if dynamic_batch and example.shape[0] == 1:
+        # traced with one image, torch.export would specialise the batch to 1
+        example = torch.cat([example, example])
     # Traced with autograd on (as torch.export.load gives the parameters back, requiring grad):
     # the traced graph then holds no in-place ``out=`` kernels, which refuse autograd, and the
     # program runs with or without torch.no_grad().
@@ -207,7 +198,6 @@ def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, fl
     diff = (got.float() - expected.float()).abs().max().item()
     agree = (got.argmax(1) == expected.argmax(1)).float().mean().item()
     return diff, agree
-
 
 
 # ---- loading a program back ----------------------------------------------------------------

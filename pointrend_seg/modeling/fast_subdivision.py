@@ -140,11 +140,8 @@ class FastPointRendSegHead(PointRendSegHead):
     def _first_needed_step(self, h, w) -> int:
         """The last step that re-predicts every cell (its inputs are the coarse logits and the
         fine features, not the steps before it), else step 1."""
-        first = 1
-        for step in range(1, self.num_subdivision_steps() + 1):
-            if self._repredicts_every_cell(h, w, step):
-                first = step
-        return first
+        return max((step for step in range(1, self.num_subdivision_steps() + 1)
+                    if self._repredicts_every_cell(h, w, step)), default=1)
 
     def _point_predictor(self, features, coarse_logits, first_step: int):
         """
@@ -158,23 +155,17 @@ class FastPointRendSegHead(PointRendSegHead):
                          for step in range(first_step, self.num_subdivision_steps() + 1))
         pixels = sum(x.shape[-2] * x.shape[-1] for x in maps)
         channels = _layers(self.point_head)[0].out_channels
-        if (channels * len(maps) <= sum(x.shape[1] for x in maps)
-                and statically_known_true(pixels < num_points)):
-            projected = project_fine_features(self.point_head, maps)
-
-            def predict(coords):
-                fine = reduce(torch.add, [point_sample(x, coords, align_corners=False)
-                                          for x in projected])
-                coarse = point_sample(coarse_logits, coords, align_corners=False)
-                return mlp_point_logits(self.point_head, fine, coarse, fine_projected=True)
-
-            return predict
+        projected = (channels * len(maps) <= sum(x.shape[1] for x in maps)
+                     and statically_known_true(pixels < num_points))
+        if projected:
+            maps = project_fine_features(self.point_head, maps)
 
         def predict(coords):
             fine = [point_sample(x, coords, align_corners=False) for x in maps]
-            fine = fine[0] if len(fine) == 1 else torch.cat(fine, dim=1)
+            # one map: itself (no copy); projected maps add up, features concatenate
+            fine = reduce(torch.add, fine) if projected or len(fine) == 1 else torch.cat(fine, 1)
             coarse = point_sample(coarse_logits, coords, align_corners=False)
-            return mlp_point_logits(self.point_head, fine, coarse)
+            return mlp_point_logits(self.point_head, fine, coarse, fine_projected=projected)
 
         return predict
 

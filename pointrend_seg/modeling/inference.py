@@ -131,20 +131,15 @@ class InferenceHandle:
 
 def _batch_norm_affine(norm: nn.Module):
     """(scale, shift) in float64 of an eval-mode batch norm, or None if it cannot be folded."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        weight, bias = norm.weight, norm.bias
-    elif isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_mean is not None:
-        # affine=False: weight and bias are None (1 and 0)
-        weight, bias = norm.weight, norm.bias
-    else:
+    if not isinstance(norm, FrozenBatchNorm2d) and not (
+            isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_mean is not None):
         return None
-    var = norm.running_var.double()
-    scale = torch.rsqrt(var + norm.eps)
-    if weight is not None:
-        scale = scale * weight.detach().double()
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    if norm.weight is not None:  # affine=False: weight and bias are None (1 and 0)
+        scale = scale * norm.weight.detach().double()
     shift = -norm.running_mean.double() * scale
-    if bias is not None:
-        shift = shift + bias.detach().double()
+    if norm.bias is not None:
+        shift = shift + norm.bias.detach().double()
     return scale, shift
 
 
@@ -221,12 +216,6 @@ def _refuse_training(module, args):
         )
 
 
-def _model_device(model: nn.Module):
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
-
-
 def prepare_for_inference(model: nn.Module, cfg_or_options=None,
                           device: Optional[torch.device] = None) -> InferenceHandle:
     """
@@ -249,7 +238,8 @@ def prepare_for_inference(model: nn.Module, cfg_or_options=None,
             "prepare_for_inference needs a model in eval mode (call model.eval() first): "
             "batch norm is folded with its running statistics"
         )
-    device = device if device is not None else _model_device(model)
+    if device is None:
+        device = next((t.device for t in model.parameters()), torch.device("cpu"))
     if cfg_or_options is None:
         options = InferenceOptions(channels_last=torch.device(device).type == "cuda")
     elif isinstance(cfg_or_options, InferenceOptions):
@@ -259,19 +249,15 @@ def prepare_for_inference(model: nn.Module, cfg_or_options=None,
 
     handle = InferenceHandle(model, options)
     steps = handle._undo_steps
+    transforms = [(options.fast_subdivision, "num_fast_heads", use_fast_subdivision),
+                  (options.fold_bn, "num_folded", fold_batch_norms),
+                  (options.channels_last, "num_channels_last", _to_channels_last)]
     try:
-        if options.fast_subdivision:
-            swaps = use_fast_subdivision(model)
-            handle.num_fast_heads = len(swaps)
-            steps.extend(swaps)
-        if options.fold_bn:
-            folds = fold_batch_norms(model)
-            handle.num_folded = len(folds)
-            steps.extend(folds)
-        if options.channels_last:
-            conversions = _to_channels_last(model)
-            handle.num_channels_last = len(conversions)
-            steps.extend(conversions)
+        for enabled, counter, transform in transforms:
+            if enabled:
+                undo = transform(model)
+                setattr(handle, counter, len(undo))
+                steps.extend(undo)
         if options.compile:
             handle.compiled, compiled = _compile_children(model, options.compile,
                                                           options.compile_backend)

@@ -121,8 +121,9 @@ class GeneralizedSemanticSegmentor(nn.Module):
         dilated convolutions.
         """
         groups: Dict[Tuple[int, int], List[int]] = {}
+        d = self.size_divisibility
         for i, image in enumerate(images):
-            padded = tuple(_round_up(s, self.size_divisibility) for s in image.shape[-2:])
+            padded = tuple(s if d <= 1 else -(-s // d) * d for s in image.shape[-2:])
             groups.setdefault(padded, []).append(i)
         outputs: List[torch.Tensor] = [None] * len(images)
         for indices in groups.values():
@@ -157,27 +158,21 @@ class GeneralizedSemanticSegmentor(nn.Module):
             return self.predict_whole(image)
         return sliding_window_inference(self.predict_whole, image, **self.sliding_window)
 
-    def inference_with_test_time_strategies(self, x: Dict):
-        """One image through sliding windows and/or multi-scale + flip TTA."""
-        image = self.normalize(x["image"])
-        if self.test_augmentation is not None:
-            scores = multi_scale_flip_inference(self.predict_windowed, image, **self.test_augmentation)
-        else:
-            scores = self.predict_windowed(image)
-        height, width = x.get("height", image.shape[-2]), x.get("width", image.shape[-1])
-        return {"sem_seg": sem_seg_postprocess(scores, scores.shape[-2:], height, width)}
-
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             return self.losses(batched_inputs)
-        if self.sliding_window is not None or self.test_augmentation is not None:
-            return [self.inference_with_test_time_strategies(x) for x in batched_inputs]
-        logits = self.predict_logits([self.normalize(x["image"]) for x in batched_inputs])
-        processed = []
-        for scores, x in zip(logits, batched_inputs):
-            height, width = x.get("height", scores.shape[-2]), x.get("width", scores.shape[-1])
-            processed.append({"sem_seg": sem_seg_postprocess(scores, scores.shape[-2:], height, width)})
-        return processed
+        # Lazy: sliding windows and TTA take (and normalise) one image at a time.
+        images = (self.normalize(x["image"]) for x in batched_inputs)
+        if self.sliding_window is None and self.test_augmentation is None:
+            scores = self.predict_logits(list(images))
+        elif self.test_augmentation is None:
+            scores = map(self.predict_windowed, images)
+        else:
+            scores = (multi_scale_flip_inference(self.predict_windowed, image,
+                                                 **self.test_augmentation) for image in images)
+        return [{"sem_seg": sem_seg_postprocess(s, s.shape[-2:], x.get("height", s.shape[-2]),
+                                                x.get("width", s.shape[-1]))}
+                for s, x in zip(scores, batched_inputs)]
 
     def losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """
@@ -221,7 +216,3 @@ def _check_crop_size(cfg, stride: int) -> None:
             f"every crop would be padded to a multiple of {stride}. Use e.g. INPUT.CROP.SIZE "
             f"{suggestion}"
         )
-
-
-def _round_up(x: int, multiple: int) -> int:
-    return x if multiple <= 1 else -(-x // multiple) * multiple

@@ -22,8 +22,10 @@ Built with ``obj(cfg, in_channels)`` (``@configurable``), ``in_channels`` = C.
 
 
 def _init_predictor(conv):
+    """A predictor's initialisation (weight normal with std 0.001, zero bias); returns ``conv``."""
     nn.init.normal_(conv.weight, std=0.001)
     nn.init.zeros_(conv.bias)
+    return conv
 
 
 @POINT_HEAD_REGISTRY.register()
@@ -61,8 +63,7 @@ class MLPPointHead(nn.Module):
             self.add_module(f"fc{k + 1}", fc)
             self.fc_layers.append(fc)
             channels = fc_dim + (num_classes if coarse_pred_each_layer else 0)
-        self.predictor = nn.Conv1d(channels, num_classes, kernel_size=1)
-        _init_predictor(self.predictor)
+        self.predictor = _init_predictor(nn.Conv1d(channels, num_classes, kernel_size=1))
 
     @classmethod
     def from_config(cls, cfg, in_channels):
@@ -94,8 +95,8 @@ class LinearPointHead(nn.Module):
     @configurable
     def __init__(self, *, in_channels: int, num_classes: int):
         super().__init__()
-        self.predictor = nn.Conv1d(in_channels + num_classes, num_classes, kernel_size=1)
-        _init_predictor(self.predictor)
+        self.predictor = _init_predictor(
+            nn.Conv1d(in_channels + num_classes, num_classes, kernel_size=1))
 
     @classmethod
     def from_config(cls, cfg, in_channels):

@@ -13,12 +13,6 @@ from torch.nn import functional as F
 __all__ = ["resized_argmax"]
 
 
-def _label_dtype(num_classes: int) -> torch.dtype:
-    if num_classes <= 256:
-        return torch.uint8
-    return torch.int16 if num_classes <= 2 ** 15 else torch.int32
-
-
 def resized_argmax(logits: torch.Tensor, height: int, width: int, *,
                    max_band_bytes: int = 64 << 20) -> torch.Tensor:
     """
@@ -42,7 +36,8 @@ def resized_argmax(logits: torch.Tensor, height: int, width: int, *,
     if logits.dim() != 3:
         raise ValueError(f"logits must be (K, h, w), got {tuple(logits.shape)}")
     num_classes, in_h, in_w = logits.shape
-    out = torch.empty((height, width), dtype=_label_dtype(num_classes))
+    out = torch.empty((height, width), dtype=torch.uint8 if num_classes <= 256 else
+                      torch.int16 if num_classes <= 2 ** 15 else torch.int32)
     if height == 0 or width == 0:
         return out
     x = logits.float()[None]

@@ -21,8 +21,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..config import check_arguments, is_int, is_number, raise_config_problems
 
-from .coarse_heads import build_coarse_head
-from .features import missing_feature_problems
+from .coarse_heads import build_coarse_head, missing_feature_problems
 from .losses import cross_entropy_with_ignore
 from .point_heads import build_point_head
 from .point_sampling import (

@@ -115,7 +115,8 @@ def _stage_blocks(state_dict) -> List[int]:
     return blocks
 
 
-def _check_convertible(state_dict, source_name) -> None:
+def _check_convertible(state_dict, source_name) -> int:
+    """The depth of a convertible torchvision / timm ResNet, else a WeightConversionError."""
     keys = list(state_dict)
     if any(".downsample.2." in k for k in keys):
         raise WeightConversionError(
@@ -141,6 +142,7 @@ def _check_convertible(state_dict, source_name) -> None:
             f"{source_name} has {blocks} blocks per stage; build_dilated_resnet_backbone builds "
             f"depths {sorted(BLOCKS_PER_STAGE)} ({BLOCKS_PER_STAGE})"
         )
+    return depths[tuple(blocks)]
 
 
 def _stem(state_dict, source_name) -> Tuple[str, Dict[str, str], int]:
@@ -184,7 +186,7 @@ def convert_resnet_state_dict(
         WeightConversionError: the network cannot be converted exactly (the message says why),
             it has parameters that would be left over, or weights that are not finite.
     """
-    _check_convertible(state_dict, source_name)
+    depth = _check_convertible(state_dict, source_name)
     refuse_non_finite(state_dict, source_name)
     stem_type, stem_map, stem_channels = _stem(state_dict, source_name)
     converted, leftover = {}, []
@@ -223,8 +225,6 @@ def convert_resnet_state_dict(
     conv2 = state_dict["layer1.0.conv2.weight"]  # (bottleneck, bottleneck / groups, 3, 3)
     bottleneck = conv2.shape[0]
     groups = bottleneck // conv2.shape[1]
-    blocks = _stage_blocks(state_dict)
-    depth = next(d for d, v in BLOCKS_PER_STAGE.items() if v == blocks)
     opts = [
         "MODEL.RESNETS.DEPTH", str(depth),
         "MODEL.RESNETS.STEM_TYPE", stem_type,

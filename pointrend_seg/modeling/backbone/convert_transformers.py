@@ -207,8 +207,7 @@ def convert_timm_swin_state_dict(
             raise WeightConversionError(
                 f"{source_name} has {k!r}, which Detectron2's SwinTransformer has no place for")
         converted[prefix + name] = v
-    proj = state_dict["patch_embed.proj.weight"]
-    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
+    embed_dim, patch_size = _patch_embedding(state_dict, source_name)
     num_heads, window = [], None
     for i in stages:
         table = state_dict[f"layers.{i}.blocks.0.attn.relative_position_bias_table"]
@@ -288,8 +287,7 @@ def convert_timm_vit_state_dict(
             raise WeightConversionError(
                 f"{source_name} has {k!r}, which Detectron2's ViT has no place for")
         converted[prefix + k] = v
-    proj = state_dict["patch_embed.proj.weight"]
-    embed_dim, patch_size = proj.shape[0], proj.shape[-1]
+    embed_dim, patch_size = _patch_embedding(state_dict, source_name)
     tokens = state_dict["pos_embed"].shape[1]
     if math.isqrt(tokens) ** 2 == tokens:
         grid, cls = math.isqrt(tokens), False

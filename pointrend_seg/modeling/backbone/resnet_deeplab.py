@@ -48,25 +48,6 @@ class ThreeConvStem(CNNBlockBase):
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
-def _check_dilations(res4_dilation, res5_dilation, multi_grid, num_res5_blocks):
-    key = "MODEL.RESNETS"
-    if res4_dilation not in (1, 2):
-        raise ConfigError(f"{key}.RES4_DILATION must be 1 or 2, got {res4_dilation}")
-    if res5_dilation not in (1, 2, 4):
-        raise ConfigError(f"{key}.RES5_DILATION must be 1, 2 or 4, got {res5_dilation}")
-    if res4_dilation == 2 and res5_dilation != 4:
-        raise ConfigError(
-            f"{key}.RES4_DILATION=2 (output stride 8) needs {key}.RES5_DILATION=4, "
-            f"got {res5_dilation}"
-        )
-    if len(multi_grid) != num_res5_blocks:
-        raise ConfigError(
-            f"{key}.RES5_MULTI_GRID={list(multi_grid)} needs one rate per res5 block "
-            f"({num_res5_blocks})"
-        )
-
-
-_STEM_TYPES = ("basic", "deeplab")
 _KEY = "MODEL.RESNETS"
 
 
@@ -102,14 +83,23 @@ def dilated_resnet(
             f"{stage_names} (and optionally 'stem')"
         )
     num_blocks = BLOCKS_PER_STAGE[depth]
-    _check_dilations(res4_dilation, res5_dilation, res5_multi_grid, num_blocks[3])
+    if res4_dilation not in (1, 2):
+        raise ConfigError(f"{_KEY}.RES4_DILATION must be 1 or 2, got {res4_dilation}")
+    if res5_dilation not in (1, 2, 4):
+        raise ConfigError(f"{_KEY}.RES5_DILATION must be 1, 2 or 4, got {res5_dilation}")
+    if res4_dilation == 2 and res5_dilation != 4:
+        raise ConfigError(f"{_KEY}.RES4_DILATION=2 (output stride 8) needs "
+                          f"{_KEY}.RES5_DILATION=4, got {res5_dilation}")
+    if len(res5_multi_grid) != num_blocks[3]:
+        raise ConfigError(f"{_KEY}.RES5_MULTI_GRID={list(res5_multi_grid)} needs one rate per "
+                          f"res5 block ({num_blocks[3]})")
 
     if stem_type == "basic":
         stem = BasicStem(in_channels, stem_out_channels, norm=norm)
     elif stem_type == "deeplab":
         stem = ThreeConvStem(in_channels, stem_out_channels, norm=norm)
     else:
-        raise ConfigError(f"{_KEY}.STEM_TYPE must be one of {list(_STEM_TYPES)}, "
+        raise ConfigError(f"{_KEY}.STEM_TYPE must be one of ['basic', 'deeplab'], "
                           f"got {stem_type!r}")
 
     # Stages after the last requested one would get no gradient: they are not built.
