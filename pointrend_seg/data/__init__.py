@@ -6,12 +6,7 @@ semantic-segmentation mapper (:mod:`.dataset_mapper`), label maps, the whole-dat
 class names of a model (:mod:`.metadata`).
 """
 from . import datasets
-from .augmentations import (
-    build_sem_seg_augmentations,
-    crop_pad_size,
-    crop_problems,
-    sem_seg_augmentations,
-)
+from .augmentations import build_sem_seg_augmentations, sem_seg_augmentations
 from .dataset_check import (
     DatasetCheckError,
     DatasetReport,
@@ -28,7 +23,6 @@ from .readers import BadInputError, read_image_file, read_label_file
 __all__ = [
     "BadInputError", "DatasetCheckError", "DatasetReport", "GroundTruthReader",
     "SemSegDatasetMapper", "apply_label_map", "build_sem_seg_augmentations", "check_dataset",
-    "check_dataset_dicts", "class_names_and_colors", "crop_pad_size", "crop_problems",
-    "datasets", "parse_label_map", "raise_dataset_problems", "read_image_file", "read_label_file",
-    "sem_seg_augmentations",
+    "check_dataset_dicts", "class_names_and_colors", "datasets", "parse_label_map",
+    "raise_dataset_problems", "read_image_file", "read_label_file", "sem_seg_augmentations",
 ]
