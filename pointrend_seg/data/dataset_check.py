@@ -324,41 +324,34 @@ def _read_all(jobs, num_workers, progress, dataset_name):
 def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_label,
                      require_labels, resizes=()):
     """The problems of one sample, found by the mapper's checks; and its mapped label values."""
-    problems = []
-
     image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
+    problems = [SampleProblem(dataset_name, position, kind, path, message, image_path)
+                for kind, message, path in facts["errors"]]
 
-    def add(error, values=None):
-        problems.append(SampleProblem(dataset_name, position, error.kind, error.path,
-                                      str(error), image_path, values))
+    def attempt(check, *args, values=None):  # a check that raises is a problem
+        try:
+            check(*args)
+        except BadInputError as e:
+            problems.append(SampleProblem(dataset_name, position, e.kind, e.path, str(e),
+                                          image_path, values))
 
-    for kind, message, path in facts["errors"]:
-        problems.append(SampleProblem(dataset_name, position, kind, path, message, image_path))
     values = None
     if facts["image_shape"] is not None:
-        for check in (lambda: check_image_size(facts["image_shape"], record),
-                      lambda: check_resizable(facts["image_shape"], image_path, resizes)):
-            try:
-                check()
-            except BadInputError as e:
-                add(e)
+        attempt(check_image_size, facts["image_shape"], record)
+        attempt(check_resizable, facts["image_shape"], image_path, resizes)
     if label_path is None and require_labels:
-        add(BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'", "no label",
-                          image_path))
+        problems.append(SampleProblem(dataset_name, position, "no label", image_path,
+                                      f"training sample {image_path} has no 'sem_seg_file_name'",
+                                      image_path))
     if facts["label_shape"] is not None:
         if facts["image_shape"] is not None:
-            try:
-                check_label_size(facts["label_shape"], facts["image_shape"], label_path,
-                                 image_path, facts.get("orientation", 1))
-            except BadInputError as e:
-                add(e)
+            attempt(check_label_size, facts["label_shape"], facts["image_shape"], label_path,
+                    image_path, facts.get("orientation", 1))
         values = apply_label_map(np.asarray(facts["values"], dtype=np.int64),
                                  record.get("sem_seg_label_map"))
-        try:
-            check_label_values(values, num_classes, ignore_label, label_path)
-        except BadInputError as e:
-            outside = ((values < 0) | (values >= num_classes)) & (values != ignore_label)
-            add(e, sorted(int(v) for v in np.unique(values[outside])))
+        outside = ((values < 0) | (values >= num_classes)) & (values != ignore_label)
+        attempt(check_label_values, values, num_classes, ignore_label, label_path,
+                values=sorted(int(v) for v in np.unique(values[outside])))
     return problems, values
 
 
