@@ -77,18 +77,11 @@ def register_camvid(root, prefix=DEFAULT_PREFIX):
     skipped. Returns the names.
     """
     camvid_dir = find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid", must_exist=False)
-    names = []
-    for split in SPLIT_SIZES:
-        name = f"{prefix}_{split}"
-        names.append(name)
-        register_sem_seg_dataset(
-            name,
-            lambda s=split, n=name: load_camvid(
-                find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid"), s, n),
-            stuff_classes=CAMVID_CLASSES,
-            stuff_colors=CAMVID_COLORS,
-            ignore_label=CAMVID_IGNORE_LABEL,
-            image_root=os.path.join(camvid_dir, split),
-            sem_seg_root=os.path.join(camvid_dir, split + "annot"),
-        )
-    return names
+    return [register_sem_seg_dataset(
+        f"{prefix}_{split}",
+        lambda s=split: load_camvid(find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid"), s,
+                                    f"{prefix}_{s}"),
+        stuff_classes=CAMVID_CLASSES, stuff_colors=CAMVID_COLORS, ignore_label=CAMVID_IGNORE_LABEL,
+        image_root=os.path.join(camvid_dir, split),
+        sem_seg_root=os.path.join(camvid_dir, split + "annot"),
+    ) for split in SPLIT_SIZES]

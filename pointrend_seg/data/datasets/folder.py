@@ -291,17 +291,12 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"dataset {name!r}: {what} folder not found: {folder}")
 
-    register_sem_seg_dataset(
+    return register_sem_seg_dataset(
         name,
         lambda: load_folder_pairs(image_dir, mask_dir, image_ext, mask_ext, dataset_name=name),
-        stuff_classes=class_names,
-        stuff_colors=stuff_colors,
-        ignore_label=ignore_label,
-        image_root=image_dir,
-        sem_seg_root=mask_dir,
-        label_map=label_map,
+        stuff_classes=class_names, stuff_colors=stuff_colors, ignore_label=ignore_label,
+        image_root=image_dir, sem_seg_root=mask_dir, label_map=label_map,
     )
-    return name
 
 
 def register_folder_datasets(specs):
@@ -311,9 +306,5 @@ def register_folder_datasets(specs):
     of further keyword arguments of :func:`register_folder_dataset` (``label_map``,
     ``ignore_label``). Returns the names.
     """
-    names = []
-    for spec in specs or []:
-        spec = list(spec)
-        options = spec.pop() if spec and isinstance(spec[-1], dict) else {}
-        names.append(register_folder_dataset(*spec, **options))
-    return names
+    return [register_folder_dataset(*spec[:-1], **spec[-1]) if spec and isinstance(spec[-1], dict)
+            else register_folder_dataset(*spec) for spec in map(list, specs or [])]

@@ -127,18 +127,11 @@ def register_voc_sem_seg(root, prefix=DEFAULT_PREFIX):
     looked for when a split is loaded). Names already registered are skipped. Returns the names.
     """
     voc_dir = find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012", must_exist=False)
-    names = []
-    for split, (_, mask_dirname) in SPLITS.items():
-        name = f"{prefix}_{split}"
-        names.append(name)
-        register_sem_seg_dataset(
-            name,
-            lambda s=split, n=name: load_voc_sem_seg(
-                find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012"), s, n),
-            stuff_classes=VOC_CLASSES,
-            stuff_colors=VOC_COLORS,
-            ignore_label=IGNORE_LABEL,
-            image_root=os.path.join(voc_dir, "JPEGImages"),
-            sem_seg_root=os.path.join(voc_dir, mask_dirname),
-        )
-    return names
+    return [register_sem_seg_dataset(
+        f"{prefix}_{split}",
+        lambda s=split: load_voc_sem_seg(
+            find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012"), s, f"{prefix}_{s}"),
+        stuff_classes=VOC_CLASSES, stuff_colors=VOC_COLORS, ignore_label=IGNORE_LABEL,
+        image_root=os.path.join(voc_dir, "JPEGImages"),
+        sem_seg_root=os.path.join(voc_dir, mask_dirname),
+    ) for split, (_, mask_dirname) in SPLITS.items()]
