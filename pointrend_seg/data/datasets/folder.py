@@ -6,22 +6,9 @@ Semantic segmentation datasets given as two folders: images and label masks pair
     IMAGE_DIR/0001.jpg   MASK_DIR/0001.png   (one channel: class ids 0..K-1, or the ignore label)
     IMAGE_DIR/0002.jpg   MASK_DIR/0002.png
 
-Python::
-
-    from pointrend_seg.data.datasets import register_folder_dataset
-    register_folder_dataset("my_train", "data/img", "data/mask", ["background", "road", "car"])
-
-Command line (repeatable; CLASSES is comma-separated names or a text file with one per line;
-``--label-map`` and ``--ignore-value`` apply to the ``--register-folder`` before them)::
-
-    tools/train_net.py --config-file CFG \\
-        --register-folder my_train data/img data/mask classes.txt \\
-        DATASETS.TRAIN '("my_train",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 3
-
-    # binary masks saved as 0/255: 255 is class 1 (not the ignore label)
-    tools/train_net.py --config-file CFG \\
-        --register-folder cracks data/img data/mask background,crack --label-map 255:1 \\
-        DATASETS.TRAIN '("cracks",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 2
+Python: :func:`register_folder_dataset`; command line: ``--register-folder NAME IMAGE_DIR
+MASK_DIR CLASSES`` (repeatable; ``--label-map 255:1`` / ``--ignore-value V`` after it), as in
+README.md ("Your own data") and docs/dataset_check.md.
 
 Folders are not searched recursively; images are the files with an extension of
 ``IMAGE_EXTENSIONS`` (GIF included: its first frame), and the image folder's other files are
@@ -257,8 +244,10 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         str: ``name``.
 
     Raises:
-        FileNotFoundError: a folder does not exist (now), or when loading, an image has no mask.
-        ValueError: bad arguments, name already registered, or when loading, no images.
+        FileNotFoundError: a folder does not exist (now, or when loading).
+        ValueError: bad arguments, name already registered, or when loading, two files share a
+            stem; ``BadInputError`` (a ``ValueError``), when loading, no images. An image without
+            a mask is a warning (:func:`load_folder_pairs`).
     """
     from detectron2.data import DatasetCatalog
 
