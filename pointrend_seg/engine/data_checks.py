@@ -17,11 +17,7 @@ from typing import Dict, Sequence
 
 from detectron2.utils import comm
 
-from ..data.dataset_check import (
-    DatasetReport,
-    check_dataset,
-    raise_dataset_problems,
-)
+from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
 from ..evaluation import write_result_file
 
 __all__ = ["check_run_datasets", "skipped_images", "without_images"]

@@ -31,13 +31,8 @@ from ..readers import BadInputError, same_stem_hint
 from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "load_folder_pairs",
-    "parse_class_names",
-    "register_folder_dataset",
-    "register_folder_datasets",
-]
+__all__ = ["IMAGE_EXTENSIONS", "load_folder_pairs", "parse_class_names", "register_folder_dataset",
+           "register_folder_datasets"]
 
 logger = logging.getLogger(__name__)
 

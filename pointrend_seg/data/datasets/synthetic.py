@@ -44,16 +44,8 @@ import numpy as np
 
 from .common import register_sem_seg_dataset
 
-__all__ = [
-    "SYNTHETIC_CLASSES",
-    "SYNTHETIC_COLORS",
-    "IMAGE_SIZE",
-    "NUM_TRAIN_IMAGES",
-    "NUM_VAL_IMAGES",
-    "render_sample",
-    "generate_split",
-    "register_synthetic_shapes",
-]
+__all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_COLORS", "IMAGE_SIZE", "NUM_TRAIN_IMAGES",
+           "NUM_VAL_IMAGES", "render_sample", "generate_split", "register_synthetic_shapes"]
 
 logger = logging.getLogger(__name__)
 
