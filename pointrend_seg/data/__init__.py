@@ -1,24 +1,9 @@
-"""
-Data: dataset registrations (on import, :mod:`.datasets`), reading and checking one sample's files
-(:mod:`.readers`), the training / test augmentations (:mod:`.augmentations`), the
-semantic-segmentation mapper (:mod:`.dataset_mapper`), label maps, the whole-dataset check
-(:mod:`.dataset_check`), the ground truth as training reads it (:mod:`.ground_truth`) and the
-class names of a model (:mod:`.metadata`).
-"""
+"""Data: reading, checking, augmenting and mapping samples, the whole-dataset check and the
+dataset registrations (made on import, :mod:`.datasets`); module map: docs/architecture.md."""
 from . import datasets
-from .augmentations import (
-    build_sem_seg_augmentations,
-    crop_pad_size,
-    crop_problems,
-    sem_seg_augmentations,
-)
-from .dataset_check import (
-    DatasetCheckError,
-    DatasetReport,
-    check_dataset,
-    check_dataset_dicts,
-    raise_dataset_problems,
-)
+from .augmentations import build_sem_seg_augmentations, sem_seg_augmentations
+from .dataset_check import (DatasetCheckError, DatasetReport, check_dataset, check_dataset_dicts,
+                            raise_dataset_problems)
 from .dataset_mapper import SemSegDatasetMapper
 from .ground_truth import GroundTruthReader
 from .label_map import apply_label_map, parse_label_map
@@ -28,7 +13,6 @@ from .readers import BadInputError, read_image_file, read_label_file
 __all__ = [
     "BadInputError", "DatasetCheckError", "DatasetReport", "GroundTruthReader",
     "SemSegDatasetMapper", "apply_label_map", "build_sem_seg_augmentations", "check_dataset",
-    "check_dataset_dicts", "class_names_and_colors", "crop_pad_size", "crop_problems",
-    "datasets", "parse_label_map", "raise_dataset_problems", "read_image_file", "read_label_file",
-    "sem_seg_augmentations",
+    "check_dataset_dicts", "class_names_and_colors", "datasets", "parse_label_map",
+    "raise_dataset_problems", "read_image_file", "read_label_file", "sem_seg_augmentations",
 ]

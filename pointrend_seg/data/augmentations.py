@@ -8,29 +8,7 @@ from detectron2.data import transforms as T
 from ..config import is_number, raise_config_problems
 from .transforms import PadToMinSize
 
-__all__ = ["build_sem_seg_augmentations", "crop_pad_size", "crop_problems",
-           "sem_seg_augmentations"]
-
-_CROP_TYPES = ("relative", "relative_range", "absolute", "absolute_range")
-
-
-def _crop_pad_size(crop_type, size):
-    if crop_type == "absolute":
-        return int(size[0]), int(size[1])
-    if crop_type == "absolute_range":
-        return int(size[0]), int(size[0])
-    return None
-
-
-def crop_pad_size(cfg):
-    """
-    (height, width) that images are padded to before the training crop, or None: INPUT.CROP.SIZE
-    for crop type "absolute", (SIZE[0], SIZE[0]) (the smallest crop) for "absolute_range", and
-    None for the relative types, whose crops never exceed the image.
-    """
-    if not cfg.INPUT.CROP.ENABLED:
-        return None
-    return _crop_pad_size(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+__all__ = ["build_sem_seg_augmentations", "sem_seg_augmentations"]
 
 
 def _crop_problems(crop_type, size, area):
@@ -56,19 +34,6 @@ def _crop_problems(crop_type, size, area):
     return problems
 
 
-def crop_problems(cfg):
-    """
-    What is wrong with ``INPUT.CROP`` (when enabled), one message per problem: ``TYPE`` one of
-    Detectron2's four; ``SIZE`` two fractions in (0, 1] for "relative" / "relative_range",
-    two positive integers for "absolute", a positive integer range (min <= max) for
-    "absolute_range"; ``SINGLE_CATEGORY_MAX_AREA`` in (0, 1].
-    """
-    crop = cfg.INPUT.CROP
-    if not crop.ENABLED:
-        return []
-    return _crop_problems(crop.TYPE, crop.SIZE, crop.SINGLE_CATEGORY_MAX_AREA)
-
-
 def sem_seg_augmentations(
     is_train: bool, *, min_size_train: Sequence[int] = (800,), max_size_train: int = 1333,
     min_size_train_sampling: str = "choice", min_size_test: int = 800,
@@ -92,10 +57,11 @@ def sem_seg_augmentations(
     if crop_type is not None:
         raise_config_problems(_crop_problems(crop_type, crop_size, single_category_max_area))
     augs = [T.ResizeShortestEdge(min_size_train, max_size_train, min_size_train_sampling)]
+    if crop_type in ("absolute", "absolute_range"):  # relative crops never exceed the image
+        # pad to the crop, or for "absolute_range" to its smallest side (SIZE[0], SIZE[0])
+        pad_size = crop_size if crop_type == "absolute" else (crop_size[0], crop_size[0])
+        augs.append(PadToMinSize(pad_size, pad_value=0, seg_pad_value=ignore_label))
     if crop_type is not None:
-        pad_size = _crop_pad_size(crop_type, crop_size)
-        if pad_size is not None:
-            augs.append(PadToMinSize(pad_size, pad_value=0, seg_pad_value=ignore_label))
         augs.append(T.RandomCrop_CategoryAreaConstraint(
             crop_type, crop_size, single_category_max_area, ignore_label))
     if random_flip != "none":
@@ -109,11 +75,11 @@ def sem_seg_augmentations(
 
 
 def build_sem_seg_augmentations(cfg, is_train):
-    """:func:`sem_seg_augmentations` with the config's ``INPUT.*`` keys (``INPUT.CROP`` checked
-    first, :func:`crop_problems`) and ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``."""
-    if is_train:
-        raise_config_problems(crop_problems(cfg))
+    """:func:`sem_seg_augmentations` with the config's ``INPUT.*`` keys and
+    ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``; ``INPUT.CROP.ENABLED`` with ``TYPE`` None is an error."""
     i = cfg.INPUT
+    if is_train and i.CROP.ENABLED and i.CROP.TYPE is None:
+        raise_config_problems(_crop_problems(None, i.CROP.SIZE, i.CROP.SINGLE_CATEGORY_MAX_AREA))
     return sem_seg_augmentations(
         is_train, min_size_train=i.MIN_SIZE_TRAIN, max_size_train=i.MAX_SIZE_TRAIN,
         min_size_train_sampling=i.MIN_SIZE_TRAIN_SAMPLING, min_size_test=i.MIN_SIZE_TEST,

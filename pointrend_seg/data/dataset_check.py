@@ -1,30 +1,8 @@
 """
-Whole-dataset check: every image/label pair of a registered dataset read once (in parallel
-worker processes, with a progress bar) by the mapper's own readers and checks
-(:mod:`.dataset_mapper`), before any training. One report per dataset holds:
-
-* every problem with its file, all at once: missing or unreadable (corrupt, truncated, a
-  folder) image or label, colour (RGB) label, image size other than the dataset dict's, an
-  image so elongated that the mapper's resize brings a side to 0 pixels ("degenerate image",
-  with ``resizes``), label size other than the image's, label values outside the classes that
-  are not the ignore label, training sample without a label;
-* the class histogram (pixels and images per class), the ignored fraction, classes that never
-  appear;
-* warnings for labels that look wrong: a class that never appears, an ignored fraction above a
-  threshold, and labels that hold only 0 and 255 (binary masks saved as 0/255, whose foreground
-  is then ignored or out of range), each naming the likely fix.
-
-Cache: what a file holds (image size; label size and the count of each stored value) does not
-depend on the classes, the ignore label or the label map, so that is what is cached, per
-dataset, keyed by each file's path, modification time (ns), size and inode, in
-``<cache_dir>/<dataset>-<hash>.json``. A second check of an unchanged dataset reads no image
-(only ``os.stat`` of each file); a changed file is read again. The default ``cache_dir`` is
-``~/.cache/pointrend_seg/dataset_checks`` (:func:`default_cache_dir`), not the run's
-``OUTPUT_DIR``: runs usually get a new output directory each, and the cache is valid for any
-run on the same files.
-
-Tools: ``tools/check_dataset.py DATASET...``, and ``tools/train_net.py`` at its start
-(``DATASETS.CHECK.*``).
+Whole-dataset check: every image/label pair of a registered dataset read once (in worker
+processes, with a progress bar) by the mapper's own readers and checks, before any training; one
+:class:`DatasetReport` per dataset (every problem with its file, the class histogram, warnings,
+hints). What is checked, the cache and the tools: docs/dataset_check.md.
 """
 import hashlib
 import json
@@ -42,30 +20,14 @@ from tqdm import tqdm
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from ..files import atomic_write
 from .augmentations import build_sem_seg_augmentations
-from .readers import (
-    BadInputError,
-    check_image_size,
-    check_label_size,
-    check_label_values,
-    check_resizable,
-    image_orientation,
-    read_image_file,
-    read_label_file,
-    smallest_resizes,
-)
+from .readers import (BadInputError, check_image_size, check_label_size, check_label_values,
+                      check_resizable, image_orientation, read_image_file, read_label_file,
+                      smallest_resizes)
 from .label_map import apply_label_map, binary_mask_hint, format_label_map
 
-__all__ = [
-    "DatasetCheckError",
-    "DatasetReport",
-    "SampleProblem",
-    "check_dataset",
-    "check_dataset_dicts",
-    "default_cache_dir",
-    "inspect_sample",
-    "mapper_resizes",
-    "raise_dataset_problems",
-]
+__all__ = ["DatasetCheckError", "DatasetReport", "SampleProblem", "check_dataset",
+           "check_dataset_dicts", "default_cache_dir", "inspect_sample", "mapper_resizes",
+           "raise_dataset_problems"]
 
 _CACHE_FORMAT = 2  # 2: facts hold the image's EXIF orientation
 # Reading in worker processes pays off from this many files to read.
@@ -307,11 +269,6 @@ def _inspect(job):
     return position, inspect_sample(image_path, label_path, max_pixels)
 
 
-def _depends_on_the_limit(facts):
-    """Facts with a file refused as too large: not cached (another limit would read it)."""
-    return any(kind.endswith("too large") for kind, _, _ in facts["errors"])
-
-
 # ---- cache --------------------------------------------------------------------------------------
 def _stat(path):
     if path is None:
@@ -347,81 +304,54 @@ def _save_cache(path, samples):
                  binary=False)
 
 
-def _cache_key(image_path, label_path):
-    return f"{image_path}\n{label_path or ''}"
-
-
 # ---- checking ----------------------------------------------------------------------------------
-def _default_num_workers():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _read_all(jobs, num_workers, progress, dataset_name):
-    """{position: facts} of ``jobs`` ((position, image, label) triples)."""
-    bar = tqdm(total=len(jobs), desc=f"checking {dataset_name}", unit="sample",
-               disable=not progress or not jobs, file=sys.stderr, mininterval=0.5)
-    results = {}
-    try:
-        if num_workers > 1 and len(jobs) >= _MIN_FILES_FOR_WORKERS:
-            methods = multiprocessing.get_all_start_methods()
-            # fork: workers start in milliseconds, without re-importing Detectron2.
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            chunk = max(1, min(64, len(jobs) // (8 * num_workers)))
-            with context.Pool(num_workers) as pool:
-                for position, facts in pool.imap_unordered(_inspect, jobs, chunksize=chunk):
-                    results[position] = facts
-                    bar.update()
-        else:
-            for job in jobs:
-                position, facts = _inspect(job)
-                results[position] = facts
-                bar.update()
-    finally:
-        bar.close()
-    return results
+    """{position: facts} of ``jobs`` ((position, image, label, max_pixels) tuples)."""
+    def shown(results):  # with a progress bar
+        return tqdm(results, total=len(jobs), desc=f"checking {dataset_name}", unit="sample",
+                    disable=not progress or not jobs, file=sys.stderr, mininterval=0.5)
+
+    if num_workers > 1 and len(jobs) >= _MIN_FILES_FOR_WORKERS:
+        methods = multiprocessing.get_all_start_methods()
+        # fork: workers start in milliseconds, without re-importing Detectron2.
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        chunk = max(1, min(64, len(jobs) // (8 * num_workers)))
+        with context.Pool(num_workers) as pool:
+            return dict(shown(pool.imap_unordered(_inspect, jobs, chunksize=chunk)))
+    return dict(shown(map(_inspect, jobs)))
 
 
 def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_label,
                      require_labels, resizes=()):
     """The problems of one sample, found by the mapper's checks; and its mapped label values."""
-    problems = []
-
     image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
+    problems = [SampleProblem(dataset_name, position, kind, path, message, image_path)
+                for kind, message, path in facts["errors"]]
 
-    def add(error, values=None):
-        problems.append(SampleProblem(dataset_name, position, error.kind, error.path,
-                                      str(error), image_path, values))
+    def attempt(check, *args, values=None):  # a check that raises is a problem
+        try:
+            check(*args)
+        except BadInputError as e:
+            problems.append(SampleProblem(dataset_name, position, e.kind, e.path, str(e),
+                                          image_path, values))
 
-    for kind, message, path in facts["errors"]:
-        problems.append(SampleProblem(dataset_name, position, kind, path, message, image_path))
     values = None
     if facts["image_shape"] is not None:
-        for check in (lambda: check_image_size(facts["image_shape"], record),
-                      lambda: check_resizable(facts["image_shape"], image_path, resizes)):
-            try:
-                check()
-            except BadInputError as e:
-                add(e)
+        attempt(check_image_size, facts["image_shape"], record)
+        attempt(check_resizable, facts["image_shape"], image_path, resizes)
     if label_path is None and require_labels:
-        add(BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'", "no label",
-                          image_path))
+        problems.append(SampleProblem(dataset_name, position, "no label", image_path,
+                                      f"training sample {image_path} has no 'sem_seg_file_name'",
+                                      image_path))
     if facts["label_shape"] is not None:
         if facts["image_shape"] is not None:
-            try:
-                check_label_size(facts["label_shape"], facts["image_shape"], label_path,
-                                 image_path, facts.get("orientation", 1))
-            except BadInputError as e:
-                add(e)
+            attempt(check_label_size, facts["label_shape"], facts["image_shape"], label_path,
+                    image_path, facts.get("orientation", 1))
         values = apply_label_map(np.asarray(facts["values"], dtype=np.int64),
                                  record.get("sem_seg_label_map"))
-        try:
-            check_label_values(values, num_classes, ignore_label, label_path)
-        except BadInputError as e:
-            outside = ((values < 0) | (values >= num_classes)) & (values != ignore_label)
-            add(e, sorted(int(v) for v in np.unique(values[outside])))
+        outside = ((values < 0) | (values >= num_classes)) & (values != ignore_label)
+        attempt(check_label_values, values, num_classes, ignore_label, label_path,
+                values=sorted(int(v) for v in np.unique(values[outside])))
     return problems, values
 
 
@@ -465,21 +395,22 @@ def check_dataset_dicts(
     entries, jobs = [], []
     for position, record in enumerate(dicts):
         image_path, label_path = record["file_name"], record.get("sem_seg_file_name")
-        key = _cache_key(image_path, label_path)
+        key = f"{image_path}\n{label_path or ''}"
         stats = [_stat(image_path), _stat(label_path)]
         hit = cached.get(key)
-        entries.append((key, stats, hit["facts"] if hit and hit["stats"] == stats else None))
-        if entries[-1][2] is None or _depends_on_the_limit(entries[-1][2]):
-            entries[-1] = entries[-1][:2] + (None,)
+        entries.append([key, stats, hit["facts"] if hit and hit["stats"] == stats else None])
+        if entries[-1][2] is None:
             jobs.append((position, image_path, label_path, max_image_pixels))
-    workers = _default_num_workers() if num_workers is None else max(1, int(num_workers))
-    for position, facts in _read_all(jobs, workers, progress, dataset_name).items():
-        key, stats, _ = entries[position]
-        entries[position] = (key, stats, facts)
-    if use_cache and jobs:
-        _save_cache(cache_file, {key: {"stats": stats, "facts": facts}
-                                 for key, stats, facts in entries
-                                 if not _depends_on_the_limit(facts)})
+    if num_workers is None:  # the CPUs this process may use
+        num_workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1)
+    for position, facts in _read_all(jobs, max(1, int(num_workers)), progress,
+                                     dataset_name).items():
+        entries[position][2] = facts
+    if use_cache and jobs:  # a file refused as too large is not cached: another limit reads it
+        _save_cache(cache_file, {
+            key: {"stats": stats, "facts": facts} for key, stats, facts in entries
+            if not any(kind.endswith("too large") for kind, _, _ in facts["errors"])})
 
     report = DatasetReport(
         dataset=dataset_name, class_names=list(class_names), ignore_label=int(ignore_label),
@@ -505,25 +436,24 @@ def check_dataset_dicts(
         report.class_images[np.unique(values[is_class])] += 1
         report.ignored_pixels += int(counts[values == ignore_label].sum())
         report.labelled_pixels += int(counts.sum())
-    report.warnings = _warnings(report, all_values, max_ignored_fraction)
-    report.hints = _hints(report, all_values)
+    binary = binary_mask_hint(sorted(all_values), num_classes, ignore_label)
+    report.warnings = _warnings(report, binary, max_ignored_fraction)
+    report.hints = [] if binary else _hints(report)
     oriented = [(record["file_name"], facts.get("orientation", 1))
                 for record, (_, _, facts) in zip(dicts, entries)
                 if facts.get("orientation", 1) != 1]
     if oriented:
         report.warnings.append(_orientation_warning(dataset_name, oriented))
-    hint = binary_mask_hint(sorted(all_values), num_classes, ignore_label)
-    if hint:  # said once, in the warnings, rather than on every row
+    if binary:  # said once, in the warnings, rather than on every row
         for problem in report.problems:
-            problem.message = problem.message.replace(f": {hint}", "")
+            problem.message = problem.message.replace(f": {binary}", "")
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _warnings(report, all_values, max_ignored_fraction):
+def _warnings(report, binary, max_ignored_fraction):
     warnings = []
     name, ignore = report.dataset, report.ignore_label
-    binary = binary_mask_hint(sorted(all_values), len(report.class_names), ignore)
     if binary:
         warnings.append(f"dataset {name!r}: {binary}")
     elif report.labelled_pixels and report.ignored_fraction > max_ignored_fraction:
@@ -547,12 +477,11 @@ def _warnings(report, all_values, max_ignored_fraction):
     return warnings
 
 
-def _hints(report, all_values):
+def _hints(report):
     """One change that fixes the "label values" problems at once, when there is one: every
     flagged file holds the same single value outside the classes (a void label, most often)."""
     flagged = [p for p in report.problems if p.kind == "label values" and p.values]
-    if not flagged or binary_mask_hint(sorted(all_values), len(report.class_names),
-                                       report.ignore_label):
+    if not flagged:
         return []
     common = {tuple(p.values) for p in flagged}
     if len(common) != 1 or len(next(iter(common))) != 1:

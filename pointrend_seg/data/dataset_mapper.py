@@ -14,16 +14,8 @@ from detectron2.data import transforms as T
 
 from ..config import DEFAULT_MAX_IMAGE_PIXELS, check_pointrend_seg_keys
 from .augmentations import build_sem_seg_augmentations
-from .readers import (
-    BadInputError,
-    check_image_size,
-    check_label_size,
-    check_label_values,
-    check_resizable,
-    read_image_file,
-    read_label_file,
-    smallest_resizes,
-)
+from .readers import (BadInputError, check_image_size, check_label_size, check_label_values,
+                      check_resizable, read_image_file, read_label_file, smallest_resizes)
 
 __all__ = ["SemSegDatasetMapper"]
 
@@ -78,20 +70,17 @@ class SemSegDatasetMapper:
             label = read_label_file(label_path, label_map, self.max_image_pixels)
             check_label_size(label.shape, image.shape, label_path, image_path)
             check_label_values(label, self.num_classes, self.ignore_label, label_path)
-        elif self.is_train:
-            raise BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'",
-                                "no label", image_path)
-
-        if label is not None:
             # Resizing uses PIL (nearest) for uint8 maps; wider ids go through float64.
             # The ignore label pads crops, so it must fit the dtype too.
             fits_uint8 = label.min() >= 0 and label.max() < 256 and 0 <= self.ignore_label < 256
             label = label.astype(np.uint8 if fits_uint8 else np.float64)
+        elif self.is_train:
+            raise BadInputError(f"training sample {image_path} has no 'sem_seg_file_name'",
+                                "no label", image_path)
         aug_input = T.AugInput(image, sem_seg=label)
         self.augmentations(aug_input)
-        dataset_dict["image"] = torch.as_tensor(
-            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
-        )
+        image = np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
+        dataset_dict["image"] = torch.as_tensor(image)
         if label is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
         return dataset_dict

@@ -1,10 +1,9 @@
 """
 Ground truth of a registered dataset read the way training reads it, for the evaluators: the
-mapper's :func:`~.dataset_mapper.read_label_file` with each dataset dict's
-``sem_seg_label_map``, values checked with :func:`~.dataset_mapper.check_label_values`. A
-dataset registered with a label map (e.g. 0/255 masks with ``{255: 1}``) is then evaluated on
-the class ids it was trained on. The trainer gives it to ``SegmentationEvaluator`` and
-``BoundaryEvaluator`` (``ground_truth=``).
+mapper's :func:`~.readers.read_label_file` with each dataset dict's ``sem_seg_label_map``,
+values checked with :func:`~.readers.check_label_values`. A dataset registered with a label map
+(e.g. 0/255 masks with ``{255: 1}``) is then evaluated on the class ids it was trained on. The
+trainer gives it to ``SegmentationEvaluator`` and ``BoundaryEvaluator`` (``ground_truth=``).
 """
 from typing import Optional
 
@@ -29,17 +28,11 @@ class GroundTruthReader:
                  ignore_label: int = 255, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS):
         from detectron2.data import DatasetCatalog
 
-        self.dataset_name = dataset_name
-        self.num_classes, self.ignore_label = num_classes, ignore_label
-        self.max_pixels = max_pixels
+        self.num_classes, self.ignore_label, self.max_pixels = num_classes, ignore_label, max_pixels
         self._labels = {
             record["file_name"]: (record["sem_seg_file_name"], record.get("sem_seg_label_map"))
             for record in DatasetCatalog.get(dataset_name)
         }
-
-    def label_file(self, file_name: str) -> str:
-        """The label file of the image ``file_name``."""
-        return self._labels[file_name][0]
 
     def __call__(self, file_name: str) -> np.ndarray:
         path, label_map = self._labels[file_name]

@@ -6,7 +6,6 @@ file) and the per-sample checks (sizes, label values). Every bad input raises
 the evaluators' ground truth all read through here.
 """
 import contextlib
-import logging
 import os
 import threading
 from typing import List, Tuple
@@ -21,12 +20,10 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from .label_map import apply_label_map, binary_mask_hint
 
-__all__ = ["BadInputError", "LOSSY_EXTENSIONS", "apply_exif_orientation", "check_image_size",
-           "check_label_size", "check_label_values", "check_resizable", "exif_orientation",
-           "image_orientation", "read_image_file", "read_label_file", "same_stem_hint",
-           "smallest_resizes", "too_large_message"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["BadInputError", "LOSSY_EXTENSIONS", "check_image_size", "check_label_size",
+           "check_label_values", "check_resizable", "exif_orientation", "image_orientation",
+           "read_image_file", "read_label_file", "same_stem_hint", "smallest_resizes",
+           "too_large_message"]
 
 _LABEL_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
 
@@ -83,7 +80,9 @@ def too_large_message(what, path, width, height, max_pixels):
 
 def _open(path, what, max_pixels=None):
     """
-    The decoded image of ``path``, EXIF orientation applied; its size is checked against
+    The decoded image of ``path``, turned as its EXIF orientation says (Detectron2's
+    ``read_image`` rule, for images and label maps alike: a label map is drawn on the image as it
+    is displayed; without an orientation, or with 1, not copied); its size is checked against
     ``max_pixels`` (0 / None: no limit) from the header, before any pixel is decoded.
     """
     if os.path.isdir(path):  # else "cannot read ...: IsADirectoryError: [Errno 21] ..."
@@ -98,7 +97,7 @@ def _open(path, what, max_pixels=None):
                 raise BadInputError(too_large_message(what, path, width, height, max_pixels),
                                     f"{what} too large", path)
             image.load()
-            return apply_exif_orientation(image)
+            return image if exif_orientation(image) == 1 else ImageOps.exif_transpose(image)
     except BadInputError:
         raise
     except FileNotFoundError:
@@ -147,17 +146,6 @@ def exif_orientation(image) -> int:
         return 1
 
 
-def apply_exif_orientation(image):
-    """
-    ``image`` turned as its EXIF orientation says - Detectron2's ``read_image`` rule, applied to
-    images and label maps alike (a label map is drawn on the image as it is displayed). Images
-    without an orientation (or with 1, the identity) are returned as they are, without a copy.
-    """
-    if exif_orientation(image) == 1:
-        return image
-    return ImageOps.exif_transpose(image)
-
-
 def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """
     Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
@@ -197,8 +185,8 @@ def read_label_file(path, label_map=None, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
     8- and 16-bit single-channel images their values. Colour (RGB) label images are rejected.
     ``label_map`` ({stored value: class id}, see :mod:`.label_map`) is applied to the values.
-    EXIF orientation is applied as to images (:func:`apply_exif_orientation`), and files of
-    more than ``max_pixels`` pixels are refused before decoding ("label too large").
+    EXIF orientation is applied as to images, and files of more than ``max_pixels`` pixels are
+    refused before decoding ("label too large").
     """
     label = _open(path, "label", max_pixels)
     if label.mode not in _LABEL_MODES:

@@ -21,9 +21,8 @@ class PadToMinSize(T.Augmentation):
 
     def __init__(self, min_size, pad_value=0, seg_pad_value=255):
         super().__init__()
-        min_h, min_w = (int(s) for s in min_size)
-        self._init({"min_h": min_h, "min_w": min_w, "pad_value": pad_value,
-                    "seg_pad_value": seg_pad_value})
+        min_h, min_w = min_size = tuple(int(s) for s in min_size)
+        self._init(locals())  # also Detectron2's __repr__ (the mapper's log line) from these
 
     def get_transform(self, image):
         h, w = image.shape[:2]
@@ -33,7 +32,3 @@ class PadToMinSize(T.Augmentation):
         # x0, y0 (left, top) = 0: coordinates do not move.
         return T.PadTransform(0, 0, pad_w, pad_h, orig_w=w, orig_h=h, pad_value=self.pad_value,
                               seg_pad_value=self.seg_pad_value)
-
-    def __repr__(self):
-        return (f"PadToMinSize(min_size=({self.min_h}, {self.min_w}), pad_value={self.pad_value}, "
-                f"seg_pad_value={self.seg_pad_value})")

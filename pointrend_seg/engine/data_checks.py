@@ -1,14 +1,7 @@
 """
 The whole-dataset check (:mod:`pointrend_seg.data.dataset_check`) at the start of a run,
-configured by ``DATASETS.CHECK.*``.
-
-In a run of several processes (Detectron2's ``launch``) the main process reads the files (in
-its worker processes) and every process gets its reports (``comm.all_gather``), so all of them
-stop with the same error, or leave out the same samples, whatever machine they run on. Problems
-stop the run with one error listing them all, unless ``DATASETS.CHECK.SKIP_BAD``: then the
-samples with problems are left out of training and evaluation and listed in
-``OUTPUT_DIR/skipped_samples.json``. Every report (histogram, ignored fraction, warnings) goes
-to the log and to ``OUTPUT_DIR/dataset_check.json``.
+configured by ``DATASETS.CHECK.*``: several processes (one reads, all get the reports),
+``SKIP_BAD`` and the files written are described in docs/dataset_check.md ("Where it runs").
 """
 import json
 import logging
@@ -17,11 +10,7 @@ from typing import Dict, Sequence
 
 from detectron2.utils import comm
 
-from ..data.dataset_check import (
-    DatasetReport,
-    check_dataset,
-    raise_dataset_problems,
-)
+from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
 from ..evaluation import write_result_file
 
 __all__ = ["check_run_datasets", "skipped_images", "without_images"]

@@ -11,11 +11,7 @@ image folder and a mask folder: :func:`register_folder_dataset`.
 import os as _os
 
 from .camvid import CAMVID_CLASSES, CAMVID_IGNORE_LABEL, register_camvid
-from .folder import (
-    parse_class_names,
-    register_folder_dataset,
-    register_folder_datasets,
-)
+from .folder import parse_class_names, register_folder_dataset, register_folder_datasets
 from .synthetic import SYNTHETIC_CLASSES, register_synthetic_shapes
 from .voc import VOC_CLASSES, register_voc_sem_seg
 

@@ -13,17 +13,9 @@ Image and annotation are paired by file stem. Annotations are one-channel PNGs w
 and 11 = void. Registered names: ``camvid_sem_seg_train``, ``camvid_sem_seg_val``,
 ``camvid_sem_seg_test``.
 
-Ignore label: **void (11) is ignored by setting the metadata ``ignore_label=11``**, not by
-remapping it to 255. The evaluators (Detectron2's ``SemSegEvaluator``, our
-``BoundaryEvaluator``) read the annotation PNGs from disk, not through the mapper, and take the
-ignore value from the metadata's ``ignore_label``; a remapping done only in the mapper would
-leave 11 in the ground truth they see (``BoundaryEvaluator`` rejects it as out of range). So the
-value on disk is the ignore label everywhere. Train and evaluate CamVid with::
-
-    MODEL.SEM_SEG_HEAD.NUM_CLASSES 11  MODEL.SEM_SEG_HEAD.IGNORE_VALUE 11
-
-(with the default IGNORE_VALUE 255 the mapper rejects the first label file holding 11, naming
-the file and the value). Crop padding then also fills labels with 11.
+Ignore label: void (11) is the metadata's ``ignore_label``, kept on disk (not remapped to 255):
+train and evaluate with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 11 MODEL.SEM_SEG_HEAD.IGNORE_VALUE 11``
+(docs/bad_inputs.md); crop padding then fills labels with 11.
 """
 import logging
 import os
@@ -77,18 +69,11 @@ def register_camvid(root, prefix=DEFAULT_PREFIX):
     skipped. Returns the names.
     """
     camvid_dir = find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid", must_exist=False)
-    names = []
-    for split in SPLIT_SIZES:
-        name = f"{prefix}_{split}"
-        names.append(name)
-        register_sem_seg_dataset(
-            name,
-            lambda s=split, n=name: load_camvid(
-                find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid"), s, n),
-            stuff_classes=CAMVID_CLASSES,
-            stuff_colors=CAMVID_COLORS,
-            ignore_label=CAMVID_IGNORE_LABEL,
-            image_root=os.path.join(camvid_dir, split),
-            sem_seg_root=os.path.join(camvid_dir, split + "annot"),
-        )
-    return names
+    return [register_sem_seg_dataset(
+        f"{prefix}_{split}",
+        lambda s=split: load_camvid(find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid"), s,
+                                    f"{prefix}_{s}"),
+        stuff_classes=CAMVID_CLASSES, stuff_colors=CAMVID_COLORS, ignore_label=CAMVID_IGNORE_LABEL,
+        image_root=os.path.join(camvid_dir, split),
+        sem_seg_root=os.path.join(camvid_dir, split + "annot"),
+    ) for split in SPLIT_SIZES]

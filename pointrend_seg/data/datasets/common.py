@@ -39,7 +39,7 @@ def register_sem_seg_dataset(
     name: str, loader: Callable[[], List[dict]], *, stuff_classes: Sequence[str],
     stuff_colors: Sequence[Tuple[int, int, int]], ignore_label: int, image_root: str,
     sem_seg_root: str, label_map: Optional[Mapping[int, int]] = None,
-) -> bool:
+) -> str:
     """
     Register ``loader`` under ``name`` in Detectron2's ``DatasetCatalog`` with the metadata that
     ``SemSegEvaluator``, ``BoundaryEvaluator`` and ``Visualizer`` read (``evaluator_type`` is
@@ -50,17 +50,15 @@ def register_sem_seg_dataset(
     mapper, the evaluators and the dataset check read it.
 
     Returns:
-        bool: whether ``name`` was registered by this call.
+        str: ``name``.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name in DatasetCatalog.list():
-        return False
-    if label_map:
-        label_map = {int(k): int(v) for k, v in label_map.items()}
-        DatasetCatalog.register(name, lambda: _with_label_map(loader(), label_map))
-    else:
-        DatasetCatalog.register(name, loader)
+        return name
+    label_map = {int(k): int(v) for k, v in label_map.items()} if label_map else None
+    DatasetCatalog.register(name, lambda: [dict(d, sem_seg_label_map=label_map) if label_map
+                                           else d for d in loader()])
     MetadataCatalog.get(name).set(
         stuff_classes=list(stuff_classes),
         stuff_colors=[tuple(int(c) for c in color) for color in stuff_colors],
@@ -68,13 +66,6 @@ def register_sem_seg_dataset(
         evaluator_type="sem_seg",
         image_root=image_root,
         sem_seg_root=sem_seg_root,
+        **({"label_map": label_map} if label_map else {}),
     )
-    if label_map:
-        MetadataCatalog.get(name).set(label_map=label_map)
-    return True
-
-
-def _with_label_map(dicts, label_map):
-    for d in dicts:
-        d["sem_seg_label_map"] = label_map
-    return dicts
+    return name

@@ -6,22 +6,9 @@ Semantic segmentation datasets given as two folders: images and label masks pair
     IMAGE_DIR/0001.jpg   MASK_DIR/0001.png   (one channel: class ids 0..K-1, or the ignore label)
     IMAGE_DIR/0002.jpg   MASK_DIR/0002.png
 
-Python::
-
-    from pointrend_seg.data.datasets import register_folder_dataset
-    register_folder_dataset("my_train", "data/img", "data/mask", ["background", "road", "car"])
-
-Command line (repeatable; CLASSES is comma-separated names or a text file with one per line;
-``--label-map`` and ``--ignore-value`` apply to the ``--register-folder`` before them)::
-
-    tools/train_net.py --config-file CFG \\
-        --register-folder my_train data/img data/mask classes.txt \\
-        DATASETS.TRAIN '("my_train",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 3
-
-    # binary masks saved as 0/255: 255 is class 1 (not the ignore label)
-    tools/train_net.py --config-file CFG \\
-        --register-folder cracks data/img data/mask background,crack --label-map 255:1 \\
-        DATASETS.TRAIN '("cracks",)' MODEL.SEM_SEG_HEAD.NUM_CLASSES 2
+Python: :func:`register_folder_dataset`; command line: ``--register-folder NAME IMAGE_DIR
+MASK_DIR CLASSES`` (repeatable; ``--label-map 255:1`` / ``--ignore-value V`` after it), as in
+README.md ("Your own data") and docs/dataset_check.md.
 
 Folders are not searched recursively; images are the files with an extension of
 ``IMAGE_EXTENSIONS`` (GIF included: its first frame), and the image folder's other files are
@@ -44,13 +31,8 @@ from ..readers import BadInputError, same_stem_hint
 from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "load_folder_pairs",
-    "parse_class_names",
-    "register_folder_dataset",
-    "register_folder_datasets",
-]
+__all__ = ["IMAGE_EXTENSIONS", "load_folder_pairs", "parse_class_names", "register_folder_dataset",
+           "register_folder_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -257,8 +239,10 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         str: ``name``.
 
     Raises:
-        FileNotFoundError: a folder does not exist (now), or when loading, an image has no mask.
-        ValueError: bad arguments, name already registered, or when loading, no images.
+        FileNotFoundError: a folder does not exist (now, or when loading).
+        ValueError: bad arguments, name already registered, or when loading, two files share a
+            stem; ``BadInputError`` (a ``ValueError``), when loading, no images. An image without
+            a mask is a warning (:func:`load_folder_pairs`).
     """
     from detectron2.data import DatasetCatalog
 
@@ -291,17 +275,12 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"dataset {name!r}: {what} folder not found: {folder}")
 
-    register_sem_seg_dataset(
+    return register_sem_seg_dataset(
         name,
         lambda: load_folder_pairs(image_dir, mask_dir, image_ext, mask_ext, dataset_name=name),
-        stuff_classes=class_names,
-        stuff_colors=stuff_colors,
-        ignore_label=ignore_label,
-        image_root=image_dir,
-        sem_seg_root=mask_dir,
-        label_map=label_map,
+        stuff_classes=class_names, stuff_colors=stuff_colors, ignore_label=ignore_label,
+        image_root=image_dir, sem_seg_root=mask_dir, label_map=label_map,
     )
-    return name
 
 
 def register_folder_datasets(specs):
@@ -311,9 +290,5 @@ def register_folder_datasets(specs):
     of further keyword arguments of :func:`register_folder_dataset` (``label_map``,
     ``ignore_label``). Returns the names.
     """
-    names = []
-    for spec in specs or []:
-        spec = list(spec)
-        options = spec.pop() if spec and isinstance(spec[-1], dict) else {}
-        names.append(register_folder_dataset(*spec, **options))
-    return names
+    return [register_folder_dataset(*spec[:-1], **spec[-1]) if spec and isinstance(spec[-1], dict)
+            else register_folder_dataset(*spec) for spec in map(list, specs or [])]

@@ -44,16 +44,8 @@ import numpy as np
 
 from .common import register_sem_seg_dataset
 
-__all__ = [
-    "SYNTHETIC_CLASSES",
-    "SYNTHETIC_COLORS",
-    "IMAGE_SIZE",
-    "NUM_TRAIN_IMAGES",
-    "NUM_VAL_IMAGES",
-    "render_sample",
-    "generate_split",
-    "register_synthetic_shapes",
-]
+__all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_COLORS", "IMAGE_SIZE", "NUM_TRAIN_IMAGES",
+           "NUM_VAL_IMAGES", "render_sample", "generate_split", "register_synthetic_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -317,23 +309,13 @@ def register_synthetic_shapes(root=None, prefix=DEFAULT_PREFIX):
     Returns:
         list[str]: the two dataset names (registered now or before).
     """
-    # Imported here so that generate_split can run without importing torch/Detectron2.
-
-    if root is None:
-        root = os.environ.get(ENV_ROOT) or DEFAULT_ROOT
-    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    root = os.path.abspath(os.path.expanduser(os.fspath(
+        (os.environ.get(ENV_ROOT) or DEFAULT_ROOT) if root is None else root)))
     splits = {"train": (NUM_TRAIN_IMAGES, TRAIN_SEED), "val": (NUM_VAL_IMAGES, VAL_SEED)}
-    names = []
-    for split, (num_images, seed) in splits.items():
-        name = f"{prefix}_{split}"
-        names.append(name)
-        register_sem_seg_dataset(
-            name,
-            lambda s=split, n=num_images, sd=seed: generate_split(root, s, n, sd),
-            stuff_classes=SYNTHETIC_CLASSES,
-            stuff_colors=SYNTHETIC_COLORS,
-            ignore_label=IGNORE_LABEL,
-            image_root=os.path.join(root, split, "images"),
-            sem_seg_root=os.path.join(root, split, "labels"),
-        )
-    return names
+    return [register_sem_seg_dataset(
+        f"{prefix}_{split}",
+        lambda s=split, n=num_images, sd=seed: generate_split(root, s, n, sd),
+        stuff_classes=SYNTHETIC_CLASSES, stuff_colors=SYNTHETIC_COLORS, ignore_label=IGNORE_LABEL,
+        image_root=os.path.join(root, split, "images"),
+        sem_seg_root=os.path.join(root, split, "labels"),
+    ) for split, (num_images, seed) in splits.items()]

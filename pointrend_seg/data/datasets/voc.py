@@ -19,14 +19,11 @@ lines with several fields (e.g. ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id
 some train_aug.txt copies) use the stem of the first field. Nothing is read until
 ``DatasetCatalog.get``; then missing files raise FileNotFoundError naming them.
 """
-import logging
 import os
 
 from .common import find_dataset_dir, register_sem_seg_dataset
 
 __all__ = ["VOC_CLASSES", "VOC_COLORS", "load_voc_sem_seg", "register_voc_sem_seg", "voc_colormap"]
-
-logger = logging.getLogger(__name__)
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -62,16 +59,6 @@ def voc_colormap(n=256):
 VOC_COLORS = voc_colormap(len(VOC_CLASSES))
 
 
-def _read_ids(split_file):
-    ids = []
-    with open(split_file, encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                ids.append(os.path.splitext(os.path.basename(fields[0]))[0])
-    return ids
-
-
 def load_voc_sem_seg(voc_dir, split, dataset_name=None):
     """
     Dataset dicts of a VOC 2012 segmentation split.
@@ -99,7 +86,9 @@ def load_voc_sem_seg(voc_dir, split, dataset_name=None):
                                ("split file", split_file, os.path.isfile)):
         if not exists(path):
             raise FileNotFoundError(f"dataset {name!r}: {what} not found: {path}{hint}")
-    ids = _read_ids(split_file)
+    with open(split_file, encoding="utf-8") as f:  # the stem of each line's first field
+        ids = [os.path.splitext(os.path.basename(line.split()[0]))[0] for line in f
+               if line.split()]
     if not ids:
         raise ValueError(f"dataset {name!r} is empty: no ids in {split_file}")
     images, masks = set(os.listdir(image_dir)), set(os.listdir(mask_dir))
@@ -127,18 +116,11 @@ def register_voc_sem_seg(root, prefix=DEFAULT_PREFIX):
     looked for when a split is loaded). Names already registered are skipped. Returns the names.
     """
     voc_dir = find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012", must_exist=False)
-    names = []
-    for split, (_, mask_dirname) in SPLITS.items():
-        name = f"{prefix}_{split}"
-        names.append(name)
-        register_sem_seg_dataset(
-            name,
-            lambda s=split, n=name: load_voc_sem_seg(
-                find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012"), s, n),
-            stuff_classes=VOC_CLASSES,
-            stuff_colors=VOC_COLORS,
-            ignore_label=IGNORE_LABEL,
-            image_root=os.path.join(voc_dir, "JPEGImages"),
-            sem_seg_root=os.path.join(voc_dir, mask_dirname),
-        )
-    return names
+    return [register_sem_seg_dataset(
+        f"{prefix}_{split}",
+        lambda s=split: load_voc_sem_seg(
+            find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012"), s, f"{prefix}_{s}"),
+        stuff_classes=VOC_CLASSES, stuff_colors=VOC_COLORS, ignore_label=IGNORE_LABEL,
+        image_root=os.path.join(voc_dir, "JPEGImages"),
+        sem_seg_root=os.path.join(voc_dir, mask_dirname),
+    ) for split, (_, mask_dirname) in SPLITS.items()]
