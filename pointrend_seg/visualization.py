@@ -20,11 +20,21 @@ from matplotlib.textpath import TextPath
 
 from detectron2.utils.visualizer import Visualizer, VisImage
 
-__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "label_font_size"]
+__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "fit_within", "label_font_size"]
 
 # Detectron2 outlines "stuff" regions in off-white.
 _EDGE_COLOR = (1.0, 1.0, 240.0 / 255)
 _BACKGROUND = 255  # of title and legend strips
+
+
+def fit_within(size: Tuple[int, int], max_side: Optional[int]) -> Tuple[int, int]:
+    """(width, height) ``size`` reduced, aspect kept, to at most ``max_side`` pixels wide and
+    high (each side at least 1); unchanged if it fits or ``max_side`` is 0 / None."""
+    width, height = size
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    shrink = max_side / max(width, height)
+    return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 
 def label_font_size(width: int, height: int) -> int:
@@ -209,12 +219,11 @@ def draw_sem_seg_figure(
             )
     if max_side and max(height, width) > max_side:
         shrink = max_side / max(height, width)
-        small_h, small_w = max(1, round(height * shrink)), max(1, round(width * shrink))
-        image_rgb = cv2.resize(np.ascontiguousarray(image_rgb), (small_w, small_h),
+        width, height = fit_within((width, height), max_side)
+        image_rgb = cv2.resize(np.ascontiguousarray(image_rgb), (width, height),
                                interpolation=cv2.INTER_AREA)
-        label_maps = [_nearest(np.asarray(labels), (1.0, 1.0), height, width, shrink)
+        label_maps = [_nearest(np.asarray(labels), (1.0, 1.0), shrink, (height, width))
                       for labels in label_maps]
-        height, width = small_h, small_w
     scale = max(1.0, min_side / min(height, width))
     font_px = label_font_size(round(width * scale), round(height * scale))
     panels, drawn = [], []
@@ -250,24 +259,24 @@ def draw_sem_seg_figure(
     return np.concatenate(rows, axis=0)
 
 
-def _nearest(labels: np.ndarray, cell: Tuple[float, float], height: int, width: int,
-             scale: float = 1.0) -> np.ndarray:
-    """``labels`` of a grid of ``cell``-sized cells (image pixels) resampled to the
-    (round(height * scale), round(width * scale)) picture, each pixel taking its cell's value."""
-    out_h, out_w = round(height * scale), round(width * scale)
+def _nearest(labels: np.ndarray, cell: Tuple[float, float], scale: float,
+             size: Tuple[int, int]) -> np.ndarray:
+    """``labels`` of a grid of ``cell``-sized cells (image pixels) resampled to the picture of
+    ``size`` (out_h, out_w) drawn at ``scale`` x the image, each pixel taking its cell's value."""
+    out_h, out_w = size
     rows = np.minimum(((np.arange(out_h) + 0.5) / scale / cell[0]).astype(int), labels.shape[0] - 1)
     cols = np.minimum(((np.arange(out_w) + 0.5) / scale / cell[1]).astype(int), labels.shape[1] - 1)
     return labels[rows][:, cols]
 
 
-def _dots(xy, cell, grid_shape, height, width, scale):
+def _dots(xy, cell, grid_shape, scale, size):
     """
-    Boolean (round(height * scale), round(width * scale)) mask of one square dot per point: at
-    the centre of its cell (``xy`` centres in image pixels, ``cell`` (h, w) in image pixels),
-    half the cell's displayed side (at least one pixel), so that the prediction under the
-    points stays visible around them.
+    Boolean mask of ``size`` (out_h, out_w), the image drawn at ``scale``, with one square dot
+    per point: at the centre of its cell (``xy`` centres in image pixels, ``cell`` (h, w) in image
+    pixels), half the cell's displayed side (at least one pixel), so that the prediction under
+    the points stays visible around them.
     """
-    out_h, out_w = round(height * scale), round(width * scale)
+    out_h, out_w = size
     mask = np.zeros((out_h, out_w), dtype=bool)
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if not len(xy):
@@ -337,7 +346,7 @@ def draw_subdivision_figure(
         raise ValueError(f"final labels of shape {np.asarray(final_labels).shape} for an image "
                          f"of {height}x{width}")
     scale = min(max(1.0, min_side / min(height, width)), max_side / max(height, width))
-    out_h, out_w = round(height * scale), round(width * scale)
+    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
     font_px = label_font_size(out_w, out_h)
     small = cv2.resize(image_rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
@@ -346,15 +355,15 @@ def draw_subdivision_figure(
         return vis.output.get_image(), present
 
     panels, titles, present = [], [], set()
-    image, ids = panel(_nearest(np.asarray(coarse_labels), (coarse_stride, coarse_stride),
-                                height, width, scale))
+    image, ids = panel(_nearest(np.asarray(coarse_labels), (coarse_stride, coarse_stride), scale,
+                                (out_h, out_w)))
     panels.append(image)
     titles.append(f"coarse (stride {coarse_stride:g})")
     present.update(ids)
     any_dots = False
     for i, step in enumerate(steps, 1):
         labels = np.asarray(step.labels)
-        image, ids = panel(_nearest(labels, step.cell, height, width, scale))
+        image, ids = panel(_nearest(labels, step.cell, scale, (out_h, out_w)))
         present.update(ids)
         xy = np.asarray(step.xy, dtype=np.float64).reshape(-1, 2)
         cells = labels.shape[0] * labels.shape[1]
@@ -362,11 +371,11 @@ def draw_subdivision_figure(
             titles.append(f"step {i}: all {cells} cells re-predicted")
         else:
             image = image.copy()
-            image[_dots(xy, step.cell, labels.shape, height, width, scale)] = point_color
+            image[_dots(xy, step.cell, labels.shape, scale, (out_h, out_w))] = point_color
             titles.append(f"step {i}: {len(xy)} of {cells} cells (dots)")
             any_dots = True
         panels.append(image)
-    image, ids = panel(_nearest(np.asarray(final_labels), (1.0, 1.0), height, width, scale))
+    image, ids = panel(_nearest(np.asarray(final_labels), (1.0, 1.0), scale, (out_h, out_w)))
     panels.append(image)
     titles.append("prediction")
     present.update(ids)
