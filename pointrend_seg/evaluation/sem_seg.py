@@ -73,19 +73,9 @@ class SegmentationEvaluator(SemSegEvaluator):
         """
         k = self._num_classes
         for input, output in zip(inputs, outputs):
-            pred = output["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
             file_name = input["file_name"]
-            gt = self._ground_truth(file_name)
-            if gt.shape != pred.shape:
-                raise ValueError(f"ground truth of {file_name} is {gt.shape[1]}x{gt.shape[0]} "
-                                 f"(WxH), its prediction {pred.shape[1]}x{pred.shape[0]}")
-            valid = gt != self._ignore_label
-            bad = valid & ((gt < 0) | (gt >= k))
-            if bad.any():
-                raise ValueError(
-                    f"ground truth of {file_name} has values {np.unique(gt[bad])[:10].tolist()} "
-                    f"outside [0, {k}) that are not the ignore label {self._ignore_label}"
-                )
+            pred, gt, valid = _checked_prediction(output, file_name, self._ground_truth, k,
+                                                  self._ignore_label)
             # Rows: predicted class, columns: true class; the last row/column (ignored pixels in
             # Detectron2's layout) stays empty.
             counts = np.bincount(pred[valid] * k + gt[valid], minlength=k * k).reshape(k, k)
@@ -121,18 +111,35 @@ class SegmentationEvaluator(SemSegEvaluator):
         return OrderedDict(sem_seg=res)
 
     @property
-    def dataset_name(self) -> str:
-        return self._dataset_name
-
-    @property
-    def output_dir(self):
-        """Where the results and the confusion matrix are written (None: nowhere)."""
-        return self._output_dir
-
-    @property
     def class_pixels(self) -> np.ndarray:
         """(K,) ground-truth pixels of each class in the last :meth:`evaluate` (main process)."""
         return self.confusion.sum(axis=1)
+
+
+def _checked_prediction(output, file_name, ground_truth, num_classes, ignore_label):
+    """
+    The prediction of an evaluator's ``output`` (the argmax of ``output["sem_seg"]``, (C, H, W)
+    class scores) and the ground truth of ``file_name`` (``ground_truth(file_name)``), both
+    (H, W) int64 class ids, and ``valid``, the (H, W) bool mask of the pixels whose ground truth
+    is not ``ignore_label``.
+
+    Raises:
+        ValueError: the two sizes differ, or the ground truth has a value outside
+            ``[0, num_classes)`` that is not ``ignore_label`` (the message names the file).
+    """
+    pred = output["sem_seg"].argmax(dim=0).cpu().numpy().astype(np.int64)
+    gt = ground_truth(file_name)
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth of {file_name} is {'x'.join(map(str, gt.shape[::-1]))} "
+                         f"(WxH), its prediction {pred.shape[1]}x{pred.shape[0]}")
+    valid = gt != ignore_label
+    bad = valid & ((gt < 0) | (gt >= num_classes))
+    if bad.any():
+        raise ValueError(
+            f"ground truth of {file_name} has values {np.unique(gt[bad])[:10].tolist()} "
+            f"outside [0, {num_classes}) that are not the ignore label {ignore_label}"
+        )
+    return pred, gt, valid
 
 
 def sem_seg_metrics(confusion: np.ndarray, class_names) -> dict:
