@@ -1,12 +1,7 @@
 """
-mIoU evaluation that says what it averages, the same on every Detectron2 version.
-
-Detectron2's ``SemSegEvaluator`` does not say how many classes its mean covers, and what it
-covers changed: v0.6 averages over the classes present in the ground truth or the predictions
-(a predicted class without ground truth counts as 0 but is reported as NaN), ``main`` over the
-classes present in the ground truth only. A dataset whose masks lost a class (e.g. 0/255 masks
-whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, without a word.
-:class:`SegmentationEvaluator` computes the metrics itself from Detectron2's confusion matrix:
+mIoU evaluation that says what it averages, the same on every Detectron2 version (why:
+docs/dataset_check.md, "Evaluation over absent classes"). :class:`SegmentationEvaluator` computes
+the metrics itself from Detectron2's confusion matrix:
 
 * ``IoU-<class>`` = TP / (TP + FP + FN) over the dataset, NaN when that union is empty (the
   class is neither in the ground truth nor predicted); ``mIoU`` is the mean over the other
@@ -16,8 +11,8 @@ whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, wi
   truth; ``mACC`` the mean over the others; ``pACC`` = TP / all labelled pixels;
 * the ground truth is read as training reads it, by :class:`pointrend_seg.data.GroundTruthReader`
   (the dataset's label map, EXIF orientation; or any ``ground_truth`` callable given), and is
-  checked: a value outside the classes or a
-  size other than the prediction's raises an error naming the file, instead of silently
+  checked (:func:`_checked_prediction`, as the boundary evaluator's): a value outside the classes
+  or a size other than the prediction's raises an error naming the file, instead of silently
   corrupting the confusion matrix;
 * a warning names the classes absent from the ground truth;
 * with an ``output_dir``, the confusion matrix is written there as ``confusion_matrix.csv``
