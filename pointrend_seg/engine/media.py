@@ -111,7 +111,17 @@ def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
 MAX_DECODER_PIXELS = 32_000_000
 
 
-class VideoReader:
+class _ClosedOnExit:
+    """``with`` closes it (its ``close``)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoReader(_ClosedOnExit):
     """
     Frames of a video file or a webcam (OpenCV), as (H, W, 3) uint8 BGR arrays.
 
@@ -195,14 +205,8 @@ class VideoReader:
     def close(self):
         self._capture.release()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class VideoWriter:
+class VideoWriter(_ClosedOnExit):
     """An MPEG-4 (``mp4v``) video file written frame by frame from (H, W, 3) uint8 BGR arrays of
     one size."""
 
@@ -220,12 +224,6 @@ class VideoWriter:
 
     def close(self):
         self._writer.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
