@@ -184,10 +184,10 @@ def draw_sem_seg_figure(
         photo: put the image, without classes, before the label panels.
 
     Returns:
-        (H', W', 3) uint8 RGB: panels of ``s`` x the image size, ``s = max(1, min_side / min(H, W))``
-        (or ``max_side / max(H, W)`` if that is smaller than 1), a few pixels apart, plus a title
-        strip and a legend strip when used. One panel without titles and with ``legend_inside``
-        is exactly the size of the (enlarged) image.
+        (H', W', 3) uint8 RGB: panels of ``s`` x the image size (each side at least 1),
+        ``s = max(1, min_side / min(H, W))`` (or ``max_side / max(H, W)`` if that is smaller
+        than 1), a few pixels apart, plus a title strip and a legend strip when used. One panel
+        without titles and with ``legend_inside`` is exactly the size of the (enlarged) image.
     """
     if len(class_names) != len(colors):
         raise ValueError(f"{len(class_names)} class names but {len(colors)} colours")
