@@ -20,11 +20,21 @@ from matplotlib.textpath import TextPath
 
 from detectron2.utils.visualizer import Visualizer, VisImage
 
-__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "label_font_size"]
+__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "fit_within", "label_font_size"]
 
 # Detectron2 outlines "stuff" regions in off-white.
 _EDGE_COLOR = (1.0, 1.0, 240.0 / 255)
 _BACKGROUND = 255  # of title and legend strips
+
+
+def fit_within(size: Tuple[int, int], max_side: Optional[int]) -> Tuple[int, int]:
+    """(width, height) ``size`` reduced, aspect kept, to at most ``max_side`` pixels wide and
+    high (each side at least 1); unchanged if it fits or ``max_side`` is 0 / None."""
+    width, height = size
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    shrink = max_side / max(width, height)
+    return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 
 def label_font_size(width: int, height: int) -> int:
@@ -49,31 +59,23 @@ def _draw_regions(image_rgb, labels, colors, scale, alpha) -> Tuple[Visualizer, 
     return vis, present
 
 
-def _label_positions(labels, present) -> List[Tuple[float, float]]:
-    """(x, y) image coordinates of each class's name: the median pixel of its largest connected
-    region (as Detectron2 places them)."""
-    positions = []
+def _place_names(vis, labels, present, class_names, colors, font_px) -> Optional[list]:
+    """
+    Draw the class names on their regions, each at the median pixel of the class's largest
+    connected region (as Detectron2 places them). If two overlap or one leaves the picture,
+    remove them all and return None; else return the text artists.
+    """
+    out = vis.output
+    texts = []
     for c in present:
-        num, components, stats, _ = cv2.connectedComponentsWithStats(
+        _, components, stats, _ = cv2.connectedComponentsWithStats(
             (labels == c).astype(np.uint8), connectivity=8
         )
         largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         y, x = np.median(np.nonzero(components == largest), axis=1)
-        positions.append((float(x), float(y)))
-    return positions
-
-
-def _place_names(vis, labels, present, class_names, colors, font_px) -> Optional[list]:
-    """
-    Draw the class names on their regions. If two overlap or one leaves the picture, remove them
-    all and return None; else return the text artists.
-    """
-    out = vis.output
-    texts = []
-    for c, position in zip(present, _label_positions(labels, present)):
         # Visualizer.draw_text multiplies the size by the output scale
         color = 0.5 + 0.5 * np.asarray(colors[c]) / 255.0  # lighter, on the dark box
-        vis.draw_text(class_names[c], position, color=color,
+        vis.draw_text(class_names[c], (float(x), float(y)), color=color,
                       font_size=_points(font_px, out.dpi) / out.scale)
         texts.append(out.ax.texts[-1])
     renderer = out.canvas.get_renderer()
@@ -138,15 +140,6 @@ def _title_strip(title, width, font_px) -> np.ndarray:
     return strip.get_image()
 
 
-def _draw_legend_inside(vis, names, colors, font_px):
-    out = vis.output
-    positions, width, height = _legend_layout(names, font_px, out.width * out.scale)
-    unit = 1.0 / out.scale
-    out.ax.add_patch(Rectangle((0, 0), width * unit, height * unit, facecolor="black",
-                               alpha=0.6, edgecolor="none", zorder=10))
-    _draw_legend(out.ax, names, colors, positions, font_px, out.dpi, unit, "white")
-
-
 def _side_by_side(images, gap):
     """Images of equal height, left to right, ``gap`` background columns apart."""
     spacer = np.full((images[0].shape[0], gap, 3), _BACKGROUND, dtype=np.uint8)
@@ -191,10 +184,10 @@ def draw_sem_seg_figure(
         photo: put the image, without classes, before the label panels.
 
     Returns:
-        (H', W', 3) uint8 RGB: panels of ``s`` x the image size, ``s = max(1, min_side / min(H, W))``
-        (or ``max_side / max(H, W)`` if that is smaller than 1), a few pixels apart, plus a title
-        strip and a legend strip when used. One panel without titles and with ``legend_inside``
-        is exactly the size of the (enlarged) image.
+        (H', W', 3) uint8 RGB: panels of ``s`` x the image size (each side at least 1),
+        ``s = max(1, min_side / min(H, W))`` (or ``max_side / max(H, W)`` if that is smaller
+        than 1), a few pixels apart, plus a title strip and a legend strip when used. One panel
+        without titles and with ``legend_inside`` is exactly the size of the (enlarged) image.
     """
     if len(class_names) != len(colors):
         raise ValueError(f"{len(class_names)} class names but {len(colors)} colours")
@@ -209,12 +202,11 @@ def draw_sem_seg_figure(
             )
     if max_side and max(height, width) > max_side:
         shrink = max_side / max(height, width)
-        small_h, small_w = max(1, round(height * shrink)), max(1, round(width * shrink))
-        image_rgb = cv2.resize(np.ascontiguousarray(image_rgb), (small_w, small_h),
+        width, height = fit_within((width, height), max_side)
+        image_rgb = cv2.resize(np.ascontiguousarray(image_rgb), (width, height),
                                interpolation=cv2.INTER_AREA)
-        label_maps = [_nearest(np.asarray(labels), (1.0, 1.0), height, width, shrink)
+        label_maps = [_nearest(np.asarray(labels), (1.0, 1.0), shrink, (height, width))
                       for labels in label_maps]
-        height, width = small_h, small_w
     scale = max(1.0, min_side / min(height, width))
     font_px = label_font_size(round(width * scale), round(height * scale))
     panels, drawn = [], []
@@ -231,9 +223,14 @@ def draw_sem_seg_figure(
         for _, texts in drawn:
             for t in texts or []:
                 t.remove()  # names on every panel, or on none
-        if legend_inside:
-            for vis in panels:
-                _draw_legend_inside(vis, legend_names, legend_colors, font_px)
+        for out in (vis.output for vis in panels if legend_inside):
+            positions, legend_w, legend_h = _legend_layout(legend_names, font_px,
+                                                           out.width * out.scale)
+            unit = 1.0 / out.scale
+            out.ax.add_patch(Rectangle((0, 0), legend_w * unit, legend_h * unit,
+                                       facecolor="black", alpha=0.6, edgecolor="none", zorder=10))
+            _draw_legend(out.ax, legend_names, legend_colors, positions, font_px, out.dpi, unit,
+                         "white")
     images = [vis.output.get_image() for vis in panels]
     if photo:
         images.insert(0, Visualizer(image_rgb, scale=scale).output.get_image())
@@ -250,37 +247,33 @@ def draw_sem_seg_figure(
     return np.concatenate(rows, axis=0)
 
 
-def _nearest(labels: np.ndarray, cell: Tuple[float, float], height: int, width: int,
-             scale: float = 1.0) -> np.ndarray:
-    """``labels`` of a grid of ``cell``-sized cells (image pixels) resampled to the
-    (round(height * scale), round(width * scale)) picture, each pixel taking its cell's value."""
-    out_h, out_w = round(height * scale), round(width * scale)
+def _nearest(labels: np.ndarray, cell: Tuple[float, float], scale: float,
+             size: Tuple[int, int]) -> np.ndarray:
+    """``labels`` of a grid of ``cell``-sized cells (image pixels) resampled to the picture of
+    ``size`` (out_h, out_w) drawn at ``scale`` x the image, each pixel taking its cell's value."""
+    out_h, out_w = size
     rows = np.minimum(((np.arange(out_h) + 0.5) / scale / cell[0]).astype(int), labels.shape[0] - 1)
     cols = np.minimum(((np.arange(out_w) + 0.5) / scale / cell[1]).astype(int), labels.shape[1] - 1)
     return labels[rows][:, cols]
 
 
-def _dots(xy, cell, grid_shape, height, width, scale):
+def _dots(xy, cell, grid_shape, scale, size):
     """
-    Boolean (round(height * scale), round(width * scale)) mask of one square dot per point: at
-    the centre of its cell (``xy`` centres in image pixels, ``cell`` (h, w) in image pixels),
-    half the cell's displayed side (at least one pixel), so that the prediction under the
-    points stays visible around them.
+    Boolean mask of ``size`` (out_h, out_w), the image drawn at ``scale``, with one square dot
+    per point: at the centre of its cell (``xy`` (P, 2) centres in image pixels, ``cell`` (h, w) in
+    image pixels), half the cell's displayed side (at least one pixel), so that the prediction under
+    the points stays visible around them.
     """
-    out_h, out_w = round(height * scale), round(width * scale)
+    out_h, out_w = size
     mask = np.zeros((out_h, out_w), dtype=bool)
-    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    if not len(xy):
-        return mask
     rows = np.minimum((xy[:, 1] / cell[0]).astype(int), grid_shape[0] - 1)
     cols = np.minimum((xy[:, 0] / cell[1]).astype(int), grid_shape[1] - 1)
     cell_h, cell_w = cell[0] * scale, cell[1] * scale
     dot_h, dot_w = max(1, int(cell_h // 2)), max(1, int(cell_w // 2))
     top = np.floor(rows * cell_h + (cell_h - dot_h) / 2).astype(int).clip(0, out_h - dot_h)
     left = np.floor(cols * cell_w + (cell_w - dot_w) / 2).astype(int).clip(0, out_w - dot_w)
-    for dy in range(dot_h):
-        for dx in range(dot_w):
-            mask[top + dy, left + dx] = True
+    dot_rows = top[:, None, None] + np.arange(dot_h)[:, None]  # (P, dot_h, 1)
+    mask[dot_rows, left[:, None, None] + np.arange(dot_w)] = True  # with (P, 1, dot_w)
     return mask
 
 
@@ -337,39 +330,36 @@ def draw_subdivision_figure(
         raise ValueError(f"final labels of shape {np.asarray(final_labels).shape} for an image "
                          f"of {height}x{width}")
     scale = min(max(1.0, min_side / min(height, width)), max_side / max(height, width))
-    out_h, out_w = round(height * scale), round(width * scale)
+    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
     font_px = label_font_size(out_w, out_h)
     small = cv2.resize(image_rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
-    def panel(labels):
-        vis, present = _draw_regions(small, labels, colors, 1.0, alpha)
-        return vis.output.get_image(), present
+    present = set()
 
-    panels, titles, present = [], [], set()
-    image, ids = panel(_nearest(np.asarray(coarse_labels), (coarse_stride, coarse_stride),
-                                height, width, scale))
-    panels.append(image)
-    titles.append(f"coarse (stride {coarse_stride:g})")
-    present.update(ids)
+    def panel(labels, cell):
+        """The image with ``labels`` (a grid of ``cell``-sized cells) blended in."""
+        vis, ids = _draw_regions(small, _nearest(labels, cell, scale, (out_h, out_w)), colors,
+                                 1.0, alpha)
+        present.update(ids)
+        return vis.output.get_image()
+
+    panels = [panel(np.asarray(coarse_labels), (coarse_stride, coarse_stride))]
+    titles = [f"coarse (stride {coarse_stride:g})"]
     any_dots = False
     for i, step in enumerate(steps, 1):
         labels = np.asarray(step.labels)
-        image, ids = panel(_nearest(labels, step.cell, height, width, scale))
-        present.update(ids)
+        image = panel(labels, step.cell)
         xy = np.asarray(step.xy, dtype=np.float64).reshape(-1, 2)
         cells = labels.shape[0] * labels.shape[1]
         if len(xy) >= cells:  # every cell: dots would only hide the prediction
             titles.append(f"step {i}: all {cells} cells re-predicted")
         else:
-            image = image.copy()
-            image[_dots(xy, step.cell, labels.shape, height, width, scale)] = point_color
+            image[_dots(xy, step.cell, labels.shape, scale, (out_h, out_w))] = point_color
             titles.append(f"step {i}: {len(xy)} of {cells} cells (dots)")
             any_dots = True
         panels.append(image)
-    image, ids = panel(_nearest(np.asarray(final_labels), (1.0, 1.0), height, width, scale))
-    panels.append(image)
+    panels.append(panel(np.asarray(final_labels), (1.0, 1.0)))
     titles.append("prediction")
-    present.update(ids)
 
     legend_ids = sorted(present)
     legend_names = [class_names[c] for c in legend_ids]

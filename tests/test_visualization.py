@@ -176,3 +176,13 @@ def test_subdivision_figure_fits_large_images_in_max_side():
                                      ["a", "b", "c", "d"], COLORS, max_side=512)
     # panels of 256x512 (scale 0.25), coarse and final side by side 3 px apart
     assert figure.shape[1] == 2 * 512 + 3 and 256 < figure.shape[0] < 2 * 256
+
+
+def test_very_elongated_images_keep_their_classes_when_reduced():
+    """A label map reduced with its image has the image's size: a 1x2000 map with max_side 512
+    became 0x512 and its classes were silently left out (of the panel and the legend)."""
+    for shape, panel in (((2000, 1), (512, 1)), ((1, 2000), (1, 512))):
+        fig = draw_sem_seg_figure(_image(*shape), [np.ones(shape, dtype=np.int64)],
+                                  ["bg", "a", "b", "c"], COLORS, min_side=0, max_side=512)
+        assert fig.shape[1] == panel[1] and fig.shape[0] > panel[0]  # a legend under the panel
+    assert (fig[1:] == COLORS[1]).all(axis=2).any()  # in it, class "a"'s swatch

@@ -1,21 +1,11 @@
 """
-How the tools (``tools/*.py``) end on an error that is the user's to fix: one message naming the
-file or key, no traceback.
-
-* Bad input - a config (:class:`~pointrend_seg.config.ConfigError`, a missing file), a data file
-  (:class:`~pointrend_seg.data.BadInputError`), a checkpoint that is refused or unreadable: the
-  message, exit status 2.
-* A run that stopped - a non-finite loss, a full disk while saving: the message (which names the
-  checkpoint to continue from), exit status 1.
-
-``--debug`` on the tool's command line or the environment variable ``POINTREND_SEG_DEBUG=1``
-lets the error propagate with its traceback instead. Anything else is a bug and keeps its
-traceback.
-
-And what the tools share on their command lines: :func:`parse_tool_args` (flags anywhere, the
-``KEY VALUE`` config overrides collected in between), :func:`add_class_name_arguments` /
-:func:`class_names_from_args` (``--classes``, ``--register-folder``), :func:`setup_tool_output`
-(no colour codes unless the output is a terminal).
+What the tools (``tools/*.py``) share. An error that is the user's to fix ends a tool with one
+message naming the file or key and no traceback: exit status 2 for bad input (``INPUT_ERRORS``),
+1 for a run that stopped (``RUN_ERRORS``); ``--debug`` or ``POINTREND_SEG_DEBUG=1`` shows the
+traceback, and anything else is a bug and keeps it (docs/bad_inputs.md). And their command
+lines: :func:`parse_tool_args` (flags anywhere, the ``KEY VALUE`` config overrides collected in
+between), :func:`add_class_name_arguments` (``--classes``, ``--register-folder``),
+:func:`setup_tool_output` (no colour codes unless the output is a terminal).
 """
 import argparse
 import functools
@@ -45,7 +35,7 @@ __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "Too
            "add_class_name_arguments", "add_config_arguments", "add_partial_weights_argument",
            "class_names_for", "config_from_args", "refuse_output_over_inputs",
            "add_register_folder_argument",
-           "add_debug_argument", "class_names_from_args", "debug_requested", "is_config_key",
+           "add_debug_argument", "debug_requested", "is_config_key",
            "overrides_last", "parse_tool_args",
            "registered_datasets", "run_tool", "setup_tool_output", "training_errors_in_one_line"]
 
@@ -69,13 +59,6 @@ INPUT_ERRORS = (ConfigError, BadInputError, UnsafeCheckpointError, BackboneMisma
 RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError, ResultWriteError)
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)  # links (symbolic and hard) to one file included
-    except OSError:  # one of them does not exist (yet)
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
 def refuse_output_over_inputs(outputs, inputs) -> None:
     """
     Raise :class:`OutputIsInputError` if a file of ``outputs`` (paths a tool will write) is one
@@ -84,7 +67,11 @@ def refuse_output_over_inputs(outputs, inputs) -> None:
     """
     for output in outputs:
         for what, path in inputs.items():
-            if path and output and _same_file(output, path):
+            try:  # links (symbolic and hard) to one file included
+                same = bool(path and output) and os.path.samefile(output, path)
+            except OSError:  # one of them does not exist (yet)
+                same = os.path.realpath(output) == os.path.realpath(path)
+            if same:
                 raise OutputIsInputError(
                     f"{output} is the {what} ({path}): writing it would replace the input; "
                     "choose another output")
@@ -153,14 +140,10 @@ class _UserErrorsInOneLine(logging.Filter):
 
 def training_errors_in_one_line(debug: bool = False) -> None:
     """
-    Detectron2's trainers log the exception that stops a training run with its traceback
-    ("Exception during training:", logger ``detectron2.engine.train_loop``) before re-raising it
-    to :func:`run_tool`, which prints it again as one line. For the errors that are the user's to
-    fix (``INPUT_ERRORS``, ``RUN_ERRORS``: a non-finite loss, a full disk, a refused sample...)
-    that log record becomes one line with the error's message (kept in ``log.txt``); any other
-    exception keeps its traceback, and with ``debug`` every one does. Call it in every process
-    that trains (the tool's ``main``, which ``launch`` runs in each); calling it again replaces
-    the previous setting.
+    Make the record that Detectron2's trainers log with the traceback of the exception that stops
+    training ("Exception during training:", logger ``detectron2.engine.train_loop``) one line for
+    ``INPUT_ERRORS`` / ``RUN_ERRORS`` unless ``debug`` (docs/bad_inputs.md). Call it in every
+    process that trains (the tool's ``main``); calling it again replaces the previous setting.
     """
     log = logging.getLogger("detectron2.engine.train_loop")
     for f in [f for f in log.filters if isinstance(f, _UserErrorsInOneLine)]:
@@ -169,14 +152,9 @@ def training_errors_in_one_line(debug: bool = False) -> None:
 
 
 def setup_tool_output() -> None:
-    """
-    Colour codes only on a terminal: Detectron2's log formatter colours through ``termcolor``,
-    which older releases apply even when the output goes to a file or a pipe, and its
-    ``default_setup`` prints the config file through pygments' terminal formatter whenever
-    pygments is installed (into ``log.txt`` too). Without a terminal ``ANSI_COLORS_DISABLED``
-    (honoured by every ``termcolor`` release) turns the former off and
-    :func:`~.compat.plain_config_in_logs` the latter.
-    """
+    """Colour codes only on a terminal: without one, ``ANSI_COLORS_DISABLED`` turns off
+    Detectron2's ``termcolor`` log colours (older releases colour files and pipes too) and
+    :func:`~.compat.plain_config_in_logs` the pygments colours of the config it prints."""
     if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
         os.environ.setdefault("ANSI_COLORS_DISABLED", "1")
         plain_config_in_logs()
@@ -261,17 +239,6 @@ def add_class_name_arguments(parser):
     return add_register_folder_argument(parser)
 
 
-def class_names_from_args(cfg, args, dataset_names=()):
-    """
-    (names, colours, where they came from) for a tool with :func:`add_class_name_arguments`:
-    ``--classes``, else the ``--register-folder`` datasets (registered here) and
-    ``dataset_names``, else the config's ``DATASETS.TEST`` / ``DATASETS.TRAIN`` metadata
-    (:func:`~pointrend_seg.data.class_names_and_colors`; raises its ``ConfigError``).
-    """
-    return class_names_and_colors(cfg, classes=getattr(args, "classes", None),
-                                  dataset_names=list(dataset_names) + registered_datasets(args))
-
-
 def add_config_arguments(parser):
     """``--config-file`` or ``--run OUTPUT_DIR`` (one of them), and ``--weights``: the model of a
     tool that predicts (:func:`config_from_args`)."""
@@ -316,10 +283,12 @@ def class_names_for(run, args, weights=None, dataset_names=()):
     (names, colours) of ``run`` (a config of either kind) for a tool's pictures or export:
     ``--classes``, the ``--register-folder`` / ``dataset_names`` datasets, else those the
     checkpoint ``weights`` carries (``model_info``, written by the trainer), else the config's
-    datasets (:func:`class_names_from_args`).
+    ``DATASETS.TEST`` / ``DATASETS.TRAIN`` metadata
+    (:func:`~pointrend_seg.data.class_names_and_colors`).
 
     Raises:
-        ConfigError: the checkpoint's names are not as many as the model's classes.
+        ConfigError: the checkpoint's names are not as many as the model's classes, or no names
+            are found (:func:`~pointrend_seg.data.class_names_and_colors`).
     """
     from .checkpoint import read_model_info
     from .run_config import as_run_config
@@ -334,7 +303,8 @@ def class_names_for(run, args, weights=None, dataset_names=()):
             raise ConfigError(f"{weights} names {len(names)} classes, the config's model has "
                               f"{num_classes}: a checkpoint of another model?")
         return names, [tuple(int(v) for v in c) for c in info["colors"]]
-    return class_names_from_args(settings, args, dataset_names)[:2]
+    return class_names_and_colors(settings, classes=getattr(args, "classes", None),
+                                  dataset_names=list(dataset_names) + registered_datasets(args))[:2]
 
 
 def registered_datasets(args):

@@ -18,6 +18,7 @@ from PIL import Image
 from ..data.datasets.folder import IMAGE_EXTENSIONS, _subfolder_hint
 from ..data.readers import BadInputError, too_large_message
 from ..files import atomic_write
+from ..visualization import fit_within
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -25,7 +26,6 @@ __all__ = [
     "VideoReader",
     "VideoWriter",
     "expand_inputs",
-    "fit_within",
     "write_label_png",
     "write_png",
 ]
@@ -111,7 +111,17 @@ def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
 MAX_DECODER_PIXELS = 32_000_000
 
 
-class VideoReader:
+class _ClosedOnExit:
+    """``with`` closes it (its ``close``)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoReader(_ClosedOnExit):
     """
     Frames of a video file or a webcam (OpenCV), as (H, W, 3) uint8 BGR arrays.
 
@@ -119,8 +129,9 @@ class VideoReader:
     None: no limit) is refused before a frame is decoded, as image files are: a frame costs its
     pixels whatever the file's bytes (an 867 KB 8000 x 6000 video took the demo to 8 GB). With
     ``max_side``, frames larger than that (width or height) are yielded reduced to fit, aspect
-    kept (:func:`fit_within`, area averaging), and the full-size frame is freed at once: the
-    caller's work (model, drawing) holds only the reduced one.
+    kept (:func:`~pointrend_seg.visualization.fit_within`, area averaging, as pictures are), and
+    the full-size frame is freed at once: the caller's work (model, drawing) holds only the
+    reduced one.
 
     Attributes:
         fps (float): frames per second (25 if the source does not say).
@@ -194,14 +205,8 @@ class VideoReader:
     def close(self):
         self._capture.release()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-
-
-class VideoWriter:
+class VideoWriter(_ClosedOnExit):
     """An MPEG-4 (``mp4v``) video file written frame by frame from (H, W, 3) uint8 BGR arrays of
     one size."""
 
@@ -219,23 +224,6 @@ class VideoWriter:
 
     def close(self):
         self._writer.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def fit_within(size: Tuple[int, int], max_side: Optional[int]) -> Tuple[int, int]:
-    """(width, height) ``size`` reduced, aspect kept, to at most ``max_side`` pixels wide and
-    high (rounded as :func:`~pointrend_seg.visualization.draw_sem_seg_figure` reduces pictures);
-    unchanged if it fits or ``max_side`` is 0 / None."""
-    width, height = size
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    shrink = max_side / max(width, height)
-    return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 
 def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:

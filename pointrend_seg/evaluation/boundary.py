@@ -67,14 +67,12 @@ metrics.
 """
 
 import json
-import logging
 import math
 import os
 from collections import OrderedDict
 
 import cv2
 import numpy as np
-import torch
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
@@ -83,6 +81,7 @@ from detectron2.utils import comm
 from ..config import check_arguments, is_number
 from ..data import GroundTruthReader
 from .report import write_result_file
+from .sem_seg import _checked_prediction
 
 __all__ = [
     "BoundaryEvaluator",
@@ -114,20 +113,6 @@ def _as_bool_2d(array, name):
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {array.shape}")
     return array.astype(bool, copy=False)
-
-
-def _prepare(pred_mask, gt_mask, valid):
-    """Return (pred, gt, valid) as (H, W) bool arrays with both masks restricted to ``valid``."""
-    pred = _as_bool_2d(pred_mask, "pred_mask")
-    gt = _as_bool_2d(gt_mask, "gt_mask")
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred_mask {pred.shape} and gt_mask {gt.shape} differ in shape")
-    if valid is None:
-        return pred, gt, None
-    valid = _as_bool_2d(valid, "valid")
-    if valid.shape != gt.shape:
-        raise ValueError(f"valid {valid.shape} and gt_mask {gt.shape} differ in shape")
-    return pred & valid, gt & valid, valid
 
 
 def mask_boundary(mask, valid=None):
@@ -163,11 +148,9 @@ def mask_boundary(mask, valid=None):
     return inside & near_outside
 
 
-def _bbox(*masks):
-    """Slices of the smallest box holding every True pixel of ``masks`` (None if all empty)."""
-    union = masks[0].copy()
-    for m in masks[1:]:
-        union |= m
+def _bbox(a, b):
+    """Slices of the smallest box holding every True pixel of ``a`` and ``b`` (None if none)."""
+    union = a | b
     rows = np.flatnonzero(union.any(axis=1))
     if rows.size == 0:
         return None
@@ -245,6 +228,22 @@ def _f_from_counts(n_pred, pred_matched, n_gt, gt_matched):
     return 2.0 * precision * recall / (precision + recall)
 
 
+def _counts(pred_mask, gt_mask, valid, tolerance_px=None, dilation_px=None):
+    """:func:`_class_counts` of the masks given to a public function, both restricted to
+    ``valid`` (the three checked: 2-D, of one shape)."""
+    pred = _as_bool_2d(pred_mask, "pred_mask")
+    gt = _as_bool_2d(gt_mask, "gt_mask")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred_mask {pred.shape} and gt_mask {gt.shape} differ in shape")
+    if valid is not None:
+        valid = _as_bool_2d(valid, "valid")
+        if valid.shape != gt.shape:
+            raise ValueError(f"valid {valid.shape} and gt_mask {gt.shape} differ in shape")
+        pred, gt = pred & valid, gt & valid
+    return _class_counts(pred, gt, mask_boundary(pred, valid), mask_boundary(gt, valid),
+                         tolerance_px, dilation_px)
+
+
 def boundary_precision_recall(pred_mask, gt_mask, tolerance_px, valid=None):
     """Boundary precision and recall of one binary prediction (Csurka et al. 2013).
 
@@ -259,10 +258,7 @@ def boundary_precision_recall(pred_mask, gt_mask, tolerance_px, valid=None):
         theta of the GT boundary, and the fraction of GT boundary pixels within theta of the
         predicted boundary.  A ratio with an empty denominator (no boundary) is NaN.
     """
-    pred, gt, valid = _prepare(pred_mask, gt_mask, valid)
-    (n_pred, pred_matched, n_gt, gt_matched), _ = _class_counts(
-        pred, gt, mask_boundary(pred, valid), mask_boundary(gt, valid), tolerance_px, None
-    )
+    (n_pred, pred_matched, n_gt, gt_matched), _ = _counts(pred_mask, gt_mask, valid, tolerance_px)
     precision = pred_matched / n_pred if n_pred else float("nan")
     recall = gt_matched / n_gt if n_gt else float("nan")
     return precision, recall
@@ -282,11 +278,7 @@ def boundary_f_score(pred_mask, gt_mask, tolerance_px, valid=None):
         float in [0, 1]: ``2PR / (P + R)``; 0.0 if exactly one of the two boundaries is empty or
         ``P + R == 0``; NaN if both boundaries are empty (undefined, skipped by the evaluator).
     """
-    pred, gt, valid = _prepare(pred_mask, gt_mask, valid)
-    counts, _ = _class_counts(
-        pred, gt, mask_boundary(pred, valid), mask_boundary(gt, valid), tolerance_px, None
-    )
-    return _f_from_counts(*counts)
+    return _f_from_counts(*_counts(pred_mask, gt_mask, valid, tolerance_px)[0])
 
 
 def boundary_iou_counts(pred_mask, gt_mask, dilation_px, valid=None):
@@ -304,11 +296,7 @@ def boundary_iou_counts(pred_mask, gt_mask, dilation_px, valid=None):
         (intersection, union) as ints, numbers of pixels of ``G_d ∩ P_d`` and ``G_d ∪ P_d``.
         Boundary IoU is ``intersection / union`` (undefined when union is 0).
     """
-    pred, gt, valid = _prepare(pred_mask, gt_mask, valid)
-    _, (inter, union) = _class_counts(
-        pred, gt, mask_boundary(pred, valid), mask_boundary(gt, valid), None, dilation_px
-    )
-    return inter, union
+    return _counts(pred_mask, gt_mask, valid, dilation_px=dilation_px)[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,8 +349,6 @@ class BoundaryEvaluator(DatasetEvaluator):
                 :class:`pointrend_seg.data.GroundTruthReader` of the dataset (its label map,
                 EXIF orientation, as training reads the labels).
         """
-        self._logger = logging.getLogger(__name__)
-        self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
         check_boundary_options(bf_tolerance, biou_dilation)
@@ -372,25 +358,17 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._ground_truth = ground_truth or GroundTruthReader(dataset_name)
 
         meta = MetadataCatalog.get(dataset_name)
-        class_names = meta.get("stuff_classes", None)
-        if class_names is not None:
-            class_names = list(class_names)
-            if num_classes is not None and num_classes != len(class_names):
-                raise ValueError(
-                    f"num_classes={num_classes} but {dataset_name} has "
-                    f"{len(class_names)} stuff_classes"
-                )
-        elif num_classes is not None:
-            class_names = [str(i) for i in range(num_classes)]
-        else:
+        names = meta.get("stuff_classes", None)
+        if names is None and num_classes is None:
             raise ValueError(
-                f"{dataset_name} has no stuff_classes in its metadata; pass num_classes"
-            )
-        self._class_names = class_names
-        self._num_classes = len(class_names)
-        self._ignore_label = (
-            int(ignore_label) if ignore_label is not None else int(meta.get("ignore_label", 255))
-        )
+                f"{dataset_name} has no stuff_classes in its metadata; pass num_classes")
+        if names is not None and num_classes is not None and num_classes != len(names):
+            raise ValueError(
+                f"num_classes={num_classes} but {dataset_name} has {len(names)} stuff_classes")
+        self._class_names = [str(i) for i in range(num_classes)] if names is None else list(names)
+        self._num_classes = len(self._class_names)
+        self._ignore_label = int(meta.get("ignore_label", 255) if ignore_label is None
+                                 else ignore_label)
         self.reset()
 
     def reset(self):
@@ -401,65 +379,34 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._biou_union = np.zeros(k, dtype=np.int64)  # sum of |G_d ∪ P_d| per class
 
     def process(self, inputs, outputs):
-        """
-        Args:
-            inputs: list of dicts with at least ``file_name``.
-            outputs: list of dicts with ``"sem_seg"``, a (C, H, W) tensor of class scores.
-        """
         for input, output in zip(inputs, outputs):
-            pred = output["sem_seg"].argmax(dim=0).to(torch.device("cpu")).numpy()
-            gt = self._ground_truth(input["file_name"])
-            if gt.ndim != 2:
-                raise ValueError(f"GT of {input['file_name']} is not a 2-D label map: {gt.shape}")
-            if pred.shape != gt.shape:
-                raise ValueError(
-                    f"prediction {pred.shape} and GT {gt.shape} of {input['file_name']} "
-                    "differ in size"
-                )
-            self._process_single(pred, gt, input["file_name"])
+            pred, gt, valid = _checked_prediction(output, input["file_name"], self._ground_truth,
+                                                  self._num_classes, self._ignore_label)
+            diagonal = float(np.hypot(*gt.shape))
+            tolerance_px = self._bf_tolerance * diagonal
+            dilation_px = max(1.0, self._biou_dilation * diagonal)
 
-    def _process_single(self, pred, gt, file_name=""):
-        valid = gt != self._ignore_label
-        bad = valid & ((gt < 0) | (gt >= self._num_classes))
-        if bad.any():
-            raise ValueError(
-                f"GT of {file_name} has labels {np.unique(gt[bad]).tolist()} outside "
-                f"[0, {self._num_classes}) that are not the ignore label {self._ignore_label}"
-            )
-        height, width = gt.shape
-        diagonal = float(np.hypot(height, width))
-        tolerance_px = self._bf_tolerance * diagonal
-        dilation_px = max(1.0, self._biou_dilation * diagonal)
+            present = np.union1d(np.unique(gt[valid]), np.unique(pred[valid]))
+            present = present[(present >= 0) & (present < self._num_classes)]
+            for c in present:
+                gt_c = (gt == c) & valid
+                pred_c = (pred == c) & valid
+                gt_b = mask_boundary(gt_c, valid)
+                pred_b = mask_boundary(pred_c, valid)
 
-        present = np.union1d(np.unique(gt[valid]), np.unique(pred[valid]))
-        present = present[(present >= 0) & (present < self._num_classes)]
-        for c in present:
-            gt_c = (gt == c) & valid
-            pred_c = (pred == c) & valid
-            gt_b = mask_boundary(gt_c, valid)
-            pred_b = mask_boundary(pred_c, valid)
-
-            bf_counts, (inter, union) = _class_counts(
-                pred_c, gt_c, pred_b, gt_b, tolerance_px, dilation_px
-            )
-            f = _f_from_counts(*bf_counts)
-            if not np.isnan(f):
-                self._bf_sum[c] += f
-                self._bf_count[c] += 1
-            self._biou_inter[c] += inter
-            self._biou_union[c] += union
-
-    def _local_stats(self):
-        return {
-            "bf_sum": self._bf_sum.copy(),
-            "bf_count": self._bf_count.copy(),
-            "biou_inter": self._biou_inter.copy(),
-            "biou_union": self._biou_union.copy(),
-        }
+                bf_counts, (inter, union) = _class_counts(pred_c, gt_c, pred_b, gt_b,
+                                                          tolerance_px, dilation_px)
+                f = _f_from_counts(*bf_counts)
+                if not np.isnan(f):
+                    self._bf_sum[c] += f
+                    self._bf_count[c] += 1
+                self._biou_inter[c] += inter
+                self._biou_union[c] += union
 
     def evaluate(self):
         """Return ``{"sem_seg_boundary": {...}}`` in percent (None on non-main processes)."""
-        stats = self._local_stats()
+        stats = {"bf_sum": self._bf_sum, "bf_count": self._bf_count,
+                 "biou_inter": self._biou_inter, "biou_union": self._biou_union}
         if self._distributed:
             comm.synchronize()
             gathered = comm.all_gather(stats)
@@ -478,10 +425,8 @@ class BoundaryEvaluator(DatasetEvaluator):
         res = OrderedDict()
         res["mBF"] = 100.0 * float(bf[bf_valid].mean()) if bf_valid.any() else float("nan")
         res["mBIoU"] = 100.0 * float(biou[biou_valid].mean()) if biou_valid.any() else float("nan")
-        for i, name in enumerate(self._class_names):
-            res[f"BF-{name}"] = 100.0 * float(bf[i])
-        for i, name in enumerate(self._class_names):
-            res[f"BIoU-{name}"] = 100.0 * float(biou[i])
+        res.update((f"BF-{name}", 100.0 * float(v)) for name, v in zip(self._class_names, bf))
+        res.update((f"BIoU-{name}", 100.0 * float(v)) for name, v in zip(self._class_names, biou))
 
         if self._output_dir:
             write_result_file(os.path.join(self._output_dir, "sem_seg_boundary_evaluation.json"),

@@ -76,17 +76,14 @@ def per_class_rows(sem_seg: Dict[str, float], class_names: Sequence[str],
     also where a metric is undefined (a class absent from the ground truth).
     """
     total = float(sum(class_pixels)) if class_pixels is not None else 0.0
-    rows = []
-    for i, name in enumerate(class_names):
-        rows.append({
-            "class": name,
-            "IoU": sem_seg.get(f"IoU-{name}", math.nan),
-            "ACC": sem_seg.get(f"ACC-{name}", math.nan),
-            "BF": (boundary or {}).get(f"BF-{name}", math.nan),
-            "BIoU": (boundary or {}).get(f"BIoU-{name}", math.nan),
-            "share": 100.0 * class_pixels[i] / total if total else math.nan,
-        })
-    return rows
+    boundary = boundary or {}
+    return [{"class": name,
+             "IoU": sem_seg.get(f"IoU-{name}", math.nan),
+             "ACC": sem_seg.get(f"ACC-{name}", math.nan),
+             "BF": boundary.get(f"BF-{name}", math.nan),
+             "BIoU": boundary.get(f"BIoU-{name}", math.nan),
+             "share": 100.0 * class_pixels[i] / total if total else math.nan}
+            for i, name in enumerate(class_names)]
 
 
 def _cell(value: float) -> str:
@@ -129,7 +126,6 @@ def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
     k = len(class_names)
     if confusion.shape != (k, k):
         raise ValueError(f"confusion matrix {confusion.shape} for {k} classes")
-    os.makedirs(output_dir, exist_ok=True)
     csv_path = os.path.join(output_dir, "confusion_matrix.csv")
 
     def write_csv(f):
@@ -157,11 +153,9 @@ def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
     ax.set_ylabel("ground truth")
     ax.set_title("confusion matrix (rows: ground truth, normalised)")
     if k <= 30:
-        for i in range(k):
-            for j in range(k):
-                if not math.isnan(percent[i, j]):
-                    ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                            color="white" if percent[i, j] > 60 else "black")
+        for i, j in np.argwhere(~np.isnan(percent)):
+            ax.text(j, i, f"{percent[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if percent[i, j] > 60 else "black")
     fig.tight_layout()
     png_path = write_result_file(os.path.join(output_dir, "confusion_matrix.png"),
                                  lambda f: fig.savefig(f, format="png"), binary=True)
@@ -171,7 +165,6 @@ def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
 def write_per_class_bars(output_dir: str, rows: Sequence[dict], title: str = "") -> str:
     """Write ``per_class.png``: IoU and boundary F of each class (rows of
     :func:`per_class_rows`) as horizontal bars, 0-100; undefined values are left out."""
-    os.makedirs(output_dir, exist_ok=True)
     k = len(rows)
     fig = _figure(8.0, min(40.0, max(3.0, 0.35 * k + 1.5)))
     ax = fig.add_subplot(1, 1, 1)

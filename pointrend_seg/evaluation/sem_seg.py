@@ -1,12 +1,7 @@
 """
-mIoU evaluation that says what it averages, the same on every Detectron2 version.
-
-Detectron2's ``SemSegEvaluator`` does not say how many classes its mean covers, and what it
-covers changed: v0.6 averages over the classes present in the ground truth or the predictions
-(a predicted class without ground truth counts as 0 but is reported as NaN), ``main`` over the
-classes present in the ground truth only. A dataset whose masks lost a class (e.g. 0/255 masks
-whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, without a word.
-:class:`SegmentationEvaluator` computes the metrics itself from Detectron2's confusion matrix:
+mIoU evaluation that says what it averages, the same on every Detectron2 version (why:
+docs/dataset_check.md, "Evaluation over absent classes"). :class:`SegmentationEvaluator` computes
+the metrics itself from Detectron2's confusion matrix:
 
 * ``IoU-<class>`` = TP / (TP + FP + FN) over the dataset, NaN when that union is empty (the
   class is neither in the ground truth nor predicted); ``mIoU`` is the mean over the other
@@ -16,8 +11,8 @@ whose 255 is the ignore label) scores ``mIoU = 100`` over the one class left, wi
   truth; ``mACC`` the mean over the others; ``pACC`` = TP / all labelled pixels;
 * the ground truth is read as training reads it, by :class:`pointrend_seg.data.GroundTruthReader`
   (the dataset's label map, EXIF orientation; or any ``ground_truth`` callable given), and is
-  checked: a value outside the classes or a
-  size other than the prediction's raises an error naming the file, instead of silently
+  checked (:func:`_checked_prediction`, as the boundary evaluator's): a value outside the classes
+  or a size other than the prediction's raises an error naming the file, instead of silently
   corrupting the confusion matrix;
 * a warning names the classes absent from the ground truth;
 * with an ``output_dir``, the confusion matrix is written there as ``confusion_matrix.csv``
@@ -73,19 +68,9 @@ class SegmentationEvaluator(SemSegEvaluator):
         """
         k = self._num_classes
         for input, output in zip(inputs, outputs):
-            pred = output["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
             file_name = input["file_name"]
-            gt = self._ground_truth(file_name)
-            if gt.shape != pred.shape:
-                raise ValueError(f"ground truth of {file_name} is {gt.shape[1]}x{gt.shape[0]} "
-                                 f"(WxH), its prediction {pred.shape[1]}x{pred.shape[0]}")
-            valid = gt != self._ignore_label
-            bad = valid & ((gt < 0) | (gt >= k))
-            if bad.any():
-                raise ValueError(
-                    f"ground truth of {file_name} has values {np.unique(gt[bad])[:10].tolist()} "
-                    f"outside [0, {k}) that are not the ignore label {self._ignore_label}"
-                )
+            pred, gt, valid = _checked_prediction(output, file_name, self._ground_truth, k,
+                                                  self._ignore_label)
             # Rows: predicted class, columns: true class; the last row/column (ignored pixels in
             # Detectron2's layout) stays empty.
             counts = np.bincount(pred[valid] * k + gt[valid], minlength=k * k).reshape(k, k)
@@ -121,18 +106,35 @@ class SegmentationEvaluator(SemSegEvaluator):
         return OrderedDict(sem_seg=res)
 
     @property
-    def dataset_name(self) -> str:
-        return self._dataset_name
-
-    @property
-    def output_dir(self):
-        """Where the results and the confusion matrix are written (None: nowhere)."""
-        return self._output_dir
-
-    @property
     def class_pixels(self) -> np.ndarray:
         """(K,) ground-truth pixels of each class in the last :meth:`evaluate` (main process)."""
         return self.confusion.sum(axis=1)
+
+
+def _checked_prediction(output, file_name, ground_truth, num_classes, ignore_label):
+    """
+    The prediction of an evaluator's ``output`` (the argmax of ``output["sem_seg"]``, (C, H, W)
+    class scores) and the ground truth of ``file_name`` (``ground_truth(file_name)``), both
+    (H, W) int64 class ids, and ``valid``, the (H, W) bool mask of the pixels whose ground truth
+    is not ``ignore_label``.
+
+    Raises:
+        ValueError: the two sizes differ, or the ground truth has a value outside
+            ``[0, num_classes)`` that is not ``ignore_label`` (the message names the file).
+    """
+    pred = output["sem_seg"].argmax(dim=0).cpu().numpy().astype(np.int64)
+    gt = ground_truth(file_name)
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth of {file_name} is {'x'.join(map(str, gt.shape[::-1]))} "
+                         f"(WxH), its prediction {pred.shape[1]}x{pred.shape[0]}")
+    valid = gt != ignore_label
+    bad = valid & ((gt < 0) | (gt >= num_classes))
+    if bad.any():
+        raise ValueError(
+            f"ground truth of {file_name} has values {np.unique(gt[bad])[:10].tolist()} "
+            f"outside [0, {num_classes}) that are not the ignore label {ignore_label}"
+        )
+    return pred, gt, valid
 
 
 def sem_seg_metrics(confusion: np.ndarray, class_names) -> dict:
