@@ -229,7 +229,7 @@ class ResumableTrainLoader:
             yield from self._stream
             return
         # A generator of its own: the DataLoader draws its workers' base seed from it instead of
-        # from torch's global RNG, whose state belongs to the model (see resume.ReseedEachIteration).
+        # from torch's global RNG, whose state belongs to the model (see ExactResume.reseed).
         generator = torch.Generator()
         generator.manual_seed(derive_seed(self.sampler.seed, _WORKER, self.sampler.rank))
         loader = DataLoader(
