@@ -96,14 +96,12 @@ def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool 
 
 
 def _pid_alive(pid):
-    if pid == os.getpid():
-        return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only checks that the process exists (this one too)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's
+        pass
     return True
 
 

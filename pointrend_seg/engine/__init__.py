@@ -19,7 +19,7 @@ from .checkpoint import (
 from .config_checks import check_dataset_config, check_solver_config
 from .distributed import adapt_norm_to_world_size, launch
 from .predictor import build_predictor, load_inference_model
-from .resume import ExactResume, ReseedEachIteration, RestoreMetricHistory
+from .resume import ExactResume
 from .run import RunPlan, prepare_run
 from .run_config import PythonRunConfig, RunConfig, as_run_config
 from .train_data import ResumableTrainLoader, ResumableTrainingSampler
@@ -28,9 +28,9 @@ from .trainer import Trainer
 
 __all__ = [
     "BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError", "ExactResume",
-    "IncompleteWeightsError", "NonFiniteLossError", "ReseedEachIteration", "RestoreMetricHistory",
-    "PythonRunConfig", "ResumableTrainLoader", "ResumableTrainingSampler", "RunConfig", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
-    "UnsafeCheckpointError", "adapt_norm_to_world_size", "as_run_config", "atomic_write", "build_predictor",
-    "check_dataset_config", "check_solver_config", "launch", "load_inference_model",
-    "prepare_run",
+    "IncompleteWeightsError", "NonFiniteLossError", "PythonRunConfig", "ResumableTrainLoader",
+    "ResumableTrainingSampler", "RunConfig", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
+    "UnsafeCheckpointError", "adapt_norm_to_world_size", "as_run_config", "atomic_write",
+    "build_predictor", "check_dataset_config", "check_solver_config", "launch",
+    "load_inference_model", "prepare_run",
 ]

@@ -1,48 +1,12 @@
 """
-Crash-safe checkpoints: atomic writes, and loading that never runs code from a file.
-
-:class:`SafeCheckpointer` is Detectron2's ``DetectionCheckpointer`` with these changes:
-
-* **Atomic saves.** A checkpoint (and the ``last_checkpoint`` tag naming it) is written to a
-  temporary file in the same directory, flushed, ``fsync``-ed and renamed over the final name
-  with ``os.replace``. A process killed in the middle of a save leaves the previous checkpoint
-  and the previous ``last_checkpoint`` untouched (plus, at worst, a stray ``.<name>.tmp.<pid>``
-  file that the next :meth:`~SafeCheckpointer.remove_stale_temp_files` deletes).
-* **Pickles only as data.** Every file except ``.pkl`` is read with
-  ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers; ``.pkl``
-  files (Detectron2 / Caffe2 model zoo) with :func:`load_model_zoo_pkl`, an unpickler that
-  rebuilds only what those files hold (numpy arrays, dtypes and scalars, dicts, lists, numbers,
-  strings). A file that needs more is refused with :class:`UnsafeCheckpointError` naming it and
-  the refused global; nothing of it runs.
-
-It also refuses weights that do not fit the model's backbone: a checkpoint that fills less than
-half of the backbone's tensors raises :class:`BackboneMismatchError` (e.g. a torchvision or timm
-state dict given as ``MODEL.WEIGHTS`` without ``tools/convert_weights.py``: its names match
-nothing, and training would silently start from scratch). With ``require_all_weights`` (the
-inference loader: ``--eval-only``, the predictor, export) every model tensor must be filled:
-otherwise :class:`IncompleteWeightsError` names the tensors missing or of another shape.
-
-What a run folder may make it do (``--resume``, :meth:`SafeCheckpointer.resume_or_load`):
-
-* **Only the run folder's own checkpoints.** ``last_checkpoint`` must name a file of the folder
-  itself - checked on the path Detectron2 will open (Detectron2 ``main`` drops a URL query:
-  ``model.pkl?matching_heuristics=True`` opens ``model.pkl``) - and not a ``.pkl`` nor a URL
-  (:class:`UnsafeCheckpointError`).
-* **A broken latest checkpoint is not the end.** When the file ``last_checkpoint`` names cannot be
-  read (truncated, corrupt), the newest earlier ``model_<iter>.pth`` of the folder that can be read
-  is loaded instead, with a warning naming both files. A file that is refused as unsafe is never
-  skipped that way: the resume stops, naming it.
-
-And what it writes:
-
-* **Only states known to be good.** A state whose parameters or buffers are not all finite is not
-  written. With :attr:`SafeCheckpointer.confirm_with_next_loss` (the trainer sets it) a checkpoint
-  is held back - fsync-ed under its temporary name - until the next iteration's loss, computed with
-  exactly these weights, is finite (:meth:`~SafeCheckpointer.confirm_pending`); if it is not, the
-  file is dropped (:meth:`~SafeCheckpointer.discard_pending`) and ``last_checkpoint`` keeps naming
-  the last good state, the one to resume from with a lower learning rate.
-* **A full disk says so.** A save that runs out of space raises :class:`CheckpointWriteError`
-  ("no space left on the device while writing X; Y is intact").
+Crash-safe checkpoints (docs/checkpoints.md): :class:`SafeCheckpointer` is Detectron2's
+``DetectionCheckpointer`` with atomic saves of states known to be good (all tensors finite; with
+``confirm_with_next_loss``, held back until the next loss is finite), loading that never runs
+code from a file (``torch.load(weights_only=True)``; ``.pkl`` model-zoo files with
+:func:`load_model_zoo_pkl`), weights checked against the model (:class:`BackboneMismatchError`,
+:class:`IncompleteWeightsError`), run folders that can make ``--resume`` load only their own
+``.pth`` files, with a fallback for a broken latest one, and full disks that say so
+(:class:`CheckpointWriteError`).
 """
 import errno
 import importlib
@@ -62,17 +26,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 from ..files import atomic_write, is_disk_full, remove_stale_temp_files
 from .compat import checkpointer_drops_url_query, reset_after_failed_load, url_query_being_loaded
 
-__all__ = [
-    "BackboneMismatchError",
-    "CheckpointReadError",
-    "CheckpointWriteError",
-    "IncompleteWeightsError",
-    "SafeCheckpointer",
-    "UnsafeCheckpointError",
-    "load_model_zoo_pkl",
-    "load_weights_only",
-    "read_model_info",
-]
+__all__ = ["BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError",
+           "IncompleteWeightsError", "SafeCheckpointer", "UnsafeCheckpointError",
+           "load_model_zoo_pkl", "load_weights_only", "read_model_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +67,9 @@ def load_weights_only(filename):
     """
     ``torch.load(filename, map_location="cpu", weights_only=True)``; a file that holds other
     pickled objects raises :class:`UnsafeCheckpointError`, one that cannot be read at all
-    (truncated, corrupt, not a torch file) :class:`CheckpointReadError`, both naming the file.
-
-    torch raises ``pickle.UnpicklingError`` both for what it refuses (a global, an opcode its
-    unpickler does not know - as in a plain ``pickle.dump`` file) and for some damage (the cut-off
-    name of a truncated legacy file), and other errors for other damage, so the file's pickle is
-    read again, without running anything, to tell them apart (:func:`_refused_pickle`): naming a
-    global that torch's writer never writes, or intact and refused, it is unsafe; otherwise
-    damaged. An unsafe file must stop a resume, a damaged one may be skipped for an earlier one.
+    (truncated, corrupt, not a torch file) :class:`CheckpointReadError`, both naming the file;
+    told apart by :func:`_refused_pickle` (docs/checkpoints.md, "Trusting checkpoint files"). An
+    unsafe file must stop a resume, a damaged one may be skipped for an earlier one.
     """
     try:
         return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
@@ -312,9 +263,7 @@ def load_model_zoo_pkl(filename):
     try:
         with open(filename, "rb") as f:
             data = _ModelZooUnpickler(f, filename).load()
-    except UnsafeCheckpointError:
-        raise
-    except (FileNotFoundError, IsADirectoryError):
+    except (UnsafeCheckpointError, FileNotFoundError, IsADirectoryError):
         raise
     except Exception as e:  # any damage: EOFError, UnpicklingError, a numpy error, ...
         raise CheckpointReadError(
@@ -343,12 +292,9 @@ def _without_query(path: str) -> str:
 
 class SafeCheckpointer(DetectionCheckpointer):
     """
-    ``DetectionCheckpointer`` with atomic saves, loading that runs no code from a file, the
-    backbone coverage check, run folders that cannot make it load other files, a fallback for a
-    broken latest checkpoint, and checkpoints only of good states (module docstring).
-
-    Saving can be switched off for the rest of the run with :meth:`disable_saving` (the trainer
-    does this after a non-finite loss, so no checkpoint is written from a diverged run).
+    Detectron2's ``DetectionCheckpointer``, made safe (module docstring). Saving can be switched
+    off for the rest of the run with :meth:`disable_saving` (the trainer does this after a
+    non-finite loss, so no checkpoint is written from a diverged run).
 
     Args:
         require_all_weights: refuse a file that leaves any model tensor uninitialised
@@ -383,7 +329,6 @@ class SafeCheckpointer(DetectionCheckpointer):
         """Make every later :meth:`save` a logged no-op."""
         self._saving_disabled_reason = reason
 
-
     def save(self, name: str, **kwargs):
         if not self.save_dir or not self.save_to_disk:
             return
@@ -394,12 +339,9 @@ class SafeCheckpointer(DetectionCheckpointer):
             return
         if not self._is_local():  # e.g. a remote PathManager URI: no atomic rename there
             return super().save(name, **kwargs)
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        if self.model_info:
-            data["model_info"] = dict(self.model_info)
+        data = {"model": self.model.state_dict(),
+                **{key: obj.state_dict() for key, obj in self.checkpointables.items()}, **kwargs,
+                **({"model_info": dict(self.model_info)} if self.model_info else {})}
         bad = _non_finite_tensors(data)
         if bad:
             self.logger.error(
@@ -419,15 +361,11 @@ class SafeCheckpointer(DetectionCheckpointer):
             pending = atomic_write(save_file, lambda f: torch.save(data, f),
                                    commit=not self.confirm_with_next_loss)
         except BaseException as e:
-            if not is_disk_full(e):
-                raise
-            intact = self.last_checkpoint_path()
-            raise CheckpointWriteError(
-                f"no space left on the device while writing {save_file}; "
-                + (f"{intact} is intact (last_checkpoint names it)" if intact
-                   else "no earlier checkpoint of this run was written")
-                + ". Free some space and continue with --resume",
-            ) from None
+            self._raise_if_disk_full(e, save_file, lambda intact: (
+                f"{intact} is intact (last_checkpoint names it)" if intact
+                else "no earlier checkpoint of this run was written")
+                + ". Free some space and continue with --resume")
+            raise
         if self.confirm_with_next_loss:
             self._pending = (pending, basename)
         else:
@@ -443,12 +381,17 @@ class SafeCheckpointer(DetectionCheckpointer):
             pending.commit()
         except BaseException as e:
             pending.discard()
-            if not is_disk_full(e):
-                raise
-            raise CheckpointWriteError(
-                f"no space left on the device while writing {pending.path}; last_checkpoint "
-                f"still names {self.last_checkpoint_path() or 'nothing'}") from None
+            self._raise_if_disk_full(e, pending.path, lambda intact:
+                                     f"last_checkpoint still names {intact or 'nothing'}")
+            raise
         self.tag_last_checkpoint(basename)
+
+    def _raise_if_disk_full(self, error, path, intact_text):
+        """Raise :class:`CheckpointWriteError` if ``error`` is a full disk while writing ``path``;
+        ``intact_text(last checkpoint or None)`` says what is intact."""
+        if is_disk_full(error):
+            raise CheckpointWriteError(f"no space left on the device while writing {path}; "
+                                       + intact_text(self.last_checkpoint_path())) from None
 
     def discard_pending(self, reason: str = ""):
         """Delete the held-back checkpoint (if any), logging ``reason``."""
@@ -513,12 +456,9 @@ class SafeCheckpointer(DetectionCheckpointer):
     def resume_or_load(self, path: str, *, resume: bool = True):
         """
         As Detectron2's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the checkpoint
-        it names with all its state; otherwise ``path`` (e.g. ``MODEL.WEIGHTS``), model only.
-        What a run folder can make it load is limited (module docstring): ``last_checkpoint``
-        must name a file of ``save_dir`` that is not a ``.pkl`` nor a URL - as written and as
-        Detectron2 ``main`` opens it, without a URL query - and if that file is missing or
-        cannot be read the newest earlier readable ``model_<iter>.pth`` of the folder is loaded,
-        with a warning. A file refused as unsafe stops the resume.
+        it names with all its state; otherwise ``path`` (e.g. ``MODEL.WEIGHTS``), model only. If
+        the named file is missing or cannot be read, the newest earlier readable
+        ``model_<iter>.pth`` of the folder is loaded, with a warning (docs/checkpoints.md).
 
         Raises:
             UnsafeCheckpointError: ``last_checkpoint`` names a ``.pkl``, a URL or a file

@@ -7,8 +7,12 @@ Each function says what it works around and why no public way exists.
 import functools
 import inspect
 
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import SimpleTrainer
 from detectron2.engine import defaults as d2_defaults
+from detectron2.utils import comm
 
 __all__ = ["checkpointer_drops_url_query", "forget_detectron2_process_groups",
            "plain_config_in_logs", "reset_after_failed_load", "url_query_being_loaded",
@@ -47,8 +51,6 @@ def forget_detectron2_process_groups() -> None:
     finished collective's tensors needs the GIL and aborts the process (``terminate called
     without an active exception``). Detectron2 has no function to release them.
     """
-    from detectron2.utils import comm
-
     comm._LOCAL_PROCESS_GROUP = None
     comm._get_global_gloo_group.cache_clear()
 
@@ -75,9 +77,6 @@ def checkpointer_drops_url_query() -> bool:
     it is). Why: ``SafeCheckpointer`` checks the file that will be opened, and no public API says
     which that is; ``main``'s checkpointer is the one with ``_parsed_url_during_load``.
     """
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-
     return hasattr(DetectionCheckpointer(torch.nn.Module()), "_parsed_url_during_load")
 
 

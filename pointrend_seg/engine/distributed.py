@@ -6,8 +6,8 @@ what they are.
 import functools
 import gc
 import importlib
-import logging
 import json
+import logging
 import os
 import shutil
 import tempfile

@@ -15,47 +15,32 @@ from detectron2.utils import comm
 
 from ..config import ConfigError
 from ..data import GroundTruthReader
-from ..evaluation import (
-    BoundaryEvaluator,
-    SegmentationEvaluator,
-    describe_miou,
-    format_per_class_table,
-    per_class_rows,
-    write_per_class_bars,
-    write_result_file,
-)
+from ..evaluation import (BoundaryEvaluator, SegmentationEvaluator, describe_miou,
+                          format_per_class_table, per_class_rows, write_per_class_bars,
+                          write_result_file)
 from ..modeling import prepare_for_inference
 from .data_checks import without_images
 
-__all__ = ["SemSegEvaluators", "build_sem_seg_evaluators", "build_test_loader", "evaluate",
-           "report_results"]
+__all__ = ["build_sem_seg_evaluators", "build_test_loader", "evaluate", "report_results"]
 
 logger = logging.getLogger(__name__)
 
 
-class SemSegEvaluators(DatasetEvaluators):
-    """Detectron2's ``DatasetEvaluators`` that knows its :class:`SegmentationEvaluator`
-    (``segmentation``, for the per-class report) and its ``output_folder``."""
-
-    def __init__(self, evaluators, output_folder):
-        super().__init__(evaluators)
-        self.segmentation = evaluators[0]
-        self.output_folder = output_folder
-
-
-def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> SemSegEvaluators:
+def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEvaluators:
     """
     :class:`SegmentationEvaluator` (+ :class:`BoundaryEvaluator` with
     ``TEST.BOUNDARY_EVAL.ENABLED``) of a dataset whose metadata has ``evaluator_type``
     "sem_seg" or "cityscapes_sem_seg", reading the ground truth as training does (label map,
     values checked, EXIF, ``INPUT.MAX_IMAGE_PIXELS``); results in ``output_folder`` (default
-    ``OUTPUT_DIR/inference/<dataset>``).
+    ``OUTPUT_DIR/inference/<dataset>``). Detectron2's ``DatasetEvaluators`` of them, with the
+    ``segmentation`` evaluator and the ``output_folder`` as attributes (for the per-class report).
     """
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     # Detectron2 registers Cityscapes' trainId semantic labels as "cityscapes_sem_seg"; they are
-    # ordinary label maps for SemSegEvaluator (its CityscapesSemSegEvaluator needs cityscapesscripts).
+    # ordinary label maps for SemSegEvaluator (its CityscapesSemSegEvaluator needs
+    # cityscapesscripts).
     if evaluator_type not in ("sem_seg", "cityscapes_sem_seg"):
         raise ConfigError(
             f"dataset {dataset_name!r} has evaluator_type={evaluator_type!r} in its metadata; "
@@ -73,7 +58,9 @@ def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> SemSegEva
             bf_tolerance=boundary.BF_TOLERANCE, biou_dilation=boundary.BIOU_DILATION,
             ground_truth=ground_truth,
         ))
-    return SemSegEvaluators(evaluators, output_folder)
+    ret = DatasetEvaluators(evaluators)
+    ret.segmentation, ret.output_folder = evaluators[0], output_folder
+    return ret
 
 
 def build_test_loader(cfg, dataset_name, mapper, skipped=frozenset()):
@@ -107,21 +94,21 @@ def evaluate(cfg, model, evaluators, test_loaders):
                 results[name] = inference_on_dataset(model, loader, evaluator)
     finally:
         model.train(was_training)
+    single = results if len(results) != 1 else next(iter(results.values()))
     if comm.is_main_process() and results:
         for name, evaluator in zip(cfg.DATASETS.TEST, evaluators):
             logger.info(f"Evaluation results for {name} in csv format:")
             print_csv_format(results[name])
             report_results(name, results[name], evaluator)
-        single = results if len(results) > 1 else next(iter(results.values()))
         write_result_file(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),
                           lambda f: json.dump(single, f, indent=1))
-    return results if len(results) != 1 else next(iter(results.values()))
+    return single
 
 
 def report_results(name, res, evaluator):
     """
     Log the mIoU line of dataset ``name``'s results ``res`` and, for evaluators of ours
-    (:class:`SemSegEvaluators`), the per-class table, and write ``per_class.png`` beside the
+    (:func:`build_sem_seg_evaluators`), the per-class table, and write ``per_class.png`` beside the
     confusion matrix. Results of other evaluators are left to Detectron2's CSV lines.
     """
     if "sem_seg" not in res:

@@ -17,14 +17,13 @@ from .run_config import as_run_config
 __all__ = ["SemSegPredictor", "build_predictor", "load_inference_model"]
 
 
-def load_inference_model(cfg, *, resume: bool = False, model=None,
-                         partial_weights: bool = False, weights=None):
+def load_inference_model(cfg, *, resume: bool = False, partial_weights: bool = False,
+                         weights=None):
     """
-    The model of ``cfg`` (either kind; built here when ``model`` is None) with its weights
-    loaded by :class:`SafeCheckpointer` - ``weights``, else ``MODEL.WEIGHTS``
-    (``train.init_checkpoint``), or with ``resume`` the checkpoint ``OUTPUT_DIR/last_checkpoint``
-    names - in eval mode. Not yet
-    prepared for inference: each use prepares it as it needs (:func:`prepare_for_inference`).
+    The model of ``cfg`` (either kind) with its weights loaded by :class:`SafeCheckpointer` -
+    ``weights``, else ``MODEL.WEIGHTS`` (``train.init_checkpoint``), or with ``resume`` the
+    checkpoint ``OUTPUT_DIR/last_checkpoint`` names - in eval mode. Not yet prepared for
+    inference: each use prepares it as it needs (:func:`prepare_for_inference`).
 
     Weights that leave any model tensor uninitialised (missing, or of another shape: e.g. a
     config with another ``MODEL.POINT_HEAD.FC_DIM`` than the one trained) are refused with
@@ -33,8 +32,7 @@ def load_inference_model(cfg, *, resume: bool = False, model=None,
     (``--partial-weights``). An empty ``MODEL.WEIGHTS`` loads nothing (a random model).
     """
     run = as_run_config(cfg)
-    if model is None:
-        model = run.build_model()
+    model = run.build_model()
     SafeCheckpointer(model, save_dir=run.settings.OUTPUT_DIR,
                      require_all_weights=not partial_weights).resume_or_load(
         run.settings.MODEL.WEIGHTS if weights is None else weights, resume=resume)
@@ -68,6 +66,7 @@ class SemSegPredictor:
         with torch.no_grad():
             return self.model([{"image": self.model_input(original_image), "height": height,
                                 "width": width}])[0]
+
     def predict_labels(self, original_image: np.ndarray) -> np.ndarray:
         """
         Class ids of an (H, W, 3) BGR uint8 image: (H, W) uint8 (int16 / int32 above 256
@@ -90,14 +89,11 @@ class SemSegPredictor:
 def build_predictor(cfg, *, partial_weights: bool = False, weights=None) -> SemSegPredictor:
     """
     A :class:`SemSegPredictor` of ``cfg`` (either kind): its model with ``weights`` (default
-    ``MODEL.WEIGHTS`` / ``train.init_checkpoint``) loaded by :func:`load_inference_model` -
-    ``.pth`` files with ``weights_only``, weights that fill less than half of the backbone
-    (:class:`BackboneMismatchError`) or leave any model tensor uninitialised
-    (:class:`~.checkpoint.IncompleteWeightsError`, unless ``partial_weights``) refused instead of
-    a model that predicts noise - then prepared for inference (``MODEL.INFERENCE.*``,
-    :func:`prepare_for_inference`: batch norm folded, ...);
-    ``predictor.inference_handle.undo()`` restores the model as loaded. Images are resized as the
-    test mapper resizes them (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``).
+    ``MODEL.WEIGHTS`` / ``train.init_checkpoint``) loaded by :func:`load_inference_model` (also
+    for what it refuses), then prepared for inference (``MODEL.INFERENCE.*``,
+    :func:`prepare_for_inference`: batch norm folded, ...); ``predictor.inference_handle.undo()``
+    restores the model as loaded. Images are resized as the test mapper resizes them
+    (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``).
     """
     run = as_run_config(cfg)
     model = load_inference_model(run, partial_weights=partial_weights, weights=weights)

@@ -1,20 +1,10 @@
 """
 Exact resume: a run continued with ``--resume`` from the checkpoint of iteration ``i`` computes
-exactly the losses, and logs exactly the metrics, that the uninterrupted run did after ``i``.
-
-:class:`ExactResume` is the one object behind it. What it needs of a trainer: the iteration step
-(:class:`~.train_step.TrainStep`: optimizer and grad-scaler state), the training stream
-(:mod:`.train_data`: its seed and position), the LR scheduler and the event storage. It gives:
-
-* its part of the checkpoint (:meth:`ExactResume.state_dict` / :meth:`ExactResume.load_state_dict`):
-  ``_trainer`` (optimizer, as Detectron2 lays it out), ``data`` (the stream's seed and shape),
-  ``metrics`` (the last ``SOLVER.LOG_PERIOD`` values of each training metric); the LR scheduler
-  keeps its progress from the checkpoint and its settings from this run's config, so
-  ``--resume SOLVER.MAX_ITER <more>`` (or ``SOLVER.BASE_LR <lower>``) stretches the schedule;
-* two hooks (:meth:`ExactResume.hooks`): the model's RNGs reseeded from (seed, iteration, rank)
-  before every iteration (:class:`ReseedEachIteration`), and the metric history put back into the
-  event storage before the first resumed iteration (:class:`RestoreMetricHistory`), so the first
-  windowed medians cover the same iterations, with the same values, as in the uninterrupted run.
+exactly the losses, and logs exactly the metrics, that the uninterrupted run did after ``i``
+(docs/checkpoints.md). :class:`ExactResume` is the one object behind it: its part of the
+checkpoint (optimizer, the stream's seed and shape, the last ``SOLVER.LOG_PERIOD`` values of
+each metric; the LR scheduler's progress with this config's settings) and the hook that reseeds
+the model's RNGs before every iteration and puts the metric history back before the first.
 """
 import logging
 import warnings
@@ -22,24 +12,14 @@ from typing import Optional
 
 from fvcore.common.history_buffer import HistoryBuffer
 
-from detectron2.engine import HookBase
+from detectron2.engine.hooks import CallbackHook
 from detectron2.utils import comm
 
 from .train_data import seed_all, step_seed
 
-__all__ = ["ExactResume", "ReseedEachIteration", "RestoreMetricHistory", "recent_metric_history",
-           "train_step_state"]
+__all__ = ["ExactResume", "train_step_state"]
 
 logger = logging.getLogger(__name__)
-
-
-def recent_metric_history(storage, window: int):
-    """
-    ``{name: [[value, iteration], ...]}``: the last ``window`` values of each scalar of a
-    Detectron2 ``EventStorage`` (what its writers' windowed medians need), for checkpoints.
-    """
-    return {name: [[float(v), int(i)] for v, i in buffer.values()[-window:]]
-            for name, buffer in storage.histories().items()}
 
 
 def train_step_state(trainer_state) -> Optional[dict]:
@@ -52,12 +32,6 @@ def train_step_state(trainer_state) -> Optional[dict]:
         if isinstance(state, dict) and isinstance(state.get("optimizer"), dict):
             return state
     return None
-
-
-def _is_hyper_parameter(key: str) -> bool:
-    """Keys of a torch LR scheduler's state dict that come from the config, not from progress:
-    the public attributes other than ``last_epoch`` (``_``-prefixed ones are its bookkeeping)."""
-    return key != "last_epoch" and not key.startswith("_")
 
 
 class ExactResume:
@@ -89,16 +63,39 @@ class ExactResume:
         return seed
 
     def hooks(self):
-        """The hooks to run first: :class:`ReseedEachIteration`, :class:`RestoreMetricHistory`."""
-        return [ReseedEachIteration(self), RestoreMetricHistory(self)]
+        """The hook to run first: :meth:`reseed` before every iteration,
+        :meth:`restore_metric_history` before training."""
+        return [CallbackHook(before_train=self.restore_metric_history, before_step=self.reseed)]
+
+    def reseed(self, trainer):
+        """
+        Seed torch (CPU and CUDA), NumPy and Python RNGs from ``(run seed, iteration, rank)``
+        (:func:`~.train_data.step_seed`): the model's randomness (dropout, PointRend's random
+        points) at iteration ``i`` is then the same in a fresh and in a resumed run, whatever
+        happened before ``i`` (data loading runs under its own seeds). Does nothing when the run
+        has no seed.
+        """
+        seed = self.seed
+        if seed is not None:
+            seed_all(step_seed(seed, trainer.iter, comm.get_rank()))
+
+    def restore_metric_history(self, trainer):
+        """Put the metric history of the resumed checkpoint back into the event storage
+        (``time`` / ``data_time`` are restored too but are timings of another process)."""
+        buffers = trainer.storage.histories()
+        for name, values in (self.resumed_metric_history or {}).items():
+            buffer = buffers.setdefault(name, HistoryBuffer())
+            for value, iteration in values:
+                buffer.update(value, iteration)
 
     def state_dict(self, storage=None) -> dict:
         """``_trainer``, ``data`` and (with the event storage of a training run) ``metrics``."""
         ret = {"_trainer": self.train_step.state_dict()}
         if hasattr(self.data_loader, "state_dict"):
             ret["data"] = self.data_loader.state_dict()
-        if storage is not None:
-            ret["metrics"] = recent_metric_history(storage, self.log_period)
+        if storage is not None:  # what the writers' windowed medians need
+            ret["metrics"] = {name: [[float(v), int(i)] for v, i in buf.values()[-self.log_period:]]
+                              for name, buf in storage.histories().items()}
         return ret
 
     def load_state_dict(self, state_dict: dict) -> dict:
@@ -137,11 +134,11 @@ class ExactResume:
         saved = state_dict.get("hooks", {}).get("LRScheduler")
         if not saved or not hasattr(self.scheduler, "state_dict"):
             return state_dict, False
-        current = self.scheduler.state_dict()
-        merged = dict(saved)
-        merged.update((k, v) for k, v in current.items() if _is_hyper_parameter(k))
-        changed = {k: (saved[k], v) for k, v in current.items()
-                   if _is_hyper_parameter(k) and k in saved and saved[k] != v}
+        # the settings: public attributes other than last_epoch (``_``-prefixed: bookkeeping)
+        settings = {k: v for k, v in self.scheduler.state_dict().items()
+                    if k != "last_epoch" and not k.startswith("_")}
+        merged = {**saved, **settings}
+        changed = {k: (saved[k], v) for k, v in settings.items() if k in saved and saved[k] != v}
         if changed:
             logger.info(
                 "LR schedule of this config, progress of the checkpoint: "
@@ -149,38 +146,3 @@ class ExactResume:
             )
         hooks_state = dict(state_dict["hooks"], LRScheduler=merged)
         return dict(state_dict, hooks=hooks_state), bool(changed)
-
-
-class ReseedEachIteration(HookBase):
-    """
-    Before every iteration, seed torch (CPU and CUDA), NumPy and Python RNGs from
-    ``(run seed, iteration, rank)`` (:func:`~.train_data.step_seed`): the model's randomness
-    (dropout, PointRend's random points) at iteration ``i`` is then the same in a fresh and in a
-    resumed run, whatever happened before ``i`` (data loading runs under its own seeds). Does
-    nothing when the run has no seed.
-    """
-
-    def __init__(self, resume: ExactResume):
-        self.resume = resume
-
-    def before_step(self):
-        seed = self.resume.seed
-        if seed is not None:
-            seed_all(step_seed(seed, self.trainer.iter, comm.get_rank()))
-
-
-class RestoreMetricHistory(HookBase):
-    """
-    Before training starts, put the metric history of the resumed checkpoint back into the event
-    storage (``time`` / ``data_time`` are restored too but are timings of another process).
-    """
-
-    def __init__(self, resume: ExactResume):
-        self.resume = resume
-
-    def before_train(self):
-        buffers = self.trainer.storage.histories()
-        for name, values in (self.resume.resumed_metric_history or {}).items():
-            buffer = buffers.setdefault(name, HistoryBuffer())
-            for value, iteration in values:
-                buffer.update(value, iteration)

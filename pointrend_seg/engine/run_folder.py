@@ -1,26 +1,16 @@
 """
-A run folder (``OUTPUT_DIR``) has one writer, and a resume starts only from a checkpoint that fits.
-
-* :func:`claim_run_folder`: the process that trains (or evaluates) into a folder holds an
-  exclusive POSIX record lock (``lockf``) on ``OUTPUT_DIR/.pointrend_seg.lock`` for its whole
-  life; a second run into the same folder is refused with :class:`RunFolderBusyError` naming the
-  other process. The lock belongs to the process, not to the open file: forked children (DataLoader
-  workers) do not inherit it, and the kernel drops it when the process ends in any way
-  (``kill -9`` included), so a claim left by a killed run is taken over by the next one, with a
-  note. (A ``flock`` would live on in a killed run's orphaned workers.)
-* :func:`check_resume_fits`: before ``--resume`` writes anything into the folder
-  (``config.yaml``, logs), the checkpoint it would continue from is compared with the model and
-  optimizer of this config; tensors or optimizer groups that differ are one
-  :class:`ResumeMismatchError` naming them and the keys in which this config differs from the
-  run's own ``config.yaml``.
-* :func:`run_config_kept`: an evaluation (``--eval-only``) in a folder that holds a run's
-  ``config.yaml`` keeps it, the record ``--resume`` and ``--run`` read, and writes its own config
-  as ``eval_config.yaml`` beside it.
+A run folder (``OUTPUT_DIR``) has one writer, and a resume starts only from a checkpoint that fits
+(docs/bad_inputs.md, "run folder"): :func:`claim_run_folder` (an exclusive ``lockf`` record lock:
+it belongs to the process, so forked DataLoader workers do not inherit it and the kernel drops it
+when the process ends in any way, ``kill -9`` included; a ``flock`` would live on in a killed
+run's orphaned workers), :func:`check_resume_fits`, :func:`run_config_kept` (``--eval-only``
+keeps a run's ``config.yaml``) and :func:`load_run_folder` (``--run``).
 """
 import contextlib
 import datetime
 import errno
 import fcntl
+import inspect
 import json
 import logging
 import os
@@ -28,10 +18,20 @@ import re
 import socket
 import sys
 from typing import Dict, List, Optional
+from urllib.parse import urlparse
 
-from ..config import leaf_items
+from omegaconf import OmegaConf
+
+from detectron2.config import LazyConfig
+from detectron2.utils import comm
+from detectron2.utils.registry import locate
+
+from ..config import (ConfigError, build_config, check_python_overrides, device_override,
+                      leaf_items, load_yaml_config)
 from .checkpoint import CheckpointReadError, load_weights_only
 from .resume import train_step_state
+from .run import check_config
+from .run_config import as_run_config
 
 __all__ = ["LOCK_NAME", "ResumeMismatchError", "RunFolderBusyError", "RunFolderClaim",
            "check_resume_fits", "claim_before_writing", "claim_run_folder", "config_differences",
@@ -143,8 +143,6 @@ def run_config_kept(output_dir: str, keep: bool):
     names at every moment; one left so by a killed process is put back by the folder's next
     claim (:func:`claim_run_folder`). Only the main process writes; others pass through.
     """
-    from detectron2.utils import comm
-
     path = os.path.join(output_dir, "config.yaml")
     aside = os.path.join(output_dir, _CONFIG_ASIDE)
     keep = bool(keep and output_dir and comm.is_main_process() and os.path.isfile(path))
@@ -255,13 +253,10 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
         "another OUTPUT_DIR")
 
 
-
 # ---- both checks, before a tool writes into the folder -----------------------------------------
 def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
     """The file ``OUTPUT_DIR/last_checkpoint`` names, as the checkpointer will open it (query
     stripped), if it is a file of the folder; None otherwise (the resume refuses such a name)."""
-    from urllib.parse import urlparse
-
     try:
         with open(os.path.join(output_dir, "last_checkpoint"), encoding="utf-8") as f:
             name = f.read(4096).strip()
@@ -275,8 +270,6 @@ def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
 
 
 def _current_and_saved_config(run, output_dir):
-    from ..config import ConfigError, load_yaml_config
-
     saved_path = os.path.join(output_dir, "config.yaml")
     try:
         saved = load_yaml_config(saved_path) if os.path.isfile(saved_path) else None
@@ -284,8 +277,6 @@ def _current_and_saved_config(run, output_dir):
         saved = None
     if run.config is run.settings:  # a YAML config
         return dict(run.config), saved, f"--config-file {saved_path}"
-    from omegaconf import OmegaConf
-
     current = OmegaConf.to_container(run.config, resolve=False)
     return current, saved, "the config file and overrides the run was started with"
 
@@ -299,11 +290,6 @@ def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
     fits (:func:`check_resume_fits`). Every process raises the same error (so that no process of
     a multi-process run waits for one that stopped).
     """
-    from detectron2.utils import comm
-
-    from .run import check_config
-    from .run_config import as_run_config
-
     run = as_run_config(cfg)
     output_dir = run.settings.OUTPUT_DIR
     error = None
@@ -339,10 +325,6 @@ _MODULES = re.compile(r"(pointrend_seg\.(modeling|data|evaluation)|detectron2\.(
 
 
 def _allowed_target(name: str) -> bool:
-    import inspect
-
-    from detectron2.utils.registry import locate
-
     if name.split(".")[0] not in _ROOTS:
         return False
     try:
@@ -377,13 +359,6 @@ def load_run_folder(folder: str, weights: Optional[str] = None, opts=(), device=
         ConfigError: no config.yaml or checkpoint there, or a callable a run folder may not
             name, naming the folder.
     """
-    from omegaconf import OmegaConf
-
-    from detectron2.config import LazyConfig
-
-    from ..config import (ConfigError, build_config, check_python_overrides, device_override,
-                          load_yaml_config)
-
     path = os.path.join(folder, "config.yaml")
     if not os.path.isfile(path):
         raise ConfigError(f"--run {folder}: no config.yaml there (not a run folder of "

@@ -1,10 +1,8 @@
 """
-A resumable, reproducible training data stream.
-
-Detectron2's ``TrainingSampler`` restarts its shuffled stream from the seed when a run resumes,
-and its augmentations draw from per-process RNGs whose state is not checkpointed, so a resumed
-run sees different data than the uninterrupted one. Here everything the data depends on is a
-function of ``(seed, position)``:
+A resumable, reproducible training data stream (docs/checkpoints.md, "Resuming"). Detectron2's
+``TrainingSampler`` restarts its stream from the seed on resume and its augmentations draw from
+RNGs that are not checkpointed; here everything the data depends on is a function of
+``(seed, position)``:
 
 * The global stream is ``perm_0 + perm_1 + ...`` with ``perm_e`` a permutation of the dataset
   seeded by ``(seed, e)``. Iteration ``i`` consumes global positions ``[i * B, (i + 1) * B)``
@@ -16,18 +14,14 @@ function of ``(seed, position)``:
   restored afterwards. So a sample does not depend on the loader's history, on
   ``DATALOADER.NUM_WORKERS``, on the rank that maps it or on the world size.
 
-With ``skip_bad`` (``DATASETS.CHECK.SKIP_BAD``), a sample whose files cannot be used when it
-is drawn (changed on disk since the dataset check, a decoder error: any ``BadInputError``) is
-logged with its file and replaced by the next dataset index that loads, under the same seed,
-so the run goes on and stays a function of (seed, position).
-
-Consequently the batches of iteration ``i`` are the same whether the run is fresh or resumed,
-single- or multi-process (same total batch), with any number of loader workers. Each batch is
-``b`` consecutive positions: there is no aspect-ratio grouping (the meta-architecture pads the
-images of a batch to a common size), since grouping would make a batch depend on what earlier
-batches left in the buckets.
+With ``skip_bad`` (``DATASETS.CHECK.SKIP_BAD``), a sample that cannot be used when it is drawn
+(any ``BadInputError``) is logged and replaced by the next dataset index that loads, under the
+same seed. Each batch is ``b`` consecutive positions: there is no aspect-ratio grouping (the
+meta-architecture pads the images of a batch to a common size), since grouping would make a
+batch depend on what earlier batches left in the buckets.
 """
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -37,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from detectron2.data import get_detection_dataset_dicts
+from detectron2.data.build import trivial_batch_collator
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
@@ -44,15 +39,8 @@ from ..config import ConfigError
 from ..data.readers import BadInputError
 from .data_checks import without_images
 
-__all__ = [
-    "ResumableTrainLoader",
-    "ResumableTrainingSampler",
-    "build_resumable_train_loader",
-    "derive_seed",
-    "seed_all",
-    "seeded_rngs",
-    "step_seed",
-]
+__all__ = ["ResumableTrainLoader", "ResumableTrainingSampler", "build_resumable_train_loader",
+           "derive_seed", "seed_all", "seeded_rngs", "step_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +179,8 @@ class _BatchStream(IterableDataset):
             yield [self.map_position(p) for p in self.sampler.positions(iteration)]
 
 
-def _identity(batch):
-    return batch
-
-
-class _WorkerInit:
-    def __init__(self, seed, rank):
-        self.seed, self.rank = seed, rank
-
-    def __call__(self, worker_id):
-        seed_all(derive_seed(self.seed, _WORKER, self.rank, worker_id))
+def _seed_worker(seed: int, rank: int, worker_id: int) -> None:
+    seed_all(derive_seed(seed, _WORKER, rank, worker_id))
 
 
 class ResumableTrainLoader:
@@ -216,10 +196,6 @@ class ResumableTrainLoader:
         self.num_workers = num_workers
         self._stream = _BatchStream(dataset, mapper, sampler, skip_bad=skip_bad)
 
-    @property
-    def batch_size(self):
-        return self.sampler.batch_size
-
     def set_start_iter(self, start_iter: int):
         """Start the next ``iter()`` at this training iteration."""
         self.sampler.start_iter = int(start_iter)
@@ -229,12 +205,13 @@ class ResumableTrainLoader:
             yield from self._stream
             return
         # A generator of its own: the DataLoader draws its workers' base seed from it instead of
-        # from torch's global RNG, whose state belongs to the model (see resume.ReseedEachIteration).
+        # from torch's global RNG, whose state belongs to the model (see ExactResume.reseed).
         generator = torch.Generator()
         generator.manual_seed(derive_seed(self.sampler.seed, _WORKER, self.sampler.rank))
         loader = DataLoader(
-            self._stream, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
-            worker_init_fn=_WorkerInit(self.sampler.seed, self.sampler.rank), generator=generator,
+            self._stream, batch_size=None, num_workers=self.num_workers,
+            collate_fn=trivial_batch_collator, generator=generator,
+            worker_init_fn=functools.partial(_seed_worker, self.sampler.seed, self.sampler.rank),
         )
         yield from loader
 
@@ -260,8 +237,7 @@ class ResumableTrainLoader:
                 )
 
 
-def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0,
-                                 skip_images=()):
+def build_resumable_train_loader(cfg, mapper, *, seed: int, skip_images=()):
     """
     The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper``:
     ``SOLVER.IMS_PER_BATCH`` images per iteration over all processes,
@@ -283,9 +259,8 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0,
             f"training samples of {tuple(cfg.DATASETS.TRAIN)}: every batch holds some of them "
             "twice or more (an epoch is shorter than one iteration)"
         )
-    sampler = ResumableTrainingSampler(
-        len(dicts), total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=seed, start_iter=start_iter
-    )
+    sampler = ResumableTrainingSampler(len(dicts), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                                       seed=seed)
     dataset = DatasetFromList(dicts, copy=False)  # mappers deep-copy their input
     return ResumableTrainLoader(dataset, mapper, sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
                                 skip_bad=cfg.DATASETS.CHECK.SKIP_BAD)

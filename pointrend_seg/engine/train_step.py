@@ -1,7 +1,6 @@
 """
-One training iteration (:class:`TrainStep`), called from ``Trainer.run_step`` - Detectron2's
-public place to change what an iteration does. It is ``SimpleTrainer.run_step`` (data, forward,
-backward, metrics, optimizer step) with:
+One training iteration (:class:`TrainStep`, called from ``Trainer.run_step``): Detectron2's
+``SimpleTrainer.run_step`` (data, forward, backward, metrics, optimizer step) with:
 
 * mixed precision for both dtypes: ``bfloat16`` autocast without loss scaling (its exponent range
   is float32's), or ``float16`` autocast with a ``GradScaler`` (Detectron2 v0.6's ``AMPTrainer``
@@ -23,7 +22,6 @@ import torch
 from detectron2.utils import comm
 
 from ..config import ConfigError
-
 from .compat import write_metrics
 
 __all__ = ["LAZY_CONFIG_ADVICE", "LossSpikeGuard", "NonFiniteLossError", "TrainStep",

@@ -1,11 +1,7 @@
 """
-``Trainer``: the one trainer of both config kinds, made of Detectron2's ``TrainerBase`` and our
-pieces, each in its module: the config read once (:mod:`.run_config`); the start-of-run checks,
-once (:mod:`.run`); one iteration (:mod:`.train_step`) on the resumable stream
-(:mod:`.train_data`); exact resume (:mod:`.resume`); checkpoints only of good states
-(:mod:`.checkpoint`, kept or dropped by the next loss in :meth:`Trainer.run_step`); evaluation with
-a per-class report (:mod:`.evaluation`); CPU processes (:mod:`.distributed`). Its classmethods
-are ``DefaultTrainer``'s (``build_model(cfg)``, ``test(cfg, model)``, ...), for either kind.
+``Trainer``: the one trainer of both config kinds, Detectron2's ``TrainerBase`` made of this
+package's pieces (docs/architecture.md, "engine/trainer.py"). Its classmethods are
+``DefaultTrainer``'s (``build_model(cfg)``, ``test(cfg, model)``, ...), for either kind.
 """
 import logging
 import weakref
@@ -83,7 +79,6 @@ class Trainer(TrainerBase):
         self.start_iter, self.max_iter = 0, cfg.SOLVER.MAX_ITER
         self.register_hooks(self.build_hooks())
 
-    seed = property(lambda self: self.resume.seed, doc="The run's seed (ExactResume.seed).")
     # The objects Detectron2's hooks and callers read: those of the TrainStep.
     model = property(lambda self: self.train_step.model)
     data_loader = property(lambda self: self.train_step.data_loader)
@@ -155,9 +150,7 @@ class Trainer(TrainerBase):
         :class:`TrainingInterrupted`, naming the checkpoint to continue from."""
         try:
             return super().train(self.start_iter, self.max_iter)
-        except KeyboardInterrupt as e:
-            if isinstance(e, TrainingInterrupted):
-                raise
+        except KeyboardInterrupt:
             last = self.checkpointer.last_checkpoint_path()
             raise TrainingInterrupted(
                 f"interrupted at iteration {self.iter} of {self.max_iter}; "
@@ -226,7 +219,8 @@ class Trainer(TrainerBase):
         if hasattr(self.data_loader, "set_start_iter"):
             self.data_loader.set_start_iter(self.start_iter)
         if self.start_iter:
-            logger.info(f"Resuming training at iteration {self.start_iter} (seed {self.seed})")
+            logger.info(f"Resuming training at iteration {self.start_iter} "
+                        f"(seed {self.resume.seed})")
 
     # ---- evaluation ---------------------------------------------------------------------
     @classmethod
