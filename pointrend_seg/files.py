@@ -3,16 +3,19 @@ Files written whole or not at all, for every writer of the package (checkpoints,
 results, run reports, converted weights): :func:`atomic_write` writes into a temporary file
 ``.<name>.tmp.<pid>.<8 hex>`` beside the target, flushes and fsyncs it, and renames it over the
 target only once complete, so a failure or a killed process leaves the earlier file (or none);
+:func:`temp_folder` makes a folder of that pattern, for files published together;
 :func:`remove_stale_temp_files` deletes what killed processes left; :func:`is_disk_full` tells a
 full disk or quota from other write errors.
 """
 import errno
 import os
 import re
+import shutil
 import uuid
 from typing import Callable, List
 
-__all__ = ["PendingWrite", "atomic_write", "is_disk_full", "remove_stale_temp_files"]
+__all__ = ["PendingWrite", "atomic_write", "is_disk_full", "remove_stale_temp_files",
+           "temp_folder"]
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp\.(?P<pid>\d+)\.[0-9a-f]{8}$")
 
@@ -62,6 +65,21 @@ class PendingWrite:
             pass
 
 
+def _temp_name(path) -> str:
+    """``.<name>.tmp.<pid>.<8 hex>`` beside ``path`` (absolute)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def temp_folder(folder, name: str) -> str:
+    """A new, empty folder ``folder/.<name>.tmp.<pid>.<8 hex>``, which
+    :func:`remove_stale_temp_files` deletes once this process no longer runs (the caller removes
+    it itself when done); e.g. the export tool's files, moved out once all are written."""
+    path = _temp_name(os.path.join(folder, name))
+    os.mkdir(path)
+    return path
+
+
 def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool = True):
     """
     Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or UTF-8 text
@@ -73,11 +91,8 @@ def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool 
     With ``commit=False`` the file is written but not renamed: the returned :class:`PendingWrite`
     does that (or deletes it) later.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(
-        directory, f".{os.path.basename(path)}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    )
-    pending = PendingWrite(path, tmp)
+    pending = PendingWrite(path, _temp_name(path))
+    tmp = pending.tmp
     try:
         with open(tmp, "xb") if binary else open(tmp, "x", encoding="utf-8", newline="") as f:
             write_fn(f)
@@ -106,8 +121,9 @@ def _pid_alive(pid):
 
 
 def remove_stale_temp_files(folder) -> List[str]:
-    """Delete the temporary files of :func:`atomic_write` in ``folder`` whose process no longer
-    runs (e.g. killed mid-write). Returns the removed paths."""
+    """Delete the temporary files of :func:`atomic_write` (and folders of :func:`temp_folder`)
+    in ``folder`` whose process no longer runs (e.g. killed mid-write). Returns the removed
+    paths."""
     removed = []
     for entry in os.listdir(folder):
         m = _TEMP_RE.match(entry)
@@ -115,7 +131,10 @@ def remove_stale_temp_files(folder) -> List[str]:
             continue
         path = os.path.join(folder, entry)
         try:
-            os.unlink(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
             removed.append(path)
         except OSError:
             pass

@@ -7,6 +7,7 @@ eager model; what cannot be exported is refused with the key to change.
 """
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -207,17 +208,26 @@ def test_export_that_fails_leaves_the_earlier_export_as_it_was(tmp_path, monkeyp
 def test_export_replaces_the_earlier_files_and_names_one_it_did_not_write(tmp_path, monkeypatch,
                                                                          caplog):
     """A re-export replaces the files it writes, leaves no temporary files, and warns about an
-    earlier export's file it did not replace (another --format)."""
+    earlier export's file it did not replace (another --format). The staging folder a killed
+    export left is removed (before: kept for ever); one of a live process is not."""
     import export_model
 
     monkeypatch.setattr(export_model, "export_program", _tiny_program)
     out = tmp_path / "exported"
     earlier = _earlier_export(out)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (out / f".export.tmp.{gone}.0123abcd").mkdir()
+    (out / f".export.tmp.{gone}.0123abcd" / "model.onnx").write_bytes(b"half an ONNX file")
+    (out / ".export.tmp.1.0123abcd").mkdir()  # pid 1 runs
+    # the tool's logger may not propagate to caplog's root handler (Detectron2's setup_logger)
+    monkeypatch.setattr(export_model.logger, "handlers", [caplog.handler])
     status = export_model.main(["--config-file", DEMO_CONFIG, "--output", str(out),
                                 "--check-size", "64x64", "--no-check", "--format",
                                 "torch_export"])
     assert status == 0
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "model.pt2"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".export.tmp.1.0123abcd", "export.json", "model.onnx", "model.pt2"]
     assert (out / "model.onnx").read_bytes() == earlier["model.onnx"]
     report = json.loads((out / "export.json").read_text())
     assert report["files"] == {"torch_export": str(out / "model.pt2")}

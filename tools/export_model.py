@@ -22,7 +22,7 @@ Written to --output:
 
 The files are written into a temporary folder in --output and replace an earlier export's only
 once all of them are written: an export that fails or is stopped half-way leaves the earlier
-files as they were. (A failed check, exit 1, still writes them, with its figures in export.json.)
+files as they were (a killed export's temporary folder is removed by the next export). (A failed check, exit 1, still writes them, with its figures in export.json.)
 
 Static in the exported graph: the number of subdivision points and steps, the classes and the
 weights (batch norm folded in unless MODEL.INFERENCE.FOLD_BN False). Height and width must lie in
@@ -45,8 +45,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -59,6 +59,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import ConfigError
 from pointrend_seg.data import read_image_file
 from pointrend_seg.engine import load_inference_model
+from pointrend_seg.files import remove_stale_temp_files, temp_folder
 from pointrend_seg.engine.cli import (
     INPUT_ERRORS,
     add_class_name_arguments,
@@ -212,8 +213,9 @@ def export(args, argv, cleanup) -> int:
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
         handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
         os.makedirs(args.output, exist_ok=True)
-        staging = cleanup.enter_context(tempfile.TemporaryDirectory(prefix=".export.",
-                                                                    dir=args.output))
+        remove_stale_temp_files(args.output)  # e.g. the staging folder of a killed export
+        staging = temp_folder(args.output, "export")
+        cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
         example = inputs[0][1]
         runners, files, program = {}, {}, None
         if "torch_export" in args.format:
