@@ -201,6 +201,13 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
     (["optimizer.lr=-1"], "the optimizer refuses optimizer.*: Invalid learning rate: -1"),
     (["optimizer.weight_decay=-1"],
      "the optimizer refuses optimizer.*: Invalid weight_decay value: -1"),
+    # before: accepted; the first learning rates negative (gradient ascent), or a
+    # ZeroDivisionError after the last iteration
+    (["lr_multiplier.warmup_factor=-1"], "the learning rate of lr_multiplier (times optimizer.lr) "
+     "is -0.002 at iteration 0: it must be a finite number >= 0 (a negative one is gradient "
+     "ascent)"),
+    (["lr_multiplier.scheduler.power=-0.9"], "lr_multiplier (times optimizer.lr): no learning "
+     "rate at iteration 800 (ZeroDivisionError: 0.0 cannot be raised to a negative power)"),
 ])
 def test_a_python_config_value_error_names_the_key_the_user_wrote(opts, message):
     """The run's checks of a Python config name its keys (before: SOLVER.MAX_ITER=0 for
@@ -212,6 +219,21 @@ def test_a_python_config_value_error_names_the_key_the_user_wrote(opts, message)
     with pytest.raises(ConfigError) as e:
         check_config(load_any_config(DEMO_PY, opts), train=True)
     assert str(e.value) == message and "SOLVER" not in str(e.value)
+
+
+def test_a_yaml_schedule_with_a_negative_learning_rate_is_one_error_naming_its_keys():
+    """A negative SOLVER.GAMMA made the learning rate negative from the first iteration
+    (measured: -2.04e-06 at iteration 1 of the demo config with WarmupMultiStepLR), silently."""
+    from conftest import demo_config
+    from pointrend_seg.config import ConfigError
+    from pointrend_seg.engine.run import check_config
+
+    with pytest.raises(ConfigError, match=r"^the learning rate of SOLVER.BASE_LR / "
+                       r"LR_SCHEDULER_NAME / WARMUP_\* / STEPS / GAMMA / POLY_LR_POWER is -"):
+        check_config(demo_config("SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR",
+                                 "SOLVER.STEPS", "(10,)", "SOLVER.GAMMA", "-0.1"), train=True)
+    check_config(demo_config("SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS",
+                             "(10,)", "SOLVER.GAMMA", "0.1"), train=True)
 
 
 def test_a_yaml_value_the_optimizer_refuses_is_one_error_naming_its_keys():

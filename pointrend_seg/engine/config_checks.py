@@ -7,9 +7,9 @@ import math
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import is_int, is_number, raise_config_problems
+from ..config import ConfigError, is_int, is_number, raise_config_problems
 
-__all__ = ["check_dataset_config", "check_solver_config"]
+__all__ = ["check_dataset_config", "check_lr_schedule", "check_solver_config"]
 
 
 def check_solver_config(cfg, names=None) -> None:
@@ -52,6 +52,38 @@ def check_solver_config(cfg, names=None) -> None:
             is_number(power) and math.isfinite(power) and power >= 0):
         problems.append(f"SOLVER.POLY_LR_POWER={power!r} must be a number >= 0")
     raise_config_problems(problems)
+
+
+def check_lr_schedule(scheduler, max_iter: int, keys: str, samples: int = 2000) -> None:
+    """
+    The learning rates of a Detectron2 LR ``scheduler`` (its ``get_lr()`` at ``last_epoch``) at
+    the first of ``max_iter`` iterations, the last, the step after it (which the trainer computes
+    too) and up to ``samples`` evenly spaced between must be finite numbers >= 0; the scheduler
+    is left as it was. Why: a negative rate is gradient ascent, silently (a negative warmup
+    factor, ``SOLVER.GAMMA``), and a negative poly power a ZeroDivisionError at the end.
+
+    Raises:
+        ConfigError: naming ``keys`` (the settings of the schedule), the iteration and the rate.
+    """
+    if max_iter < 1:
+        return
+    last = scheduler.last_epoch
+    try:
+        for i in sorted({*range(0, max_iter, max(1, max_iter // samples)), max_iter - 1,
+                       max_iter}):
+            scheduler.last_epoch = i
+            try:
+                rates = scheduler.get_lr()
+            except ArithmeticError as e:
+                raise ConfigError(f"{keys}: no learning rate at iteration {i} "
+                                  f"({type(e).__name__}: {e})") from None
+            bad = [r for r in rates if not (is_number(r) and math.isfinite(r) and r >= 0)]
+            if bad:
+                raise ConfigError(f"the learning rate of {keys} is {bad[0]!r} at iteration {i}: "
+                                  "it must be a finite number >= 0 (a negative one is gradient "
+                                  "ascent)")
+    finally:
+        scheduler.last_epoch = last
 
 
 def check_dataset_config(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")) -> None:

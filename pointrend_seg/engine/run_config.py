@@ -30,7 +30,7 @@ from detectron2.solver import LRMultiplier
 from ..config import ConfigError, build_config, check_device, leaf_items
 from ..data import SemSegDatasetMapper
 from ..data.dataset_check import mapper_resizes
-from .config_checks import check_solver_config
+from .config_checks import check_lr_schedule, check_solver_config
 from .distributed import adapt_norm_to_world_size
 from .optimizer import build_optimizer
 from .train_step import LAZY_CONFIG_ADVICE, YAML_CONFIG_ADVICE, training_precision
@@ -45,6 +45,8 @@ class RunConfig:
     advice = YAML_CONFIG_ADVICE
     key_names = {}  # {settings key: the key the user writes}, for the messages
     optimizer_keys = "SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY"
+    schedule_keys = ("SOLVER.BASE_LR / LR_SCHEDULER_NAME / WARMUP_* / STEPS / GAMMA / "
+                     "POLY_LR_POWER")
 
     def __init__(self, cfg: CfgNode):
         self.config = self.settings = _with_dataset_values(cfg)
@@ -83,6 +85,14 @@ class RunConfig:
         return build_optimizer(self.settings, model)
 
     def build_lr_scheduler(self, optimizer):
+        """The LR scheduler (:meth:`_lr_scheduler`), whose learning rates over the run are
+        checked to be finite and >= 0 (:func:`.check_lr_schedule`, a ConfigError naming
+        ``schedule_keys``)."""
+        scheduler = self._lr_scheduler(optimizer)
+        check_lr_schedule(scheduler, self.settings.SOLVER.MAX_ITER, self.schedule_keys)
+        return scheduler
+
+    def _lr_scheduler(self, optimizer):
         """DeepLab's "WarmupPolyLR", else Detectron2's schedule ``SOLVER.LR_SCHEDULER_NAME``;
         a name neither knows is a ConfigError (Detectron2: a ValueError traceback)."""
         try:
@@ -120,6 +130,7 @@ class PythonRunConfig(RunConfig):
                  "SOLVER.AMP.PRECISION": "train.amp.precision",
                  "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers"}
     optimizer_keys = "optimizer.*"
+    schedule_keys = "lr_multiplier (times optimizer.lr)"
 
     def __init__(self, cfg: DictConfig):
         self.config = cfg
@@ -190,7 +201,7 @@ class PythonRunConfig(RunConfig):
         cfg.optimizer.params.model = model
         return instantiate(cfg.optimizer)
 
-    def build_lr_scheduler(self, optimizer):
+    def _lr_scheduler(self, optimizer):
         """``lr_multiplier`` (an fvcore parameter scheduler over the run) as Detectron2's
         ``LRMultiplier`` over ``train.max_iter`` iterations."""
         return LRMultiplier(optimizer, instantiate(self.config.lr_multiplier),
