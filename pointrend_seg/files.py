@@ -82,11 +82,12 @@ def temp_folder(folder, name: str) -> str:
 
 def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool = True):
     """
-    Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or UTF-8 text
-    with ``binary=False``, newlines as written) of a temporary file in the same directory, which is
+    Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or UTF-8 text with
+    ``binary=False``, newlines as written) of a temporary file in the same directory, which is
     flushed, fsync-ed and renamed to ``path`` only if ``write_fn`` returned normally. On any error
     the temporary file is removed, ``path`` keeps its previous content (or stays absent), and the
-    error propagates. The file gets the permissions of the umask (not mkstemp's 0600).
+    error propagates (a KeyboardInterrupt as itself, whatever the writer raised after it). The file
+    gets the permissions of the umask (not mkstemp's 0600).
 
     With ``commit=False`` the file is written but not renamed: the returned :class:`PendingWrite`
     does that (or deletes it) later.
@@ -98,8 +99,15 @@ def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool 
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         pending.discard()
+        # A Ctrl-C stays one, also when the writer's clean-up fails because of it (torch.save's
+        # zip writer then raises "unexpected pos" over the KeyboardInterrupt).
+        cause = e
+        while not isinstance(cause, KeyboardInterrupt) and cause.__context__ is not None:
+            cause = cause.__context__
+        if cause is not e and isinstance(cause, KeyboardInterrupt):
+            raise cause from None
         raise
     if commit:
         try:
