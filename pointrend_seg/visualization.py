@@ -223,14 +223,17 @@ def draw_sem_seg_figure(
         for _, texts in drawn:
             for t in texts or []:
                 t.remove()  # names on every panel, or on none
-        for out in (vis.output for vis in panels if legend_inside):
-            positions, legend_w, legend_h = _legend_layout(legend_names, font_px,
-                                                           out.width * out.scale)
-            unit = 1.0 / out.scale
-            out.ax.add_patch(Rectangle((0, 0), legend_w * unit, legend_h * unit,
-                                       facecolor="black", alpha=0.6, edgecolor="none", zorder=10))
-            _draw_legend(out.ax, legend_names, legend_colors, positions, font_px, out.dpi, unit,
-                         "white")
+        if legend_inside:
+            for vis in panels:
+                out = vis.output
+                positions, legend_w, legend_h = _legend_layout(legend_names, font_px,
+                                                               out.width * out.scale)
+                unit = 1.0 / out.scale
+                out.ax.add_patch(Rectangle((0, 0), legend_w * unit, legend_h * unit,
+                                           facecolor="black", alpha=0.6, edgecolor="none",
+                                           zorder=10))
+                _draw_legend(out.ax, legend_names, legend_colors, positions, font_px, out.dpi,
+                             unit, "white")
     images = [vis.output.get_image() for vis in panels]
     if photo:
         images.insert(0, Visualizer(image_rgb, scale=scale).output.get_image())
