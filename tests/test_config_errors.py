@@ -166,6 +166,10 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
     # before: a ValueError traceback when evaluating after training; a band silently of 1 px
     (_config_only, "TEST.BOUNDARY_EVAL.BF_TOLERANCE", "-0.0075"),
     (_config_only, "TEST.BOUNDARY_EVAL.BIOU_DILATION", "-0.02"),
+    # before: a warning threshold above 1 never warned, below 0 always; -1 readers silently 1
+    (_config_only, "DATASETS.CHECK.MAX_IGNORED_FRACTION", "1.5"),
+    (_config_only, "DATASETS.CHECK.MAX_IGNORED_FRACTION", "-0.1"),
+    (_config_only, "DATASETS.CHECK.NUM_WORKERS", "-1"),
     (_inference, "MODEL.INFERENCE.CHANNELS_LAST", "'sometimes'"),
     (_inference, "MODEL.INFERENCE.COMPILE", "'fast'"),
     (_train_mapper, "INPUT.CROP.SIZE", "(0.0, 0.0)"),
@@ -173,7 +177,8 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
 ]
 
 
-@pytest.mark.parametrize("where, key, value", BAD_VALUES, ids=[k for _, k, _ in BAD_VALUES])
+@pytest.mark.parametrize("where, key, value", BAD_VALUES,
+                         ids=[f"{k}={v}" for _, k, v in BAD_VALUES])
 def test_every_bad_value_is_a_config_error_naming_its_key(where, key, value):
     extra = []
     if key.startswith("INPUT.CROP"):

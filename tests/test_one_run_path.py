@@ -208,6 +208,10 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
      "ascent)"),
     (["lr_multiplier.scheduler.power=-0.9"], "lr_multiplier (times optimizer.lr): no learning "
      "rate at iteration 800 (ZeroDivisionError: 0.0 cannot be raised to a negative power)"),
+    # before: accepted; the check's warning never given
+    (["train.dataset_check.max_ignored_fraction=2"], "train.dataset_check.max_ignored_fraction=2 "
+     "must be in [0, 1] (the share of ignored label pixels above which the check warns) "
+     "(check_dataset's max_ignored_fraction)"),
 ])
 def test_a_python_config_value_error_names_the_key_the_user_wrote(opts, message):
     """The run's checks of a Python config name its keys (before: SOLVER.MAX_ITER=0 for

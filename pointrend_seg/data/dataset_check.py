@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..config import DEFAULT_MAX_IMAGE_PIXELS, check_arguments, is_int, is_number
 from ..files import atomic_write
 from .augmentations import build_sem_seg_augmentations
 from .readers import (BadInputError, check_image_size, check_label_size, check_label_values,
@@ -355,6 +355,22 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
     return problems, values
 
 
+def check_options(num_workers, max_ignored_fraction, names=None) -> None:
+    """The options of :func:`check_dataset_dicts` a config sets: ``num_workers`` None or an
+    integer >= 0, ``max_ignored_fraction`` in [0, 1]; else one ConfigError naming the keys
+    (``DATASETS.CHECK.*``, or as ``names`` maps them, e.g. a Python config's) (before: a threshold
+    above 1 never warned, below 0 always; -1 readers read as 1)."""
+    names = names or {}
+    check_arguments("check_dataset", [
+        (names.get(key, key), argument, value, ok, rule) for key, argument, value, ok, rule in (
+            ("DATASETS.CHECK.NUM_WORKERS", "num_workers", num_workers,
+             num_workers is None or (is_int(num_workers) and num_workers >= 0),
+             "an integer >= 0 (0: one reader per CPU)"),
+            ("DATASETS.CHECK.MAX_IGNORED_FRACTION", "max_ignored_fraction", max_ignored_fraction,
+             is_number(max_ignored_fraction) and 0 <= max_ignored_fraction <= 1,
+             "in [0, 1] (the share of ignored label pixels above which the check warns)"))])
+
+
 def check_dataset_dicts(
     dicts: Sequence[dict], *, dataset_name: str, class_names: Sequence[str], ignore_label: int,
     require_labels: bool = True, num_workers: Optional[int] = None, cache_dir: Optional[str] = None,
@@ -388,6 +404,7 @@ def check_dataset_dicts(
     Returns:
         DatasetReport
     """
+    check_options(num_workers, max_ignored_fraction)
     start = time.perf_counter()
     num_classes = len(class_names)
     cache_file = _cache_path(cache_dir or default_cache_dir(), dataset_name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet
 
 from ..config import check_pointrend_seg_keys
-from ..data.dataset_check import DatasetReport
+from ..data.dataset_check import DatasetReport, check_options
 from ..evaluation.boundary import check_boundary_options
 from .config_checks import check_dataset_config
 from .data_checks import check_run_datasets, skipped_images
@@ -46,10 +46,10 @@ def check_config(cfg, *, train: bool = True):
     """
     Every check that needs only the config (either kind), reading no dataset file and writing
     nothing: pointrend_seg's keys, for training the solver keys and the precision, the boundary
-    evaluation's widths, and the parts built on the CPU - the model (each component checks its
-    own keys) and, for training, the optimizer and the LR schedule. ``tools/train_net.py`` runs
-    it before ``OUTPUT_DIR/config.yaml`` is written, so a start that fails here leaves a run
-    folder as it was.
+    evaluation's widths, the dataset check's options, and the parts built on the CPU - the model
+    (each component checks its own keys) and, for training, the optimizer and the LR schedule.
+    ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml`` is written, so a start that
+    fails here leaves a run folder as it was.
 
     Returns:
         (model, optimizer): on the CPU; the optimizer is None unless ``train``.
@@ -64,6 +64,8 @@ def check_config(cfg, *, train: bool = True):
     boundary = run.settings.TEST.BOUNDARY_EVAL
     if boundary.ENABLED:  # what the evaluation after training would refuse
         check_boundary_options(boundary.BF_TOLERANCE, boundary.BIOU_DILATION)
+    check_options(run.settings.DATASETS.CHECK.NUM_WORKERS,
+                  run.settings.DATASETS.CHECK.MAX_IGNORED_FRACTION, run.key_names)
     model, optimizer = run.build_model(device="cpu"), None
     if train:
         optimizer = run.build_optimizer(model)

@@ -128,7 +128,9 @@ class PythonRunConfig(RunConfig):
                  "TEST.EVAL_PERIOD": "train.eval_period",
                  "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size",
                  "SOLVER.AMP.PRECISION": "train.amp.precision",
-                 "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers"}
+                 "DATALOADER.NUM_WORKERS": "dataloader.train.num_workers",
+                 "DATASETS.CHECK.NUM_WORKERS": "train.dataset_check.num_workers",
+                 "DATASETS.CHECK.MAX_IGNORED_FRACTION": "train.dataset_check.max_ignored_fraction"}
     optimizer_keys = "optimizer.*"
     schedule_keys = "lr_multiplier (times optimizer.lr)"
 
