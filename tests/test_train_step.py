@@ -46,12 +46,15 @@ def model_and_batch():
 def test_autocast_training_step_computes_the_float32_losses_in_low_precision(
         model_and_batch, precision):
     model, batch = model_and_batch
+    if precision == "float16":  # float16 is slow on a CPU: 20-25 s for the whole batch, 6 s for
+        batch = [dict(d, image=d["image"][:, :64, :64], sem_seg=d["sem_seg"][:64, :64])
+                 for d in batch]  # the top-left 64x64 of its two 128x128 images
     ref_losses, ref_model, _ = _one_step(demo_config(*OPTS), model, batch)
     cfg = demo_config(*OPTS, "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", precision)
     losses, updated, step = _one_step(cfg, model, batch)
     # It computed the float32 losses (measured over 3 seeds, 1 and 2 threads: relative
-    # differences <= 2.2e-4 with bf16, <= 7.3e-5 with fp16), and it did run in low precision
-    # (not silently in float32: some loss differs).
+    # differences <= 2.2e-4 with bf16, <= 3.5e-4 with fp16 on the 64x64 crops), and it did run
+    # in low precision (not silently in float32: some loss differs).
     for name, value in losses.items():
         assert value == pytest.approx(ref_losses[name], rel=0.02), name
     assert any(value != ref_losses[name] for name, value in losses.items())
