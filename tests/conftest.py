@@ -94,6 +94,18 @@ def demo_config(*opts):
 
 
 @pytest.fixture(scope="session")
+def random_weights(tmp_path_factory):
+    """A checkpoint of the demo model with random weights (seed 0): for the tools, which refuse
+    to run a model without weights, where the test is not about what the model predicts."""
+    from detectron2.modeling import build_model
+
+    path = tmp_path_factory.mktemp("weights") / "random.pth"
+    torch.manual_seed(0)
+    torch.save({"model": build_model(demo_config()).state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def trained_demo_model(tmp_path_factory):
     """
     (cfg, model): the demo model trained for FIXTURE_TRAIN_ITERS iterations, in eval mode; its

@@ -303,3 +303,28 @@ def test_cli_exits_non_zero_when_nothing_was_measured(repo_root, capsys):
                    "--warmup", "0", "--models", "ours_pointrend", "--quiet",
                    "--ours-config", "no/such_config.yaml"])
     assert "fails: FileNotFoundError" in capsys.readouterr().out
+
+
+def test_report_paths_of_a_folder_and_an_output_that_is_a_file(repo_root, tmp_path, capsys):
+    """--output DIR/ (or an existing folder) writes DIR/benchmark.json and .md (before: the hidden
+    files DIR/.json and DIR/.md); an --output inside a file is refused before the benchmark runs
+    (before: a FileExistsError traceback after it ran, its results lost)."""
+    from benchmarks.report import report_paths
+
+    folder = tmp_path / "results"
+    assert report_paths(f"{folder}/") == (f"{folder}/benchmark.json", f"{folder}/benchmark.md")
+    folder.mkdir()
+    assert report_paths(str(folder)) == (str(folder / "benchmark.json"),
+                                         str(folder / "benchmark.md"))
+    assert report_paths(str(tmp_path / "r.json")) == (str(tmp_path / "r.json"),
+                                                      str(tmp_path / "r.md"))
+    assert report_paths(str(tmp_path / "r")) == (str(tmp_path / "r.json"), str(tmp_path / "r.md"))
+    tool = _load_tool(repo_root)
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    for output, message in [(f"{afile}/r", f"--output {afile}/r: {afile} is a file"),
+                            (f"{afile}/", f"--output {afile}/ is a file")]:
+        with pytest.raises(SystemExit) as info:
+            tool.parse_args(["--device", "cpu", "--output", output])
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert tool.parse_args(["--output", str(folder)]).output == str(folder)

@@ -345,6 +345,14 @@ def test_bad_inputs_fail_clearly(recorded_names, tmp_path):
         + ["MODEL.WEIGHTS", "w.pth"])
     assert "OpenCV cannot open webcam 7" in _demo_error(
         ["--config-file", DEMO_CONFIG, "--input", "7"] + out + ["MODEL.WEIGHTS", "w.pth"])
+    # an --output that is a file (or inside one): refused before the model is built (before:
+    # a FileExistsError traceback)
+    (tmp_path / "afile").write_text("precious")
+    for output in ("afile", "afile/sub"):
+        assert f"--output {tmp_path / output}" in _demo_error(
+            ["--config-file", DEMO_CONFIG, "--input", _val(1)[0]["file_name"], "--output",
+             str(tmp_path / output), "MODEL.WEIGHTS", "w.pth"])
+    assert (tmp_path / "afile").read_text() == "precious"
 
 
 def test_demo_pictures_and_masks_are_written_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -79,10 +79,11 @@ def test_export_refuses_what_it_cannot_export():
         export_program(_model(), torch.zeros(1, 3, 16, 64))
 
 
-def test_export_tool_refuses_a_bad_size_with_one_line(tmp_path):
+def test_export_tool_refuses_a_bad_size_with_one_line(tmp_path, random_weights):
     proc = tool_process.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "export_model.py"), "--config-file",
-         DEMO_CONFIG, "--output", str(tmp_path), "--check-size", "12x34x5"], timeout=300)
+         DEMO_CONFIG, "--output", str(tmp_path), "--check-size", "12x34x5", "--weights",
+         random_weights], timeout=300)
     assert proc.returncode == 2
     assert "export_model.py: error: --check-size takes HEIGHTxWIDTH" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -181,7 +182,8 @@ def _earlier_export(out):
     return files
 
 
-def test_export_that_fails_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch, capsys):
+def test_export_that_fails_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch, capsys,
+                                                              random_weights):
     """
     A re-export into a folder that holds an earlier one and fails half-way (here the ONNX step,
     after the program was written) changes none of the earlier files and leaves nothing else
@@ -200,13 +202,14 @@ def test_export_that_fails_leaves_the_earlier_export_as_it_was(tmp_path, monkeyp
     out = tmp_path / "exported"
     earlier = _earlier_export(out)
     status = export_model.main(["--config-file", DEMO_CONFIG, "--output", str(out),
-                                "--check-size", "64x64", "--no-check"])
+                                "--check-size", "64x64", "--no-check", "--weights",
+                                random_weights])
     assert status == 2 and "ONNX export needs onnx and onnxscript" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
 
 
 def test_export_replaces_the_earlier_files_and_names_one_it_did_not_write(tmp_path, monkeypatch,
-                                                                         caplog):
+                                                                         caplog, random_weights):
     """A re-export replaces the files it writes, leaves no temporary files, and warns about an
     earlier export's file it did not replace (another --format). The staging folder a killed
     export left is removed (before: kept for ever); one of a live process is not."""
@@ -224,7 +227,7 @@ def test_export_replaces_the_earlier_files_and_names_one_it_did_not_write(tmp_pa
     monkeypatch.setattr(export_model.logger, "handlers", [caplog.handler])
     status = export_model.main(["--config-file", DEMO_CONFIG, "--output", str(out),
                                 "--check-size", "64x64", "--no-check", "--format",
-                                "torch_export"])
+                                "torch_export", "--weights", random_weights])
     assert status == 0
     assert sorted(p.name for p in out.iterdir()) == [
         ".export.tmp.1.0123abcd", "export.json", "model.onnx", "model.pt2"]
@@ -234,3 +237,123 @@ def test_export_replaces_the_earlier_files_and_names_one_it_did_not_write(tmp_pa
     program = load_exported_program(str(out / "model.pt2")).module()
     assert program(torch.rand(1, 3, 8, 8)).shape == (1, 5, 8, 8)
     assert "model.onnx is from an earlier export" in caplog.text
+
+
+def _export(out, *args, weights=None):
+    """tools/export_model.py (the program replaced by a tiny one, no check) as the command line
+    runs it: (exit status, stderr lines)."""
+    import export_model
+    from pointrend_seg.engine.cli import run_tool
+
+    argv = ["--config-file", DEMO_CONFIG, "--output", str(out), "--check-size", "64x64",
+            "--no-check", "--format", "torch_export", *args]
+    return run_tool(lambda: export_model.main(argv + (["--weights", weights] if weights else [])),
+                    prog="export_model.py")
+
+
+def test_export_refuses_a_model_without_weights(tmp_path, monkeypatch, capsys):
+    """Before: a WARNING, then the randomly initialised model written, exit 0, "weights": ""."""
+    import export_model
+
+    monkeypatch.setattr(export_model, "export_program", _tiny_program)
+    out = tmp_path / "exported"
+    assert _export(out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("export_model.py: error: MODEL.WEIGHTS is empty: give the trained "
+                              "model, e.g. --run OUTPUT_DIR, --weights ")
+    assert "train.init_checkpoint=" in err[-1] and not out.exists()
+
+
+def test_export_class_names_that_do_not_fit_are_an_error(tmp_path, monkeypatch, capsys,
+                                                         random_weights, prefix):
+    """--classes / --register-folder names that are not the model's 5 classes: one line, exit 2,
+    nothing written (before: a warning and "classes": null, exit 0). Only with no names given
+    and none known does export.json get "classes": null, with the warning."""
+    import export_model
+
+    monkeypatch.setattr(export_model, "export_program", _tiny_program)
+    out = tmp_path / "exported"
+    huge = tmp_path / "names.txt"
+    huge.write_text("x\n" * (5 << 19))  # 5 MiB
+    images, masks = tmp_path / "img", tmp_path / "mask"
+    images.mkdir(), masks.mkdir()
+    for given, message in [
+            (["--classes", "a,b,c"], "has 3 class names but the model predicts "
+                                     "MODEL.SEM_SEG_HEAD.NUM_CLASSES=5 classes"),
+            (["--classes", str(huge)], f"class names file {huge} is larger than 4 MiB"),
+            (["--register-folder", f"{prefix}_three", str(images), str(masks), "a,b,c"],
+             f"dataset '{prefix}_three' has 3 class names")]:
+        assert _export(out, *given, weights=random_weights) == 2, given
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("export_model.py: error: ") and message in err[-1], err
+        assert not out.exists()
+    # the fallback: nothing given, the config's datasets not registered -> a warning, no names
+    assert _export(out, "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
+                   weights=random_weights) == 0
+    assert json.loads((out / "export.json").read_text())["classes"] is None
+    assert "export.json will have no class names" in capsys.readouterr().err
+
+
+class _FullDiskFile:
+    """A file whose writes fail with ENOSPC (a full disk)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("full", ["model.pt2", "export.json"])
+def test_export_on_a_full_disk_is_one_line_and_the_earlier_export_stays(
+        tmp_path, monkeypatch, capsys, random_weights, full):
+    """
+    The disk fills while the program (torch's zip writer) or export.json is written: one line,
+    exit 1, the earlier export byte for byte, no staging folder. Before: writing model.pt2
+    aborted the process in C++ (exit 134, "terminate called after throwing an instance of
+    'c10::Error' ... unexpected pos"): the archive is now made in memory and written by Python.
+    """
+    import builtins
+
+    import export_model
+    import pointrend_seg.files
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return _FullDiskFile(f) if full in os.path.basename(path) and "r" not in mode else f
+
+    monkeypatch.setattr(export_model, "export_program", _tiny_program)
+    for module in (export_model, pointrend_seg.files):
+        monkeypatch.setattr(module, "open", full_disk_open, raising=False)
+    out = tmp_path / "exported"
+    earlier = _earlier_export(out)
+    assert _export(out, weights=random_weights) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"export_model.py: error: no space left on the device while writing the "
+                       f"export into {out}: nothing of it was published, an earlier export there "
+                       "is as it was; free some space and export again")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+
+
+def test_export_refuses_an_output_that_is_a_file_before_loading(tmp_path, capsys,
+                                                                random_weights):
+    """Before: a FileExistsError traceback once the model was loaded."""
+    afile = tmp_path / "afile"
+    afile.write_text("precious")
+    assert _export(afile, weights=random_weights) == 2
+    assert _export(afile / "sub", weights=random_weights) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"export_model.py: error: --output {afile} is a file, not a folder; give another --output",
+        f"export_model.py: error: --output {afile / 'sub'}: {afile} is a file, not a folder; "
+        "give another --output"]
+    assert afile.read_text() == "precious"

@@ -26,8 +26,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from detectron2.modeling import build_model
-
 from pointrend_seg import model_zoo
 from pointrend_seg.config import ConfigError, build_config
 from pointrend_seg.data import BadInputError, SemSegDatasetMapper, check_dataset, read_image_file
@@ -206,14 +204,6 @@ def test_disk_full_names_the_file_and_the_intact_checkpoint(tmp_path, monkeypatc
 # ------------------------------------------------------------------------------------------------
 # 3. Memory follows the model's input (before: 125 bytes per input pixel, 19.5 GB at 12000^2)
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def random_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "random.pth"
-    torch.manual_seed(0)
-    torch.save({"model": build_model(demo_config()).state_dict()}, path)
-    return str(path)
-
-
 def _demo_peak_rss(inputs, output, weights, *extra):
     """Run tools/demo.py in a subprocess; its exit status, stderr and peak RSS (bytes)."""
     code = (
@@ -535,10 +525,10 @@ def test_batch_larger_than_the_dataset_warns(prefix, tmp_path, caplog):
                for r in caplog.records)
 
 
-def test_export_size_range_is_checked_against_the_stride(tmp_path, capsys):
+def test_export_size_range_is_checked_against_the_stride(tmp_path, capsys, random_weights):
     # before: torch tracebacks from the exporter
     status = export_model.main(["--config-file", DEMO_CONFIG, "--output", str(tmp_path),
-                                "--min-size", "1", "--no-check"])
+                                "--min-size", "1", "--no-check", "--weights", random_weights])
     assert status == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(

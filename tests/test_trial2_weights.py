@@ -181,6 +181,35 @@ def test_hostile_pkl_runs_nothing_in_the_tools(tmp_path, small_png, tool, args):
     assert not marker.exists()
 
 
+def test_a_folder_given_as_weights_is_one_error_naming_it(tmp_path, small_png, capsys):
+    """--weights / MODEL.WEIGHTS that is a folder: one error naming it and the file to give (and
+    --run for a run folder); the tools end with one line, exit 2. Before: fvcore's
+    "AssertionError: Checkpoint DIR not found!" and a traceback, exit 1."""
+    import demo
+
+    folder = tmp_path / "wdir"
+    folder.mkdir()
+    expected = (f"checkpoint {folder} is a folder; give the checkpoint file, e.g. "
+                f"{folder / 'model_final.pth'}")
+    with pytest.raises(CheckpointReadError) as info:
+        load_inference_model(demo_config(), weights=str(folder))
+    assert str(info.value) == expected
+    (folder / "last_checkpoint").write_text("model_0000009.pth")  # a run folder
+    expected += (" (it is a run folder: tools/demo.py and tools/export_model.py take it whole as "
+                 f"--run {folder})")
+    with pytest.raises(CheckpointReadError) as info:
+        build_predictor(demo_config("MODEL.WEIGHTS", str(folder)))
+    assert str(info.value) == expected
+    for tool, argv in [
+            (demo, ["--input", small_png, "--output", str(tmp_path / "pictures")]),
+            (export_model, ["--output", str(tmp_path / "exported"), "--no-check"])]:
+        status = run_tool(lambda: tool.main(["--config-file", DEMO_CONFIG, "--weights",
+                                             str(folder), *argv]), prog="tool.py")
+        line = capsys.readouterr().err.splitlines()[-1]
+        assert status == 2 and line.endswith(f".py: error: {expected}"), line
+    assert not (tmp_path / "exported").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. --resume: the file Detectron2 opens, and no skipping past an unsafe checkpoint
 # ------------------------------------------------------------------------------------------------

@@ -27,11 +27,13 @@ demo/vit_pointrend_synthetic.py).
 """
 import argparse
 import logging
+import os
 import sys
 
 import torch
 
 from benchmarks import core as bench  # tools/benchmarks, beside this script
+from pointrend_seg.engine.cli import ToolUsageError, refuse_output_folder_over_a_file
 
 
 def parse_args(argv=None):
@@ -74,9 +76,17 @@ def parse_args(argv=None):
                    help="config of ours_deeplabv3")
     p.add_argument("--narrow", action="store_true",
                    help="narrow R-50 variants of all models: a quick smoke test, not for reporting")
-    p.add_argument("--output", help="write OUTPUT.json and OUTPUT.md")
+    p.add_argument("--output", help="write OUTPUT.json and OUTPUT.md; an OUTPUT ending in / or "
+                   "an existing folder: OUTPUT/benchmark.json and OUTPUT/benchmark.md")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.output:  # checked before the benchmark runs, not after (its results lost)
+        try:
+            refuse_output_folder_over_a_file(args.output, "--output",
+                                             is_folder=args.output.endswith(("/", os.sep)))
+        except ToolUsageError as e:
+            p.error(str(e))
+    return args
 
 
 def main(argv=None):

@@ -80,6 +80,8 @@ from pointrend_seg.engine.cli import (
     config_from_args,
     debug_requested,
     parse_tool_args,
+    refuse_output_folder_over_a_file,
+    require_weights,
     run_tool,
     setup_tool_output,
 )
@@ -347,11 +349,8 @@ def main(argv=None):
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
     view = run.settings  # the settings read below
-    if not weights:
-        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. --run "
-                          "OUTPUT_DIR, --weights output/model_final.pth or MODEL.WEIGHTS "
-                          "output/model_final.pth (Python configs: "
-                          "train.init_checkpoint=output/model_final.pth)")
+    require_weights(weights)
+    refuse_output_folder_over_a_file(args.output)
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
     names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])

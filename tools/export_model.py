@@ -30,9 +30,13 @@ weights (batch norm folded in unless MODEL.INFERENCE.FOLD_BN False). Height and 
 (Python loops around the exported whole-image model; the tool refuses a config with them on) and
 the resizing to INPUT.MIN_SIZE_TEST that DefaultPredictor does before the model.
 
-MODEL.WEIGHTS must fill every tensor of the config's model (else one error naming the tensors
-missing or of another shape; --partial-weights exports anyway). An --output whose files would
-replace the config, the weights or a --check-image file is refused.
+MODEL.WEIGHTS (--weights, --run) must be given - the tool does not export a randomly initialised
+model - and fill every tensor of the config's model (else one error naming the tensors missing or
+of another shape; --partial-weights exports anyway). Class names that are given (--classes,
+--register-folder) or carried by the checkpoint but are not the model's classes are an error;
+with none given or known, export.json has "classes": null and the tool warns. An --output that
+is a file, or whose files would replace the config, the weights or a --check-image file, is
+refused; a full disk is one line, exit 1, with an earlier export left as it was.
 
 The check runs every exported file (ONNX with onnxruntime) on random images of each --check-size
 and on each --check-image file at its own size, and compares with the eager model: the largest
@@ -56,10 +60,10 @@ import pointrend_seg  # noqa: F401  (first: registers the components, imports De
 
 from detectron2.utils.logger import setup_logger
 
-from pointrend_seg.config import ConfigError
-from pointrend_seg.data import read_image_file
+from pointrend_seg.data import NoClassNamesError, read_image_file
 from pointrend_seg.engine import load_inference_model
-from pointrend_seg.files import remove_stale_temp_files, temp_folder
+from pointrend_seg.evaluation import ResultWriteError
+from pointrend_seg.files import is_disk_full, remove_stale_temp_files, temp_folder
 from pointrend_seg.engine.cli import (
     INPUT_ERRORS,
     add_class_name_arguments,
@@ -70,7 +74,9 @@ from pointrend_seg.engine.cli import (
     config_from_args,
     debug_requested,
     parse_tool_args,
+    refuse_output_folder_over_a_file,
     refuse_output_over_inputs,
+    require_weights,
     run_tool,
     setup_tool_output,
 )
@@ -81,6 +87,7 @@ from pointrend_seg.modeling.export import (
     compare_logits,
     export_onnx,
     export_program,
+    save_exported_program,
 )
 
 logger = logging.getLogger("pointrend_seg.export")
@@ -144,11 +151,12 @@ def check_inputs(args, cfg):
 
 def class_names(run, args, weights=None):
     """The model's class names (--classes, --register-folder, the checkpoint's, the config's
-    datasets), or None: export does not need them, but export.json is where a deployment finds
-    them."""
+    datasets), or None when none are given or known: export does not need them, but export.json
+    is where a deployment finds them. Names that are given or found but do not fit the model
+    (another number, a file that is no list of names) are a ConfigError."""
     try:
         return class_names_for(run, args, weights)[0]
-    except ConfigError as e:
+    except NoClassNamesError as e:
         logger.warning("export.json will have no class names (give them with --classes a,b,c "
                        "or a text file, or --register-folder as for training): %s", e)
         return None
@@ -169,6 +177,21 @@ def main(argv=None) -> int:
     setup_logger(name="pointrend_seg")
     with contextlib.ExitStack() as cleanup:  # the staging folder, whatever happens
         return export(args, argv, cleanup)
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(output):
+    """A full disk (or quota) while the export is written into ``output``: a
+    :class:`ResultWriteError` (one line, exit 1) instead of the OSError's traceback."""
+    try:
+        yield
+    except BaseException as e:
+        if is_disk_full(e):
+            raise ResultWriteError(
+                f"no space left on the device while writing the export into {output}: nothing "
+                "of it was published, an earlier export there is as it was; free some space "
+                "and export again") from None
+        raise
 
 
 def publish(staging, output, files):
@@ -194,6 +217,8 @@ def export(args, argv, cleanup) -> int:
     try:
         # exported on CPU; the ONNX / program runs anywhere
         run, weights = config_from_args(args, device="cpu")
+        require_weights(weights)  # not a randomly initialised model (as the demo)
+        refuse_output_folder_over_a_file(args.output)
         cfg = run.settings  # the settings read below
         names = class_names(run, args, weights)
         inputs = check_inputs(args, cfg)
@@ -205,13 +230,13 @@ def export(args, argv, cleanup) -> int:
         read.update((f"--check-image file {i + 1}", path)
                     for i, path in enumerate(args.check_images))
         refuse_output_over_inputs([os.path.join(args.output, name) for name in OUTPUT_FILES], read)
-        if not weights:
-            logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
         model = load_inference_model(run, weights=weights, partial_weights=args.partial_weights)
         check_size_range(args.min_size, args.max_size, model.size_divisibility)
         with torch.no_grad():
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
         handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
+        # exited after the staging folder's removal (registered below): its error is the last
+        cleanup.enter_context(disk_full_is_one_line(args.output))
         os.makedirs(args.output, exist_ok=True)
         remove_stale_temp_files(args.output)  # e.g. the staging folder of a killed export
         staging = temp_folder(args.output, "export")
@@ -222,7 +247,7 @@ def export(args, argv, cleanup) -> int:
             start = time.perf_counter()
             program = export_program(model, example, args.min_size, args.max_size)
             files["torch_export"] = os.path.join(args.output, "model.pt2")
-            torch.export.save(program, os.path.join(staging, "model.pt2"))
+            save_exported_program(program, os.path.join(staging, "model.pt2"))
             runners["torch_export"] = program.module()
             logger.info("torch.export program made in %.1f s", time.perf_counter() - start)
         if "onnx" in args.format:

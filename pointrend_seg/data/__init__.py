@@ -7,12 +7,12 @@ from .dataset_check import (DatasetCheckError, DatasetReport, check_dataset, che
 from .dataset_mapper import SemSegDatasetMapper
 from .ground_truth import GroundTruthReader
 from .label_map import apply_label_map, parse_label_map
-from .metadata import class_names_and_colors
+from .metadata import NoClassNamesError, class_names_and_colors
 from .readers import BadInputError, read_image_file, read_label_file
 
 __all__ = [
     "BadInputError", "DatasetCheckError", "DatasetReport", "GroundTruthReader",
-    "SemSegDatasetMapper", "apply_label_map", "build_sem_seg_augmentations", "check_dataset",
-    "check_dataset_dicts", "class_names_and_colors", "datasets", "parse_label_map",
+    "NoClassNamesError", "SemSegDatasetMapper", "apply_label_map", "build_sem_seg_augmentations",
+    "check_dataset", "check_dataset_dicts", "class_names_and_colors", "datasets", "parse_label_map",
     "raise_dataset_problems", "read_image_file", "read_label_file", "sem_seg_augmentations",
 ]

@@ -13,9 +13,14 @@ from ..config import ConfigError
 from .datasets.common import default_stuff_colors
 from .datasets.folder import parse_class_names
 
-__all__ = ["class_names_and_colors"]
+__all__ = ["NoClassNamesError", "class_names_and_colors"]
 
 logger = logging.getLogger(__name__)
+
+
+class NoClassNamesError(ConfigError):
+    """No class names were given and none are known (no registered dataset of the config has
+    any): the one case a tool that does not need them (the exporter) may go on without."""
 
 
 def _metadata_names(name):
@@ -51,8 +56,9 @@ def class_names_and_colors(
         (names, colours, a description of where the names came from)
 
     Raises:
-        ConfigError: no names anywhere (the message names the config's datasets that are not
-            registered in this process and the ways to give names), or their number is not
+        ConfigError: no names anywhere (:class:`NoClassNamesError`; the message names the
+            config's datasets that are not registered in this process and the ways to give
+            names), or their number is not
             ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (naming their source), or ``classes`` holds
             empty or duplicate names (:func:`~pointrend_seg.data.datasets.parse_class_names`).
     """
@@ -80,7 +86,7 @@ def class_names_and_colors(
     if found is None:
         where = (f"the config's datasets {unregistered} are not registered in this process (or "
                  "have no stuff_classes)" if unregistered else "the config names no dataset")
-        raise ConfigError(
+        raise NoClassNamesError(
             f"no class names for the {num_classes} classes of the model: {where}. Give them with "
             "--classes NAME,NAME,... (or a text file, one name per line), or register the "
             "training dataset as for training, e.g. --register-folder NAME IMAGE_DIR MASK_DIR "

@@ -290,6 +290,17 @@ def _without_query(path: str) -> str:
     return urlparse(path)._replace(query="").geturl() if "?" in path else path
 
 
+def _folder_given_as_checkpoint(folder: str) -> str:
+    """The message for a checkpoint path that is a folder (fvcore: "AssertionError: Checkpoint
+    ... not found!" and a traceback): the file to give instead, and ``--run`` for a run folder."""
+    example = os.path.join(folder, "model_final.pth")
+    run_folder = any(os.path.isfile(os.path.join(folder, name))
+                     for name in ("last_checkpoint", "config.yaml"))
+    return (f"checkpoint {folder} is a folder; give the checkpoint file, e.g. {example}"
+            + (f" (it is a run folder: tools/demo.py and tools/export_model.py take it whole as "
+               f"--run {folder})" if run_folder else ""))
+
+
 class SafeCheckpointer(DetectionCheckpointer):
     """
     Detectron2's ``DetectionCheckpointer``, made safe (module docstring). Saving can be switched
@@ -536,6 +547,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         if path and "://" not in path and not os.path.exists(opened):
             raise FileNotFoundError(f"checkpoint not found: {opened}"
                                     + (f" (from {path})" if opened != path else ""))
+        if path and "://" not in path and os.path.isdir(opened):
+            raise CheckpointReadError(_folder_given_as_checkpoint(opened))
         self._loading_path = path  # for the message of _check_backbone_coverage
         try:
             return super().load(path, *args, **kwargs)

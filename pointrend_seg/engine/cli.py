@@ -34,6 +34,7 @@ from .train_step import NonFiniteLossError
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "ToolUsageError",
            "add_class_name_arguments", "add_config_arguments", "add_partial_weights_argument",
            "class_names_for", "config_from_args", "refuse_output_over_inputs",
+           "refuse_output_folder_over_a_file", "require_weights",
            "add_register_folder_argument",
            "add_debug_argument", "debug_requested", "is_config_key",
            "overrides_last", "parse_tool_args",
@@ -75,6 +76,36 @@ def refuse_output_over_inputs(outputs, inputs) -> None:
                 raise OutputIsInputError(
                     f"{output} is the {what} ({path}): writing it would replace the input; "
                     "choose another output")
+
+
+def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
+                                     is_folder: bool = True) -> None:
+    """
+    Raise :class:`ToolUsageError` if the output folder ``output`` (``is_folder``; else a file
+    path or prefix, e.g. the benchmark's OUTPUT.json / OUTPUT.md), made later with its parents,
+    or a folder above it is an existing file. For a tool's start, before a model is built or a
+    benchmark runs (before: ``FileExistsError`` / ``NotADirectoryError`` tracebacks once the work
+    was done, its results lost).
+    """
+    path = os.path.abspath(output)
+    if not is_folder:
+        path = os.path.dirname(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        which = "" if path == os.path.abspath(output) else f": {path}"
+        raise ToolUsageError(f"{flag} {output}{which} is a file, not a folder; give another "
+                             f"{flag}")
+
+
+def require_weights(weights) -> None:
+    """Raise :class:`ConfigError` if ``weights`` (a tool's checkpoint) is empty: demo and export
+    would run a randomly initialised model."""
+    if not weights:
+        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. --run "
+                          "OUTPUT_DIR, --weights output/model_final.pth or MODEL.WEIGHTS "
+                          "output/model_final.pth (Python configs: "
+                          "train.init_checkpoint=output/model_final.pth)")
 
 
 def add_partial_weights_argument(parser):

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_write
+
 __all__ = ["ExportableSegmentor", "ExportError", "UnsafeProgramError", "check_size_range",
            "compare_logits", "dynamic_shapes", "export_onnx", "export_program",
-           "load_exported_program"]
+           "load_exported_program", "save_exported_program"]
 
 class ExportError(ValueError):
     """A model or setting that cannot be exported, with what to change."""
@@ -176,6 +178,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: in
         torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
                           output_names=["sem_seg"], external_data=False, dynamic_shapes=(names,),
                           **kwargs)
+    return path
+
+
+def save_exported_program(program, path: str) -> str:
+    """
+    ``torch.export.save(program, path)``, written whole or not at all
+    (:func:`pointrend_seg.files.atomic_write`). The archive is made in memory first: torch's zip
+    writer, given a file name, writes it from C++, and a full disk there aborted the process
+    (``terminate called after throwing an instance of 'c10::Error' ... unexpected pos``, exit
+    134) instead of raising; a failed write is now an ``OSError`` (ENOSPC) and ``path`` keeps its
+    previous content. Returns ``path``.
+    """
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
     return path
 
 

@@ -40,7 +40,7 @@ from .models import (
     default_model_specs,
     make_inputs,
 )
-from .report import format_markdown, write_report
+from .report import format_markdown, report_paths, write_report
 from .rows import add_ratios, fail_row, new_row
 from .timing import (
     AMP_MODES,
@@ -83,6 +83,7 @@ __all__ = [
     "make_optimizer",
     "measure_inference",
     "measure_training",
+    "report_paths",
     "run_benchmark",
     "run_head_comparison",
     "run_model_benchmarks",

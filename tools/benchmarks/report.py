@@ -4,13 +4,13 @@ of the whole result.
 """
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from pointrend_seg.files import atomic_write
 
 from .models import DESCRIPTIONS
 
-__all__ = ["derived_notes", "format_markdown", "write_report"]
+__all__ = ["derived_notes", "format_markdown", "report_paths", "write_report"]
 
 
 def _fmt(value, digits):
@@ -110,18 +110,31 @@ def format_markdown(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_paths(output: str) -> Tuple[str, str]:
+    """
+    (json, md) paths of the report for ``output``: ``<output>.json`` and ``<output>.md`` (a
+    trailing ``.json`` / ``.md`` in ``output`` is replaced), or, when ``output`` ends with a
+    slash or is an existing folder, ``<output>/benchmark.json`` and ``.md`` in it (before: the
+    hidden files ``<output>/.json`` and ``.md``).
+    """
+    if output.endswith(("/", os.sep)) or os.path.isdir(output):
+        stem = os.path.join(output, "benchmark")
+    else:
+        stem, ext = os.path.splitext(output)
+        if ext.lower() not in (".json", ".md"):
+            stem = output
+    return stem + ".json", stem + ".md"
+
+
 def write_report(report: Dict, output: str) -> List[str]:
     """
-    Write ``<output>.json`` and ``<output>.md`` (a trailing ``.json`` / ``.md`` in ``output`` is
-    replaced). Returns the two paths.
+    Write the report's JSON and Markdown to :func:`report_paths` of ``output`` (its folder made
+    if missing). Returns the two paths.
     """
-    stem, ext = os.path.splitext(output)
-    if ext.lower() not in (".json", ".md"):
-        stem = output
-    folder = os.path.dirname(stem)
+    json_path, md_path = report_paths(output)
+    folder = os.path.dirname(json_path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    json_path, md_path = stem + ".json", stem + ".md"
     markdown = format_markdown(report)
     atomic_write(json_path, lambda f: json.dump(report, f, indent=1, allow_nan=True), binary=False)
     atomic_write(md_path, lambda f: f.write(markdown), binary=False)
