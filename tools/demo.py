@@ -41,12 +41,18 @@ with photos DIR/STEM.png), or into the image or mask folder of a registered data
 or its masks/ with --save-masks), is refused before the model is built. Folders' files whose
 extension is not an image's (GIF included) or a video's are left out with a warning counting them.
 
-An input that cannot be read or predicted is reported with its file and reason and the others are
-still written; a video that ends before the frame count of its header (a truncated file) is
-written as far as it goes and reported too; a summary lists them. Exit status: 0 when every input
-was written whole, 1 when some were not, 2 for a bad config or command line, or when the only
-input is a video or webcam that cannot be used (one line, demo.py: error: ...; --debug shows the
-traceback).
+Every file is written whole or not at all: under a temporary name beside it, renamed over the
+earlier file of that name (or a link there, which is replaced, not written through) once complete;
+a video only once it has been read back with as many frames as were written (OpenCV reports no
+write error: a full disk gave a video without its index). Ctrl-C ends a webcam's stream (its
+video is written) and stops the demo anywhere else, the file being written left as it was.
+
+An input that cannot be read or predicted, or whose video cannot be written, is reported with its
+file and reason and the others are still written; a video that ends before the frame count of its
+header (a truncated file) is written as far as it goes and reported too; a summary lists them.
+Exit status: 0 when every input was written whole, 1 when some were not, 2 for a bad config or
+command line, or when the only input is a video or webcam that cannot be used (one line, demo.py:
+error: ...; --debug shows the traceback), 130 after Ctrl-C.
 """
 import argparse
 import gc
@@ -68,6 +74,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import ConfigError
 from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
+from pointrend_seg.files import remove_stale_temp_files
 from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
 from pointrend_seg.engine.cli import (
     OutputIsInputError,
@@ -86,6 +93,7 @@ from pointrend_seg.engine.cli import (
 from pointrend_seg.engine.media import (
     MediaSource,
     VideoReader,
+    VideoWriteError,
     VideoWriter,
     expand_inputs,
     write_label_png,
@@ -282,11 +290,15 @@ class Demo:
         reduced to at most ``max_side`` pixels wide and high like the pictures of images: the
         predictor sees the reduced frame, and masks (``save_masks``) keep the frame's size (the
         reduced frame's class ids scaled up, nearest). Frames of more than ``max_pixels`` are
-        refused from the header (:class:`VideoReader`).
+        refused from the header (:class:`VideoReader`). The video replaces OUTPUT/STEM.mp4 only
+        once written whole and read back (:class:`VideoWriter`). Ctrl-C ends a webcam's stream
+        (its video is written); for a video file it stops the demo (KeyboardInterrupt), the
+        earlier OUTPUT/STEM.mp4 kept.
 
         Returns:
-            None, or why the written video is incomplete (fewer frames read than its header
-            announces: a truncated file, which OpenCV just ends early).
+            None, or why the input failed: the video could not be written (read back, e.g. a full
+            disk; the earlier file kept), or it was written but is incomplete (fewer frames read
+            than its header announces: a truncated file, which OpenCV just ends early).
         """
         path = os.path.join(self.output, f"{source.stem}.mp4")
         stopped = False  # by --max-frames or Ctrl-C: fewer frames than the file's are expected
@@ -318,12 +330,20 @@ class Demo:
                                             len(self.class_names))
                         del frame, labels, drawn
                         gc.collect()
-                except KeyboardInterrupt:  # how a webcam stream ends
-                    stopped = True
-                    logger.info(f"interrupted; {path} holds the frames so far")
+                except KeyboardInterrupt:
+                    if source.kind != "webcam":  # stops the demo; the writer deletes its file
+                        raise
+                    stopped = True  # how a webcam stream ends
+                    logger.info(f"interrupted; writing the {writer.frames_written} frames so far "
+                                f"to {path}")
                 finally:
                     frames.close()
                     gc.unfreeze()
+                try:
+                    writer.commit()
+                except VideoWriteError as e:
+                    logger.error(f"skipped {source.path}: {e}")
+                    return str(e)
             incomplete = None if stopped else reader.missing_frames()
         if incomplete:
             logger.warning(f"{source.path}: {incomplete}; {path} holds the "
@@ -342,6 +362,19 @@ def _scaled_nearest(labels, shape):
     return labels[rows.clip(0, labels.shape[0] - 1)][:, cols.clip(0, labels.shape[1] - 1)]
 
 
+def _remove_stale_temp_files(output, jobs):
+    """The temporary files (videos, pictures, masks) that killed runs left in the folders this
+    run writes."""
+    masks = os.path.join(output, "masks")
+    folders = [output, masks] + [os.path.join(masks, s.stem) for s, _ in jobs if s.kind != "image"]
+    for folder in folders:
+        if os.path.isdir(folder):
+            removed = remove_stale_temp_files(folder)
+            if removed:
+                logger.info(f"removed {len(removed)} temporary file(s) of an earlier, stopped "
+                            f"run: {removed}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
@@ -357,6 +390,7 @@ def main(argv=None):
     names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])
     refuse_inputs_as_outputs(args, jobs, dataset_dicts)
     os.makedirs(args.output, exist_ok=True)
+    _remove_stale_temp_files(args.output, jobs)
     predictor = build_predictor(run, weights=weights, partial_weights=args.partial_weights)
     model = getattr(predictor, "model", None)
     if args.show_points and not (isinstance(model, GeneralizedSemanticSegmentor)
