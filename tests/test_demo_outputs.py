@@ -36,10 +36,13 @@ import tool_process
 from test_trial2_data import (  # noqa: F401  (fixtures)
     _FakePredictor,
     _demo,
+    _folder_dataset,
     _frames,
+    _one_error_line,
     _photo,
     _video,
     fake_model,
+    no_model,
 )
 
 import demo
@@ -267,3 +270,42 @@ def test_outputs_replace_a_link_and_never_write_through_it(tmp_path, capsys, fak
     assert precious.read_text() == "not a video"
     assert not (out / "clip.mp4").is_symlink() and not (out / "p.png").is_symlink()
     assert _frames(out / "clip.mp4") == (4, (64, 48))
+
+
+# ---- 4. two inputs writing the same output -----------------------------------------------------
+def test_inputs_that_would_write_the_same_output_are_refused(tmp_path, capsys, no_model, prefix):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    a, a_points = _photo(photos / "a.png"), _photo(photos / "a_points.png", seed=1)
+    # before: a_points.png's picture replaced a.png's subdivision figure, exit 0
+    status, err = _demo(capsys, "--input", str(photos), "--output", str(tmp_path / "o"),
+                        "--show-points")
+    assert status == 2
+    assert _one_error_line(err) == (
+        f"inputs {[a, a_points]} would write the same output {tmp_path / 'o' / 'a_points.png'}: "
+        "give them in separate runs or rename them")
+    assert not os.path.exists(tmp_path / "o")
+    # the images of a --dataset too
+    images, masks = _folder_dataset(str(tmp_path / "data"), stems=("a", "a_points"))
+    status, err = _demo(capsys, "--dataset", f"{prefix}_ds", "--show-points", "--output",
+                        str(tmp_path / "o"), "--register-folder", f"{prefix}_ds", images, masks,
+                        "background,disc", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2")
+    assert status == 2
+    assert _one_error_line(err).startswith(
+        f"inputs {[os.path.join(images, 'a.png'), os.path.join(images, 'a_points.png')]} would "
+        f"write the same output {tmp_path / 'o' / 'a_points.png'}")
+    assert not os.path.exists(tmp_path / "o")
+    # the stems of a video and an image (b.png, masks/b.png; b.mp4, masks/b/) do not clash
+    parsed = demo.parse_args(["--config-file", "c.yaml", "--input", _photo(tmp_path / "b.png"),
+                              _video(tmp_path / "b.avi", 2), "--output", "o", "--save-masks"])
+    assert [s.kind for s, _ in demo._jobs(parsed)[0]] == ["image", "video"]
+
+
+def test_inputs_without_a_common_output_run(tmp_path, capsys, fake_model):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "a.png")
+    _photo(photos / "a_points.png", seed=1)
+    status, err = _demo(capsys, "--input", str(photos), "--output", str(tmp_path / "o"))
+    assert status == 0, err
+    assert sorted(os.listdir(tmp_path / "o")) == ["a.png", "a_points.png"]

@@ -38,8 +38,10 @@ frame's size: the reduced frame's class ids, scaled up).
 
 Inputs are never outputs: a run that would write a file over one of its inputs (--output DIR
 with photos DIR/STEM.png), or into the image or mask folder of a registered dataset (--output,
-or its masks/ with --save-masks), is refused before the model is built. Folders' files whose
-extension is not an image's (GIF included) or a video's are left out with a warning counting them.
+or its masks/ with --save-masks), is refused before the model is built, as are two inputs that
+would write the same output (x.png in two folders; with --show-points, a.png and a_points.png).
+Folders' files whose extension is not an image's (GIF included) or a video's are left out with a
+warning counting them.
 
 Every file is written whole or not at all: under a temporary name beside it, renamed over the
 earlier file of that name (or a link there, which is replaced, not written through) once complete;
@@ -60,7 +62,6 @@ import logging
 import os
 import re
 import sys
-from collections import Counter
 
 import numpy as np
 import torch
@@ -140,24 +141,40 @@ def parse_args(argv=None):
 
 def _jobs(args):
     """([(MediaSource, (label file, label map) or None)], dataset dicts): the first images of
-    --dataset (and all its dicts), or the --input specs (and no dicts)."""
+    --dataset (and all its dicts), or the --input specs (and no dicts). Inputs that would write
+    the same output file are refused."""
     if bool(args.input) == bool(args.dataset):
         raise ToolUsageError("give either --input (files, folders, patterns, webcam) or --dataset")
+    dicts = []
     if args.dataset:
         if args.dataset not in DatasetCatalog.list():
             raise ToolUsageError(f"dataset {args.dataset!r} is not registered")
         dicts = DatasetCatalog.get(args.dataset)
-        return [(MediaSource("image", d["file_name"]),
+        jobs = [(MediaSource("image", d["file_name"]),
                  (d["sem_seg_file_name"], d.get("sem_seg_label_map"))
                  if d.get("sem_seg_file_name") else None)
-                for d in dicts[: args.num_images]], dicts
-    jobs = [(source, None) for source in expand_inputs(args.input)]  # FileNotFoundError: exit 2
-    clashes = [stem for stem, n in Counter(s.stem for s, _ in jobs).items() if n > 1]
-    if clashes:
-        paths = [s.path for s, _ in jobs if s.stem == clashes[0]]
-        raise ToolUsageError(f"inputs {paths} would write the same outputs ({clashes[0]}.*): "
-                             "give them in separate runs or rename them")
-    return jobs, []
+                for d in dicts[: args.num_images]]
+    else:  # FileNotFoundError: exit 2
+        jobs = [(source, None) for source in expand_inputs(args.input)]
+    writers = {}  # output name: the inputs that write it
+    for source, _ in jobs:
+        for name in _output_names(source, args.show_points, args.save_masks):
+            writers.setdefault(name, []).append(source.path)
+    for name, paths in writers.items():
+        if len(paths) > 1:  # e.g. a.png --show-points (a_points.png) and a_points.png
+            raise ToolUsageError(
+                f"inputs {paths} would write the same output {os.path.join(args.output, name)}: "
+                "give them in separate runs or rename them")
+    return jobs, dicts
+
+
+def _output_names(source, show_points, save_masks):
+    """The names (relative to --output) of what ``source`` writes; a video's masks are the
+    folder masks/STEM/ (of frames 000000.png ...)."""
+    if source.kind == "image":
+        return ([f"{source.stem}.png"] + [f"{source.stem}_points.png"] * show_points
+                + [os.path.join("masks", f"{source.stem}.png")] * save_masks)
+    return [f"{source.stem}.mp4"] + [os.path.join("masks", source.stem, "")] * save_masks
 
 
 def _file_id(path):
@@ -203,16 +220,14 @@ def refuse_inputs_as_outputs(args, jobs, dataset_dicts):
                 inputs[_file_id(path)] = path
     mask_folder = os.path.join(args.output, "masks")
     for source, _ in jobs:
-        if source.kind == "image":
-            outputs = [os.path.join(args.output, f"{source.stem}.png")]
-            outputs += [os.path.join(args.output, f"{source.stem}_points.png")] * args.show_points
-            outputs += [os.path.join(mask_folder, f"{source.stem}.png")] * args.save_masks
-        else:
-            outputs = [os.path.join(args.output, f"{source.stem}.mp4")]
-            if args.save_masks:  # masks/STEM/000000.png ...: inputs of such a name in that folder
-                frames = os.path.join(mask_folder, source.stem)
-                outputs += [os.path.join(frames, os.path.basename(p)) for p in inputs.values()
+        outputs = []
+        for name in _output_names(source, args.show_points, args.save_masks):
+            if name.endswith(os.sep):  # masks/STEM/000000.png ...: inputs of such a name there
+                outputs += [os.path.join(args.output, name, os.path.basename(p))
+                            for p in inputs.values()
                             if re.fullmatch(r"\d{6}\.png", os.path.basename(p))]
+            else:
+                outputs.append(os.path.join(args.output, name))
         for output in outputs:
             if _file_id(output) in inputs:
                 raise OutputIsInputError(
