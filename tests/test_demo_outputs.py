@@ -309,3 +309,37 @@ def test_inputs_without_a_common_output_run(tmp_path, capsys, fake_model):
     status, err = _demo(capsys, "--input", str(photos), "--output", str(tmp_path / "o"))
     assert status == 0, err
     assert sorted(os.listdir(tmp_path / "o")) == ["a.png", "a_points.png"]
+
+
+# ---- 5. 6. the command line --------------------------------------------------------------------
+@pytest.mark.parametrize("flag, value, least", [
+    ("--max-frames", "-1", 0), ("--num-images", "0", 1), ("--num-images", "-1", 1),
+    ("--max-side", "-5", 1), ("--max-side", "0", 1), ("--max-image-pixels", "-1", 0)])
+def test_integer_flags_are_checked(tmp_path, capsys, no_model, flag, value, least):
+    # before: --max-frames -1 wrote a 0-frame video ("wrote", exit 0), --num-images -1 all but
+    # the last image, --max-side -5 a codec error (videos) or nothing (images),
+    # --max-image-pixels -1 refused every file
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--config-file", "c.yaml", "--input", "x.png", "--output",
+                   str(tmp_path / "o"), flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(  # PROG: error: ...
+        f": error: argument {flag}: {value!r} must be an integer >= {least}")
+    # 0 where it means "no limit"
+    if least == 0:
+        assert getattr(demo.parse_args(["--config-file", "c.yaml", "--output", "o", flag, "0"]),
+                       flag[2:].replace("-", "_")) == 0
+
+
+def test_output_that_is_a_file_is_one_line(tmp_path, capsys, no_model):
+    photo = _photo(tmp_path / "p.png")
+    afile = tmp_path / "afile"
+    afile.write_text("a file")
+    # before: a FileExistsError traceback
+    for output, shown in [(afile, str(afile)), (afile / "sub", f"{afile / 'sub'} ({afile})")]:
+        status, err = _demo(capsys, "--input", photo, "--output", str(output))
+        assert status == 2
+        assert _one_error_line(err) == (f"--output {shown} is not a folder: give a folder (it "
+                                        "is created if missing)")
+    assert afile.read_text() == "a file"

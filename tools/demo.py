@@ -108,13 +108,27 @@ logger = logging.getLogger("pointrend_seg.demo")
 MAX_PICTURE_SIDE = 2048
 
 
+def _int_at_least(least):
+    """An argparse ``type``: an integer >= ``least`` (else a usage error naming the flag)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= {least}")
+        return value
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_config_arguments(p)
     p.add_argument("--input", nargs="+", default=[],
                    help="image / video files, folders, glob patterns, webcam indices")
     p.add_argument("--dataset", help="a registered dataset to take images (and labels) from")
-    p.add_argument("--num-images", type=int, default=4, help="images taken from --dataset")
+    p.add_argument("--num-images", type=_int_at_least(1), default=4,
+                   help="images taken from --dataset")
     p.add_argument("--output", required=True, help="output folder")
     add_class_name_arguments(p)
     p.add_argument("--save-masks", action="store_true",
@@ -122,12 +136,12 @@ def parse_args(argv=None):
     p.add_argument("--show-points", action="store_true",
                    help="also write STEM_points.png per image: the coarse prediction, the cells "
                         "each subdivision step re-predicted, the final prediction (PointRend)")
-    p.add_argument("--max-frames", type=int, default=0,
+    p.add_argument("--max-frames", type=_int_at_least(0), default=0,
                    help="stop each video / webcam after this many frames (0: no limit)")
-    p.add_argument("--max-image-pixels", type=int, default=None,
+    p.add_argument("--max-image-pixels", type=_int_at_least(0), default=None,
                    help="refuse image files with more pixels, from their header (default: "
                         "INPUT.MAX_IMAGE_PIXELS of the config, 100 megapixels; 0: no limit)")
-    p.add_argument("--max-side", type=int, default=MAX_PICTURE_SIDE,
+    p.add_argument("--max-side", type=_int_at_least(1), default=MAX_PICTURE_SIDE,
                    help="largest width / height of a picture of an image or of a video "
                         "frame, in pixels (larger images are drawn reduced, larger video frames "
                         f"reduced before the model sees them; default {MAX_PICTURE_SIDE}); "
@@ -377,6 +391,18 @@ def _scaled_nearest(labels, shape):
     return labels[rows.clip(0, labels.shape[0] - 1)][:, cols.clip(0, labels.shape[1] - 1)]
 
 
+def _refuse_file_as_output_folder(output):
+    """A usage error when ``output``, or the first of its parents that exists, is not a
+    folder (before: os.makedirs' FileExistsError traceback)."""
+    path = os.path.abspath(output)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        shown = output if path == os.path.abspath(output) else f"{output} ({path})"
+        raise ToolUsageError(f"--output {shown} is not a folder: give a folder (it is "
+                             "created if missing)")
+
+
 def _remove_stale_temp_files(output, jobs):
     """The temporary files (videos, pictures, masks) that killed runs left in the folders this
     run writes."""
@@ -392,6 +418,7 @@ def _remove_stale_temp_files(output, jobs):
 
 def main(argv=None):
     args = parse_args(argv)
+    _refuse_file_as_output_folder(args.output)
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
     view = run.settings  # the settings read below
