@@ -340,7 +340,7 @@ def test_bad_inputs_fail_clearly(recorded_names, tmp_path):
     (tmp_path / "b").mkdir()
     for folder in ("a", "b"):
         Image.open(_val(1)[0]["file_name"]).save(tmp_path / folder / "x.png")
-    assert "would write the same outputs (x.*)" in _demo_error(
+    assert f"would write the same output {tmp_path / 'o' / 'x.png'}" in _demo_error(
         ["--config-file", DEMO_CONFIG, "--input", str(tmp_path / "a"), str(tmp_path / "b")] + out
         + ["MODEL.WEIGHTS", "w.pth"])
     assert "OpenCV cannot open webcam 7" in _demo_error(

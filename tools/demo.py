@@ -38,15 +38,23 @@ frame's size: the reduced frame's class ids, scaled up).
 
 Inputs are never outputs: a run that would write a file over one of its inputs (--output DIR
 with photos DIR/STEM.png), or into the image or mask folder of a registered dataset (--output,
-or its masks/ with --save-masks), is refused before the model is built. Folders' files whose
-extension is not an image's (GIF included) or a video's are left out with a warning counting them.
+or its masks/ with --save-masks), is refused before the model is built, as are two inputs that
+would write the same output (x.png in two folders; with --show-points, a.png and a_points.png).
+Folders' files whose extension is not an image's (GIF included) or a video's are left out with a
+warning counting them.
 
-An input that cannot be read or predicted is reported with its file and reason and the others are
-still written; a video that ends before the frame count of its header (a truncated file) is
-written as far as it goes and reported too; a summary lists them. Exit status: 0 when every input
-was written whole, 1 when some were not, 2 for a bad config or command line, or when the only
-input is a video or webcam that cannot be used (one line, demo.py: error: ...; --debug shows the
-traceback).
+Every file is written whole or not at all: under a temporary name beside it, renamed over the
+earlier file of that name (or a link there, which is replaced, not written through) once complete;
+a video only once it has been read back with as many frames as were written (OpenCV reports no
+write error: a full disk gave a video without its index). Ctrl-C ends a webcam's stream (its
+video is written) and stops the demo anywhere else, the file being written left as it was.
+
+An input that cannot be read or predicted, or whose video cannot be written, is reported with its
+file and reason and the others are still written; a video that ends before the frame count of its
+header (a truncated file) is written as far as it goes and reported too; a summary lists them.
+Exit status: 0 when every input was written whole, 1 when some were not, 2 for a bad config or
+command line, or when the only input is a video or webcam that cannot be used (one line, demo.py:
+error: ...; --debug shows the traceback), 130 after Ctrl-C.
 """
 import argparse
 import gc
@@ -54,7 +62,6 @@ import logging
 import os
 import re
 import sys
-from collections import Counter
 
 import numpy as np
 import torch
@@ -68,6 +75,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import ConfigError
 from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
+from pointrend_seg.files import remove_stale_temp_files
 from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
 from pointrend_seg.engine.cli import (
     OutputIsInputError,
@@ -88,6 +96,7 @@ from pointrend_seg.engine.cli import (
 from pointrend_seg.engine.media import (
     MediaSource,
     VideoReader,
+    VideoWriteError,
     VideoWriter,
     expand_inputs,
     write_label_png,
@@ -101,13 +110,27 @@ logger = logging.getLogger("pointrend_seg.demo")
 MAX_PICTURE_SIDE = 2048
 
 
+def _int_at_least(least):
+    """An argparse ``type``: an integer >= ``least`` (else a usage error naming the flag)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= {least}")
+        return value
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_config_arguments(p)
     p.add_argument("--input", nargs="+", default=[],
                    help="image / video files, folders, glob patterns, webcam indices")
     p.add_argument("--dataset", help="a registered dataset to take images (and labels) from")
-    p.add_argument("--num-images", type=int, default=4, help="images taken from --dataset")
+    p.add_argument("--num-images", type=_int_at_least(1), default=4,
+                   help="images taken from --dataset")
     p.add_argument("--output", required=True, help="output folder")
     add_class_name_arguments(p)
     p.add_argument("--save-masks", action="store_true",
@@ -115,12 +138,12 @@ def parse_args(argv=None):
     p.add_argument("--show-points", action="store_true",
                    help="also write STEM_points.png per image: the coarse prediction, the cells "
                         "each subdivision step re-predicted, the final prediction (PointRend)")
-    p.add_argument("--max-frames", type=int, default=0,
+    p.add_argument("--max-frames", type=_int_at_least(0), default=0,
                    help="stop each video / webcam after this many frames (0: no limit)")
-    p.add_argument("--max-image-pixels", type=int, default=None,
+    p.add_argument("--max-image-pixels", type=_int_at_least(0), default=None,
                    help="refuse image files with more pixels, from their header (default: "
                         "INPUT.MAX_IMAGE_PIXELS of the config, 100 megapixels; 0: no limit)")
-    p.add_argument("--max-side", type=int, default=MAX_PICTURE_SIDE,
+    p.add_argument("--max-side", type=_int_at_least(1), default=MAX_PICTURE_SIDE,
                    help="largest width / height of a picture of an image or of a video "
                         "frame, in pixels (larger images are drawn reduced, larger video frames "
                         f"reduced before the model sees them; default {MAX_PICTURE_SIDE}); "
@@ -134,24 +157,40 @@ def parse_args(argv=None):
 
 def _jobs(args):
     """([(MediaSource, (label file, label map) or None)], dataset dicts): the first images of
-    --dataset (and all its dicts), or the --input specs (and no dicts)."""
+    --dataset (and all its dicts), or the --input specs (and no dicts). Inputs that would write
+    the same output file are refused."""
     if bool(args.input) == bool(args.dataset):
         raise ToolUsageError("give either --input (files, folders, patterns, webcam) or --dataset")
+    dicts = []
     if args.dataset:
         if args.dataset not in DatasetCatalog.list():
             raise ToolUsageError(f"dataset {args.dataset!r} is not registered")
         dicts = DatasetCatalog.get(args.dataset)
-        return [(MediaSource("image", d["file_name"]),
+        jobs = [(MediaSource("image", d["file_name"]),
                  (d["sem_seg_file_name"], d.get("sem_seg_label_map"))
                  if d.get("sem_seg_file_name") else None)
-                for d in dicts[: args.num_images]], dicts
-    jobs = [(source, None) for source in expand_inputs(args.input)]  # FileNotFoundError: exit 2
-    clashes = [stem for stem, n in Counter(s.stem for s, _ in jobs).items() if n > 1]
-    if clashes:
-        paths = [s.path for s, _ in jobs if s.stem == clashes[0]]
-        raise ToolUsageError(f"inputs {paths} would write the same outputs ({clashes[0]}.*): "
-                             "give them in separate runs or rename them")
-    return jobs, []
+                for d in dicts[: args.num_images]]
+    else:  # FileNotFoundError: exit 2
+        jobs = [(source, None) for source in expand_inputs(args.input)]
+    writers = {}  # output name: the inputs that write it
+    for source, _ in jobs:
+        for name in _output_names(source, args.show_points, args.save_masks):
+            writers.setdefault(name, []).append(source.path)
+    for name, paths in writers.items():
+        if len(paths) > 1:  # e.g. a.png --show-points (a_points.png) and a_points.png
+            raise ToolUsageError(
+                f"inputs {paths} would write the same output {os.path.join(args.output, name)}: "
+                "give them in separate runs or rename them")
+    return jobs, dicts
+
+
+def _output_names(source, show_points, save_masks):
+    """The names (relative to --output) of what ``source`` writes; a video's masks are the
+    folder masks/STEM/ (of frames 000000.png ...)."""
+    if source.kind == "image":
+        return ([f"{source.stem}.png"] + [f"{source.stem}_points.png"] * show_points
+                + [os.path.join("masks", f"{source.stem}.png")] * save_masks)
+    return [f"{source.stem}.mp4"] + [os.path.join("masks", source.stem, "")] * save_masks
 
 
 def _file_id(path):
@@ -197,16 +236,14 @@ def refuse_inputs_as_outputs(args, jobs, dataset_dicts):
                 inputs[_file_id(path)] = path
     mask_folder = os.path.join(args.output, "masks")
     for source, _ in jobs:
-        if source.kind == "image":
-            outputs = [os.path.join(args.output, f"{source.stem}.png")]
-            outputs += [os.path.join(args.output, f"{source.stem}_points.png")] * args.show_points
-            outputs += [os.path.join(mask_folder, f"{source.stem}.png")] * args.save_masks
-        else:
-            outputs = [os.path.join(args.output, f"{source.stem}.mp4")]
-            if args.save_masks:  # masks/STEM/000000.png ...: inputs of such a name in that folder
-                frames = os.path.join(mask_folder, source.stem)
-                outputs += [os.path.join(frames, os.path.basename(p)) for p in inputs.values()
+        outputs = []
+        for name in _output_names(source, args.show_points, args.save_masks):
+            if name.endswith(os.sep):  # masks/STEM/000000.png ...: inputs of such a name there
+                outputs += [os.path.join(args.output, name, os.path.basename(p))
+                            for p in inputs.values()
                             if re.fullmatch(r"\d{6}\.png", os.path.basename(p))]
+            else:
+                outputs.append(os.path.join(args.output, name))
         for output in outputs:
             if _file_id(output) in inputs:
                 raise OutputIsInputError(
@@ -284,11 +321,15 @@ class Demo:
         reduced to at most ``max_side`` pixels wide and high like the pictures of images: the
         predictor sees the reduced frame, and masks (``save_masks``) keep the frame's size (the
         reduced frame's class ids scaled up, nearest). Frames of more than ``max_pixels`` are
-        refused from the header (:class:`VideoReader`).
+        refused from the header (:class:`VideoReader`). The video replaces OUTPUT/STEM.mp4 only
+        once written whole and read back (:class:`VideoWriter`). Ctrl-C ends a webcam's stream
+        (its video is written); for a video file it stops the demo (KeyboardInterrupt), the
+        earlier OUTPUT/STEM.mp4 kept.
 
         Returns:
-            None, or why the written video is incomplete (fewer frames read than its header
-            announces: a truncated file, which OpenCV just ends early).
+            None, or why the input failed: the video could not be written (read back, e.g. a full
+            disk; the earlier file kept), or it was written but is incomplete (fewer frames read
+            than its header announces: a truncated file, which OpenCV just ends early).
         """
         path = os.path.join(self.output, f"{source.stem}.mp4")
         stopped = False  # by --max-frames or Ctrl-C: fewer frames than the file's are expected
@@ -320,12 +361,20 @@ class Demo:
                                             len(self.class_names))
                         del frame, labels, drawn
                         gc.collect()
-                except KeyboardInterrupt:  # how a webcam stream ends
-                    stopped = True
-                    logger.info(f"interrupted; {path} holds the frames so far")
+                except KeyboardInterrupt:
+                    if source.kind != "webcam":  # stops the demo; the writer deletes its file
+                        raise
+                    stopped = True  # how a webcam stream ends
+                    logger.info(f"interrupted; writing the {writer.frames_written} frames so far "
+                                f"to {path}")
                 finally:
                     frames.close()
                     gc.unfreeze()
+                try:
+                    writer.commit()
+                except VideoWriteError as e:
+                    logger.error(f"skipped {source.path}: {e}")
+                    return str(e)
             incomplete = None if stopped else reader.missing_frames()
         if incomplete:
             logger.warning(f"{source.path}: {incomplete}; {path} holds the "
@@ -344,8 +393,34 @@ def _scaled_nearest(labels, shape):
     return labels[rows.clip(0, labels.shape[0] - 1)][:, cols.clip(0, labels.shape[1] - 1)]
 
 
+def _refuse_file_as_output_folder(output):
+    """A usage error when ``output``, or the first of its parents that exists, is not a
+    folder (before: os.makedirs' FileExistsError traceback)."""
+    path = os.path.abspath(output)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        shown = output if path == os.path.abspath(output) else f"{output} ({path})"
+        raise ToolUsageError(f"--output {shown} is not a folder: give a folder (it is "
+                             "created if missing)")
+
+
+def _remove_stale_temp_files(output, jobs):
+    """The temporary files (videos, pictures, masks) that killed runs left in the folders this
+    run writes."""
+    masks = os.path.join(output, "masks")
+    folders = [output, masks] + [os.path.join(masks, s.stem) for s, _ in jobs if s.kind != "image"]
+    for folder in folders:
+        if os.path.isdir(folder):
+            removed = remove_stale_temp_files(folder)
+            if removed:
+                logger.info(f"removed {len(removed)} temporary file(s) of an earlier, stopped "
+                            f"run: {removed}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    _refuse_file_as_output_folder(args.output)
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
     view = run.settings  # the settings read below
@@ -356,6 +431,7 @@ def main(argv=None):
     names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])
     refuse_inputs_as_outputs(args, jobs, dataset_dicts)
     os.makedirs(args.output, exist_ok=True)
+    _remove_stale_temp_files(args.output, jobs)
     predictor = build_predictor(run, weights=weights, partial_weights=args.partial_weights)
     model = getattr(predictor, "model", None)
     if args.show_points and not (isinstance(model, GeneralizedSemanticSegmentor)

@@ -149,7 +149,7 @@ def run_tool(main, *, prog: str, debug: bool = False) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C: training says where it stopped (TrainingInterrupted)
         if debug:
             raise
-        print(f"{prog}: {e or 'interrupted'}", file=sys.stderr, flush=True)
+        print(f"{prog}: {str(e) or 'interrupted'}", file=sys.stderr, flush=True)
         return 130
     return status if isinstance(status, int) else 0
 

@@ -1,13 +1,15 @@
 """
 Inputs of a predictor given on a command line (image files, folders, glob patterns, video files,
 webcam indices), video frames read and written with OpenCV (the pixel limit of images applied
-to a video's frame size, and how many frames were read against how many its header announces),
-and pictures and class-id masks written as PNG, whole or not at all.
+to a video's frame size, how many frames were read against how many its header announces, a
+written video read back before it replaces the target), and pictures and class-id masks written
+as PNG; videos and pictures whole or not at all.
 """
 import dataclasses
 import glob
 import logging
 import os
+import shutil
 from collections import Counter
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -17,13 +19,14 @@ from PIL import Image
 
 from ..data.datasets.folder import IMAGE_EXTENSIONS, _subfolder_hint
 from ..data.readers import BadInputError, too_large_message
-from ..files import atomic_write
+from ..files import PendingWrite, atomic_write, temp_folder
 from ..visualization import fit_within
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "MediaSource",
     "VideoReader",
+    "VideoWriteError",
     "VideoWriter",
     "expand_inputs",
     "write_label_png",
@@ -206,14 +209,43 @@ class VideoReader(_ClosedOnExit):
         self._capture.release()
 
 
+class VideoWriteError(OSError):
+    """A video that :meth:`VideoWriter.commit` could not read back whole (e.g. a full disk:
+    OpenCV's writer reports no error and leaves a file without its index); nothing was
+    renamed onto the target."""
+
+
 class VideoWriter(_ClosedOnExit):
-    """An MPEG-4 (``mp4v``) video file written frame by frame from (H, W, 3) uint8 BGR arrays of
-    one size."""
+    """
+    An MPEG-4 (``mp4v``) video file written frame by frame from (H, W, 3) uint8 BGR arrays of
+    one size, whole or not at all: the frames go to a file of the target's name in a temporary
+    folder beside it (:func:`~pointrend_seg.files.temp_folder`, so that
+    :func:`~pointrend_seg.files.remove_stale_temp_files` removes a killed run's), and
+    :meth:`commit` reads it back and renames it onto ``path`` (replacing a link there, never
+    writing through it). Closed without a commit (an error, Ctrl-C), the temporary file is
+    deleted and ``path`` keeps its earlier file.
+
+    Attributes:
+        frames_written (int): frames given to :meth:`write` so far.
+    """
 
     def __init__(self, path: str, fps: float, size: Tuple[int, int]):
         self.path, self.size = path, tuple(size)
-        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, self.size)
-        if not self._writer.isOpened():
+        self.frames_written = 0
+        name = os.path.basename(path)
+        # A folder, not a file of the temporary pattern: FFmpeg picks the container from the
+        # file's extension.
+        self._folder = temp_folder(os.path.dirname(os.path.abspath(path)), name)
+        self._tmp = os.path.join(self._folder, name)
+        try:
+            self._writer = cv2.VideoWriter(self._tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                           self.size)
+            opened = self._writer.isOpened()
+        except BaseException:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+        if not opened:
+            self.close()
             raise OSError(f"OpenCV cannot write the video {path} (codec mp4v)")
 
     def write(self, frame_bgr: np.ndarray):
@@ -221,9 +253,57 @@ class VideoWriter(_ClosedOnExit):
             raise ValueError(f"{self.path}: frame of {frame_bgr.shape[1]}x{frame_bgr.shape[0]}, "
                              f"the video is {self.size[0]}x{self.size[1]}")
         self._writer.write(np.ascontiguousarray(frame_bgr))
+        self.frames_written += 1
+
+    def commit(self):
+        """
+        Finish the file, check that every frame written decodes from it, and rename it onto
+        ``path``. OpenCV's writer reports no write error: a full disk gave a file without its
+        index (``moov`` atom), logged as written.
+
+        Raises:
+            VideoWriteError: no frame was written, or the file does not open or holds fewer
+                frames; the temporary file is deleted and ``path`` keeps its earlier file.
+        """
+        self._writer.release()
+        try:
+            if not self.frames_written:
+                raise VideoWriteError(f"no frame to write: {self.path} not written")
+            readable = _decodable_frames(self._tmp)
+            if readable != self.frames_written:
+                found = ("does not open" if readable is None
+                         else f"holds {readable} of the {self.frames_written} frames written")
+                kept = " (the earlier file is kept)" if os.path.lexists(self.path) else ""
+                raise VideoWriteError(
+                    f"the video written for {self.path} {found}, read back: a full disk or a "
+                    f"failed write; {self.path} not written{kept}")
+            try:
+                with open(self._tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                PendingWrite(self.path, self._tmp).commit()
+            except OSError as e:  # e.g. a folder of that name
+                raise VideoWriteError(f"{self.path} not written: {e}") from e
+        finally:
+            self.close()
 
     def close(self):
+        """Release the writer and delete the temporary folder (and a file not committed)."""
         self._writer.release()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _decodable_frames(path) -> Optional[int]:
+    """How many frames of the video file ``path`` decode (None: it does not open)."""
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened():
+            return None
+        count = 0
+        while capture.grab():  # decodes, without the conversion to BGR (~300 720p frames / s)
+            count += 1
+        return count
+    finally:
+        capture.release()
 
 
 def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
