@@ -337,9 +337,9 @@ def test_output_that_is_a_file_is_one_line(tmp_path, capsys, no_model):
     afile = tmp_path / "afile"
     afile.write_text("a file")
     # before: a FileExistsError traceback
-    for output, shown in [(afile, str(afile)), (afile / "sub", f"{afile / 'sub'} ({afile})")]:
+    for output, shown in [(afile, str(afile)), (afile / "sub", f"{afile / 'sub'}: {afile}")]:
         status, err = _demo(capsys, "--input", photo, "--output", str(output))
         assert status == 2
-        assert _one_error_line(err) == (f"--output {shown} is not a folder: give a folder (it "
-                                        "is created if missing)")
+        assert _one_error_line(err) == (f"--output {shown} is a file, not a folder; give another "
+                                        "--output")
     assert afile.read_text() == "a file"

@@ -393,18 +393,6 @@ def _scaled_nearest(labels, shape):
     return labels[rows.clip(0, labels.shape[0] - 1)][:, cols.clip(0, labels.shape[1] - 1)]
 
 
-def _refuse_file_as_output_folder(output):
-    """A usage error when ``output``, or the first of its parents that exists, is not a
-    folder (before: os.makedirs' FileExistsError traceback)."""
-    path = os.path.abspath(output)
-    while not os.path.lexists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        shown = output if path == os.path.abspath(output) else f"{output} ({path})"
-        raise ToolUsageError(f"--output {shown} is not a folder: give a folder (it is "
-                             "created if missing)")
-
-
 def _remove_stale_temp_files(output, jobs):
     """The temporary files (videos, pictures, masks) that killed runs left in the folders this
     run writes."""
@@ -420,12 +408,11 @@ def _remove_stale_temp_files(output, jobs):
 
 def main(argv=None):
     args = parse_args(argv)
-    _refuse_file_as_output_folder(args.output)
+    refuse_output_folder_over_a_file(args.output)
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
     view = run.settings  # the settings read below
     require_weights(weights)
-    refuse_output_folder_over_a_file(args.output)
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
     names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])

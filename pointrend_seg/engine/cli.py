@@ -90,9 +90,9 @@ def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
     path = os.path.abspath(output)
     if not is_folder:
         path = os.path.dirname(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
-    if os.path.exists(path) and not os.path.isdir(path):
+    if not os.path.isdir(path):  # a file, or a link to none
         which = "" if path == os.path.abspath(output) else f": {path}"
         raise ToolUsageError(f"{flag} {output}{which} is a file, not a folder; give another "
                              f"{flag}")
