@@ -6,6 +6,7 @@ the first step after config.yaml had been rewritten, and Ctrl-C printed 38 lines
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from detectron2.modeling import build_model
 
 from pointrend_seg.engine import SafeCheckpointer, Trainer
+from pointrend_seg.engine.checkpoint import CheckpointReadError
 from pointrend_seg.engine.optimizer import build_optimizer
 from pointrend_seg.engine.run_folder import (
     LOCK_NAME,
@@ -170,6 +172,48 @@ def test_resume_with_another_model_is_refused_before_writing(tmp_path, opts, key
     # The same config resumes; without --resume nothing is compared.
     claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
     claim_before_writing(cfg, resume=False)
+
+
+def test_resume_fit_is_checked_on_the_file_the_resume_falls_back_to(tmp_path):
+    """The newest checkpoint cannot be read: the resume falls back to the earlier one, and that
+    one is the file checked (before: the check skipped an unreadable file, config.yaml was
+    replaced and the run ended in a size-mismatch traceback after fvcore's 'Skip loading')."""
+    out = _run_folder(tmp_path)
+    (out / "model_0000002.pth").write_bytes((out / "model_0000001.pth").read_bytes()[:1000])
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    cfg = demo_config("OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128")
+    with pytest.raises(ResumeMismatchError) as info:
+        claim_before_writing(cfg, resume=True)
+    assert str(info.value).startswith(f"cannot resume from {out / 'model_0000001.pth'}: ")
+    assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in str(info.value)
+    claim_run_folder(str(out)).release()
+    # the run's own config resumes (from model_0000001.pth, with the warning at the load)
+    claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
+    claim_run_folder(str(out)).release()
+    # nothing readable at all: the resume's own error, before anything is written
+    (out / "model_0000001.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointReadError, match=f"{out / 'last_checkpoint'} names it and no "
+                       "earlier checkpoint"):
+        claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
+
+
+@pytest.mark.parametrize("tag, why", [
+    (b" " * 5000 + b"model_0000001.pth", "over 4096 bytes"),
+    (bytes(range(128, 256)) * 20, "not UTF-8 text"),
+])
+def test_a_last_checkpoint_that_is_no_name_is_one_error_for_check_and_load(tmp_path, tag, why):
+    """The tag is read one way, bounded, by the check and the load (before: the check read 4096
+    characters and found nothing, fvcore read all and resumed unchecked; a tag that is not UTF-8
+    was a UnicodeDecodeError traceback after config.yaml had been replaced)."""
+    out = _run_folder(tmp_path)
+    (out / "last_checkpoint").write_bytes(tag)
+    message = f"{out / 'last_checkpoint'} does not hold the name of a checkpoint ({why})"
+    cfg = demo_config("OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128")
+    with pytest.raises(CheckpointReadError, match=re.escape(message)):
+        claim_before_writing(cfg, resume=True)
+    checkpointer = Trainer(demo_config("OUTPUT_DIR", str(out))).checkpointer
+    with pytest.raises(CheckpointReadError, match=r"does not hold the name of a checkpoint"):
+        checkpointer.resume_or_load("", resume=True)
 
 
 @pytest.mark.parametrize("layout", ["simple", "plain"])

@@ -28,7 +28,8 @@ from detectron2.utils.registry import locate
 
 from ..config import (ConfigError, build_config, check_python_overrides, device_override,
                       leaf_items, load_yaml_config)
-from .checkpoint import CheckpointReadError, load_weights_only
+from .checkpoint import (_CHECKPOINT_RE, CheckpointReadError, SafeCheckpointer, _opened_path,
+                         load_weights_only, read_checkpoint_tag)
 from .resume import train_step_state
 from .run import check_config
 from .run_config import as_run_config
@@ -214,20 +215,23 @@ def _plain(value):
 
 
 def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: Optional[dict],
-                      current_config: dict, config_hint: str) -> None:
+                      current_config: dict, config_hint: str,
+                      checkpoint: Optional[dict] = None) -> None:
     """
     Raise :class:`ResumeMismatchError` if ``checkpoint_file`` (the one ``--resume`` continues
     from) holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer`` (built
     from this config, not yet written anywhere). The message names the tensors (a few and a count)
     and the keys in which ``current_config`` differs from ``saved_config`` (the run folder's
     ``config.yaml`` as a nested dict, or None if it has none); ``config_hint`` says how to resume
-    with the run's own config. A checkpoint that cannot be read is left to the resume itself
-    (it falls back to an earlier one).
+    with the run's own config; ``checkpoint``: the file's content, if already read. A checkpoint
+    that cannot be read is left to the caller (:func:`claim_before_writing` checks the file the
+    resume will load, which falls back to an earlier one).
     """
-    try:
-        checkpoint = load_weights_only(checkpoint_file)
-    except (CheckpointReadError, OSError):
-        return
+    if checkpoint is None:
+        try:
+            checkpoint = load_weights_only(checkpoint_file)
+        except (CheckpointReadError, OSError):
+            return
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         return
     problems = tensors_that_differ(model.state_dict(), checkpoint["model"])
@@ -255,18 +259,26 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
 
 # ---- both checks, before a tool writes into the folder -----------------------------------------
 def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
-    """The file ``OUTPUT_DIR/last_checkpoint`` names, as the checkpointer will open it (query
-    stripped), if it is a file of the folder; None otherwise (the resume refuses such a name)."""
-    try:
-        with open(os.path.join(output_dir, "last_checkpoint"), encoding="utf-8") as f:
-            name = f.read(4096).strip()
-    except (OSError, UnicodeDecodeError):
+    """The file ``OUTPUT_DIR/last_checkpoint`` names (:func:`.checkpoint.read_checkpoint_tag`),
+    as the checkpointer will open it (query stripped), if it is a file of the folder; None
+    otherwise (the resume refuses such a name)."""
+    name = read_checkpoint_tag(output_dir)
+    if name is None:
         return None
     name = urlparse(name)._replace(query="").geturl()
     path = os.path.join(output_dir, name)
     if os.path.dirname(name) or not os.path.isfile(path):
         return None
     return path
+
+
+def _read_state(path: str) -> dict:
+    """A checkpoint as :meth:`SafeCheckpointer.load` reads it, for the check before a resume: a
+    file it cannot load raises :class:`CheckpointReadError` here too."""
+    data = load_weights_only(_opened_path(path))
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{path} holds a {type(data).__name__}, not a state dict")
+    return data
 
 
 def _current_and_saved_config(run, output_dir):
@@ -300,11 +312,14 @@ def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
                 logger.info(f"Claimed {output_dir}; it was last claimed by "
                             f"{_describe(claim.previous)}, which no longer holds it")
             model, optimizer = check_config(run, train=train)
-            checkpoint = _resume_checkpoint_file(output_dir) if resume else None
-            if checkpoint is not None:
+            checkpointer = SafeCheckpointer(model, output_dir)
+            if resume and checkpointer.has_checkpoint():
+                # the very file the resume will load: the one last_checkpoint names, or the
+                # earlier one it falls back to (before: only the named one, if readable)
+                checkpoint, state = checkpointer.find_resume_checkpoint(_read_state, warn=False)
                 current, saved, hint = _current_and_saved_config(run, output_dir)
                 check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
-                                  current_config=current, config_hint=hint)
+                                  current_config=current, config_hint=hint, checkpoint=state)
         except Exception as e:  # noqa: BLE001 (raised below, on every process)
             error = e
     if comm.get_world_size() > 1:
