@@ -17,6 +17,7 @@ import pytest
 
 from detectron2.modeling import build_model
 
+from pointrend_seg.config import ConfigError
 from pointrend_seg.engine import SafeCheckpointer, Trainer
 from pointrend_seg.engine.checkpoint import CheckpointReadError
 from pointrend_seg.engine.optimizer import build_optimizer
@@ -169,9 +170,9 @@ def test_resume_with_another_model_is_refused_before_writing(tmp_path, opts, key
     assert key in message and tensor in message
     assert f"--config-file {out / 'config.yaml'}" in message
     claim_run_folder(str(out)).release()
-    # The same config resumes; without --resume nothing is compared.
+    # The same config resumes; without --resume nothing is compared, and the folder's
+    # checkpoints are not replaced (test_a_new_training_never_replaces_checkpoints).
     claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
-    claim_before_writing(cfg, resume=False)
 
 
 def test_resume_fit_is_checked_on_the_file_the_resume_falls_back_to(tmp_path):
@@ -289,3 +290,94 @@ def test_train_net_start_that_fails_changes_nothing_in_the_run_folder(tmp_path, 
     if "MODEL.POINT_HEAD.FC_DIM" in opts:
         assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in last
     assert _folder_state(out) == before  # config.yaml, checkpoint, last_checkpoint; no log.txt
+
+
+def test_a_new_training_never_replaces_checkpoints(tmp_path):
+    """Training starts into a folder with checkpoints only with --resume and a last_checkpoint
+    (before: without --resume model_final.pth, config.yaml and last_checkpoint were replaced
+    without a word and the other run's model_<iter>.pth stayed for a later fallback; with
+    --resume but no last_checkpoint Detectron2 trained from scratch over every checkpoint)."""
+    out = _run_folder(tmp_path)
+    (out / "model_final.pth").write_bytes((out / "model_0000001.pth").read_bytes())
+    before = _folder_state(out)
+    cfg = demo_config("OUTPUT_DIR", str(out))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {out} holds the checkpoints of an earlier run (model_final.pth, "
+            "model_0000001.pth), which a new training would replace. Continue that run with "
+            "--resume, or give this run another OUTPUT_DIR")):
+        claim_before_writing(cfg, resume=False)
+    claim_run_folder(str(out)).release()
+    os.remove(out / "last_checkpoint")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--resume: OUTPUT_DIR {out} holds checkpoints (model_final.pth, model_0000001.pth) "
+            "but no last_checkpoint naming the one to continue from, so training would start "
+            f"from scratch and replace them. Write the file name of the checkpoint to continue "
+            f"from into {out / 'last_checkpoint'} (e.g. model_final.pth)")):
+        claim_before_writing(cfg, resume=True)
+    claim_run_folder(str(out)).release()
+    claim_before_writing(cfg, resume=True, train=False)  # an evaluation writes no checkpoint
+    claim_run_folder(str(out)).release()
+    del before["last_checkpoint"]
+    assert _folder_state(out) == before
+    # a folder with a run's log but no checkpoint (e.g. its dataset check failed) trains
+    empty = tmp_path / "failed_start"
+    empty.mkdir()
+    (empty / "log.txt").write_text("a start that failed")
+    claim_before_writing(demo_config("OUTPUT_DIR", str(empty)), resume=False)
+
+
+def test_train_net_into_a_finished_run_changes_nothing(tmp_path):
+    out = _run_folder(tmp_path)
+    before = _folder_state(out)
+    proc = tool_process.run(train_net_cmd(*FAST, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)),
+                            cwd=REPO_ROOT, env=_env(1), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: OUTPUT_DIR {out} holds the checkpoints of an "
+                           "earlier run (model_0000001.pth)"), last
+    assert _folder_state(out) == before
+
+
+@pytest.mark.parametrize("name", [LOCK_NAME, "config.yaml", "metrics.json", "log.txt",
+                                  "model_final.pth", "inference"])
+def test_symbolic_links_in_a_run_folder_are_refused_before_writing(tmp_path, name):
+    """Before: a link under a name the tools write made training truncate, replace or append to
+    its target outside the folder (exit 0)."""
+    out, victim = tmp_path / "run", tmp_path / "victim"
+    out.mkdir()
+    victim.write_text("not yours")
+    os.symlink(victim, out / name)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {out}: {out / name} is a symbolic link (to {victim}); the tools write "
+            "the files of a run folder in place")):
+        claim_run_folder(str(out))
+    assert victim.read_text() == "not yours"
+    assert sorted(os.listdir(out)) == [name]  # no lock file either
+    os.remove(out / name)
+    os.symlink(victim, out / "my_notes.txt")  # a name the tools never write
+    claim_run_folder(str(out)).release()
+
+
+def test_a_run_folder_that_cannot_be_used_names_the_key(tmp_path):
+    """Before: FileExistsError / PermissionError / IsADirectoryError tracebacks (exit 1), and for
+    an empty OUTPUT_DIR "[Errno 2] No such file or directory: ''" without the key."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {a_file} is a file, not a folder")):
+        claim_before_writing(demo_config("OUTPUT_DIR", str(a_file)), resume=False)
+    (tmp_path / "run" / LOCK_NAME).mkdir(parents=True)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {tmp_path / 'run'}: cannot use it as the run folder: Is a directory: "
+            f"{tmp_path / 'run' / LOCK_NAME}")):
+        claim_run_folder(str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="train.output_dir .*: cannot use it as the run folder: "
+                       "Not a directory"):
+        claim_run_folder(str(a_file / "run"), "train.output_dir")
+    with pytest.raises(ConfigError, match="^OUTPUT_DIR is empty: training writes"):
+        claim_before_writing(demo_config("OUTPUT_DIR", ""), resume=False)
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="cannot use it as the run folder: Permission denied"):
+            claim_run_folder(str(locked / "run"))
