@@ -90,8 +90,10 @@ def test_second_run_into_a_busy_folder_is_refused_and_ctrl_c_names_the_checkpoin
     named = (out / "last_checkpoint").read_text()
     assert last.startswith("train_net.py: interrupted at iteration "), last
     assert last.endswith(f"of 1000; continue from {out / named} with --resume"), last
-    # The folder is free again.
-    run_train_net(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2")
+    # The folder is free again: not "in use", but its checkpoints are only continued.
+    log = run_train_net(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2",
+                        expect_failure=True)
+    assert f"train_net.py: error: OUTPUT_DIR {out} holds the checkpoints of an earlier run" in log
 
 
 def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
