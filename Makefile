@@ -27,8 +27,10 @@ $(VENV)/.stamp-project: pyproject.toml $(VENV)/.stamp-detectron2
 
 setup: $(VENV)/.stamp-project
 
+# --resume: a second `make demo` continues the finished run (nothing left to train: it evaluates
+# it again) instead of being refused for training over its checkpoints.
 demo: setup
-	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUT)
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) --resume OUTPUT_DIR $(DEMO_OUT)
 	$(PY) tools/demo.py --config-file $(DEMO_CONFIG) --dataset synthetic_shapes_sem_seg_val \
 		--num-images 4 --output $(DEMO_OUT)/overlays MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
 

@@ -6,6 +6,7 @@ the first step after config.yaml had been rewritten, and Ctrl-C printed 38 lines
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,9 @@ import pytest
 
 from detectron2.modeling import build_model
 
+from pointrend_seg.config import ConfigError
 from pointrend_seg.engine import SafeCheckpointer, Trainer
+from pointrend_seg.engine.checkpoint import CheckpointReadError
 from pointrend_seg.engine.optimizer import build_optimizer
 from pointrend_seg.engine.run_folder import (
     LOCK_NAME,
@@ -87,8 +90,10 @@ def test_second_run_into_a_busy_folder_is_refused_and_ctrl_c_names_the_checkpoin
     named = (out / "last_checkpoint").read_text()
     assert last.startswith("train_net.py: interrupted at iteration "), last
     assert last.endswith(f"of 1000; continue from {out / named} with --resume"), last
-    # The folder is free again.
-    run_train_net(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2")
+    # The folder is free again: not "in use", but its checkpoints are only continued.
+    log = run_train_net(*FAST, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2",
+                        expect_failure=True)
+    assert f"train_net.py: error: OUTPUT_DIR {out} holds the checkpoints of an earlier run" in log
 
 
 def test_a_claim_of_a_killed_process_is_taken_over(tmp_path):
@@ -167,9 +172,51 @@ def test_resume_with_another_model_is_refused_before_writing(tmp_path, opts, key
     assert key in message and tensor in message
     assert f"--config-file {out / 'config.yaml'}" in message
     claim_run_folder(str(out)).release()
-    # The same config resumes; without --resume nothing is compared.
+    # The same config resumes; without --resume nothing is compared, and the folder's
+    # checkpoints are not replaced (test_a_new_training_never_replaces_checkpoints).
     claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
-    claim_before_writing(cfg, resume=False)
+
+
+def test_resume_fit_is_checked_on_the_file_the_resume_falls_back_to(tmp_path):
+    """The newest checkpoint cannot be read: the resume falls back to the earlier one, and that
+    one is the file checked (before: the check skipped an unreadable file, config.yaml was
+    replaced and the run ended in a size-mismatch traceback after fvcore's 'Skip loading')."""
+    out = _run_folder(tmp_path)
+    (out / "model_0000002.pth").write_bytes((out / "model_0000001.pth").read_bytes()[:1000])
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    cfg = demo_config("OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128")
+    with pytest.raises(ResumeMismatchError) as info:
+        claim_before_writing(cfg, resume=True)
+    assert str(info.value).startswith(f"cannot resume from {out / 'model_0000001.pth'}: ")
+    assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in str(info.value)
+    claim_run_folder(str(out)).release()
+    # the run's own config resumes (from model_0000001.pth, with the warning at the load)
+    claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
+    claim_run_folder(str(out)).release()
+    # nothing readable at all: the resume's own error, before anything is written
+    (out / "model_0000001.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointReadError, match=f"{out / 'last_checkpoint'} names it and no "
+                       "earlier checkpoint"):
+        claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
+
+
+@pytest.mark.parametrize("tag, why", [
+    (b" " * 5000 + b"model_0000001.pth", "over 4096 bytes"),
+    (bytes(range(128, 256)) * 20, "not UTF-8 text"),
+])
+def test_a_last_checkpoint_that_is_no_name_is_one_error_for_check_and_load(tmp_path, tag, why):
+    """The tag is read one way, bounded, by the check and the load (before: the check read 4096
+    characters and found nothing, fvcore read all and resumed unchecked; a tag that is not UTF-8
+    was a UnicodeDecodeError traceback after config.yaml had been replaced)."""
+    out = _run_folder(tmp_path)
+    (out / "last_checkpoint").write_bytes(tag)
+    message = f"{out / 'last_checkpoint'} does not hold the name of a checkpoint ({why})"
+    cfg = demo_config("OUTPUT_DIR", str(out), "MODEL.POINT_HEAD.FC_DIM", "128")
+    with pytest.raises(CheckpointReadError, match=re.escape(message)):
+        claim_before_writing(cfg, resume=True)
+    checkpointer = Trainer(demo_config("OUTPUT_DIR", str(out))).checkpointer
+    with pytest.raises(CheckpointReadError, match=r"does not hold the name of a checkpoint"):
+        checkpointer.resume_or_load("", resume=True)
 
 
 @pytest.mark.parametrize("layout", ["simple", "plain"])
@@ -245,3 +292,94 @@ def test_train_net_start_that_fails_changes_nothing_in_the_run_folder(tmp_path, 
     if "MODEL.POINT_HEAD.FC_DIM" in opts:
         assert "MODEL.POINT_HEAD.FC_DIM (64 in the run's config.yaml, 128 now)" in last
     assert _folder_state(out) == before  # config.yaml, checkpoint, last_checkpoint; no log.txt
+
+
+def test_a_new_training_never_replaces_checkpoints(tmp_path):
+    """Training starts into a folder with checkpoints only with --resume and a last_checkpoint
+    (before: without --resume model_final.pth, config.yaml and last_checkpoint were replaced
+    without a word and the other run's model_<iter>.pth stayed for a later fallback; with
+    --resume but no last_checkpoint Detectron2 trained from scratch over every checkpoint)."""
+    out = _run_folder(tmp_path)
+    (out / "model_final.pth").write_bytes((out / "model_0000001.pth").read_bytes())
+    before = _folder_state(out)
+    cfg = demo_config("OUTPUT_DIR", str(out))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {out} holds the checkpoints of an earlier run (model_final.pth, "
+            "model_0000001.pth), which a new training would replace. Continue that run with "
+            "--resume, or give this run another OUTPUT_DIR")):
+        claim_before_writing(cfg, resume=False)
+    claim_run_folder(str(out)).release()
+    os.remove(out / "last_checkpoint")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--resume: OUTPUT_DIR {out} holds checkpoints (model_final.pth, model_0000001.pth) "
+            "but no last_checkpoint naming the one to continue from, so training would start "
+            f"from scratch and replace them. Write the file name of the checkpoint to continue "
+            f"from into {out / 'last_checkpoint'} (e.g. model_final.pth)")):
+        claim_before_writing(cfg, resume=True)
+    claim_run_folder(str(out)).release()
+    claim_before_writing(cfg, resume=True, train=False)  # an evaluation writes no checkpoint
+    claim_run_folder(str(out)).release()
+    del before["last_checkpoint"]
+    assert _folder_state(out) == before
+    # a folder with a run's log but no checkpoint (e.g. its dataset check failed) trains
+    empty = tmp_path / "failed_start"
+    empty.mkdir()
+    (empty / "log.txt").write_text("a start that failed")
+    claim_before_writing(demo_config("OUTPUT_DIR", str(empty)), resume=False)
+
+
+def test_train_net_into_a_finished_run_changes_nothing(tmp_path):
+    out = _run_folder(tmp_path)
+    before = _folder_state(out)
+    proc = tool_process.run(train_net_cmd(*FAST, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)),
+                            cwd=REPO_ROOT, env=_env(1), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: OUTPUT_DIR {out} holds the checkpoints of an "
+                           "earlier run (model_0000001.pth)"), last
+    assert _folder_state(out) == before
+
+
+@pytest.mark.parametrize("name", [LOCK_NAME, "config.yaml", "metrics.json", "log.txt",
+                                  "model_final.pth", "inference"])
+def test_symbolic_links_in_a_run_folder_are_refused_before_writing(tmp_path, name):
+    """Before: a link under a name the tools write made training truncate, replace or append to
+    its target outside the folder (exit 0)."""
+    out, victim = tmp_path / "run", tmp_path / "victim"
+    out.mkdir()
+    victim.write_text("not yours")
+    os.symlink(victim, out / name)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {out}: {out / name} is a symbolic link (to {victim}); the tools write "
+            "the files of a run folder in place")):
+        claim_run_folder(str(out))
+    assert victim.read_text() == "not yours"
+    assert sorted(os.listdir(out)) == [name]  # no lock file either
+    os.remove(out / name)
+    os.symlink(victim, out / "my_notes.txt")  # a name the tools never write
+    claim_run_folder(str(out)).release()
+
+
+def test_a_run_folder_that_cannot_be_used_names_the_key(tmp_path):
+    """Before: FileExistsError / PermissionError / IsADirectoryError tracebacks (exit 1), and for
+    an empty OUTPUT_DIR "[Errno 2] No such file or directory: ''" without the key."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {a_file} is a file, not a folder")):
+        claim_before_writing(demo_config("OUTPUT_DIR", str(a_file)), resume=False)
+    (tmp_path / "run" / LOCK_NAME).mkdir(parents=True)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"OUTPUT_DIR {tmp_path / 'run'}: cannot use it as the run folder: Is a directory: "
+            f"{tmp_path / 'run' / LOCK_NAME}")):
+        claim_run_folder(str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="train.output_dir .*: cannot use it as the run folder: "
+                       "Not a directory"):
+        claim_run_folder(str(a_file / "run"), "train.output_dir")
+    with pytest.raises(ConfigError, match="^OUTPUT_DIR is empty: training writes"):
+        claim_before_writing(demo_config("OUTPUT_DIR", ""), resume=False)
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ConfigError, match="cannot use it as the run folder: Permission denied"):
+            claim_run_folder(str(locked / "run"))

@@ -28,7 +28,7 @@ from .compat import checkpointer_drops_url_query, reset_after_failed_load, url_q
 
 __all__ = ["BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError",
            "IncompleteWeightsError", "SafeCheckpointer", "UnsafeCheckpointError",
-           "load_model_zoo_pkl", "load_weights_only", "read_model_info"]
+           "load_model_zoo_pkl", "load_weights_only", "read_checkpoint_tag", "read_model_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +301,41 @@ def _folder_given_as_checkpoint(folder: str) -> str:
                f"--run {folder})" if run_folder else ""))
 
 
+LAST_CHECKPOINT_MAX_BYTES = 4096
+
+
+def read_checkpoint_tag(save_dir: str):
+    """
+    The checkpoint name ``save_dir/last_checkpoint`` holds (stripped; None without the file): the
+    one reading of the tag for both the resume and the check before it (before, fvcore read all
+    of it and this project 4096 characters, so a tag of 5000 spaces and a name resumed
+    unchecked).
+
+    Raises:
+        CheckpointReadError: naming the file, when it is longer than a file name can be
+            (``LAST_CHECKPOINT_MAX_BYTES``), not UTF-8 or not a file.
+    """
+    tag = os.path.join(save_dir, "last_checkpoint")
+    try:
+        with open(tag, "rb") as f:
+            data = f.read(LAST_CHECKPOINT_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CheckpointReadError(f"cannot read {tag}: {e.strerror or e}") from None
+    why = f"over {LAST_CHECKPOINT_MAX_BYTES} bytes" if len(data) > LAST_CHECKPOINT_MAX_BYTES \
+        else None
+    if why is None:
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+    raise CheckpointReadError(
+        f"{tag} does not hold the name of a checkpoint ({why}); pointrend_seg writes there the "
+        "file name of the run's latest checkpoint, e.g. model_0000004.pth. Write the name of "
+        "the checkpoint to continue from into it, or start again in another OUTPUT_DIR")
+
+
 class SafeCheckpointer(DetectionCheckpointer):
     """
     Detectron2's ``DetectionCheckpointer``, made safe (module docstring). Saving can be switched
@@ -464,41 +499,62 @@ class SafeCheckpointer(DetectionCheckpointer):
         return removed
 
     # ---- loading -------------------------------------------------------------------------
+    def get_checkpoint_file(self) -> str:
+        """The file ``save_dir/last_checkpoint`` names (joined to ``save_dir``; "" without a
+        tag), the tag read by :func:`read_checkpoint_tag` for a local folder."""
+        if not self._is_local():
+            return super().get_checkpoint_file()
+        name = read_checkpoint_tag(self.save_dir)
+        return "" if name is None else os.path.join(self.save_dir, name)
+
     def resume_or_load(self, path: str, *, resume: bool = True):
         """
         As Detectron2's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the checkpoint
         it names with all its state; otherwise ``path`` (e.g. ``MODEL.WEIGHTS``), model only. If
         the named file is missing or cannot be read, the newest earlier readable
-        ``model_<iter>.pth`` of the folder is loaded, with a warning (docs/checkpoints.md).
+        ``model_<iter>.pth`` of the folder is loaded, with a warning (docs/checkpoints.md):
+        :meth:`find_resume_checkpoint`, which ``tools/train_net.py`` also runs before it writes
+        (to check that the file fits the config).
 
         Raises:
             UnsafeCheckpointError: ``last_checkpoint`` names a ``.pkl``, a URL or a file
                 elsewhere; or that file (or an earlier one) holds pickled objects.
-            CheckpointReadError: neither that file nor an earlier checkpoint can be read.
+            CheckpointReadError: ``last_checkpoint`` is no checkpoint name (not UTF-8, too
+                long), or neither the file it names nor an earlier checkpoint can be read.
         """
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
+        if not self._is_local():
+            return self.load(self.get_checkpoint_file())
+        return self.find_resume_checkpoint(self.load)[1]
+
+    def find_resume_checkpoint(self, read, *, warn: bool = True):
+        """
+        ``(file, read(file))`` for the checkpoint ``--resume`` continues from: the file
+        ``save_dir/last_checkpoint`` names, or, if ``read`` raises :class:`CheckpointReadError`
+        or ``FileNotFoundError`` for it, the newest earlier ``model_<iter>.pth`` it reads (a
+        warning names both when ``warn``). Only for a local ``save_dir`` with a
+        ``last_checkpoint``. Raises as :meth:`resume_or_load`.
+        """
         tag = os.path.join(self.save_dir, "last_checkpoint")
         named = self.get_checkpoint_file()
-        basename = os.path.relpath(named, self.save_dir) if self._is_local() else named
-        if self._is_local():
-            self._check_run_folder_name(tag, named)
-        self.logger.info(f"Loading checkpoint from {named} ({tag})")
+        self._check_run_folder_name(tag, named)
+        if warn:
+            self.logger.info(f"Loading checkpoint from {named} ({tag})")
         try:
-            return self.load(named)
+            return named, read(named)
         except (CheckpointReadError, FileNotFoundError) as error:
-            if not self._is_local():
-                raise
-            for candidate in self._earlier_checkpoints(basename):
+            for candidate in self._earlier_checkpoints(os.path.relpath(named, self.save_dir)):
                 try:
-                    ret = self.load(candidate)
+                    ret = read(candidate)
                 except (CheckpointReadError, FileNotFoundError):
                     continue
-                self.logger.warning(
-                    f"{named} (named by {tag}) cannot be read ({error}); resumed from "
-                    f"{candidate} instead, the newest earlier checkpoint that can be read"
-                )
-                return ret
+                if warn:
+                    self.logger.warning(
+                        f"{named} (named by {tag}) cannot be read ({error}); resumed from "
+                        f"{candidate} instead, the newest earlier checkpoint that can be read"
+                    )
+                return candidate, ret
             raise CheckpointReadError(
                 f"{error}; {tag} names it and no earlier checkpoint of {self.save_dir} can be "
                 "read: start again without --resume (or with MODEL.WEIGHTS of another run)"

@@ -28,7 +28,8 @@ from detectron2.utils.registry import locate
 
 from ..config import (ConfigError, build_config, check_python_overrides, device_override,
                       leaf_items, load_yaml_config)
-from .checkpoint import CheckpointReadError, load_weights_only
+from .checkpoint import (_CHECKPOINT_RE, CheckpointReadError, SafeCheckpointer, _opened_path,
+                         load_weights_only, read_checkpoint_tag)
 from .resume import train_step_state
 from .run import check_config
 from .run_config import as_run_config
@@ -88,20 +89,51 @@ def _describe(holder: Optional[dict]) -> str:
             f"{holder.get('started', '?')}: {holder.get('command', '?')})")
 
 
-def claim_run_folder(output_dir: str) -> RunFolderClaim:
+# What the tools write into a run folder (Detectron2's and ours). A symbolic link under one of
+# these names would make them write, truncate or append outside the folder: refused.
+_RUN_FILES = re.compile(r"^(\.pointrend_seg\.lock|config\.yaml(\.kept)?|eval_config\.yaml|"
+                        r"metrics\.json|log\.txt(\.rank\d+)?|last_checkpoint|model_.*\.pth|"
+                        r"events\.out\.tfevents\..*|(dataset_check|skipped_samples|eval_results)"
+                        r"\.json|inference)$")
+
+
+def _refuse_links(output_dir: str, key: str) -> None:
+    links = sorted(e.name for e in os.scandir(output_dir)
+                   if _RUN_FILES.match(e.name) and e.is_symlink())
+    if links:
+        first = os.path.join(output_dir, links[0])
+        raise ConfigError(
+            f"{key} {output_dir}: {first} is a symbolic link (to {os.readlink(first)})"
+            + (f", and {len(links) - 1} more ({', '.join(links[1:4])})" if len(links) > 1 else "")
+            + "; the tools write the files of a run folder in place, so this run would write "
+            "outside it. Remove the link, or give this run another folder (nothing was changed)")
+
+
+def claim_run_folder(output_dir: str, key: str = "OUTPUT_DIR") -> RunFolderClaim:
     """
     Claim ``output_dir`` (created if needed) for this process; the same folder claimed twice by
     one process returns the first claim.
 
     Raises:
         RunFolderBusyError: a live process holds the folder (the message names it).
+        ConfigError: naming ``key`` (the config key of the folder) and the folder, when it
+            cannot be created or used (a file, no permission), or one of the files the tools
+            write there is a symbolic link (:data:`_RUN_FILES`); nothing is written then.
     """
-    key = os.path.realpath(output_dir)
-    if key in _CLAIMS:
-        return _CLAIMS[key]
-    os.makedirs(output_dir, exist_ok=True)
+    key_path = os.path.realpath(output_dir)
+    if key_path in _CLAIMS:
+        return _CLAIMS[key_path]
     path = os.path.join(output_dir, LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise ConfigError(f"{key} {output_dir} is a file, not a folder: give the run a folder")
+        os.makedirs(output_dir, exist_ok=True)
+        _refuse_links(output_dir, key)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:  # no permission, a read-only disk, the lock file a folder, ...
+        raise ConfigError(f"{key} {output_dir}: cannot use it as the run folder: "
+                          f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+                          ) from None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -120,7 +152,7 @@ def claim_run_folder(output_dir: str) -> RunFolderClaim:
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(me).encode("utf-8"))
-    claim = _CLAIMS[key] = RunFolderClaim(path, fd, previous)
+    claim = _CLAIMS[key_path] = RunFolderClaim(path, fd, previous)
     aside = os.path.join(output_dir, _CONFIG_ASIDE)
     if os.path.isfile(aside):  # left by an evaluation killed inside run_config_kept
         os.replace(aside, os.path.join(output_dir, "config.yaml"))
@@ -214,20 +246,23 @@ def _plain(value):
 
 
 def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: Optional[dict],
-                      current_config: dict, config_hint: str) -> None:
+                      current_config: dict, config_hint: str,
+                      checkpoint: Optional[dict] = None) -> None:
     """
     Raise :class:`ResumeMismatchError` if ``checkpoint_file`` (the one ``--resume`` continues
     from) holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer`` (built
     from this config, not yet written anywhere). The message names the tensors (a few and a count)
     and the keys in which ``current_config`` differs from ``saved_config`` (the run folder's
     ``config.yaml`` as a nested dict, or None if it has none); ``config_hint`` says how to resume
-    with the run's own config. A checkpoint that cannot be read is left to the resume itself
-    (it falls back to an earlier one).
+    with the run's own config; ``checkpoint``: the file's content, if already read. A checkpoint
+    that cannot be read is left to the caller (:func:`claim_before_writing` checks the file the
+    resume will load, which falls back to an earlier one).
     """
-    try:
-        checkpoint = load_weights_only(checkpoint_file)
-    except (CheckpointReadError, OSError):
-        return
+    if checkpoint is None:
+        try:
+            checkpoint = load_weights_only(checkpoint_file)
+        except (CheckpointReadError, OSError):
+            return
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         return
     problems = tensors_that_differ(model.state_dict(), checkpoint["model"])
@@ -255,18 +290,26 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
 
 # ---- both checks, before a tool writes into the folder -----------------------------------------
 def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
-    """The file ``OUTPUT_DIR/last_checkpoint`` names, as the checkpointer will open it (query
-    stripped), if it is a file of the folder; None otherwise (the resume refuses such a name)."""
-    try:
-        with open(os.path.join(output_dir, "last_checkpoint"), encoding="utf-8") as f:
-            name = f.read(4096).strip()
-    except (OSError, UnicodeDecodeError):
+    """The file ``OUTPUT_DIR/last_checkpoint`` names (:func:`.checkpoint.read_checkpoint_tag`),
+    as the checkpointer will open it (query stripped), if it is a file of the folder; None
+    otherwise (the resume refuses such a name)."""
+    name = read_checkpoint_tag(output_dir)
+    if name is None:
         return None
     name = urlparse(name)._replace(query="").geturl()
     path = os.path.join(output_dir, name)
     if os.path.dirname(name) or not os.path.isfile(path):
         return None
     return path
+
+
+def _read_state(path: str) -> dict:
+    """A checkpoint as :meth:`SafeCheckpointer.load` reads it, for the check before a resume: a
+    file it cannot load raises :class:`CheckpointReadError` here too."""
+    data = load_weights_only(_opened_path(path))
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{path} holds a {type(data).__name__}, not a state dict")
+    return data
 
 
 def _current_and_saved_config(run, output_dir):
@@ -281,6 +324,33 @@ def _current_and_saved_config(run, output_dir):
     return current, saved, "the config file and overrides the run was started with"
 
 
+def _refuse_to_replace_checkpoints(output_dir: str, key: str, resume: bool) -> None:
+    """
+    Training into a folder that holds checkpoints (``model_*.pth``, ``last_checkpoint``) only
+    continues them: without ``--resume`` (a new run would replace the earlier run's
+    ``model_final.pth`` and leave its other checkpoints for a later resume to pick up), or with
+    ``--resume`` but no ``last_checkpoint`` to say which one (Detectron2 then starts from scratch
+    and replaces them), one :class:`ConfigError` naming the folder and the ways on.
+    """
+    found = sorted((n for n in os.listdir(output_dir) if _CHECKPOINT_RE.match(n)),  # newest first
+                   key=lambda n: -1 if n == "model_final.pth" else -int(n[6:-4]))
+    tag = os.path.join(output_dir, "last_checkpoint")
+    has_tag = os.path.lexists(tag)
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    if not resume and (found or has_tag):
+        raise ConfigError(
+            f"{key} {output_dir} holds the checkpoints of an earlier run ("
+            + (shown if found else "last_checkpoint") + "), which a new training would replace. "
+            f"Continue that run with --resume, or give this run another {key} (nothing was "
+            "changed)")
+    if resume and found and not has_tag:
+        raise ConfigError(
+            f"--resume: {key} {output_dir} holds checkpoints ({shown}) but no last_checkpoint "
+            "naming the one to continue from, so training would start from scratch and replace "
+            f"them. Write the file name of the checkpoint to continue from into {tag} (e.g. "
+            f"{found[0]}) and resume again, or give this run another {key} (nothing was changed)")
+
+
 def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
     """
     What a tool does with ``cfg``'s run folder before it writes anything there: the main process
@@ -292,19 +362,28 @@ def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
     """
     run = as_run_config(cfg)
     output_dir = run.settings.OUTPUT_DIR
+    key = run.key_names.get("OUTPUT_DIR", "OUTPUT_DIR")
     error = None
-    if comm.is_main_process() and output_dir:
+    if comm.is_main_process() and (output_dir or train):
         try:
-            claim = claim_run_folder(output_dir)
+            if not output_dir:
+                raise ConfigError(f"{key} is empty: training writes its checkpoints, config.yaml "
+                                  "and logs there; give it a folder")
+            claim = claim_run_folder(output_dir, key)
             if claim.previous and claim.previous.get("pid") != os.getpid():
                 logger.info(f"Claimed {output_dir}; it was last claimed by "
                             f"{_describe(claim.previous)}, which no longer holds it")
             model, optimizer = check_config(run, train=train)
-            checkpoint = _resume_checkpoint_file(output_dir) if resume else None
-            if checkpoint is not None:
+            if train:
+                _refuse_to_replace_checkpoints(output_dir, key, resume)
+            checkpointer = SafeCheckpointer(model, output_dir)
+            if resume and checkpointer.has_checkpoint():
+                # the very file the resume will load: the one last_checkpoint names, or the
+                # earlier one it falls back to (before: only the named one, if readable)
+                checkpoint, state = checkpointer.find_resume_checkpoint(_read_state, warn=False)
                 current, saved, hint = _current_and_saved_config(run, output_dir)
                 check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
-                                  current_config=current, config_hint=hint)
+                                  current_config=current, config_hint=hint, checkpoint=state)
         except Exception as e:  # noqa: BLE001 (raised below, on every process)
             error = e
     if comm.get_world_size() > 1:
