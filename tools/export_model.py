@@ -207,7 +207,8 @@ def export(args, argv, cleanup) -> int:
         refuse_output_over_inputs([os.path.join(args.output, name) for name in OUTPUT_FILES], read)
         if not weights:
             logger.warning("MODEL.WEIGHTS is empty: exporting a randomly initialised model")
-        model = load_inference_model(run, weights=weights, partial_weights=args.partial_weights)
+        model = load_inference_model(run, weights=weights, partial_weights=args.partial_weights,
+                                     random_weights=True)
         check_size_range(args.min_size, args.max_size, model.size_divisibility)
         with torch.no_grad():
             loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]

@@ -19,6 +19,7 @@ import re
 import zipfile
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -546,11 +547,50 @@ class SafeCheckpointer(DetectionCheckpointer):
             self._loading_path = None
 
     def _load_model(self, checkpoint):
+        self._check_weight_values(checkpoint.get("model"))
         incompatible = super()._load_model(checkpoint)
         self._check_backbone_coverage(incompatible)
         if self.require_all_weights:
             self._check_all_weights(incompatible)
         return incompatible
+
+    def _check_weight_values(self, weights):
+        """
+        Raise :class:`CheckpointReadError`, naming the file and the first bad entry, unless the
+        checkpoint's ``"model"`` is a dict of tensors / numpy arrays whose floating-point values
+        are all finite and that holds a floating-point tensor for each floating-point tensor of
+        the model (an integer one would be cast silently). Before: NaN weights evaluated to a
+        meaningless mIoU and trained into a non-finite loss; a string was an AttributeError.
+        """
+        path = self._loading_path
+        if not isinstance(weights, dict):
+            raise CheckpointReadError(
+                f"{path}: its 'model' is a {type(weights).__name__}, not a state dict (a dict of "
+                "tensors)")
+        model, non_finite = self.model.state_dict(), []
+        for key, value in weights.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                floating, finite = value.dtype.kind == "f", lambda v: bool(np.isfinite(v).all())
+            elif isinstance(value, torch.Tensor):
+                floating, finite = value.is_floating_point(), lambda v: bool(
+                    torch.isfinite(v).all())
+            else:
+                what = f"a numpy array of {value.dtype}" if isinstance(value, np.ndarray) else \
+                    f"of type {type(value).__name__}"
+                raise CheckpointReadError(
+                    f"{path}: model weight {key!r} is {what}, not a tensor of numbers")
+            if floating and not finite(value):
+                non_finite.append(key)
+            in_model = model.get(key[len("module."):] if key.startswith("module.") else key)
+            if in_model is not None and in_model.is_floating_point() and not floating:
+                raise CheckpointReadError(
+                    f"{path}: model weight {key!r} is a {value.dtype} tensor where the model "
+                    f"holds {in_model.dtype}: not the weights it was saved with")
+        if non_finite:
+            raise CheckpointReadError(
+                f"{path}: model weight {non_finite[0]!r} holds NaN or inf values ("
+                f"{len(non_finite)} of its {len(weights)} tensors do); weights that are not "
+                "finite cannot be evaluated or trained from")
 
     def _check_all_weights(self, incompatible):
         """
