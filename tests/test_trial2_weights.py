@@ -36,7 +36,7 @@ from pointrend_seg.engine import (
     build_predictor,
     load_inference_model,
 )
-from pointrend_seg.engine.checkpoint import load_model_zoo_pkl
+from pointrend_seg.engine.checkpoint import load_model_zoo_pkl, load_weights_only, read_model_info
 from pointrend_seg.engine.cli import run_tool
 from pointrend_seg.engine.compat import checkpointer_drops_url_query
 from pointrend_seg.modeling.export import UnsafeProgramError, load_exported_program
@@ -590,3 +590,27 @@ def test_weights_that_are_not_finite_numbers_are_refused_naming_the_file_and_key
     assert "\n" not in str(info.value)
     with pytest.raises(CheckpointReadError, match=message):
         load_inference_model(demo_config("MODEL.WEIGHTS", path))
+
+
+def test_a_compressed_zip_checkpoint_is_refused_before_it_is_unpacked(tmp_path):
+    """A torch zip whose data entry is 64 MB of deflated zeros (~64 KB): before, torch.load
+    unpacked it whole and then refused it ('record size does not match'; 2.8 GB for 2 GiB of
+    zeros). torch.save stores entries uncompressed; the zip directory says what an entry holds."""
+    tiny, bomb = tmp_path / "tiny.pth", str(tmp_path / "bomb.pth")
+    torch.save({"model": {"w": torch.zeros(4)}}, tiny)
+    with zipfile.ZipFile(tiny) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for name in src.namelist():
+            entry = zipfile.ZipInfo(name)
+            if name.endswith("data/0"):
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with dst.open(entry, "w") as f:
+                    for _ in range(64):
+                        f.write(bytes(1 << 20))
+            else:
+                dst.writestr(entry, src.read(name))
+    assert os.path.getsize(bomb) < 1 << 20
+    with pytest.raises(CheckpointReadError, match=f"^refused to load {bomb}: its zip entry "
+                       r"tiny/data/0 is compressed \(\d+ bytes that unpack to 67108864\)"):
+        SafeCheckpointer(nn.Linear(2, 2)).resume_or_load(bomb, resume=False)
+    assert read_model_info(bomb) == {}
+    assert torch.equal(load_weights_only(str(tiny))["model"]["w"], torch.zeros(4))  # stored: read

@@ -72,6 +72,7 @@ def load_weights_only(filename):
     told apart by :func:`_refused_pickle` (docs/checkpoints.md, "Trusting checkpoint files"). An
     unsafe file must stop a resume, a damaged one may be skipped for an earlier one.
     """
+    _check_zip_entries(filename)
     try:
         return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
     except (FileNotFoundError, IsADirectoryError):
@@ -96,6 +97,36 @@ def load_weights_only(filename):
             f"cannot read checkpoint {filename} (truncated or corrupt?): {reason}") from None
 
 
+def _check_zip_entries(filename):
+    """
+    Raise :class:`CheckpointReadError` naming ``filename`` if it is a zip file (torch's format)
+    with a compressed entry, or whose entries hold more bytes than the file: torch.save stores
+    every entry as it is, and torch.load would unpack a compressed one whole before any check (a
+    2 MB file of deflated zeros took 2.8 GB). Checked from the zip's directory, reading nothing
+    else; a damaged zip is left to torch.load, which says so.
+    """
+    with open(filename, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError):
+        return
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointReadError(
+                f"refused to load {filename}: its zip entry {entry.filename} is compressed "
+                f"({entry.compress_size} bytes that unpack to {entry.file_size}); torch.save "
+                "stores every entry uncompressed, and torch.load would unpack it into memory "
+                "before anything is checked. Re-save the weights with torch.save")
+    total, size = sum(entry.file_size for entry in entries), os.path.getsize(filename)
+    if total > size:
+        raise CheckpointReadError(
+            f"refused to load {filename}: its zip entries claim {total} bytes, more than the "
+            f"file's {size} (not a file torch.save wrote)")
+
+
 def read_model_info(filename) -> dict:
     """The ``model_info`` a checkpoint of ours carries (class names and colours; see
     :class:`SafeCheckpointer`), read without loading its tensors (``weights_only``, memory-mapped);
@@ -105,6 +136,7 @@ def read_model_info(filename) -> dict:
     if not (path.endswith((".pth", ".pt")) and os.path.isfile(path)):
         return {}
     try:
+        _check_zip_entries(path)
         info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
             "model_info", {})
     except Exception:
