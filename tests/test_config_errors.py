@@ -177,6 +177,10 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
     (_config_only, "DATASETS.CHECK.MAX_IGNORED_FRACTION", "1.5"),
     (_config_only, "DATASETS.CHECK.MAX_IGNORED_FRACTION", "-0.1"),
     (_config_only, "DATASETS.CHECK.NUM_WORKERS", "-1"),
+    # before: a ValueError traceback (numpy's seed) / a bare AssertionError, after config.yaml
+    # was written (config-only checks: test_run_folder.py)
+    (_config_only, "SEED", "4294967296"),
+    (_solver, "DATASETS.TRAIN", "()"),
     (_inference, "MODEL.INFERENCE.CHANNELS_LAST", "'sometimes'"),
     (_inference, "MODEL.INFERENCE.COMPILE", "'fast'"),
     (_train_mapper, "INPUT.CROP.SIZE", "(0.0, 0.0)"),

@@ -217,6 +217,11 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
     (["model.sem_seg_head.point_loss_weight=-1.0"], "MODEL.POINT_HEAD.LOSS_WEIGHT=-1.0 must be "
      "a finite number >= 0 (0 turns the loss off; a negative one is gradient ascent) "
      "(PointRendSegHead's point_loss_weight)"),
+    # before: a ValueError traceback / a bare AssertionError after config.yaml was written
+    (["train.seed=99999999999"], "train.seed=99999999999 must be an integer <= 4294967295 "
+     "(NumPy seeds are below 2**32) or negative (a random seed)"),
+    (["dataloader.train.dataset.names=[]"],
+     "dataloader.train.dataset.names is empty: training needs at least one dataset"),
     (["model.pixel_std=[1e400,1.0,1.0]"], "MODEL.PIXEL_STD=[inf, 1.0, 1.0] must be finite "
      "positive numbers (a division: inf makes a channel 0) (GeneralizedSemanticSegmentor's "
      "pixel_std)"),
