@@ -402,7 +402,7 @@ def _load_with_bases(path, chain, budget):
     stream.name = path  # what YAML's error marks name
     budget.nodes -= _count_expanded_nodes(stream, chain, budget.nodes)
     stream.seek(0)
-    data = yaml.safe_load(stream)
+    data = yaml.load(stream, Loader=_ConfigLoader)  # yaml.safe_load, duplicate keys refused
     if not isinstance(data, dict):
         held = "nothing" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{path} is not a YAML config: it holds {held}, not a mapping of "
@@ -420,6 +420,31 @@ def _load_with_bases(path, chain, budget):
         _merge_into(merged, _load_with_bases(base, (*chain, path), budget), base)
     _merge_into(merged, data, path)
     return merged
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key twice in one mapping is a
+    :class:`ConfigError` naming the file, the line and the key (YAML would keep the last one,
+    dropping the earlier block silently). ``<<`` merges keep YAML's rule: a key of the mapping
+    itself replaces a merged one."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or \
+                        key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(
+                        f"{key_node.start_mark.name}, line {line}: the key {key} is given a "
+                        f"second time in the same mapping (first at line {seen[key]}); YAML "
+                        "would keep only the last one and silently drop the other: merge them "
+                        "into one")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _base_of(chain):

@@ -163,6 +163,13 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
     (_solver, "SOLVER.WARMUP_FACTOR", "-1.0"),
     (_solver, "SOLVER.POLY_LR_POWER", "-0.9"),
     (_model, "MODEL.PIXEL_STD", "[58.395, 0.0, 57.375]"),
+    # before: trained silently: a negative loss weight is gradient ascent on that loss, an inf
+    # std a channel always 0; an inf mean a NaN loss at iteration 0 with advice to lower the LR
+    (_model, "MODEL.POINT_HEAD.LOSS_WEIGHT", "-1.0"),
+    (_model, "MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", "-1.0"),
+    (_model, "MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", "1e400"),
+    (_model, "MODEL.PIXEL_STD", "[1e400, 1.0, 1.0]"),
+    (_model, "MODEL.PIXEL_MEAN", "[1e400, 116.28, 103.53]"),
     # before: a ValueError traceback when evaluating after training; a band silently of 1 px
     (_config_only, "TEST.BOUNDARY_EVAL.BF_TOLERANCE", "-0.0075"),
     (_config_only, "TEST.BOUNDARY_EVAL.BIOU_DILATION", "-0.02"),
@@ -170,6 +177,10 @@ BAD_VALUES = [  # (where it is read, KEY, bad value as on the command line)
     (_config_only, "DATASETS.CHECK.MAX_IGNORED_FRACTION", "1.5"),
     (_config_only, "DATASETS.CHECK.MAX_IGNORED_FRACTION", "-0.1"),
     (_config_only, "DATASETS.CHECK.NUM_WORKERS", "-1"),
+    # before: a ValueError traceback (numpy's seed) / a bare AssertionError, after config.yaml
+    # was written (config-only checks: test_run_folder.py)
+    (_config_only, "SEED", "4294967296"),
+    (_solver, "DATASETS.TRAIN", "()"),
     (_inference, "MODEL.INFERENCE.CHANNELS_LAST", "'sometimes'"),
     (_inference, "MODEL.INFERENCE.COMPILE", "'fast'"),
     (_train_mapper, "INPUT.CROP.SIZE", "(0.0, 0.0)"),

@@ -212,6 +212,19 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
     (["train.dataset_check.max_ignored_fraction=2"], "train.dataset_check.max_ignored_fraction=2 "
      "must be in [0, 1] (the share of ignored label pixels above which the check warns) "
      "(check_dataset's max_ignored_fraction)"),
+    # before: accepted; trained with a negative point loss (gradient ascent) or a channel
+    # always 0 (x / inf)
+    (["model.sem_seg_head.point_loss_weight=-1.0"], "MODEL.POINT_HEAD.LOSS_WEIGHT=-1.0 must be "
+     "a finite number >= 0 (0 turns the loss off; a negative one is gradient ascent) "
+     "(PointRendSegHead's point_loss_weight)"),
+    # before: a ValueError traceback / a bare AssertionError after config.yaml was written
+    (["train.seed=99999999999"], "train.seed=99999999999 must be an integer <= 4294967295 "
+     "(NumPy seeds are below 2**32) or negative (a random seed)"),
+    (["dataloader.train.dataset.names=[]"],
+     "dataloader.train.dataset.names is empty: training needs at least one dataset"),
+    (["model.pixel_std=[1e400,1.0,1.0]"], "MODEL.PIXEL_STD=[inf, 1.0, 1.0] must be finite "
+     "positive numbers (a division: inf makes a channel 0) (GeneralizedSemanticSegmentor's "
+     "pixel_std)"),
 ])
 def test_a_python_config_value_error_names_the_key_the_user_wrote(opts, message):
     """The run's checks of a Python config name its keys (before: SOLVER.MAX_ITER=0 for

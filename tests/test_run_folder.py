@@ -280,6 +280,10 @@ def test_config_differences_ignore_what_yaml_makes_of_tuples():
      "'WarmupPolyLR'?)"),
     (["--eval-only", "MODEL.POINT_HEAD.NUM_FC", "-1"], "MODEL.POINT_HEAD.NUM_FC=-1 must be an "
      "integer >= 0"),
+    # before: a ValueError traceback / a bare AssertionError (exit 1) after config.yaml was
+    # replaced
+    (["SEED", "4294967296"], "SEED=4294967296 must be an integer <= 4294967295"),
+    (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN is empty: training needs at least one dataset"),
 ])
 def test_train_net_start_that_fails_changes_nothing_in_the_run_folder(tmp_path, opts, message):
     out = _run_folder(tmp_path)

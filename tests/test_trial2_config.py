@@ -274,6 +274,32 @@ def test_a_diamond_of_bases_still_merges_as_detectron2(tmp_path):
     assert load_yaml_config(top) == CfgNode.load_yaml_with_base(top, allow_unsafe=False)
 
 
+def test_a_key_given_twice_in_one_mapping_is_one_error_naming_the_file_line_and_key(tmp_path):
+    """Before: YAML kept the last SOLVER block, silently dropping BASE_LR (the default 0.002
+    trained, exit 0). In a _BASE_ too; a << merge's key replaced by the mapping's own is not a
+    duplicate (YAML's rule, kept)."""
+    (tmp_path / "dup.yaml").write_text(
+        f'_BASE_: "{DEMO_CONFIG}"\nSOLVER:\n  BASE_LR: 0.0005\n  WARMUP_ITERS: 1\n'
+        "SOLVER:\n  IMS_PER_BATCH: 2\n")
+    (tmp_path / "top.yaml").write_text('_BASE_: "dup.yaml"\nSEED: 1\n')
+    (tmp_path / "inner.yaml").write_text("MODEL:\n  PIXEL_STD: [1.0, 1.0, 1.0]\n"
+                                         "  PIXEL_STD: [2.0, 2.0, 2.0]\n")
+    for name, line, key, first in (("dup", 5, "SOLVER", 2), ("top", 5, "SOLVER", 2),
+                                   ("inner", 3, "PIXEL_STD", 2)):
+        with pytest.raises(ConfigError) as info:
+            build_config(str(tmp_path / f"{name}.yaml"))
+        where = tmp_path / ("dup" if name == "top" else name)
+        assert str(info.value) == (
+            f"{where}.yaml, line {line}: the key {key} is given a second time in the same mapping "
+            f"(first at line {first}); YAML would keep only the last one and silently drop the "
+            "other: merge them into one")
+    (tmp_path / "merge.yaml").write_text(
+        f'_BASE_: "{DEMO_CONFIG}"\nSOLVER:\n  <<: &s {{BASE_LR: 0.5, MAX_ITER: 3}}\n'
+        "  MAX_ITER: 4\n")
+    cfg = build_config(str(tmp_path / "merge.yaml"))
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (0.5, 4)
+
+
 def test_a_python_config_given_as_a_yaml_config(tmp_path):
     path = tmp_path / "model.py"
     path.write_text("raise SystemExit('ran')\n")

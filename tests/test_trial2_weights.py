@@ -36,7 +36,7 @@ from pointrend_seg.engine import (
     build_predictor,
     load_inference_model,
 )
-from pointrend_seg.engine.checkpoint import load_model_zoo_pkl
+from pointrend_seg.engine.checkpoint import load_model_zoo_pkl, load_weights_only, read_model_info
 from pointrend_seg.engine.cli import run_tool
 from pointrend_seg.engine.compat import checkpointer_drops_url_query
 from pointrend_seg.modeling.export import UnsafeProgramError, load_exported_program
@@ -571,3 +571,75 @@ def test_eval_only_refuses_and_demo_runs_with_partial_weights(tmp_path, demo_wei
     assert status == 0, lines
     assert os.listdir(tmp_path / "demo")
 
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. No weights, or weights that are not numbers a model can use (the hostile-input audit:
+#    --eval-only reported an mIoU for an empty MODEL.WEIGHTS and for NaN weights, exit 0)
+# ------------------------------------------------------------------------------------------------
+def test_inference_refuses_to_evaluate_without_weights(tmp_path):
+    from pointrend_seg import model_zoo
+    from pointrend_seg.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^MODEL.WEIGHTS is empty: there are no weights"):
+        load_inference_model(demo_config("MODEL.WEIGHTS", ""))
+    out = str(tmp_path / "empty_run")
+    with pytest.raises(ConfigError, match=f"^MODEL.WEIGHTS is empty and {out} has no "
+                                          "last_checkpoint"):
+        load_inference_model(demo_config("OUTPUT_DIR", out), resume=True)
+    with pytest.raises(ConfigError, match=r"^train.init_checkpoint is empty.*"
+                                          r"train.init_checkpoint=output/model_final.pth"):
+        load_inference_model(model_zoo.get_config("demo/deeplabv3_pointrend_synthetic.py",
+                                                  ["train.device=cpu"]))
+    # export_model.py asks for a random model (it warns)
+    assert not load_inference_model(demo_config(), random_weights=True).training
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda s: {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in s.items()}, r"model weight 'backbone\.\S+' holds NaN or inf"),
+    (lambda s: {**s, "sem_seg_head.coarse_head.predictor.bias": torch.full((5,), float("inf"))},
+     r"model weight 'sem_seg_head.coarse_head.predictor.bias' holds NaN or inf values \(1 of its"),
+    (lambda s: {k: v.long() for k, v in s.items()},
+     r"model weight 'backbone\.\S+' is a torch.int64 tensor where the model holds torch.float32"),
+    (lambda s: "hello", r"its 'model' is a str, not a state dict"),
+    (lambda s: {k: 1 for k in s}, r"model weight 'backbone\.\S+' is of type int, not a tensor"),
+])
+def test_weights_that_are_not_finite_numbers_are_refused_naming_the_file_and_key(
+        tmp_path, demo_weights, spoil, message):
+    """Every load passes SafeCheckpointer._load_model: MODEL.WEIGHTS for training and
+    inference, --resume. Before: NaN / inf / int64 weights evaluated to an mIoU (exit 0) and
+    trained into a non-finite loss; a string was an AttributeError, an int fvcore's
+    "Unsupported type found in checkpoint!" without the file."""
+    _, state = demo_weights
+    path = str(tmp_path / "spoilt.pth")
+    torch.save({"model": spoil(state)}, path)
+    with pytest.raises(CheckpointReadError, match=f"^{path}: {message}") as info:
+        SafeCheckpointer(build_model(demo_config())).resume_or_load(path, resume=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(CheckpointReadError, match=message):
+        load_inference_model(demo_config("MODEL.WEIGHTS", path))
+
+
+def test_a_compressed_zip_checkpoint_is_refused_before_it_is_unpacked(tmp_path):
+    """A torch zip whose data entry is 64 MB of deflated zeros (~64 KB): before, torch.load
+    unpacked it whole and then refused it ('record size does not match'; 2.8 GB for 2 GiB of
+    zeros). torch.save stores entries uncompressed; the zip directory says what an entry holds."""
+    tiny, bomb = tmp_path / "tiny.pth", str(tmp_path / "bomb.pth")
+    torch.save({"model": {"w": torch.zeros(4)}}, tiny)
+    with zipfile.ZipFile(tiny) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for name in src.namelist():
+            entry = zipfile.ZipInfo(name)
+            if name.endswith("data/0"):
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with dst.open(entry, "w") as f:
+                    for _ in range(64):
+                        f.write(bytes(1 << 20))
+            else:
+                dst.writestr(entry, src.read(name))
+    assert os.path.getsize(bomb) < 1 << 20
+    with pytest.raises(CheckpointReadError, match=f"^refused to load {bomb}: its zip entry "
+                       r"tiny/data/0 is compressed \(\d+ bytes that unpack to 67108864\)"):
+        SafeCheckpointer(nn.Linear(2, 2)).resume_or_load(bomb, resume=False)
+    assert read_model_info(bomb) == {}
+    assert torch.equal(load_weights_only(str(tiny))["model"]["w"], torch.zeros(4))  # stored: read

@@ -19,6 +19,7 @@ import re
 import zipfile
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -71,6 +72,7 @@ def load_weights_only(filename):
     told apart by :func:`_refused_pickle` (docs/checkpoints.md, "Trusting checkpoint files"). An
     unsafe file must stop a resume, a damaged one may be skipped for an earlier one.
     """
+    _check_zip_entries(filename)
     try:
         return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
     except (FileNotFoundError, IsADirectoryError):
@@ -95,6 +97,36 @@ def load_weights_only(filename):
             f"cannot read checkpoint {filename} (truncated or corrupt?): {reason}") from None
 
 
+def _check_zip_entries(filename):
+    """
+    Raise :class:`CheckpointReadError` naming ``filename`` if it is a zip file (torch's format)
+    with a compressed entry, or whose entries hold more bytes than the file: torch.save stores
+    every entry as it is, and torch.load would unpack a compressed one whole before any check (a
+    2 MB file of deflated zeros took 2.8 GB). Checked from the zip's directory, reading nothing
+    else; a damaged zip is left to torch.load, which says so.
+    """
+    with open(filename, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError):
+        return
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointReadError(
+                f"refused to load {filename}: its zip entry {entry.filename} is compressed "
+                f"({entry.compress_size} bytes that unpack to {entry.file_size}); torch.save "
+                "stores every entry uncompressed, and torch.load would unpack it into memory "
+                "before anything is checked. Re-save the weights with torch.save")
+    total, size = sum(entry.file_size for entry in entries), os.path.getsize(filename)
+    if total > size:
+        raise CheckpointReadError(
+            f"refused to load {filename}: its zip entries claim {total} bytes, more than the "
+            f"file's {size} (not a file torch.save wrote)")
+
+
 def read_model_info(filename) -> dict:
     """The ``model_info`` a checkpoint of ours carries (class names and colours; see
     :class:`SafeCheckpointer`), read without loading its tensors (``weights_only``, memory-mapped);
@@ -104,6 +136,7 @@ def read_model_info(filename) -> dict:
     if not (path.endswith((".pth", ".pt")) and os.path.isfile(path)):
         return {}
     try:
+        _check_zip_entries(path)
         info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(
             "model_info", {})
     except Exception:
@@ -615,11 +648,50 @@ class SafeCheckpointer(DetectionCheckpointer):
             self._loading_path = None
 
     def _load_model(self, checkpoint):
+        self._check_weight_values(checkpoint.get("model"))
         incompatible = super()._load_model(checkpoint)
         self._check_backbone_coverage(incompatible)
         if self.require_all_weights:
             self._check_all_weights(incompatible)
         return incompatible
+
+    def _check_weight_values(self, weights):
+        """
+        Raise :class:`CheckpointReadError`, naming the file and the first bad entry, unless the
+        checkpoint's ``"model"`` is a dict of tensors / numpy arrays whose floating-point values
+        are all finite and that holds a floating-point tensor for each floating-point tensor of
+        the model (an integer one would be cast silently). Before: NaN weights evaluated to a
+        meaningless mIoU and trained into a non-finite loss; a string was an AttributeError.
+        """
+        path = self._loading_path
+        if not isinstance(weights, dict):
+            raise CheckpointReadError(
+                f"{path}: its 'model' is a {type(weights).__name__}, not a state dict (a dict of "
+                "tensors)")
+        model, non_finite = self.model.state_dict(), []
+        for key, value in weights.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                floating, finite = value.dtype.kind == "f", lambda v: bool(np.isfinite(v).all())
+            elif isinstance(value, torch.Tensor):
+                floating, finite = value.is_floating_point(), lambda v: bool(
+                    torch.isfinite(v).all())
+            else:
+                what = f"a numpy array of {value.dtype}" if isinstance(value, np.ndarray) else \
+                    f"of type {type(value).__name__}"
+                raise CheckpointReadError(
+                    f"{path}: model weight {key!r} is {what}, not a tensor of numbers")
+            if floating and not finite(value):
+                non_finite.append(key)
+            in_model = model.get(key[len("module."):] if key.startswith("module.") else key)
+            if in_model is not None and in_model.is_floating_point() and not floating:
+                raise CheckpointReadError(
+                    f"{path}: model weight {key!r} is a {value.dtype} tensor where the model "
+                    f"holds {in_model.dtype}: not the weights it was saved with")
+        if non_finite:
+            raise CheckpointReadError(
+                f"{path}: model weight {non_finite[0]!r} holds NaN or inf values ("
+                f"{len(non_finite)} of its {len(weights)} tensors do); weights that are not "
+                "finite cannot be evaluated or trained from")
 
     def _check_all_weights(self, incompatible):
         """

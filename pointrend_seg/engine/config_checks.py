@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import ConfigError, is_int, is_number, raise_config_problems
 
-__all__ = ["check_dataset_config", "check_lr_schedule", "check_solver_config"]
+__all__ = ["check_dataset_config", "check_lr_schedule", "check_seed", "check_solver_config"]
 
 
 def check_solver_config(cfg, names=None) -> None:
@@ -18,7 +18,8 @@ def check_solver_config(cfg, names=None) -> None:
     ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
     ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
-    ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR" (how Detectron2 would
+    ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR", a non-empty
+    ``DATASETS.TRAIN`` (Detectron2: an AssertionError after writing the run folder) (how it would
     fail instead: docs/bad_inputs.md).
     ``names``: {key: the name the messages give it}, e.g. a Python config's
     (``RunConfig.key_names``).
@@ -36,6 +37,9 @@ def check_solver_config(cfg, names=None) -> None:
         if not is_int(value) or value < least:
             shown = (names or {}).get(key, key)
             problems.append(f"{shown}={value!r} must be an integer >= {least}")
+    if not cfg.DATASETS.TRAIN:
+        shown = (names or {}).get("DATASETS.TRAIN", "DATASETS.TRAIN")
+        problems.append(f"{shown} is empty: training needs at least one dataset")
     positive = [("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR)]
     clip = cfg.SOLVER.get("CLIP_GRADIENTS", None)
     if clip is not None and clip.ENABLED:
@@ -52,6 +56,25 @@ def check_solver_config(cfg, names=None) -> None:
             is_number(power) and math.isfinite(power) and power >= 0):
         problems.append(f"SOLVER.POLY_LR_POWER={power!r} must be a number >= 0")
     raise_config_problems(problems)
+
+
+def check_seed(cfg, names=None, processes: int = 1) -> None:
+    """
+    ``SEED``: negative (a random seed, as Detectron2 reads it) or an integer that each of the
+    ``processes`` can seed NumPy with (Detectron2's ``default_setup`` seeds ``SEED + rank``;
+    NumPy takes at most 2**32 - 1). Checked before ``default_setup``: it would fail after writing
+    ``OUTPUT_DIR/config.yaml``, with a ValueError traceback.
+
+    Raises:
+        ConfigError: naming the key (``names``: as :func:`check_solver_config`).
+    """
+    seed, most = cfg.SEED, 2 ** 32 - max(1, processes)
+    if not is_int(seed) or seed > most:
+        shown = (names or {}).get("SEED", "SEED")
+        raise ConfigError(
+            f"{shown}={seed!r} must be an integer <= {most} (NumPy seeds are below 2**32"
+            + (f"; each of the {processes} processes seeds it with {shown} + its rank"
+               if processes > 1 else "") + ") or negative (a random seed)")
 
 
 def check_lr_schedule(scheduler, max_iter: int, keys: str, samples: int = 2000) -> None:

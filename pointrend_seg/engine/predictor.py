@@ -9,6 +9,7 @@ import torch
 
 from detectron2.data.transforms import NoOpTransform
 
+from ..config import ConfigError
 from ..modeling import prepare_for_inference
 from ..modeling.postprocessing import resized_argmax
 from .checkpoint import SafeCheckpointer
@@ -29,13 +30,24 @@ def load_inference_model(cfg, *, resume: bool = False, partial_weights: bool = F
     config with another ``MODEL.POINT_HEAD.FC_DIM`` than the one trained) are refused with
     :class:`~.checkpoint.IncompleteWeightsError` - such a model predicts with random weights
     there, and an evaluation of it reports a meaningless mIoU - unless ``partial_weights``
-    (``--partial-weights``). An empty ``MODEL.WEIGHTS`` loads nothing (a random model).
+    (``--partial-weights``). Nothing to load (an empty ``MODEL.WEIGHTS`` and no checkpoint to
+    resume from) is a :class:`~pointrend_seg.config.ConfigError` naming the key, as in
+    ``tools/demo.py`` (before: ``--eval-only`` reported a random model's mIoU).
     """
     run = as_run_config(cfg)
     model = run.build_model()
-    SafeCheckpointer(model, save_dir=run.settings.OUTPUT_DIR,
-                     require_all_weights=not partial_weights).resume_or_load(
-        run.settings.MODEL.WEIGHTS if weights is None else weights, resume=resume)
+    checkpointer = SafeCheckpointer(model, save_dir=run.settings.OUTPUT_DIR,
+                                    require_all_weights=not partial_weights)
+    path = run.settings.MODEL.WEIGHTS if weights is None else weights
+    if not (path or (resume and checkpointer.has_checkpoint())):
+        key = run.key_names.get("MODEL.WEIGHTS", "MODEL.WEIGHTS")
+        raise ConfigError(
+            f"{key} is empty" + (f" and {run.settings.OUTPUT_DIR} has no last_checkpoint to "
+                                 "resume from" if resume else "")
+            + f": there are no weights to load, the model would be a random one. Give the "
+            f"trained model, e.g. {key}{' ' if key == 'MODEL.WEIGHTS' else '='}"
+            "output/model_final.pth")
+    checkpointer.resume_or_load(path, resume=resume)
     return model.eval()
 
 

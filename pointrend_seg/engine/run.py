@@ -11,10 +11,12 @@ your own code, ``Trainer.test(cfg, model)``), they prepare one themselves.
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet
 
+from detectron2.utils import comm
+
 from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport, check_options
 from ..evaluation.boundary import check_boundary_options
-from .config_checks import check_dataset_config
+from .config_checks import check_dataset_config, check_seed
 from .data_checks import check_run_datasets, skipped_images
 from .run_config import as_run_config
 
@@ -45,9 +47,10 @@ class RunPlan:
 def check_config(cfg, *, train: bool = True):
     """
     Every check that needs only the config (either kind), reading no dataset file and writing
-    nothing: pointrend_seg's keys, for training the solver keys and the precision, the boundary
-    evaluation's widths, the dataset check's options, and the parts built on the CPU - the model
-    (each component checks its own keys) and, for training, the optimizer and the LR schedule.
+    nothing: pointrend_seg's keys, ``SEED``, for training the solver keys (a non-empty
+    ``DATASETS.TRAIN`` too) and the precision, the boundary evaluation's widths, the dataset
+    check's options, and the parts built on the CPU - the model (each component checks its own
+    keys) and, for training, the optimizer and the LR schedule.
     ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml`` is written, so a start that
     fails here leaves a run folder as it was.
 
@@ -59,6 +62,7 @@ def check_config(cfg, *, train: bool = True):
     """
     run = as_run_config(cfg)
     check_pointrend_seg_keys(run.settings)
+    check_seed(run.settings, run.key_names, comm.get_world_size())
     if train:
         run.check_training()
     boundary = run.settings.TEST.BOUNDARY_EVAL

@@ -123,7 +123,8 @@ class PythonRunConfig(RunConfig):
     ``dataloader.train`` / ``dataloader.test`` instantiated; the rest read into ``settings``."""
 
     advice = LAZY_CONFIG_ADVICE
-    key_names = {"OUTPUT_DIR": "train.output_dir",
+    key_names = {"OUTPUT_DIR": "train.output_dir", "MODEL.WEIGHTS": "train.init_checkpoint",
+                 "SEED": "train.seed", "DATASETS.TRAIN": "dataloader.train.dataset.names",
                  "SOLVER.MAX_ITER": "train.max_iter", "SOLVER.LOG_PERIOD": "train.log_period",
                  "SOLVER.CHECKPOINT_PERIOD": "train.checkpointer.period",
                  "TEST.EVAL_PERIOD": "train.eval_period",

@@ -1,4 +1,5 @@
 """The semantic-segmentation meta-architecture (Detectron2's ``META_ARCH_REGISTRY``)."""
+import math
 from typing import Dict, List, Tuple
 
 import torch
@@ -71,8 +72,11 @@ class GeneralizedSemanticSegmentor(nn.Module):
         self.sliding_window = sliding_window
         self.test_augmentation = test_augmentation
         check_arguments("GeneralizedSemanticSegmentor", [
+            ("MODEL.PIXEL_MEAN", "pixel_mean", list(pixel_mean),
+             all(is_number(v) and math.isfinite(v) for v in pixel_mean), "finite numbers"),
             ("MODEL.PIXEL_STD", "pixel_std", list(pixel_std),
-             all(is_number(v) and v > 0 for v in pixel_std), "positive numbers (a division)")])
+             all(is_number(v) and 0 < v < math.inf for v in pixel_std),
+             "finite positive numbers (a division: inf makes a channel 0)")])
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 

@@ -36,6 +36,16 @@ from .point_sampling import (
 __all__ = ["BilinearSegHead", "PointRendSegHead", "SubdivisionTrace", "TracedStep"]
 
 
+# A loss weight: 0 turns that loss off (e.g. the point loss, for arithmetic that does not depend
+# on the sampled points); a negative one is gradient ascent on it, inf / NaN a non-finite loss.
+_LOSS_WEIGHT_RULE = ("a finite number >= 0 (0 turns the loss off; a negative one is gradient "
+                     "ascent)")
+
+
+def _is_loss_weight(value) -> bool:
+    return is_number(value) and 0 <= value < math.inf
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class BilinearSegHead(nn.Module):
     """
@@ -64,6 +74,8 @@ class BilinearSegHead(nn.Module):
              "cross-entropy)"),
             ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "ignore_value", ignore_value,
              is_int(ignore_value), "an integer (the label value no loss counts)"),
+            ("MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", "loss_weight", loss_weight,
+             _is_loss_weight(loss_weight), _LOSS_WEIGHT_RULE),
         ])
         self.coarse_head = coarse_head
         self.ignore_value = ignore_value
@@ -250,6 +262,8 @@ class PointRendSegHead(BilinearSegHead):
              importance_sample_ratio,
              is_number(importance_sample_ratio) and 0.0 <= importance_sample_ratio <= 1.0,
              "in [0, 1] (beta: the share of the most uncertain candidates)"),
+            ("MODEL.POINT_HEAD.LOSS_WEIGHT", "point_loss_weight", point_loss_weight,
+             _is_loss_weight(point_loss_weight), _LOSS_WEIGHT_RULE),
         ])
         self.point_head = point_head
         self.in_features = list(in_features)
