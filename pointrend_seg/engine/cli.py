@@ -235,7 +235,8 @@ def add_class_name_arguments(parser):
     not registered in this process (e.g. the ``config.yaml`` of a run on a folder dataset).
     """
     parser.add_argument("--classes", metavar="NAMES|FILE",
-                        help="class names: comma-separated, or a text file with one name per line")
+                        help="class names: comma-separated, or a UTF-8 text file with one name "
+                        "per line (no '#' comment lines)")
     return add_register_folder_argument(parser)
 
 
@@ -354,7 +355,8 @@ def add_register_folder_argument(parser):
         "--register-folder", action="append", nargs=4, default=[],
         metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
         help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
-        "comma-separated class names or a text file with one name per line",
+        "comma-separated class names or a UTF-8 text file with one name per line (no '#' "
+        "comment lines)",
     )
     parser.add_argument(
         "--label-map", dest="label_map", action=_FolderDatasetOption, convert=parse_label_map,
