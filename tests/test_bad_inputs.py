@@ -185,6 +185,54 @@ def test_16bit_image_scaled_to_8bit(tmp_path):
     np.testing.assert_array_equal(bgr[0, 0], [0x00, 0xAB, 0x12])
 
 
+def test_float_and_32bit_images_of_unknown_scale_are_refused_naming_the_mode(tmp_path):
+    """Before: a float TIFF photo (mode F, 0..1) was read as all black and a 32-bit one of 70000
+    as all 255, without a word. Their scale is not in the file: refused ("image mode")."""
+    photo = np.random.default_rng(0).random((6, 8)).astype(np.float32)
+    for name, array, mode, values in (
+            ("float01.tif", photo, "F", "values 0.0"),
+            ("float255.tif", (photo * 255).astype(np.float32), "F", "values 0"),
+            ("int32.tif", np.full((6, 8), 70000, np.int32), "I", "values 70000 to 70000"),
+            ("negative.tif", np.full((6, 8), -5, np.int32), "I", "values -5 to -5")):
+        path = _save(tmp_path / name, array)
+        assert Image.open(path).mode == mode
+        with pytest.raises(BadInputError, match=f"image file {path} has mode '{mode}'") as e:
+            read_image_file(path, "BGR")
+        assert e.value.kind == "image mode" and e.value.path == path and values in str(e.value)
+    # 32-bit integers within 16 bits (older Pillows open 16-bit PNGs as "I"): as 16 bits, and
+    # within 8 bits as they are.
+    for array in (np.arange(48, dtype=np.int32).reshape(6, 8) * 1300,
+                  np.arange(48, dtype=np.int32).reshape(6, 8) * 5):
+        path = _save(tmp_path / "int32_ok.tif", array)
+        assert Image.open(path).mode == "I"
+        shift = 8 if array.max() > 255 else 0
+        np.testing.assert_array_equal(read_image_file(path, "RGB")[..., 1], array >> shift)
+
+
+def test_one_bit_masks_are_0_1_ids_and_alpha_or_float_masks_say_what_they_are(tmp_path):
+    """Before: a 1-bit mask and a grayscale+alpha one were both refused as "colour label ...
+    not colours". A 1-bit mask is a binary mask: its stored bits are the ids 0 and 1."""
+    d, _, _ = _sample(tmp_path)
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:, 3:] = 1
+    _save(d["sem_seg_file_name"], Image.fromarray(mask * 255).convert("1"))
+    assert Image.open(d["sem_seg_file_name"]).mode == "1"
+    np.testing.assert_array_equal(read_label_file(d["sem_seg_file_name"]), mask)
+    np.testing.assert_array_equal(_mapper(num_classes=2)(d)["sem_seg"].numpy(), mask)
+    for image, what in ((Image.fromarray(mask).convert("LA"), "grayscale with an alpha channel"),
+                        (Image.fromarray(mask.astype(np.float32)), "floating-point"),
+                        (Image.fromarray(mask).convert("CMYK"), "not one channel")):
+        path = _save(tmp_path / f"m_{image.mode}.{'tif' if image.mode != 'LA' else 'png'}",
+                     image)
+        with pytest.raises(BadInputError) as e:
+            read_label_file(path)
+        message = str(e.value)
+        assert e.value.kind == "label mode" and e.value.path == path
+        assert message.startswith(f"label file {path} has mode '{image.mode}' (")
+        assert what in message
+        assert "colour" not in message, message
+
+
 def test_rgba_image_alpha_dropped(tmp_path):
     rgb = _rgb()
     alpha = np.zeros((6, 8, 1), np.uint8)  # fully transparent: colours must still be kept as-is

@@ -3,8 +3,10 @@ The whole-dataset check (pointrend_seg/data/dataset_check.py, tools/check_datase
 maps for folder datasets: every problem with its file in one run, histograms against counts
 made here from the files, the cache (a second check reads nothing), warnings with their fixes.
 """
+import errno
 import importlib.util
 import json
+import logging
 import os
 
 import numpy as np
@@ -27,7 +29,8 @@ from pointrend_seg.data.dataset_check import (
     raise_dataset_problems,
 )
 from pointrend_seg.data.datasets import register_folder_dataset, register_folder_datasets
-from pointrend_seg.engine.cli import add_register_folder_argument
+from pointrend_seg.engine.cli import (OutputIsInputError, ToolUsageError,
+                                     add_register_folder_argument, run_tool)
 
 from bad_dataset import BAD_KINDS, CLASSES, write_bad_folder, write_binary_folder
 from conftest import REPO_ROOT
@@ -364,3 +367,146 @@ def test_no_hint_when_the_flagged_values_differ(tmp_path, prefix):
     with pytest.raises(DatasetCheckError, match=r"--skip-bad, or DATASETS.CHECK.SKIP_BAD True: "
                                                 r"5 of 5 samples, 100%\)"):
         raise_dataset_problems([report])
+
+
+# ---- the pixel limit over the cache, outputs that cannot be written or are inputs ---------------
+def _warnings_logged():
+    """(records, remove): the pointrend_seg WARNING records from now on (its logger does not
+    propagate to caplog once Detectron2's setup_logger ran, e.g. in a tool's test)."""
+    records = []
+
+    class _Handler(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = _Handler(logging.WARNING)
+    logging.getLogger("pointrend_seg").addHandler(handler)
+    return records, lambda: logging.getLogger("pointrend_seg").removeHandler(handler)
+
+
+def test_the_pixel_limit_applies_to_the_files_the_cache_holds(tmp_path, prefix, monkeypatch):
+    """Before: checked once without a limit, files over a later limit passed from the cache
+    ("0 problems ... 3 unchanged", exit 0) and the mapper refused them mid-training. Now the
+    limit is tested against the cached sizes: the report is the one a fresh read gives."""
+    images, masks = write_binary_folder(str(tmp_path / "data"), 3, foreground_value=1)  # 32x32
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned: stored 40x30 (WxH), used 30x40; the message gives the stored size
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(os.path.join(images, "t.png"),
+                                                          exif=exif)
+    Image.fromarray(np.zeros((40, 30), np.uint8)).save(os.path.join(masks, "t.png"))
+    name = register_folder_dataset(f"{prefix}_limit", images, masks, CLASSES)
+    fresh = _check(name, tmp_path, use_cache=False, max_image_pixels=1000)
+    kinds = sorted(p.kind for p in fresh.problems)
+    assert kinds == ["image too large"] * 4 + ["label too large"] * 4
+    assert "is 40x30 (WxH)" in fresh.problems[-2].message
+    assert _check(name, tmp_path, max_image_pixels=0).problems == []  # fills the cache
+    read = []
+    original = dataset_check.inspect_sample
+    monkeypatch.setattr(dataset_check, "inspect_sample", lambda *a: read.append(a) or original(*a))
+    cached = _check(name, tmp_path, num_workers=1, max_image_pixels=1000)
+    assert read == [] and cached.num_read == 0
+    assert cached.to_dict() == fresh.to_dict()  # problems, messages, counts, warnings
+    # The cache keeps the files: under a limit they fit again, nothing is read.
+    relaxed = _check(name, tmp_path, num_workers=1, max_image_pixels=1200)
+    assert relaxed.problems == [] and relaxed.num_read == 0 and read == []
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_and_the_report_stands(tmp_path, prefix,
+                                                                          monkeypatch):
+    """Before: the cache folder a file (FileExistsError), a read-only home (PermissionError) or
+    a full disk (Errno 28) was a traceback after every file had been read: no report."""
+    images, masks = write_binary_folder(str(tmp_path / "data"), 2, foreground_value=1)
+    name = register_folder_dataset(f"{prefix}_nocache", images, masks, CLASSES)
+    expected = _check(name, tmp_path / "first", use_cache=False).to_dict()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    records, remove = _warnings_logged()
+    try:
+        report = check_dataset(name, cache_dir=str(blocker), progress=False)
+        assert report.to_dict() == expected and report.num_read == 2
+        assert len(records) == 1 and f"cache {blocker}{os.sep}{prefix}_nocache-" in records[0]
+        assert "cannot be written (FileExistsError" in records[0]
+        monkeypatch.setattr(dataset_check, "atomic_write", disk_full)
+        report = _check(name, tmp_path)
+        assert report.to_dict() == expected
+        assert len(records) == 2 and "(OSError: [Errno 28] No space left on device)" in records[1]
+    finally:
+        remove()
+    assert os.listdir(tmp_path / "cache") == []
+
+
+def _forget(name):
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        if name in catalog.list():
+            catalog.remove(name)
+
+
+def test_check_dataset_json_never_replaces_an_input(tmp_path, prefix, capsys, monkeypatch):
+    """Before: --json over a mask (or the class-names file, or the config) replaced it with the
+    report, exit 0. Now one error naming it, before any file is read; links count."""
+    tool = _tool()
+    images, masks = write_binary_folder(str(tmp_path / "data"), 2, foreground_value=1)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("background\ndisc\n")
+    config = tmp_path / "config.yaml"
+    demo = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthetic.yaml")
+    config.write_text(f'_BASE_: "{demo}"\nMODEL:\n  SEM_SEG_HEAD:\n    NUM_CLASSES: 2\n')
+    os.symlink(os.path.join(masks, "001.png"), tmp_path / "link.png")
+    os.link(os.path.join(images, "000.png"), tmp_path / "hard.png")
+    monkeypatch.setattr(dataset_check, "inspect_sample", None)  # reading a file would fail
+    argv = ["--register-folder", f"{prefix}_j", images, masks, str(classes), "--config-file",
+            str(config), "--cache-dir", str(tmp_path / "cache")]
+    cases = [
+        (os.path.join(masks, "000.png"), f"label (sem_seg_file_name) of sample 0 of dataset "
+                                         f"'{prefix}_j'"),
+        (os.path.join(images, "001.png"), f"image (file_name) of sample 1 of dataset '{prefix}_j'"),
+        (str(classes), f"class names file of --register-folder {prefix}_j"),
+        (str(config), "config file (--config-file)"),
+        (str(tmp_path / "link.png"), f"label (sem_seg_file_name) of sample 1 of dataset "
+                                     f"'{prefix}_j' ({os.path.join(masks, '001.png')})"),
+        (str(tmp_path / "hard.png"), f"image (file_name) of sample 0 of dataset '{prefix}_j' "
+                                     f"({os.path.join(images, '000.png')})"),
+    ]
+    before = {path: open(path, "rb").read() for path, _ in cases}
+    for path, what in cases:
+        _forget(f"{prefix}_j")  # each main registers it again
+        with pytest.raises(OutputIsInputError) as e:
+            tool.main(argv + ["--json", path])
+        assert str(e.value) == (f"{path} is the {what}: writing it would replace the input; "
+                                "choose another output")
+        assert capsys.readouterr().out == ""  # refused before any report
+        assert open(path, "rb").read() == before[path]
+    # A folder, or a folder that does not exist: also before the check.
+    for path, message in ((tmp_path, "is a folder"),
+                          (tmp_path / "no" / "r.json", "does not exist")):
+        _forget(f"{prefix}_j")
+        with pytest.raises(ToolUsageError, match=f"--json {path}.*{message}"):
+            tool.main(argv + ["--json", str(path)])
+
+
+def test_check_dataset_json_that_cannot_be_written_is_one_line_after_the_report(
+        tmp_path, prefix, capsys, monkeypatch):
+    """Before: a full disk was an OSError traceback; the reports were printed, the JSON's
+    failure not said in one line."""
+    tool = _tool()
+    images, masks = write_binary_folder(str(tmp_path / "data"), 2, foreground_value=1)
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tool, "atomic_write", disk_full)
+    output = tmp_path / "report.json"
+    status = run_tool(lambda: tool.main(["--register-folder", f"{prefix}_f", images, masks,
+                                         CLASSES, "--no-cache", "--json", str(output)]),
+                      prog="check_dataset.py")
+    captured = capsys.readouterr()
+    assert status == 2 and f"dataset '{prefix}_f': 2 samples, 0 with problems" in captured.out
+    assert captured.err.splitlines()[-1] == (
+        f"check_dataset.py: error: cannot write --json {output} (OSError: No space left on "
+        "device); nothing was written under that name, the reports above are complete")
+    assert "Traceback" not in captured.err
+    assert not output.exists()

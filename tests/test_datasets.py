@@ -2,6 +2,7 @@
 Dataset registrations: PASCAL VOC 2012, CamVid, folder datasets (pointrend_seg/data/datasets/)
 and Detectron2's Cityscapes / ADE20K loaders read through our mapper, all on tiny fake trees.
 """
+import codecs
 import importlib.util
 import json
 import logging
@@ -320,10 +321,45 @@ def test_folder_dataset_argument_errors(tmp_path, prefix):
 
 def test_parse_class_names_from_file(tmp_path):
     path = tmp_path / "classes.txt"
-    path.write_text("# my classes\nbackground\n\n road \ncar\n")
+    path.write_text("background\n\n road \ncar\n\n")
     assert parse_class_names(str(path)) == ["background", "road", "car"]
     assert parse_class_names(["a", "b"]) == ["a", "b"]
     assert parse_class_names("solo") == ["solo"]
+
+
+@pytest.mark.parametrize("text", ["#background\nb\nc\nd\n", "# my classes\na\nb\n",
+                                  "a\nb\n# end\n"])
+def test_a_class_names_line_starting_with_hash_is_refused_not_guessed(tmp_path, text):
+    """Before: dropped as a comment, so "#background" first gave 3 classes, each id one too low
+    (silently). A '#' line is a comment or a name; either guess shifts ids for the other
+    reading, so it is one error naming the file and the line."""
+    path = tmp_path / "classes.txt"
+    path.write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines()) if t.startswith("#")) + 1
+    with pytest.raises(ValueError, match=f"class names file {path}, line {line}: '#"):
+        parse_class_names(str(path))
+    assert parse_class_names("#a,b") == ["#a", "b"]  # a comma list has no comments
+
+
+def test_class_names_file_encodings(tmp_path):
+    """UTF-8 (with or without a BOM) and UTF-16 with its BOM (Windows Notepad's "Unicode") are
+    read; Latin-1, UTF-16 without a BOM and UTF-32 are one ValueError naming the file (before:
+    a UnicodeDecodeError traceback, or names holding NUL characters)."""
+    path = tmp_path / "classes.txt"
+    for encoding in ("utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"):
+        data = "caf\u00e9\r\nroad\r\n".encode(encoding)
+        if encoding in ("utf-16-le", "utf-16-be"):  # with the BOM that Notepad writes
+            data = "\ufeff".encode(encoding) + data
+        path.write_bytes(data)
+        assert parse_class_names(str(path)) == ["caf\u00e9", "road"], encoding
+    for encoding in ("latin-1", "utf-16-le", "utf-32"):
+        path.write_bytes("caf\u00e9\nroad\n".encode(encoding))
+        with pytest.raises(ValueError, match=f"class names file {path} (is not UTF-8 text|holds "
+                                             "NUL characters).*save it as UTF-8"):
+            parse_class_names(str(path))
+    path.write_bytes(codecs.BOM_UTF16_LE + b"a\x00\n")  # odd length: not UTF-16 either
+    with pytest.raises(ValueError, match="is not UTF-16 text"):
+        parse_class_names(str(path))
 
 
 def test_train_net_register_folder_option(tmp_path, prefix):

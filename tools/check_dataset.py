@@ -23,13 +23,20 @@ decoding them: the limit training, evaluation and tools/demo.py apply. With --co
 image that the config's resizes (INPUT.MIN_SIZE_* / MAX_SIZE_*) bring to a 0-pixel side (e.g.
 3000x3) is a "degenerate image".
 
+--json PATH must not be one of the files it would replace: the config file, a class-names file,
+or an image or label of a checked dataset (refused before any file is read). If it cannot be
+written (no space left, no permission), the reports are printed and one line names the path.
+A cache that cannot be written is a warning: the report is complete.
+
 Exit status: 0 if no dataset has a problem (warnings allowed), 1 otherwise, 2 for a bad config or
-command line (one message; --debug shows the traceback).
+command line, or a --json file that cannot be written (one message; --debug shows the
+traceback).
 """
 import argparse
 import difflib
 import json
 import logging
+import os
 import sys
 
 import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
@@ -41,10 +48,12 @@ from pointrend_seg.data import check_dataset
 from pointrend_seg.engine import as_run_config
 from pointrend_seg.files import atomic_write
 from pointrend_seg.engine.cli import (
+    ToolUsageError,
     add_debug_argument,
     add_register_folder_argument,
     debug_requested,
     parse_tool_args,
+    refuse_output_over_inputs,
     registered_datasets,
     run_tool,
     setup_tool_output,
@@ -68,7 +77,8 @@ def argument_parser():
     parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                         help="files with more pixels are a problem (default: INPUT.MAX_IMAGE_PIXELS"
                         f" of --config-file, else {DEFAULT_MAX_IMAGE_PIXELS}; 0: no limit)")
-    parser.add_argument("--json", metavar="PATH", help="also write the reports as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the reports as JSON (not over "
+                        "an input: the config, a class-names file, a dataset's image or label)")
     add_debug_argument(parser)
     parser.add_argument("datasets", nargs="*", metavar="DATASET ... [KEY VALUE ...]",
                         help="registered dataset names, then config overrides (with "
@@ -103,6 +113,46 @@ def check_registered(names, source):
     )
 
 
+def input_files(args, dicts):
+    """(what, path) of every file the check reads: --config-file, the --register-folder
+    class-names files and each image and label of ``dicts`` ({dataset: its dicts}); lazily."""
+    if args.config_file:
+        yield "config file (--config-file)", args.config_file
+    for spec in args.register_folder:
+        if os.path.isfile(spec[3]):
+            yield f"class names file of --register-folder {spec[0]}", spec[3]
+    for name, records in dicts.items():
+        for i, record in enumerate(records):
+            yield f"image (file_name) of sample {i} of dataset {name!r}", record.get("file_name")
+            yield (f"label (sem_seg_file_name) of sample {i} of dataset {name!r}",
+                   record.get("sem_seg_file_name"))
+
+
+def check_json_path(path, args, dicts) -> None:
+    """Refuse a --json ``path`` before any file is read: one of the inputs (it would replace
+    it: before, a ground-truth mask or the config silently became the report), a folder, or in
+    a folder that does not exist (it would fail only after the whole check)."""
+    refuse_output_over_inputs([path], input_files(args, dicts))
+    if os.path.isdir(path):
+        raise ToolUsageError(f"--json {path} is a folder: give the path of a file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ToolUsageError(f"--json {path}: the folder {folder} does not exist")
+
+
+def write_json(path, reports) -> None:
+    """Write the reports to ``path`` whole or not at all; a failure (no space left, no
+    permission, ...) is one line naming the path (a ToolUsageError: exit status 2), after the
+    reports were printed (before: a traceback)."""
+    try:
+        atomic_write(path, lambda f: json.dump([r.to_dict() for r in reports], f, indent=1),
+                     binary=False)
+    except OSError as e:
+        raise ToolUsageError(
+            f"cannot write --json {path} ({type(e).__name__}: {e.strerror or e}); nothing was "
+            "written under that name, the reports above are complete") from None
+
+
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
@@ -121,6 +171,11 @@ def main(argv=None):
         argument_parser().error("name a DATASET, --register-folder one, or give --config-file")
     check_registered(names, f"DATASETS.TRAIN / TEST of {args.config_file}"
                      if cfg is not None and not args.datasets else "the command line")
+    from detectron2.data import DatasetCatalog
+
+    dicts = {name: DatasetCatalog.get(name) for name in names}  # the lists; no file read yet
+    if args.json:
+        check_json_path(args.json, args, dicts)
     options = {"num_workers": args.num_workers, "cache_dir": args.cache_dir,
                "use_cache": not args.no_cache}
     if args.max_ignored_fraction is not None:
@@ -135,12 +190,11 @@ def main(argv=None):
         options["max_image_pixels"] = args.max_image_pixels
     elif cfg is not None:
         options["max_image_pixels"] = cfg.INPUT.MAX_IMAGE_PIXELS
-    reports = [check_dataset(name, **options) for name in names]
+    reports = [check_dataset(name, dicts=dicts[name], **options) for name in names]
     for report in reports:
-        print(report.format())
+        print(report.format(), flush=True)
     if args.json:
-        atomic_write(args.json, lambda f: json.dump([r.to_dict() for r in reports], f, indent=1),
-                     binary=False)
+        write_json(args.json, reports)
     return 1 if any(r.problems for r in reports) else 0
 
 

@@ -6,6 +6,7 @@ hints). What is checked, the cache and the tools: docs/dataset_check.md.
 """
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -20,14 +21,16 @@ from tqdm import tqdm
 from ..config import DEFAULT_MAX_IMAGE_PIXELS, check_arguments, is_int, is_number
 from ..files import atomic_write
 from .augmentations import build_sem_seg_augmentations
-from .readers import (BadInputError, check_image_size, check_label_size, check_label_values,
-                      check_resizable, image_orientation, read_image_file, read_label_file,
-                      smallest_resizes)
+from .readers import (_TURNED_90, BadInputError, check_image_size, check_label_size,
+                      check_label_values, check_resizable, image_orientation, read_image_file,
+                      read_label_file, smallest_resizes, too_large_message)
 from .label_map import apply_label_map, binary_mask_hint, format_label_map
 
 __all__ = ["DatasetCheckError", "DatasetReport", "SampleProblem", "check_dataset",
            "check_dataset_dicts", "default_cache_dir", "inspect_sample", "mapper_resizes",
            "raise_dataset_problems"]
+
+logger = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 2  # 2: facts hold the image's EXIF orientation
 # Reading in worker processes pays off from this many files to read.
@@ -264,6 +267,31 @@ def inspect_sample(image_path: str, label_path: Optional[str],
     return facts
 
 
+def _within_limit(facts, image_path, label_path, max_pixels):
+    """``facts`` as :func:`inspect_sample` finds them under ``max_pixels`` (0 / None: no limit):
+    an image or label of the facts (read under another limit, e.g. cached) with more pixels
+    becomes its "too large" error - no shape, no values, the message of a fresh read. Before, a
+    cached check passed a file over the limit that the mapper then refused mid-training."""
+    if not max_pixels:
+        return facts
+    image, label = facts["image_shape"], facts["label_shape"]
+    image_over = image is not None and image[0] * image[1] > max_pixels
+    label_over = label is not None and label[0] * label[1] > max_pixels
+    if not (image_over or label_over):
+        return facts
+    facts = dict(facts, errors=list(facts["errors"]))
+    if image_over:  # as stored (the header's size): before its EXIF orientation turned it
+        height, width = image[::-1] if facts.get("orientation", 1) in _TURNED_90 else image
+        facts["errors"].insert(0, ["image too large", too_large_message(
+            "image", image_path, width, height, max_pixels), image_path])
+        facts.update(image_shape=None, orientation=1)
+    if label_over:
+        facts["errors"].append(["label too large", too_large_message(
+            "label", label_path, label[1], label[0], max_pixels), label_path])
+        facts.update(label_shape=None, values=None, counts=None)
+    return facts
+
+
 def _inspect(job):
     position, image_path, label_path, max_pixels = job
     return position, inspect_sample(image_path, label_path, max_pixels)
@@ -294,14 +322,24 @@ def _load_cache(path):
         return {}
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
         return {}
-    return data.get("samples", {})
+    samples = data.get("samples")
+    return samples if isinstance(samples, dict) else {}
 
 
 def _save_cache(path, samples):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # readers see the old or the new file, never a part
-    atomic_write(path, lambda f: json.dump({"format": _CACHE_FORMAT, "samples": samples}, f),
-                 binary=False)
+    """Write the cache ``path``; if it cannot be written (no space left, a read-only or missing
+    home, the cache folder a file, ...), log a warning naming it and go on: the cache only saves
+    reading the files again, and the check is done (before: a traceback, and the report of a
+    check that had read every file was lost)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # readers see the old or the new file, never a part
+        atomic_write(path, lambda f: json.dump({"format": _CACHE_FORMAT, "samples": samples}, f),
+                     binary=False)
+    except OSError as e:
+        logger.warning("the dataset check's cache %s cannot be written (%s: %s): the report is "
+                       "complete, but the next check reads every file again (DATASETS.CHECK."
+                       "CACHE_DIR / --cache-dir: another folder)", path, type(e).__name__, e)
 
 
 # ---- checking ----------------------------------------------------------------------------------
@@ -428,6 +466,10 @@ def check_dataset_dicts(
         _save_cache(cache_file, {
             key: {"stats": stats, "facts": facts} for key, stats, facts in entries
             if not any(kind.endswith("too large") for kind, _, _ in facts["errors"])})
+    # Cached facts were read under any limit: this check's limit applies to their sizes.
+    for entry, record in zip(entries, dicts):
+        entry[2] = _within_limit(entry[2], record["file_name"], record.get("sem_seg_file_name"),
+                                 max_image_pixels)
 
     report = DatasetReport(
         dataset=dataset_name, class_names=list(class_names), ignore_label=int(ignore_label),
@@ -535,12 +577,14 @@ def _orientation_warning(dataset_name, oriented):
 
 
 def check_dataset(dataset_name: str, *, num_classes: Optional[int] = None,
-                  ignore_label: Optional[int] = None, **kwargs) -> DatasetReport:
+                  ignore_label: Optional[int] = None, dicts: Optional[Sequence[dict]] = None,
+                  **kwargs) -> DatasetReport:
     """
     Check the registered dataset ``dataset_name`` (see :func:`check_dataset_dicts` for
     ``kwargs``). Classes and ignore label come from its metadata (``stuff_classes``,
     ``ignore_label``); ``num_classes`` and ``ignore_label`` (e.g. the model's) must agree with
-    them, and stand in for them where the metadata has none.
+    them, and stand in for them where the metadata has none. ``dicts``: its dataset dicts if
+    already loaded (default: ``DatasetCatalog.get(dataset_name)``).
 
     Raises:
         ValueError: no ``stuff_classes`` and no ``num_classes``, or they disagree with the
@@ -571,6 +615,7 @@ def check_dataset(dataset_name: str, *, num_classes: Optional[int] = None,
             f"check was asked for {ignore_label} (MODEL.SEM_SEG_HEAD.IGNORE_VALUE?)"
         )
     return check_dataset_dicts(
-        DatasetCatalog.get(dataset_name), dataset_name=dataset_name, class_names=class_names,
+        DatasetCatalog.get(dataset_name) if dicts is None else dicts,
+        dataset_name=dataset_name, class_names=class_names,
         ignore_label=ignore_label, label_map=meta.get("label_map", None), **kwargs,
     )

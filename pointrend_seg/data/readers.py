@@ -25,7 +25,7 @@ __all__ = ["BadInputError", "LOSSY_EXTENSIONS", "check_image_size", "check_label
            "read_image_file", "read_label_file", "same_stem_hint", "smallest_resizes",
            "too_large_message"]
 
-_LABEL_MODES = ("P", "L", "I;16", "I;16B", "I;16L", "I")
+_LABEL_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I")
 
 
 class BadInputError(ValueError):
@@ -33,11 +33,12 @@ class BadInputError(ValueError):
     An image or label file that cannot be used as it is; the message names the file.
 
     Attributes:
-        kind (str): what is wrong, one of "missing image", "unreadable image", "image too large",
-            "image size", "degenerate image", "missing label", "unreadable label",
-            "label too large", "colour label", "size mismatch", "label values", "no label" (the
-            rows of the dataset check's table); "video too large" (tools/demo.py) and "empty
-            dataset" (a folder dataset without images) outside the check.
+        kind (str): what is wrong, one of "missing image", "unreadable image", "image mode",
+            "image too large", "image size", "degenerate image", "missing label",
+            "unreadable label", "label too large", "colour label", "label mode", "size
+            mismatch", "label values", "no label" (the rows of the dataset check's table);
+            "video too large" (tools/demo.py) and "empty dataset" (a folder dataset without
+            images) outside the check.
         path (str or None): the file the message is about.
     """
 
@@ -151,9 +152,12 @@ def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
 
     Grayscale images are replicated to 3 channels, the alpha channel of RGBA/LA images is dropped,
-    and 16-bit images are scaled to 8 bits (value >> 8). A file of more than ``max_pixels``
-    pixels (``INPUT.MAX_IMAGE_PIXELS``; 0 or None: no limit) is refused from its header, before
-    decoding ("image too large").
+    and 16-bit images are scaled to 8 bits (value >> 8; also 32-bit integer ones, mode "I", whose
+    values are within 0..65535 - as older Pillows open a 16-bit PNG). Images whose scale is not
+    known are refused ("image mode"): floating point (mode "F": 0..1 and 0..255 are both common,
+    and read as 8 bits a 0..1 photo was black) and 32-bit integers beyond 0..65535 (70000 was
+    255). A file of more than ``max_pixels`` pixels (``INPUT.MAX_IMAGE_PIXELS``; 0 or None: no
+    limit) is refused from its header, before decoding ("image too large").
 
     Differs on purpose from Detectron2's ``detection_utils.read_image`` (EXIF orientation is
     applied the same way, and other formats than RGB / BGR go through its
@@ -165,8 +169,23 @@ def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     place (a 12000 x 12000 PNG: 1.0 GB at the peak instead of 2.0 GB).
     """
     image = _open(path, "image", max_pixels)
+    if image.mode == "F":
+        array = np.asarray(image)
+        raise BadInputError(
+            f"image file {path} has mode 'F' (32-bit floating-point pixels, values "
+            f"{_value_range(array)}): the file does not say which values are black and white "
+            "(0..1 and 0..255 are both common), so it is not guessed; save it as an 8-bit (or "
+            "16-bit) image", "image mode", path)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image).astype(np.int64)
+        if image.mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):
+            # 32-bit integers (e.g. a TIFF): beyond 16 bits their scale is unknown (before:
+            # 70000 saturated to 255, negative values to 0, without a word)
+            raise BadInputError(
+                f"image file {path} has mode 'I' (32-bit integer pixels) with values "
+                f"{_value_range(array)}, outside the 0..65535 of a 16-bit image: their scale is "
+                "not known, so it is not guessed; save it as an 8-bit (or 16-bit) image",
+                "image mode", path)
         bits = 16 if image.mode.startswith("I;16") or array.max() > 255 else 8
         image = Image.fromarray((array >> (bits - 8)).clip(0, 255).astype(np.uint8))
     if format not in ("RGB", "BGR"):
@@ -180,29 +199,52 @@ def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     return array
 
 
+def _value_range(array) -> str:
+    """"MIN to MAX" of a numeric array, for a message."""
+    if not array.size:
+        return "none"
+    return f"{array.min():g} to {array.max():g}"
+
+
+# Label modes that are refused and why (RGB / RGBA: "colour label", with its own advice).
+_LABEL_MODE_PROBLEMS = {
+    "LA": "grayscale with an alpha channel",
+    "La": "grayscale with an alpha channel",
+    "PA": "palette with an alpha channel",
+    "F": "32-bit floating-point values: class ids are integers",
+}
+
+
 def read_label_file(path, label_map=None, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     """
     Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
-    8- and 16-bit single-channel images their values. Colour (RGB) label images are rejected.
+    8-, 16- and 32-bit single-channel images their values; 1-bit images ("1") 0 and 1 (black
+    and white: a binary mask's stored bits, as PIL decodes them). Colour (RGB/RGBA) label images
+    are rejected ("colour label"), and so are other modes ("label mode": grayscale or palette
+    with alpha - transparency is not read as the ignore label -, floating point, CMYK, ...).
     ``label_map`` ({stored value: class id}, see :mod:`.label_map`) is applied to the values.
     EXIF orientation is applied as to images, and files of more than ``max_pixels`` pixels are
     refused before decoding ("label too large").
     """
     label = _open(path, "label", max_pixels)
-    if label.mode not in _LABEL_MODES:
-        detail = ""
-        if label.mode in ("RGB", "RGBA"):
-            rgb = np.asarray(label)[..., :3]
-            if (rgb == rgb[..., :1]).all():
-                detail = (" (its channels are equal: save it as one channel, e.g. with PIL's "
-                          "Image.convert('L'))")
-            else:
-                detail = " (colour-coded classes: convert each colour to its class id)"
-        raise BadInputError(
-            f"label file {path} has mode {label.mode!r}: expected one channel of class ids "
-            f"(8/16-bit grayscale or palette PNG), not colours{detail}", "colour label", path
-        )
-    return apply_label_map(np.asarray(label).astype(np.int64), label_map)
+    if label.mode in _LABEL_MODES:
+        return apply_label_map(np.asarray(label).astype(np.int64), label_map)
+    expected = "expected one channel of class ids (8/16-bit grayscale, 1-bit or palette PNG)"
+    if label.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(label)[..., :3]
+        if (rgb == rgb[..., :1]).all():
+            detail = (" (its channels are equal: save it as one channel, e.g. with PIL's "
+                      "Image.convert('L'))")
+        else:
+            detail = " (colour-coded classes: convert each colour to its class id)"
+        raise BadInputError(f"label file {path} has mode {label.mode!r}: {expected}, not "
+                            f"colours{detail}", "colour label", path)
+    what = _LABEL_MODE_PROBLEMS.get(label.mode, "not one channel of class ids")
+    fix = ("save it without the alpha channel (e.g. with PIL's Image.convert('L'), or 'P' for a "
+           "palette): transparency is not read as the ignore label" if "alpha" in what
+           else "save the class ids as such a PNG")
+    raise BadInputError(f"label file {path} has mode {label.mode!r} ({what}): {expected}; {fix}",
+                        "label mode", path)
 
 
 def check_image_size(image_shape, dataset_dict):

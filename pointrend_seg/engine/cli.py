@@ -63,19 +63,42 @@ RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError, ResultWriteError)
 def refuse_output_over_inputs(outputs, inputs) -> None:
     """
     Raise :class:`OutputIsInputError` if a file of ``outputs`` (paths a tool will write) is one
-    of ``inputs`` (``{what: path}``, e.g. ``{"weights file": ...}``): writing it would replace
-    the input, and a failure half-way would lose it.
+    of ``inputs`` (``{what: path}``, e.g. ``{"weights file": ...}``, or an iterable of
+    ``(what, path)`` pairs, e.g. every file of a dataset): writing it would replace the input,
+    and a failure half-way would lose it. Links (symbolic and hard) to one file count as that
+    file. One ``stat`` per input (and per output), so a dataset of 100,000 files costs what
+    checking its files' dates does.
     """
-    for output in outputs:
-        for what, path in inputs.items():
-            try:  # links (symbolic and hard) to one file included
-                same = bool(path and output) and os.path.samefile(output, path)
-            except OSError:  # one of them does not exist (yet)
+    outputs = [(o, _stat_or_none(o)) for o in outputs if o]
+    found = {}  # output: the first (what, path) it is
+    for what, path in (inputs.items() if hasattr(inputs, "items") else inputs):
+        if len(found) == len(outputs):
+            break
+        if not path:
+            continue
+        st = _stat_or_none(path)
+        for output, out_st in outputs:
+            if st is not None and out_st is not None:
+                same = os.path.samestat(st, out_st)
+            elif st is None:  # a missing input: the output would be written in its place
                 same = os.path.realpath(output) == os.path.realpath(path)
+            else:  # an existing input is no output that does not exist (yet)
+                same = False
             if same:
-                raise OutputIsInputError(
-                    f"{output} is the {what} ({path}): writing it would replace the input; "
-                    "choose another output")
+                found.setdefault(output, (what, path))
+    for output, _ in outputs:  # the first output that is an input
+        if output in found:
+            what, path = found[output]
+            named = "" if os.path.abspath(path) == os.path.abspath(output) else f" ({path})"
+            raise OutputIsInputError(f"{output} is the {what}{named}: writing it would replace "
+                                     "the input; choose another output")
+
+
+def _stat_or_none(path):
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):  # missing, unreachable; ValueError: a NUL in the path
+        return None
 
 
 def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
@@ -266,7 +289,8 @@ def add_class_name_arguments(parser):
     not registered in this process (e.g. the ``config.yaml`` of a run on a folder dataset).
     """
     parser.add_argument("--classes", metavar="NAMES|FILE",
-                        help="class names: comma-separated, or a text file with one name per line")
+                        help="class names: comma-separated, or a UTF-8 text file with one name "
+                        "per line (no '#' comment lines)")
     return add_register_folder_argument(parser)
 
 
@@ -385,7 +409,8 @@ def add_register_folder_argument(parser):
         "--register-folder", action="append", nargs=4, default=[],
         metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
         help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
-        "comma-separated class names or a text file with one name per line",
+        "comma-separated class names or a UTF-8 text file with one name per line (no '#' "
+        "comment lines)",
     )
     parser.add_argument(
         "--label-map", dest="label_map", action=_FolderDatasetOption, convert=parse_label_map,

@@ -23,6 +23,7 @@ check (``tools/check_dataset.py``, and the start of ``tools/train_net.py``) list
 missing label, and the mapper raises naming the file. Extra masks without an image are logged
 and skipped.
 """
+import codecs
 import logging
 import os
 from collections import Counter, defaultdict
@@ -172,14 +173,51 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
 MAX_CLASS_NAMES_FILE_BYTES = 4 << 20
 
 
+def _class_names_text(path, data: bytes) -> str:
+    """
+    The text of the class-names file ``path`` (its bytes ``data``): UTF-8 (a byte-order mark
+    dropped), or UTF-16 with its byte-order mark (what Windows Notepad saves as "Unicode"; no
+    UTF-8 text starts with the bytes FF FE / FE FF, so that is no guess). Anything else - Latin-1,
+    UTF-16 without a byte-order mark, UTF-32, a binary file - is a ValueError naming the file
+    (before: UnicodeDecodeError, a traceback; undecoded NUL bytes passed into the names).
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not data.startswith(
+            codecs.BOM_UTF32_LE):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        name = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        raise ValueError(
+            f"class names file {path} is not {name} text (byte {data[e.start:e.start + 1].hex()} "
+            f"at offset {e.start}: {e.reason}); save it as UTF-8"
+            + (" (Latin-1 / Windows-1252 letters such as an accented e are not UTF-8)"
+               if name == "UTF-8" else "")) from None
+    if "\0" in text:
+        raise ValueError(
+            f"class names file {path} holds NUL characters (offset {text.index(chr(0))}): not "
+            "UTF-8 text (UTF-16 without a byte-order mark? UTF-32? a binary file?); save it as "
+            "UTF-8")
+    return text
+
+
 def parse_class_names(spec):
     """
     Class names from a list/tuple of names, or a string: the path of an existing text file with
-    one name per line (blank lines and lines starting with '#' skipped; at most
+    one name per line (UTF-8, or UTF-16 with a byte-order mark; at most
     ``MAX_CLASS_NAMES_FILE_BYTES``), else comma-separated names. Raises ValueError for empty,
-    blank or duplicate names or a file too large, and FileNotFoundError for a string that looks
-    like a file path (ends with .txt or holds a path separator) but is missing. Linear in the
-    number of names.
+    blank or duplicate names, a file too large or not UTF-8, and FileNotFoundError for a string
+    that looks like a file path (ends with .txt or holds a path separator) but is missing.
+    Linear in the number of names.
+
+    In a file, class id = the position among its non-blank lines (blank lines, e.g. at the end,
+    are skipped), names stripped of surrounding spaces. A line starting with '#' is refused
+    (ValueError naming the line): it is either a comment, which shifts every later id by one
+    against a file that means it as a name, or a name, which shifts them against a file that
+    means it as a comment - an error rather than a silent guess (before: dropped as a comment,
+    so "#background" as the first line turned class 1 into class 0, etc.).
     """
     if isinstance(spec, (str, os.PathLike)):
         spec = os.fspath(spec)
@@ -189,8 +227,16 @@ def parse_class_names(spec):
             if len(data) > MAX_CLASS_NAMES_FILE_BYTES:
                 raise ValueError(f"class names file {spec} is larger than "
                                  f"{MAX_CLASS_NAMES_FILE_BYTES >> 20} MiB: not a list of names")
-            names = [line.strip() for line in data.decode("utf-8-sig").splitlines()]
-            names = [n for n in names if n and not n.startswith("#")]
+            lines = [line.strip() for line in _class_names_text(spec, data).splitlines()]
+            hashed = next((i for i, line in enumerate(lines) if line.startswith("#")), None)
+            if hashed is not None:
+                raise ValueError(
+                    f"class names file {spec}, line {hashed + 1}: {_shortened(repr(lines[hashed]))}"
+                    " starts with '#'. Every non-blank line names the next class id, and such a "
+                    "line could be a comment (skipping it shifts every later id by one) or a "
+                    "name, so it is refused rather than guessed: remove it if it is a comment, "
+                    "rename the class if not")
+            names = [n for n in lines if n]
             source = f"class file {spec}"
         elif spec.endswith(".txt") or os.sep in spec or (os.altsep and os.altsep in spec):
             raise FileNotFoundError(f"class names file not found: {spec}")
