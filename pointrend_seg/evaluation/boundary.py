@@ -236,13 +236,10 @@ def _counts(pred_mask, gt_mask, valid, tolerance_px=None, dilation_px=None):
     gt = _as_bool_2d(gt_mask, "gt_mask")
     if pred.shape != gt.shape:
         raise ValueError(f"pred_mask {pred.shape} and gt_mask {gt.shape} differ in shape")
+    pred_b, gt_b = mask_boundary(pred, valid), mask_boundary(gt, valid)  # valid checked there
     if valid is not None:
-        valid = _as_bool_2d(valid, "valid")
-        if valid.shape != gt.shape:
-            raise ValueError(f"valid {valid.shape} and gt_mask {gt.shape} differ in shape")
-        pred, gt = pred & valid, gt & valid
-    return _class_counts(pred, gt, mask_boundary(pred, valid), mask_boundary(gt, valid),
-                         tolerance_px, dilation_px)
+        pred, gt = pred & _as_bool_2d(valid, "valid"), gt & _as_bool_2d(valid, "valid")
+    return _class_counts(pred, gt, pred_b, gt_b, tolerance_px, dilation_px)
 
 
 def boundary_precision_recall(pred_mask, gt_mask, tolerance_px, valid=None):
