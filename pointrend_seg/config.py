@@ -44,6 +44,7 @@ __all__ = [
     "lookup",
     "merge_config",
     "raise_config_problems",
+    "shorten",
 ]
 
 
@@ -279,8 +280,8 @@ def merge_config(cfg, config_file: str = "", opts=()):
                 raise
             default_type, given_type, default, given, key = match.groups()
             raise ConfigError(
-                f"{key}={_short(given)} in {source}: the key holds {_type_name(default_type)} "
-                f"values (default {_short(default)}), not {_type_name(given_type)}"
+                f"{key}={shorten(given)} in {source}: the key holds {_type_name(default_type)} "
+                f"values (default {shorten(default)}), not {_type_name(given_type)}"
             ) from None
         except (KeyError, AssertionError) as e:  # yacs: unknown key (KeyError from files)
             if "was renamed to" in str(e):  # yacs: a renamed key, with what to use instead
@@ -302,7 +303,7 @@ def _type_name(type_repr: str) -> str:
     return found.group(1) if found else type_repr
 
 
-def _short(text: str, limit: int = 80) -> str:
+def shorten(text: str, limit: int = 80) -> str:
     """``text``, cut to ``limit`` characters (a value quoted in an error message)."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
@@ -413,7 +414,7 @@ def _load_with_bases(path, chain, budget):
     names = bases if isinstance(bases, list) else [bases]
     if not all(isinstance(name, str) and name for name in names):
         raise ConfigError(f"{path}: {BASE_KEY} must name a YAML config file or a list of them, "
-                          f"not {_short(repr(bases))}")
+                          f"not {shorten(repr(bases))}")
     merged = {}
     for name in names:
         base = _base_file(path, name, chain)

@@ -20,7 +20,8 @@ from matplotlib.textpath import TextPath
 
 from detectron2.utils.visualizer import Visualizer, VisImage
 
-__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "fit_within", "label_font_size"]
+__all__ = ["draw_sem_seg_figure", "draw_subdivision_figure", "fit_within", "label_font_size",
+           "resize_nearest"]
 
 # Detectron2 outlines "stuff" regions in off-white.
 _EDGE_COLOR = (1.0, 1.0, 240.0 / 255)
@@ -201,12 +202,10 @@ def draw_sem_seg_figure(
                 f"label map of shape {np.asarray(labels).shape} for an image of {height}x{width}"
             )
     if max_side and max(height, width) > max_side:
-        shrink = max_side / max(height, width)
         width, height = fit_within((width, height), max_side)
         image_rgb = cv2.resize(np.ascontiguousarray(image_rgb), (width, height),
                                interpolation=cv2.INTER_AREA)
-        label_maps = [_nearest(np.asarray(labels), (1.0, 1.0), shrink, (height, width))
-                      for labels in label_maps]
+        label_maps = [resize_nearest(np.asarray(labels), (height, width)) for labels in label_maps]
     scale = max(1.0, min_side / min(height, width))
     font_px = label_font_size(round(width * scale), round(height * scale))
     panels, drawn = [], []
@@ -250,13 +249,13 @@ def draw_sem_seg_figure(
     return np.concatenate(rows, axis=0)
 
 
-def _nearest(labels: np.ndarray, cell: Tuple[float, float], scale: float,
-             size: Tuple[int, int]) -> np.ndarray:
-    """``labels`` of a grid of ``cell``-sized cells (image pixels) resampled to the picture of
-    ``size`` (out_h, out_w) drawn at ``scale`` x the image, each pixel taking its cell's value."""
-    out_h, out_w = size
-    rows = np.minimum(((np.arange(out_h) + 0.5) / scale / cell[0]).astype(int), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) / scale / cell[1]).astype(int), labels.shape[1] - 1)
+def resize_nearest(labels: np.ndarray, size: Tuple[int, int],
+                   cell: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """(h, w) ``labels`` at ``size`` (H, W), each pixel taking the label of the cell its centre
+    falls in; cells of ``cell`` (height, width) output pixels, default (H / h, W / w)."""
+    cell = cell or (size[0] / labels.shape[0], size[1] / labels.shape[1])
+    rows, cols = (np.minimum(((np.arange(n) + 0.5) / c).astype(int), m - 1)
+                  for n, c, m in zip(size, cell, labels.shape))
     return labels[rows][:, cols]
 
 
@@ -341,8 +340,8 @@ def draw_subdivision_figure(
 
     def panel(labels, cell):
         """The image with ``labels`` (a grid of ``cell``-sized cells) blended in."""
-        vis, ids = _draw_regions(small, _nearest(labels, cell, scale, (out_h, out_w)), colors,
-                                 1.0, alpha)
+        cells = resize_nearest(labels, (out_h, out_w), (cell[0] * scale, cell[1] * scale))
+        vis, ids = _draw_regions(small, cells, colors, 1.0, alpha)
         present.update(ids)
         return vis.output.get_image()
 

@@ -102,7 +102,8 @@ from pointrend_seg.engine.media import (
     write_label_png,
     write_png,
 )
-from pointrend_seg.visualization import draw_sem_seg_figure, draw_subdivision_figure
+from pointrend_seg.visualization import (draw_sem_seg_figure, draw_subdivision_figure,
+                                         resize_nearest)
 
 logger = logging.getLogger("pointrend_seg.demo")
 
@@ -357,7 +358,7 @@ class Demo:
                         if self.save_masks:  # at the video's frame size
                             width, height = reader.size
                             write_label_png(self._mask_path(source.stem, f"{index:06d}.png"),
-                                            _scaled_nearest(labels, (height, width)),
+                                            resize_nearest(labels, (height, width)),
                                             len(self.class_names))
                         del frame, labels, drawn
                         gc.collect()
@@ -382,15 +383,6 @@ class Demo:
             return f"{incomplete}; {path} holds the {reader.frames_read} frames read"
         logger.info(f"wrote {path}")
         return None
-
-
-def _scaled_nearest(labels, shape):
-    """(H, W) ``labels`` at ``shape`` (height, width), each pixel its nearest label's value."""
-    if labels.shape[:2] == tuple(shape):
-        return labels
-    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
-    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
-    return labels[rows.clip(0, labels.shape[0] - 1)][:, cols.clip(0, labels.shape[1] - 1)]
 
 
 def _remove_stale_temp_files(output, jobs):

@@ -25,6 +25,7 @@ from .readers import (_TURNED_90, BadInputError, check_image_size, check_label_s
                       check_label_values, check_resizable, image_orientation, read_image_file,
                       read_label_file, smallest_resizes, too_large_message)
 from .label_map import apply_label_map, binary_mask_hint, format_label_map
+from .metadata import dataset_class_names
 
 __all__ = ["DatasetCheckError", "DatasetReport", "SampleProblem", "check_dataset",
            "check_dataset_dicts", "default_cache_dir", "inspect_sample", "mapper_resizes",
@@ -592,20 +593,8 @@ def check_dataset(dataset_name: str, *, num_classes: Optional[int] = None,
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    class_names = dataset_class_names(dataset_name, num_classes)
     meta = MetadataCatalog.get(dataset_name)
-    class_names = meta.get("stuff_classes", None)
-    if class_names is None and num_classes is not None:
-        class_names = [str(i) for i in range(num_classes)]
-    if class_names is None:
-        raise ValueError(
-            f"dataset {dataset_name!r} has no stuff_classes in its metadata: pass num_classes"
-        )
-    if num_classes is not None and num_classes != len(class_names):
-        raise ValueError(
-            f"dataset {dataset_name!r} has {len(class_names)} classes (stuff_classes in its "
-            f"metadata) but the check was asked for {num_classes} "
-            "(MODEL.SEM_SEG_HEAD.NUM_CLASSES?)"
-        )
     meta_ignore = meta.get("ignore_label", None)
     if ignore_label is None:
         ignore_label = 255 if meta_ignore is None else meta_ignore

@@ -13,7 +13,7 @@ from ..config import ConfigError
 from .datasets.common import default_stuff_colors
 from .datasets.folder import parse_class_names
 
-__all__ = ["NoClassNamesError", "class_names_and_colors"]
+__all__ = ["NoClassNamesError", "class_names_and_colors", "dataset_class_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,25 @@ logger = logging.getLogger(__name__)
 class NoClassNamesError(ConfigError):
     """No class names were given and none are known (no registered dataset of the config has
     any): the one case a tool that does not need them (the exporter) may go on without."""
+
+
+def dataset_class_names(dataset_name: str, num_classes: Optional[int] = None) -> List[str]:
+    """
+    The ``stuff_classes`` of the registered dataset ``dataset_name``; where it has none, "0" ..
+    "K-1" for ``num_classes`` K. A ValueError naming the dataset if it has none and K is not
+    given, or if K is given and differs from their number.
+    """
+    from detectron2.data import MetadataCatalog
+
+    names = MetadataCatalog.get(dataset_name).get("stuff_classes", None)
+    if names is None and num_classes is None:
+        raise ValueError(
+            f"dataset {dataset_name!r} has no stuff_classes in its metadata: pass num_classes")
+    if names is not None and num_classes is not None and num_classes != len(names):
+        raise ValueError(
+            f"dataset {dataset_name!r} has {len(names)} classes (stuff_classes in its metadata) "
+            f"but {num_classes} were asked for (num_classes, MODEL.SEM_SEG_HEAD.NUM_CLASSES?)")
+    return [str(i) for i in range(num_classes)] if names is None else list(names)
 
 
 def _metadata_names(name):

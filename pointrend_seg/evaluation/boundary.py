@@ -80,6 +80,7 @@ from detectron2.utils import comm
 
 from ..config import check_arguments, is_number
 from ..data import GroundTruthReader
+from ..data.metadata import dataset_class_names
 from .report import write_result_file
 from .sem_seg import _checked_prediction
 
@@ -235,13 +236,10 @@ def _counts(pred_mask, gt_mask, valid, tolerance_px=None, dilation_px=None):
     gt = _as_bool_2d(gt_mask, "gt_mask")
     if pred.shape != gt.shape:
         raise ValueError(f"pred_mask {pred.shape} and gt_mask {gt.shape} differ in shape")
+    pred_b, gt_b = mask_boundary(pred, valid), mask_boundary(gt, valid)  # valid checked there
     if valid is not None:
-        valid = _as_bool_2d(valid, "valid")
-        if valid.shape != gt.shape:
-            raise ValueError(f"valid {valid.shape} and gt_mask {gt.shape} differ in shape")
-        pred, gt = pred & valid, gt & valid
-    return _class_counts(pred, gt, mask_boundary(pred, valid), mask_boundary(gt, valid),
-                         tolerance_px, dilation_px)
+        pred, gt = pred & _as_bool_2d(valid, "valid"), gt & _as_bool_2d(valid, "valid")
+    return _class_counts(pred, gt, pred_b, gt_b, tolerance_px, dilation_px)
 
 
 def boundary_precision_recall(pred_mask, gt_mask, tolerance_px, valid=None):
@@ -358,14 +356,7 @@ class BoundaryEvaluator(DatasetEvaluator):
         self._ground_truth = ground_truth or GroundTruthReader(dataset_name)
 
         meta = MetadataCatalog.get(dataset_name)
-        names = meta.get("stuff_classes", None)
-        if names is None and num_classes is None:
-            raise ValueError(
-                f"{dataset_name} has no stuff_classes in its metadata; pass num_classes")
-        if names is not None and num_classes is not None and num_classes != len(names):
-            raise ValueError(
-                f"num_classes={num_classes} but {dataset_name} has {len(names)} stuff_classes")
-        self._class_names = [str(i) for i in range(num_classes)] if names is None else list(names)
+        self._class_names = dataset_class_names(dataset_name, num_classes)
         self._num_classes = len(self._class_names)
         self._ignore_label = int(meta.get("ignore_label", 255) if ignore_label is None
                                  else ignore_label)

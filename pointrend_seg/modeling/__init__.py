@@ -26,7 +26,6 @@ from .semantic_heads import (
     PointRendSegHead,
     SubdivisionTrace,
     TracedStep,
-    point_feature_names,
 )
 
 __all__ = [
@@ -37,6 +36,6 @@ __all__ = [
     "SubdivisionTrace", "ThreeConvStem", "TracedStep", "build_coarse_head",
     "build_dilated_resnet_backbone", "build_point_head", "calculate_uncertainty",
     "cross_entropy_with_ignore", "export_onnx", "export_program", "grid_cell_centers",
-    "most_uncertain_cells", "point_feature_names", "point_sample", "prepare_for_inference",
+    "most_uncertain_cells", "point_sample", "prepare_for_inference",
     "sample_point_labels", "training_point_coords",
 ]

@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import zipfile
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -91,13 +91,12 @@ class ExportableSegmentor(nn.Module):
         return logits.index_select(2, rows).index_select(3, cols)
 
 
-def dynamic_shapes(min_size: int, max_size: int, dynamic_batch: bool = True):
-    """``dynamic_shapes`` for :class:`ExportableSegmentor`: height and width in [min, max]."""
-    dims = {2: torch.export.Dim("height", min=min_size, max=max_size),
-            3: torch.export.Dim("width", min=min_size, max=max_size)}
-    if dynamic_batch:
-        dims[0] = torch.export.Dim("batch", min=1, max=1024)
-    return (dims,)
+def dynamic_shapes(min_size: int, max_size: int):
+    """``dynamic_shapes`` for :class:`ExportableSegmentor`: batch in [1, 1024], height and width
+    in [min, max]."""
+    return ({0: torch.export.Dim("batch", min=1, max=1024),
+             2: torch.export.Dim("height", min=min_size, max=max_size),
+             3: torch.export.Dim("width", min=min_size, max=max_size)},)
 
 
 def check_size_range(min_size: int, max_size: int, stride: int) -> None:
@@ -120,7 +119,7 @@ def check_size_range(min_size: int, max_size: int, stride: int) -> None:
 
 
 def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
-                   max_size: int = 4096, dynamic_batch: bool = True):
+                   max_size: int = 4096):
     """
     ``torch.export`` program of ``model`` (a :class:`GeneralizedSemanticSegmentor` in eval mode,
     e.g. after :func:`prepare_for_inference`) with dynamic batch, height and width.
@@ -139,7 +138,7 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
     if min(example.shape[-2:]) < min_size:
         raise ExportError(f"the example input {tuple(example.shape[-2:])} is smaller than the "
                           f"minimum size {min_size}")
-    if dynamic_batch and example.shape[0] == 1:
+    if example.shape[0] == 1:
         # traced with one image, torch.export would specialise the batch to 1
         example = torch.cat([example, example])
     # Traced with autograd on (as torch.export.load gives the parameters back, requiring grad):
@@ -147,12 +146,11 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
     # program runs with or without torch.no_grad().
     with torch.enable_grad():
         return torch.export.export(wrapper, (example,),
-                                   dynamic_shapes=dynamic_shapes(min_size, max_size, dynamic_batch))
+                                   dynamic_shapes=dynamic_shapes(min_size, max_size))
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: int = 32,
-                max_size: int = 4096, dynamic_batch: bool = True,
-                opset_version: Optional[int] = None, program=None) -> str:
+                max_size: int = 4096, program=None) -> str:
     """
     ONNX file of ``model`` by torch's dynamo-based exporter (``torch.onnx.export(dynamo=True)``),
     input ``images`` (B, 3, H, W) float32 and output ``sem_seg`` (B, K, H, W) float32, batch,
@@ -168,16 +166,14 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: in
         str: ``path``.
     """
     if program is None:
-        program = export_program(model, example, min_size, max_size, dynamic_batch)
-    kwargs = {} if opset_version is None else {"opset_version": opset_version}
+        program = export_program(model, example, min_size, max_size)
     # The program carries its size ranges; string names only rename its symbolic axes.
-    names = {0: "batch", 2: "height", 3: "width"} if dynamic_batch else {2: "height", 3: "width"}
+    names = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad(), _quiet_logger("onnx_ir._convenience"):
         # onnx_ir logs "Attribute type is ambiguous because it is an empty sequence ...
         # Defaulted to INTS" for empty attribute lists of torch's exporter: right, and not ours.
         torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
-                          output_names=["sem_seg"], external_data=False, dynamic_shapes=(names,),
-                          **kwargs)
+                          output_names=["sem_seg"], external_data=False, dynamic_shapes=(names,))
     return path
 
 

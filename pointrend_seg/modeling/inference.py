@@ -104,8 +104,7 @@ class InferenceHandle:
         compiled (list[str]): names of the compiled submodules.
     """
 
-    def __init__(self, model: nn.Module, options: InferenceOptions):
-        self.model = model
+    def __init__(self, options: InferenceOptions):
         self.options = options
         self.num_fast_heads = 0
         self.num_folded = 0
@@ -247,7 +246,7 @@ def prepare_for_inference(model: nn.Module, cfg_or_options=None,
     else:
         options = InferenceOptions.from_config(cfg_or_options, device)
 
-    handle = InferenceHandle(model, options)
+    handle = InferenceHandle(options)
     steps = handle._undo_steps
     transforms = [(options.fast_subdivision, "num_fast_heads", use_fast_subdivision),
                   (options.fold_bn, "num_folded", fold_batch_norms),

@@ -173,13 +173,6 @@ class BilinearSegHead(nn.Module):
         )
 
 
-def point_feature_names(cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
-    """``MODEL.POINT_HEAD.IN_FEATURES``, or if it is empty the backbone output of the smallest
-    stride (e.g. res2, or p2 of an FPN)."""
-    names = list(cfg.MODEL.POINT_HEAD.IN_FEATURES)
-    return names or [min(input_shape, key=lambda f: input_shape[f].stride)]
-
-
 class TracedStep(NamedTuple):
     """
     One subdivision step of one image: the centres ``xy`` (P, 2) float of the cells it
@@ -306,7 +299,8 @@ class PointRendSegHead(BilinearSegHead):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
         p = cfg.MODEL.POINT_HEAD
-        in_features = point_feature_names(cfg, input_shape)
+        # empty: the backbone output of the smallest stride (e.g. res2, or p2 of an FPN)
+        in_features = list(p.IN_FEATURES) or [min(input_shape, key=lambda f: input_shape[f].stride)]
         in_channels = sum(input_shape[f].channels for f in in_features)
         ret.update(
             point_head=build_point_head(cfg, in_channels),

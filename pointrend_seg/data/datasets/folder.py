@@ -28,6 +28,7 @@ import logging
 import os
 from collections import Counter, defaultdict
 
+from ...config import shorten
 from ..readers import BadInputError, same_stem_hint
 from ..label_map import format_label_map, parse_label_map
 from .common import default_stuff_colors, register_sem_seg_dataset
@@ -231,21 +232,21 @@ def parse_class_names(spec):
             hashed = next((i for i, line in enumerate(lines) if line.startswith("#")), None)
             if hashed is not None:
                 raise ValueError(
-                    f"class names file {spec}, line {hashed + 1}: {_shortened(repr(lines[hashed]))}"
-                    " starts with '#'. Every non-blank line names the next class id, and such a "
-                    "line could be a comment (skipping it shifts every later id by one) or a "
-                    "name, so it is refused rather than guessed: remove it if it is a comment, "
-                    "rename the class if not")
+                    f"class names file {spec}, line {hashed + 1}: "
+                    f"{shorten(repr(lines[hashed]), 200)} starts with '#'. Every non-blank line "
+                    "names the next class id, and such a line could be a comment (skipping it "
+                    "shifts every later id by one) or a name, so it is refused rather than "
+                    "guessed: remove it if it is a comment, rename the class if not")
             names = [n for n in lines if n]
             source = f"class file {spec}"
         elif spec.endswith(".txt") or os.sep in spec or (os.altsep and os.altsep in spec):
             raise FileNotFoundError(f"class names file not found: {spec}")
         else:
             names = [n.strip() for n in spec.split(",")]
-            source = f"class list {_shortened(repr(spec))}"
+            source = f"class list {shorten(repr(spec), 200)}"
     else:
         names = [str(n).strip() for n in spec]
-        source = f"class list {_shortened(repr(names))}"
+        source = f"class list {shorten(repr(names), 200)}"
     if not names:
         raise ValueError(f"{source} has no class names")
     if not all(names):
@@ -253,13 +254,8 @@ def parse_class_names(spec):
     counts = Counter(names)
     duplicates = sorted(n for n, c in counts.items() if c > 1)
     if duplicates:
-        raise ValueError(f"{source} has duplicate class names: {_shortened(repr(duplicates))}")
+        raise ValueError(f"{source} has duplicate class names: {shorten(repr(duplicates), 200)}")
     return names
-
-
-def _shortened(text, limit=200):
-    """``text`` cut to ``limit`` characters, for an error message."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
