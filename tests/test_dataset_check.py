@@ -313,6 +313,19 @@ def test_check_dataset_tool(tmp_path, prefix, capsys):
     assert status == 0 and "WARNING" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag, value", [("--max-ignored-fraction", "2"), ("--num-workers", "-1")])
+def test_tool_flag_errors_name_the_flag(tmp_path, prefix, capsys, flag, value):
+    # Before: the error named DATASETS.CHECK.*, a key the command line never gave.
+    images, masks = _void_folder(tmp_path, num=1, void=1, jpeg_mask=False)
+    tool = _tool()
+    status = run_tool(lambda: tool.main(["--register-folder", f"{prefix}_flags", images, masks,
+                                         CLASSES, flag, value, "--cache-dir", str(tmp_path)]),
+                      prog="check_dataset.py")
+    err = capsys.readouterr().err
+    assert status == 2 and f"{flag}=" in err
+    assert "DATASETS.CHECK" not in err
+
+
 def _void_folder(tmp_path, num=5, void=11, jpeg_mask=True):
     """Masks of 11 classes (0..10) that also hold the void value ``void``; the last sample's mask
     saved as JPEG (so "missing" as PNG)."""

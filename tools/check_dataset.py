@@ -45,6 +45,7 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, load_any_config
 from pointrend_seg.data import check_dataset
+from pointrend_seg.data.dataset_check import check_options
 from pointrend_seg.engine import as_run_config
 from pointrend_seg.files import atomic_write
 from pointrend_seg.engine.cli import (
@@ -182,6 +183,11 @@ def main(argv=None):
         options["max_ignored_fraction"] = args.max_ignored_fraction
     elif cfg is not None:
         options["max_ignored_fraction"] = cfg.DATASETS.CHECK.MAX_IGNORED_FRACTION
+    # the flags by their own names (the library's check would name the YAML keys)
+    flags = {"DATASETS.CHECK.NUM_WORKERS": "--num-workers"}
+    if args.max_ignored_fraction is not None:
+        flags["DATASETS.CHECK.MAX_IGNORED_FRACTION"] = "--max-ignored-fraction"
+    check_options(args.num_workers, options.get("max_ignored_fraction", 0.5), flags)
     if cfg is not None:
         options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                        ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
