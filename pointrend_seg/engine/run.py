@@ -17,7 +17,7 @@ from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport, check_options
 from ..evaluation.boundary import check_boundary_options
 from .config_checks import check_dataset_config, check_seed
-from .data_checks import check_run_datasets, skipped_images
+from .data_checks import check_run_datasets
 from .run_config import as_run_config
 
 __all__ = ["RunPlan", "check_config", "prepare_run"]
@@ -100,4 +100,5 @@ def prepare_run(cfg, *, train: bool = True) -> RunPlan:
     check_dataset_config(cfg, keys=keys)
     names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]
     reports = check_run_datasets(cfg, names, resizes=run.resizes() if names else ())
-    return RunPlan(reports=reports, skipped=frozenset(skipped_images(reports)))
+    skipped = frozenset(image for r in reports.values() for image in r.bad_images)
+    return RunPlan(reports=reports, skipped=skipped)
