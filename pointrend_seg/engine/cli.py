@@ -20,6 +20,7 @@ from ..data.datasets import register_folder_datasets
 from ..data.label_map import parse_label_map
 from ..evaluation import ResultWriteError
 from ..modeling.backbone import WeightConversionError
+from ..modeling.export import ExportError
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
@@ -55,7 +56,7 @@ DEBUG_ENV = "POINTREND_SEG_DEBUG"
 INPUT_ERRORS = (ConfigError, BadInputError, UnsafeCheckpointError, BackboneMismatchError,
                 CheckpointReadError, FileNotFoundError, RunFolderBusyError, ResumeMismatchError,
                 IncompleteWeightsError, WeightConversionError, OutputIsInputError,
-                ToolUsageError)
+                ToolUsageError, ExportError)
 # Exit status 1: the run stopped; the message says how to continue.
 RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError, ResultWriteError)
 
@@ -149,10 +150,9 @@ def add_debug_argument(parser):
     return parser
 
 
-def debug_requested(argv=None) -> bool:
-    """``--debug`` in ``argv`` (default ``sys.argv[1:]``) or ``POINTREND_SEG_DEBUG`` set (not 0)."""
-    argv = sys.argv[1:] if argv is None else argv
-    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+def debug_requested() -> bool:
+    """``--debug`` in ``sys.argv`` or ``POINTREND_SEG_DEBUG`` set (not 0)."""
+    return "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def run_tool(main, *, prog: str, debug: bool = False) -> int:
