@@ -75,6 +75,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import ConfigError
 from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
+from pointrend_seg.engine.predictor import require_weights
 from pointrend_seg.files import remove_stale_temp_files
 from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
 from pointrend_seg.engine.cli import (
@@ -89,7 +90,6 @@ from pointrend_seg.engine.cli import (
     debug_requested,
     parse_tool_args,
     refuse_output_folder_over_a_file,
-    require_weights,
     run_tool,
     setup_tool_output,
 )
@@ -412,7 +412,7 @@ def main(argv=None):
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
     view = run.settings  # the settings read below
-    require_weights(weights)
+    require_weights(run, weights, tool=True)
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
     names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])

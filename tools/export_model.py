@@ -62,6 +62,7 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.data import NoClassNamesError, read_image_file
 from pointrend_seg.engine import load_inference_model
+from pointrend_seg.engine.predictor import require_weights
 from pointrend_seg.evaluation import ResultWriteError
 from pointrend_seg.files import is_disk_full, remove_stale_temp_files, temp_folder
 from pointrend_seg.engine.cli import (
@@ -75,7 +76,6 @@ from pointrend_seg.engine.cli import (
     parse_tool_args,
     refuse_output_folder_over_a_file,
     refuse_output_over_inputs,
-    require_weights,
     run_tool,
     setup_tool_output,
 )
@@ -216,7 +216,7 @@ def export(args, cleanup) -> int:
     (removed by ``cleanup``) and moved over the earlier ones only once all are written."""
     # exported on CPU; the ONNX / program runs anywhere
     run, weights = config_from_args(args, device="cpu")
-    require_weights(weights)  # not a randomly initialised model (as the demo)
+    require_weights(run, weights, tool=True)  # not a randomly initialised model
     refuse_output_folder_over_a_file(args.output)
     cfg = run.settings  # the settings read below
     names = class_names(run, args, weights)

@@ -35,7 +35,7 @@ from .train_step import NonFiniteLossError
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "ToolUsageError",
            "add_class_name_arguments", "add_config_arguments", "add_partial_weights_argument",
            "class_names_for", "config_from_args", "refuse_output_over_inputs",
-           "refuse_output_folder_over_a_file", "require_weights",
+           "refuse_output_folder_over_a_file",
            "add_register_folder_argument",
            "add_debug_argument", "debug_requested", "is_config_key",
            "overrides_last", "parse_tool_args",
@@ -120,16 +120,6 @@ def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
         which = "" if path == os.path.abspath(output) else f": {path}"
         raise ToolUsageError(f"{flag} {output}{which} is a file, not a folder; give another "
                              f"{flag}")
-
-
-def require_weights(weights) -> None:
-    """Raise :class:`ConfigError` if ``weights`` (a tool's checkpoint) is empty: demo and export
-    would run a randomly initialised model."""
-    if not weights:
-        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. --run "
-                          "OUTPUT_DIR, --weights output/model_final.pth or MODEL.WEIGHTS "
-                          "output/model_final.pth (Python configs: "
-                          "train.init_checkpoint=output/model_final.pth)")
 
 
 def add_partial_weights_argument(parser):
