@@ -90,6 +90,7 @@ from pointrend_seg.engine.cli import (
     debug_requested,
     parse_tool_args,
     refuse_output_folder_over_a_file,
+    refuse_output_over_inputs,
     run_tool,
     setup_tool_output,
 )
@@ -223,32 +224,24 @@ def _dataset_folders(dataset_dicts):
 def refuse_inputs_as_outputs(args, jobs, dataset_dicts):
     """
     Raise :class:`OutputIsInputError` (before the model is built) when this run would write
-    over its inputs: an output file that is an input file (the same file, also through a link:
-    ``--input DIR --output DIR`` wrote STEM.png over the photo STEM.png), or an output folder
-    (``--output``, its ``masks/``) that is the image or mask folder of a registered dataset
-    (``--save-masks`` into a dataset root replaced its ground truth masks/STEM.png).
+    over its inputs: an output file that is an input file
+    (:func:`~pointrend_seg.engine.cli.refuse_output_over_inputs`: ``--input DIR --output DIR``
+    wrote STEM.png over the photo STEM.png), or an output folder (``--output``, its ``masks/``)
+    that is the image or mask folder of a registered dataset (``--save-masks`` into a dataset
+    root replaced its ground truth masks/STEM.png).
     """
-    inputs = {}
-    for source, label in jobs:
-        paths = [source.path] if source.kind != "webcam" else []
-        for path in paths + ([label[0]] if label else []):
-            if _file_id(path):
-                inputs[_file_id(path)] = path
-    mask_folder = os.path.join(args.output, "masks")
+    inputs = [("input", p) for source, label in jobs
+              for p in ([source.path] if source.kind != "webcam" else []) + list(label or [])[:1]]
+    outputs = []
     for source, _ in jobs:
-        outputs = []
         for name in _output_names(source, args.show_points, args.save_masks):
             if name.endswith(os.sep):  # masks/STEM/000000.png ...: inputs of such a name there
-                outputs += [os.path.join(args.output, name, os.path.basename(p))
-                            for p in inputs.values()
+                outputs += [os.path.join(args.output, name, os.path.basename(p)) for _, p in inputs
                             if re.fullmatch(r"\d{6}\.png", os.path.basename(p))]
             else:
                 outputs.append(os.path.join(args.output, name))
-        for output in outputs:
-            if _file_id(output) in inputs:
-                raise OutputIsInputError(
-                    f"output {output} is the input {inputs[_file_id(output)]}: writing it would "
-                    "replace the input; give another --output")
+    refuse_output_over_inputs(outputs, inputs)
+    mask_folder = os.path.join(args.output, "masks")
     folders = _dataset_folders(dataset_dicts)
     for output in [args.output] + [mask_folder] * args.save_masks:
         if _file_id(output) in folders:
@@ -270,10 +263,6 @@ class Demo:
         self.show_points = show_points
         self.max_pixels, self.max_side = max_pixels, max_side
 
-    def predict(self, image_bgr):
-        """(H, W) class ids of a BGR image (uint8 up to 256 classes)."""
-        return self.predictor.predict_labels(image_bgr)
-
     def _mask_path(self, *parts):
         path = os.path.join(self.output, "masks", *parts)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -282,7 +271,7 @@ class Demo:
     def image(self, source, label=None):
         """``label``: (label file, the dataset's label map or None) for a ground-truth panel."""
         image_bgr = read_image_file(source.path, "BGR", self.max_pixels)
-        labels = self.predict(image_bgr)
+        labels = self.predictor.predict_labels(image_bgr)
         panels, titles = [labels], ["prediction"]
         if label:
             panels.append(read_label_file(*label, max_pixels=self.max_pixels))
@@ -350,7 +339,7 @@ class Demo:
                         if self.max_frames and index >= self.max_frames:
                             stopped = True
                             break
-                        labels = self.predict(frame)
+                        labels = self.predictor.predict_labels(frame)
                         drawn = draw_sem_seg_figure(frame[:, :, ::-1], [labels], self.class_names,
                                                     self.colors, min_side=0, legend_inside=True)
                         writer.write(drawn[:, :, ::-1])

@@ -67,27 +67,26 @@ def refuse_output_over_inputs(outputs, inputs) -> None:
     of ``inputs`` (``{what: path}``, e.g. ``{"weights file": ...}``, or an iterable of
     ``(what, path)`` pairs, e.g. every file of a dataset): writing it would replace the input,
     and a failure half-way would lose it. Links (symbolic and hard) to one file count as that
-    file. One ``stat`` per input (and per output), so a dataset of 100,000 files costs what
+    file. One ``stat`` per input and per output, so a dataset of 100,000 files costs what
     checking its files' dates does.
     """
-    outputs = [(o, _stat_or_none(o)) for o in outputs if o]
+    outputs = [o for o in outputs if o]
+    # an existing input is the output of its (device, inode); a missing one, the output of its
+    # real path (which would be written in its place)
+    same_file = {}
+    for output in outputs:
+        st = _stat_or_none(output)
+        for key in [os.path.realpath(output)] + ([(st.st_dev, st.st_ino)] if st else []):
+            same_file.setdefault(key, []).append(output)
     found = {}  # output: the first (what, path) it is
     for what, path in (inputs.items() if hasattr(inputs, "items") else inputs):
         if len(found) == len(outputs):
             break
-        if not path:
-            continue
-        st = _stat_or_none(path)
-        for output, out_st in outputs:
-            if st is not None and out_st is not None:
-                same = os.path.samestat(st, out_st)
-            elif st is None:  # a missing input: the output would be written in its place
-                same = os.path.realpath(output) == os.path.realpath(path)
-            else:  # an existing input is no output that does not exist (yet)
-                same = False
-            if same:
-                found.setdefault(output, (what, path))
-    for output, _ in outputs:  # the first output that is an input
+        st = _stat_or_none(path) if path else None
+        key = (st.st_dev, st.st_ino) if st else os.path.realpath(path) if path else None
+        for output in same_file.get(key, []):
+            found.setdefault(output, (what, path))
+    for output in outputs:  # the first output that is an input
         if output in found:
             what, path = found[output]
             named = "" if os.path.abspath(path) == os.path.abspath(output) else f" ({path})"
@@ -102,8 +101,7 @@ def _stat_or_none(path):
         return None
 
 
-def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
-                                     is_folder: bool = True) -> None:
+def refuse_output_folder_over_a_file(output, *, is_folder: bool = True) -> None:
     """
     Raise :class:`ToolUsageError` if the output folder ``output`` (``is_folder``; else a file
     path or prefix, e.g. the benchmark's OUTPUT.json / OUTPUT.md), made later with its parents,
@@ -118,8 +116,8 @@ def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
         path = os.path.dirname(path)
     if not os.path.isdir(path):  # a file, or a link to none
         which = "" if path == os.path.abspath(output) else f": {path}"
-        raise ToolUsageError(f"{flag} {output}{which} is a file, not a folder; give another "
-                             f"{flag}")
+        raise ToolUsageError(f"--output {output}{which} is a file, not a folder; give another "
+                             "--output")
 
 
 def add_partial_weights_argument(parser):
