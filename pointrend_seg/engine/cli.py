@@ -245,11 +245,11 @@ def overrides_last(argv):
     return flags + overrides
 
 
-def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "opts"):
+def parse_tool_args(parser, argv=None, *, list_dests=()):
     """
     Parse a tool's command line with its flags anywhere - before, between or after the
-    ``KEY VALUE`` config overrides, which are collected in order in ``args.<overrides_dest>``
-    (a positional argument of the parser with ``nargs="*"``). With Detectron2's usual
+    ``KEY VALUE`` config overrides, which are collected in order in ``args.opts`` (a positional
+    argument of the parser with ``nargs="*"``). With Detectron2's usual
     ``nargs=argparse.REMAINDER`` a flag after the first override (or after an unknown word) was
     swallowed as an override, e.g. ``--classes a,b --output out`` then "requires --output".
 
@@ -258,14 +258,14 @@ def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "
     override.
     """
     args = parser.parse_intermixed_args(argv)
-    overrides = list(getattr(args, overrides_dest, None) or [])
+    overrides = list(getattr(args, "opts", None) or [])
     for dest in list_dests:
         values = list(getattr(args, dest) or [])
         cut = next((i for i, v in enumerate(values) if is_config_key(v)), None)
         if cut is not None:
             overrides = values[cut:] + overrides
             setattr(args, dest, values[:cut])
-    setattr(args, overrides_dest, overrides)
+    args.opts = overrides
     return args
 
 
