@@ -400,7 +400,6 @@ def main(argv=None):
     refuse_output_folder_over_a_file(args.output)
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
-    view = run.settings  # the settings read below
     require_weights(run, weights, tool=True)
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
@@ -416,7 +415,7 @@ def main(argv=None):
             "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
             "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "
             f"config: {type(model).__name__}, {type(getattr(model, 'sem_seg_head', None)).__name__})")
-    max_pixels = (view.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
+    max_pixels = (run.settings.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
                   else args.max_image_pixels)
     demo = Demo(predictor, names, colors, args.output, args.save_masks, args.max_frames,
                 args.show_points, max_pixels=max_pixels, max_side=args.max_side)
