@@ -259,9 +259,10 @@ def test_export_refuses_a_model_without_weights(tmp_path, monkeypatch, capsys):
     out = tmp_path / "exported"
     assert _export(out) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("export_model.py: error: MODEL.WEIGHTS is empty: give the trained "
-                              "model, e.g. --run OUTPUT_DIR, --weights ")
-    assert "train.init_checkpoint=" in err[-1] and not out.exists()
+    assert err[-1].startswith("export_model.py: error: MODEL.WEIGHTS is empty: there are no "
+                              "weights to load")
+    assert "e.g. --run OUTPUT_DIR, --weights " in err[-1]
+    assert "MODEL.WEIGHTS output/model_final.pth" in err[-1] and not out.exists()
 
 
 def test_export_class_names_that_do_not_fit_are_an_error(tmp_path, monkeypatch, capsys, caplog,

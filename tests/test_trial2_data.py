@@ -247,8 +247,8 @@ def test_demo_refuses_to_write_over_its_input_photos(tmp_path, capsys, no_model)
     status, err = _demo(capsys, "--input", str(photos), "--output", str(photos))
     assert status == 2
     message = _one_error_line(err)
-    assert message.startswith(f"output {photos / 'a.png'} is the input {photos / 'a.png'}")
-    assert "give another --output" in message
+    assert message.startswith(f"{photos / 'a.png'} is the input: writing it would replace")
+    assert "choose another output" in message
     # through a link to the folder, and one file given itself
     (tmp_path / "link").symlink_to(photos)
     for argv in (["--input", str(photos), "--output", str(tmp_path / "link")],
@@ -259,7 +259,7 @@ def test_demo_refuses_to_write_over_its_input_photos(tmp_path, capsys, no_model)
     clip = _video(photos / "clip.mp4", 3, fourcc="mp4v")
     before[os.path.basename(clip)] = open(clip, "rb").read()
     status, err = _demo(capsys, "--input", clip, "--output", str(photos))
-    assert status == 2 and f"output {clip} is the input {clip}" in _one_error_line(err)
+    assert status == 2 and f"{clip} is the input:" in _one_error_line(err)
     assert _contents(photos) == before  # byte for byte, nothing added
 
 
@@ -281,7 +281,7 @@ def test_demo_refuses_a_dataset_folder_as_output(tmp_path, capsys, no_model, pre
     for folder in (masks, images):
         status, err = _demo(capsys, "--dataset", name, "--output", folder, *register)
         assert status == 2, err
-        assert f"is the input {folder}{os.sep}" in _one_error_line(err)
+        assert f"{os.path.join(folder, 'a.png')} is the input" in _one_error_line(err)
     # ... also when no file would be replaced: no outputs inside a registered dataset's folders
     _photo(tmp_path / "x.png")
     for argv, folder in [(["--output", masks], masks), (["--output", images], images),

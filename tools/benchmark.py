@@ -82,7 +82,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.output:  # checked before the benchmark runs, not after (its results lost)
         try:
-            refuse_output_folder_over_a_file(args.output, "--output",
+            refuse_output_folder_over_a_file(args.output,
                                              is_folder=args.output.endswith(("/", os.sep)))
         except ToolUsageError as e:
             p.error(str(e))

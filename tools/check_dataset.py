@@ -41,6 +41,7 @@ import sys
 
 import pointrend_seg  # noqa: F401  (first: registers the components, imports Detectron2 quietly)
 
+from detectron2.data import DatasetCatalog
 from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.config import DEFAULT_MAX_IMAGE_PIXELS, ConfigError, load_any_config
@@ -89,16 +90,13 @@ def argument_parser():
 
 def parse_args(argv=None):
     """The arguments; ``args.opts``: the config overrides that follow the dataset names."""
-    args = parse_tool_args(argument_parser(), argv, list_dests=("datasets",), overrides_dest="opts")
-    return args
+    return parse_tool_args(argument_parser(), argv, list_dests=("datasets",))
 
 
 def check_registered(names, source):
     """Raise one :class:`ConfigError` naming every dataset of ``names`` (from ``source``) that is
     not registered, each with the closest registered names (a typo would otherwise surface as
     "no stuff_classes ... pass num_classes")."""
-    from detectron2.data import DatasetCatalog
-
     registered = DatasetCatalog.list()
     missing = [n for n in names if n not in registered]
     if not missing:
@@ -172,30 +170,24 @@ def main(argv=None):
         argument_parser().error("name a DATASET, --register-folder one, or give --config-file")
     check_registered(names, f"DATASETS.TRAIN / TEST of {args.config_file}"
                      if cfg is not None and not args.datasets else "the command line")
-    from detectron2.data import DatasetCatalog
-
     dicts = {name: DatasetCatalog.get(name) for name in names}  # the lists; no file read yet
     if args.json:
         check_json_path(args.json, args, dicts)
     options = {"num_workers": args.num_workers, "cache_dir": args.cache_dir,
                "use_cache": not args.no_cache}
-    if args.max_ignored_fraction is not None:
-        options["max_ignored_fraction"] = args.max_ignored_fraction
-    elif cfg is not None:
-        options["max_ignored_fraction"] = cfg.DATASETS.CHECK.MAX_IGNORED_FRACTION
+    if cfg is not None:
+        options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                       ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, resizes=run.resizes(),
+                       max_ignored_fraction=cfg.DATASETS.CHECK.MAX_IGNORED_FRACTION,
+                       max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
+    for key in ("max_ignored_fraction", "max_image_pixels"):  # the command line's first
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
     # the flags by their own names (the library's check would name the YAML keys)
     flags = {"DATASETS.CHECK.NUM_WORKERS": "--num-workers"}
     if args.max_ignored_fraction is not None:
         flags["DATASETS.CHECK.MAX_IGNORED_FRACTION"] = "--max-ignored-fraction"
     check_options(args.num_workers, options.get("max_ignored_fraction", 0.5), flags)
-    if cfg is not None:
-        options.update(num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-                       ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-                       resizes=run.resizes())
-    if args.max_image_pixels is not None:
-        options["max_image_pixels"] = args.max_image_pixels
-    elif cfg is not None:
-        options["max_image_pixels"] = cfg.INPUT.MAX_IMAGE_PIXELS
     reports = [check_dataset(name, dicts=dicts[name], **options) for name in names]
     for report in reports:
         print(report.format(), flush=True)

@@ -34,7 +34,7 @@ import sys
 
 import torch
 
-from pointrend_seg.engine import atomic_write
+from pointrend_seg.files import atomic_write
 from pointrend_seg.engine.checkpoint import load_weights_only
 from pointrend_seg.engine.cli import (
     add_debug_argument,

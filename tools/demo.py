@@ -75,6 +75,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_seg.config import ConfigError
 from pointrend_seg.data import BadInputError, read_image_file, read_label_file
 from pointrend_seg.engine import build_predictor
+from pointrend_seg.engine.predictor import require_weights
 from pointrend_seg.files import remove_stale_temp_files
 from pointrend_seg.modeling import GeneralizedSemanticSegmentor, PointRendSegHead
 from pointrend_seg.engine.cli import (
@@ -89,7 +90,7 @@ from pointrend_seg.engine.cli import (
     debug_requested,
     parse_tool_args,
     refuse_output_folder_over_a_file,
-    require_weights,
+    refuse_output_over_inputs,
     run_tool,
     setup_tool_output,
 )
@@ -224,32 +225,24 @@ def _dataset_folders(dataset_dicts):
 def refuse_inputs_as_outputs(args, jobs, dataset_dicts):
     """
     Raise :class:`OutputIsInputError` (before the model is built) when this run would write
-    over its inputs: an output file that is an input file (the same file, also through a link:
-    ``--input DIR --output DIR`` wrote STEM.png over the photo STEM.png), or an output folder
-    (``--output``, its ``masks/``) that is the image or mask folder of a registered dataset
-    (``--save-masks`` into a dataset root replaced its ground truth masks/STEM.png).
+    over its inputs: an output file that is an input file
+    (:func:`~pointrend_seg.engine.cli.refuse_output_over_inputs`: ``--input DIR --output DIR``
+    wrote STEM.png over the photo STEM.png), or an output folder (``--output``, its ``masks/``)
+    that is the image or mask folder of a registered dataset (``--save-masks`` into a dataset
+    root replaced its ground truth masks/STEM.png).
     """
-    inputs = {}
-    for source, label in jobs:
-        paths = [source.path] if source.kind != "webcam" else []
-        for path in paths + ([label[0]] if label else []):
-            if _file_id(path):
-                inputs[_file_id(path)] = path
-    mask_folder = os.path.join(args.output, "masks")
+    inputs = [("input", p) for source, label in jobs
+              for p in ([source.path] if source.kind != "webcam" else []) + list(label or [])[:1]]
+    outputs = []
     for source, _ in jobs:
-        outputs = []
         for name in _output_names(source, args.show_points, args.save_masks):
             if name.endswith(os.sep):  # masks/STEM/000000.png ...: inputs of such a name there
-                outputs += [os.path.join(args.output, name, os.path.basename(p))
-                            for p in inputs.values()
+                outputs += [os.path.join(args.output, name, os.path.basename(p)) for _, p in inputs
                             if re.fullmatch(r"\d{6}\.png", os.path.basename(p))]
             else:
                 outputs.append(os.path.join(args.output, name))
-        for output in outputs:
-            if _file_id(output) in inputs:
-                raise OutputIsInputError(
-                    f"output {output} is the input {inputs[_file_id(output)]}: writing it would "
-                    "replace the input; give another --output")
+    refuse_output_over_inputs(outputs, inputs)
+    mask_folder = os.path.join(args.output, "masks")
     folders = _dataset_folders(dataset_dicts)
     for output in [args.output] + [mask_folder] * args.save_masks:
         if _file_id(output) in folders:
@@ -271,10 +264,6 @@ class Demo:
         self.show_points = show_points
         self.max_pixels, self.max_side = max_pixels, max_side
 
-    def predict(self, image_bgr):
-        """(H, W) class ids of a BGR image (uint8 up to 256 classes)."""
-        return self.predictor.predict_labels(image_bgr)
-
     def _mask_path(self, *parts):
         path = os.path.join(self.output, "masks", *parts)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -283,7 +272,7 @@ class Demo:
     def image(self, source, label=None):
         """``label``: (label file, the dataset's label map or None) for a ground-truth panel."""
         image_bgr = read_image_file(source.path, "BGR", self.max_pixels)
-        labels = self.predict(image_bgr)
+        labels = self.predictor.predict_labels(image_bgr)
         panels, titles = [labels], ["prediction"]
         if label:
             panels.append(read_label_file(*label, max_pixels=self.max_pixels))
@@ -351,7 +340,7 @@ class Demo:
                         if self.max_frames and index >= self.max_frames:
                             stopped = True
                             break
-                        labels = self.predict(frame)
+                        labels = self.predictor.predict_labels(frame)
                         drawn = draw_sem_seg_figure(frame[:, :, ::-1], [labels], self.class_names,
                                                     self.colors, min_side=0, legend_inside=True)
                         writer.write(drawn[:, :, ::-1])
@@ -403,8 +392,7 @@ def main(argv=None):
     refuse_output_folder_over_a_file(args.output)
     setup_logger(name="pointrend_seg")
     run, weights = config_from_args(args)  # --config-file, or a --run folder
-    view = run.settings  # the settings read below
-    require_weights(weights)
+    require_weights(run, weights, tool=True)
     jobs, dataset_dicts = _jobs(args)
     # Before the model is built: a wrong name list or output must not cost a run.
     names, colors = class_names_for(run, args, weights, [args.dataset] if args.dataset else [])
@@ -419,7 +407,7 @@ def main(argv=None):
             "--show-points shows PointRend's subdivision: it needs MODEL.META_ARCHITECTURE "
             "GeneralizedSemanticSegmentor with MODEL.SEM_SEG_HEAD.NAME PointRendSegHead (this "
             f"config: {type(model).__name__}, {type(getattr(model, 'sem_seg_head', None)).__name__})")
-    max_pixels = (view.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
+    max_pixels = (run.settings.INPUT.MAX_IMAGE_PIXELS if args.max_image_pixels is None
                   else args.max_image_pixels)
     demo = Demo(predictor, names, colors, args.output, args.save_masks, args.max_frames,
                 args.show_points, max_pixels=max_pixels, max_side=args.max_side)

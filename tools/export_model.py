@@ -62,10 +62,10 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_seg.data import NoClassNamesError, read_image_file
 from pointrend_seg.engine import load_inference_model
+from pointrend_seg.engine.predictor import require_weights
 from pointrend_seg.evaluation import ResultWriteError
 from pointrend_seg.files import is_disk_full, remove_stale_temp_files, temp_folder
 from pointrend_seg.engine.cli import (
-    INPUT_ERRORS,
     add_class_name_arguments,
     add_config_arguments,
     add_debug_argument,
@@ -76,7 +76,6 @@ from pointrend_seg.engine.cli import (
     parse_tool_args,
     refuse_output_folder_over_a_file,
     refuse_output_over_inputs,
-    require_weights,
     run_tool,
     setup_tool_output,
 )
@@ -176,7 +175,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logger(name="pointrend_seg")
     with contextlib.ExitStack() as cleanup:  # the staging folder, whatever happens
-        return export(args, argv, cleanup)
+        return run_tool(lambda: export(args, cleanup), prog="export_model.py",
+                        debug=args.debug or debug_requested())
 
 
 @contextlib.contextmanager
@@ -211,62 +211,56 @@ def publish(staging, output, files):
                            "this export's files", path, ", ".join(files.values()) or "no model")
 
 
-def export(args, argv, cleanup) -> int:
+def export(args, cleanup) -> int:
     """The tool with parsed ``args``: the files are written into a temporary folder in --output
     (removed by ``cleanup``) and moved over the earlier ones only once all are written."""
-    try:
-        # exported on CPU; the ONNX / program runs anywhere
-        run, weights = config_from_args(args, device="cpu")
-        require_weights(weights)  # not a randomly initialised model (as the demo)
-        refuse_output_folder_over_a_file(args.output)
-        cfg = run.settings  # the settings read below
-        names = class_names(run, args, weights)
-        inputs = check_inputs(args, cfg)
-        if not inputs:
-            raise ExportError("--check-size or --check-image must give at least one input "
-                              "(the first traces the export)")
-        read = {"config file": args.config_file or os.path.join(args.run, "config.yaml"),
-                "weights file": weights.split("?")[0]}
-        read.update((f"--check-image file {i + 1}", path)
-                    for i, path in enumerate(args.check_images))
-        refuse_output_over_inputs([os.path.join(args.output, name) for name in OUTPUT_FILES], read)
-        model = load_inference_model(run, weights=weights, partial_weights=args.partial_weights)
-        check_size_range(args.min_size, args.max_size, model.size_divisibility)
-        with torch.no_grad():
-            loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
-        handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
-        # exited after the staging folder's removal (registered below): its error is the last
-        cleanup.enter_context(disk_full_is_one_line(args.output))
-        os.makedirs(args.output, exist_ok=True)
-        remove_stale_temp_files(args.output)  # e.g. the staging folder of a killed export
-        staging = temp_folder(args.output, "export")
-        cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
-        example = inputs[0][1]
-        runners, files, program = {}, {}, None
-        if "torch_export" in args.format:
-            start = time.perf_counter()
-            program = export_program(model, example, args.min_size, args.max_size)
-            files["torch_export"] = os.path.join(args.output, "model.pt2")
-            save_exported_program(program, os.path.join(staging, "model.pt2"))
-            runners["torch_export"] = program.module()
-            logger.info("torch.export program made in %.1f s", time.perf_counter() - start)
-        if "onnx" in args.format:
-            start = time.perf_counter()
-            files["onnx"] = os.path.join(args.output, "model.onnx")
-            try:
-                export_onnx(model, example, os.path.join(staging, "model.onnx"), args.min_size,
-                            args.max_size, program=program)
-            except ImportError as e:
-                raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx "
-                                  "onnxscript onnxruntime") from None
-            logger.info("ONNX made in %.1f s", time.perf_counter() - start)
-            if not args.no_check:
-                runners["onnx"] = onnx_runner(os.path.join(staging, "model.onnx"))
-    except (ExportError,) + INPUT_ERRORS as e:
-        if args.debug or debug_requested(argv):
-            raise
-        print(f"export_model.py: error: {e}", file=sys.stderr)
-        return 2
+    # exported on CPU; the ONNX / program runs anywhere
+    run, weights = config_from_args(args, device="cpu")
+    require_weights(run, weights, tool=True)  # not a randomly initialised model
+    refuse_output_folder_over_a_file(args.output)
+    cfg = run.settings  # the settings read below
+    names = class_names(run, args, weights)
+    inputs = check_inputs(args, cfg)
+    if not inputs:
+        raise ExportError("--check-size or --check-image must give at least one input "
+                          "(the first traces the export)")
+    read = {"config file": args.config_file or os.path.join(args.run, "config.yaml"),
+            "weights file": weights.split("?")[0]}
+    read.update((f"--check-image file {i + 1}", path)
+                for i, path in enumerate(args.check_images))
+    refuse_output_over_inputs([os.path.join(args.output, name) for name in OUTPUT_FILES], read)
+    model = load_inference_model(run, weights=weights, partial_weights=args.partial_weights)
+    check_size_range(args.min_size, args.max_size, model.size_divisibility)
+    with torch.no_grad():
+        loaded = [model([{"image": x[0]}])[0]["sem_seg"][None] for _, x in inputs]
+    handle = prepare_for_inference(model, InferenceOptions(fold_bn=cfg.MODEL.INFERENCE.FOLD_BN))
+    # exited after the staging folder's removal (registered below): its error is the last
+    cleanup.enter_context(disk_full_is_one_line(args.output))
+    os.makedirs(args.output, exist_ok=True)
+    remove_stale_temp_files(args.output)  # e.g. the staging folder of a killed export
+    staging = temp_folder(args.output, "export")
+    cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
+    example = inputs[0][1]
+    runners, files, program = {}, {}, None
+    if "torch_export" in args.format:
+        start = time.perf_counter()
+        program = export_program(model, example, args.min_size, args.max_size)
+        files["torch_export"] = os.path.join(args.output, "model.pt2")
+        save_exported_program(program, os.path.join(staging, "model.pt2"))
+        runners["torch_export"] = program.module()
+        logger.info("torch.export program made in %.1f s", time.perf_counter() - start)
+    if "onnx" in args.format:
+        start = time.perf_counter()
+        files["onnx"] = os.path.join(args.output, "model.onnx")
+        try:
+            export_onnx(model, example, os.path.join(staging, "model.onnx"), args.min_size,
+                        args.max_size, program=program)
+        except ImportError as e:
+            raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx "
+                              "onnxscript onnxruntime") from None
+        logger.info("ONNX made in %.1f s", time.perf_counter() - start)
+        if not args.no_check:
+            runners["onnx"] = onnx_runner(os.path.join(staging, "model.onnx"))
 
     checks, failed = [], False
     if not args.no_check:

@@ -106,14 +106,12 @@ def replace_exactly(path: Path, old: str, new: str, count: int = 1):
 
 def apply_compat_fixes(src: Path):
     """Apply the five fixes listed in the module docstring to an extracted v0.6 sdist."""
-    # 1. no compiled extension
-    replace_exactly(src / "setup.py", "ext_modules=get_extensions(),", "ext_modules=[],")
-    # 2. lazy detectron2._C
+    # 1. no compiled extension; 2. lazy detectron2._C (fast_eval_api.py as in main, then three more)
+    apply_main_fixes(src)
     for rel in [
         "detectron2/layers/deform_conv.py",
         "detectron2/layers/rotated_boxes.py",
         "detectron2/layers/roi_align_rotated.py",
-        "detectron2/evaluation/fast_eval_api.py",
     ]:
         replace_exactly(src / rel, "from detectron2 import _C\n", LAZY_C)
     # 3. Pillow 10 removed Image.LINEAR
@@ -151,7 +149,36 @@ def apply_main_fixes(src: Path):
     replace_exactly(src / "setup.py", "ext_modules=get_extensions(),", "ext_modules=[],")
     replace_exactly(src / "detectron2/evaluation/fast_eval_api.py", "from detectron2 import _C\n",
                     LAZY_C)
-    log("applied the fixes for a Detectron2 main tree (no extension, lazy _C)")
+
+
+def extract(archive: Path, build: Path):
+    """``archive`` (a .tar.gz) extracted into the emptied folder ``build``."""
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(build, filter="data")
+
+
+def pip_wheel(src: Path, wheels: Path, suffix: str, pattern: str) -> Path:
+    """The wheel of the source tree ``src`` (version suffix ``suffix``), built into ``wheels``
+    after the earlier wheels there (``pattern``) are deleted."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    for old in wheels.glob(pattern):
+        old.unlink()
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+           "-w", str(wheels), str(src)]
+    log("$ " + " ".join(cmd))
+    subprocess.run(cmd, check=True, env=dict(os.environ, D2_VERSION_SUFFIX=suffix))
+    (wheel,) = wheels.glob(pattern)
+    return wheel
+
+
+def install_wheel(wheel: Path):
+    pip("install", "--force-reinstall", "--no-deps", str(wheel))
+    # dependencies come from the registry; --force-reinstall above touches detectron2 only.
+    # Detectron2 leaves OpenCV to the user; its PointRend project imports cv2.
+    pip("install", str(wheel), "opencv-python-headless")
+    log(f"installed {wheel.name}")
 
 
 def build_archive_wheel(archive: Path) -> Path:
@@ -159,25 +186,15 @@ def build_archive_wheel(archive: Path) -> Path:
     if not archive.is_file():
         raise SystemExit(f"--archive {archive}: no such file")
     build = CACHE / "build-archive"
-    shutil.rmtree(build, ignore_errors=True)
-    build.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(build, filter="data")
+    extract(archive, build)
     roots = [p.parent for p in build.glob("*/setup.py")]
     if len(roots) != 1 or not (roots[0] / "detectron2").is_dir():
         raise SystemExit(f"{archive}: expected one top-level folder with setup.py and detectron2/")
     src = roots[0]
     apply_main_fixes(src)
-    wheels = CACHE / "wheels-archive"
-    shutil.rmtree(wheels, ignore_errors=True)
-    wheels.mkdir(parents=True)
-    env = dict(os.environ, D2_VERSION_SUFFIX=f"+{LOCAL_VERSION}.{src.name.replace('-', '.')}")
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-           "-w", str(wheels), str(src)]
-    log("$ " + " ".join(cmd))
-    subprocess.run(cmd, check=True, env=env)
-    (wheel,) = wheels.glob("detectron2-*.whl")
-    return wheel
+    log("applied the fixes for a Detectron2 main tree (no extension, lazy _C)")
+    return pip_wheel(src, CACHE / "wheels-archive",
+                     f"+{LOCAL_VERSION}.{src.name.replace('-', '.')}", "detectron2-*.whl")
 
 
 def install_archive(archive: Path, force: bool):
@@ -189,11 +206,8 @@ def install_archive(archive: Path, force: bool):
     if recorded.get("archive_sha256") == digest and not force:
         log(f"detectron2 from {archive.name} already installed; nothing to do")
         return
-    wheel = build_archive_wheel(archive)
-    pip("install", "--force-reinstall", "--no-deps", str(wheel))
-    pip("install", str(wheel), "opencv-python-headless")
+    install_wheel(build_archive_wheel(archive))
     stamp.write_text(json.dumps({"archive": str(archive), "archive_sha256": digest}))
-    log(f"installed {wheel.name}")
 
 
 def pip(*args):
@@ -227,24 +241,10 @@ def download_sdist() -> Path:
 
 def build_wheel() -> Path:
     archive = download_sdist()
-    build = CACHE / "build"
-    shutil.rmtree(build, ignore_errors=True)
-    build.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(build, filter="data")
-    src = build / f"{SDIST_NAME}-{SDIST_VERSION}"
+    extract(archive, CACHE / "build")
+    src = CACHE / "build" / f"{SDIST_NAME}-{SDIST_VERSION}"
     apply_compat_fixes(src)
-    wheels = CACHE / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    for old in wheels.glob("pb1_detectron2-*.whl"):
-        old.unlink()
-    env = dict(os.environ, D2_VERSION_SUFFIX=f"+{LOCAL_VERSION}")
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-           "-w", str(wheels), str(src)]
-    log("$ " + " ".join(cmd))
-    subprocess.run(cmd, check=True, env=env)
-    (wheel,) = wheels.glob("pb1_detectron2-*.whl")
-    return wheel
+    return pip_wheel(src, CACHE / "wheels", f"+{LOCAL_VERSION}", "pb1_detectron2-*.whl")
 
 
 def installed_version():
@@ -305,13 +305,8 @@ def main():
     if installed_version() == INSTALLED_VERSION and not args.force:
         log(f"{SDIST_NAME} {INSTALLED_VERSION} already installed; nothing to do")
     else:
-        wheel = build_wheel()
-        pip("install", "--force-reinstall", "--no-deps", str(wheel))
-        # dependencies come from the registry; --force-reinstall above touches detectron2 only.
-        # Detectron2 leaves OpenCV to the user; its PointRend project imports cv2.
-        pip("install", str(wheel), "opencv-python-headless")
+        install_wheel(build_wheel())
         stamp_path().unlink(missing_ok=True)
-        log(f"installed {wheel.name}")
     verify_import()
 
 

@@ -7,7 +7,6 @@ evaluation (:mod:`.evaluation`), multi-process helpers (:mod:`.distributed`), a 
 our configs (:mod:`.predictor`), the tools' command-line helpers (:mod:`.cli`) and the one
 compatibility module (:mod:`.compat`).
 """
-from ..files import atomic_write
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
@@ -30,7 +29,6 @@ __all__ = [
     "BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError", "ExactResume",
     "IncompleteWeightsError", "NonFiniteLossError", "PythonRunConfig", "ResumableTrainLoader",
     "ResumableTrainingSampler", "RunConfig", "RunPlan", "SafeCheckpointer", "TrainStep", "Trainer",
-    "UnsafeCheckpointError", "adapt_norm_to_world_size", "as_run_config", "atomic_write",
-    "build_predictor", "check_dataset_config", "check_solver_config", "launch",
-    "load_inference_model", "prepare_run",
+    "UnsafeCheckpointError", "adapt_norm_to_world_size", "as_run_config", "build_predictor",
+    "check_dataset_config", "check_solver_config", "launch", "load_inference_model", "prepare_run",
 ]

@@ -20,6 +20,7 @@ from ..data.datasets import register_folder_datasets
 from ..data.label_map import parse_label_map
 from ..evaluation import ResultWriteError
 from ..modeling.backbone import WeightConversionError
+from ..modeling.export import ExportError
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,
@@ -34,7 +35,7 @@ from .train_step import NonFiniteLossError
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "ToolUsageError",
            "add_class_name_arguments", "add_config_arguments", "add_partial_weights_argument",
            "class_names_for", "config_from_args", "refuse_output_over_inputs",
-           "refuse_output_folder_over_a_file", "require_weights",
+           "refuse_output_folder_over_a_file",
            "add_register_folder_argument",
            "add_debug_argument", "debug_requested", "is_config_key",
            "overrides_last", "parse_tool_args",
@@ -55,7 +56,7 @@ DEBUG_ENV = "POINTREND_SEG_DEBUG"
 INPUT_ERRORS = (ConfigError, BadInputError, UnsafeCheckpointError, BackboneMismatchError,
                 CheckpointReadError, FileNotFoundError, RunFolderBusyError, ResumeMismatchError,
                 IncompleteWeightsError, WeightConversionError, OutputIsInputError,
-                ToolUsageError)
+                ToolUsageError, ExportError)
 # Exit status 1: the run stopped; the message says how to continue.
 RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError, ResultWriteError)
 
@@ -66,27 +67,26 @@ def refuse_output_over_inputs(outputs, inputs) -> None:
     of ``inputs`` (``{what: path}``, e.g. ``{"weights file": ...}``, or an iterable of
     ``(what, path)`` pairs, e.g. every file of a dataset): writing it would replace the input,
     and a failure half-way would lose it. Links (symbolic and hard) to one file count as that
-    file. One ``stat`` per input (and per output), so a dataset of 100,000 files costs what
+    file. One ``stat`` per input and per output, so a dataset of 100,000 files costs what
     checking its files' dates does.
     """
-    outputs = [(o, _stat_or_none(o)) for o in outputs if o]
+    outputs = [o for o in outputs if o]
+    # an existing input is the output of its (device, inode); a missing one, the output of its
+    # real path (which would be written in its place)
+    same_file = {}
+    for output in outputs:
+        st = _stat_or_none(output)
+        for key in [os.path.realpath(output)] + ([(st.st_dev, st.st_ino)] if st else []):
+            same_file.setdefault(key, []).append(output)
     found = {}  # output: the first (what, path) it is
     for what, path in (inputs.items() if hasattr(inputs, "items") else inputs):
         if len(found) == len(outputs):
             break
-        if not path:
-            continue
-        st = _stat_or_none(path)
-        for output, out_st in outputs:
-            if st is not None and out_st is not None:
-                same = os.path.samestat(st, out_st)
-            elif st is None:  # a missing input: the output would be written in its place
-                same = os.path.realpath(output) == os.path.realpath(path)
-            else:  # an existing input is no output that does not exist (yet)
-                same = False
-            if same:
-                found.setdefault(output, (what, path))
-    for output, _ in outputs:  # the first output that is an input
+        st = _stat_or_none(path) if path else None
+        key = (st.st_dev, st.st_ino) if st else os.path.realpath(path) if path else None
+        for output in same_file.get(key, []):
+            found.setdefault(output, (what, path))
+    for output in outputs:  # the first output that is an input
         if output in found:
             what, path = found[output]
             named = "" if os.path.abspath(path) == os.path.abspath(output) else f" ({path})"
@@ -101,8 +101,7 @@ def _stat_or_none(path):
         return None
 
 
-def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
-                                     is_folder: bool = True) -> None:
+def refuse_output_folder_over_a_file(output, *, is_folder: bool = True) -> None:
     """
     Raise :class:`ToolUsageError` if the output folder ``output`` (``is_folder``; else a file
     path or prefix, e.g. the benchmark's OUTPUT.json / OUTPUT.md), made later with its parents,
@@ -117,18 +116,8 @@ def refuse_output_folder_over_a_file(output, flag: str = "--output", *,
         path = os.path.dirname(path)
     if not os.path.isdir(path):  # a file, or a link to none
         which = "" if path == os.path.abspath(output) else f": {path}"
-        raise ToolUsageError(f"{flag} {output}{which} is a file, not a folder; give another "
-                             f"{flag}")
-
-
-def require_weights(weights) -> None:
-    """Raise :class:`ConfigError` if ``weights`` (a tool's checkpoint) is empty: demo and export
-    would run a randomly initialised model."""
-    if not weights:
-        raise ConfigError("MODEL.WEIGHTS is empty: give the trained model, e.g. --run "
-                          "OUTPUT_DIR, --weights output/model_final.pth or MODEL.WEIGHTS "
-                          "output/model_final.pth (Python configs: "
-                          "train.init_checkpoint=output/model_final.pth)")
+        raise ToolUsageError(f"--output {output}{which} is a file, not a folder; give another "
+                             "--output")
 
 
 def add_partial_weights_argument(parser):
@@ -149,10 +138,9 @@ def add_debug_argument(parser):
     return parser
 
 
-def debug_requested(argv=None) -> bool:
-    """``--debug`` in ``argv`` (default ``sys.argv[1:]``) or ``POINTREND_SEG_DEBUG`` set (not 0)."""
-    argv = sys.argv[1:] if argv is None else argv
-    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+def debug_requested() -> bool:
+    """``--debug`` in ``sys.argv`` or ``POINTREND_SEG_DEBUG`` set (not 0)."""
+    return "--debug" in sys.argv[1:] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def run_tool(main, *, prog: str, debug: bool = False) -> int:
@@ -257,11 +245,11 @@ def overrides_last(argv):
     return flags + overrides
 
 
-def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "opts"):
+def parse_tool_args(parser, argv=None, *, list_dests=()):
     """
     Parse a tool's command line with its flags anywhere - before, between or after the
-    ``KEY VALUE`` config overrides, which are collected in order in ``args.<overrides_dest>``
-    (a positional argument of the parser with ``nargs="*"``). With Detectron2's usual
+    ``KEY VALUE`` config overrides, which are collected in order in ``args.opts`` (a positional
+    argument of the parser with ``nargs="*"``). With Detectron2's usual
     ``nargs=argparse.REMAINDER`` a flag after the first override (or after an unknown word) was
     swallowed as an override, e.g. ``--classes a,b --output out`` then "requires --output".
 
@@ -270,14 +258,14 @@ def parse_tool_args(parser, argv=None, *, list_dests=(), overrides_dest: str = "
     override.
     """
     args = parser.parse_intermixed_args(argv)
-    overrides = list(getattr(args, overrides_dest, None) or [])
+    overrides = list(getattr(args, "opts", None) or [])
     for dest in list_dests:
         values = list(getattr(args, dest) or [])
         cut = next((i for i, v in enumerate(values) if is_config_key(v)), None)
         if cut is not None:
             overrides = values[cut:] + overrides
             setattr(args, dest, values[:cut])
-    setattr(args, overrides_dest, overrides)
+    args.opts = overrides
     return args
 
 

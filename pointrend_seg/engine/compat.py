@@ -24,15 +24,9 @@ _WRITE_METRICS_TAKES_ITER = "cur_iter" in inspect.signature(SimpleTrainer.write_
 
 
 def write_metrics(loss_dict, data_time: float, iteration: int) -> None:
-    """
-    Detectron2's ``SimpleTrainer.write_metrics`` (losses averaged over processes into the event
-    storage, ``data_time`` max over processes), with the signature of the installed version.
-
-    Args:
-        loss_dict: name -> scalar tensor.
-        data_time: seconds spent waiting for the batch.
-        iteration: the training iteration the values belong to.
-    """
+    """Detectron2's ``SimpleTrainer.write_metrics`` with the signature of the installed version:
+    ``loss_dict`` (name -> scalar tensor) averaged over processes into the event storage,
+    ``data_time`` (seconds waiting for the batch) the max over processes, at ``iteration``."""
     if _WRITE_METRICS_TAKES_ITER:
         SimpleTrainer.write_metrics(loss_dict, data_time, iteration)
     else:

@@ -13,7 +13,7 @@ from detectron2.utils import comm
 from ..data.dataset_check import DatasetReport, check_dataset, raise_dataset_problems
 from ..evaluation import write_result_file
 
-__all__ = ["check_run_datasets", "skipped_images", "without_images"]
+__all__ = ["check_run_datasets", "without_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,17 +21,16 @@ logger = logging.getLogger(__name__)
 _ERROR_ROWS = 50
 
 
-def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = True
-                       ) -> Dict[str, DatasetReport]:
+def check_run_datasets(cfg, names: Sequence[str], *, resizes) -> Dict[str, DatasetReport]:
     """
     Check the datasets ``names`` against the model's classes and ignore label (collective: call
-    it on every process). Returns ``{name: report}`` ({} when ``DATASETS.CHECK.ENABLED`` is off).
+    it on every process), log the reports and write them to ``OUTPUT_DIR/dataset_check.json``
+    (the samples left out: ``skipped_samples.json``). Returns ``{name: report}`` ({} when
+    ``DATASETS.CHECK.ENABLED`` is off).
 
     Args:
         resizes: the smallest resizes of the run's mappers (``RunConfig.resizes``): what a
             "degenerate image" is tested against.
-        report: log the reports and write ``OUTPUT_DIR/dataset_check.json`` (and
-            ``skipped_samples.json``); False for a repeated check of datasets already reported.
 
     Raises:
         DatasetCheckError: problems were found and ``DATASETS.CHECK.SKIP_BAD`` is off; lists
@@ -48,7 +47,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = Tru
                 name, num_classes=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                 ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                 num_workers=check.NUM_WORKERS or None, cache_dir=check.CACHE_DIR or None,
-                max_ignored_fraction=check.MAX_IGNORED_FRACTION, progress=report,
+                max_ignored_fraction=check.MAX_IGNORED_FRACTION,
                 max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, resizes=resizes,
             )
             for name in names
@@ -56,19 +55,17 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = Tru
     if comm.get_world_size() > 1:
         reports = comm.all_gather(reports)[0]
     output = os.path.join(cfg.OUTPUT_DIR, "dataset_check.json")
-    if report:
-        for r in reports:
-            logger.info("Dataset check:\n" + r.format(warnings=False))
-            for warning in r.warnings:
-                logger.warning(warning)
-        if comm.is_main_process():
-            write_result_file(output, lambda f: json.dump([r.to_dict() for r in reports], f,
-                                                          indent=1))
+    for r in reports:
+        logger.info("Dataset check:\n" + r.format(warnings=False))
+        for warning in r.warnings:
+            logger.warning(warning)
+    if comm.is_main_process():
+        write_result_file(output, lambda f: json.dump([r.to_dict() for r in reports], f,
+                                                      indent=1))
     bad = [r for r in reports if r.problems]
     if bad and not check.SKIP_BAD:
-        raise_dataset_problems(reports, limit=_ERROR_ROWS,
-                               where=f"the log above and {output}" if report else "")
-    if bad and report:
+        raise_dataset_problems(reports, limit=_ERROR_ROWS, where=f"the log above and {output}")
+    if bad:
         skipped = [dict(p.__dict__) for r in bad for p in r.problems]
         path = os.path.join(cfg.OUTPUT_DIR, "skipped_samples.json")
         if comm.is_main_process():
@@ -80,11 +77,6 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes, report: bool = Tru
             + f"; their problems are listed in {path}"
         )
     return {r.dataset: r for r in reports}
-
-
-def skipped_images(reports: Dict[str, DatasetReport]):
-    """The image files (``file_name``) of the samples with problems in ``reports``."""
-    return {image for r in reports.values() for image in r.bad_images}
 
 
 def without_images(dicts, images):

@@ -15,7 +15,7 @@ from ..modeling.postprocessing import resized_argmax
 from .checkpoint import SafeCheckpointer
 from .run_config import as_run_config
 
-__all__ = ["SemSegPredictor", "build_predictor", "load_inference_model"]
+__all__ = ["SemSegPredictor", "build_predictor", "load_inference_model", "require_weights"]
 
 
 def load_inference_model(cfg, *, resume: bool = False, partial_weights: bool = False,
@@ -31,24 +31,36 @@ def load_inference_model(cfg, *, resume: bool = False, partial_weights: bool = F
     :class:`~.checkpoint.IncompleteWeightsError` - such a model predicts with random weights
     there, and an evaluation of it reports a meaningless mIoU - unless ``partial_weights``
     (``--partial-weights``). Nothing to load (an empty ``MODEL.WEIGHTS`` and no checkpoint to
-    resume from) is a :class:`~pointrend_seg.config.ConfigError` naming the key, as in
-    ``tools/demo.py`` (before: ``--eval-only`` reported a random model's mIoU).
+    resume from) is refused by :func:`require_weights` (before: ``--eval-only`` reported a
+    random model's mIoU).
     """
     run = as_run_config(cfg)
     model = run.build_model()
     checkpointer = SafeCheckpointer(model, save_dir=run.settings.OUTPUT_DIR,
                                     require_all_weights=not partial_weights)
     path = run.settings.MODEL.WEIGHTS if weights is None else weights
-    if not (path or (resume and checkpointer.has_checkpoint())):
-        key = run.key_names.get("MODEL.WEIGHTS", "MODEL.WEIGHTS")
-        raise ConfigError(
-            f"{key} is empty" + (f" and {run.settings.OUTPUT_DIR} has no last_checkpoint to "
-                                 "resume from" if resume else "")
-            + f": there are no weights to load, the model would be a random one. Give the "
-            f"trained model, e.g. {key}{' ' if key == 'MODEL.WEIGHTS' else '='}"
-            "output/model_final.pth")
+    if not (resume and checkpointer.has_checkpoint()):
+        require_weights(run, path, resume_dir=run.settings.OUTPUT_DIR if resume else None)
     checkpointer.resume_or_load(path, resume=resume)
     return model.eval()
+
+
+def require_weights(cfg, weights, *, tool: bool = False, resume_dir=None) -> None:
+    """
+    Raise :class:`~pointrend_seg.config.ConfigError` if ``weights`` is empty: the model would be
+    a random one. The message names the weights key of ``cfg`` (either kind), the folder
+    ``resume_dir`` that has no checkpoint to resume from, and with ``tool`` (demo, export) also
+    their ``--run`` / ``--weights``.
+    """
+    if weights:
+        return
+    key = as_run_config(cfg).key_names.get("MODEL.WEIGHTS", "MODEL.WEIGHTS")
+    raise ConfigError(
+        f"{key} is empty" + (f" and {resume_dir} has no last_checkpoint to resume from"
+                             if resume_dir else "")
+        + ": there are no weights to load, the model would be a random one. Give the trained "
+        "model, e.g. " + ("--run OUTPUT_DIR, --weights output/model_final.pth or " if tool else "")
+        + f"{key}{' ' if key == 'MODEL.WEIGHTS' else '='}output/model_final.pth")
 
 
 class SemSegPredictor:

@@ -17,7 +17,7 @@ from ..config import check_pointrend_seg_keys
 from ..data.dataset_check import DatasetReport, check_options
 from ..evaluation.boundary import check_boundary_options
 from .config_checks import check_dataset_config, check_seed
-from .data_checks import check_run_datasets, skipped_images
+from .data_checks import check_run_datasets
 from .run_config import as_run_config
 
 __all__ = ["RunPlan", "check_config", "prepare_run"]
@@ -84,20 +84,20 @@ def prepare_run(cfg, *, train: bool = True) -> RunPlan:
 
     Args:
         cfg: a config of either kind, or a :class:`~.run_config.RunConfig`.
-        train: a training run (solver keys, ``DATASETS.TRAIN`` and ``DATASETS.TEST``); False for
-            an evaluation (``DATASETS.TEST`` only).
+        train: a training run (``DATASETS.TRAIN`` and ``DATASETS.TEST``); False for an
+            evaluation (``DATASETS.TEST`` only). The solver keys are :func:`check_config`'s and
+            the trainer's, which checks them before it prepares a run.
 
     Raises:
-        ConfigError: solver keys, or datasets that do not fit the model (classes, ignore label).
+        ConfigError: datasets that do not fit the model (classes, ignore label).
         DatasetCheckError: samples with problems, without ``DATASETS.CHECK.SKIP_BAD``.
     """
     run = as_run_config(cfg)
     cfg = run.settings
     check_pointrend_seg_keys(cfg)
     keys = ("DATASETS.TRAIN", "DATASETS.TEST") if train else ("DATASETS.TEST",)
-    if train:
-        run.check_training()
     check_dataset_config(cfg, keys=keys)
     names = [name for key in keys for name in cfg[key.split(".")[0]][key.split(".")[1]]]
     reports = check_run_datasets(cfg, names, resizes=run.resizes() if names else ())
-    return RunPlan(reports=reports, skipped=frozenset(skipped_images(reports)))
+    skipped = frozenset(image for r in reports.values() for image in r.bad_images)
+    return RunPlan(reports=reports, skipped=skipped)

@@ -99,8 +99,8 @@ class ResumableTrainingSampler(Sampler):
     (module docstring), starting at iteration :attr:`start_iter`.
     """
 
-    def __init__(self, size: int, *, total_batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int = None, world_size: int = None, start_iter: int = 0):
+    def __init__(self, size: int, *, total_batch_size: int, seed: int, rank: int = None,
+                 world_size: int = None, start_iter: int = 0):
         if size <= 0:
             raise ValueError(f"the training set is empty (size {size})")
         self.rank = comm.get_rank() if rank is None else rank
@@ -114,7 +114,6 @@ class ResumableTrainingSampler(Sampler):
         self.total_batch_size = int(total_batch_size)
         self.batch_size = self.total_batch_size // self.world_size
         self.seed = int(seed)
-        self.shuffle = shuffle
         self.start_iter = int(start_iter)
         self._perm_epoch, self._perm = None, None
 
@@ -126,8 +125,6 @@ class ResumableTrainingSampler(Sampler):
     def index(self, position: int) -> int:
         """Dataset index at a global stream position."""
         epoch, offset = divmod(position, self.size)
-        if not self.shuffle:
-            return offset
         if epoch != self._perm_epoch:
             g = torch.Generator()
             g.manual_seed(derive_seed(self.seed, _EPOCH, epoch))
@@ -140,8 +137,7 @@ class ResumableTrainingSampler(Sampler):
                 yield p, self.index(p)
 
     def state_dict(self):
-        return {"seed": self.seed, "size": self.size, "total_batch_size": self.total_batch_size,
-                "shuffle": self.shuffle}
+        return {"seed": self.seed, "size": self.size, "total_batch_size": self.total_batch_size}
 
 
 class _BatchStream(IterableDataset):
@@ -228,7 +224,7 @@ class ResumableTrainLoader:
             )
             self.sampler.seed = int(state["seed"])
             self.sampler._perm_epoch = None
-        for key in ("size", "total_batch_size", "shuffle"):
+        for key in ("size", "total_batch_size"):
             if key in state and state[key] != getattr(self.sampler, key):
                 logger.warning(
                     f"The checkpoint's training stream had {key}={state[key]}, this run has "

@@ -97,37 +97,30 @@ class NonFiniteLossError(FloatingPointError):
 
 class LossSpikeGuard:
     """
-    Whether a finite loss is still a sane one: a loss more than ``max_ratio`` times the median of
-    the last ``window`` losses is the mark of an update that blew the weights up (e.g. a far too
+    Whether a finite loss is still a sane one: a loss more than ``MAX_RATIO`` times the median of
+    the last ``WINDOW`` losses is the mark of an update that blew the weights up (e.g. a far too
     high learning rate: the loss jumps from ~3 to ~1e23 in one step and is NaN a few steps later).
     The trainer does not let such weights become ``last_checkpoint``: resuming from them would
     diverge again whatever the new learning rate. Cross-entropy losses do not legitimately grow
     a thousandfold within a few iterations; a loss that stays high becomes the new median.
     """
 
-    def __init__(self, window: int = 20, max_ratio: float = 1000.0):
-        self.max_ratio = max_ratio
-        self._recent = collections.deque(maxlen=window)
+    WINDOW, MAX_RATIO = 20, 1000.0
 
-    def problem(self, loss: float) -> Optional[str]:
-        """Why ``loss`` is a spike (a message), or None if it is fine."""
-        if not math.isfinite(loss):
-            return f"the loss is {loss}"
-        if not self._recent:
-            return None
-        median = statistics.median_low(self._recent)
-        if median > 0 and loss > self.max_ratio * median:
-            return (f"the loss {loss:.3g} is over {self.max_ratio:g} times the median "
-                    f"{median:.3g} of the {len(self._recent)} iterations before")
-        return None
-
-    def add(self, loss: float) -> None:
-        self._recent.append(loss)
+    def __init__(self):
+        self._recent = collections.deque(maxlen=self.WINDOW)
 
     def check(self, loss: float) -> Optional[str]:
-        """:meth:`problem` of ``loss``, then ``loss`` added to the recent ones."""
-        problem = self.problem(loss)
-        self.add(loss)
+        """Why ``loss`` is a spike (a message), or None if it is fine; then ``loss`` is added to
+        the recent ones."""
+        problem = None
+        median = statistics.median_low(self._recent) if self._recent else 0
+        if not math.isfinite(loss):
+            problem = f"the loss is {loss}"
+        elif median > 0 and loss > self.MAX_RATIO * median:
+            problem = (f"the loss {loss:.3g} is over {self.MAX_RATIO:g} times the median "
+                       f"{median:.3g} of the {len(self._recent)} iterations before")
+        self._recent.append(loss)
         return problem
 
 
