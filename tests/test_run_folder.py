@@ -321,7 +321,9 @@ def test_a_new_training_never_replaces_checkpoints(tmp_path):
             f"from into {out / 'last_checkpoint'} (e.g. model_final.pth)")):
         claim_before_writing(cfg, resume=True)
     claim_run_folder(str(out)).release()
-    claim_before_writing(cfg, resume=True, train=False)  # an evaluation writes no checkpoint
+    # an evaluation writes no checkpoint (it is refused only for having no weights to load)
+    claim_before_writing(demo_config("OUTPUT_DIR", str(out), "MODEL.WEIGHTS",
+                                     str(out / "model_final.pth")), resume=True, train=False)
     claim_run_folder(str(out)).release()
     del before["last_checkpoint"]
     assert _folder_state(out) == before

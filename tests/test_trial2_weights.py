@@ -593,6 +593,16 @@ def test_inference_refuses_to_evaluate_without_weights(tmp_path):
                                                   ["train.device=cpu"]))
 
 
+def test_eval_only_without_weights_writes_nothing(tmp_path):
+    # Before: refused only after setup had written eval_config.yaml and log.txt into the folder.
+    out = tmp_path / "eval"
+    status, lines = _tool("train_net.py", "--config-file", DEMO_CONFIG, "--eval-only",
+                          "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(out))
+    line = _one_error_line(lines, "train_net.py")
+    assert status == 2 and "MODEL.WEIGHTS is empty" in line
+    assert not [name for name in os.listdir(out) if not name.startswith(".")]
+
+
 @pytest.mark.parametrize("spoil, message", [
     (lambda s: {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
                 for k, v in s.items()}, r"model weight 'backbone\.\S+' holds NaN or inf"),

@@ -30,6 +30,7 @@ from ..config import (ConfigError, build_config, check_python_overrides, device_
                       leaf_items, load_yaml_config)
 from .checkpoint import (_CHECKPOINT_RE, CheckpointReadError, SafeCheckpointer, _opened_path,
                          load_weights_only, read_checkpoint_tag)
+from .predictor import require_weights
 from .resume import train_step_state
 from .run import check_config
 from .run_config import as_run_config
@@ -384,6 +385,9 @@ def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
                 current, saved, hint = _current_and_saved_config(run, output_dir)
                 check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
                                   current_config=current, config_hint=hint, checkpoint=state)
+            elif not train:  # an evaluation of a random model (before: after setup wrote logs)
+                require_weights(run, run.settings.MODEL.WEIGHTS,
+                                resume_dir=output_dir if resume else None)
         except Exception as e:  # noqa: BLE001 (raised below, on every process)
             error = e
     if comm.get_world_size() > 1:
