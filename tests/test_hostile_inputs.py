@@ -480,6 +480,8 @@ def test_dataset_check_warns_once_about_exif_oriented_images(tmp_path, prefix):
 @pytest.mark.parametrize("opts, message", [
     # before: ZeroDivisionError in the LR schedule
     (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER=0 must be an integer >= 1"),
+    # before: an OverflowError in Detectron2's time estimate, after setup
+    (["SOLVER.MAX_ITER", str(10 ** 30)], f"SOLVER.MAX_ITER={10 ** 30} must be at most 2**31 - 1"),
     (["SOLVER.CHECKPOINT_PERIOD", "0"], "SOLVER.CHECKPOINT_PERIOD=0 must be an integer >= 1"),
     (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR=-0.1 must be a positive number"),
     # before: trained without a word

@@ -192,6 +192,9 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
 
 @pytest.mark.parametrize("opts, message", [
     (["train.max_iter=0"], "train.max_iter=0 must be an integer >= 1"),
+    # before: an OverflowError in Detectron2's time estimate, after setup
+    ([f"train.max_iter={10 ** 30}"], f"train.max_iter={10 ** 30} must be at most 2**31 - 1 = "
+     "2147483647 (beyond any real run; Detectron2's time estimate overflows on larger values)"),
     (["dataloader.train.total_batch_size=0"],
      "dataloader.train.total_batch_size=0 must be an integer >= 1"),
     (["train.checkpointer.period=0"], "train.checkpointer.period=0 must be an integer >= 1"),

@@ -15,7 +15,8 @@ __all__ = ["check_dataset_config", "check_lr_schedule", "check_seed", "check_sol
 def check_solver_config(cfg, names=None) -> None:
     """
     The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
-    ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
+    ``MAX_ITER`` (< 2**31), ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``,
+    ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
     ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
     ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR", a non-empty
@@ -34,9 +35,13 @@ def check_solver_config(cfg, names=None) -> None:
                        ("DATALOADER.NUM_WORKERS", 0)):
         group, name = key.split(".")
         value = cfg[group].get(name, 1)
+        shown = (names or {}).get(key, key)
         if not is_int(value) or value < least:
-            shown = (names or {}).get(key, key)
             problems.append(f"{shown}={value!r} must be an integer >= {least}")
+        elif key == "SOLVER.MAX_ITER" and value >= 2 ** 31:  # 10**30: OverflowError after setup
+            problems.append(f"{shown}={value!r} must be at most 2**31 - 1 = {2 ** 31 - 1} "
+                            "(beyond any real run; Detectron2's time estimate overflows on "
+                            "larger values)")
     if not cfg.DATASETS.TRAIN:
         shown = (names or {}).get("DATASETS.TRAIN", "DATASETS.TRAIN")
         problems.append(f"{shown} is empty: training needs at least one dataset")
