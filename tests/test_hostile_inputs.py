@@ -503,6 +503,13 @@ def test_dataset_check_warns_once_about_exif_oriented_images(tmp_path, prefix):
                      "fractions of the image in (0, 1]"),
     (["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute_range", "INPUT.CROP.SIZE",
       "(256, 128)"], "is a range [min, max] of crop sides: min > max"),
+    # before: every image of the dataset check listed as a "degenerate image"
+    (["INPUT.MAX_SIZE_TRAIN", "0"], "INPUT.MAX_SIZE_TRAIN=0 must be an integer >= 1 (pixels) "
+     "(sem_seg_augmentations's max_size_train)"),
+    (["INPUT.MIN_SIZE_TRAIN", "(128, 0)"], "INPUT.MIN_SIZE_TRAIN=(128, 0) must be integers >= 1"),
+    (["INPUT.MIN_SIZE_TEST", "-1"], "INPUT.MIN_SIZE_TEST=-1 must be an integer >= 0 (0: no "
+     "resize)"),
+    (["INPUT.MAX_SIZE_TEST", "-5"], "INPUT.MAX_SIZE_TEST=-5 must be an integer >= 1 (pixels)"),
 ])
 def test_bad_values_stop_the_trainer_with_the_key(opts, message):
     with pytest.raises(ConfigError) as info:

@@ -225,6 +225,11 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
      "(NumPy seeds are below 2**32) or negative (a random seed)"),
     (["dataloader.train.dataset.names=[]"],
      "dataloader.train.dataset.names is empty: training needs at least one dataset"),
+    # before: every image of the dataset check listed as a "degenerate image"
+    (["dataloader.train.mapper.augmentations.max_size_train=0"], "INPUT.MAX_SIZE_TRAIN=0 must be "
+     "an integer >= 1 (pixels) (sem_seg_augmentations's max_size_train)"),
+    (["dataloader.test.mapper.augmentations.min_size_test=-1"], "INPUT.MIN_SIZE_TEST=-1 must be "
+     "an integer >= 0 (0: no resize) (sem_seg_augmentations's min_size_test)"),
     (["model.pixel_std=[1e400,1.0,1.0]"], "MODEL.PIXEL_STD=[inf, 1.0, 1.0] must be finite "
      "positive numbers (a division: inf makes a channel 0) (GeneralizedSemanticSegmentor's "
      "pixel_std)"),
