@@ -484,6 +484,13 @@ def test_dataset_check_warns_once_about_exif_oriented_images(tmp_path, prefix):
     (["SOLVER.MAX_ITER", str(10 ** 30)], f"SOLVER.MAX_ITER={10 ** 30} must be at most 2**31 - 1"),
     (["SOLVER.CHECKPOINT_PERIOD", "0"], "SOLVER.CHECKPOINT_PERIOD=0 must be an integer >= 1"),
     (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR=-0.1 must be a positive number"),
+    # before: a non-finite loss at the first step, with learning-rate advice
+    (["SOLVER.WEIGHT_DECAY", "1e400"], "SOLVER.WEIGHT_DECAY=inf must be a finite number >= 0"),
+    (["SOLVER.MOMENTUM", "1e400"], "SOLVER.MOMENTUM=inf must be a finite number >= 0"),
+    (["SOLVER.WEIGHT_DECAY_NORM", "-1.0"],
+     "SOLVER.WEIGHT_DECAY_NORM=-1.0 must be a finite number >= 0"),
+    (["SOLVER.WEIGHT_DECAY_BIAS", "1e400"],
+     "SOLVER.WEIGHT_DECAY_BIAS=inf must be a finite number >= 0"),
     # before: trained without a word
     (["MODEL.POINT_HEAD.FC_DIM", "0"], "MODEL.POINT_HEAD.FC_DIM=0 must be an integer >= 1"),
     (["MODEL.POINT_HEAD.NUM_FC", "-1"], "MODEL.POINT_HEAD.NUM_FC=-1 must be an integer >= 0"),

@@ -19,6 +19,8 @@ def check_solver_config(cfg, names=None) -> None:
     ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
     ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
+    ``MOMENTUM``, ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS`` (unless None)
+    and ``BIAS_LR_FACTOR`` finite numbers >= 0,
     ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR", a non-empty
     ``DATASETS.TRAIN`` (Detectron2: an AssertionError after writing the run folder) (how it would
     fail instead: docs/bad_inputs.md).
@@ -45,13 +47,20 @@ def check_solver_config(cfg, names=None) -> None:
     if not cfg.DATASETS.TRAIN:
         shown = (names or {}).get("DATASETS.TRAIN", "DATASETS.TRAIN")
         problems.append(f"{shown} is empty: training needs at least one dataset")
-    positive = [("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR)]
+    numbers = [("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, True)]  # (key, value, positive)
     clip = cfg.SOLVER.get("CLIP_GRADIENTS", None)
     if clip is not None and clip.ENABLED:
-        positive.append(("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE))
-    for key, value in positive:
-        if not is_number(value) or not math.isfinite(value) or value <= 0:
-            problems.append(f"{key}={value!r} must be a positive number")
+        numbers.append(("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE, True))
+    # before: 1e400 (YAML: inf) or NaN ended as a non-finite loss with learning-rate advice
+    for name in ("MOMENTUM", "WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS",
+                 "BIAS_LR_FACTOR"):
+        if cfg.SOLVER.get(name, None) is not None:  # WEIGHT_DECAY_BIAS None: WEIGHT_DECAY's
+            numbers.append((f"SOLVER.{name}", cfg.SOLVER[name], False))
+    for key, value, positive in numbers:
+        if not (is_number(value) and math.isfinite(value) and value >= 0
+                and (value > 0 or not positive)):
+            problems.append(f"{key}={value!r} must be a "
+                            + ("positive number" if positive else "finite number >= 0"))
     factor = cfg.SOLVER.get("WARMUP_FACTOR", 0.0)
     if not is_number(factor) or not 0 <= factor <= 1:
         problems.append(f"SOLVER.WARMUP_FACTOR={factor!r} must be in [0, 1] (the share of "
