@@ -234,9 +234,24 @@ def test_resume_with_another_optimizer_is_refused_in_detectron2_layouts(tmp_path
 @pytest.mark.parametrize("layout", ["train_net", "simple", "plain"])
 def test_resume_accepts_the_training_state_of_each_layout(tmp_path, layout):
     """Our Trainer's (DefaultTrainer's) checkpoints, SimpleTrainer's (trainer.iteration) and
-    plain_train_net.py's (top-level iteration and optimizer) hold a state to continue."""
+    plain_train_net.py's (top-level iteration and optimizer) hold a state to continue, and the
+    resume restores it (before: plain_train_net.py's restarted at iteration 1 with a fresh
+    optimizer)."""
     out = _run_folder(tmp_path, layout=layout)
-    claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True)
+    path = out / "model_0000001.pth"
+    data = torch.load(path, weights_only=True)
+    state = data if layout == "plain" else data["trainer"]
+    state["iteration"] = 7  # (ours: 0, a trainer that never trained)
+    optimizer = state.get("_trainer", state)["optimizer"]
+    optimizer["param_groups"][0]["weight_decay"] = 0.123  # a mark
+    torch.save(data, path)
+    cfg = demo_config("OUTPUT_DIR", str(out), "DATASETS.TEST", "()")
+    claim_before_writing(cfg, resume=True)
+    claim_run_folder(str(out)).release()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 8
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.123
 
 
 def test_a_checkpoint_without_training_state_is_refused_before_writing(tmp_path):
