@@ -452,6 +452,41 @@ def test_a_cache_that_cannot_be_written_is_a_warning_and_the_report_stands(tmp_p
     assert os.listdir(tmp_path / "cache") == []
 
 
+@pytest.mark.parametrize("damage", ["entry types", "wrong sizes", "truncated", "not a cache"])
+def test_a_damaged_cache_is_read_again_with_one_warning(tmp_path, prefix, damage):
+    """The cache is an optimisation: a damaged entry or file is never a reason to fail nor a
+    size to trust (before: a TypeError traceback for an entry of other types; a truncated file
+    was ignored without a word)."""
+    images, masks = write_binary_folder(str(tmp_path / "data"), 2, foreground_value=1)
+    name = register_folder_dataset(f"{prefix}_dmg", images, masks, CLASSES)
+    expected = _check(name, tmp_path).to_dict()  # fills the cache
+    (path,) = [tmp_path / "cache" / n for n in os.listdir(tmp_path / "cache")]
+    data = json.loads(path.read_text())
+    first, second = data["samples"].values()
+    if damage == "entry types":
+        first["facts"]["image_shape"], second["facts"] = "32x32", None
+        text = json.dumps(data)
+    elif damage == "wrong sizes":
+        first["facts"]["image_shape"], second["facts"]["counts"] = [-5, 32], [0, 0]
+        text = json.dumps(data)
+    elif damage == "truncated":
+        text = path.read_text()[:50]
+    else:
+        text = "[1, 2]"
+    path.write_text(text)
+    records, remove = _warnings_logged()
+    try:
+        report = _check(name, tmp_path, num_workers=1)
+    finally:
+        remove()
+    assert report.to_dict() == expected and report.num_read == 2
+    assert len(records) == 1 and f"the dataset check's cache {path} is damaged (" in records[0]
+    if damage in ("entry types", "wrong sizes"):
+        assert "(2 of its 2 entries are not as it writes them)" in records[0]
+    assert json.loads(path.read_text())["samples"]  # rewritten whole
+    assert _check(name, tmp_path, num_workers=1).num_read == 0
+
+
 def _forget(name):
     for catalog in (DatasetCatalog, MetadataCatalog):
         if name in catalog.list():

@@ -480,8 +480,17 @@ def test_dataset_check_warns_once_about_exif_oriented_images(tmp_path, prefix):
 @pytest.mark.parametrize("opts, message", [
     # before: ZeroDivisionError in the LR schedule
     (["SOLVER.MAX_ITER", "0"], "SOLVER.MAX_ITER=0 must be an integer >= 1"),
+    # before: an OverflowError in Detectron2's time estimate, after setup
+    (["SOLVER.MAX_ITER", str(10 ** 30)], f"SOLVER.MAX_ITER={10 ** 30} must be at most 2**31 - 1"),
     (["SOLVER.CHECKPOINT_PERIOD", "0"], "SOLVER.CHECKPOINT_PERIOD=0 must be an integer >= 1"),
     (["SOLVER.BASE_LR", "-0.1"], "SOLVER.BASE_LR=-0.1 must be a positive number"),
+    # before: a non-finite loss at the first step, with learning-rate advice
+    (["SOLVER.WEIGHT_DECAY", "1e400"], "SOLVER.WEIGHT_DECAY=inf must be a finite number >= 0"),
+    (["SOLVER.MOMENTUM", "1e400"], "SOLVER.MOMENTUM=inf must be a finite number >= 0"),
+    (["SOLVER.WEIGHT_DECAY_NORM", "-1.0"],
+     "SOLVER.WEIGHT_DECAY_NORM=-1.0 must be a finite number >= 0"),
+    (["SOLVER.WEIGHT_DECAY_BIAS", "1e400"],
+     "SOLVER.WEIGHT_DECAY_BIAS=inf must be a finite number >= 0"),
     # before: trained without a word
     (["MODEL.POINT_HEAD.FC_DIM", "0"], "MODEL.POINT_HEAD.FC_DIM=0 must be an integer >= 1"),
     (["MODEL.POINT_HEAD.NUM_FC", "-1"], "MODEL.POINT_HEAD.NUM_FC=-1 must be an integer >= 0"),
@@ -501,6 +510,13 @@ def test_dataset_check_warns_once_about_exif_oriented_images(tmp_path, prefix):
                      "fractions of the image in (0, 1]"),
     (["INPUT.CROP.ENABLED", "True", "INPUT.CROP.TYPE", "absolute_range", "INPUT.CROP.SIZE",
       "(256, 128)"], "is a range [min, max] of crop sides: min > max"),
+    # before: every image of the dataset check listed as a "degenerate image"
+    (["INPUT.MAX_SIZE_TRAIN", "0"], "INPUT.MAX_SIZE_TRAIN=0 must be an integer >= 1 (pixels) "
+     "(sem_seg_augmentations's max_size_train)"),
+    (["INPUT.MIN_SIZE_TRAIN", "(128, 0)"], "INPUT.MIN_SIZE_TRAIN=(128, 0) must be integers >= 1"),
+    (["INPUT.MIN_SIZE_TEST", "-1"], "INPUT.MIN_SIZE_TEST=-1 must be an integer >= 0 (0: no "
+     "resize)"),
+    (["INPUT.MAX_SIZE_TEST", "-5"], "INPUT.MAX_SIZE_TEST=-5 must be an integer >= 1 (pixels)"),
 ])
 def test_bad_values_stop_the_trainer_with_the_key(opts, message):
     with pytest.raises(ConfigError) as info:

@@ -192,6 +192,9 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
 
 @pytest.mark.parametrize("opts, message", [
     (["train.max_iter=0"], "train.max_iter=0 must be an integer >= 1"),
+    # before: an OverflowError in Detectron2's time estimate, after setup
+    ([f"train.max_iter={10 ** 30}"], f"train.max_iter={10 ** 30} must be at most 2**31 - 1 = "
+     "2147483647 (beyond any real run; Detectron2's time estimate overflows on larger values)"),
     (["dataloader.train.total_batch_size=0"],
      "dataloader.train.total_batch_size=0 must be an integer >= 1"),
     (["train.checkpointer.period=0"], "train.checkpointer.period=0 must be an integer >= 1"),
@@ -201,6 +204,9 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
     (["optimizer.lr=-1"], "the optimizer refuses optimizer.*: Invalid learning rate: -1"),
     (["optimizer.weight_decay=-1"],
      "the optimizer refuses optimizer.*: Invalid weight_decay value: -1"),
+    # before: a non-finite loss at the first step, with learning-rate advice
+    (["optimizer.weight_decay=1e400"],
+     "the optimizer refuses optimizer.*: weight_decay=inf is not a finite number"),
     # before: accepted; the first learning rates negative (gradient ascent), or a
     # ZeroDivisionError after the last iteration
     (["lr_multiplier.warmup_factor=-1"], "the learning rate of lr_multiplier (times optimizer.lr) "
@@ -222,6 +228,11 @@ DEMO_PY = os.path.join(REPO_ROOT, "configs", "demo", "deeplabv3_pointrend_synthe
      "(NumPy seeds are below 2**32) or negative (a random seed)"),
     (["dataloader.train.dataset.names=[]"],
      "dataloader.train.dataset.names is empty: training needs at least one dataset"),
+    # before: every image of the dataset check listed as a "degenerate image"
+    (["dataloader.train.mapper.augmentations.max_size_train=0"], "INPUT.MAX_SIZE_TRAIN=0 must be "
+     "an integer >= 1 (pixels) (sem_seg_augmentations's max_size_train)"),
+    (["dataloader.test.mapper.augmentations.min_size_test=-1"], "INPUT.MIN_SIZE_TEST=-1 must be "
+     "an integer >= 0 (0: no resize) (sem_seg_augmentations's min_size_test)"),
     (["model.pixel_std=[1e400,1.0,1.0]"], "MODEL.PIXEL_STD=[inf, 1.0, 1.0] must be finite "
      "positive numbers (a division: inf makes a channel 0) (GeneralizedSemanticSegmentor's "
      "pixel_std)"),
@@ -253,15 +264,20 @@ def test_a_yaml_schedule_with_a_negative_learning_rate_is_one_error_naming_its_k
                              "(10,)", "SOLVER.GAMMA", "0.1"), train=True)
 
 
-def test_a_yaml_value_the_optimizer_refuses_is_one_error_naming_its_keys():
-    from conftest import demo_config
-    from pointrend_seg.config import ConfigError
+@pytest.mark.parametrize("value", ["-1.0", ".nan", ".inf"])
+def test_a_yaml_value_the_optimizer_refuses_is_one_error_naming_its_key(tmp_path, value):
+    """Before: -1.0 was torch's refusal naming SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY; inf
+    (1e400) a non-finite loss at the first step with learning-rate advice."""
+    from conftest import DEMO_CONFIG
+    from pointrend_seg.config import ConfigError, build_config
     from pointrend_seg.engine.run import check_config
 
+    path = tmp_path / "decay.yaml"
+    path.write_text(f"_BASE_: {DEMO_CONFIG}\nSOLVER:\n  WEIGHT_DECAY: {value}\n")
     with pytest.raises(ConfigError) as e:
-        check_config(demo_config("SOLVER.WEIGHT_DECAY", "-1.0"), train=True)
-    assert str(e.value) == ("the optimizer refuses SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY: "
-                            "Invalid weight_decay value: -1.0")
+        check_config(build_config(str(path)), train=True)
+    shown = {"-1.0": "-1.0", ".nan": "nan", ".inf": "inf"}[value]
+    assert str(e.value) == f"SOLVER.WEIGHT_DECAY={shown} must be a finite number >= 0"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -14,6 +14,7 @@ import time
 import types
 
 import pytest
+import torch
 
 from detectron2.modeling import build_model
 
@@ -228,6 +229,48 @@ def test_resume_with_another_optimizer_is_refused_in_detectron2_layouts(tmp_path
     with pytest.raises(ResumeMismatchError, match="optimizer: Adam-type in the checkpoint, SGD"):
         claim_before_writing(demo_config("OUTPUT_DIR", str(out), "SOLVER.OPTIMIZER", "SGD"),
                              resume=True)
+
+
+@pytest.mark.parametrize("layout", ["train_net", "simple", "plain"])
+def test_resume_accepts_the_training_state_of_each_layout(tmp_path, layout):
+    """Our Trainer's (DefaultTrainer's) checkpoints, SimpleTrainer's (trainer.iteration) and
+    plain_train_net.py's (top-level iteration and optimizer) hold a state to continue, and the
+    resume restores it (before: plain_train_net.py's restarted at iteration 1 with a fresh
+    optimizer)."""
+    out = _run_folder(tmp_path, layout=layout)
+    path = out / "model_0000001.pth"
+    data = torch.load(path, weights_only=True)
+    state = data if layout == "plain" else data["trainer"]
+    state["iteration"] = 7  # (ours: 0, a trainer that never trained)
+    optimizer = state.get("_trainer", state)["optimizer"]
+    optimizer["param_groups"][0]["weight_decay"] = 0.123  # a mark
+    torch.save(data, path)
+    cfg = demo_config("OUTPUT_DIR", str(out), "DATASETS.TEST", "()")
+    claim_before_writing(cfg, resume=True)
+    claim_run_folder(str(out)).release()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 8
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.123
+
+
+def test_a_checkpoint_without_training_state_is_refused_before_writing(tmp_path):
+    """last_checkpoint names a file of model weights only (e.g. copied in): before, --resume
+    started at iteration 1 with a fresh optimizer and the whole schedule, exit 0."""
+    out = _run_folder(tmp_path)
+    path = out / "model_0000001.pth"
+    torch.save({"model": torch.load(path, weights_only=True)["model"]}, path)
+    before = _folder_state(out)
+    proc = tool_process.run(train_net_cmd("--resume", *FAST, "OUTPUT_DIR", str(out)),
+                            cwd=REPO_ROOT, env=_env(1), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train_net.py: error: cannot resume from {path}: it holds model "
+                           "weights but no training state (iteration, optimizer)"), last
+    assert f"MODEL.WEIGHTS {path}" in last and f"train.init_checkpoint={path}" in last
+    assert _folder_state(out) == before  # config.yaml, checkpoint, last_checkpoint; no log.txt
+    # an evaluation of the run folder needs its weights only
+    claim_before_writing(demo_config("OUTPUT_DIR", str(out)), resume=True, train=False)
 
 
 def test_an_evaluation_keeps_the_run_config_even_when_stopped(tmp_path):

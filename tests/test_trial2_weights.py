@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -208,6 +209,26 @@ def test_a_folder_given_as_weights_is_one_error_naming_it(tmp_path, small_png, c
         line = capsys.readouterr().err.splitlines()[-1]
         assert status == 2 and line.endswith(f".py: error: {expected}"), line
     assert not (tmp_path / "exported").exists()
+
+
+def test_weights_at_an_unreachable_address_are_one_error_naming_the_key(tmp_path, small_png,
+                                                                       capsys):
+    """MODEL.WEIGHTS at a URL that cannot be downloaded (no network; here port 9 of this machine,
+    which refuses the connection: nothing leaves it): one error naming the key, the URL and the
+    reason, and what to do. Before: a URLError traceback."""
+    import demo
+
+    url = "http://127.0.0.1:9/x.pth"
+    expected = (f"cannot download the weights {url} (MODEL.WEIGHTS; Python config: "
+                "train.init_checkpoint): [Errno 111] Connection refused. Download the file")
+    with pytest.raises(CheckpointReadError, match=re.escape(expected)) as info:
+        SafeCheckpointer(nn.Linear(3, 2)).load(url)
+    assert "give its local path as MODEL.WEIGHTS (train.init_checkpoint)" in str(info.value)
+    status = run_tool(lambda: demo.main(["--config-file", DEMO_CONFIG, "--weights", url,
+                                         "--input", small_png, "--output", str(tmp_path / "out")]),
+                      prog="demo.py")
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert status == 2 and line.startswith(f"demo.py: error: {expected}"), line
 
 
 # ------------------------------------------------------------------------------------------------

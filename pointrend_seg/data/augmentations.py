@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 from detectron2.data import transforms as T
 
-from ..config import is_number, raise_config_problems
+from ..config import check_arguments, is_int, is_number, raise_config_problems
 from .transforms import PadToMinSize
 
 __all__ = ["build_sem_seg_augmentations", "sem_seg_augmentations"]
@@ -48,12 +48,26 @@ def sem_seg_augmentations(
     crop are first padded to it: image with 0, label with ``ignore_label``), a flip
     (``random_flip`` "horizontal", "vertical" or "none"), optionally the SSD colour
     augmentation. Test: ResizeShortestEdge(``min_size_test``, ``max_size_test``); none when
-    ``min_size_test`` <= 0. Bad crop values are a ``ConfigError`` naming the ``INPUT.CROP`` key.
+    ``min_size_test`` is 0. Bad sizes are a ``ConfigError`` naming the ``INPUT`` key (before: a
+    size <= 0 listed every image of the dataset check as "degenerate"), bad crop values too.
     """
+    positive = "an integer >= 1 (pixels)"
     if not is_train:
-        if min_size_test <= 0:
+        check_arguments("sem_seg_augmentations", [
+            ("INPUT.MIN_SIZE_TEST", "min_size_test", min_size_test,
+             is_int(min_size_test) and min_size_test >= 0, "an integer >= 0 (0: no resize)"),
+            ("INPUT.MAX_SIZE_TEST", "max_size_test", max_size_test,
+             min_size_test == 0 or is_int(max_size_test) and max_size_test >= 1, positive)])
+        if min_size_test == 0:
             return []
         return [T.ResizeShortestEdge(min_size_test, max_size_test, "choice")]
+    sizes = list(min_size_train) if hasattr(min_size_train, "__iter__") and not isinstance(
+        min_size_train, str) else [min_size_train]
+    check_arguments("sem_seg_augmentations", [
+        ("INPUT.MIN_SIZE_TRAIN", "min_size_train", min_size_train,
+         sizes and all(is_int(v) and v >= 1 for v in sizes), "integers >= 1 (pixels)"),
+        ("INPUT.MAX_SIZE_TRAIN", "max_size_train", max_size_train,
+         is_int(max_size_train) and max_size_train >= 1, positive)])
     if crop_type is not None:
         raise_config_problems(_crop_problems(crop_type, crop_size, single_category_max_area))
     augs = [T.ResizeShortestEdge(min_size_train, max_size_train, min_size_train_sampling)]

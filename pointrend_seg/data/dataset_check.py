@@ -316,15 +316,53 @@ def _cache_path(cache_dir, dataset_name):
 
 
 def _load_cache(path):
+    """
+    The entries ``{key: {"stats": ..., "facts": ...}}`` of the cache ``path``; {} without one or
+    of another format version. A damaged file (not JSON, not a cache) or entry (fields of other
+    types or impossible sizes: :func:`_is_entry`) is left out, its files read again, with one
+    warning naming the file (before: a TypeError traceback, or sizes trusted).
+    """
+    why = None
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except OSError:  # none, or unreadable: the write after the check says why
         return {}
-    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
-        return {}
-    samples = data.get("samples")
-    return samples if isinstance(samples, dict) else {}
+    except ValueError as e:  # not JSON, not UTF-8
+        data, why = None, f"{type(e).__name__}: {e}"
+    if isinstance(data, dict) and data.get("format") != _CACHE_FORMAT:
+        return {}  # another version's: replaced after this check
+    samples = data.get("samples") if isinstance(data, dict) else None
+    if not isinstance(samples, dict):
+        samples, why = {}, why or "not a dataset-check cache"
+    good = {k: v for k, v in samples.items() if _is_entry(v)}
+    if len(good) < len(samples):
+        why = f"{len(samples) - len(good)} of its {len(samples)} entries are not as it writes them"
+    if why:
+        logger.warning("the dataset check's cache %s is damaged (%s): the files it does not "
+                       "describe are read again, and the cache is rewritten", path, why)
+    return good
+
+
+def _is_entry(entry) -> bool:
+    """Whether a cache entry holds ``stats`` (:func:`_stat` of the image and the label) and
+    ``facts`` as :func:`inspect_sample` gives them: sizes >= 0, integer values with counts >= 1,
+    ``[kind, message, path]`` errors."""
+    def ints(v, least=None, n=None):
+        return isinstance(v, list) and (n is None or len(v) == n) and all(
+            is_int(x) and (least is None or x >= least) for x in v)
+
+    if not (isinstance(entry, dict) and isinstance(entry.get("facts"), dict)
+            and isinstance(entry.get("stats"), list) and len(entry["stats"]) == 2):
+        return False
+    facts, shapes = entry["facts"], ("image_shape", "label_shape")
+    values, counts = facts.get("values"), facts.get("counts")
+    return (all(k in facts and (facts[k] is None or ints(facts[k], 0, 2)) for k in shapes)
+            and ((values is None and counts is None)
+                 or (ints(values) and ints(counts, 1) and len(values) == len(counts)))
+            and is_int(facts.get("orientation", 1)) and isinstance(facts.get("errors"), list)
+            and all(isinstance(e, list) and len(e) == 3 and all(
+                isinstance(x, str) or x is None for x in e) for e in facts["errors"]))
 
 
 def _save_cache(path, samples):

@@ -17,6 +17,7 @@ import pickle
 import pickletools
 import re
 import zipfile
+from urllib.error import URLError
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -641,8 +642,15 @@ class SafeCheckpointer(DetectionCheckpointer):
         self._loading_path = path  # for the message of _check_backbone_coverage
         try:
             return super().load(path, *args, **kwargs)
-        except BaseException:
+        except BaseException as e:
             reset_after_failed_load(self)
+            if path and "://" in path and isinstance(e, (URLError, ConnectionError, TimeoutError)):
+                # before: a URLError traceback (no network, a wrong address, HTTP 404, ...)
+                raise CheckpointReadError(
+                    f"cannot download the weights {path} (MODEL.WEIGHTS; Python config: "
+                    f"train.init_checkpoint): {getattr(e, 'reason', e)}. Download the file where "
+                    "the address can be reached and give its local path as MODEL.WEIGHTS "
+                    "(train.init_checkpoint)") from None
             raise
         finally:
             self._loading_path = None

@@ -15,9 +15,12 @@ __all__ = ["check_dataset_config", "check_lr_schedule", "check_seed", "check_sol
 def check_solver_config(cfg, names=None) -> None:
     """
     The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
-    ``MAX_ITER``, ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``, ``LOG_PERIOD`` positive integers,
+    ``MAX_ITER`` (< 2**31), ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``,
+    ``LOG_PERIOD`` positive integers,
     ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
     ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
+    ``MOMENTUM``, ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS`` (unless None)
+    and ``BIAS_LR_FACTOR`` finite numbers >= 0,
     ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR", a non-empty
     ``DATASETS.TRAIN`` (Detectron2: an AssertionError after writing the run folder) (how it would
     fail instead: docs/bad_inputs.md).
@@ -34,19 +37,30 @@ def check_solver_config(cfg, names=None) -> None:
                        ("DATALOADER.NUM_WORKERS", 0)):
         group, name = key.split(".")
         value = cfg[group].get(name, 1)
+        shown = (names or {}).get(key, key)
         if not is_int(value) or value < least:
-            shown = (names or {}).get(key, key)
             problems.append(f"{shown}={value!r} must be an integer >= {least}")
+        elif key == "SOLVER.MAX_ITER" and value >= 2 ** 31:  # 10**30: OverflowError after setup
+            problems.append(f"{shown}={value!r} must be at most 2**31 - 1 = {2 ** 31 - 1} "
+                            "(beyond any real run; Detectron2's time estimate overflows on "
+                            "larger values)")
     if not cfg.DATASETS.TRAIN:
         shown = (names or {}).get("DATASETS.TRAIN", "DATASETS.TRAIN")
         problems.append(f"{shown} is empty: training needs at least one dataset")
-    positive = [("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR)]
+    numbers = [("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, True)]  # (key, value, positive)
     clip = cfg.SOLVER.get("CLIP_GRADIENTS", None)
     if clip is not None and clip.ENABLED:
-        positive.append(("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE))
-    for key, value in positive:
-        if not is_number(value) or not math.isfinite(value) or value <= 0:
-            problems.append(f"{key}={value!r} must be a positive number")
+        numbers.append(("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE, True))
+    # before: 1e400 (YAML: inf) or NaN ended as a non-finite loss with learning-rate advice
+    for name in ("MOMENTUM", "WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS",
+                 "BIAS_LR_FACTOR"):
+        if cfg.SOLVER.get(name, None) is not None:  # WEIGHT_DECAY_BIAS None: WEIGHT_DECAY's
+            numbers.append((f"SOLVER.{name}", cfg.SOLVER[name], False))
+    for key, value, positive in numbers:
+        if not (is_number(value) and math.isfinite(value) and value >= 0
+                and (value > 0 or not positive)):
+            problems.append(f"{key}={value!r} must be a "
+                            + ("positive number" if positive else "finite number >= 0"))
     factor = cfg.SOLVER.get("WARMUP_FACTOR", 0.0)
     if not is_number(factor) or not 0 <= factor <= 1:
         problems.append(f"SOLVER.WARMUP_FACTOR={factor!r} must be in [0, 1] (the share of "

@@ -49,8 +49,8 @@ def check_config(cfg, *, train: bool = True):
     Every check that needs only the config (either kind), reading no dataset file and writing
     nothing: pointrend_seg's keys, ``SEED``, for training the solver keys (a non-empty
     ``DATASETS.TRAIN`` too) and the precision, the boundary evaluation's widths, the dataset
-    check's options, and the parts built on the CPU - the model (each component checks its own
-    keys) and, for training, the optimizer and the LR schedule.
+    check's options, the mappers' resize sizes, and the parts built on the CPU - the model (each
+    component checks its own keys) and, for training, the optimizer and the LR schedule.
     ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml`` is written, so a start that
     fails here leaves a run folder as it was.
 
@@ -70,6 +70,10 @@ def check_config(cfg, *, train: bool = True):
         check_boundary_options(boundary.BF_TOLERANCE, boundary.BIOU_DILATION)
     check_options(run.settings.DATASETS.CHECK.NUM_WORKERS,
                   run.settings.DATASETS.CHECK.MAX_IGNORED_FRACTION, run.key_names)
+    datasets = (*run.settings.DATASETS.TRAIN, *run.settings.DATASETS.TEST) if train else \
+        run.settings.DATASETS.TEST
+    if datasets:  # the mappers' resizes (INPUT.MIN_SIZE_* / MAX_SIZE_*), as prepare_run reads them
+        run.resizes()
     model, optimizer = run.build_model(device="cpu"), None
     if train:
         optimizer = run.build_optimizer(model)

@@ -17,6 +17,7 @@ Classes and an ignore value left to the dataset come from its metadata: docs/laz
 """
 import copy
 import difflib
+import math
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +28,7 @@ from detectron2.modeling import build_model
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.solver import LRMultiplier
 
-from ..config import ConfigError, build_config, check_device, leaf_items
+from ..config import ConfigError, build_config, check_device, is_number, leaf_items
 from ..data import SemSegDatasetMapper
 from ..data.dataset_check import mapper_resizes
 from .config_checks import check_lr_schedule, check_solver_config
@@ -77,13 +78,21 @@ class RunConfig:
 
     def build_optimizer(self, model):
         """SGD / AdamW (:mod:`.optimizer`); a value torch's optimizer refuses ("Invalid
-        learning rate: -1") is a ConfigError naming the keys (before: a ValueError traceback)."""
+        learning rate: -1") is a ConfigError naming the keys (before: a ValueError traceback),
+        and so is a parameter group's setting that is not finite (``weight_decay=inf``: before, a
+        non-finite loss at the first step)."""
         try:
-            return self._optimizer(model)
+            optimizer = self._optimizer(model)
         except ValueError as e:
             if not str(e).startswith("Invalid "):
                 raise
             raise ConfigError(f"the optimizer refuses {self.optimizer_keys}: {e}") from None
+        bad = [f"{k}={v!r}" for group in optimizer.param_groups for k, v in group.items()
+               if is_number(v) and not math.isfinite(v)]
+        if bad:
+            raise ConfigError(f"the optimizer refuses {self.optimizer_keys}: {bad[0]} is not a "
+                              "finite number")
+        return optimizer
 
     def _optimizer(self, model):
         return build_optimizer(self.settings, model)

@@ -258,6 +258,13 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
     with the run's own config; ``checkpoint``: the file's content, if already read. A checkpoint
     that cannot be read is left to the caller (:func:`claim_before_writing` checks the file the
     resume will load, which falls back to an earlier one).
+
+    Raises:
+        CheckpointReadError: for training (an ``optimizer`` given), the file holds no training
+            state (before: a weights-only file resumed at iteration 1 with a fresh optimizer):
+            neither a trainer state with its ``iteration`` (our Trainer's, Detectron2's
+            ``DefaultTrainer`` / ``SimpleTrainer``) nor a top-level ``iteration`` and
+            ``optimizer`` (tools/plain_train_net.py).
     """
     if checkpoint is None:
         try:
@@ -266,9 +273,18 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
             return
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         return
-    problems = tensors_that_differ(model.state_dict(), checkpoint["model"])
+    trainer = checkpoint.get("trainer")
     # the trainer's layouts, else an ``optimizer`` checkpointable (tools/plain_train_net.py)
-    saved = train_step_state(checkpoint.get("trainer")) or train_step_state(checkpoint)
+    saved = train_step_state(trainer) or train_step_state(checkpoint)
+    if optimizer is not None and not ((isinstance(trainer, dict) and "iteration" in trainer)
+                                      or ("iteration" in checkpoint and saved is not None)):
+        raise CheckpointReadError(
+            f"cannot resume from {checkpoint_file}: it holds model weights but no training state "
+            "(iteration, optimizer), so training would restart its schedule from iteration 1. "
+            "Nothing in the run folder was changed. To start a new training from its weights, "
+            f"give it as MODEL.WEIGHTS {checkpoint_file} (Python config: "
+            f"train.init_checkpoint={checkpoint_file}) in another OUTPUT_DIR, without --resume")
+    problems = tensors_that_differ(model.state_dict(), checkpoint["model"])
     if saved is not None and optimizer is not None:
         problems += _optimizer_differences(optimizer.state_dict(), saved["optimizer"])
     if not problems:

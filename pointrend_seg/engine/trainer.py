@@ -210,11 +210,19 @@ class Trainer(TrainerBase):
 
     def resume_or_load(self, resume=True):
         """``MODEL.WEIGHTS`` (``train.init_checkpoint``), or with ``resume`` the checkpoint
-        ``OUTPUT_DIR/last_checkpoint`` names; the stream then restarts at the next iteration."""
+        ``OUTPUT_DIR/last_checkpoint`` names (ours, Detectron2's trainers' or
+        tools/plain_train_net.py's); the stream then restarts at the next iteration."""
         if comm.is_main_process():
             self.checkpointer.remove_stale_temp_files()
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
+            if "optimizer" in extra and "iteration" in extra:
+                # tools/plain_train_net.py's layout (before: resumed at iteration 1, optimizer
+                # state dropped): its top-level state as a trainer's
+                self.load_state_dict({"iteration": extra["iteration"],
+                                      "optimizer": extra["optimizer"],
+                                      "hooks": {"LRScheduler": extra["scheduler"]}
+                                      if "scheduler" in extra else {}})
             self.start_iter = self.iter + 1
         if hasattr(self.data_loader, "set_start_iter"):
             self.data_loader.set_start_iter(self.start_iter)
