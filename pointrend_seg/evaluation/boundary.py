@@ -238,7 +238,8 @@ def _counts(pred_mask, gt_mask, valid, tolerance_px=None, dilation_px=None):
         raise ValueError(f"pred_mask {pred.shape} and gt_mask {gt.shape} differ in shape")
     pred_b, gt_b = mask_boundary(pred, valid), mask_boundary(gt, valid)  # valid checked there
     if valid is not None:
-        pred, gt = pred & _as_bool_2d(valid, "valid"), gt & _as_bool_2d(valid, "valid")
+        valid = _as_bool_2d(valid, "valid")
+        pred, gt = pred & valid, gt & valid
     return _class_counts(pred, gt, pred_b, gt_b, tolerance_px, dilation_px)
 
 
