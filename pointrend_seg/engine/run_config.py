@@ -48,9 +48,6 @@ class RunConfig:
     optimizer_keys = "SOLVER.BASE_LR / MOMENTUM / WEIGHT_DECAY"
     schedule_keys = ("SOLVER.BASE_LR / LR_SCHEDULER_NAME / WARMUP_* / STEPS / GAMMA / "
                      "POLY_LR_POWER")
-    # the solver keys and the LR schedule passed their checks: tools/train_net.py checks them
-    # before writing (run.check_config), then the Trainer builds the same parts again
-    _checked = False
 
     def __init__(self, cfg: CfgNode):
         self.config = self.settings = _with_dataset_values(cfg)
@@ -58,8 +55,7 @@ class RunConfig:
     def check_training(self):
         """The checks of a training run that need only the settings (solver keys, precision),
         naming the user's keys; returns the autocast dtype (None: float32)."""
-        if not self._checked:
-            check_solver_config(self.settings, self.key_names)
+        check_solver_config(self.settings, self.key_names)
         return training_precision(self.settings, self.key_names)
 
     def build_model(self, device=None) -> torch.nn.Module:
@@ -100,11 +96,9 @@ class RunConfig:
     def build_lr_scheduler(self, optimizer):
         """The LR scheduler (:meth:`_lr_scheduler`), whose learning rates over the run are
         checked to be finite and >= 0 (:func:`.check_lr_schedule`, a ConfigError naming
-        ``schedule_keys``), once per run config."""
+        ``schedule_keys``)."""
         scheduler = self._lr_scheduler(optimizer)
-        if not self._checked:
-            check_lr_schedule(scheduler, self.settings.SOLVER.MAX_ITER, self.schedule_keys)
-        self._checked = True
+        check_lr_schedule(scheduler, self.settings.SOLVER.MAX_ITER, self.schedule_keys)
         return scheduler
 
     def _lr_scheduler(self, optimizer):
