@@ -1,12 +1,10 @@
 """
 Crash-safe checkpoints (docs/checkpoints.md): :class:`SafeCheckpointer` is Detectron2's
-``DetectionCheckpointer`` with atomic saves of states known to be good (all tensors finite; with
-``confirm_with_next_loss``, held back until the next loss is finite), loading that never runs
-code from a file (``torch.load(weights_only=True)``; ``.pkl`` model-zoo files with
-:func:`load_model_zoo_pkl`), weights checked against the model (:class:`BackboneMismatchError`,
-:class:`IncompleteWeightsError`), run folders that can make ``--resume`` load only their own
-``.pth`` files, with a fallback for a broken latest one, and full disks that say so
-(:class:`CheckpointWriteError`).
+``DetectionCheckpointer`` with atomic saves of finite states only (with ``confirm_with_next_loss``
+held back until the next loss is finite), loading that never runs code from a file
+(``torch.load(weights_only=True)``; :func:`load_model_zoo_pkl` for ``.pkl``), weights checked
+against the model, ``--resume`` only from the run folder's own ``.pth`` files (past a broken
+latest one), and a full disk that says so (:class:`CheckpointWriteError`).
 """
 import errno
 import importlib
@@ -34,7 +32,6 @@ __all__ = ["BackboneMismatchError", "CheckpointReadError", "CheckpointWriteError
 
 logger = logging.getLogger(__name__)
 
-# Checkpoints the trainer writes: model_<iteration>.pth and model_final.pth.
 _CHECKPOINT_RE = re.compile(r"^model_(?P<iter>\d+|final)\.pth$")
 
 
@@ -48,8 +45,7 @@ class BackboneMismatchError(ValueError):
 
 
 class IncompleteWeightsError(ValueError):
-    """Weights for inference that leave model tensors uninitialised (missing from the file, or
-    of another shape there): the model would predict with random weights in those places."""
+    """Weights for inference that leave model tensors uninitialised (missing or misshapen)."""
 
 
 class CheckpointReadError(OSError):
@@ -57,8 +53,7 @@ class CheckpointReadError(OSError):
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint that could not be written (no space left); the message says which file is
-    intact. ``errno`` is ``ENOSPC``."""
+    """A checkpoint not written for lack of space (``errno`` ENOSPC); names the intact file."""
 
     def __init__(self, message):
         super().__init__(message)
@@ -66,13 +61,10 @@ class CheckpointWriteError(OSError):
 
 
 def load_weights_only(filename):
-    """
-    ``torch.load(filename, map_location="cpu", weights_only=True)``; a file that holds other
-    pickled objects raises :class:`UnsafeCheckpointError`, one that cannot be read at all
-    (truncated, corrupt, not a torch file) :class:`CheckpointReadError`, both naming the file;
-    told apart by :func:`_refused_pickle` (docs/checkpoints.md, "Trusting checkpoint files"). An
-    unsafe file must stop a resume, a damaged one may be skipped for an earlier one.
-    """
+    """``torch.load(filename, map_location="cpu", weights_only=True)``, raising (naming the file)
+    :class:`UnsafeCheckpointError` for other pickled objects, which must stop a resume, and
+    :class:`CheckpointReadError` for a damaged file, which a resume may skip (docs/checkpoints.md,
+    "Trusting checkpoint files")."""
     _check_zip_entries(filename)
     try:
         return torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
@@ -90,8 +82,6 @@ def load_weights_only(filename):
                 "(torch.save({'model': state_dict}, path)) in a trusted environment; see "
                 "docs/checkpoints.md"
             ) from None
-        # e.g. "PytorchStreamReader failed reading zip archive: failed finding central
-        # directory" for a truncated zip file; EOFError / struct.error for a legacy one.
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         reason = what if refused else f"{type(e).__name__}: {first_line}"
         raise CheckpointReadError(
@@ -99,13 +89,9 @@ def load_weights_only(filename):
 
 
 def _check_zip_entries(filename):
-    """
-    Raise :class:`CheckpointReadError` naming ``filename`` if it is a zip file (torch's format)
-    with a compressed entry, or whose entries hold more bytes than the file: torch.save stores
-    every entry as it is, and torch.load would unpack a compressed one whole before any check (a
-    2 MB file of deflated zeros took 2.8 GB). Checked from the zip's directory, reading nothing
-    else; a damaged zip is left to torch.load, which says so.
-    """
+    """Raise :class:`CheckpointReadError` for a zip with a compressed entry or entries larger than
+    the file: torch.save writes neither, and torch.load would unpack them whole before any check.
+    Reads only the zip's directory; a damaged zip is left to torch.load."""
     with open(filename, "rb") as f:
         if f.read(4) != b"PK\x03\x04":
             return
@@ -129,10 +115,8 @@ def _check_zip_entries(filename):
 
 
 def read_model_info(filename) -> dict:
-    """The ``model_info`` a checkpoint of ours carries (class names and colours; see
-    :class:`SafeCheckpointer`), read without loading its tensors (``weights_only``, memory-mapped);
-    {} for a file without it or that is not a readable local ``.pth`` (loading the weights reports
-    what is wrong with it)."""
+    """The ``model_info`` (class names, colours) of a checkpoint of ours, its tensors not loaded;
+    {} for a file without it or that is not a readable local ``.pth``."""
     path = _opened_path(str(filename))
     if not (path.endswith((".pth", ".pt")) and os.path.isfile(path)):
         return {}
@@ -152,8 +136,7 @@ def _torch_reason(error) -> str:
     return (found or ["torch.load(weights_only=True) refused it"])[0]
 
 
-# What torch.save itself writes into a checkpoint's pickle: torch's rebuild functions, storages
-# and dtypes, OrderedDict, and (protocol 2) bytes as _codecs.encode.
+# Besides torch's globals, OrderedDict and _codecs.encode, torch.save's pickles import these.
 _PLAIN_BUILTINS = {"set", "frozenset", "tuple", "list", "dict", "int", "float", "complex", "bool",
                    "bytes", "bytearray", "str", "slice", "range"}
 
@@ -165,13 +148,9 @@ def _written_by_torch(module: str, name: str) -> bool:
 
 
 def _pickle_globals(f, max_pickles: int):
-    """
-    Read up to ``max_pickles`` pickles in a row from the binary file ``f`` with
-    :func:`pickletools.genops` (which parses, and runs nothing). Returns ``(intact, globals)``:
-    whether each pickle read ended with its STOP (up to the end of the file), and the
-    ``(module, name)`` of every global they import, in order (``"?"`` where a protocol 4 import
-    takes names that were not pushed as plain strings).
-    """
+    """Parse (running nothing) up to ``max_pickles`` pickles in a row from ``f``: ``(intact,
+    [(module, name) of each global imported])``, intact when each ended with its STOP; ``"?"``
+    for a name that was not pushed as a plain string."""
     found, strings, memo = [], [], {}
     for _ in range(max_pickles):
         if not f.read(1):
@@ -205,13 +184,9 @@ def _pickle_globals(f, max_pickles: int):
 
 
 def _refused_pickle(filename, *, refused: bool):
-    """
-    ``(unsafe, what)`` for a file that ``torch.load(weights_only=True)`` could not load: its
-    pickle (a zip checkpoint's ``data.pkl``; else the file itself, as torch's legacy format and a
-    plain pickle are read: up to five pickles in a row) imports a global torch's writer never
-    writes -> unsafe, naming it; it is intact and torch ``refused`` it (an ``UnpicklingError``)
-    -> unsafe (a real pickle that weights_only loading refuses); else damaged.
-    """
+    """``(unsafe, what)`` for a file torch.load(weights_only=True) failed on: unsafe if its pickle
+    (a zip's ``data.pkl``, else up to five pickles in a row) imports a global torch.save never
+    writes, or is intact and torch ``refused`` it (an ``UnpicklingError``); else damaged."""
     try:
         with open(filename, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"  # as torch.load tells its two formats apart
@@ -235,9 +210,8 @@ def _refused_pickle(filename, *, refused: bool):
 
 
 # ---- .pkl: Detectron2 / Caffe2 model-zoo files, unpickled as data only ------------------------
-# Everything such a file holds: numpy arrays (rebuilt by _reconstruct, or _frombuffer with
-# pickle protocol 5), their dtypes, numpy scalars, OrderedDicts, and bytes as protocol 2 writes
-# them (_codecs.encode). numpy 2 writes numpy._core where numpy 1 wrote numpy.core.
+# numpy arrays (protocol 5: _frombuffer), dtypes, scalars, OrderedDicts and protocol 2 bytes;
+# numpy 2 writes numpy._core where numpy 1 wrote numpy.core.
 _MODEL_ZOO_GLOBALS = {
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
@@ -255,8 +229,7 @@ def _latin1_encode(text, encoding="latin1"):
 
 
 class _ModelZooUnpickler(pickle.Unpickler):
-    """An unpickler that imports only :data:`_MODEL_ZOO_GLOBALS` (Python's "restricting
-    globals"); any other global is an :class:`UnsafeCheckpointError` naming it and the file."""
+    """Imports only :data:`_MODEL_ZOO_GLOBALS`; any other is an :class:`UnsafeCheckpointError`."""
 
     def __init__(self, file, filename):
         super().__init__(file, encoding="latin1")  # Python 2 (Caffe2) pickles, as Detectron2
@@ -284,11 +257,9 @@ class _ModelZooUnpickler(pickle.Unpickler):
 
 def load_model_zoo_pkl(filename):
     """
-    A Detectron2 / Caffe2 model-zoo ``.pkl`` as Detectron2's ``DetectionCheckpointer`` returns
-    it: a Detectron2 file (``"model"`` and ``"__author__"``) as it is; otherwise a Caffe2 one,
-    its ``"blobs"`` (if any) without the ``*_momentum`` entries, as ``{"model": ...,
-    "__author__": "Caffe2", "matching_heuristics": True}``. Unpickled by
-    :class:`_ModelZooUnpickler`, which rebuilds data only.
+    A model-zoo ``.pkl`` as Detectron2's checkpointer returns it, unpickled as data only: a
+    Detectron2 file as it is; a Caffe2 one's ``"blobs"`` (if any) without ``*_momentum`` as
+    ``{"model": ..., "__author__": "Caffe2", "matching_heuristics": True}``.
 
     Raises:
         UnsafeCheckpointError: the pickle imports anything else (named).
@@ -315,8 +286,7 @@ def load_model_zoo_pkl(filename):
 
 
 def _opened_path(path: str) -> str:
-    """The local file Detectron2's ``DetectionCheckpointer.load`` opens for ``path``: on
-    Detectron2 ``main`` without its URL query (``x.pth?matching_heuristics=True`` -> ``x.pth``)."""
+    """The file Detectron2's ``load`` opens for ``path``: on ``main`` without its URL query."""
     return _without_query(path) if checkpointer_drops_url_query() else path
 
 
@@ -325,8 +295,7 @@ def _without_query(path: str) -> str:
 
 
 def _folder_given_as_checkpoint(folder: str) -> str:
-    """The message for a checkpoint path that is a folder (fvcore: "AssertionError: Checkpoint
-    ... not found!" and a traceback): the file to give instead, and ``--run`` for a run folder."""
+    """The message for a checkpoint path that is a folder: the file to give, or ``--run``."""
     example = os.path.join(folder, "model_final.pth")
     run_folder = any(os.path.isfile(os.path.join(folder, name))
                      for name in ("last_checkpoint", "config.yaml"))
@@ -339,16 +308,9 @@ LAST_CHECKPOINT_MAX_BYTES = 4096
 
 
 def read_checkpoint_tag(save_dir: str):
-    """
-    The checkpoint name ``save_dir/last_checkpoint`` holds (stripped; None without the file): the
-    one reading of the tag for both the resume and the check before it (before, fvcore read all
-    of it and this project 4096 characters, so a tag of 5000 spaces and a name resumed
-    unchecked).
-
-    Raises:
-        CheckpointReadError: naming the file, when it is longer than a file name can be
-            (``LAST_CHECKPOINT_MAX_BYTES``), not UTF-8 or not a file.
-    """
+    """The checkpoint name ``save_dir/last_checkpoint`` holds (stripped; None without the file),
+    for both the resume and the check before it; :class:`CheckpointReadError` naming the file if
+    it is over ``LAST_CHECKPOINT_MAX_BYTES``, not UTF-8 or not a file."""
     tag = os.path.join(save_dir, "last_checkpoint")
     try:
         with open(tag, "rb") as f:
@@ -372,23 +334,17 @@ def read_checkpoint_tag(save_dir: str):
 
 class SafeCheckpointer(DetectionCheckpointer):
     """
-    Detectron2's ``DetectionCheckpointer``, made safe (module docstring). Saving can be switched
-    off for the rest of the run with :meth:`disable_saving` (the trainer does this after a
-    non-finite loss, so no checkpoint is written from a diverged run).
+    Detectron2's ``DetectionCheckpointer``, made safe (module docstring).
 
     Args:
-        require_all_weights: refuse a file that leaves any model tensor uninitialised
-            (:class:`IncompleteWeightsError`): for inference, where such a model predicts with
-            random weights. Training from a checkpoint (e.g. ImageNet backbone weights) is partial
-            by nature and keeps the default, False.
+        require_all_weights: refuse a file that leaves a model tensor uninitialised
+            (:class:`IncompleteWeightsError`), for inference; training keeps the default, False.
 
     Attributes:
-        model_info (dict): saved in every checkpoint as ``model_info`` (the trainer's: the class
-            names and colours, ``{"classes": [...], "colors": [[r, g, b], ...]}``), so that they
-            travel with the model (:func:`read_model_info`).
-        confirm_with_next_loss (bool): hold each saved checkpoint back (written, not yet under
-            its name nor in ``last_checkpoint``) until :meth:`confirm_pending`; the trainer calls
-            it once the next iteration's loss is finite, or :meth:`discard_pending` if it is not.
+        model_info (dict): saved in every checkpoint (the trainer's class names and colours,
+            ``{"classes": [...], "colors": [[r, g, b], ...]}``; :func:`read_model_info`).
+        confirm_with_next_loss (bool): hold each save back (written, not yet under its name nor
+            in ``last_checkpoint``) until :meth:`confirm_pending` or :meth:`discard_pending`.
     """
 
     def __init__(self, model, save_dir="", *, save_to_disk=None, require_all_weights=False,
@@ -413,9 +369,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         if self._saving_disabled_reason is not None:
-            self.logger.warning(
-                f"Not saving checkpoint {name!r}: {self._saving_disabled_reason}"
-            )
+            self.logger.warning(f"Not saving checkpoint {name!r}: {self._saving_disabled_reason}")
             return
         if not self._is_local():  # e.g. a remote PathManager URI: no atomic rename there
             return super().save(name, **kwargs)
@@ -484,11 +438,8 @@ class SafeCheckpointer(DetectionCheckpointer):
             self.logger.warning(f"Dropped checkpoint {basename}: {reason}")
 
     def judge_pending(self, problem, iteration: int):
-        """
-        After an iteration whose loss was computed with the held-back checkpoint's weights:
-        confirm it when ``problem`` is None, else drop it (``problem``: why the loss shows a
-        diverging update, e.g. from :class:`~.train_step.LossSpikeGuard`).
-        """
+        """Confirm the held-back checkpoint, whose weights gave this iteration's loss, if
+        ``problem`` (a diverging update, e.g. :class:`~.train_step.LossSpikeGuard`'s) is None."""
         if problem is None:
             self.confirm_pending()
         else:
@@ -497,11 +448,8 @@ class SafeCheckpointer(DetectionCheckpointer):
                 f"update); last_checkpoint keeps naming {self.last_checkpoint_path() or 'nothing'}")
 
     def diverged(self, error):
-        """
-        After a non-finite loss (``error``, a :class:`~.train_step.NonFiniteLossError`): drop the
-        held-back checkpoint (its weights gave that loss), save nothing more, and return the
-        error naming the checkpoint to continue from.
-        """
+        """After ``error`` (a :class:`~.train_step.NonFiniteLossError`): drop the held-back
+        checkpoint, save nothing more; returns the error naming the checkpoint to continue from."""
         self.discard_pending(f"its weights gave a non-finite loss at iteration {error.iteration}")
         self.disable_saving(f"the loss became non-finite at iteration {error.iteration}")
         return error.with_resume_from(self.last_checkpoint_path())
@@ -521,10 +469,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         )
 
     def remove_stale_temp_files(self):
-        """
-        Delete temporary files left in ``save_dir`` by saves of processes that no longer run
-        (e.g. killed mid-write). Returns the removed paths.
-        """
+        """Delete the temporary files of dead processes' saves in ``save_dir``; returns them."""
         if not self.save_dir or not self._is_local() or not os.path.isdir(self.save_dir):
             return []
         removed = remove_stale_temp_files(self.save_dir)
@@ -534,8 +479,7 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     # ---- loading -------------------------------------------------------------------------
     def get_checkpoint_file(self) -> str:
-        """The file ``save_dir/last_checkpoint`` names (joined to ``save_dir``; "" without a
-        tag), the tag read by :func:`read_checkpoint_tag` for a local folder."""
+        """The file ``last_checkpoint`` names, joined to ``save_dir`` ("" without the tag)."""
         if not self._is_local():
             return super().get_checkpoint_file()
         name = read_checkpoint_tag(self.save_dir)
@@ -543,12 +487,8 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         """
-        As Detectron2's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the checkpoint
-        it names with all its state; otherwise ``path`` (e.g. ``MODEL.WEIGHTS``), model only. If
-        the named file is missing or cannot be read, the newest earlier readable
-        ``model_<iter>.pth`` of the folder is loaded, with a warning (docs/checkpoints.md):
-        :meth:`find_resume_checkpoint`, which ``tools/train_net.py`` also runs before it writes
-        (to check that the file fits the config).
+        As Detectron2's, but a missing or unreadable named checkpoint falls back to the newest
+        earlier readable ``model_<iter>.pth``, with a warning (:meth:`find_resume_checkpoint`).
 
         Raises:
             UnsafeCheckpointError: ``last_checkpoint`` names a ``.pkl``, a URL or a file
@@ -563,13 +503,10 @@ class SafeCheckpointer(DetectionCheckpointer):
         return self.find_resume_checkpoint(self.load)[1]
 
     def find_resume_checkpoint(self, read, *, warn: bool = True):
-        """
-        ``(file, read(file))`` for the checkpoint ``--resume`` continues from: the file
-        ``save_dir/last_checkpoint`` names, or, if ``read`` raises :class:`CheckpointReadError`
-        or ``FileNotFoundError`` for it, the newest earlier ``model_<iter>.pth`` it reads (a
-        warning names both when ``warn``). Only for a local ``save_dir`` with a
-        ``last_checkpoint``. Raises as :meth:`resume_or_load`.
-        """
+        """``(file, read(file))`` for the checkpoint ``--resume`` continues from: the file
+        ``last_checkpoint`` names or, if ``read`` raises :class:`CheckpointReadError` or
+        ``FileNotFoundError``, the newest earlier ``model_<iter>.pth`` it reads (warned about when
+        ``warn``). For a local ``save_dir`` with a tag; raises as :meth:`resume_or_load`."""
         tag = os.path.join(self.save_dir, "last_checkpoint")
         named = self.get_checkpoint_file()
         self._check_run_folder_name(tag, named)
@@ -595,9 +532,8 @@ class SafeCheckpointer(DetectionCheckpointer):
             ) from None
 
     def _check_run_folder_name(self, tag, named):
-        """Refuse the file ``last_checkpoint`` names (``named``, joined to ``save_dir``) unless it
-        is a file of ``save_dir`` that is not a ``.pkl``: both as written and without a URL query
-        (what Detectron2 ``main`` opens), so the check does not depend on the version."""
+        """Refuse a ``named`` checkpoint that is not a non-``.pkl`` file of ``save_dir``, checked
+        as written and without a URL query (what Detectron2 ``main`` opens)."""
         recorded = os.path.relpath(named, self.save_dir)
         for path in dict.fromkeys([named, _without_query(named)]):
             name = os.path.relpath(path, self.save_dir)
@@ -631,8 +567,6 @@ class SafeCheckpointer(DetectionCheckpointer):
         return [path for _, path in sorted(found, reverse=True)]
 
     def load(self, path, *args, **kwargs):
-        # "file.pth?matching_heuristics=True": Detectron2 main's query (ViTDet's configs), which
-        # main drops to open the file and v0.6 does not understand.
         opened = _opened_path(path) if path else path
         if path and "://" not in path and not os.path.exists(opened):
             raise FileNotFoundError(f"checkpoint not found: {opened}"
@@ -645,7 +579,6 @@ class SafeCheckpointer(DetectionCheckpointer):
         except BaseException as e:
             reset_after_failed_load(self)
             if path and "://" in path and isinstance(e, (URLError, ConnectionError, TimeoutError)):
-                # before: a URLError traceback (no network, a wrong address, HTTP 404, ...)
                 raise CheckpointReadError(
                     f"cannot download the weights {path} (MODEL.WEIGHTS; Python config: "
                     f"train.init_checkpoint): {getattr(e, 'reason', e)}. Download the file where "
@@ -664,13 +597,9 @@ class SafeCheckpointer(DetectionCheckpointer):
         return incompatible
 
     def _check_weight_values(self, weights):
-        """
-        Raise :class:`CheckpointReadError`, naming the file and the first bad entry, unless the
-        checkpoint's ``"model"`` is a dict of tensors / numpy arrays whose floating-point values
-        are all finite and that holds a floating-point tensor for each floating-point tensor of
-        the model (an integer one would be cast silently). Before: NaN weights evaluated to a
-        meaningless mIoU and trained into a non-finite loss; a string was an AttributeError.
-        """
+        """Raise :class:`CheckpointReadError` naming the file and the first bad entry unless
+        ``weights`` is a dict of numeric tensors / arrays, all finite, with a floating-point one
+        wherever the model's is floating-point (an integer one would be cast silently)."""
         path = self._loading_path
         if not isinstance(weights, dict):
             raise CheckpointReadError(
@@ -702,12 +631,9 @@ class SafeCheckpointer(DetectionCheckpointer):
                 "finite cannot be evaluated or trained from")
 
     def _check_all_weights(self, incompatible):
-        """
-        Raise :class:`IncompleteWeightsError` if the checkpoint just loaded left model tensors
-        uninitialised: missing from it, or of another shape there (which fvcore skips with a
-        warning). What Detectron2 itself forgives is forgiven: ``pixel_mean`` / ``pixel_std``
-        (taken from the config), and BN's ``num_batches_tracked`` counters (unused in eval).
-        """
+        """Raise :class:`IncompleteWeightsError` if the load left model tensors missing or of
+        another shape (fvcore only warns), except what Detectron2 forgives (``pixel_mean`` /
+        ``pixel_std``) and BN's ``num_batches_tracked`` counters (unused in eval)."""
         wrong = {k: (tuple(saved), tuple(model)) for k, saved, model in
                  incompatible.incorrect_shapes}
         missing = [k for k in incompatible.missing_keys
@@ -733,11 +659,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         )
 
     def _check_backbone_coverage(self, incompatible):
-        """
-        Raise :class:`BackboneMismatchError` if the checkpoint just loaded filled less than half
-        of the tensors of ``model.backbone`` (parameters and norm statistics; BN's
-        ``num_batches_tracked`` counters aside). Models without a ``backbone`` are not checked.
-        """
+        """Raise :class:`BackboneMismatchError` if the load filled under half of the tensors of
+        ``model.backbone`` (``num_batches_tracked`` aside); models without one are not checked."""
         backbone = getattr(self.model, "backbone", None)
         if not isinstance(backbone, torch.nn.Module):
             return
@@ -762,8 +685,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         )
 
     def _load_file(self, filename):
-        # Detectron2's own reader unpickles .pkl files with pickle.load and .pyth / .pth files
-        # with torch.load(weights_only=False): replaced by readers that rebuild data only.
+        # Detectron2's reader unpickles objects: these rebuild data only.
         if filename.endswith(".pkl"):
             return load_model_zoo_pkl(filename)
         loaded = load_weights_only(filename)
@@ -793,8 +715,7 @@ class SafeCheckpointer(DetectionCheckpointer):
 
 
 def _non_finite_tensors(data, prefix=""):
-    """Names (dotted paths) of the floating-point tensors in nested dicts / lists ``data`` (a
-    checkpoint: model weights, optimizer moments, ...) that hold a NaN or an inf."""
+    """Dotted names of the floating-point tensors holding NaN / inf in nested dicts / lists."""
     if isinstance(data, torch.Tensor):
         ok = not data.is_floating_point() or bool(torch.isfinite(data).all())
         return [] if ok else [prefix or "tensor"]
