@@ -80,8 +80,7 @@ def load_weights_only(filename):
                 ".pth/.pt files with torch.load(weights_only=True) so that loading a file cannot "
                 "run code. If you trust the file, re-save its state dict "
                 "(torch.save({'model': state_dict}, path)) in a trusted environment; see "
-                "docs/checkpoints.md"
-            ) from None
+                "docs/checkpoints.md") from None
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         reason = what if refused else f"{type(e).__name__}: {first_line}"
         raise CheckpointReadError(
@@ -319,9 +318,8 @@ def read_checkpoint_tag(save_dir: str):
         return None
     except OSError as e:
         raise CheckpointReadError(f"cannot read {tag}: {e.strerror or e}") from None
-    why = f"over {LAST_CHECKPOINT_MAX_BYTES} bytes" if len(data) > LAST_CHECKPOINT_MAX_BYTES \
-        else None
-    if why is None:
+    why = f"over {LAST_CHECKPOINT_MAX_BYTES} bytes"
+    if len(data) <= LAST_CHECKPOINT_MAX_BYTES:
         try:
             return data.decode("utf-8").strip()
         except UnicodeDecodeError:
@@ -381,8 +379,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             self.logger.error(
                 f"Not saving checkpoint {name!r}: {len(bad)} of its tensors are not finite "
                 f"(e.g. {', '.join(bad[:3])}); last_checkpoint keeps naming "
-                f"{self.last_checkpoint_path() or 'nothing'}"
-            )
+                f"{self.last_checkpoint_path() or 'nothing'}")
             return
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
@@ -439,7 +436,8 @@ class SafeCheckpointer(DetectionCheckpointer):
 
     def judge_pending(self, problem, iteration: int):
         """Confirm the held-back checkpoint, whose weights gave this iteration's loss, if
-        ``problem`` (a diverging update, e.g. :class:`~.train_step.LossSpikeGuard`'s) is None."""
+        ``problem`` (a diverging update, e.g. from :class:`~.train_step.LossSpikeGuard`) is None;
+        else drop it."""
         if problem is None:
             self.confirm_pending()
         else:
@@ -465,8 +463,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             return super().tag_last_checkpoint(last_filename_basename)
         atomic_write(
             os.path.join(self.save_dir, "last_checkpoint"),
-            lambda f: f.write(last_filename_basename.encode("utf-8")),
-        )
+            lambda f: f.write(last_filename_basename.encode("utf-8")))
 
     def remove_stale_temp_files(self):
         """Delete the temporary files of dead processes' saves in ``save_dir``; returns them."""
@@ -523,8 +520,7 @@ class SafeCheckpointer(DetectionCheckpointer):
                 if warn:
                     self.logger.warning(
                         f"{named} (named by {tag}) cannot be read ({error}); resumed from "
-                        f"{candidate} instead, the newest earlier checkpoint that can be read"
-                    )
+                        f"{candidate} instead, the newest earlier checkpoint that can be read")
                 return candidate, ret
             raise CheckpointReadError(
                 f"{error}; {tag} names it and no earlier checkpoint of {self.save_dir} can be "
@@ -542,16 +538,14 @@ class SafeCheckpointer(DetectionCheckpointer):
                     f"refused to resume: {tag} names {recorded!r}, which is not a file of "
                     f"{self.save_dir}; pointrend_seg resumes only from checkpoints in the run "
                     "folder. To start from another file, give it as MODEL.WEIGHTS without "
-                    "--resume"
-                )
+                    "--resume")
             if name.endswith(".pkl"):
                 opens = "" if path == named else f", which Detectron2 opens as {name}"
                 raise UnsafeCheckpointError(
                     f"refused to resume from {path}: {tag} names a .pkl file, which would be "
                     f"unpickled ({recorded!r}{opens}). pointrend_seg writes .pth checkpoints "
                     "only, so something else changed this run folder. Give a .pkl you want as "
-                    "MODEL.WEIGHTS (without --resume); see docs/bad_inputs.md, 'What is trusted'"
-                )
+                    "MODEL.WEIGHTS (without --resume); see docs/bad_inputs.md, 'What is trusted'")
 
     def _earlier_checkpoints(self, basename):
         """The ``model_<iter>.pth`` files of ``save_dir`` before ``basename``, newest first."""
@@ -655,8 +649,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             f"tensors uninitialised: {'; '.join(parts)}. The model would predict with random "
             "weights there. Use the config the weights were trained with (e.g. the heads' "
             "MODEL.POINT_HEAD.FC_DIM / NUM_FC, the number of classes), or give --partial-weights "
-            "to load them anyway"
-        )
+            "to load them anyway")
 
     def _check_backbone_coverage(self, incompatible):
         """Raise :class:`BackboneMismatchError` if the load filled under half of the tensors of
@@ -681,8 +674,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             "torchvision or timm ImageNet ResNet weights, convert them first:\n"
             f"  python tools/convert_weights.py {path} "
             f"{os.path.splitext(os.path.basename(str(path)))[0]}_converted.pth\n"
-            "then give the converted file as MODEL.WEIGHTS with the config overrides it prints"
-        )
+            "then give the converted file as MODEL.WEIGHTS with the config overrides it prints")
 
     def _load_file(self, filename):
         # Detectron2's reader unpickles objects: these rebuild data only.
@@ -694,10 +686,8 @@ class SafeCheckpointer(DetectionCheckpointer):
             if not isinstance(loaded, dict) or "model_state" not in loaded:
                 raise CheckpointReadError(
                     f"cannot load .pyth file {filename}: no 'model_state' in it")
-            state = {
-                k: v for k, v in loaded["model_state"].items()
-                if not k.endswith("num_batches_tracked")
-            }
+            state = {k: v for k, v in loaded["model_state"].items()
+                     if not k.endswith("num_batches_tracked")}
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         if not isinstance(loaded, dict):
             raise CheckpointReadError(
