@@ -1,11 +1,8 @@
 """
-What the tools (``tools/*.py``) share. An error that is the user's to fix ends a tool with one
-message naming the file or key and no traceback: exit status 2 for bad input (``INPUT_ERRORS``),
-1 for a run that stopped (``RUN_ERRORS``); ``--debug`` or ``POINTREND_SEG_DEBUG=1`` shows the
-traceback, and anything else is a bug and keeps it (docs/bad_inputs.md). And their command
-lines: :func:`parse_tool_args` (flags anywhere, the ``KEY VALUE`` config overrides collected in
-between), :func:`add_class_name_arguments` (``--classes``, ``--register-folder``),
-:func:`setup_tool_output` (no colour codes unless the output is a terminal).
+What the tools (``tools/*.py``) share: an error that is the user's to fix ends a tool with one
+message naming the file or key and no traceback - exit status 2 for bad input (``INPUT_ERRORS``),
+1 for a run that stopped (``RUN_ERRORS``); ``--debug`` or ``POINTREND_SEG_DEBUG=1`` shows it, and
+any other error is a bug and keeps it (docs/bad_inputs.md) - and their command-line helpers.
 """
 import argparse
 import functools
@@ -21,13 +18,8 @@ from ..data.label_map import parse_label_map
 from ..evaluation import ResultWriteError
 from ..modeling.backbone import WeightConversionError
 from ..modeling.export import ExportError
-from .checkpoint import (
-    BackboneMismatchError,
-    CheckpointReadError,
-    CheckpointWriteError,
-    IncompleteWeightsError,
-    UnsafeCheckpointError,
-)
+from .checkpoint import (BackboneMismatchError, CheckpointReadError, CheckpointWriteError,
+                         IncompleteWeightsError, UnsafeCheckpointError)
 from .compat import plain_config_in_logs
 from .run_folder import ResumeMismatchError, RunFolderBusyError
 from .train_step import NonFiniteLossError
@@ -35,11 +27,10 @@ from .train_step import NonFiniteLossError
 __all__ = ["DEBUG_ENV", "INPUT_ERRORS", "OutputIsInputError", "RUN_ERRORS", "ToolUsageError",
            "add_class_name_arguments", "add_config_arguments", "add_partial_weights_argument",
            "class_names_for", "config_from_args", "refuse_output_over_inputs",
-           "refuse_output_folder_over_a_file",
-           "add_register_folder_argument",
-           "add_debug_argument", "debug_requested", "is_config_key",
-           "overrides_last", "parse_tool_args",
-           "registered_datasets", "run_tool", "setup_tool_output", "training_errors_in_one_line"]
+           "refuse_output_folder_over_a_file", "add_register_folder_argument",
+           "add_debug_argument", "debug_requested", "is_config_key", "overrides_last",
+           "parse_tool_args", "registered_datasets", "run_tool", "setup_tool_output",
+           "training_errors_in_one_line"]
 
 
 class OutputIsInputError(ValueError):
@@ -47,32 +38,23 @@ class OutputIsInputError(ValueError):
 
 
 class ToolUsageError(ValueError):
-    """A tool's command line that cannot work as given (e.g. neither --input nor --dataset);
-    the message says what to change. Exit status 2, like a bad config."""
+    """A tool's command line that cannot work as given; the message says what to change."""
 
 
 DEBUG_ENV = "POINTREND_SEG_DEBUG"
-# Exit status 2: the input (config, data, weights) must change.
 INPUT_ERRORS = (ConfigError, BadInputError, UnsafeCheckpointError, BackboneMismatchError,
                 CheckpointReadError, FileNotFoundError, RunFolderBusyError, ResumeMismatchError,
                 IncompleteWeightsError, WeightConversionError, OutputIsInputError,
                 ToolUsageError, ExportError)
-# Exit status 1: the run stopped; the message says how to continue.
 RUN_ERRORS = (NonFiniteLossError, CheckpointWriteError, ResultWriteError)
 
 
 def refuse_output_over_inputs(outputs, inputs) -> None:
-    """
-    Raise :class:`OutputIsInputError` if a file of ``outputs`` (paths a tool will write) is one
-    of ``inputs`` (``{what: path}``, e.g. ``{"weights file": ...}``, or an iterable of
-    ``(what, path)`` pairs, e.g. every file of a dataset): writing it would replace the input,
-    and a failure half-way would lose it. Links (symbolic and hard) to one file count as that
-    file. One ``stat`` per input and per output, so a dataset of 100,000 files costs what
-    checking its files' dates does.
-    """
+    """Raise :class:`OutputIsInputError` if a file of ``outputs`` is one of ``inputs`` (``{what:
+    path}`` or ``(what, path)`` pairs), also through a symbolic or hard link: writing it would
+    replace the input. One ``stat`` per path, so a dataset of 100,000 files is cheap."""
     outputs = [o for o in outputs if o]
-    # an existing input is the output of its (device, inode); a missing one, the output of its
-    # real path (which would be written in its place)
+    # an existing file is matched by its (device, inode), a missing one by its real path
     same_file = {}
     for output in outputs:
         st = _stat_or_none(output)
@@ -102,13 +84,8 @@ def _stat_or_none(path):
 
 
 def refuse_output_folder_over_a_file(output, *, is_folder: bool = True) -> None:
-    """
-    Raise :class:`ToolUsageError` if the output folder ``output`` (``is_folder``; else a file
-    path or prefix, e.g. the benchmark's OUTPUT.json / OUTPUT.md), made later with its parents,
-    or a folder above it is an existing file. For a tool's start, before a model is built or a
-    benchmark runs (before: ``FileExistsError`` / ``NotADirectoryError`` tracebacks once the work
-    was done, its results lost).
-    """
+    """Raise :class:`ToolUsageError`, at a tool's start, if the output folder ``output`` (not
+    ``is_folder``: a file path or prefix) or a folder above it is an existing file."""
     path = os.path.abspath(output)
     if not is_folder:
         path = os.path.dirname(path)
@@ -121,8 +98,7 @@ def refuse_output_folder_over_a_file(output, *, is_folder: bool = True) -> None:
 
 
 def add_partial_weights_argument(parser):
-    """Add ``--partial-weights`` (load weights that leave model tensors uninitialised) to an
-    argparse parser; returns the parser."""
+    """Add ``--partial-weights`` to an argparse parser; returns the parser."""
     parser.add_argument(
         "--partial-weights", action="store_true",
         help="use MODEL.WEIGHTS even if they leave some model tensors uninitialised (missing "
@@ -144,12 +120,9 @@ def debug_requested() -> bool:
 
 
 def run_tool(main, *, prog: str, debug: bool = False) -> int:
-    """
-    Call ``main()`` and return the exit status: its return value if it is an int (else 0), or
-    for an input / run error (module docstring) 2 / 1 after printing ``PROG: error: MESSAGE`` on
-    stderr; for Ctrl-C 130 after one line (training names the iteration reached and the
-    checkpoint to continue from). With ``debug`` the error propagates.
-    """
+    """Call ``main()`` and return the exit status: its int result (else 0); 2 / 1 for an input /
+    run error after printing ``PROG: error: MESSAGE`` on stderr; 130 for Ctrl-C after one line
+    (training names the checkpoint to continue from). With ``debug`` the error propagates."""
     try:
         status = main()
     except INPUT_ERRORS + RUN_ERRORS as e:
@@ -181,12 +154,9 @@ class _UserErrorsInOneLine(logging.Filter):
 
 
 def training_errors_in_one_line(debug: bool = False) -> None:
-    """
-    Make the record that Detectron2's trainers log with the traceback of the exception that stops
-    training ("Exception during training:", logger ``detectron2.engine.train_loop``) one line for
-    ``INPUT_ERRORS`` / ``RUN_ERRORS`` unless ``debug`` (docs/bad_inputs.md). Call it in every
-    process that trains (the tool's ``main``); calling it again replaces the previous setting.
-    """
+    """Log the ``INPUT_ERRORS`` / ``RUN_ERRORS`` that stop Detectron2's training loop
+    ("Exception during training:") in one line unless ``debug``. Call it in every process that
+    trains; calling it again replaces the previous setting."""
     log = logging.getLogger("detectron2.engine.train_loop")
     for f in [f for f in log.filters if isinstance(f, _UserErrorsInOneLine)]:
         log.removeFilter(f)
@@ -194,9 +164,8 @@ def training_errors_in_one_line(debug: bool = False) -> None:
 
 
 def setup_tool_output() -> None:
-    """Colour codes only on a terminal: without one, ``ANSI_COLORS_DISABLED`` turns off
-    Detectron2's ``termcolor`` log colours (older releases colour files and pipes too) and
-    :func:`~.compat.plain_config_in_logs` the pygments colours of the config it prints."""
+    """Colour codes only on a terminal: else off for Detectron2's log (``ANSI_COLORS_DISABLED``)
+    and for the config it prints (:func:`~.compat.plain_config_in_logs`)."""
     if not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
         os.environ.setdefault("ANSI_COLORS_DISABLED", "1")
         plain_config_in_logs()
@@ -215,10 +184,9 @@ def _config_top_level_keys():
 
 
 def is_config_key(token: str) -> bool:
-    """Whether ``token`` starts the config overrides: a YAML config key (``MODEL.WEIGHTS``,
-    ``OUTPUT_DIR``, ...: upper case, its first component a top-level key of our config, dotted
-    unless that key is a leaf - so a dataset named ``TEST`` is no key) or a Python config's
-    ``key=value`` (``train.max_iter=2``, also hydra's ``+key=value``)."""
+    """Whether ``token`` starts a config override: a YAML key (upper case, its first component a
+    top-level key of our config, dotted unless a leaf - so a dataset named ``TEST`` is none) or a
+    Python config's ``key=value`` (also hydra's ``+key=value``)."""
     if re.match(r"^[+~]?[A-Za-z_][\w.]*=", token):
         return True
     head = token.split(".")[0]
@@ -227,12 +195,9 @@ def is_config_key(token: str) -> bool:
 
 
 def overrides_last(argv):
-    """
-    ``argv`` with its config overrides (a YAML ``KEY VALUE`` pair, a Python ``key=value``;
-    :func:`is_config_key`) moved after every flag, in order: for a parser whose overrides are
-    Detectron2's ``nargs=argparse.REMAINDER`` (tools/train_net.py), where a flag after the first
-    override was taken as an override (``OUTPUT_DIR out --resume``: "odd length" traceback).
-    """
+    """``argv`` with its config overrides (:func:`is_config_key`) moved after every flag, in
+    order: for Detectron2's ``nargs=argparse.REMAINDER`` overrides (tools/train_net.py), which
+    take any flag after them (``OUTPUT_DIR out --resume``) as an override."""
     flags, overrides, i = [], [], 0
     while i < len(argv):
         if is_config_key(argv[i]):
@@ -247,15 +212,10 @@ def overrides_last(argv):
 
 def parse_tool_args(parser, argv=None, *, list_dests=()):
     """
-    Parse a tool's command line with its flags anywhere - before, between or after the
-    ``KEY VALUE`` config overrides, which are collected in order in ``args.opts`` (a positional
-    argument of the parser with ``nargs="*"``). With Detectron2's usual
-    ``nargs=argparse.REMAINDER`` a flag after the first override (or after an unknown word) was
-    swallowed as an override, e.g. ``--classes a,b --output out`` then "requires --output".
-
-    ``list_dests``: arguments taking a list (``--input FILE...``, positional dataset names) that
-    end where a config key begins: ``--input a.png MODEL.WEIGHTS w.pth`` gives one input and one
-    override.
+    Parse a tool's command line with its flags anywhere among the ``KEY VALUE`` config overrides,
+    which are collected in order in ``args.opts`` (a ``nargs="*"`` positional). ``list_dests``:
+    list arguments (``--input FILE...``) that end where a config key begins: ``--input a.png
+    MODEL.WEIGHTS w.pth`` is one input and one override.
     """
     args = parser.parse_intermixed_args(argv)
     overrides = list(getattr(args, "opts", None) or [])
@@ -270,12 +230,8 @@ def parse_tool_args(parser, argv=None, *, list_dests=()):
 
 
 def add_class_name_arguments(parser):
-    """
-    ``--classes`` (comma-separated names, or a text file with one name per line) and the
-    ``--register-folder`` options (:func:`add_register_folder_argument`):
-    where a tool that labels predictions gets its class names when the config's datasets are
-    not registered in this process (e.g. the ``config.yaml`` of a run on a folder dataset).
-    """
+    """Add ``--classes`` and the ``--register-folder`` options: class names for a tool whose
+    config's datasets are not registered in this process (e.g. a run on a folder dataset)."""
     parser.add_argument("--classes", metavar="NAMES|FILE",
                         help="class names: comma-separated, or a UTF-8 text file with one name "
                         "per line (no '#' comment lines)")
@@ -297,12 +253,9 @@ def add_config_arguments(parser):
 
 
 def config_from_args(args, device=None):
-    """
-    (run config, weights) of a tool with :func:`add_config_arguments`; the ``--register-folder``
-    datasets registered first (a Python config takes its classes from them); ``device``: run the
-    model there (e.g. "cpu"). ``weights``: ``--weights``, the ``--run`` folder's checkpoint, else
-    the config's (``MODEL.WEIGHTS`` / ``train.init_checkpoint``).
-    """
+    """(run config, weights) of a tool with :func:`add_config_arguments`, the ``--register-folder``
+    datasets registered first; ``device``: run the model there (e.g. "cpu"). Weights:
+    ``--weights``, the ``--run`` folder's checkpoint, else the config's."""
     from ..config import device_override, load_any_config
     from .run_config import as_run_config
     from .run_folder import load_run_folder
@@ -323,15 +276,13 @@ def config_from_args(args, device=None):
 
 def class_names_for(run, args, weights=None, dataset_names=()):
     """
-    (names, colours) of ``run`` (a config of either kind) for a tool's pictures or export:
-    ``--classes``, the ``--register-folder`` / ``dataset_names`` datasets, else those the
-    checkpoint ``weights`` carries (``model_info``, written by the trainer), else the config's
-    ``DATASETS.TEST`` / ``DATASETS.TRAIN`` metadata
-    (:func:`~pointrend_seg.data.class_names_and_colors`).
+    (names, colours) for ``run``'s pictures or export: ``--classes``, the ``--register-folder`` /
+    ``dataset_names`` datasets, else the checkpoint ``weights``' ``model_info``, else the config's
+    datasets (:func:`~pointrend_seg.data.class_names_and_colors`).
 
     Raises:
         ConfigError: the checkpoint's names are not as many as the model's classes, or no names
-            are found (:func:`~pointrend_seg.data.class_names_and_colors`).
+            are found.
     """
     from .checkpoint import read_model_info
     from .run_config import as_run_config
@@ -386,30 +337,23 @@ class _FolderDatasetOption(argparse.Action):
 
 
 def add_register_folder_argument(parser):
-    """
-    Add the repeatable command-line option ``--register-folder NAME IMAGE_DIR MASK_DIR CLASSES``
-    and, for the ``--register-folder`` right before them, ``--label-map VALUE:ID[,VALUE:ID...]``
-    and ``--ignore-value V`` to an argparse ``parser`` (tools/train_net.py, tools/demo.py and
-    tools/check_dataset.py share them). The parsed ``args.register_folder`` list is what
-    :func:`register_folder_datasets` takes.
-    """
+    """Add the repeatable ``--register-folder NAME IMAGE_DIR MASK_DIR CLASSES`` and, for the one
+    before them, ``--label-map`` and ``--ignore-value``; ``args.register_folder`` is what
+    :func:`register_folder_datasets` takes."""
     parser.add_argument(
         "--register-folder", action="append", nargs=4, default=[],
         metavar=("NAME", "IMAGE_DIR", "MASK_DIR", "CLASSES"),
         help="register a dataset of images and masks paired by file stem (repeatable); CLASSES: "
         "comma-separated class names or a UTF-8 text file with one name per line (no '#' "
-        "comment lines)",
-    )
+        "comment lines)")
     parser.add_argument(
         "--label-map", dest="label_map", action=_FolderDatasetOption, convert=parse_label_map,
         metavar="VALUE:ID[,VALUE:ID...]",
         help="for the --register-folder before it: mask values to class ids, e.g. 255:1 for "
-        "binary masks saved as 0/255 (other values are kept)",
-    )
+        "binary masks saved as 0/255 (other values are kept)")
     parser.add_argument(
         "--ignore-value", dest="ignore_label", action=_FolderDatasetOption, convert=int,
         metavar="V",
         help="for the --register-folder before it: the mask value that is ignored (default "
-        "255; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to the same value)",
-    )
+        "255; set MODEL.SEM_SEG_HEAD.IGNORE_VALUE to the same value)")
     return parser

@@ -1,19 +1,12 @@
 """
 A config read once, whatever its kind (:func:`as_run_config`): the one place where a YAML config
-(a ``CfgNode``) and a Python config (a LazyConfig) meet. From here on the trainer, the
-evaluation, the model loader and the predictor serve both kinds the same way.
-
-Each kind gives the same things:
-
-* ``settings``: a ``CfgNode`` in pointrend_seg's YAML schema holding what the run does with the
-  parts - output folder, seed, iterations, periods, precision, device, weights, datasets, batch,
-  classes, ignore value, test-time input, dataset check (``DATASETS.CHECK``) and inference
-  options (``MODEL.INFERENCE``). A YAML config is its own settings; a Python config's are read
-  from its ``train`` and ``dataloader`` fields once (:meth:`PythonRunConfig.read_settings`);
-* the builders of the parts: model, optimizer, LR scheduler, the training and test mappers,
-  the options of DistributedDataParallel and the advice after a divergence.
-
-Classes and an ignore value left to the dataset come from its metadata: docs/lazyconfig.md.
+(a ``CfgNode``) and a Python config (a LazyConfig) meet. Each kind gives ``settings``, a
+``CfgNode`` in pointrend_seg's YAML schema holding what the run does (output folder, seed,
+iterations, periods, precision, device, weights, datasets, batch, classes, ignore value, test
+input, ``DATASETS.CHECK``, ``MODEL.INFERENCE``; a Python config's read once from its ``train`` and
+``dataloader``), and the builders of the parts (model, optimizer, LR scheduler, mappers, the
+DistributedDataParallel options, the advice after a divergence). Classes and an ignore value left
+to the dataset come from its metadata: docs/lazyconfig.md.
 """
 import copy
 import difflib
@@ -40,8 +33,7 @@ __all__ = ["PythonRunConfig", "RunConfig", "as_run_config"]
 
 
 class RunConfig:
-    """A YAML config's run: ``settings`` is the config; the parts are built from its keys by
-    Detectron2's builders and ours."""
+    """A YAML config's run: ``settings`` is the config; Detectron2's builders and ours."""
 
     advice = YAML_CONFIG_ADVICE
     key_names = {}  # {settings key: the key the user writes}, for the messages
@@ -59,9 +51,8 @@ class RunConfig:
         return training_precision(self.settings, self.key_names)
 
     def build_model(self, device=None) -> torch.nn.Module:
-        """Detectron2's ``build_model`` (on ``device``, default ``MODEL.DEVICE``) with norms that
-        run on the processes at hand (:func:`.adapt_norm_to_world_size`), channels_last if
-        ``SOLVER.CHANNELS_LAST``."""
+        """Detectron2's ``build_model`` (on ``device``, default ``MODEL.DEVICE``), its norms adapted
+        to the processes (:func:`.adapt_norm_to_world_size`), channels_last if asked."""
         cfg = self.settings
         if device is not None:
             cfg = cfg.clone()
@@ -73,10 +64,8 @@ class RunConfig:
         return model
 
     def build_optimizer(self, model):
-        """SGD / AdamW (:mod:`.optimizer`); a value torch's optimizer refuses ("Invalid
-        learning rate: -1") is a ConfigError naming the keys (before: a ValueError traceback),
-        and so is a parameter group's setting that is not finite (``weight_decay=inf``: before, a
-        non-finite loss at the first step)."""
+        """SGD / AdamW (:mod:`.optimizer`); a value torch refuses ("Invalid learning rate: -1") or
+        a group setting that is not finite is a ConfigError naming ``optimizer_keys``."""
         try:
             optimizer = self._optimizer(model)
         except ValueError as e:
@@ -94,16 +83,14 @@ class RunConfig:
         return build_optimizer(self.settings, model)
 
     def build_lr_scheduler(self, optimizer):
-        """The LR scheduler (:meth:`_lr_scheduler`), whose learning rates over the run are
-        checked to be finite and >= 0 (:func:`.check_lr_schedule`, a ConfigError naming
-        ``schedule_keys``)."""
+        """The LR scheduler, its rates over the run checked finite and >= 0
+        (:func:`.check_lr_schedule`, a ConfigError naming ``schedule_keys``)."""
         scheduler = self._lr_scheduler(optimizer)
         check_lr_schedule(scheduler, self.settings.SOLVER.MAX_ITER, self.schedule_keys)
         return scheduler
 
     def _lr_scheduler(self, optimizer):
-        """DeepLab's "WarmupPolyLR", else Detectron2's schedule ``SOLVER.LR_SCHEDULER_NAME``;
-        a name neither knows is a ConfigError (Detectron2: a ValueError traceback)."""
+        """DeepLab's "WarmupPolyLR" or Detectron2's schedules; another name is a ConfigError."""
         try:
             return build_lr_scheduler(self.settings, optimizer)
         except ValueError as e:
@@ -152,15 +139,10 @@ class PythonRunConfig(RunConfig):
 
     @staticmethod
     def read_settings(cfg) -> CfgNode:
-        """``settings`` from ``train`` (output_dir, init_checkpoint, seed, device, max_iter,
-        checkpointer.period, eval_period, log_period, amp, dataset_check, inference) and
-        ``dataloader`` (datasets, batch, workers, the test mapper's classes, ignore value, image
-        format and pixel limit, the evaluators' boundary options). Frozen. The evaluators
-        themselves are ours for each test set (their dataset and folder follow the run).
-
-        Raises:
-            ConfigError: the places of the classes or of the ignore value disagree;
-                ``dataloader.evaluator`` names other evaluators than ours."""
+        """Frozen ``settings`` read from ``train`` and ``dataloader`` (datasets, batch, workers,
+        the test mapper's classes, ignore value, format and pixel limit, the boundary options); a
+        ConfigError if the places of the classes or of the ignore value disagree or
+        ``dataloader.evaluator`` names evaluators other than ours."""
         _check_agreement(cfg)
         t, loaders = cfg.train, cfg.get("dataloader", {})
         _check_train_keys(t)
@@ -215,8 +197,7 @@ class PythonRunConfig(RunConfig):
         return instantiate(cfg.optimizer)
 
     def _lr_scheduler(self, optimizer):
-        """``lr_multiplier`` (an fvcore parameter scheduler over the run) as Detectron2's
-        ``LRMultiplier`` over ``train.max_iter`` iterations."""
+        """``lr_multiplier`` as Detectron2's ``LRMultiplier`` over ``train.max_iter``."""
         return LRMultiplier(optimizer, instantiate(self.config.lr_multiplier),
                             self.settings.SOLVER.MAX_ITER)
 
@@ -231,8 +212,7 @@ class PythonRunConfig(RunConfig):
 
 
 def as_run_config(cfg) -> RunConfig:
-    """``cfg`` read as a run: a :class:`RunConfig` as it is, a ``CfgNode`` as a
-    :class:`RunConfig`, a LazyConfig (omegaconf ``DictConfig``) as a :class:`PythonRunConfig`."""
+    """``cfg`` (a RunConfig, a CfgNode or a LazyConfig ``DictConfig``) as a :class:`RunConfig`."""
     if isinstance(cfg, RunConfig):
         return cfg
     if isinstance(cfg, CfgNode):
@@ -248,12 +228,9 @@ def _dataset_names(loader):
 
 
 def _dataset_values(names, unset) -> dict:
-    """
-    ``{"num_classes": ..., "ignore_value": ...}`` of the first dataset of ``names`` from its
-    metadata (``len(stuff_classes)``, ``ignore_label``; None where it has no such field).
-    ``unset``: ``{key: how the config states it, e.g. "MODEL.SEM_SEG_HEAD.NUM_CLASSES=0"}``, the
-    keys the config leaves to the dataset; one the metadata lacks is a ConfigError.
-    """
+    """``{"num_classes", "ignore_value"}`` of the first dataset of ``names`` from its metadata
+    (None where missing); a key of ``unset`` (``{key: how the config states it}``, left to the
+    dataset) that the metadata lacks is a ConfigError."""
     name = names[0] if names else None
     meta = MetadataCatalog.get(name) if name else {}
     classes = meta.get("stuff_classes")
@@ -270,9 +247,8 @@ def _dataset_values(names, unset) -> dict:
 
 
 def _with_dataset_values(cfg: CfgNode) -> CfgNode:
-    """A YAML config with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 / ``IGNORE_VALUE`` -1 ("the
-    dataset's") given its first training (else test) dataset's values: a frozen copy. A set value
-    is checked against the datasets at the start of the run (``check_dataset_config``)."""
+    """A frozen copy of a YAML config with ``NUM_CLASSES`` 0 / ``IGNORE_VALUE`` -1 ("the
+    dataset's") given its first training (else test) dataset's values."""
     head = cfg.MODEL.SEM_SEG_HEAD
     unset = {key: f"MODEL.SEM_SEG_HEAD.{key.upper()}={value}"
              for key, value in (("num_classes", 0), ("ignore_value", -1))
@@ -310,10 +286,8 @@ def _fill_dataset_values(cfg) -> None:
 
 
 def _check_train_keys(train) -> None:
-    """Every key of a Python config's ``train`` is one the run reads (those of
-    configs/common/train.py; ``ddp.*`` goes to DistributedDataParallel as it is), else one
-    ConfigError with did-you-mean: the run would ignore it (e.g. Detectron2's
-    ``checkpointer.max_to_keep``; our checkpointer keeps every checkpoint)."""
+    """One ConfigError (with did-you-mean) for the keys of a Python config's ``train`` the run
+    would ignore: not in configs/common/train.py (``ddp.*`` goes to DDP as it is)."""
     from ..model_zoo.configs.common.train import train as schema
 
     known = [key for key, _ in leaf_items(schema)]
@@ -327,9 +301,8 @@ def _check_train_keys(train) -> None:
 
 
 def _check_agreement(cfg) -> None:
-    """The places of a Python config that hold the number of classes, and those that hold the
-    ignore value, agree (the model's head, the mappers, the augmentations): else one ConfigError
-    naming them (before: a mapper left at 255 crashed at iteration 0 with an IndexError)."""
+    """One ConfigError if the places of a Python config holding the number of classes, or the
+    ignore value (head, mappers, augmentations), disagree."""
     places = {"num_classes": ["model.sem_seg_head.coarse_head.num_classes",
                               "model.sem_seg_head.num_classes"],
               "ignore value": ["model.sem_seg_head.ignore_value"]}

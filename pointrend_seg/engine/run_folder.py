@@ -1,10 +1,8 @@
 """
-A run folder (``OUTPUT_DIR``) has one writer, and a resume starts only from a checkpoint that fits
-(docs/bad_inputs.md, "run folder"): :func:`claim_run_folder` (an exclusive ``lockf`` record lock:
-it belongs to the process, so forked DataLoader workers do not inherit it and the kernel drops it
-when the process ends in any way, ``kill -9`` included; a ``flock`` would live on in a killed
-run's orphaned workers), :func:`check_resume_fits`, :func:`run_config_kept` (``--eval-only``
-keeps a run's ``config.yaml``) and :func:`load_run_folder` (``--run``).
+A run folder (``OUTPUT_DIR``) has one writer (:func:`claim_run_folder`), and a resume starts only
+from a checkpoint that fits (:func:`check_resume_fits`; docs/bad_inputs.md, "run folder"); also
+:func:`run_config_kept` (``--eval-only`` keeps a run's ``config.yaml``) and
+:func:`load_run_folder` (``--run``).
 """
 import contextlib
 import datetime
@@ -53,12 +51,8 @@ class ResumeMismatchError(ValueError):
 
 
 class RunFolderClaim:
-    """An exclusive claim on a run folder, held until :meth:`release` or the end of the process.
-
-    Attributes:
-        path (str): the lock file. previous (dict or None): what the lock file said before this
-            claim (the last holder: pid, host, started, command), e.g. a run killed with -9.
-    """
+    """An exclusive claim on a run folder until :meth:`release` or the process ends. ``path``: the
+    lock file; ``previous``: what it said before (the last holder's pid, host, started, command)."""
 
     def __init__(self, path: str, fd: int, previous: Optional[dict]):
         self.path, self._fd, self.previous = path, fd, previous
@@ -90,8 +84,7 @@ def _describe(holder: Optional[dict]) -> str:
             f"{holder.get('started', '?')}: {holder.get('command', '?')})")
 
 
-# What the tools write into a run folder (Detectron2's and ours). A symbolic link under one of
-# these names would make them write, truncate or append outside the folder: refused.
+# The files the tools write in a run folder: a symbolic link under such a name is refused.
 _RUN_FILES = re.compile(r"^(\.pointrend_seg\.lock|config\.yaml(\.kept)?|eval_config\.yaml|"
                         r"metrics\.json|log\.txt(\.rank\d+)?|last_checkpoint|model_.*\.pth|"
                         r"events\.out\.tfevents\..*|(dataset_check|skipped_samples|eval_results)"
@@ -112,14 +105,14 @@ def _refuse_links(output_dir: str, key: str) -> None:
 
 def claim_run_folder(output_dir: str, key: str = "OUTPUT_DIR") -> RunFolderClaim:
     """
-    Claim ``output_dir`` (created if needed) for this process; the same folder claimed twice by
-    one process returns the first claim.
+    Claim ``output_dir`` (created if needed) for this process with an exclusive ``lockf`` lock:
+    unlike a ``flock`` no forked DataLoader worker inherits it, and the kernel drops it when the
+    process ends, ``kill -9`` included. A folder claimed twice gives the first claim.
 
     Raises:
         RunFolderBusyError: a live process holds the folder (the message names it).
-        ConfigError: naming ``key`` (the config key of the folder) and the folder, when it
-            cannot be created or used (a file, no permission), or one of the files the tools
-            write there is a symbolic link (:data:`_RUN_FILES`); nothing is written then.
+        ConfigError: naming ``key`` and the folder, when it cannot be created or used, or a file
+            the tools write there is a symbolic link (:data:`_RUN_FILES`); nothing is written.
     """
     key_path = os.path.realpath(output_dir)
     if key_path in _CLAIMS:
@@ -167,15 +160,10 @@ _CONFIG_ASIDE = "config.yaml.kept"
 
 @contextlib.contextmanager
 def run_config_kept(output_dir: str, keep: bool):
-    """
-    Around Detectron2's ``default_setup``, which writes the config it is given into
-    ``output_dir/config.yaml``: with ``keep`` (``--eval-only``) an existing ``config.yaml`` - the
-    record of the run that trained there, which ``--resume`` compares with and ``--run`` loads -
-    stays, and the config ``default_setup`` writes is moved to ``eval_config.yaml``. The run's
-    file is renamed to ``config.yaml.kept`` meanwhile, so that it exists under one of the two
-    names at every moment; one left so by a killed process is put back by the folder's next
-    claim (:func:`claim_run_folder`). Only the main process writes; others pass through.
-    """
+    """Around Detectron2's ``default_setup``, which writes ``output_dir/config.yaml``: with
+    ``keep`` (``--eval-only``) the run's own ``config.yaml`` stays and the new one becomes
+    ``eval_config.yaml``. Meanwhile the run's file is ``config.yaml.kept`` (one a killed process
+    left is put back by :func:`claim_run_folder`). Only the main process writes."""
     path = os.path.join(output_dir, "config.yaml")
     aside = os.path.join(output_dir, _CONFIG_ASIDE)
     keep = bool(keep and output_dir and comm.is_main_process() and os.path.isfile(path))
@@ -192,11 +180,8 @@ def run_config_kept(output_dir: str, keep: bool):
 
 # ---- does a checkpoint fit? --------------------------------------------------------------------
 def tensors_that_differ(model_state: dict, checkpoint_state: dict) -> List[str]:
-    """
-    ``"name: checkpoint (64, 256), model (128, 256)"`` for each tensor whose shape differs, and
-    ``"name: not in the checkpoint"`` / ``"name: not in the model"`` for names only one side has
-    (BN's ``num_batches_tracked`` counters aside).
-    """
+    """``"name: checkpoint (64, 256), model (128, 256)"`` per tensor whose shape differs, and
+    ``"name: not in the checkpoint"`` / ``"name: not in the model"`` (BN counters aside)."""
     def shapes(state):
         return {k: tuple(v.shape) for k, v in state.items()
                 if hasattr(v, "shape") and not k.endswith("num_batches_tracked")}
@@ -250,21 +235,16 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
                       current_config: dict, config_hint: str,
                       checkpoint: Optional[dict] = None) -> None:
     """
-    Raise :class:`ResumeMismatchError` if ``checkpoint_file`` (the one ``--resume`` continues
-    from) holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer`` (built
-    from this config, not yet written anywhere). The message names the tensors (a few and a count)
-    and the keys in which ``current_config`` differs from ``saved_config`` (the run folder's
-    ``config.yaml`` as a nested dict, or None if it has none); ``config_hint`` says how to resume
-    with the run's own config; ``checkpoint``: the file's content, if already read. A checkpoint
-    that cannot be read is left to the caller (:func:`claim_before_writing` checks the file the
-    resume will load, which falls back to an earlier one).
+    Raise :class:`ResumeMismatchError` if ``checkpoint_file`` (``checkpoint``: its content, if
+    read) holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer``,
+    naming them and the keys where ``current_config`` differs from ``saved_config`` (the run's
+    ``config.yaml`` as a dict, or None); ``config_hint``: how to resume with the run's own config.
+    A checkpoint that cannot be read is left to the caller.
 
     Raises:
-        CheckpointReadError: for training (an ``optimizer`` given), the file holds no training
-            state (before: a weights-only file resumed at iteration 1 with a fresh optimizer):
-            neither a trainer state with its ``iteration`` (our Trainer's, Detectron2's
-            ``DefaultTrainer`` / ``SimpleTrainer``) nor a top-level ``iteration`` and
-            ``optimizer`` (tools/plain_train_net.py).
+        CheckpointReadError: for training (``optimizer`` given), the file holds no training
+            state: neither a trainer state with its ``iteration`` nor a top-level ``iteration``
+            and ``optimizer`` (tools/plain_train_net.py).
     """
     if checkpoint is None:
         try:
@@ -307,9 +287,8 @@ def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: O
 
 # ---- both checks, before a tool writes into the folder -----------------------------------------
 def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
-    """The file ``OUTPUT_DIR/last_checkpoint`` names (:func:`.checkpoint.read_checkpoint_tag`),
-    as the checkpointer will open it (query stripped), if it is a file of the folder; None
-    otherwise (the resume refuses such a name)."""
+    """The file ``last_checkpoint`` names, its URL query stripped, if it is a file of the folder;
+    else None (the resume refuses such a name)."""
     name = read_checkpoint_tag(output_dir)
     if name is None:
         return None
@@ -321,8 +300,7 @@ def _resume_checkpoint_file(output_dir: str) -> Optional[str]:
 
 
 def _read_state(path: str) -> dict:
-    """A checkpoint as :meth:`SafeCheckpointer.load` reads it, for the check before a resume: a
-    file it cannot load raises :class:`CheckpointReadError` here too."""
+    """A checkpoint read (and refused) as :meth:`SafeCheckpointer.load` reads it."""
     data = load_weights_only(_opened_path(path))
     if not isinstance(data, dict):
         raise CheckpointReadError(f"{path} holds a {type(data).__name__}, not a state dict")
@@ -342,13 +320,9 @@ def _current_and_saved_config(run, output_dir):
 
 
 def _refuse_to_replace_checkpoints(output_dir: str, key: str, resume: bool) -> None:
-    """
-    Training into a folder that holds checkpoints (``model_*.pth``, ``last_checkpoint``) only
-    continues them: without ``--resume`` (a new run would replace the earlier run's
-    ``model_final.pth`` and leave its other checkpoints for a later resume to pick up), or with
-    ``--resume`` but no ``last_checkpoint`` to say which one (Detectron2 then starts from scratch
-    and replaces them), one :class:`ConfigError` naming the folder and the ways on.
-    """
+    """Training into a folder with checkpoints only continues them: without ``--resume`` (a new
+    run would replace them), or with it but no ``last_checkpoint`` naming one (Detectron2 would
+    start from scratch), one :class:`ConfigError` naming the folder and the ways on."""
     found = sorted((n for n in os.listdir(output_dir) if _CHECKPOINT_RE.match(n)),  # newest first
                    key=lambda n: -1 if n == "model_final.pth" else -int(n[6:-4]))
     tag = os.path.join(output_dir, "last_checkpoint")
@@ -369,14 +343,9 @@ def _refuse_to_replace_checkpoints(output_dir: str, key: str, resume: bool) -> N
 
 
 def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
-    """
-    What a tool does with ``cfg``'s run folder before it writes anything there: the main process
-    claims it (:func:`claim_run_folder`), runs the checks that need only the config
-    (:func:`.run.check_config`, for training or not: a failed start leaves the folder's
-    ``config.yaml`` as it was) and, with ``resume``, checks that the checkpoint to continue from
-    fits (:func:`check_resume_fits`). Every process raises the same error (so that no process of
-    a multi-process run waits for one that stopped).
-    """
+    """Before a tool writes into ``cfg``'s run folder, the main process claims it, runs
+    :func:`.run.check_config` and, with ``resume``, :func:`check_resume_fits` on the checkpoint
+    the resume will load; every process raises the same error (none waits for a stopped one)."""
     run = as_run_config(cfg)
     output_dir = run.settings.OUTPUT_DIR
     key = run.key_names.get("OUTPUT_DIR", "OUTPUT_DIR")
@@ -395,8 +364,7 @@ def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
                 _refuse_to_replace_checkpoints(output_dir, key, resume)
             checkpointer = SafeCheckpointer(model, output_dir)
             if resume and checkpointer.has_checkpoint():
-                # the very file the resume will load: the one last_checkpoint names, or the
-                # earlier one it falls back to (before: only the named one, if readable)
+                # the very file the resume will load, also when it falls back to an earlier one
                 checkpoint, state = checkpointer.find_resume_checkpoint(_read_state, warn=False)
                 current, saved, hint = _current_and_saved_config(run, output_dir)
                 check_resume_fits(checkpoint, model, optimizer, saved_config=saved,
@@ -413,10 +381,8 @@ def claim_before_writing(cfg, *, resume: bool, train: bool = True) -> None:
 
 
 # ---- a run folder describes itself -----------------------------------------------------------
-# The callables a Python run's saved config may name when it is read back (--run): classes and
-# functions of the modules that make models, mappers, loaders, optimizers and schedules - nothing
-# that reads files or runs commands. Data is never code: a name outside these packages is not
-# even imported, and one that resolves elsewhere is refused.
+# The callables a Python run's config.yaml may name (--run): those of the modules that make models,
+# mappers, loaders, optimizers and schedules; a name outside _ROOTS is not even imported.
 _ROOTS = ("pointrend_seg", "detectron2", "torch", "fvcore")
 _MODULES = re.compile(r"(pointrend_seg\.(modeling|data|evaluation)|detectron2\.(modeling|layers|"
                       r"data\.(build|transforms|common)|solver)|torch\.nn|torch\.optim|"
@@ -446,13 +412,10 @@ def _targets(node):
 
 def load_run_folder(folder: str, weights: Optional[str] = None, opts=(), device=None):
     """
-    (config, weights) of a run folder written by ``tools/train_net.py``: its ``config.yaml``
-    with the overrides ``opts`` (and ``device``, e.g. "cpu" for a run trained on a GPU) - a YAML
-    run's read as any YAML config, a Python run's (lower-case
-    ``model`` / ``train`` keys) read as data, its ``_target_`` callables limited to those of
-    models, mappers, loaders and schedules - and ``weights`` (default: ``model_final.pth``, else
-    the checkpoint ``last_checkpoint`` names). The class names travel in the checkpoints
-    (``model_info``).
+    (config, weights) of a run folder of ``tools/train_net.py``: its ``config.yaml`` with the
+    overrides ``opts`` and ``device`` (a Python run's read as data, its ``_target_`` callables
+    limited to :data:`_MODULES`), and ``weights`` (default: ``model_final.pth``, else the
+    checkpoint ``last_checkpoint`` names).
 
     Raises:
         ConfigError: no config.yaml or checkpoint there, or a callable a run folder may not
