@@ -1,9 +1,7 @@
 """
-Inputs of a predictor given on a command line (image files, folders, glob patterns, video files,
-webcam indices), video frames read and written with OpenCV (the pixel limit of images applied
-to a video's frame size, how many frames were read against how many its header announces, a
-written video read back before it replaces the target), and pictures and class-id masks written
-as PNG; videos and pictures whole or not at all.
+A predictor's inputs from a command line (image files, folders, glob patterns, video files,
+webcam indices), video frames read and written with OpenCV, and pictures and class-id masks
+written as PNG; videos and pictures are written whole or not at all.
 """
 import dataclasses
 import glob
@@ -22,16 +20,8 @@ from ..data.readers import BadInputError, too_large_message
 from ..files import PendingWrite, atomic_write, temp_folder
 from ..visualization import fit_within
 
-__all__ = [
-    "VIDEO_EXTENSIONS",
-    "MediaSource",
-    "VideoReader",
-    "VideoWriteError",
-    "VideoWriter",
-    "expand_inputs",
-    "write_label_png",
-    "write_png",
-]
+__all__ = ["VIDEO_EXTENSIONS", "MediaSource", "VideoReader", "VideoWriteError", "VideoWriter",
+           "expand_inputs", "write_label_png", "write_png"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +55,9 @@ def _file_source(path) -> Optional[MediaSource]:
 
 def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
     """
-    Each spec is an image or video file (by extension; a file with any other extension is read
-    as an image), a folder (its image and video files, not recursive, sorted; a warning counts
-    its other files, left out), a glob pattern
-    (``*``, ``?``, ``[``; matching image and video files, sorted) or a webcam index (digits
-    that are not a file name).
+    Each spec is an image or video file (by extension; any other file is read as an image), a
+    folder (its image and video files, sorted; a warning counts the others), a glob pattern (the
+    image and video files it matches, sorted) or a webcam index (digits that are not a file name).
 
     Raises:
         FileNotFoundError: a spec that is none of these, or a folder / pattern without images or
@@ -108,9 +96,8 @@ def expand_inputs(specs: Sequence[str]) -> List[MediaSource]:
     return sources
 
 
-# Decoder threads of a video file are bounded so that their frames together hold at most this
-# many pixels: FFmpeg's frame threads each keep decoded frames, one per CPU core by default (an
-# 8000 x 6000 video on 16 cores: about 1 GB more), while 1080p keeps every core.
+# The decoder threads of a video file (FFmpeg: one per core, each keeping frames) are bounded to
+# hold at most this many pixels of frames together; 1080p keeps every core.
 MAX_DECODER_PIXELS = 32_000_000
 
 
@@ -126,15 +113,11 @@ class _ClosedOnExit:
 
 class VideoReader(_ClosedOnExit):
     """
-    Frames of a video file or a webcam (OpenCV), as (H, W, 3) uint8 BGR arrays.
-
-    A video file whose frames have more than ``max_pixels`` pixels (its header's size; 0 or
-    None: no limit) is refused before a frame is decoded, as image files are: a frame costs its
-    pixels whatever the file's bytes (an 867 KB 8000 x 6000 video took the demo to 8 GB). With
-    ``max_side``, frames larger than that (width or height) are yielded reduced to fit, aspect
-    kept (:func:`~pointrend_seg.visualization.fit_within`, area averaging, as pictures are), and
-    the full-size frame is freed at once: the caller's work (model, drawing) holds only the
-    reduced one.
+    Frames of a video file or a webcam (OpenCV), as (H, W, 3) uint8 BGR arrays. A video file
+    whose frames (its header's size) have over ``max_pixels`` pixels (0 / None: no limit) is a
+    :class:`BadInputError` before a frame is decoded, as images are. Frames larger than
+    ``max_side`` are yielded reduced to fit (:func:`~pointrend_seg.visualization.fit_within`,
+    area averaging), the full-size frame freed at once.
 
     Attributes:
         fps (float): frames per second (25 if the source does not say).
@@ -194,12 +177,9 @@ class VideoReader(_ClosedOnExit):
             yield frame
 
     def missing_frames(self) -> Optional[str]:
-        """
-        After reading to the end: why the file is incomplete when fewer frames could be read
-        than its header announces (a truncated or damaged file; OpenCV just stops), else None.
-        One frame less is let pass: containers without a frame count have it estimated from
-        their duration.
-        """
+        """After reading to the end: why the file is incomplete if fewer frames could be read than
+        its header announces (OpenCV just stops), else None. One frame less passes: containers
+        without a frame count have it estimated from their duration."""
         if self.num_frames is None or self.frames_read >= self.num_frames - 1:
             return None
         return (f"only {self.frames_read} of the {self.num_frames} frames that its header "
@@ -210,31 +190,24 @@ class VideoReader(_ClosedOnExit):
 
 
 class VideoWriteError(OSError):
-    """A video that :meth:`VideoWriter.commit` could not read back whole (e.g. a full disk:
-    OpenCV's writer reports no error and leaves a file without its index); nothing was
-    renamed onto the target."""
+    """A video :meth:`VideoWriter.commit` could not read back whole (e.g. a full disk, which
+    OpenCV does not report); nothing was renamed onto the target."""
 
 
 class VideoWriter(_ClosedOnExit):
     """
-    An MPEG-4 (``mp4v``) video file written frame by frame from (H, W, 3) uint8 BGR arrays of
-    one size, whole or not at all: the frames go to a file of the target's name in a temporary
-    folder beside it (:func:`~pointrend_seg.files.temp_folder`, so that
-    :func:`~pointrend_seg.files.remove_stale_temp_files` removes a killed run's), and
-    :meth:`commit` reads it back and renames it onto ``path`` (replacing a link there, never
-    writing through it). Closed without a commit (an error, Ctrl-C), the temporary file is
-    deleted and ``path`` keeps its earlier file.
-
-    Attributes:
-        frames_written (int): frames given to :meth:`write` so far.
+    An MPEG-4 (``mp4v``) video written frame by frame from (H, W, 3) uint8 BGR arrays of one size
+    (``frames_written`` counts them), whole or not at all: into a temporary folder beside ``path``
+    (:func:`~pointrend_seg.files.temp_folder`), then read back and renamed onto ``path`` by
+    :meth:`commit` (replacing a link, never writing through it). Closed without a commit, ``path``
+    keeps its earlier file.
     """
 
     def __init__(self, path: str, fps: float, size: Tuple[int, int]):
         self.path, self.size = path, tuple(size)
         self.frames_written = 0
         name = os.path.basename(path)
-        # A folder, not a file of the temporary pattern: FFmpeg picks the container from the
-        # file's extension.
+        # a folder, so that the file keeps the extension FFmpeg picks the container from
         self._folder = temp_folder(os.path.dirname(os.path.abspath(path)), name)
         self._tmp = os.path.join(self._folder, name)
         try:
@@ -257,9 +230,8 @@ class VideoWriter(_ClosedOnExit):
 
     def commit(self):
         """
-        Finish the file, check that every frame written decodes from it, and rename it onto
-        ``path``. OpenCV's writer reports no write error: a full disk gave a file without its
-        index (``moov`` atom), logged as written.
+        Finish the file, check that every frame written decodes from it (OpenCV reports no write
+        error: a full disk left a file without its index), and rename it onto ``path``.
 
         Raises:
             VideoWriteError: no frame was written, or the file does not open or holds fewer
@@ -307,10 +279,8 @@ def _decodable_frames(path) -> Optional[int]:
 
 
 def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
-    """
-    Write (H, W) class ids as a one-channel PNG that :func:`read_label_file` and the folder
-    datasets read back: 8-bit for up to 256 classes, else 16-bit.
-    """
+    """Write (H, W) class ids as a one-channel PNG (8-bit up to 256 classes, else 16-bit) that
+    :func:`read_label_file` and the folder datasets read back."""
     labels = np.asarray(labels)
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= max(num_classes, 1):
         raise ValueError(f"{path}: class ids outside [0, {num_classes})")
@@ -320,6 +290,5 @@ def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
 
 def write_png(path: str, array: np.ndarray) -> None:
     """``array`` ((H, W) or (H, W, 3) uint8 / uint16) as the PNG file ``path``, whole or not at
-    all (:func:`~pointrend_seg.files.atomic_write`): a demo stopped mid-write leaves the earlier
-    file of that name, never a cut-off one that would later be read back as a mask."""
+    all (:func:`~pointrend_seg.files.atomic_write`)."""
     atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
