@@ -1,12 +1,9 @@
-"""
-Training and evaluation on Detectron2's engine: a config of either kind read once
-(:mod:`.run_config`), the start of a run (:mod:`.run`), the one trainer
-(:mod:`.trainer`), one iteration (:mod:`.train_step`), the resumable training stream
-(:mod:`.train_data`), exact resume (:mod:`.resume`), checkpoints (:mod:`.checkpoint`),
-evaluation (:mod:`.evaluation`), multi-process helpers (:mod:`.distributed`), a predictor for
-our configs (:mod:`.predictor`), the tools' command-line helpers (:mod:`.cli`) and the one
-compatibility module (:mod:`.compat`).
-"""
+"""Training and evaluation on Detectron2's engine: a config of either kind read once
+(:mod:`.run_config`), the start of a run (:mod:`.run`), the one trainer (:mod:`.trainer`), one
+iteration (:mod:`.train_step`), the resumable training stream (:mod:`.train_data`), exact resume
+(:mod:`.resume`), checkpoints (:mod:`.checkpoint`), evaluation (:mod:`.evaluation`), multi-process
+helpers (:mod:`.distributed`), a predictor (:mod:`.predictor`), the tools' command-line helpers
+(:mod:`.cli`) and the one compatibility module (:mod:`.compat`)."""
 from .checkpoint import (
     BackboneMismatchError,
     CheckpointReadError,

@@ -1,8 +1,5 @@
-"""
-Checks of the config against the datasets it names, run when a trainer or an evaluation starts
-(the model does not know the datasets; each model component checks its own keys when built),
-and of the solver keys the trainer reads.
-"""
+"""Checks of the config against the datasets it names, run when a trainer or an evaluation starts
+(each model component checks its own keys when built), and of the solver keys the trainer reads."""
 import math
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -13,23 +10,10 @@ __all__ = ["check_dataset_config", "check_lr_schedule", "check_seed", "check_sol
 
 
 def check_solver_config(cfg, names=None) -> None:
-    """
-    The ``SOLVER`` / ``TEST`` keys the trainer reads, each named with its value if wrong:
-    ``MAX_ITER`` (< 2**31), ``IMS_PER_BATCH``, ``CHECKPOINT_PERIOD``,
-    ``LOG_PERIOD`` positive integers,
-    ``WARMUP_ITERS``, ``TEST.EVAL_PERIOD`` and ``DATALOADER.NUM_WORKERS`` integers >= 0,
-    ``BASE_LR`` and (when enabled) ``CLIP_GRADIENTS.CLIP_VALUE`` positive numbers,
-    ``MOMENTUM``, ``WEIGHT_DECAY``, ``WEIGHT_DECAY_NORM``, ``WEIGHT_DECAY_BIAS`` (unless None)
-    and ``BIAS_LR_FACTOR`` finite numbers >= 0,
-    ``WARMUP_FACTOR`` in [0, 1], ``POLY_LR_POWER`` >= 0 for "WarmupPolyLR", a non-empty
-    ``DATASETS.TRAIN`` (Detectron2: an AssertionError after writing the run folder) (how it would
-    fail instead: docs/bad_inputs.md).
-    ``names``: {key: the name the messages give it}, e.g. a Python config's
-    (``RunConfig.key_names``).
-
-    Raises:
-        ConfigError: listing every wrong key.
-    """
+    """The ``SOLVER`` / ``TEST`` / ``DATALOADER`` keys the trainer reads (integers and finite
+    numbers in their ranges) and a non-empty ``DATASETS.TRAIN``: one ConfigError listing every
+    wrong key with its value (docs/bad_inputs.md). ``names``: {key: the name the messages give
+    it}, e.g. a Python config's (``RunConfig.key_names``)."""
     problems = []
     for key, least in (("SOLVER.MAX_ITER", 1), ("SOLVER.IMS_PER_BATCH", 1),
                        ("SOLVER.CHECKPOINT_PERIOD", 1), ("SOLVER.LOG_PERIOD", 1),
@@ -51,7 +35,6 @@ def check_solver_config(cfg, names=None) -> None:
     clip = cfg.SOLVER.get("CLIP_GRADIENTS", None)
     if clip is not None and clip.ENABLED:
         numbers.append(("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", clip.CLIP_VALUE, True))
-    # before: 1e400 (YAML: inf) or NaN ended as a non-finite loss with learning-rate advice
     for name in ("MOMENTUM", "WEIGHT_DECAY", "WEIGHT_DECAY_NORM", "WEIGHT_DECAY_BIAS",
                  "BIAS_LR_FACTOR"):
         if cfg.SOLVER.get(name, None) is not None:  # WEIGHT_DECAY_BIAS None: WEIGHT_DECAY's
@@ -73,15 +56,10 @@ def check_solver_config(cfg, names=None) -> None:
 
 
 def check_seed(cfg, names=None, processes: int = 1) -> None:
-    """
-    ``SEED``: negative (a random seed, as Detectron2 reads it) or an integer that each of the
-    ``processes`` can seed NumPy with (Detectron2's ``default_setup`` seeds ``SEED + rank``;
-    NumPy takes at most 2**32 - 1). Checked before ``default_setup``: it would fail after writing
-    ``OUTPUT_DIR/config.yaml``, with a ValueError traceback.
-
-    Raises:
-        ConfigError: naming the key (``names``: as :func:`check_solver_config`).
-    """
+    """``SEED``: negative (random) or an integer each of the ``processes`` can seed NumPy with
+    (``default_setup`` seeds ``SEED + rank``; NumPy takes < 2**32), checked before
+    ``default_setup`` writes ``config.yaml``; a ConfigError naming the key (``names``: as
+    :func:`check_solver_config`)."""
     seed, most = cfg.SEED, 2 ** 32 - max(1, processes)
     if not is_int(seed) or seed > most:
         shown = (names or {}).get("SEED", "SEED")
@@ -92,16 +70,10 @@ def check_seed(cfg, names=None, processes: int = 1) -> None:
 
 
 def check_lr_schedule(scheduler, max_iter: int, keys: str, samples: int = 2000) -> None:
-    """
-    The learning rates of a Detectron2 LR ``scheduler`` (its ``get_lr()`` at ``last_epoch``) at
-    the first of ``max_iter`` iterations, the last, the step after it (which the trainer computes
-    too) and up to ``samples`` evenly spaced between must be finite numbers >= 0; the scheduler
-    is left as it was. Why: a negative rate is gradient ascent, silently (a negative warmup
-    factor, ``SOLVER.GAMMA``), and a negative poly power a ZeroDivisionError at the end.
-
-    Raises:
-        ConfigError: naming ``keys`` (the settings of the schedule), the iteration and the rate.
-    """
+    """A ConfigError naming ``keys`` (the schedule's settings), the iteration and the rate unless
+    the ``scheduler``'s rates at the first and last of ``max_iter`` iterations, the step after and
+    up to ``samples`` between are finite and >= 0 (a negative one is silent gradient ascent); the
+    scheduler is left as it was."""
     if max_iter < 1:
         return
     last = scheduler.last_epoch
@@ -124,15 +96,9 @@ def check_lr_schedule(scheduler, max_iter: int, keys: str, samples: int = 2000) 
 
 
 def check_dataset_config(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")) -> None:
-    """
-    Check the datasets named by ``keys`` against the model: each must be registered, have
-    ``len(stuff_classes) == MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and
-    ``ignore_label == MODEL.SEM_SEG_HEAD.IGNORE_VALUE`` in its ``MetadataCatalog`` entry
-    (when the metadata has those fields).
-
-    Raises:
-        ConfigError: naming the dataset, the config key that lists it and the values.
-    """
+    """Each dataset named by ``keys`` is registered and its metadata's ``stuff_classes`` /
+    ``ignore_label`` (where present) fit ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` / ``IGNORE_VALUE``;
+    else one ConfigError naming the datasets, keys and values."""
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     ignore_value = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
     registered = set(DatasetCatalog.list())
@@ -148,12 +114,10 @@ def check_dataset_config(cfg, keys=("DATASETS.TRAIN", "DATASETS.TEST")) -> None:
             if classes is not None and len(classes) != num_classes:
                 problems.append(
                     f"{key}: dataset {name!r} has {len(classes)} classes (stuff_classes in its "
-                    f"metadata) but MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}"
-                )
+                    f"metadata) but MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}")
             ignore_label = meta.get("ignore_label", None)
             if ignore_label is not None and ignore_label != ignore_value:
                 problems.append(
                     f"{key}: dataset {name!r} has ignore_label={ignore_label} in its metadata "
-                    f"but MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_value}"
-                )
+                    f"but MODEL.SEM_SEG_HEAD.IGNORE_VALUE={ignore_value}")
     raise_config_problems(problems)

@@ -1,8 +1,5 @@
-"""
-The whole-dataset check (:mod:`pointrend_seg.data.dataset_check`) at the start of a run,
-configured by ``DATASETS.CHECK.*``: several processes (one reads, all get the reports),
-``SKIP_BAD`` and the files written are described in docs/dataset_check.md ("Where it runs").
-"""
+"""The whole-dataset check (:mod:`pointrend_seg.data.dataset_check`) at the start of a run,
+configured by ``DATASETS.CHECK.*``: docs/dataset_check.md ("Where it runs")."""
 import json
 import logging
 import os
@@ -23,18 +20,13 @@ _ERROR_ROWS = 50
 
 def check_run_datasets(cfg, names: Sequence[str], *, resizes) -> Dict[str, DatasetReport]:
     """
-    Check the datasets ``names`` against the model's classes and ignore label (collective: call
-    it on every process), log the reports and write them to ``OUTPUT_DIR/dataset_check.json``
-    (the samples left out: ``skipped_samples.json``). Returns ``{name: report}`` ({} when
-    ``DATASETS.CHECK.ENABLED`` is off).
-
-    Args:
-        resizes: the smallest resizes of the run's mappers (``RunConfig.resizes``): what a
-            "degenerate image" is tested against.
+    Check the datasets ``names`` against the model's classes and ignore label (collective), log
+    the reports and write ``OUTPUT_DIR/dataset_check.json`` (and ``skipped_samples.json``);
+    ``resizes``: the smallest resizes of the run's mappers (``RunConfig.resizes``). Returns
+    ``{name: report}`` ({} when ``DATASETS.CHECK.ENABLED`` is off).
 
     Raises:
-        DatasetCheckError: problems were found and ``DATASETS.CHECK.SKIP_BAD`` is off; lists
-            them all (the first rows of each dataset, all of them in the log).
+        DatasetCheckError: problems were found and ``DATASETS.CHECK.SKIP_BAD`` is off.
     """
     check = cfg.DATASETS.CHECK
     names = list(dict.fromkeys(names))
@@ -48,8 +40,7 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes) -> Dict[str, Datas
                 ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                 num_workers=check.NUM_WORKERS or None, cache_dir=check.CACHE_DIR or None,
                 max_ignored_fraction=check.MAX_IGNORED_FRACTION,
-                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, resizes=resizes,
-            )
+                max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS, resizes=resizes)
             for name in names
         ]
     if comm.get_world_size() > 1:
@@ -74,14 +65,12 @@ def check_run_datasets(cfg, names: Sequence[str], *, resizes) -> Dict[str, Datas
             "DATASETS.CHECK.SKIP_BAD: leaving out "
             + ", ".join(f"{len(r.bad_indices)} of the {r.num_samples} samples of {r.dataset!r}"
                         for r in bad)
-            + f"; their problems are listed in {path}"
-        )
+            + f"; their problems are listed in {path}")
     return {r.dataset: r for r in reports}
 
 
 def without_images(dicts, images):
-    """Dataset dicts without those whose image (``file_name``) is in ``images``: a loader's
-    samples without those the check left out."""
+    """Dataset dicts without those whose image (``file_name``) is in ``images``."""
     images = set(images)
     return [d for d in dicts if d["file_name"] not in images]
 

@@ -1,8 +1,6 @@
-"""
-Multi-process training and evaluation: norms that can run on the processes at hand, and a
+"""Multi-process training and evaluation: norms that can run on the processes at hand, and a
 launcher whose processes leave the process group cleanly and whose errors reach the caller as
-what they are.
-"""
+what they are."""
 import functools
 import gc
 import importlib
@@ -30,15 +28,10 @@ _NORM_KEYS = (("RESNETS", "NORM"), ("SEM_SEG_HEAD", "NORM"))
 
 
 def adapt_norm_to_world_size(cfg, world_size=None):
-    """
-    torch's ``SyncBatchNorm`` only runs on GPUs: for a CPU model (``MODEL.DEVICE`` cpu) trained
-    by more than one process, ``MODEL.RESNETS.NORM`` / ``MODEL.SEM_SEG_HEAD.NORM`` "SyncBN"
-    (or "nnSyncBN") become Detectron2's "naiveSyncBN" (all-reduce of the batch statistics,
-    which gloo supports), with a warning. Other configs are returned unchanged.
-
-    Returns:
-        the config itself, or an adapted copy (frozen if ``cfg`` was).
-    """
+    """For a CPU model trained by several processes, ``MODEL.RESNETS.NORM`` /
+    ``MODEL.SEM_SEG_HEAD.NORM`` "SyncBN" / "nnSyncBN" (torch's, GPU only) become Detectron2's
+    "naiveSyncBN" (gloo all-reduces it), with a warning. Returns ``cfg`` itself, or an adapted
+    copy (frozen if ``cfg`` was)."""
     world_size = comm.get_world_size() if world_size is None else world_size
     if world_size <= 1 or not cfg.MODEL.DEVICE.startswith("cpu"):
         return cfg
@@ -57,8 +50,7 @@ def adapt_norm_to_world_size(cfg, world_size=None):
     logger.warning(
         f"{', '.join(changes)}: torch's SyncBatchNorm cannot run on CPU across processes; using "
         f"Detectron2's 'naiveSyncBN' instead (batch statistics all-reduced over the "
-        f"{world_size} processes, same parameters and checkpoint format)"
-    )
+        f"{world_size} processes, same parameters and checkpoint format)")
     return cfg
 
 
@@ -77,19 +69,15 @@ def _run_then_leave_group(error_dir, main_func, *args):
 
 
 def record_worker_error(error_dir, error: BaseException, pid=None) -> bool:
-    """
-    Write what :func:`raise_worker_error` needs to raise ``error`` again in the launching
-    process - its class, ``args``, attributes and the traceback as text - to
-    ``error_dir/<pid>.json``. Returns False (writes nothing) when ``error`` is no ``Exception`` or
-    its args / attributes are not plain data (JSON: numbers, strings, lists, dicts).
-    """
+    """Write ``error``'s class, ``args``, attributes and traceback text to ``error_dir/<pid>.json``
+    for :func:`raise_worker_error`; False (nothing written) when it is no ``Exception`` or those
+    are not plain JSON data."""
     if error_dir is None or not isinstance(error, Exception):
         return False
     cls = type(error)
     state = dict(vars(error))
     if isinstance(error, OSError):  # slots, not in vars()
-        state.update({k: getattr(error, k) for k in ("errno", "strerror", "filename",
-                                                      "filename2")
+        state.update({k: getattr(error, k) for k in ("errno", "strerror", "filename", "filename2")
                       if getattr(error, k) is not None})
     record = {"module": cls.__module__, "name": cls.__qualname__, "args": error.args,
               "state": state,
@@ -104,15 +92,10 @@ def record_worker_error(error_dir, error: BaseException, pid=None) -> bool:
 
 
 def raise_worker_error(error_dir, pid) -> None:
-    """
-    Raise again, in the launching process, the exception that process ``pid`` recorded with
-    :func:`record_worker_error` - the same class, message and attributes, so that callers (the
-    tools' one-line errors) treat it as if it had been raised here; the worker's traceback is
-    attached as a note. Returns without raising when there is no usable record.
-
-    The record is JSON (data only; tuples come back as lists), written by a process this one
-    started in a directory this one created (``mkdtemp``).
-    """
+    """Raise in the launching process the exception process ``pid`` recorded
+    (:func:`record_worker_error`): same class, message and attributes, the worker's traceback as a
+    note; returns without a usable record. The record is JSON (data only; tuples come back as
+    lists), written by a process this one started into a folder this one made."""
     if pid is None or not os.path.isfile(os.path.join(error_dir, f"{pid}.json")):
         return
     with open(os.path.join(error_dir, f"{pid}.json")) as f:
@@ -135,16 +118,10 @@ def raise_worker_error(error_dir, pid) -> None:
 
 
 def leave_process_group(wait_for_others: bool = True) -> None:
-    """
-    Wait for every process (``wait_for_others``), then destroy every process group and release
-    Detectron2's references to them, so that their worker threads are joined now, while the
-    interpreter is alive (a no-op without a process group).
-
-    Without this, gloo's worker threads outlive ``main_func``; one that destroys the last
-    collective's work object while the interpreter shuts down needs the GIL, cannot get it, and
-    aborts the process: "terminate called without an active exception" (SIGABRT) after all the
-    work was done, in 2 of 25 two-process evaluations here before the fix.
-    """
+    """Wait for every process (``wait_for_others``), then destroy the process groups and release
+    Detectron2's references to them, so that gloo's worker threads are joined while the
+    interpreter is alive: one left to its shutdown needs the GIL and aborts the process
+    ("terminate called without an active exception"). A no-op without a process group."""
     if not (dist.is_available() and dist.is_initialized()):
         return
     try:
@@ -158,13 +135,10 @@ def leave_process_group(wait_for_others: bool = True) -> None:
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
            args=()):
-    """
-    Detectron2's ``launch`` (same arguments), with every spawned process leaving the process
-    group after ``main_func`` returns or raises (:func:`leave_process_group`), and an exception
-    of a spawned process raised here as itself (:func:`raise_worker_error`: a
-    ``ConfigError`` stays a ``ConfigError``), where Detectron2's launch raises torch's
-    ``ProcessRaisedException`` holding only its traceback's text.
-    """
+    """Detectron2's ``launch`` (same arguments), with every spawned process leaving the process
+    group after ``main_func`` (:func:`leave_process_group`), and a spawned process's exception
+    raised here as itself (:func:`raise_worker_error`), not as torch's ``ProcessRaisedException``
+    holding only its traceback's text."""
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return d2_launch(main_func, num_gpus_per_machine, num_machines=num_machines,

@@ -1,9 +1,6 @@
-"""
-Evaluation of a model on the test sets of a config, as ``Trainer.test`` runs it (after training,
-every ``TEST.EVAL_PERIOD`` iterations and for ``tools/train_net.py --eval-only``): Detectron2's
-``inference_on_dataset`` with our evaluators, on the model prepared for inference, and the
-results written and reported per class.
-"""
+"""Evaluation of a model on a config's test sets, as ``Trainer.test`` runs it: Detectron2's
+``inference_on_dataset`` with our evaluators on the model prepared for inference, the results
+written and reported per class."""
 import json
 import logging
 import os
@@ -27,25 +24,20 @@ logger = logging.getLogger(__name__)
 
 
 def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEvaluators:
-    """
-    :class:`SegmentationEvaluator` (+ :class:`BoundaryEvaluator` with
-    ``TEST.BOUNDARY_EVAL.ENABLED``) of a dataset whose metadata has ``evaluator_type``
-    "sem_seg" or "cityscapes_sem_seg", reading the ground truth as training does (label map,
-    values checked, EXIF, ``INPUT.MAX_IMAGE_PIXELS``); results in ``output_folder`` (default
-    ``OUTPUT_DIR/inference/<dataset>``). Detectron2's ``DatasetEvaluators`` of them, with the
-    ``segmentation`` evaluator and the ``output_folder`` as attributes (for the per-class report).
-    """
+    """:class:`SegmentationEvaluator` (+ :class:`BoundaryEvaluator` with
+    ``TEST.BOUNDARY_EVAL.ENABLED``) of a "sem_seg" / "cityscapes_sem_seg" dataset, reading the
+    ground truth as training does, results in ``output_folder`` (default
+    ``OUTPUT_DIR/inference/<dataset>``): a ``DatasetEvaluators`` with attributes ``segmentation``
+    and ``output_folder``."""
     if output_folder is None:
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-    # Detectron2 registers Cityscapes' trainId semantic labels as "cityscapes_sem_seg"; they are
-    # ordinary label maps for SemSegEvaluator (its CityscapesSemSegEvaluator needs
-    # cityscapesscripts).
+    # Cityscapes' trainId labels ("cityscapes_sem_seg") are plain label maps; Detectron2's own
+    # CityscapesSemSegEvaluator needs cityscapesscripts.
     if evaluator_type not in ("sem_seg", "cityscapes_sem_seg"):
         raise ConfigError(
             f"dataset {dataset_name!r} has evaluator_type={evaluator_type!r} in its metadata; "
-            "pointrend_seg evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets"
-        )
+            "pointrend_seg evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets")
     ground_truth = GroundTruthReader(dataset_name, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                                      cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
                                      cfg.INPUT.MAX_IMAGE_PIXELS)
@@ -56,8 +48,7 @@ def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEv
         evaluators.append(BoundaryEvaluator(
             dataset_name, distributed=True, output_dir=output_folder,
             bf_tolerance=boundary.BF_TOLERANCE, biou_dilation=boundary.BIOU_DILATION,
-            ground_truth=ground_truth,
-        ))
+            ground_truth=ground_truth))
     ret = DatasetEvaluators(evaluators)
     ret.segmentation, ret.output_folder = evaluators[0], output_folder
     return ret
@@ -65,8 +56,7 @@ def build_sem_seg_evaluators(cfg, dataset_name, output_folder=None) -> DatasetEv
 
 def build_test_loader(cfg, dataset_name, mapper, skipped=frozenset()):
     """Detectron2's test loader of ``dataset_name`` with the run's test ``mapper``, without the
-    samples whose image is in ``skipped`` (those the dataset check found problems in,
-    ``DATASETS.CHECK.SKIP_BAD``)."""
+    samples whose image is in ``skipped`` (``DATASETS.CHECK.SKIP_BAD``)."""
     if not skipped:
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
     dicts = without_images(DatasetCatalog.get(dataset_name), skipped)
@@ -75,16 +65,10 @@ def build_test_loader(cfg, dataset_name, mapper, skipped=frozenset()):
 
 
 def evaluate(cfg, model, evaluators, test_loaders):
-    """
-    Evaluate ``model`` on each dataset of ``cfg.DATASETS.TEST`` (``evaluators`` and
-    ``test_loaders``: one per dataset) after :func:`~pointrend_seg.modeling.prepare_for_inference`
-    (undone before returning, the model's train / eval mode restored). The main process writes
-    ``OUTPUT_DIR/eval_results.json`` and logs, per dataset, the mIoU line, Detectron2's CSV lines
-    and a per-class table, and writes ``per_class.png`` beside the evaluators' files.
-
-    Returns:
-        Detectron2's layout: ``{dataset: results}``, or the results alone for one dataset.
-    """
+    """Evaluate ``model`` on each of ``cfg.DATASETS.TEST`` (one evaluator and test loader each),
+    prepared for inference and restored after; the main process writes
+    ``OUTPUT_DIR/eval_results.json`` and reports each dataset (:func:`report_results`). Returns
+    Detectron2's layout: ``{dataset: results}``, or the results alone for one dataset."""
     was_training = model.training
     model.eval()
     results = OrderedDict()
@@ -106,11 +90,8 @@ def evaluate(cfg, model, evaluators, test_loaders):
 
 
 def report_results(name, res, evaluator):
-    """
-    Log the mIoU line of dataset ``name``'s results ``res`` and, for evaluators of ours
-    (:func:`build_sem_seg_evaluators`), the per-class table, and write ``per_class.png`` beside the
-    confusion matrix. Results of other evaluators are left to Detectron2's CSV lines.
-    """
+    """Log the mIoU line of dataset ``name``'s results ``res`` and, for our evaluators, the
+    per-class table, and write ``per_class.png`` beside the confusion matrix."""
     if "sem_seg" not in res:
         return
     classes = MetadataCatalog.get(name).stuff_classes

@@ -10,12 +10,8 @@ __all__ = ["build_optimizer"]
 
 
 def build_optimizer(cfg, model) -> torch.optim.Optimizer:
-    """
-    SGD (``SOLVER.MOMENTUM`` / ``NESTEROV``, as Detectron2's ``build_optimizer``) or AdamW
-    (``SOLVER.OPTIMIZER`` "ADAMW"), with Detectron2's parameter groups (``WEIGHT_DECAY_NORM``,
-    ``BIAS_LR_FACTOR``, ``WEIGHT_DECAY_BIAS``) and gradient clipping (``SOLVER.CLIP_GRADIENTS``);
-    for a CUDA model torch's fused implementation (the whole update in a few kernels).
-    """
+    """SGD (as Detectron2's ``build_optimizer``) or AdamW (``SOLVER.OPTIMIZER`` "ADAMW"), with
+    Detectron2's parameter groups and gradient clipping; fused for a CUDA model."""
     name = str(cfg.SOLVER.OPTIMIZER).upper()
     if name == "SGD":
         optimizer_class = torch.optim.SGD
@@ -32,8 +28,6 @@ def build_optimizer(cfg, model) -> torch.optim.Optimizer:
         base_lr=cfg.SOLVER.BASE_LR,
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-    )
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
     return maybe_add_gradient_clipping(cfg, optimizer_class)(
-        params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **options
-    )
+        params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **options)

@@ -1,9 +1,6 @@
-"""
-A model for inference, loaded one way for every use and both config kinds
-(:func:`load_inference_model`: the predictor, ``tools/train_net.py --eval-only``,
-``tools/export_model.py``), and a predictor with Detectron2's ``DefaultPredictor`` contract and a
-memory-bounded way to get class ids (:meth:`SemSegPredictor.predict_labels`).
-"""
+"""A model for inference, loaded one way for every use and both config kinds
+(:func:`load_inference_model`), and a predictor with Detectron2's ``DefaultPredictor`` contract
+and a memory-bounded way to get class ids (:meth:`SemSegPredictor.predict_labels`)."""
 import numpy as np
 import torch
 
@@ -21,18 +18,14 @@ __all__ = ["SemSegPredictor", "build_predictor", "load_inference_model", "requir
 def load_inference_model(cfg, *, resume: bool = False, partial_weights: bool = False,
                          weights=None):
     """
-    The model of ``cfg`` (either kind) with its weights loaded by :class:`SafeCheckpointer` -
-    ``weights``, else ``MODEL.WEIGHTS`` (``train.init_checkpoint``), or with ``resume`` the
-    checkpoint ``OUTPUT_DIR/last_checkpoint`` names - in eval mode. Not yet prepared for
-    inference: each use prepares it as it needs (:func:`prepare_for_inference`).
+    The model of ``cfg`` (either kind) in eval mode, ``weights`` (default ``MODEL.WEIGHTS``; with
+    ``resume`` the checkpoint ``last_checkpoint`` names) loaded by :class:`SafeCheckpointer`; not
+    yet prepared for inference (:func:`prepare_for_inference`: each use does that).
 
-    Weights that leave any model tensor uninitialised (missing, or of another shape: e.g. a
-    config with another ``MODEL.POINT_HEAD.FC_DIM`` than the one trained) are refused with
-    :class:`~.checkpoint.IncompleteWeightsError` - such a model predicts with random weights
-    there, and an evaluation of it reports a meaningless mIoU - unless ``partial_weights``
-    (``--partial-weights``). Nothing to load (an empty ``MODEL.WEIGHTS`` and no checkpoint to
-    resume from) is refused by :func:`require_weights` (before: ``--eval-only`` reported a
-    random model's mIoU).
+    Raises:
+        IncompleteWeightsError: the weights leave model tensors uninitialised (e.g. another
+            ``MODEL.POINT_HEAD.FC_DIM``), unless ``partial_weights`` (``--partial-weights``).
+        ConfigError: there is nothing to load (:func:`require_weights`).
     """
     run = as_run_config(cfg)
     model = run.build_model()
@@ -46,12 +39,9 @@ def load_inference_model(cfg, *, resume: bool = False, partial_weights: bool = F
 
 
 def require_weights(cfg, weights, *, tool: bool = False, resume_dir=None) -> None:
-    """
-    Raise :class:`~pointrend_seg.config.ConfigError` if ``weights`` is empty: the model would be
-    a random one. The message names the weights key of ``cfg`` (either kind), the folder
-    ``resume_dir`` that has no checkpoint to resume from, and with ``tool`` (demo, export) also
-    their ``--run`` / ``--weights``.
-    """
+    """A ConfigError if ``weights`` is empty (the model would be a random one), naming ``cfg``'s
+    weights key, the folder ``resume_dir`` without a checkpoint and, with ``tool``, ``--run`` /
+    ``--weights``."""
     if weights:
         return
     key = as_run_config(cfg).key_names.get("MODEL.WEIGHTS", "MODEL.WEIGHTS")
@@ -64,13 +54,10 @@ def require_weights(cfg, weights, *, tool: bool = False, resume_dir=None) -> Non
 
 
 class SemSegPredictor:
-    """
-    Detectron2's ``DefaultPredictor`` contract - ``predictor(image_bgr)`` ->
-    ``{"sem_seg": (K, H, W) logits}`` of one (H, W, 3) BGR uint8 image, resized as the config's
-    test mapper resizes - plus :meth:`predict_labels`, which returns only the class ids and whose
-    memory is bounded by the model's input size, not the image's. Made by
-    :func:`build_predictor`; ``aug``: the test mapper's resize, ``input_format``: "RGB" / "BGR".
-    """
+    """Detectron2's ``DefaultPredictor`` contract - ``predictor(image_bgr)`` -> ``{"sem_seg": (K,
+    H, W) logits}`` of an (H, W, 3) BGR uint8 image, resized by ``aug`` as the test mapper does -
+    plus :meth:`predict_labels`, class ids in memory bounded by the model's input size. Made by
+    :func:`build_predictor`."""
 
     def __init__(self, model, aug, input_format: str, cfg=None):
         self.model, self.aug, self.input_format, self.cfg = model, aug, input_format, cfg
@@ -78,8 +65,7 @@ class SemSegPredictor:
     def model_input(self, original_image: np.ndarray) -> torch.Tensor:
         """(3, h, w) float32 image in ``input_format``, resized as ``__call__`` resizes it, from
         an (H, W, 3) BGR uint8 image."""
-        # Resized before the channels are reordered (the same pixels: resizing treats each
-        # channel alone), so a large image is not copied first.
+        # resized before the channels are reordered (which resizing ignores): no large copy
         image = self.aug.get_transform(original_image).apply_image(original_image)
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
@@ -92,15 +78,10 @@ class SemSegPredictor:
                                 "width": width}])[0]
 
     def predict_labels(self, original_image: np.ndarray) -> np.ndarray:
-        """
-        Class ids of an (H, W, 3) BGR uint8 image: (H, W) uint8 (int16 / int32 above 256
-        classes), equal to ``self(original_image)["sem_seg"].argmax(0)`` up to float ties.
-
-        The model runs on the resized image (as ``__call__``) and returns its logits at that size;
-        they are resized to (H, W) and reduced to class ids band by band
-        (:func:`~pointrend_seg.modeling.postprocessing.resized_argmax`), so no (K, H, W) float
-        array exists: a 12000 x 12000 image costs its decoded pixels and a 144 MB label map.
-        """
+        """(H, W) class ids of an (H, W, 3) BGR uint8 image (uint8; int16 / int32 over 256
+        classes): ``self(image)["sem_seg"].argmax(0)`` up to float ties, but the logits at the
+        model's input size are resized and reduced band by band
+        (:func:`~pointrend_seg.modeling.postprocessing.resized_argmax`): no (K, H, W) array."""
         height, width = original_image.shape[:2]
         image = self.model_input(original_image)
         with torch.no_grad():
@@ -111,14 +92,9 @@ class SemSegPredictor:
 
 
 def build_predictor(cfg, *, partial_weights: bool = False, weights=None) -> SemSegPredictor:
-    """
-    A :class:`SemSegPredictor` of ``cfg`` (either kind): its model with ``weights`` (default
-    ``MODEL.WEIGHTS`` / ``train.init_checkpoint``) loaded by :func:`load_inference_model` (also
-    for what it refuses), then prepared for inference (``MODEL.INFERENCE.*``,
-    :func:`prepare_for_inference`: batch norm folded, ...); ``predictor.inference_handle.undo()``
-    restores the model as loaded. Images are resized as the test mapper resizes them
-    (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``).
-    """
+    """A :class:`SemSegPredictor` of ``cfg`` (either kind): :func:`load_inference_model` (also
+    for what it refuses), then :func:`prepare_for_inference` (``MODEL.INFERENCE.*``);
+    ``predictor.inference_handle.undo()`` restores the model as loaded."""
     run = as_run_config(cfg)
     model = load_inference_model(run, partial_weights=partial_weights, weights=weights)
     mapper = run.mapper(False)

@@ -1,11 +1,6 @@
-"""
-Exact resume: a run continued with ``--resume`` from the checkpoint of iteration ``i`` computes
+"""Exact resume: a run continued with ``--resume`` from the checkpoint of iteration ``i`` computes
 exactly the losses, and logs exactly the metrics, that the uninterrupted run did after ``i``
-(docs/checkpoints.md). :class:`ExactResume` is the one object behind it: its part of the
-checkpoint (optimizer, the stream's seed and shape, the last ``SOLVER.LOG_PERIOD`` values of
-each metric; the LR scheduler's progress with this config's settings) and the hook that reseeds
-the model's RNGs before every iteration and puts the metric history back before the first.
-"""
+(docs/checkpoints.md); :class:`ExactResume` is the one object behind it."""
 import logging
 import warnings
 from typing import Optional
@@ -36,15 +31,10 @@ def train_step_state(trainer_state) -> Optional[dict]:
 
 class ExactResume:
     """
-    The state a trainer needs to continue a run exactly (module docstring).
-
-    Args:
-        train_step: the :class:`~.train_step.TrainStep` (``state_dict`` / ``load_state_dict``).
-        data_loader: the training stream; with ``state_dict`` / ``load_state_dict`` and a
-            ``sampler.seed`` when resumable (:class:`~.train_data.ResumableTrainLoader`).
-        scheduler: the LR scheduler.
-        seed: ``SEED`` of the config (< 0: the stream's random seed is used).
-        log_period: ``SOLVER.LOG_PERIOD``, the metric values kept per checkpoint.
+    The state a trainer needs to continue a run exactly: the ``train_step``'s (optimizer), the
+    ``data_loader``'s (the stream's seed and shape), the last ``log_period`` values of each
+    metric, and the ``scheduler``'s progress with this config's settings; and the hook that
+    reseeds the model's RNGs before every iteration. ``seed``: ``SEED`` (< 0: the stream's).
     """
 
     def __init__(self, train_step, data_loader, scheduler, *, seed: int, log_period: int):
@@ -54,9 +44,7 @@ class ExactResume:
 
     @property
     def seed(self):
-        """The run's seed: the training stream's (``SEED``, or a random one shared by the
-        processes if ``SEED`` < 0; restored on resume); None (no reseeding) for a stream
-        without one and ``SEED`` < 0."""
+        """The run's seed: the training stream's, else ``SEED`` if >= 0, else None."""
         seed = getattr(getattr(self.data_loader, "sampler", None), "seed", None)
         if seed is None and self._config_seed >= 0:
             seed = self._config_seed
@@ -68,13 +56,8 @@ class ExactResume:
         return [CallbackHook(before_train=self.restore_metric_history, before_step=self.reseed)]
 
     def reseed(self, trainer):
-        """
-        Seed torch (CPU and CUDA), NumPy and Python RNGs from ``(run seed, iteration, rank)``
-        (:func:`~.train_data.step_seed`): the model's randomness (dropout, PointRend's random
-        points) at iteration ``i`` is then the same in a fresh and in a resumed run, whatever
-        happened before ``i`` (data loading runs under its own seeds). Does nothing when the run
-        has no seed.
-        """
+        """Seed the RNGs from ``(run seed, iteration, rank)`` (:func:`~.train_data.step_seed`): the
+        model's randomness at an iteration is then the same in a fresh and in a resumed run."""
         seed = self.seed
         if seed is not None:
             seed_all(step_seed(seed, trainer.iter, comm.get_rank()))
@@ -99,11 +82,8 @@ class ExactResume:
         return ret
 
     def load_state_dict(self, state_dict: dict) -> dict:
-        """
-        Restore the optimizer, the stream and the metric history from a trainer's checkpoint
-        state, and return that state with the LR scheduler's settings taken from this run's
-        config (for ``TrainerBase.load_state_dict``, which restores the iteration and the hooks).
-        """
+        """Restore the optimizer, the stream and the metric history from a trainer's checkpoint
+        state; returns it with this config's LR-scheduler settings, for ``TrainerBase``."""
         state_dict, schedule_changed = self._schedule_from_config(state_dict)
         step = train_step_state(state_dict)
         if step is not None:
@@ -142,7 +122,6 @@ class ExactResume:
         if changed:
             logger.info(
                 "LR schedule of this config, progress of the checkpoint: "
-                + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            )
+                + ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()))
         hooks_state = dict(state_dict["hooks"], LRScheduler=merged)
         return dict(state_dict, hooks=hooks_state), bool(changed)

@@ -1,12 +1,8 @@
 """
 The start of a run: the checks that need only the config, before a tool writes into the run
-folder (:func:`check_config`); every check that needs the config and the datasets, once, before
-anything is built (:func:`prepare_run`), and what the run keeps of it (:class:`RunPlan`).
-
-``tools/train_net.py`` calls it once per process (training or ``--eval-only``) and gives the plan
-to ``Trainer`` / ``Trainer.test``, which build their loaders from it: no check runs twice in a run
-and nothing is read back from the check's cache. Called without a plan (a ``Trainer(cfg)`` in
-your own code, ``Trainer.test(cfg, model)``), they prepare one themselves.
+folder (:func:`check_config`), and every check that needs the datasets, once, before anything is
+built (:func:`prepare_run`), kept in a :class:`RunPlan` that ``Trainer`` / ``Trainer.test`` build
+their loaders from (they prepare one themselves when given none), so no check runs twice.
 """
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet
@@ -25,15 +21,9 @@ __all__ = ["RunPlan", "check_config", "prepare_run"]
 
 @dataclass(frozen=True)
 class RunPlan:
-    """
-    What the start-up checks found, for the rest of the run.
-
-    Attributes:
-        reports: ``{dataset name: DatasetReport}`` of the checked datasets (empty when
-            ``DATASETS.CHECK.ENABLED`` is off).
-        skipped: image files (``file_name``) of the samples left out because the check found
-            problems in them (``DATASETS.CHECK.SKIP_BAD``; otherwise the check stopped the run).
-    """
+    """What the start-up checks found: ``reports`` (``{dataset: DatasetReport}``, empty when
+    ``DATASETS.CHECK.ENABLED`` is off) and ``skipped``, the image files (``file_name``) of the
+    samples left out by ``DATASETS.CHECK.SKIP_BAD``."""
 
     reports: Dict[str, DatasetReport] = field(default_factory=dict)
     skipped: FrozenSet[str] = frozenset()
@@ -47,12 +37,9 @@ class RunPlan:
 def check_config(cfg, *, train: bool = True):
     """
     Every check that needs only the config (either kind), reading no dataset file and writing
-    nothing: pointrend_seg's keys, ``SEED``, for training the solver keys (a non-empty
-    ``DATASETS.TRAIN`` too) and the precision, the boundary evaluation's widths, the dataset
-    check's options, the mappers' resize sizes, and the parts built on the CPU - the model (each
-    component checks its own keys) and, for training, the optimizer and the LR schedule.
-    ``tools/train_net.py`` runs it before ``OUTPUT_DIR/config.yaml`` is written, so a start that
-    fails here leaves a run folder as it was.
+    nothing: keys, ``SEED``, for training the solver keys and precision, the boundary and dataset
+    check options, the mappers' resizes, and the parts built on the CPU (the model; for training
+    the optimizer and LR schedule). ``tools/train_net.py`` runs it before writing ``config.yaml``.
 
     Returns:
         (model, optimizer): on the CPU; the optimizer is None unless ``train``.
@@ -83,14 +70,9 @@ def check_config(cfg, *, train: bool = True):
 
 def prepare_run(cfg, *, train: bool = True) -> RunPlan:
     """
-    Check a run's config and datasets, once (collective: call it on every process; the main
-    process reads the files, the others receive its reports).
-
-    Args:
-        cfg: a config of either kind, or a :class:`~.run_config.RunConfig`.
-        train: a training run (``DATASETS.TRAIN`` and ``DATASETS.TEST``); False for an
-            evaluation (``DATASETS.TEST`` only). The solver keys are :func:`check_config`'s and
-            the trainer's, which checks them before it prepares a run.
+    Check a run's config (either kind) and datasets - ``DATASETS.TRAIN`` and ``TEST``, or with
+    ``train`` False ``TEST`` only - once (collective: the main process reads the files, the
+    others receive its reports); the solver keys are :func:`check_config`'s.
 
     Raises:
         ConfigError: datasets that do not fit the model (classes, ignore label).

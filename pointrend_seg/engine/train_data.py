@@ -1,24 +1,19 @@
 """
-A resumable, reproducible training data stream (docs/checkpoints.md, "Resuming"). Detectron2's
-``TrainingSampler`` restarts its stream from the seed on resume and its augmentations draw from
-RNGs that are not checkpointed; here everything the data depends on is a function of
-``(seed, position)``:
+A resumable, reproducible training data stream (docs/checkpoints.md, "Resuming"): everything the
+data depends on is a function of ``(seed, position)``, where Detectron2's ``TrainingSampler``
+restarts from the seed on resume and augments with RNGs no checkpoint holds.
 
-* The global stream is ``perm_0 + perm_1 + ...`` with ``perm_e`` a permutation of the dataset
-  seeded by ``(seed, e)``. Iteration ``i`` consumes global positions ``[i * B, (i + 1) * B)``
-  (``B`` = ``SOLVER.IMS_PER_BATCH``); the process of rank ``r`` takes the block
-  ``[i * B + r * b, i * B + (r + 1) * b)`` with ``b = B / world_size``, i.e. its position in its
-  share of the stream is ``i * b``. Resuming at iteration ``i`` only needs ``i`` and the seed.
-* The mapper (augmentations) of the sample at position ``p`` runs with Python's ``random``,
-  NumPy's global RNG and torch's CPU RNG seeded from ``(seed, p)``, and the caller's RNG state is
-  restored afterwards. So a sample does not depend on the loader's history, on
-  ``DATALOADER.NUM_WORKERS``, on the rank that maps it or on the world size.
+* The stream is ``perm_0 + perm_1 + ...``, ``perm_e`` a permutation of the dataset seeded by
+  ``(seed, e)``. Iteration ``i`` takes positions ``[i * B, (i + 1) * B)`` (``B`` =
+  ``SOLVER.IMS_PER_BATCH``), rank ``r`` the block ``[i * B + r * b, i * B + (r + 1) * b)`` with
+  ``b = B / world_size``.
+* The sample at position ``p`` is mapped (augmented) with Python's, NumPy's and torch's CPU RNGs
+  seeded from ``(seed, p)``, the caller's RNG states restored after: it does not depend on the
+  loader's history, ``DATALOADER.NUM_WORKERS``, the rank or the world size.
 
-With ``skip_bad`` (``DATASETS.CHECK.SKIP_BAD``), a sample that cannot be used when it is drawn
-(any ``BadInputError``) is logged and replaced by the next dataset index that loads, under the
-same seed. Each batch is ``b`` consecutive positions: there is no aspect-ratio grouping (the
-meta-architecture pads the images of a batch to a common size), since grouping would make a
-batch depend on what earlier batches left in the buckets.
+With ``skip_bad`` (``DATASETS.CHECK.SKIP_BAD``) a sample that fails to load (``BadInputError``) is
+logged and replaced by the next dataset index that loads. There is no aspect-ratio grouping: it
+would make a batch depend on what earlier batches left in the buckets.
 """
 import contextlib
 import functools
@@ -61,12 +56,8 @@ def step_seed(run_seed: int, iteration: int, rank: int) -> int:
 
 
 def seed_all(seed: int) -> None:
-    """
-    Seed Python's ``random``, NumPy's global RNG (with ``seed mod 2**32``) and torch (CPU and
-    CUDA) with ``seed``. Not Detectron2's ``seed_all_rng``: that one passes the seed to NumPy
-    unchanged, which takes only 32 bits (our derived seeds have 63), and sets the
-    ``PYTHONHASHSEED`` environment variable as a side effect on every call.
-    """
+    """Seed Python's ``random``, NumPy (``seed mod 2**32``) and torch (CPU and CUDA) with ``seed``:
+    Detectron2's ``seed_all_rng`` gives NumPy only 32 bits and sets ``PYTHONHASHSEED`` each call."""
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
@@ -74,10 +65,8 @@ def seed_all(seed: int) -> None:
 
 @contextlib.contextmanager
 def seeded_rngs(seed: int):
-    """
-    Seed Python's ``random``, NumPy's global RNG and torch's CPU generator with ``seed`` for the
-    duration of the block, then restore their previous states.
-    """
+    """Seed Python's ``random``, NumPy's global RNG and torch's CPU generator with ``seed`` for
+    the block, then restore their states."""
     py_state = random.getstate()
     np_state = np.random.get_state()
     torch_state = torch.random.get_rng_state()
@@ -94,10 +83,8 @@ def seeded_rngs(seed: int):
 
 
 class ResumableTrainingSampler(Sampler):
-    """
-    The infinite training stream of one process, as ``(position, dataset_index)`` pairs
-    (module docstring), starting at iteration :attr:`start_iter`.
-    """
+    """The infinite training stream of one process as ``(position, dataset_index)`` pairs (module
+    docstring), from iteration :attr:`start_iter`."""
 
     def __init__(self, size: int, *, total_batch_size: int, seed: int, rank: int = None,
                  world_size: int = None, start_iter: int = 0):
@@ -108,8 +95,7 @@ class ResumableTrainingSampler(Sampler):
         if total_batch_size <= 0 or total_batch_size % self.world_size != 0:
             raise ConfigError(
                 f"SOLVER.IMS_PER_BATCH={total_batch_size} must be a positive multiple of the "
-                f"number of processes ({self.world_size})"
-            )
+                f"number of processes ({self.world_size})")
         self.size = int(size)
         self.total_batch_size = int(total_batch_size)
         self.batch_size = self.total_batch_size // self.world_size
@@ -161,8 +147,7 @@ class _BatchStream(IterableDataset):
                     raise
                 logger.warning(
                     f"Skipping training sample {self.dataset[candidate]['file_name']} (dataset "
-                    f"index {candidate}) at stream position {position}: {e}"
-                )
+                    f"index {candidate}) at stream position {position}: {e}")
         raise BadInputError(f"none of the {len(self.dataset)} training samples can be loaded",
                             "no usable sample")
 
@@ -180,11 +165,8 @@ def _seed_worker(seed: int, rank: int, worker_id: int) -> None:
 
 
 class ResumableTrainLoader:
-    """
-    The training loader: an iterable of per-process batches (lists of dicts, as Detectron2's
-    trainers expect). Iterating is lazy: nothing is loaded (and no worker started) before the
-    first ``next``, so :meth:`set_start_iter` can still move the start after ``iter()``.
-    """
+    """The training loader: an iterable of per-process batches (lists of dicts). Lazy: nothing is
+    loaded before the first ``next``, so :meth:`set_start_iter` can still move the start."""
 
     def __init__(self, dataset, mapper, sampler: ResumableTrainingSampler, num_workers: int = 0,
                  skip_bad: bool = False):
@@ -207,8 +189,7 @@ class ResumableTrainLoader:
         loader = DataLoader(
             self._stream, batch_size=None, num_workers=self.num_workers,
             collate_fn=trivial_batch_collator, generator=generator,
-            worker_init_fn=functools.partial(_seed_worker, self.sampler.seed, self.sampler.rank),
-        )
+            worker_init_fn=functools.partial(_seed_worker, self.sampler.seed, self.sampler.rank))
         yield from loader
 
     def state_dict(self):
@@ -220,8 +201,7 @@ class ResumableTrainLoader:
         if state.get("seed") is not None and int(state["seed"]) != self.sampler.seed:
             logger.info(
                 f"Resuming the training data stream of the checkpoint (seed {state['seed']}; "
-                f"this run was set up with {self.sampler.seed})"
-            )
+                f"this run was set up with {self.sampler.seed})")
             self.sampler.seed = int(state["seed"])
             self.sampler._perm_epoch = None
         for key in ("size", "total_batch_size"):
@@ -229,23 +209,17 @@ class ResumableTrainLoader:
                 logger.warning(
                     f"The checkpoint's training stream had {key}={state[key]}, this run has "
                     f"{getattr(self.sampler, key)}: the data after resuming will not be the data "
-                    "the interrupted run would have seen"
-                )
+                    "the interrupted run would have seen")
 
 
 def build_resumable_train_loader(cfg, mapper, *, seed: int, skip_images=()):
-    """
-    The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper``:
-    ``SOLVER.IMS_PER_BATCH`` images per iteration over all processes,
-    ``DATALOADER.NUM_WORKERS`` loader processes per training process; the samples whose image
-    (``file_name``) is in ``skip_images`` are left out, and with ``DATASETS.CHECK.SKIP_BAD``
-    samples that fail to load are skipped (module docstring).
-    """
+    """The :class:`ResumableTrainLoader` of ``cfg.DATASETS.TRAIN`` with ``mapper`` (batch
+    ``SOLVER.IMS_PER_BATCH`` over all processes, ``DATALOADER.NUM_WORKERS`` workers each), without
+    the samples whose ``file_name`` is in ``skip_images``."""
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ConfigError(
             f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r}: pointrend_seg trains "
-            "with its resumable equivalent of 'TrainingSampler' only"
-        )
+            "with its resumable equivalent of 'TrainingSampler' only")
     dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
     if skip_images:
         dicts = without_images(dicts, skip_images)
@@ -253,8 +227,7 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, skip_images=()):
         logger.warning(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is larger than the {len(dicts)} "
             f"training samples of {tuple(cfg.DATASETS.TRAIN)}: every batch holds some of them "
-            "twice or more (an epoch is shorter than one iteration)"
-        )
+            "twice or more (an epoch is shorter than one iteration)")
     sampler = ResumableTrainingSampler(len(dicts), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                        seed=seed)
     dataset = DatasetFromList(dicts, copy=False)  # mappers deep-copy their input

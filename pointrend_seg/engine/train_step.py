@@ -1,14 +1,10 @@
 """
 One training iteration (:class:`TrainStep`, called from ``Trainer.run_step``): Detectron2's
-``SimpleTrainer.run_step`` (data, forward, backward, metrics, optimizer step) with:
-
-* mixed precision for both dtypes: ``bfloat16`` autocast without loss scaling (its exponent range
-  is float32's), or ``float16`` autocast with a ``GradScaler`` (Detectron2 v0.6's ``AMPTrainer``
-  knows only the latter, and only on CUDA); CPU autocast works too;
-* a non-finite loss stops every process, before the optimizer step (Detectron2 raises on the
-  main process only, after averaging, and leaves the others blocked in the next collective);
-* the losses reach the host once per iteration (one transfer for the check and the metrics);
-* the data iterator is created at the first step, after a resume moved the stream's start.
+``SimpleTrainer.run_step`` with mixed precision in both dtypes (``bfloat16`` autocast without
+loss scaling, ``float16`` with a ``GradScaler``; v0.6's ``AMPTrainer`` knows only the latter, on
+CUDA), a non-finite loss that stops every process before the optimizer step (Detectron2 raises
+on the main process only and leaves the others blocked), the losses brought to the host once per
+iteration, and the data iterator created at the first step (after a resume moved the start).
 """
 import collections
 import logging
@@ -39,11 +35,8 @@ LAZY_CONFIG_ADVICE = ("lower optimizer.lr or lengthen the warmup (lr_multiplier.
 
 
 def training_precision(cfg, names=None) -> Optional[torch.dtype]:
-    """
-    The autocast dtype of training: None unless ``SOLVER.AMP.ENABLED``; then
-    ``SOLVER.AMP.PRECISION`` ("float16": Detectron2's AMP, with loss scaling; "bfloat16").
-    ``names``: as for :func:`~.config_checks.check_solver_config`.
-    """
+    """The autocast dtype of training: None unless ``SOLVER.AMP.ENABLED``, else that of
+    ``SOLVER.AMP.PRECISION``; ``names``: as for :func:`~.config_checks.check_solver_config`."""
     if not cfg.SOLVER.AMP.ENABLED:
         return None
     name = cfg.SOLVER.AMP.PRECISION
@@ -54,13 +47,10 @@ def training_precision(cfg, names=None) -> Optional[torch.dtype]:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """
-    A loss became NaN or infinite; raised on every process, before the optimizer step.
-
-    ``resume_from``: the checkpoint to continue from (the trainer fills it in: the newest one
-    whose weights gave a finite loss), "" when the run has none, None when unknown.
-    ``advice``: (what to change, how to resume with it) in the run's kind of config.
-    """
+    """A loss became NaN or infinite; raised on every process, before the optimizer step.
+    ``resume_from``: the checkpoint to continue from (the newest whose weights gave a finite
+    loss; "" when the run has none, None when unknown); ``advice``: (what to change, how to
+    resume with it)."""
 
     def __init__(self, iteration, bad_losses_per_rank, resume_from=None,
                  advice=YAML_CONFIG_ADVICE):
@@ -72,8 +62,7 @@ class NonFiniteLossError(FloatingPointError):
         names = sorted({k for per_rank in bad_losses_per_rank for k in per_rank})
         details = "; ".join(
             f"rank {rank}: " + ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-            for rank, bad in enumerate(bad_losses_per_rank) if bad
-        )
+            for rank, bad in enumerate(bad_losses_per_rank) if bad)
         if resume_from is None:
             then = f"{fix[0].upper()}{fix[1:]}, then resume from the last checkpoint."
         elif not resume_from:
@@ -87,8 +76,7 @@ class NonFiniteLossError(FloatingPointError):
         super().__init__(
             f"Non-finite loss at iteration {iteration}: {', '.join(names)} ({details}). "
             "Training stopped before the optimizer step of that iteration; no checkpoint is "
-            f"written after it. {then}"
-        )
+            f"written after it. {then}")
 
     def with_resume_from(self, checkpoint) -> "NonFiniteLossError":
         """The same error, its message naming ``checkpoint`` (None or "": there is none)."""
@@ -96,14 +84,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class LossSpikeGuard:
-    """
-    Whether a finite loss is still a sane one: a loss more than ``MAX_RATIO`` times the median of
-    the last ``WINDOW`` losses is the mark of an update that blew the weights up (e.g. a far too
-    high learning rate: the loss jumps from ~3 to ~1e23 in one step and is NaN a few steps later).
-    The trainer does not let such weights become ``last_checkpoint``: resuming from them would
-    diverge again whatever the new learning rate. Cross-entropy losses do not legitimately grow
-    a thousandfold within a few iterations; a loss that stays high becomes the new median.
-    """
+    """Whether a finite loss is still sane: one over ``MAX_RATIO`` times the median of the last
+    ``WINDOW`` marks an update that blew the weights up (e.g. ~3 to ~1e23 in one step), whose
+    weights must not become ``last_checkpoint``. Cross-entropy does not legitimately grow a
+    thousandfold in a few iterations; a loss that stays high becomes the new median."""
 
     WINDOW, MAX_RATIO = 20, 1000.0
 
@@ -125,34 +109,24 @@ class LossSpikeGuard:
 
 
 class TrainStep:
-    """
-    Runs training iterations of ``model`` on batches of ``data_loader`` with ``optimizer``.
-
-    Its :meth:`state_dict` is what Detectron2's ``SimpleTrainer`` / ``AMPTrainer`` save
-    (``optimizer``, and ``grad_scaler`` with float16), so checkpoints stay interchangeable.
-    """
+    """Runs training iterations of ``model`` on ``data_loader``'s batches with ``optimizer``,
+    ``precision`` the autocast dtype (None: float32). :meth:`state_dict` is what Detectron2's
+    ``SimpleTrainer`` / ``AMPTrainer`` save, so checkpoints stay interchangeable."""
 
     def __init__(self, model, data_loader, optimizer, *, precision: Optional[torch.dtype] = None):
-        """
-        Args:
-            precision: None (float32), torch.bfloat16 or torch.float16 autocast.
-        """
         self.model = model
         self.data_loader = data_loader
         self.optimizer = optimizer
         self.precision = precision
         self.device_type = next(model.parameters()).device.type
         self.grad_scaler = (
-            torch.amp.GradScaler(self.device_type) if precision == torch.float16 else None
-        )
+            torch.amp.GradScaler(self.device_type) if precision == torch.float16 else None)
         self._data_iter = None
         self.advice = YAML_CONFIG_ADVICE  # of a NonFiniteLossError: LAZY_CONFIG_ADVICE for those
 
     def run(self, iteration: int) -> float:
-        """
-        One iteration: forward, backward, all-process loss check, metrics, optimizer step.
-        Returns this process's total loss (computed with the weights before the step).
-        """
+        """One iteration: forward, backward, all-process loss check, metrics, optimizer step;
+        returns this process's total loss (with the weights before the step)."""
         assert self.model.training, "TrainStep: the model was switched to eval mode"
         if self._data_iter is None:
             self._data_iter = iter(self.data_loader)
@@ -184,10 +158,8 @@ class TrainStep:
         return float(sum(host_losses.values()))
 
     def _check_finite(self, loss_dict: Dict[str, torch.Tensor], iteration: int):
-        """
-        The losses as 0-d CPU float32 tensors (one device-to-host transfer); raises
-        :class:`NonFiniteLossError` on every process if any process has a non-finite loss.
-        """
+        """The losses as 0-d CPU float32 tensors (one transfer); raises :class:`NonFiniteLossError`
+        on every process if any process has a non-finite loss."""
         names = list(loss_dict)
         values = torch.stack([loss_dict[k].detach().float().reshape(()) for k in names]).cpu()
         bad = {k: float(v) for k, v in zip(names, values.tolist()) if not math.isfinite(v)}

@@ -1,8 +1,6 @@
-"""
-``Trainer``: the one trainer of both config kinds, Detectron2's ``TrainerBase`` made of this
-package's pieces (docs/architecture.md, "engine/trainer.py"). Its classmethods are
-``DefaultTrainer``'s (``build_model(cfg)``, ``test(cfg, model)``, ...), for either kind.
-"""
+"""``Trainer``: the one trainer of both config kinds, Detectron2's ``TrainerBase`` made of this
+package's pieces (docs/architecture.md, "engine/trainer.py"), with ``DefaultTrainer``'s
+classmethods (``build_model(cfg)``, ``test(cfg, model)``, ...) for either kind."""
 import logging
 import weakref
 
@@ -28,8 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def model_info(cfg) -> dict:
-    """What travels with the model in its checkpoints: the class names and colours of the run's
-    datasets (``{"classes": [...], "colors": [[r, g, b], ...]}``; {} when they have none)."""
+    """What travels with the model in its checkpoints: the class names and colours, or {}."""
     try:
         names, colors, _ = class_names_and_colors(cfg)
     except ConfigError:
@@ -38,18 +35,14 @@ def model_info(cfg) -> dict:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message names the iteration reached and the checkpoint to
-    continue from with ``--resume``."""
+    """Ctrl-C during training; the message names the checkpoint to continue from."""
 
 
 class Trainer(TrainerBase):
-    """
-    Train a config of either kind (a YAML ``CfgNode``, a LazyConfig, or a
-    :class:`~.run_config.RunConfig`). What needs only the config (solver keys, precision, the
-    model, optimizer and LR schedule) is built before any dataset file is read; then ``plan``
-    (the run's :class:`~.run.RunPlan`, prepared here when not given) and the training stream.
-    Checkpoint layout: docs/checkpoints.md.
-    """
+    """Train a config of either kind (or a :class:`~.run_config.RunConfig`): what needs only the
+    config (solver keys, precision, model, optimizer, LR schedule) is built before any dataset
+    file is read, then ``plan`` (:class:`~.run.RunPlan`, prepared when not given) and the training
+    stream. Checkpoint layout: docs/checkpoints.md."""
 
     def __init__(self, cfg, plan=None):
         super().__init__()
@@ -119,9 +112,7 @@ class Trainer(TrainerBase):
         return build_sem_seg_evaluators(as_run_config(cfg).settings, dataset_name, output_folder)
 
     def build_hooks(self):
-        """The hooks, in order: exact resume's, the iteration timer, the LR schedule, precise
-        BN (``TEST.PRECISE_BN``, on this run's plan), the periodic checkpointer, the periodic
-        evaluation and the metric writers every ``SOLVER.LOG_PERIOD`` iterations."""
+        """Exact resume's hook, then Detectron2's: timer, LR, precise BN, checkpoints, eval, log."""
         cfg, main = self.cfg, comm.is_main_process()
         precise_bn = cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)
         return self.resume.hooks() + [
@@ -160,9 +151,8 @@ class Trainer(TrainerBase):
             self.checkpointer.confirm_with_next_loss = False
 
     def run_step(self):
-        """One :class:`.TrainStep`; the checkpoint held back since the last iteration is kept or
-        dropped by this iteration's loss; a sample that cannot be loaded first has the last
-        finished iteration saved (:meth:`save_before_data_error`)."""
+        """One :class:`.TrainStep`, whose loss keeps or drops the checkpoint held back since the
+        last one; a sample that fails to load first saves the last finished iteration."""
         try:
             loss = self.train_step.run(self.iter)
         except NonFiniteLossError as e:
@@ -178,9 +168,8 @@ class Trainer(TrainerBase):
         self.checkpointer.confirm_with_next_loss = self.iter + 1 < self.max_iter
 
     def save_before_data_error(self, error):
-        """A sample failed to load at iteration ``self.iter``: save the state after the last
-        finished one from this process (every process holds it; the failing one may not be the
-        main one), so that ``--resume`` continues once the file is fixed or skipped."""
+        """Save the state after the last finished iteration from this process (the one that
+        failed may not be the main one), so that ``--resume`` continues once the file is fixed."""
         finished = self.iter - 1
         if finished < self.start_iter:
             logger.error(f"A training sample failed to load ({error}); no iteration finished "
@@ -196,8 +185,7 @@ class Trainer(TrainerBase):
         logger.error(
             f"A training sample failed to load at iteration {finished + 1}: {error}\nThe state "
             f"after iteration {finished} is saved; fix or remove the file and continue with "
-            "--resume, or leave bad samples out with --skip-bad (DATASETS.CHECK.SKIP_BAD True)"
-        )
+            "--resume, or leave bad samples out with --skip-bad (DATASETS.CHECK.SKIP_BAD True)")
 
     def state_dict(self):
         ret = TrainerBase.state_dict(self)  # iteration, hooks (the LR scheduler)
@@ -217,8 +205,7 @@ class Trainer(TrainerBase):
         extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             if "optimizer" in extra and "iteration" in extra:
-                # tools/plain_train_net.py's layout (before: resumed at iteration 1, optimizer
-                # state dropped): its top-level state as a trainer's
+                # tools/plain_train_net.py's layout: its top-level state as a trainer's
                 self.load_state_dict({"iteration": extra["iteration"],
                                       "optimizer": extra["optimizer"],
                                       "hooks": {"LRScheduler": extra["scheduler"]}
