@@ -7,7 +7,6 @@ refuses a model that has them on rather than export something that predicts diff
 Load a ``.pt2`` with :func:`load_exported_program`, not ``torch.export.load``, which runs the
 code of a crafted archive; the ONNX file (a protobuf of operators and tensors) has no such path.
 """
-import contextlib
 import io
 import json
 import logging
@@ -139,10 +138,17 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: in
         program = export_program(model, example, min_size, max_size)
     # The program carries its size ranges; string names only rename its symbolic axes.
     names = {0: "batch", 2: "height", 3: "width"}
-    with torch.no_grad(), _quiet_logger("onnx_ir._convenience"):
-        # onnx_ir warns "Attribute type is ambiguous ..." about torch's exporter, not about us
-        torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
-                          output_names=["sem_seg"], external_data=False, dynamic_shapes=(names,))
+    # onnx_ir warns "Attribute type is ambiguous ..." about torch's exporter, not about us
+    log = logging.getLogger("onnx_ir._convenience")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
+                              output_names=["sem_seg"], external_data=False,
+                              dynamic_shapes=(names,))
+    finally:
+        log.setLevel(level)
     return path
 
 
@@ -156,18 +162,6 @@ def save_exported_program(program, path: str) -> str:
     torch.export.save(program, buffer)
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
     return path
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str):
-    """Only errors from the logger ``name`` while active."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, float]:

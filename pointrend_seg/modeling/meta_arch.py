@@ -163,14 +163,11 @@ class GeneralizedSemanticSegmentor(nn.Module):
         losses ignore the padding, the convolutions and ASPP's pooling of a smaller image see it
         (zeros after normalisation), as in Detectron2's ``SemanticSegmentor``.
         """
-        images = ImageList.from_tensors(
-            [self.normalize(x["image"]) for x in batched_inputs], self.size_divisibility
-        )
-        targets = ImageList.from_tensors(
-            [x["sem_seg"].to(self.device) for x in batched_inputs],
-            self.size_divisibility,
-            self.sem_seg_head.ignore_value,
-        ).tensor
+        images = ImageList.from_tensors([self.normalize(x["image"]) for x in batched_inputs],
+                                        self.size_divisibility)
+        targets = ImageList.from_tensors([x["sem_seg"].to(self.device) for x in batched_inputs],
+                                         self.size_divisibility,
+                                         self.sem_seg_head.ignore_value).tensor
         _, losses = self.sem_seg_head(self.backbone(images.tensor), targets)
         return losses
 

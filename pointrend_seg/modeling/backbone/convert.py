@@ -87,16 +87,6 @@ def refuse_non_finite(state_dict: Dict[str, torch.Tensor], source_name: str) -> 
             "a model initialised from them computes nothing")
 
 
-def _stage_blocks(state_dict) -> List[int]:
-    blocks = [0, 0, 0, 0]
-    for key in state_dict:
-        m = _BLOCK_RE.match(key)
-        if m:
-            i = int(m["stage"]) - 1
-            blocks[i] = max(blocks[i], int(m["block"]) + 1)
-    return blocks
-
-
 def _check_convertible(state_dict, source_name) -> int:
     """The depth of a convertible torchvision / timm ResNet, else a WeightConversionError."""
     keys = list(state_dict)
@@ -117,7 +107,11 @@ def _check_convertible(state_dict, source_name) -> int:
             f"{source_name} is not a torchvision/timm ResNet state dict (no "
             f"'layer1.0.conv3.weight'; first keys: {keys[:5]})"
         )
-    blocks = _stage_blocks(state_dict)
+    blocks = [0, 0, 0, 0]
+    for m in map(_BLOCK_RE.match, keys):
+        if m:
+            i = int(m["stage"]) - 1
+            blocks[i] = max(blocks[i], int(m["block"]) + 1)
     depths = {tuple(v): d for d, v in BLOCKS_PER_STAGE.items()}
     if tuple(blocks) not in depths:
         raise WeightConversionError(

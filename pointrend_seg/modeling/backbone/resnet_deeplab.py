@@ -27,15 +27,8 @@ class ThreeConvStem(CNNBlockBase):
         super().__init__(in_channels, out_channels, 4)
         widths = [in_channels, out_channels // 2, out_channels // 2, out_channels]
         for i in range(3):
-            conv = Conv2d(
-                widths[i],
-                widths[i + 1],
-                kernel_size=3,
-                stride=2 if i == 0 else 1,
-                padding=1,
-                bias=False,
-                norm=get_norm(norm, widths[i + 1]),
-            )
+            conv = Conv2d(widths[i], widths[i + 1], kernel_size=3, stride=2 if i == 0 else 1,
+                          padding=1, bias=False, norm=get_norm(norm, widths[i + 1]))
             weight_init.c2_msra_fill(conv)
             self.add_module(f"conv{i + 1}", conv)
 
@@ -105,24 +98,13 @@ def dilated_resnet(
         # res2 keeps the stem's stride; a dilated stage replaces its stride by the dilation.
         first_stride = 1 if idx == 0 or dilation > 1 else 2
         n = num_blocks[idx]
-        if idx == 3:
-            dilation_per_block = [dilation * rate for rate in res5_multi_grid]
-        else:
-            dilation_per_block = [dilation] * n
-        stages.append(
-            ResNet.make_stage(
-                BottleneckBlock,
-                n,
-                in_channels=in_channels,
-                out_channels=out_channels,
-                bottleneck_channels=bottleneck_channels,
-                stride_per_block=[first_stride] + [1] * (n - 1),
-                dilation_per_block=dilation_per_block,
-                num_groups=num_groups,
-                norm=norm,
-                stride_in_1x1=stride_in_1x1,
-            )
-        )
+        stages.append(ResNet.make_stage(
+            BottleneckBlock, n, in_channels=in_channels, out_channels=out_channels,
+            bottleneck_channels=bottleneck_channels, num_groups=num_groups, norm=norm,
+            stride_per_block=[first_stride] + [1] * (n - 1), stride_in_1x1=stride_in_1x1,
+            dilation_per_block=([dilation * rate for rate in res5_multi_grid] if idx == 3
+                                else [dilation] * n),
+        ))
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
