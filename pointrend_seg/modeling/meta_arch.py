@@ -104,13 +104,10 @@ class GeneralizedSemanticSegmentor(nn.Module):
 
     def predict_logits(self, images: List[torch.Tensor]) -> List[torch.Tensor]:
         """
-        Logits of each normalised (C, H, W) image at its own resolution: (K, H, W) float32.
-
-        Each image is padded only to the next multiple of ``size_divisibility`` (as if it ran
-        alone); images whose padded sizes are equal run as one batch. So an image's logits do not
-        depend on the other images of the batch: with a common canvas, the padding added for a
-        larger neighbour would reach every logit through ASPP's global image pooling and the
-        dilated convolutions.
+        (K, H, W) float32 logits of each normalised (C, H, W) image at its own resolution. Each
+        image is padded only to the next multiple of ``size_divisibility``, as if it ran alone
+        (equal padded sizes share a batch): with a common canvas, a larger neighbour's padding
+        would reach every logit through ASPP's image pooling and the dilated convolutions.
         """
         groups: Dict[Tuple[int, int], List[int]] = {}
         d = self.size_divisibility
