@@ -1,11 +1,8 @@
 """
-Coarse heads: map backbone features to class logits at the coarse stride (8 or 16 for DeepLabV3,
-4 for DeepLabV3+). They only predict; losses and upsampling belong to the semantic heads in
-``semantic_heads.py``, which is why they live in their own registry rather than in Detectron2's
-``SEM_SEG_HEADS_REGISTRY`` (whose members return full-resolution predictions and losses).
-:class:`SemSegHeadAdapter` makes a member of that registry (e.g. Detectron2's ``SemSegFPNHead``)
-a coarse head. One key names the coarse head, ``MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME``: a name of
-``COARSE_HEAD_REGISTRY`` or of Detectron2's ``SEM_SEG_HEADS_REGISTRY`` (:func:`build_coarse_head`).
+Coarse heads: backbone features -> class logits at the coarse stride (8 or 16 for DeepLabV3, 4 for
+DeepLabV3+). They only predict (losses and upsampling belong to ``semantic_heads.py``), hence a
+registry of their own rather than Detectron2's ``SEM_SEG_HEADS_REGISTRY``, whose members
+:class:`SemSegHeadAdapter` makes coarse heads (:func:`build_coarse_head`).
 """
 from typing import Dict, List
 
@@ -41,9 +38,8 @@ stride ``s`` in the attribute ``output_stride``. Built with ``obj(cfg, input_sha
 
 def missing_feature_problems(cfg, key: str, names, input_shape: Dict[str, ShapeSpec]) -> List[str]:
     """
-    The problem (a one-item list, or empty) of config ``key`` naming feature maps ``names`` that
-    the backbone does not produce (``input_shape``: its ``output_shape()``), saying which key
-    decides the backbone's outputs.
+    The problem (a one-item list, or empty) of config ``key`` naming maps ``names`` that are not
+    among the backbone's outputs ``input_shape``, saying which key decides those.
     """
     missing = [f for f in names if f not in input_shape]
     if not missing:
@@ -57,10 +53,8 @@ def missing_feature_problems(cfg, key: str, names, input_shape: Dict[str, ShapeS
 
 
 def _in_feature(cfg, input_shape: Dict[str, ShapeSpec], why: str, *more_keys: str) -> str:
-    """
-    The one name of ``MODEL.SEM_SEG_HEAD.IN_FEATURES`` (else a ``ConfigError`` saying ``why``),
-    checked with the other keys ``more_keys`` of ``MODEL.SEM_SEG_HEAD`` that name feature maps.
-    """
+    """The one name of ``MODEL.SEM_SEG_HEAD.IN_FEATURES`` (else a ``ConfigError`` saying ``why``);
+    it and the maps of the ``MODEL.SEM_SEG_HEAD`` keys ``more_keys`` must be backbone outputs."""
     h = cfg.MODEL.SEM_SEG_HEAD
     if len(h.IN_FEATURES) != 1:
         raise ConfigError(f"MODEL.SEM_SEG_HEAD.IN_FEATURES={list(h.IN_FEATURES)}: {why}")
@@ -214,21 +208,14 @@ class DeepLabV3Plus(nn.Module):
 class SemSegHeadAdapter(nn.Module):
     """
     A head of Detectron2's ``SEM_SEG_HEADS_REGISTRY`` as a coarse head: its ``layers(features)``
-    are the coarse logits, at stride ``common_stride`` (the interface Detectron2's PointRend
-    project uses; ``SemSegFPNHead`` and the DeepLab project's ``DeepLabV3PlusHead`` have it). The
-    head's own losses and upsampling are not used. Its name is
-    ``MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME`` (what Detectron2's PointRend project calls
-    ``MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME``), and it is built from the config as Detectron2
-    builds it (its ``MODEL.SEM_SEG_HEAD.*`` keys).
+    are the (N, K, H / s, W / s) coarse logits, s = its ``common_stride`` (as in Detectron2's
+    PointRend project; ``SemSegFPNHead`` and ``DeepLabV3PlusHead`` have them), its losses and
+    upsampling unused. ``MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME`` (Detectron2 PointRend's
+    ``MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME``) names it; its keys are ``MODEL.SEM_SEG_HEAD.*``.
     """
 
     @configurable
     def __init__(self, *, head: nn.Module, output_stride: int):
-        """
-        Args:
-            head: a module whose ``layers(features)`` returns (N, K, H / s, W / s) logits.
-            output_stride: s.
-        """
         super().__init__()
         self.head = head
         self.output_stride = output_stride
@@ -271,9 +258,8 @@ class SemSegHeadAdapter(nn.Module):
 def build_coarse_head(cfg, input_shape: Dict[str, ShapeSpec]):
     """
     Build the head named by ``cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME``: one of
-    ``COARSE_HEAD_REGISTRY`` ("DeepLabV3", "DeepLabV3Plus"), or a head of Detectron2's
-    ``SEM_SEG_HEADS_REGISTRY`` with ``layers()`` and ``common_stride`` (e.g. "SemSegFPNHead"),
-    adapted by :class:`SemSegHeadAdapter`.
+    ``COARSE_HEAD_REGISTRY`` ("DeepLabV3", "DeepLabV3Plus"), else a Detectron2 head (e.g.
+    "SemSegFPNHead") in a :class:`SemSegHeadAdapter`.
     """
     name = cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME
     if name in COARSE_HEAD_REGISTRY:

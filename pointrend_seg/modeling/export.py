@@ -1,25 +1,12 @@
 """
 Export of a semantic segmentation model: a ``torch.export`` program and an ONNX file (torch's
-dynamo-based exporter) of the whole model, subdivision included.
-
-What the exported graph computes is :class:`ExportableSegmentor`: one batch of images of one size
-in, logits at that size out, exactly the eager model's whole-image path (normalise, pad to
-``size_divisibility``, backbone, head with PointRend's subdivision, crop). Batch, height and width
-are dynamic; the number of subdivision points and steps, the classes and the weights are the only
-static things. Sliding-window inference and test-time augmentation are Python loops over windows
-and scales around that path and are not part of the graph (export refuses a model that has them
-on, rather than exporting something that predicts differently).
-
-Loading a ``.pt2`` back: :func:`load_exported_program`, not ``torch.export.load`` on a file from
-elsewhere. torch 2.14's loader unpickles what an archive marks as pickled (weights or constants
-with ``use_pickle``, "opaque" constants, legacy ``data/weights/<model>.pt`` files), retries the
-example inputs (``data/sample_inputs/<model>.pt``) and legacy files with
-``torch.load(weights_only=False)`` when ``weights_only=True`` refuses them, and loads the native
-libraries of ``data/aotinductor/``: a crafted archive runs code as it is loaded.
-:func:`load_exported_program` checks the archive for all of these first. The ONNX file is the
-format without such a path: a protobuf of operators and tensors.
+dynamo-based exporter) of :class:`ExportableSegmentor`, the eager model's whole-image path
+(normalise, pad, backbone, head with PointRend's subdivision, crop), batch, height and width
+dynamic. Sliding windows and test-time augmentation are Python loops around that path: export
+refuses a model that has them on rather than export something that predicts differently.
+Load a ``.pt2`` with :func:`load_exported_program`, not ``torch.export.load``, which runs the
+code of a crafted archive; the ONNX file (a protobuf of operators and tensors) has no such path.
 """
-import contextlib
 import io
 import json
 import logging
@@ -48,12 +35,9 @@ class UnsafeProgramError(ValueError):
 
 class ExportableSegmentor(nn.Module):
     """
-    A tensor-in, tensor-out view of a :class:`GeneralizedSemanticSegmentor` in eval mode.
-
-    ``forward(images)``: (B, 3, H, W) float32 images in the model's ``INPUT.FORMAT`` (e.g. RGB),
-    0-255, all of one size -> (B, K, H, W) float32 logits (``sem_seg`` of the eager model for an
-    image of that size, before any resizing to a requested output size). The images of a batch
-    are padded together, like one group of equal-sized images in the eager model.
+    A tensor-in, tensor-out view of a :class:`GeneralizedSemanticSegmentor` in eval mode:
+    ``forward(images)`` maps (B, 3, H, W) float32 images in ``INPUT.FORMAT``, 0-255, to the
+    (B, K, H, W) float32 logits of the eager model (before resizing to an output size).
     """
 
     def __init__(self, model: nn.Module):
@@ -102,9 +86,8 @@ def dynamic_shapes(min_size: int, max_size: int):
 def check_size_range(min_size: int, max_size: int, stride: int) -> None:
     """
     Raise :class:`ExportError` unless ``stride <= min_size <= max_size`` (pixels; ``stride``: the
-    model's ``size_divisibility``, the multiple inputs are padded to). Smaller inputs than one
-    stride make the padded canvas one coarse cell, a size the symbolic shapes of the exported
-    graph cannot share with the others.
+    model's ``size_divisibility``): an input smaller than one stride pads to one coarse cell, a
+    size the exported graph's symbolic shapes cannot share with the others.
     """
     if not isinstance(min_size, int) or not isinstance(max_size, int):
         raise ExportError(f"--min-size / --max-size must be integers, got {min_size!r}, "
@@ -122,14 +105,9 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
                    max_size: int = 4096):
     """
     ``torch.export`` program of ``model`` (a :class:`GeneralizedSemanticSegmentor` in eval mode,
-    e.g. after :func:`prepare_for_inference`) with dynamic batch, height and width.
-
-    Args:
-        example: (B, 3, H, W) float32 example images (values only guide tracing).
-        min_size, max_size: the range of heights and widths the program accepts (pixels).
-
-    Returns:
-        torch.export.ExportedProgram: ``program.module()(images)`` -> (B, K, H, W) logits.
+    e.g. after :func:`prepare_for_inference`) from (B, 3, H, W) float32 ``example`` images,
+    accepting heights and widths in [min_size, max_size]: ``program.module()(images)`` ->
+    (B, K, H, W) logits.
     """
     wrapper = ExportableSegmentor(model)
     check_size_range(min_size, max_size, model.size_divisibility)
@@ -141,9 +119,8 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
     if example.shape[0] == 1:
         # traced with one image, torch.export would specialise the batch to 1
         example = torch.cat([example, example])
-    # Traced with autograd on (as torch.export.load gives the parameters back, requiring grad):
-    # the traced graph then holds no in-place ``out=`` kernels, which refuse autograd, and the
-    # program runs with or without torch.no_grad().
+    # With autograd on (torch.export.load gives parameters that require grad) the graph holds no
+    # in-place ``out=`` kernels, which refuse autograd: it runs with or without torch.no_grad().
     with torch.enable_grad():
         return torch.export.export(wrapper, (example,),
                                    dynamic_shapes=dynamic_shapes(min_size, max_size))
@@ -152,56 +129,39 @@ def export_program(model: nn.Module, example: torch.Tensor, min_size: int = 32,
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str, min_size: int = 32,
                 max_size: int = 4096, program=None) -> str:
     """
-    ONNX file of ``model`` by torch's dynamo-based exporter (``torch.onnx.export(dynamo=True)``),
-    input ``images`` (B, 3, H, W) float32 and output ``sem_seg`` (B, K, H, W) float32, batch,
-    height and width dynamic (axes named ``batch``, ``height``, ``width``). Needs the ``onnx``
-    and ``onnxscript`` packages.
-
-    Args:
-        program: the ``torch.export.ExportedProgram`` of :func:`export_program` for this
-            ``model`` and sizes, if already made (as by ``tools/export_model.py``): translated as
-            it is, so both files hold the same graph. Without it, it is made here.
-
-    Returns:
-        str: ``path``.
+    Write ``path``, the ONNX file of ``model`` (``torch.onnx.export(dynamo=True)``; needs ``onnx``
+    and ``onnxscript``): input ``images`` (B, 3, H, W), output ``sem_seg`` (B, K, H, W), float32,
+    axes ``batch``, ``height``, ``width`` dynamic. ``program``: :func:`export_program`'s for this
+    model and sizes if already made, translated as it is (else made here). Returns ``path``.
     """
     if program is None:
         program = export_program(model, example, min_size, max_size)
     # The program carries its size ranges; string names only rename its symbolic axes.
     names = {0: "batch", 2: "height", 3: "width"}
-    with torch.no_grad(), _quiet_logger("onnx_ir._convenience"):
-        # onnx_ir logs "Attribute type is ambiguous because it is an empty sequence ...
-        # Defaulted to INTS" for empty attribute lists of torch's exporter: right, and not ours.
-        torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
-                          output_names=["sem_seg"], external_data=False, dynamic_shapes=(names,))
+    # onnx_ir warns "Attribute type is ambiguous ..." about torch's exporter, not about us
+    log = logging.getLogger("onnx_ir._convenience")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(program, (), path, dynamo=True, input_names=["images"],
+                              output_names=["sem_seg"], external_data=False,
+                              dynamic_shapes=(names,))
+    finally:
+        log.setLevel(level)
     return path
 
 
 def save_exported_program(program, path: str) -> str:
     """
     ``torch.export.save(program, path)``, written whole or not at all
-    (:func:`pointrend_seg.files.atomic_write`). The archive is made in memory first: torch's zip
-    writer, given a file name, writes it from C++, and a full disk there aborted the process
-    (``terminate called after throwing an instance of 'c10::Error' ... unexpected pos``, exit
-    134) instead of raising; a failed write is now an ``OSError`` (ENOSPC) and ``path`` keeps its
-    previous content. Returns ``path``.
+    (:func:`pointrend_seg.files.atomic_write`); returns ``path``. The archive is made in memory:
+    torch's zip writer aborts the process on a full disk instead of raising ``OSError``.
     """
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     atomic_write(path, lambda f: f.write(buffer.getbuffer()))
     return path
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str):
-    """Only errors from the logger ``name`` while active."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, float]:
@@ -213,10 +173,8 @@ def compare_logits(got: torch.Tensor, expected: torch.Tensor) -> Tuple[float, fl
     return diff, agree
 
 
-# ---- loading a program back ----------------------------------------------------------------
-# Graph node targets that torch.export's deserializer resolves without walking attributes of
-# arbitrary modules: operators (torch.ops.<namespace>.<op>.<overload>) and the symbolic-size
-# arithmetic of its _SYM_OPS. Any other "torch.x.y" target is looked up attribute by attribute
+# The node targets besides torch.ops.* that torch.export's deserializer resolves without walking
+# attributes (its _SYM_OPS); any other "torch.x.y" is looked up attribute by attribute
 # (torch.os.system resolves), so it is refused.
 _SYMBOLIC_TARGET = re.compile(
     r"^(_operator\.(getitem|add|sub|mul|truediv|floordiv|mod|pow|neg|pos|eq|ne|lt|le|gt|ge|and_|"
@@ -228,14 +186,13 @@ def load_exported_program(path: str):
     ``torch.export.load(path)`` for a ``.pt2`` archive that loads as data only; otherwise
     :class:`UnsafeProgramError` naming the file and the member, before torch reads anything.
 
-    Refused: members under ``data/aotinductor/`` (native libraries); weights or constants that
-    the archive's configs mark ``use_pickle``, and custom / opaque object constants; a pickle
-    (example inputs, legacy weight / constant files) that ``torch.load(weights_only=True)``
-    refuses (torch would retry it with ``weights_only=False``); an archive without this
-    format's ``archive_version`` or with members of torch's older ``.pt2`` format (whose loader
-    unpickles), or with a member name twice; graph nodes whose target is not an operator
-    (``torch.ops...``) or symbolic-size arithmetic. The file is read once: the bytes checked are
-    the bytes loaded.
+    Refused, as torch would run code of them: members under ``data/aotinductor/`` (native
+    libraries); weights or constants marked ``use_pickle``, custom / opaque object constants; a
+    pickle (example inputs, legacy weight / constant files) that ``torch.load(weights_only=True)``
+    refuses (torch retries it with ``weights_only=False``); an archive without ``archive_version``,
+    with members of torch's older ``.pt2`` format or a member name twice; graph nodes whose
+    target is neither an operator nor symbolic-size arithmetic. The bytes checked are the bytes
+    loaded.
     """
     from torch.export.pt2_archive import PT2ArchiveReader
     from torch.export.pt2_archive import constants as pt2

@@ -1,26 +1,21 @@
 """
 The speed work of PointRend's inference, apart from the method: :class:`FastPointRendSegHead` is a
 :class:`PointRendSegHead` whose :meth:`~FastPointRendSegHead.inference` computes the same
-subdivision faster, with the same parameters (state dict, training and losses unchanged).
-:func:`pointrend_seg.modeling.prepare_for_inference` swaps it in (:func:`use_fast_subdivision`)
-as it folds batch norm, and its handle's ``undo()`` swaps the plain head back.
+subdivision faster with the same parameters. :func:`pointrend_seg.modeling.prepare_for_inference`
+swaps it in, its handle's ``undo()`` back. Each change equals the plain head up to float rounding
+(figures: ``tools/benchmark.py --models heads``, docs/benchmarks.md):
 
-What it does differently (the figures: ``tools/benchmark.py --models heads``,
-docs/benchmarks.md), each equal to the plain head up to float rounding:
+* a step whose every cell a later step re-predicts is skipped; a step that re-predicts every cell
+  needs no upsampling nor selection;
+* the point head's first layer is applied to the fine-grained maps once when they have fewer
+  pixels than the points sampled from them (bilinear sampling is linear);
+* the point MLP runs as batched products split at the coarse logits (:func:`mlp_point_logits`);
+* on CPU, fine-grained maps are sampled channels_last and the uncertainty is a running top-2
+  instead of a sort per location (both bit for bit);
+* predictions are written back with one ``index_put_``.
 
-* a step whose every cell a later step re-predicts is skipped (its result would be overwritten);
-  a step that re-predicts every cell needs no upsampling nor selection;
-* the point head's first layer is applied to the fine-grained maps once, when they have fewer
-  pixels than the points the steps sample from them (bilinear sampling is linear);
-* the point MLP runs as batched products split at the coarse logits (no concatenated copies of
-  the point features; :func:`mlp_point_logits`);
-* fine-grained maps are sampled in channels_last memory format on CPU (same values, bit for bit);
-* the uncertainty (top-1 minus top-2 logit) is a running top-2 over the classes on CPU instead of
-  a sort per location (same values, bit for bit);
-* predictions are written back with one ``index_put_`` in place.
-
-There is no host synchronisation and no data-dependent shape (the number of points and of steps
-are the only constants), so it runs asynchronously on CUDA and exports with symbolic sizes.
+There is no host synchronisation and no data-dependent shape (the numbers of points and steps are
+the only constants): it runs asynchronously on CUDA and exports with symbolic sizes.
 """
 from functools import reduce
 from typing import Callable, List
@@ -40,11 +35,9 @@ __all__ = ["FastPointRendSegHead", "mlp_point_logits", "top2_uncertainty",
 
 def top2_uncertainty(logits):
     """
-    :func:`~pointrend_seg.modeling.point_sampling.calculate_uncertainty` (``top2 - top1`` over
-    dim 1, (N, K, ...) -> (N, 1, ...)), bit for bit, ties and infinities included, without a
-    gradient (it only selects points). On CPU a running top-2 (elementwise max / min into
-    preallocated maps) instead of a sort over the classes at every location; elsewhere that
-    function itself.
+    :func:`~pointrend_seg.modeling.point_sampling.calculate_uncertainty` ((N, K, ...) ->
+    (N, 1, ...)) bit for bit, ties and infinities included, without a gradient; on CPU by a
+    running top-2 (elementwise max / min) instead of a sort.
     """
     logits = logits.detach()
     if logits.device.type != "cpu":
@@ -67,10 +60,8 @@ def mlp_point_logits(point_head: MLPPointHead, fine_grained_features, coarse_log
                      fine_projected: bool = False):
     """
     ``point_head(fine_grained_features, coarse_logits)`` (N, K, P) without concatenations: a layer
-    applied to ``[x, coarse_logits]`` is computed as ``[W_c, b] [coarse_logits; 1]`` plus, in
-    place, ``W_x x`` (no copy of the (C x P) inputs, no broadcast copy of the bias). With
-    ``fine_projected`` the first argument is the first layer's product with the features,
-    (N, first layer's outputs, P) (sampled from :func:`project_fine_features`).
+    on ``[x, coarse_logits]`` is ``[W_c, b] [coarse_logits; 1]`` plus, in place, ``W_x x``. With
+    ``fine_projected`` the first argument is already ``W_x x`` (of :func:`project_fine_features`).
     """
     n, num_classes, num_points = coarse_logits.shape
     coarse_and_one = torch.cat([coarse_logits, coarse_logits.new_ones(n, 1, num_points)], 1)
@@ -97,10 +88,9 @@ def mlp_point_logits(point_head: MLPPointHead, fine_grained_features, coarse_log
 
 def project_fine_features(point_head: MLPPointHead, feature_maps):
     """
-    The first layer's product with the fine-grained features, applied to whole maps: (N, C_i,
-    H_i, W_i) in the order of the point head's input channels -> (N, first layer's outputs, H_i,
-    W_i) each. Sampling these at points and summing equals that product with the sampled,
-    concatenated features.
+    The first layer's product with each whole fine-grained map (N, C_i, H_i, W_i), in the order of
+    the point head's input channels: sampled at points and summed, it equals the product with the
+    sampled, concatenated features.
     """
     weight = _layers(point_head)[0].weight
     projected, start = [], 0
@@ -112,13 +102,8 @@ def project_fine_features(point_head: MLPPointHead, feature_maps):
 
 def _write_points(logits, indices, values):
     """
-    ``logits[b, :, cell] = values[b, :, p]`` for ``cell = indices[b, p]``, in place: one flat
-    ``index_put_`` (a ``scatter_`` along the last dim is slower on CPU).
-
-    Args:
-        logits (Tensor): (N, K, H, W) contiguous float32.
-        indices (Tensor): (N, P) flat indices into H x W, distinct within an image.
-        values (Tensor): (N, K, P), any float dtype.
+    ``logits[b, :, indices[b, p]] = values[b, :, p]`` in place for contiguous (N, K, H, W)
+    ``logits``, (N, P) distinct flat ``indices``, (N, K, P) ``values`` (a ``scatter_`` is slower).
     """
     n, k, h, w = logits.shape
     rows = torch.arange(n * k, device=logits.device).view(n, k, 1) * (h * w)
@@ -130,11 +115,8 @@ class FastPointRendSegHead(PointRendSegHead):
     """:class:`PointRendSegHead` with the fast :meth:`inference` (module docstring)."""
 
     def _repredicts_every_cell(self, h, w, step: int) -> bool:
-        """
-        Whether subdivision step ``step`` (1-based) of (h, w) coarse logits re-predicts all its
-        cells. Only a provable answer counts: with symbolic sizes (torch.export) it is False and
-        the step runs the general way (same result).
-        """
+        """Whether step ``step`` (1-based) of (h, w) coarse logits provably re-predicts all its
+        cells (with symbolic sizes: False, and the step runs the general way)."""
         return statically_known_true(self.subdivision_num_points >= h * 2 ** step * w * 2 ** step)
 
     def _first_needed_step(self, h, w) -> int:
@@ -144,11 +126,8 @@ class FastPointRendSegHead(PointRendSegHead):
                     if self._repredicts_every_cell(h, w, step)), default=1)
 
     def _point_predictor(self, features, coarse_logits, first_step: int):
-        """
-        ``coords (N, P, 2) -> point logits (N, K, P)`` for the steps from ``first_step`` on,
-        from the first layer's projection of the maps when they have fewer pixels (and no more
-        channels) than the points sampled from them.
-        """
+        """``coords (N, P, 2) -> point logits (N, K, P)`` for the steps from ``first_step`` on,
+        projecting the maps first when that is cheaper (module docstring)."""
         h, w = coarse_logits.shape[-2:]
         maps = [features[f] for f in self.in_features]
         num_points = sum(torch.sym_min(self.subdivision_num_points, h * w * 4 ** step)
@@ -200,13 +179,10 @@ class FastPointRendSegHead(PointRendSegHead):
 
 def use_fast_subdivision(model: torch.nn.Module) -> List[Callable[[], None]]:
     """
-    Make every :class:`PointRendSegHead` of ``model`` with an :class:`MLPPointHead` a
-    :class:`FastPointRendSegHead`, in place, by changing its class (as
-    ``torch.nn.utils.parametrize`` does): its parameters, buffers, hooks and attributes stay the
-    very same objects. Subclasses of the head (their inference may differ) are left alone.
-
-    Returns:
-        one undo function per head swapped (each gives it back its class).
+    Make every :class:`PointRendSegHead` (not a subclass) of ``model`` with an
+    :class:`MLPPointHead` a :class:`FastPointRendSegHead` by changing its class, as
+    ``torch.nn.utils.parametrize`` does (its parameters, hooks and attributes stay the same
+    objects); one undo function per head.
     """
     undo = []
     for module in model.modules():

@@ -1,31 +1,21 @@
 """
-Inference transforms of a model in eval mode, applied by one entry point,
-:func:`prepare_for_inference`, and undone exactly by the handle it returns:
+Inference transforms of a model in eval mode, applied by :func:`prepare_for_inference` and undone
+exactly by the handle it returns:
 
-* **the fast subdivision**: every ``PointRendSegHead`` (with an ``MLPPointHead``) becomes a
-  :class:`~pointrend_seg.modeling.fast_subdivision.FastPointRendSegHead`, the same head whose
-  inference is faster (equal up to float rounding; same parameters);
-* **batch norm folded into the convolution before it**: a Detectron2 ``Conv2d`` whose ``norm`` is
-  a ``BatchNorm2d`` (also ``SyncBatchNorm`` / ``NaiveSyncBatchNorm``, which in eval mode are the
-  same affine map) or a ``FrozenBatchNorm2d`` becomes one convolution with weight
-  ``W * s`` and bias ``(b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)`` per output
-  channel (computed in float64, stored in the weight's dtype). This covers the ResNet stem and
-  blocks, ASPP and the DeepLabV3+ decoder. Group norm (statistics of the input) and batch norm
-  without running statistics are left alone;
-* **channels_last** memory format of the 4-d parameters and buffers (so of the activations);
-* **torch.compile** of the ``backbone`` and ``sem_seg_head`` (a mode of ``torch.compile``;
-  "reduce-overhead" adds CUDA graphs).
+* **fast subdivision**: every ``PointRendSegHead`` with an ``MLPPointHead`` becomes a
+  :class:`~pointrend_seg.modeling.fast_subdivision.FastPointRendSegHead` (same parameters, equal
+  up to float rounding);
+* **batch norm folded** into the Detectron2 ``Conv2d`` it follows (``BatchNorm2d``, its sync
+  variants - the same affine map in eval mode - and ``FrozenBatchNorm2d``): weight ``W * s``, bias
+  ``(b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``, computed in float64. Group norm and
+  batch norm without running statistics are left alone;
+* **channels_last** 4-d parameters and buffers (so activations);
+* **torch.compile** of ``backbone`` and ``sem_seg_head``.
 
-The model must be in eval mode: the folded model has no batch norm left to train, so a forward
-in training mode raises until :meth:`InferenceHandle.undo` is called. ``undo()`` puts the
-original parameter objects, norm modules and submodules back: the state dict is bit-identical
-and training behaves exactly as before. The handle is also a context manager::
-
-    with prepare_for_inference(model, cfg):
-        outputs = model(inputs)
-
-A caller that never trains the model again may drop the handle (the original weights are then
-freed with it).
+A forward in training mode raises until :meth:`InferenceHandle.undo`, which puts the original
+parameters, norms and submodules back (the state dict bit-identical). The handle is also a context
+manager (``with prepare_for_inference(model, cfg): ...``); a caller that never trains the model
+again may drop it, freeing the original weights.
 """
 import dataclasses
 import logging
@@ -53,16 +43,8 @@ COMPILED_CHILDREN = ("backbone", "sem_seg_head")
 
 @dataclasses.dataclass(frozen=True)
 class InferenceOptions:
-    """
-    What :func:`prepare_for_inference` does (``MODEL.INFERENCE.*``).
-
-    Attributes:
-        fast_subdivision: swap in the fast inference of PointRend heads.
-        fold_bn: fold batch norms into the convolutions before them.
-        channels_last: convert 4-d parameters and buffers to channels_last.
-        compile: "" (no compilation) or one of ``COMPILE_MODES``.
-        compile_backend: the ``torch.compile`` backend (tests use "eager").
-    """
+    """What :func:`prepare_for_inference` does (``MODEL.INFERENCE.*``); ``compile``: "" (off) or
+    one of ``COMPILE_MODES``, with the ``torch.compile`` backend ``compile_backend``."""
 
     fold_bn: bool = True
     channels_last: bool = False
@@ -93,15 +75,9 @@ class InferenceOptions:
 
 class InferenceHandle:
     """
-    The transforms applied by :func:`prepare_for_inference`; :meth:`undo` reverts them (once;
-    later calls do nothing). A context manager that undoes on exit.
-
-    Attributes:
-        options (InferenceOptions): what was applied.
-        num_fast_heads (int): PointRend heads given the fast subdivision.
-        num_folded (int): batch norms folded.
-        num_channels_last (int): tensors converted to channels_last.
-        compiled (list[str]): names of the compiled submodules.
+    What :func:`prepare_for_inference` applied: ``options``, the counts ``num_fast_heads``,
+    ``num_folded`` and ``num_channels_last``, and the names of the ``compiled`` submodules.
+    :meth:`undo` reverts it (later calls do nothing); a context manager that undoes on exit.
     """
 
     def __init__(self, options: InferenceOptions):
@@ -144,12 +120,8 @@ def _batch_norm_affine(norm: nn.Module):
 
 def fold_batch_norms(model: nn.Module) -> List[Callable[[], None]]:
     """
-    Fold every foldable batch norm of a Detectron2 ``Conv2d`` into its convolution, in place.
-    The model must be in eval mode.
-
-    Returns:
-        one undo function per folded convolution (each restores the original weight, bias and
-        norm objects).
+    Fold every foldable batch norm of a Detectron2 ``Conv2d`` into its convolution, in place, in
+    eval mode; one undo function per convolution (restoring its weight, bias and norm objects).
     """
     undo = []
     for conv in model.modules():
@@ -221,14 +193,10 @@ def prepare_for_inference(model: nn.Module, cfg_or_options=None,
     Apply the inference transforms to ``model`` (in eval mode), in place.
 
     Args:
-        model: e.g. a ``GeneralizedSemanticSegmentor``; a ``DistributedDataParallel`` wrapper is
-            unwrapped (its module is transformed).
+        model: e.g. a ``GeneralizedSemanticSegmentor``, or a ``DistributedDataParallel`` of one.
         cfg_or_options: a config (its ``MODEL.INFERENCE`` keys), an :class:`InferenceOptions`,
             or None for the defaults (fold batch norm, channels_last on CUDA, no compilation).
         device: resolves "auto" keys; default: the device of the model's parameters.
-
-    Returns:
-        InferenceHandle: ``undo()`` / context manager.
     """
     if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module

@@ -7,21 +7,10 @@ __all__ = ["cross_entropy_with_ignore"]
 
 def cross_entropy_with_ignore(logits, labels, ignore_value: int, top_k_fraction: float = 1.0):
     """
-    Mean cross-entropy over the labelled (not ignored) positions.
-
-    Args:
-        logits (Tensor): (N, K, ...) class logits.
-        labels (Tensor): (N, ...) int64 labels in [0, K) or ``ignore_value``.
-        ignore_value (int): label excluded from the loss.
-        top_k_fraction (float): in (0, 1]; below 1, only the hardest fraction of the labelled
-            positions is averaged (DeepLab's bootstrapped cross-entropy, "hard pixel mining").
-
-    Returns:
-        Tensor: scalar; 0 (with a gradient path) when every position is ignored.
-
-    Plain cross-entropy (``top_k_fraction`` 1) is computed without a host synchronisation: the
-    sum over labelled positions divided by their count (at least 1). Hard pixel mining needs the
-    number of labelled positions on the host to size its top-k.
+    Mean cross-entropy of (N, K, ...) ``logits`` over the positions of (N, ...) int64 ``labels``
+    that are not ``ignore_value``; 0 (with a gradient path) when all are. With ``top_k_fraction``
+    below 1 only that hardest fraction is averaged (DeepLab's "hard pixel mining", which needs a
+    host synchronisation to size its top-k; plain cross-entropy has none).
     """
     if top_k_fraction >= 1.0:
         total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_value, reduction="sum")

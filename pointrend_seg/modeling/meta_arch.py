@@ -28,20 +28,11 @@ __all__ = ["GeneralizedSemanticSegmentor"]
 class GeneralizedSemanticSegmentor(nn.Module):
     """
     Backbone + any semantic-segmentation head (with or without PointRend), with Detectron2's
-    standard inputs and outputs.
-
-    Input: a list of dicts with ``image`` (C, H, W) in ``INPUT.FORMAT``, in training ``sem_seg``
-    (H, W) int64 labels, and optionally ``height``/``width`` (output size, default the input's).
-    Output (inference): one dict per image, ``{"sem_seg": (K, height, width) logits}``, so
-    Detectron2's evaluators work unchanged.
-
-    Inference is batch-independent: every image is padded only to the next multiple of the
-    backbone's largest stride, as if it ran alone (images of equal padded size share a batch),
-    and its prediction is cropped back before resizing to ``height``/``width``. In training the
-    images of a batch share one padded canvas (see :meth:`losses`).
-
-    Inference options (``TEST.*``): sliding-window inference for large images and multi-scale +
-    flip test-time augmentation (then ``sem_seg`` holds mean class probabilities, not logits).
+    inputs and outputs: dicts with ``image`` (C, H, W) in ``INPUT.FORMAT``, in training ``sem_seg``
+    (H, W) int64 labels, optionally the output ``height`` / ``width``; in inference one
+    ``{"sem_seg": (K, height, width) logits}`` per image. Inference is batch-independent
+    (:meth:`predict_logits`); ``TEST.*`` adds sliding windows and multi-scale + flip
+    augmentation (``sem_seg`` then holds mean class probabilities).
     """
 
     @configurable
@@ -52,12 +43,9 @@ class GeneralizedSemanticSegmentor(nn.Module):
     ):
         """
         Args:
-            backbone: a Detectron2 backbone.
-            sem_seg_head: a head with Detectron2's ``forward(features, targets)`` interface and an
-                ``ignore_value`` attribute.
+            sem_seg_head: with Detectron2's ``forward(features, targets)`` and ``ignore_value``.
             pixel_mean, pixel_std: per-channel normalisation, in ``INPUT.FORMAT`` order.
-            size_divisibility: pad inputs to a multiple of this; -1 uses the largest stride of
-                the backbone's outputs.
+            size_divisibility: pad inputs to a multiple of this; -1: the backbone's largest stride.
             sliding_window: None, or dict(window=(h, w), stride=(h, w), blend="mean"|"hann").
             test_augmentation: None, or dict(min_sizes=[...], max_size=int, flip=bool).
         """
@@ -116,13 +104,10 @@ class GeneralizedSemanticSegmentor(nn.Module):
 
     def predict_logits(self, images: List[torch.Tensor]) -> List[torch.Tensor]:
         """
-        Logits of each normalised (C, H, W) image at its own resolution: (K, H, W) float32.
-
-        Each image is padded only to the next multiple of ``size_divisibility`` (as if it ran
-        alone); images whose padded sizes are equal run as one batch. So an image's logits do not
-        depend on the other images of the batch: with a common canvas, the padding added for a
-        larger neighbour would reach every logit through ASPP's global image pooling and the
-        dilated convolutions.
+        (K, H, W) float32 logits of each normalised (C, H, W) image at its own resolution. Each
+        image is padded only to the next multiple of ``size_divisibility``, as if it ran alone
+        (equal padded sizes share a batch): with a common canvas, a larger neighbour's padding
+        would reach every logit through ASPP's image pooling and the dilated convolutions.
         """
         groups: Dict[Tuple[int, int], List[int]] = {}
         d = self.size_divisibility
@@ -138,17 +123,8 @@ class GeneralizedSemanticSegmentor(nn.Module):
         return outputs
 
     def backbone_features(self, image: torch.Tensor):
-        """
-        The backbone features of one image alone, as the whole-image path computes them (for
-        heads that trace what they do from the features).
-
-        Args:
-            image: (C, H, W) in ``INPUT.FORMAT``, not normalised (as in ``forward``).
-
-        Returns:
-            (dict[str, Tensor], (H, W)): the features of the image padded to
-            ``size_divisibility``, and the image's size.
-        """
+        """(features, (H, W)): the backbone features of one (C, H, W) image in ``INPUT.FORMAT``
+        (not normalised) alone, padded as the whole-image path pads it, and its size."""
         batch = ImageList.from_tensors([self.normalize(image)], self.size_divisibility)
         return self.backbone(batch.tensor), tuple(image.shape[-2:])
 
@@ -180,30 +156,22 @@ class GeneralizedSemanticSegmentor(nn.Module):
 
     def losses(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """
-        Training losses of a batch. The images are padded to a common canvas (a multiple of
-        ``size_divisibility``) with the pixel mean, the labels with the head's ignore value: the
-        losses ignore the padding, but the convolutions and ASPP's image pooling of a smaller
-        image see it (zeros after normalisation), as in Detectron2's ``SemanticSegmentor``.
+        Training losses of a batch padded to one canvas, the labels with the ignore value: the
+        losses ignore the padding, the convolutions and ASPP's pooling of a smaller image see it
+        (zeros after normalisation), as in Detectron2's ``SemanticSegmentor``.
         """
-        images = ImageList.from_tensors(
-            [self.normalize(x["image"]) for x in batched_inputs], self.size_divisibility
-        )
-        targets = ImageList.from_tensors(
-            [x["sem_seg"].to(self.device) for x in batched_inputs],
-            self.size_divisibility,
-            self.sem_seg_head.ignore_value,
-        ).tensor
+        images = ImageList.from_tensors([self.normalize(x["image"]) for x in batched_inputs],
+                                        self.size_divisibility)
+        targets = ImageList.from_tensors([x["sem_seg"].to(self.device) for x in batched_inputs],
+                                         self.size_divisibility,
+                                         self.sem_seg_head.ignore_value).tensor
         _, losses = self.sem_seg_head(self.backbone(images.tensor), targets)
         return losses
 
 
 def _check_crop_size(cfg, stride: int) -> None:
-    """
-    ``INPUT.CROP.SIZE`` with ``INPUT.CROP.TYPE`` "absolute" must be a multiple of the output
-    stride (the padding multiple): another size would put ignore-valued padding into every
-    training batch. Data-dependent crop types and images smaller than the crop are padded, as at
-    test time.
-    """
+    """An "absolute" ``INPUT.CROP.SIZE`` must be a multiple of the output stride: another size
+    would put ignore-valued padding into every training batch."""
     crop = cfg.INPUT.CROP
     if not (crop.ENABLED and crop.TYPE == "absolute"):
         return

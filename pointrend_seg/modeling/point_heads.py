@@ -31,11 +31,10 @@ def _init_predictor(conv):
 @POINT_HEAD_REGISTRY.register()
 class MLPPointHead(nn.Module):
     """
-    The paper's point head, Detectron2's ``StandardPointHead`` with the same parameter names
-    (``fc1``..``fcN``, ``predictor``): ``num_fc`` layers of ``fc_dim`` channels (1x1 Conv1d +
-    ReLU, the same MLP at every point), then a linear predictor. Input: fine-grained features
-    concatenated with the coarse logits; with ``coarse_pred_each_layer`` the coarse logits are
-    concatenated again before every later layer and the predictor.
+    The paper's point head, Detectron2's ``StandardPointHead`` with its parameter names
+    (``fc1``..``fcN``, ``predictor``): an MLP of ``num_fc`` 1x1 Conv1d + ReLU layers on the
+    fine-grained features and coarse logits (again before every later layer with
+    ``coarse_pred_each_layer``), then a linear predictor.
     """
 
     @configurable
@@ -56,8 +55,8 @@ class MLPPointHead(nn.Module):
         self.fc_layers = []
         channels = in_channels + num_classes
         for k in range(num_fc):
-            # Each layer is filled as soon as it is created (Detectron2 creates all, then fills):
-            # the order of the random draws that every seeded model of this project was made with.
+            # Filled as soon as created (Detectron2 creates all, then fills): the order of the
+            # random draws this project's seeded models were made with.
             fc = nn.Conv1d(channels, fc_dim, kernel_size=1)
             weight_init.c2_msra_fill(fc)
             self.add_module(f"fc{k + 1}", fc)
@@ -87,10 +86,7 @@ class MLPPointHead(nn.Module):
 
 @POINT_HEAD_REGISTRY.register()
 class LinearPointHead(nn.Module):
-    """
-    A single linear layer on ``[fine_grained_features, coarse_logits]`` (the walk-through this
-    project started from); a cheap baseline for the MLP.
-    """
+    """A single linear layer on ``[fine_grained_features, coarse_logits]``; a cheap baseline."""
 
     @configurable
     def __init__(self, *, in_channels: int, num_classes: int):
@@ -107,6 +103,6 @@ class LinearPointHead(nn.Module):
 
 
 def build_point_head(cfg, in_channels: int):
-    """Build the head named by ``cfg.MODEL.POINT_HEAD.NAME`` for ``in_channels`` feature channels."""
+    """The head named by ``cfg.MODEL.POINT_HEAD.NAME`` for ``in_channels`` feature channels."""
     return lookup(POINT_HEAD_REGISTRY, "MODEL.POINT_HEAD.NAME", cfg.MODEL.POINT_HEAD.NAME)(
         cfg, in_channels)

@@ -28,10 +28,9 @@ def training_point_coords(coarse_logits, num_points: int, oversample_ratio: floa
                           importance_sample_ratio: float):
     """
     The paper's training points, (N, P, 2) of (N, K, H, W) coarse logits: of ``k * P`` uniform
-    random points, the ``beta * P`` most uncertain (judged on the coarse logits sampled there, not
-    on the grid), then ``(1 - beta) * P`` uniform random points. Detectron2's selection, except
-    that where ``int(beta * P)`` is 0 it draws the P random points only (Detectron2 draws and
-    discards the k * P candidates first; every seeded run so far drew as here).
+    random points the ``beta * P`` most uncertain, then ``(1 - beta) * P`` uniform random ones.
+    Detectron2's selection, except that where ``int(beta * P)`` is 0 it draws no candidates
+    (Detectron2 draws and discards them; this project's seeded runs draw as here).
     """
     if int(importance_sample_ratio * num_points) == 0:
         return torch.rand(coarse_logits.shape[0], num_points, 2, device=coarse_logits.device)
@@ -42,16 +41,10 @@ def training_point_coords(coarse_logits, num_points: int, oversample_ratio: floa
 
 def most_uncertain_cells(uncertainty, num_points: int):
     """
-    Flat indices of the ``min(P, H * W)`` most uncertain cells of each image, in no particular
-    order (``torch.topk``). Detectron2's ``get_uncertain_point_coords_on_grid`` takes that minimum
-    in Python, which fixes H and W when the model is exported; ``torch.sym_min`` keeps them
-    symbolic.
-
-    Args:
-        uncertainty (Tensor): (N, 1, H, W) or (N, H * W).
-
-    Returns:
-        Tensor: (N, min(P, H * W)) int64.
+    (N, min(P, H * W)) int64 flat indices of the most uncertain cells of (N, 1, H, W) or
+    (N, H * W) ``uncertainty``, in no particular order. Detectron2's
+    ``get_uncertain_point_coords_on_grid`` takes the minimum in Python, which fixes H and W in an
+    exported model; ``torch.sym_min`` keeps them symbolic.
     """
     flat = uncertainty.flatten(1)
     k = torch.sym_min(num_points, flat.shape[1])
@@ -59,15 +52,8 @@ def most_uncertain_cells(uncertainty, num_points: int):
 
 
 def grid_cell_centers(indices, height: int, width: int):
-    """
-    Normalised centres of cells given by flat indices into an H x W grid.
-
-    Args:
-        indices (Tensor): (N, P) integer indices in [0, H * W).
-
-    Returns:
-        Tensor: (N, P, 2) float32 coordinates ``(x, y)``.
-    """
+    """(N, P, 2) float32 normalised ``(x, y)`` centres of the cells (N, P) ``indices`` of an
+    H x W grid."""
     # column = index - row * W, not Detectron2's ``index % W``: the ONNX exporter cannot
     # translate a remainder by a symbolic width.
     row = torch.div(indices, width, rounding_mode="floor")
@@ -78,15 +64,8 @@ def grid_cell_centers(indices, height: int, width: int):
 
 def sample_point_labels(labels, point_coords):
     """
-    Ground-truth labels at points, by nearest-neighbour sampling (as Detectron2's head does
-    inline; rounded before the cast, so that no label is one below its value).
-
-    Args:
-        labels (Tensor): (N, H, W) integer labels (the ignore value passes through unchanged).
-        point_coords (Tensor): (N, P, 2).
-
-    Returns:
-        Tensor: (N, P) int64.
+    (N, P) int64 labels at (N, P, 2) ``point_coords`` of (N, H, W) ``labels``, nearest-neighbour
+    sampled as Detectron2's head does, rounded before the cast so that none is one below its value.
     """
     sampled = point_sample(labels.unsqueeze(1).to(torch.float32), point_coords, mode="nearest",
                            align_corners=False)

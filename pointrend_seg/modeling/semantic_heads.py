@@ -1,12 +1,8 @@
 """
-Semantic-segmentation heads (Detectron2's ``SEM_SEG_HEADS_REGISTRY``): a coarse head plus either
-plain bilinear upsampling (``BilinearSegHead``, the DeepLab baseline) or PointRend's point loss and
-adaptive subdivision (``PointRendSegHead``).
-
-Both follow Detectron2's head interface ``forward(features, targets=None)``: in training
-``(None, losses)``, in inference ``(logits, {})`` with logits (N, K, s * h, s * w) for coarse logits
-(N, K, h, w) of stride s, i.e. at the resolution of the (padded) input when its size is a
-multiple of s, which ``GeneralizedSemanticSegmentor`` guarantees by padding.
+Semantic-segmentation heads (Detectron2's ``SEM_SEG_HEADS_REGISTRY``): a coarse head plus bilinear
+upsampling (``BilinearSegHead``, the DeepLab baseline) or PointRend (``PointRendSegHead``). Both
+have Detectron2's ``forward(features, targets=None)``: ``(None, losses)`` in training, else
+``(logits, {})``, logits (N, K, s * h, s * w) for coarse logits (N, K, h, w) at stride s.
 """
 import math
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
@@ -36,8 +32,6 @@ from .point_sampling import (
 __all__ = ["BilinearSegHead", "PointRendSegHead", "SubdivisionTrace", "TracedStep"]
 
 
-# A loss weight: 0 turns that loss off (e.g. the point loss, for arithmetic that does not depend
-# on the sampled points); a negative one is gradient ascent on it, inf / NaN a non-finite loss.
 _LOSS_WEIGHT_RULE = ("a finite number >= 0 (0 turns the loss off; a negative one is gradient "
                      "ascent)")
 
@@ -58,14 +52,7 @@ class BilinearSegHead(nn.Module):
         self, *, coarse_head: nn.Module, ignore_value: int, loss_weight: float = 1.0,
         hard_pixel_top_k: float = 1.0,
     ):
-        """
-        Args:
-            coarse_head: a module mapping features to (N, K, h, w) logits with attribute
-                ``output_stride``.
-            ignore_value: label value excluded from every loss.
-            loss_weight: weight of ``loss_sem_seg``.
-            hard_pixel_top_k: fraction of the hardest pixels the loss averages (1: plain CE).
-        """
+        """``coarse_head``: features -> (N, K, h, w) logits, with an ``output_stride``."""
         super().__init__()
         check_arguments(type(self).__name__, [
             ("MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "hard_pixel_top_k", hard_pixel_top_k,
@@ -84,16 +71,12 @@ class BilinearSegHead(nn.Module):
 
     @classmethod
     def config_problems(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
-        """
-        What is wrong with this head's YAML keys (``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` and
-        ``IGNORE_VALUE`` together, ``LOSS_TYPE``), one message per problem naming keys and
-        values; the argument values both config kinds pass are checked in the constructors.
-        """
+        """One message per problem of the YAML keys that the constructor does not see
+        (``NUM_CLASSES`` with ``IGNORE_VALUE``, ``LOSS_TYPE``)."""
         h = cfg.MODEL.SEM_SEG_HEAD
         problems = []
         if h.NUM_CLASSES == 1:
-            # One class (a single sigmoid logit) is not supported: the losses, the uncertainty
-            # (top-2 margin) and the evaluators work on >= 2 softmax classes.
+            # the losses, the uncertainty (top-2 margin) and the evaluators need >= 2 classes
             problems.append(
                 "MODEL.SEM_SEG_HEAD.NUM_CLASSES=1: a foreground/background task has 2 classes "
                 "here (one logit per class, softmax): set MODEL.SEM_SEG_HEAD.NUM_CLASSES 2 with "
@@ -153,11 +136,7 @@ class BilinearSegHead(nn.Module):
         return coarse_logits.shape[-2] * s, coarse_logits.shape[-1] * s
 
     def losses(self, coarse_logits, targets, features):
-        """
-        Args:
-            coarse_logits (Tensor): (N, K, h, w).
-            targets (Tensor): (N, H, W) int64 labels, H <= s * h and W <= s * w.
-        """
+        """``coarse_logits`` (N, K, h, w); ``targets`` (N, H, W) int64, H <= s * h, W <= s * w."""
         logits = F.interpolate(
             coarse_logits, size=self.canvas_size(coarse_logits), mode="bilinear",
             align_corners=False,
@@ -175,10 +154,10 @@ class BilinearSegHead(nn.Module):
 
 class TracedStep(NamedTuple):
     """
-    One subdivision step of one image: the centres ``xy`` (P, 2) float of the cells it
-    re-predicted, in pixels of the image (``(x, y)``; cells wholly in the padding left out), the
-    cell size ``cell`` (height, width) in pixels, the step's ``grid`` (H, W) over the padded canvas,
-    and ``labels`` (ceil(H_img / cell_h), ceil(W_img / cell_w)) int64, the argmax after the step.
+    One subdivision step of one image: ``xy`` (P, 2) float, the (x, y) pixel centres of the cells
+    it re-predicted (cells wholly in the padding left out); ``cell`` (height, width) in pixels; the
+    ``grid`` (H, W) over the padded canvas; ``labels`` (ceil(H_img / cell_h), ceil(W_img / cell_w))
+    int64, the argmax after the step.
     """
 
     xy: torch.Tensor
@@ -203,16 +182,9 @@ class SubdivisionTrace(NamedTuple):
 @SEM_SEG_HEADS_REGISTRY.register()
 class PointRendSegHead(BilinearSegHead):
     """
-    PointRend (Kirillov et al., CVPR 2020) on a coarse head.
-
-    Training adds ``loss_sem_seg_point``: cross-entropy of the point head at ``train_num_points``
-    points per image chosen by over-generation (k) and importance sampling (beta), against labels
-    sampled there with nearest interpolation. Inference repeats {2x bilinear upsampling; the point
-    head re-predicts the ``subdivision_num_points`` most uncertain cells} from the coarse stride up
-    to the input resolution.
-
-    This is the method as the paper states it. ``prepare_for_inference`` replaces its
-    :meth:`inference` by a faster one with the same weights
+    PointRend (Kirillov et al., CVPR 2020) on a coarse head, as the paper states it: training adds
+    the point head's ``loss_sem_seg_point``; inference is adaptive subdivision.
+    ``prepare_for_inference`` swaps in a faster :meth:`inference` with the same weights
     (:mod:`pointrend_seg.modeling.fast_subdivision`).
     """
 
@@ -224,16 +196,11 @@ class PointRendSegHead(BilinearSegHead):
     ):
         """
         Args:
-            point_head: maps (N, C, P) fine features and (N, K, P) coarse logits to (N, K, P).
-            in_features: feature maps sampled as fine-grained features (e.g. ["res2"]).
-            train_num_points: points per image in training (P).
-            oversample_ratio: k >= 1: the k * P random candidates of the uncertain points.
-            importance_sample_ratio: beta in [0, 1]: the fraction of the P points taken among the
-                candidates (the most uncertain ones); the others are uniform random.
-            subdivision_num_points: points re-predicted per subdivision step.
-            subdivision_steps: number of 2x steps; -1 derives it from the coarse stride
-                (log2 s: 4 at stride 16, 3 at stride 8).
-            point_loss_weight: weight of ``loss_sem_seg_point``.
+            point_head: (N, C, P) fine features and (N, K, P) coarse logits -> (N, K, P) logits.
+            in_features: the maps sampled as fine-grained features (e.g. ["res2"]).
+            oversample_ratio, importance_sample_ratio: the paper's k and beta
+                (:func:`~pointrend_seg.modeling.point_sampling.training_point_coords`).
+            subdivision_steps: the number of 2x steps; -1: log2 of the coarse stride.
             kwargs: the arguments of :class:`BilinearSegHead`.
         """
         super().__init__(**kwargs)
@@ -269,12 +236,8 @@ class PointRendSegHead(BilinearSegHead):
 
     @classmethod
     def config_problems(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> List[str]:
-        """
-        The problems of :class:`BilinearSegHead` plus: ``MODEL.POINT_HEAD.IN_FEATURES`` must be
-        backbone outputs, and a ``MODEL.POINT_HEAD.NUM_CLASSES`` (a key of Detectron2's PointRend
-        project, not ours) must equal ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``: the point head refines
-        the coarse logits class by class.
-        """
+        """:class:`BilinearSegHead`'s problems plus those of ``MODEL.POINT_HEAD``'s
+        ``IN_FEATURES``, ``SUBDIVISION_STEPS`` and ``NUM_CLASSES`` (Detectron2 PointRend's key)."""
         problems = super().config_problems(cfg, input_shape)
         p = cfg.MODEL.POINT_HEAD
         problems += missing_feature_problems(cfg, "MODEL.POINT_HEAD.IN_FEATURES", p.IN_FEATURES,
@@ -347,18 +310,10 @@ class PointRendSegHead(BilinearSegHead):
     def inference(self, coarse_logits, features, on_step: Optional[Callable] = None):
         """
         Adaptive subdivision: :meth:`num_subdivision_steps` times {2x bilinear upsampling; the
-        ``subdivision_num_points`` most uncertain cells re-predicted by the point head from the
-        coarse logits and fine-grained features at their centres}. The logits stay float32
-        whatever the autocast dtype of the point head.
-
-        Args:
-            coarse_logits (Tensor): (N, K, h, w) at stride s.
-            features (dict[str, Tensor]): the fine-grained maps named by ``in_features``.
-            on_step: called after each step with the re-predicted cells (flat indices (N, P) into
-                the step's grid and their centres (N, P, 2)) and the logits after the step.
-
-        Returns:
-            Tensor: (N, K, s * h, s * w) float32.
+        point head re-predicts the ``subdivision_num_points`` most uncertain cells}, in float32
+        whatever the autocast dtype. (N, K, h, w) coarse logits at stride s -> (N, K, s * h,
+        s * w) float32. ``on_step(indices (N, P), centres (N, P, 2), logits)`` is called after
+        each step.
         """
         coarse_logits = coarse_logits.float()
         logits = coarse_logits
@@ -384,11 +339,10 @@ class PointRendSegHead(BilinearSegHead):
 
     def trace_subdivision(self, features, image_size) -> SubdivisionTrace:
         """
-        One image's inference, recording the subdivision (for pictures of the points, e.g.
-        :func:`pointrend_seg.visualization.draw_subdivision_figure`), from the backbone features
-        of the image alone, padded to a multiple of the backbone stride
-        (``GeneralizedSemanticSegmentor.backbone_features``), and (H, W) of the image inside
-        that padding. The final logits of the trace equal the model's for the image alone.
+        One image's inference, recording the subdivision (for
+        :func:`pointrend_seg.visualization.draw_subdivision_figure`), from the features of
+        ``GeneralizedSemanticSegmentor.backbone_features`` and the (H, W) of the image in the
+        padding. The trace's logits equal the model's for the image alone.
         """
         height, width = image_size
         coarse = self.coarse_head(features)

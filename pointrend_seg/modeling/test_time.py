@@ -1,9 +1,6 @@
 """
-Test-time strategies for large images and augmentation, as pure functions over a
-``predict(image) -> logits`` callable so that they work with any model and are testable alone.
-
-Shapes: an image is (C, H, W) float (already normalised or not: the callable decides), logits are
-(K, H, W) at the image's resolution.
+Test-time strategies for large images and augmentation, as pure functions over a callable
+``predict(image (C, H, W)) -> logits (K, H, W)``, so that they work with any model.
 """
 from typing import Callable, List, Sequence, Tuple
 
@@ -17,10 +14,8 @@ __all__ = ["window_starts", "blend_weights", "check_sliding_window", "sliding_wi
 
 
 def window_starts(length: int, window: int, stride: int) -> List[int]:
-    """
-    Start offsets of windows of size ``window`` every ``stride`` pixels covering [0, length); the
-    last window is aligned to the end. A length not larger than the window gives [0].
-    """
+    """Start offsets of windows of size ``window`` every ``stride`` pixels covering [0, length),
+    the last one aligned to the end."""
     if length <= window:
         return [0]
     starts = list(range(0, length - window + 1, stride))
@@ -47,12 +42,10 @@ def blend_weights(height: int, width: int, blend: str, device=None):
 
 def check_sliding_window(window, stride, blend: str = "mean") -> None:
     """
-    Raise one :class:`ConfigError` naming ``TEST.SLIDING_WINDOW.*`` (the model's
-    ``sliding_window`` dict in a Python config) unless ``window`` and ``stride`` are (height,
-    width) pairs of whole pixels with 1 <= stride <= window on each axis and ``blend`` is known.
-    A stride larger than the window leaves pixels that no window covers (their logits would be
-    0 / 0 = NaN, silently), a stride of 0 never advances. Any sequence of two integers is a pair
-    (a Python config's list arrives as an omegaconf ``ListConfig``).
+    Raise one :class:`ConfigError` naming ``TEST.SLIDING_WINDOW.*`` unless ``window`` and
+    ``stride`` are (height, width) pairs of whole pixels (any sequence: a Python config gives a
+    ``ListConfig``) with 1 <= stride <= window on each axis (a larger stride leaves pixels of
+    0 / 0 = NaN logits) and ``blend`` is known.
     """
     problems = []
 
@@ -85,15 +78,8 @@ def sliding_window_inference(
     stride: Tuple[int, int], blend: str = "mean",
 ):
     """
-    Predict ``image`` (C, H, W) window by window and blend overlapping logits by a weighted mean.
-
-    Args:
-        predict: maps a (C, h, w) crop to (K, h, w) logits.
-        window, stride: (height, width) in pixels, 1 <= stride <= window
-            (:func:`check_sliding_window`).
-
-    Returns:
-        Tensor: (K, H, W) float32 logits.
+    (K, H, W) float32 logits of ``image`` (C, H, W), predicted window by window, overlapping
+    logits blended by a weighted mean; ``window``, ``stride``: (height, width) in pixels.
     """
     check_sliding_window(window, stride, blend)
     _, height, width = image.shape
@@ -116,11 +102,8 @@ def multi_scale_flip_inference(
     max_size: int, flip: bool,
 ):
     """
-    Average class probabilities over rescaled (short side = each of ``min_sizes``, long side at
-    most ``max_size``) and, with ``flip``, horizontally flipped copies of ``image`` (C, H, W).
-
-    Returns:
-        Tensor: (K, H, W) float32 mean probabilities at the input resolution.
+    (K, H, W) float32 class probabilities of ``image`` (C, H, W), averaged over rescaled (short
+    side each of ``min_sizes``, long side at most ``max_size``) and, with ``flip``, flipped copies.
     """
     _, height, width = image.shape
     total = None

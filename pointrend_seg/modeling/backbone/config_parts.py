@@ -1,9 +1,7 @@
 """
-Callables that Python configs pass as arguments (a norm-layer factory, an LR-factor function),
-built by a ``LazyCall`` node instead of a ``functools.partial`` object: the config then stays
-data - Detectron2's ``LazyConfig.save`` writes it as plain YAML, which ``tools/demo.py --run``
-and ``tools/export_model.py --run`` read back (a ``partial`` is saved as a Python object tag,
-which a safe YAML reader refuses).
+Callables that Python configs pass as arguments, built by a ``LazyCall`` node rather than a
+``functools.partial``, so that ``LazyConfig.save`` writes plain YAML that ``tools/demo.py --run``
+and ``tools/export_model.py --run`` read back (a safe YAML reader refuses a ``partial``).
 """
 from functools import partial
 

@@ -1,8 +1,9 @@
 """
 ImageNet ResNet weights of torchvision and timm, renamed for :func:`build_dilated_resnet_backbone`
-(Detectron2's ResNet parameter names). The renaming is exact: the converted backbone computes the
-same res2..res5 features as the source network (at output stride 32; dilation only changes how
-res4/res5 apply the same weights).
+(Detectron2's ResNet parameter names), exactly: the converted backbone computes the source
+network's res2..res5 features at output stride 32 (dilation only changes how res4/res5 apply the
+same weights).
+Which networks convert and which are refused, with why: README.md, "Weights".
 
 =====================================================  ===========================================
 torchvision / timm                                     ours (``prefix`` + ...)
@@ -14,25 +15,6 @@ torchvision / timm                                     ours (``prefix`` + ...)
 ``layer{i}.{j}.downsample.{0,1}.*``                    ``res{i+1}.{j}.shortcut.weight``, ``.norm.*``
 ``fc.*`` (classifier), ``*.num_batches_tracked``       dropped
 =====================================================  ===========================================
-
-Stems (``MODEL.RESNETS.STEM_TYPE``): torchvision's ResNets and timm's ``resnet50`` / ``resnet101``
-... have the 7x7 stem ("basic", ``STEM_OUT_CHANNELS`` 64). timm's ``resnet*c`` and ``resnet*s``
-have the "deep" stem of three 3x3 convs, widths w, w, 2w: our "deeplab" stem with
-``STEM_OUT_CHANNELS`` 2w (64 for ``resnet*c``; 128 for ``resnet*s``, the layout of Detectron2's
-DeepLab R-103, e.g. timm ``resnet101s``).
-
-Weights holding a NaN or an infinite value (a diverged or damaged training) are refused by every
-converter (:func:`refuse_non_finite`): a model initialised from them computes nothing.
-
-Not convertible (refused with :class:`WeightConversionError`): timm's ``resnet*d`` / ``resnet*e``
-(average-pool shortcuts, ``avg_down``: Detectron2's shortcut is a strided 1x1 conv), "tiered"
-deep stems (``resnet*t``: widths not w, w, 2w), ResNet-18/34 (basic blocks; the backbone builds
-bottleneck blocks), depths other than 50/101/152, and networks with extra modules (SE, ECA,
-anti-aliasing, ...). ResNeXt / wide ResNets convert (``NUM_GROUPS`` / ``WIDTH_PER_GROUP``).
-
-Both sources put the stride of a bottleneck in its 3x3 conv (``STRIDE_IN_1X1`` False) and expect
-RGB input normalised with the ImageNet mean and std: :func:`convert_resnet_state_dict` returns
-the config keys that say so, which are also the defaults of ``configs/Base-DeepLabV3-PointRend.yaml``.
 """
 import re
 from typing import Dict, List, Tuple
@@ -105,16 +87,6 @@ def refuse_non_finite(state_dict: Dict[str, torch.Tensor], source_name: str) -> 
             "a model initialised from them computes nothing")
 
 
-def _stage_blocks(state_dict) -> List[int]:
-    blocks = [0, 0, 0, 0]
-    for key in state_dict:
-        m = _BLOCK_RE.match(key)
-        if m:
-            i = int(m["stage"]) - 1
-            blocks[i] = max(blocks[i], int(m["block"]) + 1)
-    return blocks
-
-
 def _check_convertible(state_dict, source_name) -> int:
     """The depth of a convertible torchvision / timm ResNet, else a WeightConversionError."""
     keys = list(state_dict)
@@ -135,7 +107,11 @@ def _check_convertible(state_dict, source_name) -> int:
             f"{source_name} is not a torchvision/timm ResNet state dict (no "
             f"'layer1.0.conv3.weight'; first keys: {keys[:5]})"
         )
-    blocks = _stage_blocks(state_dict)
+    blocks = [0, 0, 0, 0]
+    for m in map(_BLOCK_RE.match, keys):
+        if m:
+            i = int(m["stage"]) - 1
+            blocks[i] = max(blocks[i], int(m["block"]) + 1)
     depths = {tuple(v): d for d, v in BLOCKS_PER_STAGE.items()}
     if tuple(blocks) not in depths:
         raise WeightConversionError(
@@ -168,14 +144,8 @@ def convert_resnet_state_dict(
     source_name: str = "the state dict",
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """
-    Rename a torchvision / timm bottleneck ResNet state dict (module docstring) for
-    ``build_dilated_resnet_backbone``.
-
-    Args:
-        state_dict: the source network's ``state_dict()`` (tensors are not copied).
-        prefix: prepended to our names; "backbone." is where Detectron2 meta-architectures
-            (ours and ``SemanticSegmentor``) keep the backbone.
-        source_name: used in error messages (e.g. the file name).
+    Rename a torchvision / timm bottleneck ResNet state dict (tensors not copied) for
+    ``build_dilated_resnet_backbone``, under ``prefix``; ``source_name`` names it in errors.
 
     Returns:
         (converted state dict, config overrides): the overrides (``KEY VALUE`` strings, as on a

@@ -17,9 +17,8 @@ timm Swin (``swin_*_patch4_window*``, timm >= 0.9)    Detectron2 ``SwinTransform
 ====================================================  ============================================
 
 The official Swin release's files (downsample at the end of a stage) are already in Detectron2's
-names; they go through the same function (only ``norm`` and the dropped keys change). The norms
-of the other outputs (``norm0`` ... ``norm{last-1}``) are new in a dense-prediction backbone and
-keep their initialisation (identity), as in Detectron2 and Swin's own detection code.
+names but for ``norm``. The norms of the other outputs (``norm0`` ... ``norm{last-1}``) keep their
+initialisation (identity), as in Detectron2 and Swin's own detection code.
 
 =====================================================  ===========================================
 timm ViT (``vit_*_patch*``, DeiT, AugReg, MAE)         Detectron2 ``ViT`` (``prefix`` +)
@@ -29,22 +28,15 @@ timm ViT (``vit_*_patch*``, DeiT, AugReg, MAE)         Detectron2 ``ViT`` (``pre
 ``cls_token``, ``norm.*``, ``fc_norm.*``, ``head.*``   dropped (no class token in ViTDet)
 =====================================================  ===========================================
 
-Refused (:class:`~pointrend_seg.modeling.backbone.WeightConversionError`, saying why): Swin V2
-(continuous position bias), Swin with an absolute position embedding, ViTs with layer scale,
-register tokens, a pre-norm (CLIP), q/k norms or separate q/v biases (BEiT): Detectron2's
-backbones have no place for them. The number of ViT heads is not in the weights (qkv is 3 x dim
-either way): it must match the source model (ViT-S 6, ViT-B 12, ViT-L 16).
-
-Also refused: weights holding NaN or infinite values, and tensors whose shapes do not fit the
-architecture that the others describe (:func:`_refuse_misfits`: the embedding dim C from
-``patch_embed.proj``, doubled at each Swin stage; every block's ``attn.qkv.weight`` 3C x C,
-``attn.proj`` C x C, ``mlp.fc1`` / ``fc2`` of one hidden width per stage, norms of C; one Swin
-window size and a head count per stage that divides C). Detectron2 would skip such a tensor with a
-warning and train or predict with its random initialisation.
+Refused (:class:`~pointrend_seg.modeling.backbone.WeightConversionError`, saying why), having no
+place in Detectron2's backbones: Swin V2 (continuous position bias), Swin with an absolute
+position embedding, ViTs with layer scale, register tokens, a pre-norm (CLIP), q/k norms or
+separate q/v biases (BEiT). Also refused: NaN or infinite weights, and tensors whose shapes do
+not fit the architecture the others describe (:func:`_refuse_misfits`), which Detectron2 would
+skip with a warning, leaving their random initialisation. The number of ViT heads is not in the
+weights (qkv is 3 x dim either way): it must match the source model (ViT-S 6, ViT-B 12, ViT-L 16).
 
 The functions only rename; they need neither timm nor Detectron2 ``main``.
-``tests/test_convert_transformers.py`` checks on Detectron2 ``main`` that the converted backbones
-compute the features of the timm networks they come from.
 """
 import math
 import re
@@ -80,8 +72,7 @@ def _refuse(source_name, keys, why):
 
 
 def _block_shapes(dim: int, hidden: int) -> Dict[str, Tuple[int, ...]]:
-    """The shapes of a transformer block's tensors (Swin and ViT alike) of width ``dim`` and
-    MLP width ``hidden``."""
+    """The tensor shapes of a transformer block (Swin or ViT) of width ``dim``, MLP ``hidden``."""
     vector = (dim,)
     return {"norm1.weight": vector, "norm1.bias": vector, "norm2.weight": vector,
             "norm2.bias": vector, "attn.qkv.weight": (3 * dim, dim), "attn.qkv.bias": (3 * dim,),
@@ -118,8 +109,8 @@ def _patch_embedding(state_dict, source_name: str) -> Tuple[int, int]:
 
 def _swin_shapes(state_dict, blocks: Dict[int, set], down_stages, timm_layout: bool,
                  source_name: str) -> Tuple[Dict[str, Tuple[int, ...]], str]:
-    """The shape of every tensor of a Swin Transformer (name -> shape) as its patch embedding,
-    first block's MLP and first attention's position-bias table describe it, and in words."""
+    """(name -> shape of every tensor, the architecture in words) of a Swin Transformer as its
+    patch embedding, first MLP and position-bias tables describe it."""
     dim, _ = _patch_embedding(state_dict, source_name)
     first = "layers.0.blocks.0."
     for key in ("mlp.fc1.weight", "attn.relative_position_bias_table"):
@@ -159,12 +150,9 @@ def convert_timm_swin_state_dict(
     source_name: str = "the checkpoint",
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """
-    Rename a timm (or official) Swin Transformer state dict for Detectron2's ``SwinTransformer``.
-
-    Returns ``(converted, overrides)``: the renamed tensors under ``prefix`` and the LazyConfig
-    overrides (``key=value`` strings) of the architecture they come from (``embed_dim``,
-    ``depths``, ``num_heads``, ``window_size``, ``mlp_ratio``, and the channels of the PointRend
-    model's heads on ``p2`` and ``p0``, as ``pointrend_on`` sets them in the shipped configs).
+    Rename a timm (or official) Swin Transformer state dict for Detectron2's ``SwinTransformer``:
+    ``(converted, overrides)``, the tensors under ``prefix`` and the LazyConfig overrides
+    (``key=value``) of their architecture and of the PointRend heads' channels on ``p2`` / ``p0``.
     """
     keys = list(state_dict)
     _refuse(source_name, [k for k in keys if "cpb_mlp" in k or "logit_scale" in k],
@@ -229,8 +217,7 @@ def convert_timm_swin_state_dict(
 
 
 def _vit_shapes(state_dict, source_name: str):
-    """(name -> shape of every tensor of a ViT as its patch embedding and first block's MLP
-    describe it, ``source_name``, the architecture in words), for :func:`_refuse_misfits`."""
+    """(name -> shape of every tensor, ``source_name``, the architecture in words) of a ViT."""
     dim, _ = _patch_embedding(state_dict, source_name)
     fc1 = state_dict.get("blocks.0.mlp.fc1.weight")
     if fc1 is None or fc1.ndim != 2:
@@ -251,12 +238,9 @@ def convert_timm_vit_state_dict(
     source_name: str = "the checkpoint",
 ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """
-    Rename a timm ViT state dict for Detectron2's ``ViT`` (inside ``SimpleFeaturePyramid``:
-    ``prefix`` ``backbone.net.``).
-
-    Returns ``(converted, overrides)``: the renamed tensors and the LazyConfig overrides of the
-    architecture (``embed_dim``, ``depth``, ``patch_size``, ``pretrain_img_size``,
-    ``pretrain_use_cls_token``); ``num_heads`` is not in the weights (module docstring).
+    Rename a timm ViT state dict for Detectron2's ``ViT`` (in ``SimpleFeaturePyramid``:
+    ``backbone.net.``): ``(converted, overrides)`` as for Swin, without ``num_heads``, which is not
+    in the weights.
     """
     keys = list(state_dict)
     _refuse(source_name, [k for k in keys if ".ls1." in k or ".ls2." in k or k.endswith("gamma_1")],

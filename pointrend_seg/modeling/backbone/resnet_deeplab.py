@@ -1,9 +1,7 @@
 """
 DeepLab ResNet backbone: Detectron2's ResNet blocks with dilated res4/res5 (output stride 8 or 16),
-multi-grid rates in res5 and an optional "deeplab" stem of three 3x3 convolutions.
-
-Parameter names follow Detectron2's ResNet (``stem.conv1..3``, ``res2.0.conv1`` ...), so
-checkpoints of Detectron2's DeepLab project (e.g. R-103) load without renaming.
+multi-grid rates in res5 and an optional "deeplab" stem of three 3x3 convolutions, with
+Detectron2's parameter names (checkpoints of its DeepLab project, e.g. R-103, load as they are).
 """
 import torch.nn.functional as F
 from fvcore.nn import weight_init
@@ -22,23 +20,15 @@ BLOCKS_PER_STAGE = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 class ThreeConvStem(CNNBlockBase):
     """
     The DeepLab / "ResNet-C" stem: three 3x3 convs (stride 2, 1, 1; widths C/2, C/2, C) with norm
-    and ReLU, then a 3x3 max-pool of stride 2. Maps (N, in_channels, H, W) to
-    (N, out_channels, H/4, W/4).
+    and ReLU, then a 3x3 max-pool of stride 2: (N, in_channels, H, W) -> (N, C, H/4, W/4).
     """
 
     def __init__(self, in_channels=3, out_channels=128, norm="BN"):
         super().__init__(in_channels, out_channels, 4)
         widths = [in_channels, out_channels // 2, out_channels // 2, out_channels]
         for i in range(3):
-            conv = Conv2d(
-                widths[i],
-                widths[i + 1],
-                kernel_size=3,
-                stride=2 if i == 0 else 1,
-                padding=1,
-                bias=False,
-                norm=get_norm(norm, widths[i + 1]),
-            )
+            conv = Conv2d(widths[i], widths[i + 1], kernel_size=3, stride=2 if i == 0 else 1,
+                          padding=1, bias=False, norm=get_norm(norm, widths[i + 1]))
             weight_init.c2_msra_fill(conv)
             self.add_module(f"conv{i + 1}", conv)
 
@@ -59,16 +49,10 @@ def dilated_resnet(
     freeze_at: int = 0, in_channels: int = 3, deform_on_per_stage=(False,) * 4,
 ) -> ResNet:
     """
-    The DeepLab ResNet, from plain arguments (what ``LazyCall`` needs; the YAML builder
-    :func:`build_dilated_resnet_backbone` passes ``MODEL.RESNETS.*`` and
-    ``MODEL.BACKBONE.FREEZE_AT``): depth 50/101/152, a "basic" (7x7) or "deeplab" (three 3x3)
-    stem, res4 / res5 dilations for the output stride (1, 2: 16; 2, 4: 8), multi-grid rates of
-    res5, norm, the stages returned (``out_features``) and the frozen ones. ResNet-103 is depth
-    101 with the deeplab stem of 128 channels. Each bad value is a ``ConfigError`` naming its
-    ``MODEL.RESNETS`` key.
-
-    Returns:
-        detectron2 ``ResNet`` whose ``output_shape()`` gives the true strides (e.g. res5: 16).
+    The DeepLab ResNet from the plain arguments ``LazyCall`` needs (the ``MODEL.RESNETS`` keys
+    in lower case): a Detectron2 ``ResNet`` whose ``output_shape()`` gives the true strides.
+    res4 / res5 dilations 1, 2 give output stride 16, 2, 4 stride 8; ResNet-103 is depth 101 with
+    the deeplab stem of 128 channels. Each bad value is a ``ConfigError`` naming its key.
     """
     if depth not in BLOCKS_PER_STAGE:
         raise ConfigError(f"{_KEY}.DEPTH must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}")
@@ -114,24 +98,13 @@ def dilated_resnet(
         # res2 keeps the stem's stride; a dilated stage replaces its stride by the dilation.
         first_stride = 1 if idx == 0 or dilation > 1 else 2
         n = num_blocks[idx]
-        if idx == 3:
-            dilation_per_block = [dilation * rate for rate in res5_multi_grid]
-        else:
-            dilation_per_block = [dilation] * n
-        stages.append(
-            ResNet.make_stage(
-                BottleneckBlock,
-                n,
-                in_channels=in_channels,
-                out_channels=out_channels,
-                bottleneck_channels=bottleneck_channels,
-                stride_per_block=[first_stride] + [1] * (n - 1),
-                dilation_per_block=dilation_per_block,
-                num_groups=num_groups,
-                norm=norm,
-                stride_in_1x1=stride_in_1x1,
-            )
-        )
+        stages.append(ResNet.make_stage(
+            BottleneckBlock, n, in_channels=in_channels, out_channels=out_channels,
+            bottleneck_channels=bottleneck_channels, num_groups=num_groups, norm=norm,
+            stride_per_block=[first_stride] + [1] * (n - 1), stride_in_1x1=stride_in_1x1,
+            dilation_per_block=([dilation * rate for rate in res5_multi_grid] if idx == 3
+                                else [dilation] * n),
+        ))
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
@@ -140,12 +113,7 @@ def dilated_resnet(
 
 @BACKBONE_REGISTRY.register()
 def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
-    """
-    Build the DeepLab ResNet (:func:`dilated_resnet`) from ``cfg.MODEL.RESNETS`` (DEPTH,
-    STEM_TYPE, STEM_OUT_CHANNELS, RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1,
-    NORM, RES4_DILATION / RES5_DILATION, RES5_MULTI_GRID, OUT_FEATURES, DEFORM_ON_PER_STAGE) and
-    ``cfg.MODEL.BACKBONE.FREEZE_AT``.
-    """
+    """:func:`dilated_resnet` of ``cfg.MODEL.RESNETS`` and ``cfg.MODEL.BACKBONE.FREEZE_AT``."""
     r = cfg.MODEL.RESNETS
     return dilated_resnet(
         depth=r.DEPTH, stem_type=r.STEM_TYPE, stem_out_channels=r.STEM_OUT_CHANNELS,
