@@ -232,25 +232,18 @@ def _plain(value):
 
 
 def check_resume_fits(checkpoint_file: str, model, optimizer, *, saved_config: Optional[dict],
-                      current_config: dict, config_hint: str,
-                      checkpoint: Optional[dict] = None) -> None:
+                      current_config: dict, config_hint: str, checkpoint: dict) -> None:
     """
-    Raise :class:`ResumeMismatchError` if ``checkpoint_file`` (``checkpoint``: its content, if
-    read) holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer``,
-    naming them and the keys where ``current_config`` differs from ``saved_config`` (the run's
-    ``config.yaml`` as a dict, or None); ``config_hint``: how to resume with the run's own config.
-    A checkpoint that cannot be read is left to the caller.
+    Raise :class:`ResumeMismatchError` if ``checkpoint`` (the content of ``checkpoint_file``)
+    holds model tensors or optimizer groups that do not fit ``model`` / ``optimizer``, naming them
+    and the keys where ``current_config`` differs from ``saved_config`` (the run's ``config.yaml``
+    as a dict, or None); ``config_hint``: how to resume with the run's own config.
 
     Raises:
         CheckpointReadError: for training (``optimizer`` given), the file holds no training
             state: neither a trainer state with its ``iteration`` nor a top-level ``iteration``
             and ``optimizer`` (tools/plain_train_net.py).
     """
-    if checkpoint is None:
-        try:
-            checkpoint = load_weights_only(checkpoint_file)
-        except (CheckpointReadError, OSError):
-            return
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         return
     trainer = checkpoint.get("trainer")
