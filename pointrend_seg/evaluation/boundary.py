@@ -26,8 +26,9 @@ classes with at least one defined F.
 
 **Boundary IoU (BIoU)**, Cheng, Girshick, Dollar, Berg and Kirillov, CVPR 2021.  The inner band
 of a mask ``M`` is ``M_d = {x in M : dist(x, C(M)) <= d}`` (``C(M)``: its boundary pixels; the
-paper's ``G_d ∩ G``) and ``BIoU = |G_d ∩ P_d| / |G_d ∪ P_d|`` with ``d = max(1, biou_dilation *
-sqrt(H**2 + W**2))`` (2 % of the diagonal by default, as in the paper).  Intersections and unions
+paper's ``G_d ∩ G``) and ``BIoU = |G_d ∩ P_d| / |G_d ∪ P_d|``, with
+``d = max(1, biou_dilation * sqrt(H**2 + W**2))`` (2 % of the diagonal by default, as in the
+paper).  Intersections and unions
 are summed per class over the dataset before dividing; classes with a zero union are not
 evaluated.  Unlike the paper's code (repeated 3x3 erosion, image border as contour) the band
 uses the exact Euclidean distance and the border is not a contour, as in BF.
