@@ -1,5 +1,4 @@
-"""
-The config layer: pointrend_seg's keys (:func:`add_pointrend_seg_config`), one way to build a
+"""The config layer: pointrend_seg's keys (:func:`add_pointrend_seg_config`), one way to build a
 config (:func:`build_config`) and the error type of invalid configs (:class:`ConfigError`).
 
 Each component checks its own keys in its ``from_config``; checks that need the datasets live in

@@ -1,8 +1,7 @@
 """Boundary-quality metrics for semantic segmentation, and :class:`BoundaryEvaluator`.
 
 mIoU is dominated by the interior of large segments and barely sees wrong contours, which is
-what PointRend is meant to fix.  The evaluator takes the inputs of Detectron2's
-``SemSegEvaluator`` and can run next to it in ``DatasetEvaluators``.
+what PointRend is meant to fix.
 
 Conventions: masks are 2-D (H, W) bool arrays; distances are Euclidean distances between pixel
 centres, in pixels.  The **boundary pixels** of a mask ``M`` (:func:`mask_boundary`) are the
@@ -28,10 +27,9 @@ classes with at least one defined F.
 of a mask ``M`` is ``M_d = {x in M : dist(x, C(M)) <= d}`` (``C(M)``: its boundary pixels; the
 paper's ``G_d ∩ G``) and ``BIoU = |G_d ∩ P_d| / |G_d ∪ P_d|``, with
 ``d = max(1, biou_dilation * sqrt(H**2 + W**2))`` (2 % of the diagonal by default, as in the
-paper).  Intersections and unions
-are summed per class over the dataset before dividing; classes with a zero union are not
-evaluated.  Unlike the paper's code (repeated 3x3 erosion, image border as contour) the band
-uses the exact Euclidean distance and the border is not a contour, as in BF.
+paper).  Intersections and unions are summed per class over the dataset before dividing;
+classes with a zero union are not evaluated.  Unlike the paper's code (3x3 erosions, image
+border as contour) the band uses the exact Euclidean distance and the border is no contour.
 
 Distances come from ``cv2.distanceTransform`` (``DIST_L2``, ``DIST_MASK_PRECISE``), one per
 boundary map on the bounding box of the two masks, shared by both metrics; :func:`_le` decides

@@ -1,5 +1,4 @@
-"""
-mIoU evaluation that says what it averages, the same on every Detectron2 version (why:
+"""mIoU evaluation that says what it averages, the same on every Detectron2 version (why:
 docs/dataset_check.md, "Evaluation over absent classes"). :class:`SegmentationEvaluator` computes
 the metrics itself from Detectron2's confusion matrix:
 

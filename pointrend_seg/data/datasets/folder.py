@@ -1,5 +1,4 @@
-"""
-Semantic segmentation datasets given as two folders: images and label masks paired by file stem.
+"""Semantic segmentation datasets given as two folders: images and label masks paired by file stem.
 
 ::
 
@@ -91,8 +90,7 @@ def _subfolder_hint(folder, extensions) -> str:
 
 
 def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", dataset_name=None):
-    """
-    Pair ``image_dir/STEM.<image_ext>`` with ``mask_dir/STEM<mask_ext>``.
+    """Pair ``image_dir/STEM.<image_ext>`` with ``mask_dir/STEM<mask_ext>``.
 
     Args:
         image_dir, mask_dir (str): the two folders (may be the same if the extensions differ).
@@ -240,8 +238,7 @@ def parse_class_names(spec):
 
 def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
                             image_ext=None, mask_ext=".png", stuff_colors=None, label_map=None):
-    """
-    Register a semantic segmentation dataset of images and masks paired by file stem.
+    """Register a semantic segmentation dataset of images and masks paired by file stem.
 
     Args:
         name (str): dataset name; must not be registered yet.
