@@ -1,20 +1,13 @@
-"""
-pointrend_seg: PointRend on DeepLabV3 for semantic segmentation, as a Detectron2 plugin.
+"""pointrend_seg: PointRend on DeepLabV3 for semantic segmentation, as a Detectron2 plugin.
 
-``import pointrend_seg`` registers the meta-architecture, backbone, heads, point heads, point
-samplers and datasets in Detectron2's registries; :func:`add_pointrend_seg_config` adds the keys;
-:mod:`pointrend_seg.model_zoo` finds the shipped configs.
-
-Layers (each imports only from the ones above it):
-``config`` -> ``modeling`` / ``data`` / ``evaluation`` -> ``engine``; the tools sit on top.
+``import pointrend_seg`` registers the models and datasets in Detectron2's registries;
+:func:`add_pointrend_seg_config` adds the keys. Layers: docs/architecture.md.
 """
 import warnings
 
 with warnings.catch_warnings():
-    # Importing Detectron2 (and fvcore) runs torch.jit.script on a few functions, and torch >= 2.9
-    # prints a FutureWarning for each: noise that is neither ours nor our users' to fix. Silenced
-    # here, once, for these imports only (torch.jit.script called later still warns). The tools
-    # import pointrend_seg before Detectron2 so that this is where Detectron2 is first imported.
+    # Importing Detectron2 runs torch.jit.script, which warns on torch >= 2.9: silenced for these
+    # imports only (the tools import pointrend_seg first, so Detectron2 is first imported here).
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
                             category=FutureWarning)
     try:
@@ -40,8 +33,7 @@ from .modeling import (
 
 __version__ = "0.1.0"
 
-# The public API of the package top; everything else is importable from its module (e.g.
-# pointrend_seg.engine.Trainer, pointrend_seg.data.check_dataset), each listing its own __all__.
+# Everything else is importable from its module, each listing its own __all__.
 __all__ = [
     "BilinearSegHead", "GeneralizedSemanticSegmentor", "PointRendSegHead", "SemSegDatasetMapper",
     "add_pointrend_seg_config", "build_config", "build_dilated_resnet_backbone", "data",

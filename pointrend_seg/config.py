@@ -1,5 +1,4 @@
-"""
-The config layer: pointrend_seg's keys (:func:`add_pointrend_seg_config`), one way to build a
+"""The config layer: pointrend_seg's keys (:func:`add_pointrend_seg_config`), one way to build a
 config (:func:`build_config`) and the error type of invalid configs (:class:`ConfigError`).
 
 Each component checks its own keys in its ``from_config``; checks that need the datasets live in
@@ -93,11 +92,10 @@ def is_number(value) -> bool:
 
 
 def check_arguments(owner: str, checks) -> None:
-    """
-    A component's argument values, checked where both config kinds pass: its constructor.
-    ``checks``: ``(YAML key, argument, value, ok, rule)``; every failed one becomes a line of one
-    :class:`ConfigError` naming the YAML key (what a YAML config sets) and ``owner``'s argument
-    (what a Python config sets): "MODEL.POINT_HEAD.FC_DIM=0 must be an integer >= 1
+    """Check a component's constructor arguments (both config kinds pass there).
+
+    ``checks``: ``(YAML key, argument, value, ok, rule)``; each failed one is a line of one
+    :class:`ConfigError` naming both keys: "MODEL.POINT_HEAD.FC_DIM=0 must be an integer >= 1
     (MLPPointHead's fc_dim)".
     """
     raise_config_problems([f"{key}={value!r} must be {rule} ({owner}'s {argument})"
@@ -105,38 +103,29 @@ def check_arguments(owner: str, checks) -> None:
 
 
 def add_pointrend_seg_config(cfg):
-    """
-    Add the keys used by pointrend_seg to a Detectron2 config (in place).
-
-    Detectron2's DeepLab keys come from its own ``add_deeplab_config`` (crop retry, poly LR,
-    ASPP, DeepLabV3+ projections, ResNet stem / dilation / multi-grid), with one default changed:
-    ``MODEL.SEM_SEG_HEAD.LOSS_TYPE`` is "cross_entropy". Keys that Detectron2's PointRend project
-    also defines keep the same names and meaning, so their YAML files read the same way here.
-    """
+    """Add pointrend_seg's keys to a Detectron2 config (in place), on top of Detectron2's
+    ``add_deeplab_config`` (one default changed: ``MODEL.SEM_SEG_HEAD.LOSS_TYPE``). Keys that
+    Detectron2's PointRend project also defines keep its names and meaning."""
     add_deeplab_config(cfg)
     # ---- input ------------------------------------------------------------------------------
     # Photometric augmentation of the SSD paper (brightness, contrast, saturation, hue).
     cfg.INPUT.COLOR_AUG_SSD = False
-    # Largest image (and label) file accepted, in pixels (width x height), checked from the file
-    # header before decoding, by the mapper, the dataset check, evaluation and tools/demo.py;
-    # 0: no limit. Memory grows with the pixels of a file, not with its bytes: docs/bad_inputs.md.
+    # Largest image (and label) file accepted, in pixels, checked from the file header before
+    # decoding; 0: no limit. Memory grows with the pixels, not the bytes: docs/bad_inputs.md.
     cfg.INPUT.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
 
     # ---- coarse head (DeepLabV3 / DeepLabV3+ / any Detectron2 head) --------------------------
-    # The one key naming the coarse head: "DeepLabV3" or "DeepLabV3Plus" (pointrend_seg's
-    # COARSE_HEAD_REGISTRY), or a head of Detectron2's SEM_SEG_HEADS_REGISTRY with layers() and
-    # common_stride (e.g. "SemSegFPNHead"; Detectron2's PointRend project names it
-    # MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME, not a key here).
+    # "DeepLabV3" or "DeepLabV3Plus" (COARSE_HEAD_REGISTRY), or a head of Detectron2's
+    # SEM_SEG_HEADS_REGISTRY with layers() and common_stride (e.g. "SemSegFPNHead"; Detectron2's
+    # PointRend project's MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME is not a key here).
     cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3"
-    # "cross_entropy" (here the default; Detectron2's DeepLab project defaults to the other) or
-    # "hard_pixel_mining" (bootstrapped CE over the HARD_PIXEL_TOP_K fraction of hardest pixels).
+    # "cross_entropy" or "hard_pixel_mining" (CE over the HARD_PIXEL_TOP_K hardest pixels).
     cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "cross_entropy"
     cfg.MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K = 0.2
 
     # ---- PointRend -------------------------------------------------------------------------
     cfg.MODEL.POINT_HEAD = CN()
-    # Name in pointrend_seg's POINT_HEAD_REGISTRY: "MLPPointHead" (paper) or "LinearPointHead".
-    # The number of classes is MODEL.SEM_SEG_HEAD.NUM_CLASSES.
+    # "MLPPointHead" (paper) or "LinearPointHead"; classes: MODEL.SEM_SEG_HEAD.NUM_CLASSES.
     cfg.MODEL.POINT_HEAD.NAME = "MLPPointHead"
     # Fine-grained feature maps sampled at each point; empty: the backbone output of the smallest
     # stride (res2 of our ResNet, p2 of an FPN), the paper's choice.
@@ -156,18 +145,15 @@ def add_pointrend_seg_config(cfg):
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = -1
 
     # ---- inference transforms (pointrend_seg.modeling.inference.prepare_for_inference) ------
-    # What prepare_for_inference(model, cfg) applies to a model in eval mode (the benchmark,
-    # evaluation and prediction call it); training never sees them (undo() restores the model).
+    # Applied to a model in eval mode for the benchmark, evaluation and prediction only.
     cfg.MODEL.INFERENCE = CN()
-    # Fold each batch norm (BatchNorm2d, FrozenBatchNorm2d, SyncBatchNorm in eval) into the
-    # convolution before it: one convolution with a bias instead of a convolution and a norm.
+    # Fold each batch norm into the convolution before it.
     cfg.MODEL.INFERENCE.FOLD_BN = True
-    # channels_last memory format for the weights (and so the activations): "auto" (on for
-    # CUDA, off on CPU), "on" or "off".
+    # channels_last memory format: "auto" (on for CUDA, off on CPU), "on" or "off".
     cfg.MODEL.INFERENCE.CHANNELS_LAST = "auto"
     # torch.compile the backbone and the semantic head: "" (off), "default", "reduce-overhead"
-    # (adds CUDA graphs; input sizes must repeat), "max-autotune" or
-    # "max-autotune-no-cudagraphs". Off by default: see docs/benchmarks.md for what it pays.
+    # (CUDA graphs; input sizes must repeat), "max-autotune" or "max-autotune-no-cudagraphs".
+    # What it pays: docs/benchmarks.md.
     cfg.MODEL.INFERENCE.COMPILE = ""
 
     # ---- evaluation ------------------------------------------------------------------------
@@ -178,36 +164,34 @@ def add_pointrend_seg_config(cfg):
     cfg.TEST.BOUNDARY_EVAL.BF_TOLERANCE = 0.0075
     cfg.TEST.BOUNDARY_EVAL.BIOU_DILATION = 0.02
 
-    # Sliding-window inference for images larger than what fits (or what the model was trained
-    # on): windows of SIZE (h, w) every STRIDE (h, w) pixels, overlaps blended by "mean" or "hann".
+    # Sliding-window inference: windows of SIZE (h, w) every STRIDE (h, w) pixels, overlaps
+    # blended by "mean" or "hann".
     cfg.TEST.SLIDING_WINDOW = CN()
     cfg.TEST.SLIDING_WINDOW.ENABLED = False
     cfg.TEST.SLIDING_WINDOW.SIZE = (512, 1024)
     cfg.TEST.SLIDING_WINDOW.STRIDE = (341, 683)
     cfg.TEST.SLIDING_WINDOW.BLEND = "mean"
-    # Multi-scale + flip test-time augmentation uses Detectron2's TEST.AUG keys (ENABLED,
-    # MIN_SIZES: short sides in pixels, MAX_SIZE, FLIP); class probabilities are averaged.
+    # Multi-scale + flip test-time augmentation: Detectron2's TEST.AUG keys; class
+    # probabilities are averaged.
 
     # ---- solver ----------------------------------------------------------------------------
     # WarmupPolyLR (SOLVER.POLY_LR_POWER / POLY_LR_CONSTANT_ENDING from add_deeplab_config).
     # "SGD" (Detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "ADAMW"; fused on CUDA.
     cfg.SOLVER.OPTIMIZER = "SGD"
-    # Mixed-precision training when SOLVER.AMP.ENABLED (Detectron2's key): "float16" (with loss
-    # scaling, Detectron2's AMP) or "bfloat16" (no loss scaling needed; CPU and recent GPUs).
+    # With SOLVER.AMP.ENABLED: "float16" (with loss scaling) or "bfloat16" (CPU, recent GPUs).
     cfg.SOLVER.AMP.PRECISION = "float16"
     # Train in channels_last memory format (faster convolutions on GPUs with bf16/fp16).
     cfg.SOLVER.CHANNELS_LAST = False
-    # Training metrics (console, OUTPUT_DIR/metrics.json, TensorBoard) are written every
-    # LOG_PERIOD iterations, as medians over the last LOG_PERIOD iterations (1: raw values).
+    # Training metrics are written every LOG_PERIOD iterations, as medians over them.
     cfg.SOLVER.LOG_PERIOD = 20
 
     # ---- dataset check (pointrend_seg.data.dataset_check) ------------------------------------
-    # Before training (and --eval-only), every sample of DATASETS.TRAIN and DATASETS.TEST is read
-    # once and checked; problems stop the run, all listed. Cached: a second start reads nothing.
+    # Before training (and --eval-only) every sample of DATASETS.TRAIN / TEST is read and
+    # checked; problems stop the run, all listed. Cached: docs/dataset_check.md.
     cfg.DATASETS.CHECK = CN()
     cfg.DATASETS.CHECK.ENABLED = True
-    # Leave out the samples with problems instead of stopping (listed in
-    # OUTPUT_DIR/skipped_samples.json), and skip samples that fail to load during training.
+    # Leave out bad samples instead of stopping (OUTPUT_DIR/skipped_samples.json), and skip
+    # samples that fail to load during training.
     cfg.DATASETS.CHECK.SKIP_BAD = False
     # "": ~/.cache/pointrend_seg/dataset_checks.
     cfg.DATASETS.CHECK.CACHE_DIR = ""
@@ -218,11 +202,8 @@ def add_pointrend_seg_config(cfg):
 
 
 def build_config(config_file: str = "", opts=()):
-    """
-    Detectron2 defaults + :func:`add_pointrend_seg_config` + a YAML file (``_BASE_`` supported)
-    + ``KEY VALUE`` overrides (:func:`merge_config`). Raises if the config asks for CUDA on a
-    machine without it.
-    """
+    """Detectron2 defaults + :func:`add_pointrend_seg_config` + a YAML file + ``KEY VALUE``
+    overrides (:func:`merge_config`); :func:`check_device` checked."""
     cfg = get_cfg()
     add_pointrend_seg_config(cfg)
     merge_config(cfg, config_file, opts)
@@ -239,21 +220,15 @@ def check_device(device: str, key: str = "MODEL.DEVICE", cpu: str = "'MODEL.DEVI
 
 
 def merge_config(cfg, config_file: str = "", opts=()):
-    """
-    Merge a YAML file (``_BASE_`` supported) and then ``KEY VALUE`` overrides into ``cfg``, as
-    ``cfg.merge_from_file`` / ``merge_from_list`` do, with helpful errors: every unknown key of
-    the file (or of the overrides) is listed with the closest existing keys, or, when they are
-    pointrend_seg keys and ``cfg`` was made without :func:`add_pointrend_seg_config`, that is
-    said. Usable on any Detectron2 config (e.g. ``cfg = get_cfg(); merge_config(cfg, path)``).
-
-    The file and its ``_BASE_`` files are read and checked first by :func:`load_yaml_config`
-    (bounded, data only); Detectron2's ``merge_from_file`` then merges them, so that its rules
-    (config versions included) apply unchanged.
+    """Merge a YAML file (``_BASE_`` supported) and then ``KEY VALUE`` overrides into any
+    Detectron2 config, as ``merge_from_file`` / ``merge_from_list`` do (after
+    :func:`load_yaml_config` has checked the files), with helpful errors.
 
     Raises:
         FileNotFoundError: ``config_file`` does not exist.
-        ConfigError: a file that :func:`load_yaml_config` refuses; unknown keys, naming them,
-            where they come from and what to use instead; a value of the wrong type.
+        ConfigError: a file that :func:`load_yaml_config` refuses; unknown keys, each with the
+            closest existing keys (or: pointrend_seg's keys are missing); a value of the wrong
+            type.
     """
     if config_file and not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
@@ -353,22 +328,13 @@ def _yaml_errors_named(config_file):
 
 
 def load_yaml_config(config_file: str) -> dict:
-    """
-    The dict of a YAML config file with its ``_BASE_`` files merged in (Detectron2's rule: a
-    file's keys replace its bases' keys, mappings merge key by key), read as data within bounds.
-
-    Each file is read with ``yaml.safe_load`` only, and only after checks that cost no more
-    than its bytes: at most ``MAX_CONFIG_FILE_BYTES`` are read, and its YAML events are counted,
-    an alias as the nodes of its anchor, so that more than ``MAX_CONFIG_NODES`` nodes (over the
-    file and its bases), nesting deeper than ``MAX_CONFIG_DEPTH`` or a recursive alias are refused
-    before anything is expanded. A ``_BASE_`` names local YAML configs (relative to the file
-    that names it, absolute, or ``~/...``): not a URL, a Python config, the file itself or a file
-    that names it back; at most ``MAX_CONFIG_FILES`` files are read.
+    """The dict of a YAML config file with its ``_BASE_`` files merged in (Detectron2's rule),
+    read as data (``yaml.safe_load``) within the ``MAX_CONFIG_*`` bounds, checked before anything
+    is expanded. A ``_BASE_`` must be a local YAML file, not one that names it back.
 
     Raises:
-        ConfigError: naming the file (for a ``_BASE_``, the file that names it too): a Python
-            tag (``!!python/...``, which ``yaml.unsafe_load`` would execute; with the line),
-            invalid YAML, not a mapping of keys, a bound passed, or a bad ``_BASE_``.
+        ConfigError: naming the file (and the file naming a ``_BASE_``): a Python tag, invalid
+            YAML, not a mapping of keys, a bound passed, or a bad ``_BASE_``.
     """
     config_file = os.fspath(config_file)
     if config_file.endswith(".py"):
@@ -382,10 +348,8 @@ def load_yaml_config(config_file: str) -> dict:
 
 
 def _load_with_bases(path, chain, budget):
-    """``path``'s dict (``yaml.safe_load``, after the checks of its size and of its nodes:
-    :func:`_count_expanded_nodes`) with its ``_BASE_`` files merged under it; ``chain``: the
-    files that led here, each a ``_BASE_`` of the one before (to name them, and to refuse
-    cycles); ``budget``: the YAML nodes and files that the rest of the read may take."""
+    """``path``'s dict with its ``_BASE_`` files merged under it; ``chain``: the files that led
+    here (named in errors, cycles refused); ``budget``: the nodes and files still allowed."""
     budget.files -= 1
     if budget.files < 0:
         raise ConfigError(f"{chain[0]}: its {BASE_KEY} files name more than {MAX_CONFIG_FILES} "
@@ -425,9 +389,8 @@ def _load_with_bases(path, chain, budget):
 
 class _ConfigLoader(yaml.SafeLoader):
     """``yaml.safe_load``'s loader, except that a key twice in one mapping is a
-    :class:`ConfigError` naming the file, the line and the key (YAML would keep the last one,
-    dropping the earlier block silently). ``<<`` merges keep YAML's rule: a key of the mapping
-    itself replaces a merged one."""
+    :class:`ConfigError` naming the file, line and key (YAML keeps the last silently). ``<<``
+    merges keep YAML's rule."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -457,11 +420,8 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _base_file(parent, name, chain):
-    """
-    The path of the ``_BASE_`` ``name`` of ``parent``, found as Detectron2 finds it (``~``
-    expanded, a relative path from ``parent``'s folder); refused unless it is a local file that
-    is neither ``parent`` nor a file of ``chain`` (which would make the bases endless).
-    """
+    """The path of ``parent``'s ``_BASE_`` ``name``, found as Detectron2 finds it; refused unless
+    it is a local file outside ``parent`` and ``chain`` (endless bases)."""
     where = f"{parent}: {BASE_KEY} {name!r}"
     if _URL.match(name):
         raise ConfigError(f"{where} is a URL; a base must be a local file (nothing is "
@@ -499,14 +459,10 @@ def _merge_into(target, source, path, prefix=""):
 
 
 def _count_expanded_nodes(stream, chain, budget):
-    """
-    The YAML nodes (values, lists, mappings) of the document ``stream`` once its aliases are
-    expanded, counted on its events - an alias adds the count recorded for its anchor - so that
-    nothing is built, let alone expanded. Refused above ``budget`` nodes or ``MAX_CONFIG_DEPTH``
-    levels, or for an alias inside its own anchor (endless); stops at the first refusal, so a
-    file costs at most ``budget`` events. Parsed by the reader that builds it afterwards
-    (PyYAML's pure-Python ``SafeLoader``, as Detectron2's): both see the same events.
-    """
+    """The YAML nodes of ``stream`` once its aliases are expanded, counted on its events (an
+    alias adds its anchor's count) so that nothing is built. Refused above ``budget`` nodes or
+    ``MAX_CONFIG_DEPTH`` levels, or for an alias inside its own anchor; parsed with the
+    ``SafeLoader`` that builds it afterwards, so both see the same events."""
     counts = {}  # anchor -> expanded nodes of the node it names
     open_nodes = []  # (anchor, nodes before it) of the lists and mappings being read
     nodes = 0
@@ -551,10 +507,8 @@ def _pointrend_seg_keys():
 
 
 def closest_keys(cfg, key: str, n: int = 3):
-    """
-    Up to ``n`` keys of ``cfg`` that ``key`` most likely meant: keys with the same last
-    component first (a key in the wrong group), then the most similar spellings.
-    """
+    """Up to ``n`` keys of ``cfg`` that ``key`` most likely meant: same last component first,
+    then the most similar spellings."""
     keys = sorted(_leaf_keys(cfg))
     leaf = key.rsplit(".", 1)[-1]
     same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
@@ -590,10 +544,7 @@ def _unknown_keys_message(cfg, unknown, source):
 
 
 def check_pointrend_seg_keys(cfg) -> None:
-    """
-    Raise :class:`ConfigError` if ``cfg`` lacks keys of :func:`add_pointrend_seg_config`
-    (a config made with ``get_cfg()`` alone, or with Detectron2's ``add_pointrend_config``).
-    """
+    """Raise :class:`ConfigError` if ``cfg`` lacks keys of :func:`add_pointrend_seg_config`."""
     missing = sorted(k for k in _pointrend_seg_keys() if not _has_key(cfg, k))
     if missing:
         raise ConfigError(f"the config lacks {len(missing)} pointrend_seg keys (e.g. "
@@ -602,20 +553,16 @@ def check_pointrend_seg_keys(cfg) -> None:
 
 # ---- Python (LazyConfig) configs ----------------------------------------------------------------
 def device_override(python: bool, device=None) -> list:
-    """The override that runs a config's model on ``device`` (e.g. "cpu"; None: no override):
-    ``train.device=...`` for a Python config, ``MODEL.DEVICE ...`` for a YAML one. An override,
-    so that a config's CUDA device is not refused before it applies."""
+    """The override list that runs a config's model on ``device`` (e.g. "cpu"; None: none), so
+    that a config's CUDA device is not refused before it applies."""
     if not device:
         return []
     return [f"train.device={device}"] if python else ["MODEL.DEVICE", str(device)]
 
 
 def load_any_config(path: str, opts=()):
-    """
-    The one config loader of the tools: a YAML file -> :func:`build_config` (a ``CfgNode``;
-    overrides ``KEY VALUE``), a ``.py`` file -> :func:`load_python_config` (a LazyConfig;
-    overrides ``key=value``, e.g. ``train.max_iter=2``, checked before anything is built).
-    """
+    """The tools' config loader: a YAML file -> :func:`build_config` (overrides ``KEY VALUE``),
+    a ``.py`` file -> :func:`load_python_config` (overrides ``key=value``)."""
     if not str(path).endswith(".py"):
         return build_config(path, opts)
     if not os.path.isfile(path):
@@ -628,11 +575,8 @@ def load_any_config(path: str, opts=()):
 
 
 def load_python_config(path: str, opts: Sequence[str] = ()):
-    """
-    A Python (LazyConfig) config file, loaded with Detectron2's ``LazyConfig.load`` (it is code:
-    loading runs it), with ``key=value`` overrides checked (:func:`check_python_overrides`)
-    before they are applied (``LazyConfig.apply_overrides``).
-    """
+    """A Python (LazyConfig) config file (loading runs it), with ``key=value`` overrides checked
+    by :func:`check_python_overrides` before they are applied."""
     from detectron2.config import LazyConfig
 
     cfg = LazyConfig.load(path)
@@ -685,15 +629,11 @@ def _key_paths(node, prefix="", depth=0):
 
 
 def check_python_overrides(cfg, opts: Sequence[str], source: str = "the command line") -> None:
-    """
-    Raise one :class:`ConfigError` for the ``key=value`` overrides of a Python config that name
-    no key of ``cfg`` (omegaconf would add it silently: ``train.max_iters=2`` ran the default
-    4000 iterations), give a value of another kind than the key's (a string for a number, ...)
-    or delete one (hydra's ``~key``, which Detectron2 does not apply).
-    A key may also be an argument that the ``_target_`` of its parent accepts but the config
-    leaves at its default (e.g. ``model.sem_seg_head.loss_weight=2``). Each unknown key is named
-    with up to 3 existing keys it may have meant.
-    """
+    """Raise one :class:`ConfigError` for the ``key=value`` overrides of a Python config that
+    name no key of ``cfg`` (omegaconf would add it silently), give a value of another kind than
+    the key's, or delete one (``~key``). A key may also be an argument that its parent's
+    ``_target_`` accepts (e.g. ``model.sem_seg_head.loss_weight=2``). An unknown key is named with
+    up to 3 keys it may have meant."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:

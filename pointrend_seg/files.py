@@ -1,11 +1,6 @@
-"""
-Files written whole or not at all, for every writer of the package (checkpoints, evaluation
-results, run reports, converted weights): :func:`atomic_write` writes into a temporary file
-``.<name>.tmp.<pid>.<8 hex>`` beside the target, flushes and fsyncs it, and renames it over the
-target only once complete, so a failure or a killed process leaves the earlier file (or none);
-:func:`temp_folder` makes a folder of that pattern, for files published together;
-:func:`remove_stale_temp_files` deletes what killed processes left; :func:`is_disk_full` tells a
-full disk or quota from other write errors.
+"""Files written whole or not at all, for every writer of the package: a failure or a killed
+process leaves the earlier file (or none), and :func:`remove_stale_temp_files` deletes what
+killed processes left.
 """
 import errno
 import os
@@ -46,10 +41,8 @@ def _fsync_dir(path):
 
 
 class PendingWrite:
-    """
-    A file written and fsync-ed under a temporary name in its final directory; :meth:`commit`
-    renames it to its final name (atomically), :meth:`discard` deletes it.
-    """
+    """A file written and fsync-ed under a temporary name in its final directory; :meth:`commit`
+    renames it to its final name (atomically), :meth:`discard` deletes it."""
 
     def __init__(self, path, tmp):
         self.path, self.tmp = path, tmp
@@ -72,26 +65,19 @@ def _temp_name(path) -> str:
 
 
 def temp_folder(folder, name: str) -> str:
-    """A new, empty folder ``folder/.<name>.tmp.<pid>.<8 hex>``, which
-    :func:`remove_stale_temp_files` deletes once this process no longer runs (the caller removes
-    it itself when done); e.g. the export tool's files, moved out once all are written."""
+    """A new, empty folder ``folder/.<name>.tmp.<pid>.<8 hex>`` for files published together;
+    :func:`remove_stale_temp_files` deletes it once this process no longer runs."""
     path = _temp_name(os.path.join(folder, name))
     os.mkdir(path)
     return path
 
 
 def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool = True):
-    """
-    Write ``path`` atomically: ``write_fn(f)`` writes into a file object (binary, or UTF-8 text with
-    ``binary=False``, newlines as written) of a temporary file in the same directory, which is
-    flushed, fsync-ed and renamed to ``path`` only if ``write_fn`` returned normally. On any error
-    the temporary file is removed, ``path`` keeps its previous content (or stays absent), and the
-    error propagates (a KeyboardInterrupt as itself, whatever the writer raised after it). The file
-    gets the permissions of the umask (not mkstemp's 0600).
-
-    With ``commit=False`` the file is written but not renamed: the returned :class:`PendingWrite`
-    does that (or deletes it) later.
-    """
+    """Write ``path`` atomically: ``write_fn(f)`` writes a temporary file beside it (binary, or
+    UTF-8 text with ``binary=False``), which is fsync-ed and renamed to ``path`` only if
+    ``write_fn`` returned normally. On any error the temporary file is removed and the error
+    propagates (a KeyboardInterrupt as itself). The file gets the umask's permissions. With
+    ``commit=False`` the returned :class:`PendingWrite` renames (or deletes) it later."""
     pending = PendingWrite(path, _temp_name(path))
     tmp = pending.tmp
     try:
@@ -101,8 +87,7 @@ def atomic_write(path, write_fn: Callable, *, commit: bool = True, binary: bool 
             os.fsync(f.fileno())
     except BaseException as e:
         pending.discard()
-        # A Ctrl-C stays one, also when the writer's clean-up fails because of it (torch.save's
-        # zip writer then raises "unexpected pos" over the KeyboardInterrupt).
+        # A Ctrl-C stays one, also when the writer's clean-up fails because of it (torch.save).
         cause = e
         while not isinstance(cause, KeyboardInterrupt) and cause.__context__ is not None:
             cause = cause.__context__

@@ -1,14 +1,8 @@
-"""
-Pictures of semantic segmentations in the style of Detectron2's ``Visualizer``: class colours
-blended into the image, off-white region outlines, class names in dark boxes on the regions.
+"""Pictures of semantic segmentations in the style of Detectron2's ``Visualizer``.
 
-Names stay legible at any image size: pictures smaller than ``min_side`` are drawn enlarged, the
-font grows with the picture (at least 12 px), and when the names would overlap each other or
-leave the picture they are drawn as a legend instead, under the panels (stills) or in the top-left
-corner (video frames, whose size must not change). Panels can have titles ("prediction",
-"ground truth").
-
-Sizes are in pixels of the output picture unless said otherwise.
+Names stay legible at any size: small pictures are drawn enlarged, the font grows with the
+picture, and names that would overlap or leave the picture become a legend. Sizes are in pixels
+of the output picture unless said otherwise.
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -61,11 +55,8 @@ def _draw_regions(image_rgb, labels, colors, scale, alpha) -> Tuple[Visualizer, 
 
 
 def _place_names(vis, labels, present, class_names, colors, font_px) -> Optional[list]:
-    """
-    Draw the class names on their regions, each at the median pixel of the class's largest
-    connected region (as Detectron2 places them). If two overlap or one leaves the picture,
-    remove them all and return None; else return the text artists.
-    """
+    """Draw the class names on their regions (as Detectron2 places them) and return the text
+    artists; if two overlap or one leaves the picture, remove them all and return None."""
     out = vis.output
     texts = []
     for c in present:
@@ -163,32 +154,24 @@ def draw_sem_seg_figure(
     legend_inside: bool = False,
     photo: bool = False,
 ) -> np.ndarray:
-    """
-    One panel per label map (side by side), each the image with the classes blended in; with
-    ``photo``, the image itself comes first (and ``alpha=1.0`` then draws the classes in exactly
-    the legend's colours, which blending over the photo changes from region to region).
+    """One panel per label map (side by side), each the image with the classes blended in.
 
     Args:
         image_rgb: (H, W, 3) uint8 RGB image.
         label_maps: (H, W) integer class-id maps (e.g. prediction, ground truth); ids outside
             ``[0, len(class_names))`` (the ignore label) are not coloured.
         class_names, colors: name and RGB colour (0..255) of each class id.
-        titles: one title per label map, drawn above its panel (the photo's is "image");
-            None: no titles.
+        titles: one title per label map, drawn above its panel; None: no titles.
         alpha: opacity of the class colours.
-        min_side: pictures whose shorter side is smaller are drawn enlarged to this size.
-        max_side: pictures whose longer side is larger are drawn reduced to this size (image by
-            area averaging, label maps by nearest pixel), so that drawing a huge image costs
-            what drawing a ``max_side`` one does; None: no limit (e.g. video frames).
-        legend_inside: when the names do not fit on the regions, draw the legend in each panel's
-            top-left corner (the picture keeps the panels' size) instead of under the panels.
-        photo: put the image, without classes, before the label panels.
+        min_side, max_side: smaller pictures are drawn enlarged, larger ones reduced (costing
+            what a ``max_side`` one does); ``max_side`` None: no limit (e.g. video frames).
+        legend_inside: draw the legend in each panel's top-left corner, keeping the panels'
+            size (video frames), instead of under the panels.
+        photo: put the image, without classes, first (titled "image").
 
     Returns:
-        (H', W', 3) uint8 RGB: panels of ``s`` x the image size (each side at least 1),
-        ``s = max(1, min_side / min(H, W))`` (or ``max_side / max(H, W)`` if that is smaller
-        than 1), a few pixels apart, plus a title strip and a legend strip when used. One panel
-        without titles and with ``legend_inside`` is exactly the size of the (enlarged) image.
+        (H', W', 3) uint8 RGB: the panels a few pixels apart, plus title and legend strips when
+        used. One panel without titles and with ``legend_inside`` has the (scaled) image's size.
     """
     if len(class_names) != len(colors):
         raise ValueError(f"{len(class_names)} class names but {len(colors)} colours")
@@ -260,12 +243,8 @@ def resize_nearest(labels: np.ndarray, size: Tuple[int, int],
 
 
 def _dots(xy, cell, grid_shape, scale, size):
-    """
-    Boolean mask of ``size`` (out_h, out_w), the image drawn at ``scale``, with one square dot
-    per point: at the centre of its cell (``xy`` (P, 2) centres in image pixels, ``cell`` (h, w) in
-    image pixels), half the cell's displayed side (at least one pixel), so that the prediction under
-    the points stays visible around them.
-    """
+    """Bool mask of ``size`` (out_h, out_w) with one dot per point ``xy`` (P, 2), centred in its
+    ``cell`` (h, w image pixels), half the cell's displayed side so the prediction shows around."""
     out_h, out_w = size
     mask = np.zeros((out_h, out_w), dtype=bool)
     rows = np.minimum((xy[:, 1] / cell[0]).astype(int), grid_shape[0] - 1)
@@ -301,27 +280,21 @@ def draw_subdivision_figure(
     columns: Optional[int] = None,
     point_color: Tuple[int, int, int] = (255, 230, 0),
 ) -> np.ndarray:
-    """
-    PointRend's subdivision of one image as panels: the coarse prediction, then for each step
-    the prediction after it with a dot (``point_color``) on each cell it re-predicted - half the
-    cell's side, so the prediction stays visible around it; a step that re-predicted every cell
-    gets no dots and says so in its title - then the final prediction; and a legend of the
-    classes, in the grid's empty slot when there is one, else under the panels.
+    """PointRend's subdivision of one image as panels: the coarse prediction, each step's
+    prediction with a dot on each cell it re-predicted (none if it re-predicted all), the final
+    prediction, and a legend (in the grid's empty slot if there is one).
 
     Args:
         image_rgb: (H, W, 3) uint8 RGB image (the image the model saw).
-        coarse_labels: (h, w) integer class ids of the coarse prediction, one per
-            ``coarse_stride`` x ``coarse_stride`` pixels.
-        steps: per step, an object with ``xy`` ((P, 2) cell centres ``(x, y)`` in image pixels),
-            ``cell`` ((height, width) of a cell in image pixels) and ``labels`` (the class-id
-            grid after the step), e.g. :class:`pointrend_seg.modeling.TracedStep`
-            (``PointRendSegHead.trace_subdivision``).
+        coarse_labels: (h, w) class ids, one per ``coarse_stride`` x ``coarse_stride`` pixels.
+        steps: :class:`pointrend_seg.modeling.TracedStep`-like objects: ``xy`` ((P, 2) cell
+            centres ``(x, y)``), ``cell`` ((height, width)), both in image pixels, and
+            ``labels`` (the class-id grid after the step).
         final_labels: (H, W) class ids of the final prediction.
         class_names, colors: name and RGB colour (0..255) of each class id.
-        min_side, max_side: panels are the image scaled so that its shorter side is at least
-            ``min_side`` and its longer side at most ``max_side`` (the latter wins).
+        min_side, max_side: the shorter side at least ``min_side``, the longer at most
+            ``max_side`` (which wins).
         columns: panels per row; None: 2 for 4 panels, else 3.
-        point_color: the dots' colour.
 
     Returns:
         (H', W', 3) uint8 RGB figure.

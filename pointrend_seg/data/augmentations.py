@@ -41,15 +41,14 @@ def sem_seg_augmentations(
     single_category_max_area: float = 1.0, ignore_label: int = 255,
     random_flip: str = "horizontal", color_aug_ssd: bool = False, image_format: str = "RGB",
 ):
-    """
-    Training: ResizeShortestEdge (``min_size_train``, ``max_size_train``, sampled by "choice" or
-    "range"), with ``crop_type`` (None: no crop) a random crop of ``crop_size`` that retries
-    while one category covers more than ``single_category_max_area`` (images smaller than the
-    crop are first padded to it: image with 0, label with ``ignore_label``), a flip
-    (``random_flip`` "horizontal", "vertical" or "none"), optionally the SSD colour
-    augmentation. Test: ResizeShortestEdge(``min_size_test``, ``max_size_test``); none when
-    ``min_size_test`` is 0. Bad sizes are a ``ConfigError`` naming the ``INPUT`` key (before: a
-    size <= 0 listed every image of the dataset check as "degenerate"), bad crop values too.
+    """Training: ResizeShortestEdge, with ``crop_type`` (None: no crop) a random crop of
+    ``crop_size`` that retries while one category covers more than ``single_category_max_area``
+    (smaller images padded first), a flip (``random_flip`` "horizontal", "vertical" or "none"),
+    optionally the SSD colour augmentation. Test: ResizeShortestEdge; none when
+    ``min_size_test`` is 0.
+
+    Raises:
+        ConfigError: naming the ``INPUT`` key of a bad size or crop value.
     """
     positive = "an integer >= 1 (pixels)"
     if not is_train:

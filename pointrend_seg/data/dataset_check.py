@@ -1,8 +1,6 @@
-"""
-Whole-dataset check: every image/label pair of a registered dataset read once (in worker
-processes, with a progress bar) by the mapper's own readers and checks, before any training; one
-:class:`DatasetReport` per dataset (every problem with its file, the class histogram, warnings,
-hints). What is checked, the cache and the tools: docs/dataset_check.md.
+"""Whole-dataset check: every image/label pair read once, in worker processes, with the mapper's
+own readers and checks; one :class:`DatasetReport` per dataset. What is checked, the cache and
+the tools: docs/dataset_check.md.
 """
 import hashlib
 import json
@@ -39,9 +37,8 @@ _MIN_FILES_FOR_WORKERS = 64
 
 
 def mapper_resizes(cfg):
-    """The smallest resizes of the training and the test mapper of ``cfg`` (``INPUT.MIN_SIZE_*``
-    / ``MAX_SIZE_*``, :func:`~.readers.smallest_resizes`): what the check's "degenerate image"
-    is tested against. Both, since the check does not tell training from test datasets."""
+    """The smallest resizes of both the training and the test mapper of ``cfg``
+    (:func:`~.readers.smallest_resizes`), which "degenerate image" is tested against."""
     return smallest_resizes(build_sem_seg_augmentations(cfg, True)
                             + build_sem_seg_augmentations(cfg, False))
 
@@ -57,10 +54,8 @@ class DatasetCheckError(BadInputError):
 
 @dataclass
 class SampleProblem:
-    """
-    One problem of one sample: ``kind`` is a :class:`BadInputError` kind, ``file`` the file it
-    is about, ``image`` the sample's image (its ``file_name``).
-    """
+    """One problem of one sample: ``kind`` is a :class:`BadInputError` kind, ``file`` the file
+    it is about, ``image`` the sample's ``file_name``."""
 
     dataset: str
     index: int  # position of the sample in the dataset's list of dicts
@@ -73,10 +68,8 @@ class SampleProblem:
 
 @dataclass
 class DatasetReport:
-    """
-    The result of checking one dataset. Pixel and image counts are over the samples without
-    problems (what training with skipping would see).
-    """
+    """The result of checking one dataset; pixel and image counts are over the samples without
+    problems (what training with skipping would see)."""
 
     dataset: str
     class_names: List[str]
@@ -125,10 +118,8 @@ class DatasetReport:
         )
 
     def problems_table(self, limit: Optional[int] = None) -> str:
-        """
-        The problems, one row each (kind, file relative to the dataset's files, message); with
-        ``limit``, the first ``limit`` rows and a count of the others.
-        """
+        """The problems, one row each (kind, relative file, message); with ``limit``, the first
+        ``limit`` rows and a count of the others."""
         if not self.problems:
             return ""
         shown = self.problems if limit is None else self.problems[:limit]
@@ -139,7 +130,7 @@ class DatasetReport:
         rows = [(p.kind, os.path.relpath(p.file, root) if root else p.file, p.message)
                 for p in shown]
         header = ("problem", "file" + (f" (in {root})" if root else ""), "details")
-        table = _table([header] + rows, indent="  ")
+        table = _table([header] + rows)
         if len(shown) < len(self.problems):
             table += f"\n  ... and {len(self.problems) - len(shown)} more"
         return table
@@ -161,7 +152,7 @@ class DatasetReport:
                          str(int(images)) + note))
         rows.append((str(self.ignore_label), "(ignored)", str(self.ignored_pixels),
                      f"{100.0 * self.ignored_fraction:.2f}", ""))
-        return _table(rows, indent="  ")
+        return _table(rows)
 
     def format(self, warnings: bool = True) -> str:
         """The whole report: summary, problems, histogram and (``warnings``) the warnings."""
@@ -196,20 +187,18 @@ class DatasetReport:
         }
 
 
-def _table(rows, indent=""):
+def _table(rows):
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows
     ).rstrip()
 
 
 def raise_dataset_problems(reports: Sequence[DatasetReport], limit: Optional[int] = None,
                            where: str = "") -> None:
-    """
-    Raise one :class:`DatasetCheckError` listing the problems of all ``reports`` (and their
-    warnings), if there are any; with ``limit``, at most that many rows per dataset and
-    ``where`` says where the full list is.
-    """
+    """Raise one :class:`DatasetCheckError` listing the problems and warnings of all
+    ``reports``, if any; with ``limit``, at most that many rows per dataset, and ``where`` names
+    the full list."""
     bad = [r for r in reports if r.problems]
     if not bad:
         return
@@ -242,14 +231,10 @@ def _value_counts(label):
 
 def inspect_sample(image_path: str, label_path: Optional[str],
                    max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> dict:
-    """
-    What the files of one sample hold, read with the mapper's readers (no label map applied):
-    ``image_shape`` / ``label_shape`` ([H, W] as used, EXIF orientation applied; None if
-    unreadable), ``orientation`` (the image's EXIF orientation, 1 if none), ``values`` /
-    ``counts`` (the stored label values and their pixel counts), ``errors`` ([kind, message,
-    file] of each file that could not be read, or that has more than ``max_pixels`` pixels: not
-    decoded). Independent of classes, ignore label and label map.
-    """
+    """What the files of one sample hold, read with the mapper's readers: ``image_shape`` /
+    ``label_shape`` ([H, W] after EXIF orientation; None if unreadable), ``orientation`` (1 if
+    none), ``values`` / ``counts`` (stored label values, no label map, and their pixel counts),
+    ``errors`` ([kind, message, file] of each unreadable or too large file)."""
     facts = {"image_shape": None, "label_shape": None, "values": None, "counts": None,
              "orientation": 1, "errors": []}
     try:
@@ -269,10 +254,8 @@ def inspect_sample(image_path: str, label_path: Optional[str],
 
 
 def _within_limit(facts, image_path, label_path, max_pixels):
-    """``facts`` as :func:`inspect_sample` finds them under ``max_pixels`` (0 / None: no limit):
-    an image or label of the facts (read under another limit, e.g. cached) with more pixels
-    becomes its "too large" error - no shape, no values, the message of a fresh read. Before, a
-    cached check passed a file over the limit that the mapper then refused mid-training."""
+    """``facts`` (perhaps cached, read under another limit) as :func:`inspect_sample` would find
+    them under ``max_pixels`` (0 / None: no limit): a larger file becomes its "too large" error."""
     if not max_pixels:
         return facts
     image, label = facts["image_shape"], facts["label_shape"]
@@ -316,12 +299,9 @@ def _cache_path(cache_dir, dataset_name):
 
 
 def _load_cache(path):
-    """
-    The entries ``{key: {"stats": ..., "facts": ...}}`` of the cache ``path``; {} without one or
-    of another format version. A damaged file (not JSON, not a cache) or entry (fields of other
-    types or impossible sizes: :func:`_is_entry`) is left out, its files read again, with one
-    warning naming the file (before: a TypeError traceback, or sizes trusted).
-    """
+    """The entries ``{key: {"stats": ..., "facts": ...}}`` of the cache ``path``; {} without one
+    or of another format. A damaged file or entry is left out (its files read again) with one
+    warning naming the file."""
     why = None
     try:
         with open(path, encoding="utf-8") as f:
@@ -345,9 +325,7 @@ def _load_cache(path):
 
 
 def _is_entry(entry) -> bool:
-    """Whether a cache entry holds ``stats`` (:func:`_stat` of the image and the label) and
-    ``facts`` as :func:`inspect_sample` gives them: sizes >= 0, integer values with counts >= 1,
-    ``[kind, message, path]`` errors."""
+    """Whether a cache entry holds ``stats`` and ``facts`` as this module writes them."""
     def ints(v, least=None, n=None):
         return isinstance(v, list) and (n is None or len(v) == n) and all(
             is_int(x) and (least is None or x >= least) for x in v)
@@ -366,13 +344,10 @@ def _is_entry(entry) -> bool:
 
 
 def _save_cache(path, samples):
-    """Write the cache ``path``; if it cannot be written (no space left, a read-only or missing
-    home, the cache folder a file, ...), log a warning naming it and go on: the cache only saves
-    reading the files again, and the check is done (before: a traceback, and the report of a
-    check that had read every file was lost)."""
+    """Write the cache ``path``, or log a warning naming it and go on: the check is done, and
+    the cache only saves reading the files again."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        # readers see the old or the new file, never a part
         atomic_write(path, lambda f: json.dump({"format": _CACHE_FORMAT, "samples": samples}, f),
                      binary=False)
     except OSError as e:
@@ -433,10 +408,12 @@ def _sample_problems(dataset_name, position, record, facts, num_classes, ignore_
 
 
 def check_options(num_workers, max_ignored_fraction, names=None) -> None:
-    """The options of :func:`check_dataset_dicts` a config sets: ``num_workers`` None or an
-    integer >= 0, ``max_ignored_fraction`` in [0, 1]; else one ConfigError naming the keys
-    (``DATASETS.CHECK.*``, or as ``names`` maps them, e.g. a Python config's) (before: a threshold
-    above 1 never warned, below 0 always; -1 readers read as 1)."""
+    """Check the options of :func:`check_dataset_dicts` that a config sets.
+
+    Raises:
+        ConfigError: naming the keys (``DATASETS.CHECK.*``, or as ``names`` maps them), unless
+            ``num_workers`` is None or an integer >= 0 and ``max_ignored_fraction`` in [0, 1].
+    """
     names = names or {}
     check_arguments("check_dataset", [
         (names.get(key, key), argument, value, ok, rule) for key, argument, value, ok, rule in (
@@ -456,14 +433,12 @@ def check_dataset_dicts(
     max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
     resizes: Sequence = (),
 ) -> DatasetReport:
-    """
-    Check the samples ``dicts`` (Detectron2 dataset dicts with ``file_name`` and
+    """Check the samples ``dicts`` (Detectron2 dataset dicts with ``file_name`` and
     ``sem_seg_file_name``, optionally ``height``/``width`` and ``sem_seg_label_map``).
 
     Args:
         dataset_name (str): names the dataset in the report and the cache file.
-        class_names (list[str]): the classes; ids are their indices.
-        ignore_label (int): the label value that is ignored.
+        class_names (list[str]): ids are their indices.
         require_labels (bool): a sample without ``sem_seg_file_name`` is a problem (training).
         num_workers (int or None): reader processes; None: the CPUs this process may use.
         cache_dir (str or None): where the cache lives; None: :func:`default_cache_dir`.
@@ -471,12 +446,10 @@ def check_dataset_dicts(
         progress (bool): show a progress bar (stderr) while reading.
         max_ignored_fraction (float): warn when more of the label pixels are ignored.
         label_map (dict or None): only reported (each dict's ``sem_seg_label_map`` is applied).
-        max_image_pixels (int or None): files with more pixels are a problem ("image too
-            large", "label too large"), found from their header without decoding them
-            (``INPUT.MAX_IMAGE_PIXELS``, the mapper's limit); 0 or None: no limit.
-        resizes (list): ``(short_edge_length, max_size)`` of the mappers' resizes
-            (:func:`mapper_resizes`); an image that one of them brings to a 0-pixel side is a
-            "degenerate image" (:func:`~.readers.check_resizable`). Empty: not checked.
+        max_image_pixels (int or None): ``INPUT.MAX_IMAGE_PIXELS``: files with more pixels are
+            a problem ("image too large", "label too large"); 0 or None: no limit.
+        resizes (list): :func:`mapper_resizes`; an image one of them brings to a 0-pixel side is
+            a "degenerate image". Empty: not checked.
 
     Returns:
         DatasetReport
@@ -618,12 +591,11 @@ def _orientation_warning(dataset_name, oriented):
 def check_dataset(dataset_name: str, *, num_classes: Optional[int] = None,
                   ignore_label: Optional[int] = None, dicts: Optional[Sequence[dict]] = None,
                   **kwargs) -> DatasetReport:
-    """
-    Check the registered dataset ``dataset_name`` (see :func:`check_dataset_dicts` for
-    ``kwargs``). Classes and ignore label come from its metadata (``stuff_classes``,
-    ``ignore_label``); ``num_classes`` and ``ignore_label`` (e.g. the model's) must agree with
-    them, and stand in for them where the metadata has none. ``dicts``: its dataset dicts if
-    already loaded (default: ``DatasetCatalog.get(dataset_name)``).
+    """Check the registered dataset ``dataset_name`` (``kwargs``: :func:`check_dataset_dicts`).
+
+    Classes and ignore label come from its metadata; ``num_classes`` and ``ignore_label`` (e.g.
+    the model's) must agree with it, and stand in where it has none. ``dicts``: its dataset
+    dicts if already loaded.
 
     Raises:
         ValueError: no ``stuff_classes`` and no ``num_classes``, or they disagree with the

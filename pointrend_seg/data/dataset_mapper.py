@@ -1,8 +1,5 @@
-"""
-Dataset mapper for semantic segmentation: reads and checks an image and its label map
-(:mod:`.readers`), applies Detectron2 augmentations to both (:mod:`.augmentations`), and returns
-the tensors the meta-architecture expects.
-"""
+"""Dataset mapper for semantic segmentation: reads and checks a sample (:mod:`.readers`) and
+augments it (:mod:`.augmentations`) into the tensors the meta-architecture expects."""
 import copy
 import logging
 
@@ -23,12 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 class SemSegDatasetMapper:
-    """
-    Maps a dataset dict with ``file_name`` and (optionally) ``sem_seg_file_name`` and
-    ``sem_seg_label_map`` (applied to the label values, :mod:`.label_map`) to a dict with
-    ``image`` (3, H, W) uint8 tensor in ``image_format`` and ``sem_seg`` (H, W) int64 tensor; the
-    original ``height``/``width`` are kept so predictions are resized back to them.
-    """
+    """Maps a dataset dict with ``file_name`` and optionally ``sem_seg_file_name`` /
+    ``sem_seg_label_map`` to ``image`` ((3, H, W) uint8 in ``image_format``) and ``sem_seg``
+    ((H, W) int64); ``height``/``width`` are kept so predictions are resized back to them."""
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations, image_format: str, num_classes: int,

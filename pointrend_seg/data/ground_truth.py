@@ -1,9 +1,5 @@
-"""
-Ground truth of a registered dataset read the way training reads it, for the evaluators: the
-mapper's :func:`~.readers.read_label_file` with each dataset dict's ``sem_seg_label_map``,
-values checked with :func:`~.readers.check_label_values`. A dataset registered with a label map
-(e.g. 0/255 masks with ``{255: 1}``) is then evaluated on the class ids it was trained on. The
-trainer gives it to ``SegmentationEvaluator`` and ``BoundaryEvaluator`` (``ground_truth=``).
+"""Ground truth of a registered dataset read the way training reads it (label map included),
+for the evaluators.
 """
 from typing import Optional
 
@@ -16,13 +12,9 @@ __all__ = ["GroundTruthReader"]
 
 
 class GroundTruthReader:
-    """
-    ``reader(file_name)``: the (H, W) int64 class ids of the image ``file_name`` of dataset
-    ``dataset_name``; with ``num_classes``, values outside [0, num_classes) other than
-    ``ignore_label`` raise ``BadInputError`` naming the label file, as do label files of more than
-    ``max_pixels`` pixels (``INPUT.MAX_IMAGE_PIXELS``). EXIF orientation is applied as training
-    applies it.
-    """
+    """``reader(file_name)``: the (H, W) int64 class ids of the image ``file_name`` of dataset
+    ``dataset_name`` (:func:`~.readers.read_label_file`); with ``num_classes``, values are
+    checked (:func:`~.readers.check_label_values`)."""
 
     def __init__(self, dataset_name: str, num_classes: Optional[int] = None,
                  ignore_label: int = 255, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS):

@@ -1,14 +1,7 @@
-"""
-Label maps: stored mask values -> class ids, applied when a label file is read.
-
-A label map is a dict ``{stored value: class id (or the ignore label)}``; values it does not
-name are kept. The usual case is binary masks saved as 0/255 (255 = foreground), which with the
-default ignore label 255 would make every foreground pixel ignored: ``{255: 1}`` turns them into
-class 1. A dataset's map is stored in its metadata (``label_map``) and on each of its dataset
-dicts (``sem_seg_label_map``), which is what the mapper, the evaluators and the dataset check
-apply (:func:`pointrend_seg.data.readers.read_label_file`).
-
-Command-line spelling (:func:`parse_label_map`): ``255:1`` or ``255:1,128:2``.
+"""Label maps ``{stored value: class id (or the ignore label)}``, applied whenever a label file
+is read; values a map does not name are kept. The usual case: binary masks saved as 0/255, which
+with the ignore label 255 would ignore every foreground pixel; ``{255: 1}`` (command line:
+``255:1``) makes them class 1. A dataset's map is on each of its dicts (``sem_seg_label_map``).
 """
 from typing import Dict, Mapping, Optional, Union
 
@@ -20,9 +13,8 @@ LabelMap = Dict[int, int]
 
 
 def parse_label_map(spec: Union[str, Mapping, None]) -> Optional[LabelMap]:
-    """
-    A label map from ``"VALUE:ID[,VALUE:ID...]"`` (e.g. ``"255:1"``) or a mapping of integers;
-    None or an empty spec gives None (no mapping).
+    """A label map from ``"VALUE:ID[,VALUE:ID...]"`` (e.g. ``"255:1"``) or a mapping of
+    integers; None or an empty spec gives None.
 
     Raises:
         ValueError: naming the spec, for a malformed pair, a negative value or a value given twice.
@@ -62,10 +54,8 @@ def format_label_map(label_map: Optional[Mapping[int, int]]) -> str:
 
 
 def apply_label_map(values: np.ndarray, label_map: Optional[Mapping[int, int]]) -> np.ndarray:
-    """
-    ``values`` (any shape, integer) with every value that ``label_map`` names replaced by its
-    class id; other values unchanged. Returns ``values`` itself when there is no map.
-    """
+    """``values`` (integers, any shape) with the values that ``label_map`` names replaced;
+    ``values`` itself without a map."""
     if not label_map:
         return values
     keys = np.array(sorted(label_map), dtype=np.int64)
@@ -75,11 +65,8 @@ def apply_label_map(values: np.ndarray, label_map: Optional[Mapping[int, int]]) 
 
 
 def binary_mask_hint(values, num_classes: int, ignore_label: int) -> str:
-    """
-    The fix to suggest when the label ``values`` (class ids after any label map) are only 0 and
-    255 while 255 is not a class: binary masks saved as 0/255, whose 255 is either ignored (the
-    ignore label) or out of range. "" otherwise.
-    """
+    """The fix to suggest when the label ``values`` (after any label map) are only 0 and 255
+    while 255 is not a class (binary masks saved as 0/255); "" otherwise."""
     present = set(np.unique(np.asarray(values)).tolist())
     if not (255 in present and present <= {0, 255} and num_classes <= 255):
         return ""

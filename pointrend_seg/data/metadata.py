@@ -1,10 +1,5 @@
-"""
-Class names and colours of a model: what the pictures of its predictions are labelled with.
-
-A model knows only ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``; the names come from a dataset's metadata
-(``stuff_classes`` / ``stuff_colors``, set when the dataset is registered) or are given directly.
-:func:`class_names_and_colors` finds them and checks their number against the model, so that a
-picture is never labelled with another dataset's names.
+"""Class names and colours of a model, for the pictures of its predictions: a model knows only
+``MODEL.SEM_SEG_HEAD.NUM_CLASSES``; the names come from a dataset's metadata or are given.
 """
 import logging
 from typing import List, Optional, Sequence, Tuple
@@ -24,10 +19,11 @@ class NoClassNamesError(ConfigError):
 
 
 def dataset_class_names(dataset_name: str, num_classes: Optional[int] = None) -> List[str]:
-    """
-    The ``stuff_classes`` of the registered dataset ``dataset_name``; where it has none, "0" ..
-    "K-1" for ``num_classes`` K. A ValueError naming the dataset if it has none and K is not
-    given, or if K is given and differs from their number.
+    """The ``stuff_classes`` of the registered dataset ``dataset_name``, else "0" .. "K-1" for
+    ``num_classes`` K.
+
+    Raises:
+        ValueError: naming the dataset, if it has none and K is not given, or K differs.
     """
     from detectron2.data import MetadataCatalog
 
@@ -57,29 +53,18 @@ def _metadata_names(name):
 def class_names_and_colors(
     cfg, *, classes=None, dataset_names: Sequence[str] = ()
 ) -> Tuple[List[str], List[Tuple[int, int, int]], str]:
-    """
-    Names and colours of the ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes of a model, from the
-    first of:
-
-    1. ``classes``: names as a list, a comma-separated string or a text file with one name per
-       line (:func:`~pointrend_seg.data.datasets.parse_class_names`);
-    2. ``dataset_names`` (e.g. the dataset the images come from, or datasets just registered
-       from folders): the first with class names in its metadata;
-    3. the config's ``DATASETS.TEST``, then ``DATASETS.TRAIN``: the first registered one with
-       class names.
-
-    Colours are the dataset's ``stuff_colors`` if it has one per class, else Detectron2's
-    colormap.
+    """Names and colours of the ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` classes of a model, from the
+    first of: ``classes`` (:func:`~pointrend_seg.data.datasets.parse_class_names`);
+    ``dataset_names``; the config's ``DATASETS.TEST``, then ``DATASETS.TRAIN`` (the first
+    registered dataset with class names). Colours: the dataset's ``stuff_colors`` if it has one
+    per class, else Detectron2's colormap.
 
     Returns:
         (names, colours, a description of where the names came from)
 
     Raises:
-        ConfigError: no names anywhere (:class:`NoClassNamesError`; the message names the
-            config's datasets that are not registered in this process and the ways to give
-            names), or their number is not
-            ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (naming their source), or ``classes`` holds
-            empty or duplicate names (:func:`~pointrend_seg.data.datasets.parse_class_names`).
+        ConfigError: no names anywhere (:class:`NoClassNamesError`), their number is not
+            ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (naming their source), or ``classes`` is invalid.
     """
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     found: Optional[Tuple[list, Optional[list], str]] = None

@@ -1,9 +1,5 @@
-"""
-Reading one sample's files, and what is wrong with them: the image and label readers (EXIF
-orientation, a pixel limit checked from the header, 16-bit and palette files, errors naming the
-file) and the per-sample checks (sizes, label values). Every bad input raises
-:class:`BadInputError` (see the table in docs/bad_inputs.md). The mapper, the dataset check and
-the evaluators' ground truth all read through here.
+"""The image and label readers and the per-sample checks that the mapper, the dataset check and
+the evaluators share. Every bad input raises :class:`BadInputError` (docs/bad_inputs.md).
 """
 import contextlib
 import os
@@ -29,16 +25,11 @@ _LABEL_MODES = ("P", "L", "1", "I;16", "I;16B", "I;16L", "I")
 
 
 class BadInputError(ValueError):
-    """
-    An image or label file that cannot be used as it is; the message names the file.
+    """An image or label file that cannot be used as it is; the message names the file.
 
     Attributes:
-        kind (str): what is wrong, one of "missing image", "unreadable image", "image mode",
-            "image too large", "image size", "degenerate image", "missing label",
-            "unreadable label", "label too large", "colour label", "label mode", "size
-            mismatch", "label values", "no label" (the rows of the dataset check's table);
-            "video too large" (tools/demo.py) and "empty dataset" (a folder dataset without
-            images) outside the check.
+        kind (str): what is wrong, e.g. "missing image", "label values" (the dataset check's
+            rows), "video too large" (tools/demo.py), "empty dataset" (a folder dataset).
         path (str or None): the file the message is about.
     """
 
@@ -57,8 +48,7 @@ _PIL_LIMIT_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _pil_size_check_off():
-    """PIL's own decompression-bomb limit (a warning above 89 MP, an error above 179 MP) off:
-    :func:`_open` applies ``max_pixels`` instead, one documented limit for every reader."""
+    """PIL's own decompression-bomb limit off: :func:`_open` applies ``max_pixels`` instead."""
     with _PIL_LIMIT_LOCK:
         before = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
@@ -80,13 +70,9 @@ def too_large_message(what, path, width, height, max_pixels):
 
 
 def _open(path, what, max_pixels=None):
-    """
-    The decoded image of ``path``, turned as its EXIF orientation says (Detectron2's
-    ``read_image`` rule, for images and label maps alike: a label map is drawn on the image as it
-    is displayed; without an orientation, or with 1, not copied); its size is checked against
-    ``max_pixels`` (0 / None: no limit) from the header, before any pixel is decoded.
-    """
-    if os.path.isdir(path):  # else "cannot read ...: IsADirectoryError: [Errno 21] ..."
+    """The decoded PIL image of ``path``, turned by its EXIF orientation (Detectron2's rule, for
+    labels too); over ``max_pixels`` (0 / None: no limit) it is refused from its header."""
+    if os.path.isdir(path):
         raise BadInputError(f"{what} file {path} is a folder, not a file", f"unreadable {what}",
                             path)
     try:
@@ -115,10 +101,8 @@ LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
 
 
 def same_stem_hint(path, what="label") -> str:
-    """
-    For a missing file: "; there is X.jpg ..." when a file of the same stem with another
-    extension exists beside it (e.g. masks saved as JPEG), else "".
-    """
+    """For a missing file: "; there is X.jpg ..." when a file of the same stem exists beside
+    it, else ""."""
     stem, _ = os.path.splitext(path)
     folder = os.path.dirname(path) or "."
     try:
@@ -148,25 +132,16 @@ def exif_orientation(image) -> int:
 
 
 def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
-    """
-    Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
+    """Read an image as (H, W, 3) uint8 in ``format`` ("BGR" or "RGB"), EXIF orientation applied.
 
-    Grayscale images are replicated to 3 channels, the alpha channel of RGBA/LA images is dropped,
-    and 16-bit images are scaled to 8 bits (value >> 8; also 32-bit integer ones, mode "I", whose
-    values are within 0..65535 - as older Pillows open a 16-bit PNG). Images whose scale is not
-    known are refused ("image mode"): floating point (mode "F": 0..1 and 0..255 are both common,
-    and read as 8 bits a 0..1 photo was black) and 32-bit integers beyond 0..65535 (70000 was
-    255). A file of more than ``max_pixels`` pixels (``INPUT.MAX_IMAGE_PIXELS``; 0 or None: no
-    limit) is refused from its header, before decoding ("image too large").
+    Grayscale is replicated to 3 channels and alpha dropped. Unlike Detectron2's ``read_image``,
+    16-bit images (and mode "I" within 0..65535) are scaled to 8 bits (value >> 8) rather than
+    clipped, and the RGB array is copied once, not three times.
 
-    Differs on purpose from Detectron2's ``detection_utils.read_image`` (EXIF orientation is
-    applied the same way, and other formats than RGB / BGR go through its
-    ``convert_PIL_to_numpy``): there a 16-bit image is clipped to 255 (measured: 99.6% of the
-    pixels of a 0..65520 ramp saturate; here it keeps its 256 levels), a missing or broken file
-    raises PIL's or Python's error (here every failure is a :class:`BadInputError` naming the
-    file and whether it is the image or the label), and an RGB image is copied three times
-    (PIL ``convert``, ``np.asarray``, the channel flip); here once, the channels swapped in
-    place (a 12000 x 12000 PNG: 1.0 GB at the peak instead of 2.0 GB).
+    Raises:
+        BadInputError: the file is missing or unreadable; its scale is unknown ("image mode":
+            floating point, or 32-bit integers beyond 0..65535); it has more than
+            ``max_pixels`` pixels ("image too large", from the header; 0 / None: no limit).
     """
     image = _open(path, "image", max_pixels)
     if image.mode == "F":
@@ -179,8 +154,6 @@ def read_image_file(path, format="BGR", max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image).astype(np.int64)
         if image.mode == "I" and array.size and (array.min() < 0 or array.max() > 65535):
-            # 32-bit integers (e.g. a TIFF): beyond 16 bits their scale is unknown (before:
-            # 70000 saturated to 255, negative values to 0, without a word)
             raise BadInputError(
                 f"image file {path} has mode 'I' (32-bit integer pixels) with values "
                 f"{_value_range(array)}, outside the 0..65535 of a 16-bit image: their scale is "
@@ -216,15 +189,13 @@ _LABEL_MODE_PROBLEMS = {
 
 
 def read_label_file(path, label_map=None, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
-    """
-    Read a label map as (H, W) int64 class ids. Palette ("P") PNGs give their palette indices;
-    8-, 16- and 32-bit single-channel images their values; 1-bit images ("1") 0 and 1 (black
-    and white: a binary mask's stored bits, as PIL decodes them). Colour (RGB/RGBA) label images
-    are rejected ("colour label"), and so are other modes ("label mode": grayscale or palette
-    with alpha - transparency is not read as the ignore label -, floating point, CMYK, ...).
-    ``label_map`` ({stored value: class id}, see :mod:`.label_map`) is applied to the values.
-    EXIF orientation is applied as to images, and files of more than ``max_pixels`` pixels are
-    refused before decoding ("label too large").
+    """Read a label map as (H, W) int64 class ids, EXIF orientation applied, ``label_map``
+    ({stored value: class id}) applied. Palette PNGs give their indices, single-channel images
+    their values, 1-bit images 0 and 1.
+
+    Raises:
+        BadInputError: as :func:`read_image_file` ("label too large", ...); a colour image
+            ("colour label"); another mode, e.g. with alpha or floating point ("label mode").
     """
     label = _open(path, "label", max_pixels)
     if label.mode in _LABEL_MODES:
@@ -248,15 +219,9 @@ def read_label_file(path, label_map=None, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
 
 
 def check_image_size(image_shape, dataset_dict):
-    """
-    Raise :class:`BadInputError` if ``image_shape`` (H, W, ...) differs from the dataset dict's
-    ``height``/``width`` (when it has them): predictions would be resized to the wrong size.
-
-    The same test as Detectron2's ``detection_utils.check_image_size``, which raises a generic
-    ``SizeMismatchError``; ours is a :class:`BadInputError`, which ``--skip-bad`` and the dataset
-    check handle like every other bad sample, and it does not fill in missing sizes (the mapper
-    reads them from the image).
-    """
+    """Raise :class:`BadInputError` if ``image_shape`` (H, W, ...) differs from the dataset
+    dict's ``height``/``width`` (when it has them), as Detectron2's ``check_image_size`` does
+    with a ``SizeMismatchError``."""
     expected = (dataset_dict.get("height", image_shape[0]),
                 dataset_dict.get("width", image_shape[1]))
     if tuple(expected) != tuple(image_shape[:2]):
@@ -268,12 +233,8 @@ def check_image_size(image_shape, dataset_dict):
 
 
 def smallest_resizes(augmentations) -> List[Tuple[int, int]]:
-    """
-    ``(short_edge_length, max_size)`` of each ``ResizeShortestEdge`` among ``augmentations``
-    (the mapper's), with the smallest short edge it may draw (0, "no resize", left out): the
-    sizes :func:`check_resizable` checks an image against. Resized sides grow with the short
-    edge drawn, so an image that survives the smallest survives every one.
-    """
+    """``(short_edge_length, max_size)`` of each ``ResizeShortestEdge`` among ``augmentations``,
+    with the smallest non-zero short edge it may draw: an image that survives it survives all."""
     resizes = []
     for aug in augmentations:
         if not isinstance(aug, T.ResizeShortestEdge):
@@ -289,15 +250,9 @@ def smallest_resizes(augmentations) -> List[Tuple[int, int]]:
 
 
 def check_resizable(image_shape, path, resizes) -> None:
-    """
-    Raise :class:`BadInputError` ("degenerate image") if a resize of ``resizes``
-    (:func:`smallest_resizes`) brings a side of an image of ``image_shape`` (H, W, ...) below
-    half a pixel, i.e. to 0 pixels once rounded - the criterion: such an image cannot be resized
-    at all. A thin image hits it when ``max_size`` caps its long side (3000x3 with a 128-pixel
-    cap: 3 x 128 / 3000 = 0.13 pixels). Training stopped there at iteration 0 with PIL's
-    "height and width must be > 0", naming no file. One pixel or more is enough for the model:
-    it pads every image to its stride (measured: a 128x1 input trains and predicts).
-    """
+    """Raise :class:`BadInputError` ("degenerate image") if a resize of ``resizes``
+    (:func:`smallest_resizes`) brings a side of an image of ``image_shape`` (H, W, ...) to 0
+    pixels (a thin image whose long side ``max_size`` caps); one pixel is enough for the model."""
     height, width = int(image_shape[0]), int(image_shape[1])
     for short_edge, max_size in resizes:
         new_h, new_w = T.ResizeShortestEdge.get_output_shape(height, width, short_edge, max_size)
@@ -323,12 +278,9 @@ _TURNED_90 = (5, 6, 7, 8)
 
 
 def check_label_size(label_shape, image_shape, label_path, image_path, orientation=None):
-    """
-    Raise :class:`BadInputError` if the label and image sizes (H, W, ...) differ (both as used:
-    EXIF orientation applied). When the image's EXIF orientation (``orientation``, read from
-    ``image_path`` if None) turns it by 90 degrees and the label has the stored image's size, the
-    message says so: the label was drawn on the stored pixels, not on the image as displayed.
-    """
+    """Raise :class:`BadInputError` if the label and image sizes (H, W, ...) differ (EXIF
+    orientation applied); the message says when the label fits the stored, unturned image
+    (``orientation``: the image's, read from ``image_path`` if None)."""
     if tuple(label_shape[:2]) == tuple(image_shape[:2]):
         return
     message = (f"label file {label_path} is {label_shape[1]}x{label_shape[0]} (WxH) but image "
@@ -346,10 +298,8 @@ def check_label_size(label_shape, image_shape, label_path, image_path, orientati
 
 
 def check_label_values(label, num_classes, ignore_label, path):
-    """
-    Raise :class:`BadInputError` if ``label`` (class ids, any shape: a label map or the values
-    present in one) has values outside [0, K) other than ignore.
-    """
+    """Raise :class:`BadInputError` if ``label`` (class ids, any shape) has values outside
+    [0, K) other than ignore."""
     label = np.asarray(label)
     bad = ((label < 0) | (label >= num_classes)) & (label != ignore_label)
     if bad.any():

@@ -1,11 +1,5 @@
-"""
-Padding for crops larger than the (resized) image.
-
-Detectron2's ``RandomCrop("absolute", (h, w))`` silently shrinks the crop to the image when the
-image is smaller, so batches get images of different sizes and small images never fill the crop.
-:class:`PadToMinSize` pads the image (with 0) and the label map (with the ignore label) at the
-bottom and right up to the crop size first, with fvcore's ``PadTransform``; padded pixels are
-ignored by the loss.
+"""Padding for crops larger than the (resized) image: Detectron2's ``RandomCrop("absolute")``
+silently shrinks the crop to a smaller image, so batches would mix sizes.
 """
 from detectron2.data import transforms as T
 
@@ -13,11 +7,8 @@ __all__ = ["PadToMinSize"]
 
 
 class PadToMinSize(T.Augmentation):
-    """
-    Pad images smaller than ``min_size`` = (height, width) to at least that size (bottom/right):
-    the image with ``pad_value``, the label map with ``seg_pad_value`` (the ignore label).
-    Images that are already large enough are left untouched.
-    """
+    """Pad images smaller than ``min_size`` = (height, width) to that size (bottom/right): the
+    image with ``pad_value``, the label map with ``seg_pad_value`` (the ignore label)."""
 
     def __init__(self, min_size, pad_value=0, seg_pad_value=255):
         super().__init__()

@@ -1,71 +1,40 @@
-"""Boundary-quality metrics for semantic segmentation.
+"""Boundary-quality metrics for semantic segmentation, and :class:`BoundaryEvaluator`.
 
-Region metrics such as mIoU are dominated by the interior of large segments and barely change
-when a model gets object contours wrong, which is exactly what PointRend is meant to fix.  This
-module measures contour quality with two metrics and wraps them as a Detectron2
-:class:`~detectron2.evaluation.DatasetEvaluator` (:class:`BoundaryEvaluator`) that consumes
-the same inputs as :class:`~detectron2.evaluation.SemSegEvaluator` and can run next to it
-inside :class:`~detectron2.evaluation.DatasetEvaluators`.
+mIoU is dominated by the interior of large segments and barely sees wrong contours, which is
+what PointRend is meant to fix.
 
-Conventions shared by both metrics
-----------------------------------
-* All masks are 2-D boolean arrays of shape (H, W) in image pixels; distances are Euclidean
-  distances between pixel centres, in pixels.
-* **Boundary (contour) pixels** of a binary mask ``M`` (:func:`mask_boundary`): pixels of ``M``
-  having at least one 4-neighbour that is a *valid* pixel outside ``M``.  Neighbours beyond the
-  image border and neighbours in the ignore region are "don't care": they never turn a pixel
-  into a boundary pixel.  So the image border is not a boundary, and neither is the edge of an
-  ignore region.
-* **Ignore label**: pixels whose ground truth equals the ignore label are invalid.  Both the
-  ground-truth and the predicted mask are intersected with the valid pixels *before* their
-  boundaries are computed, so whatever is predicted inside the ignore region has no effect on
-  any number (not on masks, not on boundaries, not on bands).
+Conventions: masks are 2-D (H, W) bool arrays; distances are Euclidean distances between pixel
+centres, in pixels.  The **boundary pixels** of a mask ``M`` (:func:`mask_boundary`) are the
+pixels of ``M`` with a 4-neighbour that is a *valid* pixel outside ``M``: neither the image
+border nor the edge of an ignore region is a boundary.  Pixels whose ground truth is the ignore
+label are invalid; both masks are restricted to the valid pixels before anything is computed, so
+predictions inside the ignore region change no number.
 
-Boundary F-score (BF)
----------------------
-Csurka, Larlus and Perronnin, "What is a good evaluation measure for semantic segmentation?",
-BMVC 2013, used as "BF" in Badrinarayanan, Kendall and Cipolla, "SegNet", TPAMI 2017.
-For one image and one class ``c`` let ``B_p`` and ``B_g`` be the boundary pixels of the
-predicted and ground-truth masks of ``c`` and ``theta`` the distance tolerance in pixels
-(``BoundaryEvaluator`` uses ``theta = bf_tolerance * sqrt(H**2 + W**2)``, 0.75 % of the image
-diagonal by default, as in SegNet)::
+**Boundary F-score (BF)**, Csurka, Larlus and Perronnin, BMVC 2013 (the "BF" of SegNet, TPAMI
+2017).  With ``B_p``, ``B_g`` the boundary pixels of the predicted and ground-truth masks of one
+class in one image and ``theta`` the tolerance (``bf_tolerance * sqrt(H**2 + W**2)``, 0.75 % of
+the diagonal by default, as in SegNet)::
 
     precision = |{x in B_p : dist(x, B_g) <= theta}| / |B_p|
     recall    = |{y in B_g : dist(y, B_p) <= theta}| / |B_g|
     F         = 2 * precision * recall / (precision + recall)       (0 if both are 0)
 
-Edge cases: if both ``B_p`` and ``B_g`` are empty the score is undefined (NaN is returned and the
-evaluator skips the pair); if exactly one of them is empty ``F = 0``.  The per-class BF of a
-dataset is the mean of the per-image F over the images where ``c`` occurs (in the valid pixels)
-in the ground truth or in the prediction, skipping the undefined pairs; ``mBF`` is the mean of the
-per-class BF over the classes that got at least one defined per-image score.
+F is NaN (skipped) if both boundaries are empty, 0 if one is.  A class's BF is the mean F over
+the images where it occurs in the ground truth or the prediction; ``mBF`` is the mean over the
+classes with at least one defined F.
 
-Boundary IoU (BIoU)
--------------------
-Cheng, Girshick, Dollar, Berg and Kirillov, "Boundary IoU: Improving Object-Centric Image
-Segmentation Evaluation", CVPR 2021.  For a mask ``M`` with contour ``C(M)`` (boundary pixels
-as defined above) the inner band of width ``d`` is
-``M_d = {x in M : dist(x, C(M)) <= d}`` (``M_d`` already includes the intersection with ``M``,
-i.e. it is the paper's ``G_d ∩ G``).  With ``G`` the ground-truth and ``P`` the predicted mask::
+**Boundary IoU (BIoU)**, Cheng, Girshick, Dollar, Berg and Kirillov, CVPR 2021.  The inner band
+of a mask ``M`` is ``M_d = {x in M : dist(x, C(M)) <= d}`` (``C(M)``: its boundary pixels; the
+paper's ``G_d ∩ G``) and ``BIoU = |G_d ∩ P_d| / |G_d ∪ P_d|``, with
+``d = max(1, biou_dilation * sqrt(H**2 + W**2))`` (2 % of the diagonal by default, as in the
+paper).  Intersections and unions are summed per class over the dataset before dividing;
+classes with a zero union are not evaluated.  Unlike the paper's code (3x3 erosions, image
+border as contour) the band uses the exact Euclidean distance and the border is no contour.
 
-    BIoU = |G_d ∩ P_d| / |G_d ∪ P_d|
-
-``BoundaryEvaluator`` uses ``d = max(1, biou_dilation * sqrt(H**2 + W**2))`` (2 % of the
-diagonal by default, as in the paper) and accumulates the intersections and unions per class
-over the whole dataset before dividing (a dataset-level per-class BIoU, like dataset-level IoU);
-classes whose accumulated union is 0 are not evaluated, ``mBIoU`` is the mean over the others.
-Differences from the paper's reference code, which approximates the band by repeated 3x3
-erosion (a chessboard distance) and treats the image border as contour: here the band uses the
-exact Euclidean distance and, consistently with BF, the image border is not a contour.
-
-Distances come from ``cv2.distanceTransform`` with ``DIST_L2``/``DIST_MASK_PRECISE`` (exact
-Euclidean distance).  Squared distances between pixel centres are integers, which lets
-``dist <= theta`` be decided exactly despite the float32 output (for distances below about
-2000 px, far beyond any useful tolerance).  Each class of each image needs one distance
-transform per boundary map, computed on the bounding box of the two masks and shared by both
-metrics.
+Distances come from ``cv2.distanceTransform`` (``DIST_L2``, ``DIST_MASK_PRECISE``), one per
+boundary map on the bounding box of the two masks, shared by both metrics; :func:`_le` decides
+``dist <= theta`` exactly.
 """
-
 import json
 import math
 import os
@@ -95,9 +64,11 @@ __all__ = [
 
 
 def check_boundary_options(bf_tolerance, biou_dilation) -> None:
-    """The two widths of :class:`BoundaryEvaluator`, fractions of the image diagonal: numbers
-    >= 0, else one ConfigError naming the keys (before: a negative BF tolerance was a ValueError
-    traceback in the first image's evaluation, a negative Boundary IoU width silently 1 px)."""
+    """Check the two widths of :class:`BoundaryEvaluator` (fractions of the image diagonal).
+
+    Raises:
+        ConfigError: naming the keys, unless both are numbers >= 0.
+    """
     check_arguments("BoundaryEvaluator", [
         (f"TEST.BOUNDARY_EVAL.{key}", name, value,
          is_number(value) and math.isfinite(value) and value >= 0,
@@ -106,9 +77,6 @@ def check_boundary_options(bf_tolerance, biou_dilation) -> None:
                                  ("BIOU_DILATION", "biou_dilation", biou_dilation))])
 
 
-# ----------------------------------------------------------------------------------------------
-# Pure functions
-# ----------------------------------------------------------------------------------------------
 def _as_bool_2d(array, name):
     array = np.asarray(array)
     if array.ndim != 2:
@@ -117,20 +85,17 @@ def _as_bool_2d(array, name):
 
 
 def mask_boundary(mask, valid=None):
-    """Boundary (contour) pixels of a binary mask.
-
-    A pixel is a boundary pixel iff it belongs to the mask (and is valid) and at least one of its
-    4-neighbours is a valid pixel outside the mask.  Neighbours beyond the image border and
-    invalid neighbours never make a boundary, so a mask covering the whole image has no
-    boundary.
+    """Boundary pixels of a binary mask, as defined in the module docstring.
 
     Args:
         mask: (H, W) array, non-zero = inside the mask.
-        valid: optional (H, W) array, non-zero = pixel takes part in the evaluation (ground truth
-            is not the ignore label).  ``None`` means every pixel is valid.
+        valid: optional (H, W) array, non-zero = evaluated pixel; ``None``: all pixels.
 
     Returns:
-        (H, W) bool array, True on boundary pixels (always a subset of ``mask & valid``).
+        (H, W) bool array, True on boundary pixels (a subset of ``mask & valid``).
+
+    Raises:
+        ValueError: if an array is not 2-D or the shapes differ.
     """
     mask = _as_bool_2d(mask, "mask")
     if valid is None:
@@ -170,9 +135,9 @@ def _distance_to(targets):
 def _le(dist, radius_px):
     """(H, W) bool: ``dist <= radius_px``, decided exactly.
 
-    The true squared distance between two pixel centres is an integer ``n``, so ``dist <= r``
-    iff ``n <= floor(r**2)`` iff ``dist <= sqrt(floor(r**2) + 0.5)``.  The half-integer margin is
-    far larger than the float32 error of ``dist`` for distances below ~2000 px.
+    A squared distance between pixel centres is an integer ``n``, so ``dist <= r`` iff
+    ``dist <= sqrt(floor(r**2) + 0.5)``; the half-integer margin dwarfs the float32 error of
+    ``dist`` below ~2000 px.
     """
     n_max = np.floor(float(radius_px) ** 2 + 1e-9)
     return dist <= np.float32(np.sqrt(n_max + 0.5))
@@ -244,18 +209,15 @@ def _counts(pred_mask, gt_mask, valid, tolerance_px=None, dilation_px=None):
 
 
 def boundary_precision_recall(pred_mask, gt_mask, tolerance_px, valid=None):
-    """Boundary precision and recall of one binary prediction (Csurka et al. 2013).
+    """Boundary precision and recall of one binary prediction (BF's, module docstring).
 
     Args:
         pred_mask, gt_mask: (H, W) arrays, non-zero = inside the mask.
-        tolerance_px (float): distance tolerance theta in pixels; a boundary pixel is matched if
-            its Euclidean distance to the other boundary is <= theta.
-        valid: optional (H, W) array, non-zero = pixel is evaluated (see :func:`mask_boundary`).
+        tolerance_px (float): distance tolerance theta in pixels.
+        valid: optional (H, W) array, non-zero = evaluated pixel (see :func:`mask_boundary`).
 
     Returns:
-        (precision, recall) as floats in [0, 1]: the fraction of predicted boundary pixels within
-        theta of the GT boundary, and the fraction of GT boundary pixels within theta of the
-        predicted boundary.  A ratio with an empty denominator (no boundary) is NaN.
+        (precision, recall), floats in [0, 1]; NaN where that boundary is empty.
     """
     (n_pred, pred_matched, n_gt, gt_matched), _ = _counts(pred_mask, gt_mask, valid, tolerance_px)
     precision = pred_matched / n_pred if n_pred else float("nan")
@@ -264,58 +226,38 @@ def boundary_precision_recall(pred_mask, gt_mask, tolerance_px, valid=None):
 
 
 def boundary_f_score(pred_mask, gt_mask, tolerance_px, valid=None):
-    """Boundary F1 score of one binary prediction (BF of Csurka et al. 2013 / SegNet).
-
-    Args:
-        pred_mask, gt_mask: (H, W) arrays, non-zero = inside the mask.
-        tolerance_px (float): distance tolerance theta in pixels (see
-            :func:`boundary_precision_recall`).
-        valid: optional (H, W) array, non-zero = pixel is evaluated; both masks are restricted
-            to it and invalid pixels never create a boundary.
+    """Boundary F-score (BF) of one binary prediction; arguments as in
+    :func:`boundary_precision_recall`.
 
     Returns:
-        float in [0, 1]: ``2PR / (P + R)``; 0.0 if exactly one of the two boundaries is empty or
-        ``P + R == 0``; NaN if both boundaries are empty (undefined, skipped by the evaluator).
+        float in [0, 1]; 0.0 if one boundary is empty or ``P + R == 0``; NaN if both are empty.
     """
     return _f_from_counts(*_counts(pred_mask, gt_mask, valid, tolerance_px)[0])
 
 
 def boundary_iou_counts(pred_mask, gt_mask, dilation_px, valid=None):
-    """Intersection and union of the inner boundary bands (Boundary IoU, Cheng et al. 2021).
+    """Intersection and union of the inner boundary bands (Boundary IoU, module docstring).
 
     Args:
         pred_mask, gt_mask: (H, W) arrays, non-zero = inside the mask.
-        dilation_px (float): band width d in pixels; the band of a mask M is
-            ``{x in M : dist(x, contour(M)) <= d}`` (Euclidean distance, contour as in
-            :func:`mask_boundary`).
-        valid: optional (H, W) array, non-zero = pixel is evaluated; both masks are restricted
-            to it and invalid pixels never create a contour.
+        dilation_px (float): band width d in pixels.
+        valid: optional (H, W) array, non-zero = evaluated pixel (see :func:`mask_boundary`).
 
     Returns:
-        (intersection, union) as ints, numbers of pixels of ``G_d ∩ P_d`` and ``G_d ∪ P_d``.
-        Boundary IoU is ``intersection / union`` (undefined when union is 0).
+        (intersection, union), ints: pixels of ``G_d ∩ P_d`` and ``G_d ∪ P_d``.
     """
     return _counts(pred_mask, gt_mask, valid, dilation_px=dilation_px)[1]
 
 
-# ----------------------------------------------------------------------------------------------
-# Evaluator
-# ----------------------------------------------------------------------------------------------
 class BoundaryEvaluator(DatasetEvaluator):
-    """Boundary F-score and Boundary IoU for semantic segmentation (see the module docstring).
+    """Boundary F-score and Boundary IoU of a dataset (see the module docstring).
 
-    Inputs are those of :class:`detectron2.evaluation.SemSegEvaluator`: each input dict has a
-    ``file_name`` whose ground truth (contiguous class ids) ``ground_truth`` reads, each output
-    dict has ``"sem_seg"``, a (C, H, W) tensor of scores at the ground-truth resolution; the
-    prediction is its argmax over C.
-
-    Only per-class sums are kept (no images), gathered across processes in :meth:`evaluate`.
-    The result is ``{"sem_seg_boundary": {"mBF", "mBIoU", "BF-<class>", "BIoU-<class>"}}`` in
-    percent; classes that could not be evaluated get NaN and are left out of the means.
-
-    Cost: two distance transforms per class present in an image, each on the bounding box of
-    that class's GT and predicted masks (about 0.1 s per transform on a full 1024x2048 box on
-    one CPU core, so from well under a second to a few seconds per Cityscapes-sized image).
+    Inputs are those of :class:`detectron2.evaluation.SemSegEvaluator`: an input's ``file_name``
+    names the ground truth; an output's ``"sem_seg"`` is a (C, H, W) score tensor at its
+    resolution, whose argmax over C is the prediction.  Only per-class sums are kept.  The result
+    is ``{"sem_seg_boundary": {"mBF", "mBIoU", "BF-<class>", "BIoU-<class>"}}`` in percent; a
+    class that could not be evaluated is NaN and left out of the means.  Cost: two distance
+    transforms per class present in an image, on the bounding box of its two masks.
     """
 
     def __init__(
@@ -332,21 +274,17 @@ class BoundaryEvaluator(DatasetEvaluator):
     ):
         """
         Args:
-            dataset_name (str): registered dataset to evaluate; its dicts must have
-                ``file_name`` and ``sem_seg_file_name``.
-            distributed (bool): if True, gather the statistics of all ranks in :meth:`evaluate`
-                and return results on the main process only.
-            output_dir (str): if given, the results are also written to
-                ``<output_dir>/sem_seg_boundary_evaluation.json``.
-            num_classes (int): number of classes; must match ``stuff_classes`` of the metadata
-                when that is set, and is required when it is not.
+            dataset_name (str): registered dataset; its dicts need ``file_name`` and
+                ``sem_seg_file_name``.
+            distributed (bool): gather all ranks' sums in :meth:`evaluate` and return results
+                on the main process only.
+            output_dir (str): if given, also write ``sem_seg_boundary_evaluation.json`` there.
+            num_classes (int): must match the metadata's ``stuff_classes`` when set, else needed.
             ignore_label (int): overrides the metadata's ``ignore_label`` (default 255).
-            bf_tolerance (float): BF distance tolerance as a fraction of the image diagonal.
-            biou_dilation (float): Boundary IoU band width as a fraction of the image diagonal
-                (at least 1 px).
-            ground_truth: callable ``file_name`` -> (H, W) int64 class ids; None:
-                :class:`pointrend_seg.data.GroundTruthReader` of the dataset (its label map,
-                EXIF orientation, as training reads the labels).
+            bf_tolerance, biou_dilation (float): BF tolerance and BIoU band width (at least
+                1 px), fractions of the image diagonal.
+            ground_truth: callable ``file_name`` -> (H, W) int64 class ids; None: the dataset's
+                :class:`pointrend_seg.data.GroundTruthReader` (labels read as in training).
         """
         self._distributed = distributed
         self._output_dir = output_dir

@@ -1,20 +1,7 @@
-"""
-Evaluation results a person can read: a per-class table for the log, and pictures.
-
-* :func:`per_class_rows` / :func:`format_per_class_table`: class, IoU, accuracy, boundary F,
-  Boundary IoU and the class's share of the ground-truth pixels, one row per class (percent);
-* :func:`write_confusion_matrix`: the confusion matrix as CSV (pixel counts, rows = ground
-  truth, columns = prediction; row sums are the ground-truth pixels of each class) and as PNG
-  (each row normalised to 100%, so rare classes read as well as common ones);
-* :func:`write_per_class_bars`: IoU and boundary F of each class as horizontal bars (PNG).
-
-``Trainer.test`` writes them for each test set to ``OUTPUT_DIR/inference/<dataset>/``
-(``confusion_matrix.csv``, ``confusion_matrix.png``, ``per_class.png``), after training and with
-``tools/train_net.py --eval-only``.
-
-Every result file of the evaluators (these, the JSON and ``.pth`` results) is written with
-:func:`write_result_file`: whole or not at all, and a full disk is one
-:class:`ResultWriteError` naming the file, not a traceback and an empty file.
+"""Evaluation results a person can read: a per-class table for the log, a confusion matrix
+(CSV and PNG) and per-class bars, which ``Trainer.test`` writes to
+``OUTPUT_DIR/inference/<dataset>/``. Every result file of the evaluators is written with
+:func:`write_result_file`.
 """
 import csv
 import errno
@@ -31,9 +18,8 @@ __all__ = ["ResultWriteError", "format_per_class_table", "per_class_rows",
 
 
 class ResultWriteError(OSError):
-    """An evaluation result that could not be written: no space left (or the quota reached) on
-    the device. The message names the file; no part of it is left under its name. ``errno`` is
-    ``ENOSPC``."""
+    """No space left (or the quota reached) while writing an evaluation result; the message
+    names the file. ``errno`` is ``ENOSPC``."""
 
     def __init__(self, message):
         super().__init__(message)
@@ -41,15 +27,11 @@ class ResultWriteError(OSError):
 
 
 def write_result_file(path: str, write: Callable, binary: bool = False) -> str:
-    """
-    Write ``path`` whole or not at all (:func:`pointrend_seg.files.atomic_write`, text unless
-    ``binary``; its folder is made if missing): on any error ``path`` keeps its previous content
-    (or stays absent) - a full disk used to leave a 0-byte ``eval_results.json`` and a traceback.
-    Returns ``path``.
+    """Write ``path`` whole or not at all (:func:`pointrend_seg.files.atomic_write`, text unless
+    ``binary``; its folder made if missing) and return it.
 
     Raises:
-        ResultWriteError: no space left or quota exceeded ("no space left on the device while
-            writing PATH").
+        ResultWriteError: no space left or quota exceeded.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
@@ -68,13 +50,9 @@ def write_result_file(path: str, write: Callable, binary: bool = False) -> str:
 def per_class_rows(sem_seg: Dict[str, float], class_names: Sequence[str],
                    class_pixels: Optional[Sequence[int]] = None,
                    boundary: Optional[Dict[str, float]] = None) -> List[dict]:
-    """
-    One dict per class: ``class``, ``IoU``, ``ACC`` (from the ``"sem_seg"`` results of
-    :class:`~.sem_seg.SegmentationEvaluator`), ``BF``, ``BIoU`` (from the ``"sem_seg_boundary"``
-    results of :class:`~.boundary.BoundaryEvaluator`, NaN without them) and ``share``: the
-    percentage of ground-truth pixels of the class (``class_pixels``; NaN without them). NaN
-    also where a metric is undefined (a class absent from the ground truth).
-    """
+    """One dict per class, in percent: ``class``, ``IoU``, ``ACC`` (from ``sem_seg``), ``BF``,
+    ``BIoU`` (from ``boundary``) and ``share`` of the ground-truth pixels (from
+    ``class_pixels``); NaN where missing or undefined."""
     total = float(sum(class_pixels)) if class_pixels is not None else 0.0
     boundary = boundary or {}
     return [{"class": name,
@@ -112,16 +90,9 @@ def _figure(width_in, height_in):
 
 def write_confusion_matrix(output_dir: str, confusion: np.ndarray,
                            class_names: Sequence[str]) -> List[str]:
-    """
-    Write ``confusion_matrix.csv`` and ``confusion_matrix.png`` to ``output_dir``.
-
-    Args:
-        confusion: (K, K) pixel counts, rows = ground-truth class, columns = predicted class
-            (ignored pixels left out).
-
-    Returns:
-        list[str]: the two paths.
-    """
+    """Write ``confusion_matrix.csv`` (pixel counts) and ``confusion_matrix.png`` (rows
+    normalised to 100%) to ``output_dir`` and return the two paths. ``confusion``: (K, K) pixel
+    counts, rows = ground-truth class, columns = predicted class."""
     confusion = np.asarray(confusion, dtype=np.int64)
     k = len(class_names)
     if confusion.shape != (k, k):

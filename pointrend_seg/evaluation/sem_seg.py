@@ -1,5 +1,4 @@
-"""
-mIoU evaluation that says what it averages, the same on every Detectron2 version (why:
+"""mIoU evaluation that says what it averages, the same on every Detectron2 version (why:
 docs/dataset_check.md, "Evaluation over absent classes"). :class:`SegmentationEvaluator` computes
 the metrics itself from Detectron2's confusion matrix:
 
@@ -9,22 +8,15 @@ the metrics itself from Detectron2's confusion matrix:
   Cityscapes scripts and mmsegmentation); ``fwIoU`` weights by ground-truth pixels;
 * ``ACC-<class>`` = TP / ground-truth pixels, NaN exactly for classes absent from the ground
   truth; ``mACC`` the mean over the others; ``pACC`` = TP / all labelled pixels;
-* the ground truth is read as training reads it, by :class:`pointrend_seg.data.GroundTruthReader`
-  (the dataset's label map, EXIF orientation; or any ``ground_truth`` callable given), and is
-  checked (:func:`_checked_prediction`, as the boundary evaluator's): a value outside the classes
-  or a size other than the prediction's raises an error naming the file, instead of silently
-  corrupting the confusion matrix;
+* the ground truth is read as training reads it (:class:`pointrend_seg.data.GroundTruthReader`)
+  and checked: a value outside the classes or a size other than the prediction's is an error
+  naming the file, not a corrupt confusion matrix;
 * a warning names the classes absent from the ground truth;
-* with an ``output_dir``, the confusion matrix is written there as ``confusion_matrix.csv``
-  (pixel counts, rows = ground truth) and ``confusion_matrix.png`` (:mod:`.report`), beside
-  ``sem_seg_predictions.json`` and ``sem_seg_evaluation.pth`` (Detectron2's files), each whole
-  or not at all (a full disk: :class:`~.report.ResultWriteError` naming the file).
+* with an ``output_dir``, ``confusion_matrix.csv`` / ``.png`` (rows = ground truth,
+  :mod:`.report`) are written beside Detectron2's files, each whole or not at all.
 
 Gathering over processes is Detectron2's (its ``evaluate`` runs first, without the output
-folder, and logs its own numbers, which are then replaced; the boundary IoU that Detectron2
-``main`` adds is not computed: :class:`~.boundary.BoundaryEvaluator` measures boundaries).
-:func:`describe_miou` turns the results into the line that ``Trainer.test`` prints, e.g.
-``mIoU = 100.00 over 1 of 2 classes; absent from the ground truth: disc (not in the mean)``.
+folder). :func:`describe_miou` gives the line that ``Trainer.test`` prints.
 """
 import json
 import logging
@@ -46,9 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 class SegmentationEvaluator(SemSegEvaluator):
-    """
-    Detectron2's ``SemSegEvaluator`` with checked ground truth from ``ground_truth`` and
-    explicit absent classes (module docstring); results under ``"sem_seg"`` in percent.
+    """Detectron2's ``SemSegEvaluator`` with checked ground truth and explicit absent classes
+    (module docstring); results under ``"sem_seg"`` in percent.
 
     Args:
         dataset_name, distributed, output_dir: as for Detectron2's ``SemSegEvaluator``.
@@ -61,11 +52,8 @@ class SegmentationEvaluator(SemSegEvaluator):
         self._ground_truth = ground_truth or GroundTruthReader(dataset_name)
 
     def process(self, inputs, outputs):
-        """
-        Args:
-            inputs: dicts with ``file_name``.
-            outputs: dicts with ``"sem_seg"``, (C, H, W) class scores at the label's size.
-        """
+        """``inputs``: dicts with ``file_name``; ``outputs``: dicts with ``"sem_seg"``, (C, H, W)
+        class scores at the label's size."""
         k = self._num_classes
         for input, output in zip(inputs, outputs):
             file_name = input["file_name"]
@@ -78,8 +66,8 @@ class SegmentationEvaluator(SemSegEvaluator):
             self._predictions.extend(self.encode_json_sem_seg(pred, file_name))
 
     def evaluate(self):
-        # Detectron2's evaluate() gathers the processes' results; its files are written below,
-        # each whole or not at all (write_result_file), so it runs without the output folder.
+        # Detectron2's evaluate() gathers the processes' results; the files are written below,
+        # each whole or not at all, so it runs without the output folder.
         output_dir, self._output_dir = self._output_dir, None
         try:
             if super().evaluate() is None:  # not the main process
@@ -112,11 +100,8 @@ class SegmentationEvaluator(SemSegEvaluator):
 
 
 def _checked_prediction(output, file_name, ground_truth, num_classes, ignore_label):
-    """
-    The prediction of an evaluator's ``output`` (the argmax of ``output["sem_seg"]``, (C, H, W)
-    class scores) and the ground truth of ``file_name`` (``ground_truth(file_name)``), both
-    (H, W) int64 class ids, and ``valid``, the (H, W) bool mask of the pixels whose ground truth
-    is not ``ignore_label``.
+    """``(pred, gt, valid)``: the argmax of ``output["sem_seg"]`` and ``ground_truth(file_name)``,
+    (H, W) int64 class ids, and the (H, W) bool mask of the pixels not ``ignore_label``.
 
     Raises:
         ValueError: the two sizes differ, or the ground truth has a value outside
@@ -138,10 +123,8 @@ def _checked_prediction(output, file_name, ground_truth, num_classes, ignore_lab
 
 
 def sem_seg_metrics(confusion: np.ndarray, class_names) -> dict:
-    """
-    The ``"sem_seg"`` results (percent) of a (K, K) confusion matrix of pixel counts, rows =
-    predicted class, columns = true class (ignored pixels left out); see the module docstring.
-    """
+    """The ``"sem_seg"`` results (percent, module docstring) of a (K, K) confusion matrix of
+    pixel counts, rows = predicted class, columns = true class."""
     confusion = confusion.astype(np.float64)
     tp = confusion.diagonal()
     gt_pixels, pred_pixels = confusion.sum(axis=0), confusion.sum(axis=1)
@@ -164,11 +147,8 @@ def sem_seg_metrics(confusion: np.ndarray, class_names) -> dict:
 
 
 def describe_miou(sem_seg_results: dict, class_names) -> str:
-    """
-    ``"mIoU = X over N of K classes"`` plus, if any, the classes absent from the ground truth
-    and whether each is in the mean (predicted: IoU 0) or not, from the ``"sem_seg"`` results of
-    :class:`SegmentationEvaluator` (``mIoU``, ``IoU-<class>``, ``ACC-<class>``).
-    """
+    """``"mIoU = X over N of K classes"`` from :class:`SegmentationEvaluator`'s results, plus the
+    classes absent from the ground truth and whether each is in the mean (predicted: IoU 0)."""
     absent, in_mean = [], 0
     for name in class_names:
         iou, acc = sem_seg_results[f"IoU-{name}"], sem_seg_results[f"ACC-{name}"]

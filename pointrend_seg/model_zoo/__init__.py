@@ -1,6 +1,5 @@
-"""
-The configs shipped with pointrend_seg, found through the installed package (as Detectron2's
-``detectron2.model_zoo`` does for its own), so they work from a wheel as well as from a checkout.
+"""The configs shipped with pointrend_seg, found through the installed package (as
+``detectron2.model_zoo`` does), so they work from a wheel as well as from a checkout.
 
     from pointrend_seg import model_zoo
     cfg = model_zoo.get_config("cityscapes/deeplabv3_R103_os16_pointrend.yaml")
@@ -20,12 +19,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 def list_configs(kind: str = "yaml") -> List[str]:
-    """
-    Every shipped config of a ``kind`` - "yaml" (``CfgNode`` configs) or "py" (LazyConfigs; the
-    pieces under ``common/`` left out) - relative to the config folder (e.g.
-    ``"demo/deeplabv3_synthetic.yaml"``), sorted; YAML ``Base-*`` files (not meant to be used
-    alone) included.
-    """
+    """Every shipped config of a ``kind``, "yaml" (``Base-*`` included) or "py" (``common/``
+    left out), relative to the config folder (e.g. ``"demo/deeplabv3_synthetic.yaml"``), sorted."""
     found = []
     for root, _, files in os.walk(CONFIG_DIR):
         for name in files:
@@ -36,12 +31,8 @@ def list_configs(kind: str = "yaml") -> List[str]:
 
 
 def get_config_file(config_path: str) -> str:
-    """
-    Absolute path of a shipped config.
-
-    Args:
-        config_path: relative to the config folder, e.g. ``"cityscapes/deeplabv3_R103_os16.yaml"``
-            (a leading ``"configs/"`` is accepted too).
+    """Absolute path of a shipped config, ``config_path`` relative to the config folder (a
+    leading ``"configs/"`` accepted), e.g. ``"cityscapes/deeplabv3_R103_os16.yaml"``.
 
     Raises:
         FileNotFoundError: naming the config and listing the shipped ones.
@@ -58,11 +49,7 @@ def get_config_file(config_path: str) -> str:
 
 
 def get_config(config_path: str, opts=()):
-    """
-    A shipped config, loaded by :func:`pointrend_seg.config.load_any_config`: a YAML one built
-    with ``build_config`` (a ``CfgNode``, not frozen; ``opts``: ``KEY VALUE`` overrides), a Python
-    one loaded with Detectron2's ``LazyConfig.load`` (an omegaconf config; ``opts``: ``key=value``
-    overrides, checked: :func:`pointrend_seg.config.check_python_overrides`).
-    A Python config is code: loading it runs it (as any LazyConfig); YAML ones are data.
-    """
+    """A shipped config, loaded by :func:`pointrend_seg.config.load_any_config`: a YAML one as a
+    ``CfgNode`` (``opts``: ``KEY VALUE``), a Python one as a LazyConfig (``opts``: ``key=value``;
+    loading runs its code)."""
     return load_any_config(get_config_file(config_path), opts)

@@ -1,12 +1,7 @@
-"""
-Dataset registrations; importing this module registers the built-in datasets.
-
-Besides the synthetic shapes, PASCAL VOC 2012 (``voc_2012_sem_seg_{train,val,train_aug}``) and
-CamVid (``camvid_sem_seg_{train,val,test}``) are registered under ``$DETECTRON2_DATASETS``
-(default ``datasets``, read at import time as Detectron2 does); nothing is read until
-``DatasetCatalog.get``. Cityscapes (``cityscapes_fine_sem_seg_{train,val}``) and ADE20K
-(``ade20k_sem_seg_{train,val}``) are Detectron2's own registrations. Other datasets given as an
-image folder and a mask folder: :func:`register_folder_dataset`.
+"""Dataset registrations; importing this module registers the synthetic shapes, and PASCAL VOC
+2012 and CamVid under ``$DETECTRON2_DATASETS`` (default ``datasets``, read at import as
+Detectron2 does). Cityscapes and ADE20K are Detectron2's registrations; image and mask folders:
+:func:`register_folder_dataset`.
 """
 import os as _os
 

@@ -1,21 +1,15 @@
-"""
-CamVid in the SegNet layout (11 classes, 360x480 images).
+"""CamVid in the SegNet layout (11 classes, 360x480 images).
 
-Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``; the folder may be ``camvid/`` or,
-as the SegNet download names it, ``CamVid/``)::
+Layout under ``$DETECTRON2_DATASETS`` (``camvid/``, or ``CamVid/`` as SegNet names it)::
 
     camvid/train/*.png    camvid/trainannot/*.png    367 images
     camvid/val/*.png      camvid/valannot/*.png      101 images
     camvid/test/*.png     camvid/testannot/*.png     233 images
 
-Image and annotation are paired by file stem. Annotations are one-channel PNGs with values
-0..10 = Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist
-and 11 = void. Registered names: ``camvid_sem_seg_train``, ``camvid_sem_seg_val``,
-``camvid_sem_seg_test``.
-
-Ignore label: void (11) is the metadata's ``ignore_label``, kept on disk (not remapped to 255):
-train and evaluate with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 11 MODEL.SEM_SEG_HEAD.IGNORE_VALUE 11``
-(docs/bad_inputs.md); crop padding then fills labels with 11.
+Paired by file stem; annotations are one-channel PNGs of class ids 0..10 and 11 = void.
+Registered names: ``camvid_sem_seg_{train,val,test}``. Void (11) is the ignore label, kept on
+disk: train and evaluate with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES 11
+MODEL.SEM_SEG_HEAD.IGNORE_VALUE 11`` (docs/bad_inputs.md).
 """
 import logging
 import os
@@ -44,11 +38,7 @@ SPLIT_SIZES = {"train": 367, "val": 101, "test": 233}
 
 
 def load_camvid(camvid_dir, split, dataset_name=None):
-    """
-    Dataset dicts of a CamVid split: ``camvid_dir/<split>/X.png`` with
-    ``camvid_dir/<split>annot/X.png``, sorted by stem. Logs a warning when the number of images
-    differs from the standard split size (367/101/233).
-    """
+    """Dataset dicts of a CamVid split, sorted by stem; a warning if its size is not SegNet's."""
     name = dataset_name or f"{DEFAULT_PREFIX}_{split}"
     dicts = load_folder_pairs(
         os.path.join(camvid_dir, split), os.path.join(camvid_dir, split + "annot"),
@@ -63,11 +53,8 @@ def load_camvid(camvid_dir, split, dataset_name=None):
 
 
 def register_camvid(root, prefix=DEFAULT_PREFIX):
-    """
-    Register ``<prefix>_{train,val,test}`` for ``<root>/camvid`` or ``<root>/CamVid`` (nothing
-    is read now; the folder is looked for when a split is loaded); names already registered are
-    skipped. Returns the names.
-    """
+    """Register ``<prefix>_{train,val,test}`` for ``<root>/camvid`` or ``<root>/CamVid`` (looked
+    for when a split is loaded); return the names."""
     camvid_dir = find_dataset_dir(root, CAMVID_DIRNAMES, "CamVid", must_exist=False)
     return [register_sem_seg_dataset(
         f"{prefix}_{split}",

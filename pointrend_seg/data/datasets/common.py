@@ -7,13 +7,11 @@ __all__ = ["default_stuff_colors", "find_dataset_dir", "register_sem_seg_dataset
 
 
 def find_dataset_dir(root: str, names: Sequence[str], what: str, must_exist: bool = True) -> str:
-    """
-    The folder of a dataset under ``root`` (``$DETECTRON2_DATASETS``): the first of ``names``
-    (relative paths, e.g. ``["camvid", "CamVid"]``: ours and the official casing) that exists.
+    """The first of ``names`` (e.g. ``["camvid", "CamVid"]``) that exists under ``root``
+    (``$DETECTRON2_DATASETS``); if none, the first (without ``must_exist``).
 
     Raises:
-        FileNotFoundError: (``must_exist``) none exists; names every place looked at. Without
-            ``must_exist`` the first name is returned.
+        FileNotFoundError: (``must_exist``) none exists; names every place looked at.
     """
     for name in names:
         path = os.path.join(root, name)
@@ -40,18 +38,9 @@ def register_sem_seg_dataset(
     stuff_colors: Sequence[Tuple[int, int, int]], ignore_label: int, image_root: str,
     sem_seg_root: str, label_map: Optional[Mapping[int, int]] = None,
 ) -> str:
-    """
-    Register ``loader`` under ``name`` in Detectron2's ``DatasetCatalog`` with the metadata that
-    ``SemSegEvaluator``, ``BoundaryEvaluator`` and ``Visualizer`` read (``evaluator_type`` is
-    "sem_seg"). A name that is already registered is left alone.
-
-    ``label_map`` ({stored mask value: class id}, :mod:`pointrend_seg.data.label_map`) goes into
-    the metadata (``label_map``) and onto every dataset dict (``sem_seg_label_map``), where the
-    mapper, the evaluators and the dataset check read it.
-
-    Returns:
-        str: ``name``.
-    """
+    """Register ``loader`` under ``name`` (unless registered) with the metadata that the
+    evaluators and ``Visualizer`` read, and return ``name``. ``label_map`` ({stored mask value:
+    class id}) goes into the metadata and onto every dataset dict (``sem_seg_label_map``)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name in DatasetCatalog.list():

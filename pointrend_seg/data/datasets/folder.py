@@ -1,5 +1,4 @@
-"""
-Semantic segmentation datasets given as two folders: images and label masks paired by file stem.
+"""Semantic segmentation datasets given as two folders: images and label masks paired by file stem.
 
 ::
 
@@ -11,17 +10,13 @@ MASK_DIR CLASSES`` (repeatable; ``--label-map 255:1`` / ``--ignore-value V`` aft
 README.md ("Your own data") and docs/dataset_check.md.
 
 Folders are not searched recursively; images are the files with an extension of
-``IMAGE_EXTENSIONS`` (GIF included: its first frame), and the image folder's other files are
-left out with a warning that counts them (given the parent folder of the images, the error
-names the subfolder to give instead). Masks are single-channel (8/16-bit grayscale or palette
-PNG: palette indices are the class ids); colour-coded RGB masks are rejected by the mapper.
-``label_map`` ({stored value: class id}) maps mask values when they are read, in training,
-evaluation and the dataset check alike. Registration checks the arguments and that both
-folders exist; the folders are listed only when ``DatasetCatalog.get(name)`` is called. An
-image without a mask keeps the mask path it should have (a warning counts them): the dataset
-check (``tools/check_dataset.py``, and the start of ``tools/train_net.py``) lists each as a
-missing label, and the mapper raises naming the file. Extra masks without an image are logged
-and skipped.
+``IMAGE_EXTENSIONS`` (a GIF: its first frame), other files are left out with a warning. Masks
+are single-channel (8/16-bit grayscale, or palette PNG whose indices are the class ids); the
+mapper rejects colour-coded RGB masks. ``label_map`` ({stored value: class id}) maps mask values
+whenever they are read. Registration checks the arguments and the folders; the folders are
+listed on ``DatasetCatalog.get(name)``. An image without a mask keeps the path its mask should
+have (a warning counts them), so that the dataset check lists each; masks without an image are
+skipped with a warning.
 """
 import codecs
 import logging
@@ -39,8 +34,6 @@ __all__ = ["IMAGE_EXTENSIONS", "load_folder_pairs", "parse_class_names", "regist
 logger = logging.getLogger(__name__)
 
 # Image file extensions considered when ``image_ext`` is None (compared case-insensitively).
-# GIF: its first frame (PIL), like every reader here; other files of an image folder are left
-# out with a warning that counts them by extension.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                     ".gif")
 
@@ -75,9 +68,7 @@ def _list_by_stem(folder, extensions, what, dataset_name, others=None):
 
 
 def _subfolder_hint(folder, extensions) -> str:
-    """For an image folder without images: "; it holds the folders ... : give ... itself" when
-    it holds folders (the parent folder given instead of the images'), naming the first of them
-    that holds images."""
+    """For an image folder without images: its subfolders, and the first that holds images."""
     try:
         subfolders = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     except OSError:
@@ -99,26 +90,20 @@ def _subfolder_hint(folder, extensions) -> str:
 
 
 def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", dataset_name=None):
-    """
-    Pair ``image_dir/STEM.<image_ext>`` with ``mask_dir/STEM<mask_ext>``.
+    """Pair ``image_dir/STEM.<image_ext>`` with ``mask_dir/STEM<mask_ext>``.
 
     Args:
         image_dir, mask_dir (str): the two folders (may be the same if the extensions differ).
-        image_ext (str or None): image extension, e.g. ".jpg"; None: any of ``IMAGE_EXTENSIONS``.
-        mask_ext (str): mask extension.
-        dataset_name (str): only used in error messages.
+        image_ext (str or None): e.g. ".jpg"; None: any of ``IMAGE_EXTENSIONS``.
+        dataset_name (str): only used in messages.
 
     Returns:
-        list[dict]: ``file_name``, ``sem_seg_file_name``, ``image_id`` (the stem), sorted by stem.
-        An image without a mask gets the path its mask should have (``mask_dir/STEM<mask_ext>``),
-        with a warning naming the folders, the count and the first stem.
-
-    Other files of ``image_dir`` are left out with a warning counting them by extension.
+        list[dict]: ``file_name``, ``sem_seg_file_name``, ``image_id`` (the stem), sorted by stem;
+        an image without a mask gets the path its mask should have.
 
     Raises:
         FileNotFoundError: a folder is missing.
-        BadInputError: ("empty dataset") no images in ``image_dir``; names its subfolders and the
-            one to give when it holds folders (the parent folder of the images given).
+        BadInputError: ("empty dataset") no images in ``image_dir`` (naming its subfolders).
         ValueError: two images (masks) share a stem.
     """
     image_exts = IMAGE_EXTENSIONS if image_ext is None else (_normalize_ext(image_ext),)
@@ -169,19 +154,14 @@ def load_folder_pairs(image_dir, mask_dir, image_ext=None, mask_ext=".png", data
     ]
 
 
-# Largest class-names file read (a hundred thousand names of 40 characters): a file is read no
-# further, so that a wrong path (a 1 GB log) costs nothing.
+# Largest class-names file read: a file is read no further, so a wrong path costs nothing.
 MAX_CLASS_NAMES_FILE_BYTES = 4 << 20
 
 
 def _class_names_text(path, data: bytes) -> str:
-    """
-    The text of the class-names file ``path`` (its bytes ``data``): UTF-8 (a byte-order mark
-    dropped), or UTF-16 with its byte-order mark (what Windows Notepad saves as "Unicode"; no
-    UTF-8 text starts with the bytes FF FE / FE FF, so that is no guess). Anything else - Latin-1,
-    UTF-16 without a byte-order mark, UTF-32, a binary file - is a ValueError naming the file
-    (before: UnicodeDecodeError, a traceback; undecoded NUL bytes passed into the names).
-    """
+    """The text of the class-names file ``path`` (its bytes ``data``): UTF-8, or UTF-16 with a
+    byte-order mark (Notepad's "Unicode"; no UTF-8 text starts with FF FE / FE FF). Anything else
+    is a ValueError naming the file."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not data.startswith(
             codecs.BOM_UTF32_LE):
         encoding = "utf-16"
@@ -205,20 +185,18 @@ def _class_names_text(path, data: bytes) -> str:
 
 
 def parse_class_names(spec):
-    """
-    Class names from a list/tuple of names, or a string: the path of an existing text file with
-    one name per line (UTF-8, or UTF-16 with a byte-order mark; at most
-    ``MAX_CLASS_NAMES_FILE_BYTES``), else comma-separated names. Raises ValueError for empty,
-    blank or duplicate names, a file too large or not UTF-8, and FileNotFoundError for a string
-    that looks like a file path (ends with .txt or holds a path separator) but is missing.
-    Linear in the number of names.
+    """Class names from a list/tuple of names, or a string: the path of an existing text file
+    with one name per line (UTF-8, or UTF-16 with a byte-order mark), else comma-separated names.
 
-    In a file, class id = the position among its non-blank lines (blank lines, e.g. at the end,
-    are skipped), names stripped of surrounding spaces. A line starting with '#' is refused
-    (ValueError naming the line): it is either a comment, which shifts every later id by one
-    against a file that means it as a name, or a name, which shifts them against a file that
-    means it as a comment - an error rather than a silent guess (before: dropped as a comment,
-    so "#background" as the first line turned class 1 into class 0, etc.).
+    In a file, class id = the position among its non-blank lines, names stripped. A line starting
+    with '#' is refused: as a comment or as a name, it would shift the later ids of a file that
+    means the other.
+
+    Raises:
+        ValueError: empty, blank or duplicate names; a file too large, not UTF-8 / UTF-16, or
+            with a '#' line (naming it).
+        FileNotFoundError: a string that looks like a file path (ends with .txt or holds a path
+            separator) but is missing.
     """
     if isinstance(spec, (str, os.PathLike)):
         spec = os.fspath(spec)
@@ -260,31 +238,25 @@ def parse_class_names(spec):
 
 def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label=255,
                             image_ext=None, mask_ext=".png", stuff_colors=None, label_map=None):
-    """
-    Register a semantic segmentation dataset of images and masks paired by file stem.
+    """Register a semantic segmentation dataset of images and masks paired by file stem.
 
     Args:
         name (str): dataset name; must not be registered yet.
-        image_dir, mask_dir (str): folders of images and of masks (class ids, one channel).
-        class_names (list[str] or str): class names, index = class id; a string is a
-            comma-separated list or a text file with one name per line (:func:`parse_class_names`).
-        ignore_label (int): mask value ignored by loss and evaluation; must not be a class id.
-        image_ext (str or None): image extension (e.g. ".jpg"); None: any of ``IMAGE_EXTENSIONS``.
-        mask_ext (str): mask extension.
-        stuff_colors (list[tuple[int, int, int]] or None): RGB colour per class for
-            visualisation; None: Detectron2's colormap.
+        image_dir, mask_dir, image_ext, mask_ext: as in :func:`load_folder_pairs`.
+        class_names (list[str] or str): index = class id; see :func:`parse_class_names`.
+        ignore_label (int): mask value ignored by loss and evaluation; not a class id.
+        stuff_colors (list[tuple[int, int, int]] or None): RGB per class; None: Detectron2's.
         label_map (dict[int, int] or str or None): stored mask value -> class id (or
-            ``ignore_label``), applied whenever a mask is read; e.g. ``{255: 1}`` (or "255:1")
-            for binary masks saved as 0/255. See :mod:`pointrend_seg.data.label_map`.
+            ``ignore_label``), e.g. ``{255: 1}`` or "255:1"
+            (:mod:`pointrend_seg.data.label_map`).
 
     Returns:
         str: ``name``.
 
     Raises:
         FileNotFoundError: a folder does not exist (now, or when loading).
-        ValueError: bad arguments, name already registered, or when loading, two files share a
-            stem; ``BadInputError`` (a ``ValueError``), when loading, no images. An image without
-            a mask is a warning (:func:`load_folder_pairs`).
+        ValueError: bad arguments or name already registered; when loading, as
+            :func:`load_folder_pairs`.
     """
     from detectron2.data import DatasetCatalog
 
@@ -326,11 +298,8 @@ def register_folder_dataset(name, image_dir, mask_dir, class_names, ignore_label
 
 
 def register_folder_datasets(specs):
-    """
-    Register one folder dataset per spec in ``specs`` (the values of ``tools/train_net.py
-    --register-folder``): ``(name, image_dir, mask_dir, classes)``, optionally followed by a dict
-    of further keyword arguments of :func:`register_folder_dataset` (``label_map``,
-    ``ignore_label``). Returns the names.
-    """
+    """Register one folder dataset per spec (``--register-folder``'s values): ``(name, image_dir,
+    mask_dir, classes)``, optionally followed by a dict of keyword arguments of
+    :func:`register_folder_dataset`. Returns the names."""
     return [register_folder_dataset(*spec[:-1], **spec[-1]) if spec and isinstance(spec[-1], dict)
             else register_folder_dataset(*spec) for spec in map(list, specs or [])]

@@ -8,27 +8,20 @@ Images are 128x128 RGB (8-bit) with a label map of the same size holding one of 
     3 stroke      thin curvy line (sinusoid or cubic Bezier), 2-4 px wide
     4 polygon     filled triangle or 4-6 point star with sharp corners, radius 14-36 px
 
-Each image holds 3-6 objects at random positions, sizes and overlaps; later objects
-overwrite earlier ones in both image and label. Every object class has a characteristic hue
-with wide jitter (neighbouring classes overlap) and random saturation/brightness, and the
-background takes random colours, so colour alone does not solve the task: shape, thickness
-and boundaries matter. Gaussian per-pixel noise is added at the end; there is no
-anti-aliasing, so labels match the painted pixels exactly.
+Each image holds 3-6 overlapping objects (later ones overwrite earlier ones). Class hues
+overlap and backgrounds take random colours, so colour alone does not solve the task: shape,
+thickness and boundaries matter. No anti-aliasing: labels match the painted pixels exactly.
 
-Splits ``train`` (``NUM_TRAIN_IMAGES`` = 240) and ``val`` (``NUM_VAL_IMAGES`` = 60) are
-generated deterministically (numpy ``Generator`` seeded with ``[seed, image_index]``) the
-first time ``DatasetCatalog.get`` is called on them, and cached as PNGs::
+Splits ``train`` (240 images) and ``val`` (60) are generated deterministically the first time
+``DatasetCatalog.get`` is called on them, and cached as PNGs::
 
     <root>/<split>/images/0000.png   RGB, uint8, HxWx3
     <root>/<split>/labels/0000.png   single channel, uint8, values 0..4
     <root>/<split>/done.json         manifest, written last
 
-``root`` is the ``register_synthetic_shapes`` argument, else ``$POINTREND_SEG_SYNTHETIC_DIR``,
-else ``~/.cache/pointrend_seg/synthetic_shapes_v1``. A split is generated into a temporary
-sibling directory and renamed into place atomically, so concurrent processes (e.g. ranks of
-a distributed run) never see a partial split; the loser of the race discards its copy. A
-split directory without ``done.json``, or made with other settings, raises an error rather
-than being used or overwritten: delete it to regenerate.
+A split is generated into a temporary folder and renamed into place, so concurrent processes
+never see a partial split. A split folder without ``done.json``, or made with other settings, is
+an error rather than used or overwritten: delete it to regenerate.
 """
 
 import colorsys
@@ -64,8 +57,7 @@ IGNORE_LABEL = 255
 
 _FORMAT_VERSION = 1
 _MANIFEST = "done.json"
-# Hue centre (degrees) per object class 1..4 and the +- jitter around it: wide enough that
-# neighbouring classes (90 degrees apart) overlap.
+# Hue centre (degrees) per object class and the +- jitter: neighbouring classes overlap.
 _CLASS_HUES = {1: 15.0, 2: 105.0, 3: 195.0, 4: 285.0}
 _HUE_JITTER = 60.0
 _NOISE_STD = 6.0  # per-pixel Gaussian noise, in 8-bit intensity units
@@ -170,15 +162,10 @@ _DRAWERS = {1: _draw_blob, 2: _draw_ring, 3: _draw_stroke, 4: _draw_polygon}
 
 
 def render_sample(rng, size=IMAGE_SIZE):
-    """Render one sample.
-
-    Args:
-        rng (np.random.Generator): source of randomness (the only one used).
-        size (int): image height and width in pixels.
+    """Render one sample from ``rng`` (np.random.Generator, the only randomness used).
 
     Returns:
-        image: uint8 array (size, size, 3), RGB.
-        label: uint8 array (size, size), class ids in 0..len(SYNTHETIC_CLASSES)-1.
+        (image, label): uint8 (size, size, 3) RGB and uint8 (size, size) class ids.
     """
     img = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
@@ -208,10 +195,8 @@ def _manifest(split, num_images, seed):
 
 
 def _is_complete(split_dir, expected):
-    """True if ``split_dir`` holds a finished split matching the ``expected`` manifest.
-
-    Raises RuntimeError if the directory exists but is incomplete or was made differently.
-    """
+    """True if ``split_dir`` holds a finished split matching the ``expected`` manifest; a
+    RuntimeError if it exists but is incomplete or was made differently."""
     if not os.path.isdir(split_dir):
         return False
     path = os.path.join(split_dir, _MANIFEST)
@@ -246,21 +231,9 @@ def _write_split(out_dir, split, num_images, seed):
 
 
 def generate_split(root, split, num_images, seed):
-    """Make sure ``<root>/<split>`` holds the generated split, and return its dataset dicts.
-
-    Generates it (into a temporary sibling directory, then an atomic ``os.rename``) unless a
-    complete copy is already there; safe to call from several processes at once.
-
-    Args:
-        root (str or PathLike): dataset root directory (created if missing).
-        split (str): split name, e.g. "train"; also the subdirectory name.
-        num_images (int): number of images in the split.
-        seed (int): base seed; image i is drawn from ``np.random.default_rng([seed, i])``.
-
-    Returns:
-        list[dict]: Detectron2 semantic-segmentation dicts with ``file_name``,
-        ``sem_seg_file_name`` (absolute paths), ``height``, ``width`` (pixels), ``image_id``.
-    """
+    """Generate ``<root>/<split>`` unless complete (safe from several processes at once) and
+    return its dataset dicts (absolute paths); image i is drawn from
+    ``np.random.default_rng([seed, i])``."""
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     split_dir = os.path.join(root, split)
     expected = _manifest(split, num_images, seed)
@@ -296,19 +269,10 @@ def generate_split(root, split, num_images, seed):
 
 
 def register_synthetic_shapes(root=None, prefix=DEFAULT_PREFIX):
-    """Register ``<prefix>_train`` and ``<prefix>_val`` in Detectron2's catalogs.
-
-    Nothing is generated here: a split is generated (or read from cache) when
-    ``DatasetCatalog.get`` is first called on it. Names already registered are skipped.
-
-    Args:
-        root (str or PathLike, optional): dataset root; defaults to
-            ``$POINTREND_SEG_SYNTHETIC_DIR``, else ``~/.cache/pointrend_seg/synthetic_shapes_v1``.
-        prefix (str): dataset name prefix.
-
-    Returns:
-        list[str]: the two dataset names (registered now or before).
-    """
+    """Register ``<prefix>_train`` and ``<prefix>_val`` (generated on first
+    ``DatasetCatalog.get``); names already registered are skipped. ``root`` defaults to
+    ``$POINTREND_SEG_SYNTHETIC_DIR``, else ``~/.cache/pointrend_seg/synthetic_shapes_v1``.
+    Returns the two names."""
     root = os.path.abspath(os.path.expanduser(os.fspath(
         (os.environ.get(ENV_ROOT) or DEFAULT_ROOT) if root is None else root)))
     splits = {"train": (NUM_TRAIN_IMAGES, TRAIN_SEED), "val": (NUM_VAL_IMAGES, VAL_SEED)}

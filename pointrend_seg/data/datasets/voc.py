@@ -1,8 +1,6 @@
-"""
-PASCAL VOC 2012 semantic segmentation (21 classes, 255 = object boundaries / ignored).
+"""PASCAL VOC 2012 semantic segmentation (21 classes, 255 = object boundaries / ignored).
 
-Layout under ``$DETECTRON2_DATASETS`` (default ``datasets``, as in Detectron2; ``VOC2012/`` may
-also be where the official archive puts it, ``VOCdevkit/VOC2012/``)::
+Layout under ``$DETECTRON2_DATASETS`` (``VOC2012/`` may also be ``VOCdevkit/VOC2012/``)::
 
     VOC2012/JPEGImages/<id>.jpg
     VOC2012/SegmentationClass/<id>.png             palette PNG: indices 0..20 and 255
@@ -12,12 +10,10 @@ also be where the official archive puts it, ``VOCdevkit/VOC2012/``)::
     VOC2012/SegmentationClassAug/<id>.png          one channel: 0..20 and 255
     VOC2012/ImageSets/Segmentation/train_aug.txt   usually 10,582 ids
 
-Registered names: ``voc_2012_sem_seg_train``, ``voc_2012_sem_seg_val`` and
-``voc_2012_sem_seg_train_aug`` (always registered; loading it raises FileNotFoundError naming the
-missing folder or file when the SBD masks are not there). A split file holds one id per line;
-lines with several fields (e.g. ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png``, as in
-some train_aug.txt copies) use the stem of the first field. Nothing is read until
-``DatasetCatalog.get``; then missing files raise FileNotFoundError naming them.
+Registered names: ``voc_2012_sem_seg_{train,val,train_aug}``. A split file holds one id per
+line; a line with several fields (as in some train_aug.txt copies) uses the stem of the first.
+Nothing is read until ``DatasetCatalog.get``; then missing files raise FileNotFoundError naming
+them.
 """
 import os
 
@@ -60,18 +56,8 @@ VOC_COLORS = voc_colormap(len(VOC_CLASSES))
 
 
 def load_voc_sem_seg(voc_dir, split, dataset_name=None):
-    """
-    Dataset dicts of a VOC 2012 segmentation split.
-
-    Args:
-        voc_dir (str): the ``VOC2012`` folder.
-        split (str): "train", "val" or "train_aug".
-        dataset_name (str): only used in error messages.
-
-    Returns:
-        list[dict]: ``file_name``, ``sem_seg_file_name``, ``image_id`` (the VOC id), in split-file
-        order.
-    """
+    """Dataset dicts (``image_id``: the VOC id) of the split "train", "val" or "train_aug" of the
+    ``VOC2012`` folder ``voc_dir``, in split-file order; ``dataset_name`` is for messages."""
     split_stem, mask_dirname = SPLITS[split]
     name = dataset_name or f"{DEFAULT_PREFIX}_{split}"
     image_dir = os.path.join(voc_dir, "JPEGImages")
@@ -110,11 +96,8 @@ def load_voc_sem_seg(voc_dir, split, dataset_name=None):
 
 
 def register_voc_sem_seg(root, prefix=DEFAULT_PREFIX):
-    """
-    Register ``<prefix>_train``, ``<prefix>_val`` and ``<prefix>_train_aug`` for the VOC 2012
-    tree ``<root>/VOC2012`` or ``<root>/VOCdevkit/VOC2012`` (nothing is read now; the folder is
-    looked for when a split is loaded). Names already registered are skipped. Returns the names.
-    """
+    """Register ``<prefix>_{train,val,train_aug}`` for ``<root>/VOC2012`` or
+    ``<root>/VOCdevkit/VOC2012`` (looked for when a split is loaded); return the names."""
     voc_dir = find_dataset_dir(root, VOC_DIRNAMES, "PASCAL VOC 2012", must_exist=False)
     return [register_sem_seg_dataset(
         f"{prefix}_{split}",
