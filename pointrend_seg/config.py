@@ -119,7 +119,8 @@ def add_pointrend_seg_config(cfg):
     # SEM_SEG_HEADS_REGISTRY with layers() and common_stride (e.g. "SemSegFPNHead"; Detectron2's
     # PointRend project's MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME is not a key here).
     cfg.MODEL.SEM_SEG_HEAD.COARSE_HEAD_NAME = "DeepLabV3"
-    # "cross_entropy" or "hard_pixel_mining" (CE over the HARD_PIXEL_TOP_K hardest pixels).
+    # "cross_entropy" or "hard_pixel_mining" (CE over the HARD_PIXEL_TOP_K fraction, in (0, 1],
+    # of hardest pixels).
     cfg.MODEL.SEM_SEG_HEAD.LOSS_TYPE = "cross_entropy"
     cfg.MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K = 0.2
 

@@ -163,7 +163,8 @@ def draw_sem_seg_figure(
         class_names, colors: name and RGB colour (0..255) of each class id.
         titles: one title per label map, drawn above its panel; None: no titles.
         alpha: opacity of the class colours.
-        min_side, max_side: smaller pictures are drawn enlarged, larger ones reduced (costing
+        min_side, max_side: a picture whose shorter side is under ``min_side`` is drawn
+            enlarged to it, one whose longer side is over ``max_side`` reduced to it (costing
             what a ``max_side`` one does); ``max_side`` None: no limit (e.g. video frames).
         legend_inside: draw the legend in each panel's top-left corner, keeping the panels'
             size (video frames), instead of under the panels.

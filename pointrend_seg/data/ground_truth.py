@@ -13,8 +13,9 @@ __all__ = ["GroundTruthReader"]
 
 class GroundTruthReader:
     """``reader(file_name)``: the (H, W) int64 class ids of the image ``file_name`` of dataset
-    ``dataset_name`` (:func:`~.readers.read_label_file`); with ``num_classes``, values are
-    checked (:func:`~.readers.check_label_values`)."""
+    ``dataset_name`` (:func:`~.readers.read_label_file`). Raises ``BadInputError`` naming the
+    label file for one over ``max_pixels`` pixels or, with ``num_classes``, with values outside
+    [0, num_classes) other than ``ignore_label`` (:func:`~.readers.check_label_values`)."""
 
     def __init__(self, dataset_name: str, num_classes: Optional[int] = None,
                  ignore_label: int = 255, max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS):

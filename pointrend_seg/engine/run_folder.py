@@ -107,7 +107,7 @@ def claim_run_folder(output_dir: str, key: str = "OUTPUT_DIR") -> RunFolderClaim
     """
     Claim ``output_dir`` (created if needed) for this process with an exclusive ``lockf`` lock:
     unlike a ``flock`` no forked DataLoader worker inherits it, and the kernel drops it when the
-    process ends, ``kill -9`` included. A folder claimed twice gives the first claim.
+    process ends, ``kill -9`` included. A folder claimed twice by one process gives the first claim.
 
     Raises:
         RunFolderBusyError: a live process holds the folder (the message names it).

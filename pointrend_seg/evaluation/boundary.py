@@ -253,11 +253,11 @@ class BoundaryEvaluator(DatasetEvaluator):
     """Boundary F-score and Boundary IoU of a dataset (see the module docstring).
 
     Inputs are those of :class:`detectron2.evaluation.SemSegEvaluator`: an input's ``file_name``
-    names the ground truth; an output's ``"sem_seg"`` is a (C, H, W) score tensor at its
-    resolution, whose argmax over C is the prediction.  Only per-class sums are kept.  The result
-    is ``{"sem_seg_boundary": {"mBF", "mBIoU", "BF-<class>", "BIoU-<class>"}}`` in percent; a
-    class that could not be evaluated is NaN and left out of the means.  Cost: two distance
-    transforms per class present in an image, on the bounding box of its two masks.
+    names the ground truth; an output's ``"sem_seg"`` is a (C, H, W) score tensor at the ground
+    truth's resolution, whose argmax over C is the prediction.  Only per-class sums are kept.
+    The result is ``{"sem_seg_boundary": {"mBF", "mBIoU", "BF-<class>", "BIoU-<class>"}}`` in
+    percent; a class that could not be evaluated is NaN and left out of the means.  Cost: two
+    distance transforms per class present in an image, on the bounding box of its two masks.
     """
 
     def __init__(

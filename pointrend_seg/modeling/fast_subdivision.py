@@ -61,7 +61,8 @@ def mlp_point_logits(point_head: MLPPointHead, fine_grained_features, coarse_log
     """
     ``point_head(fine_grained_features, coarse_logits)`` (N, K, P) without concatenations: a layer
     on ``[x, coarse_logits]`` is ``[W_c, b] [coarse_logits; 1]`` plus, in place, ``W_x x``. With
-    ``fine_projected`` the first argument is already ``W_x x`` (of :func:`project_fine_features`).
+    ``fine_projected`` the first argument is already ``W_x x``, (N, first layer's outputs, P)
+    (sampled from :func:`project_fine_features`).
     """
     n, num_classes, num_points = coarse_logits.shape
     coarse_and_one = torch.cat([coarse_logits, coarse_logits.new_ones(n, 1, num_points)], 1)
@@ -89,8 +90,8 @@ def mlp_point_logits(point_head: MLPPointHead, fine_grained_features, coarse_log
 def project_fine_features(point_head: MLPPointHead, feature_maps):
     """
     The first layer's product with each whole fine-grained map (N, C_i, H_i, W_i), in the order of
-    the point head's input channels: sampled at points and summed, it equals the product with the
-    sampled, concatenated features.
+    the point head's input channels, as (N, first layer's outputs, H_i, W_i) each: sampled at
+    points and summed, it equals the product with the sampled, concatenated features.
     """
     weight = _layers(point_head)[0].weight
     projected, start = [], 0

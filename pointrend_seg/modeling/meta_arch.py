@@ -29,10 +29,10 @@ class GeneralizedSemanticSegmentor(nn.Module):
     """
     Backbone + any semantic-segmentation head (with or without PointRend), with Detectron2's
     inputs and outputs: dicts with ``image`` (C, H, W) in ``INPUT.FORMAT``, in training ``sem_seg``
-    (H, W) int64 labels, optionally the output ``height`` / ``width``; in inference one
-    ``{"sem_seg": (K, height, width) logits}`` per image. Inference is batch-independent
-    (:meth:`predict_logits`); ``TEST.*`` adds sliding windows and multi-scale + flip
-    augmentation (``sem_seg`` then holds mean class probabilities).
+    (H, W) int64 labels, optionally the output ``height`` / ``width`` (default: the input's); in
+    inference one ``{"sem_seg": (K, height, width) logits}`` per image. Inference is
+    batch-independent (:meth:`predict_logits`); ``TEST.*`` adds sliding windows and multi-scale
+    + flip augmentation (``sem_seg`` then holds mean class probabilities).
     """
 
     @configurable

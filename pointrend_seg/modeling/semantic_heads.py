@@ -52,7 +52,9 @@ class BilinearSegHead(nn.Module):
         self, *, coarse_head: nn.Module, ignore_value: int, loss_weight: float = 1.0,
         hard_pixel_top_k: float = 1.0,
     ):
-        """``coarse_head``: features -> (N, K, h, w) logits, with an ``output_stride``."""
+        """``coarse_head``: features -> (N, K, h, w) logits, with an ``output_stride``;
+        ``hard_pixel_top_k``: the fraction, in (0, 1], of hardest labelled pixels the loss
+        averages (1: plain cross-entropy)."""
         super().__init__()
         check_arguments(type(self).__name__, [
             ("MODEL.SEM_SEG_HEAD.HARD_PIXEL_TOP_K", "hard_pixel_top_k", hard_pixel_top_k,
@@ -198,8 +200,10 @@ class PointRendSegHead(BilinearSegHead):
         Args:
             point_head: (N, C, P) fine features and (N, K, P) coarse logits -> (N, K, P) logits.
             in_features: the maps sampled as fine-grained features (e.g. ["res2"]).
-            oversample_ratio, importance_sample_ratio: the paper's k and beta
+            train_num_points: points per image of the point loss (P).
+            oversample_ratio, importance_sample_ratio: the paper's k >= 1 and beta in [0, 1]
                 (:func:`~pointrend_seg.modeling.point_sampling.training_point_coords`).
+            subdivision_num_points: cells re-predicted per image at each subdivision step.
             subdivision_steps: the number of 2x steps; -1: log2 of the coarse stride.
             kwargs: the arguments of :class:`BilinearSegHead`.
         """
